@@ -1,0 +1,42 @@
+//! Errors of graph construction and verification.
+
+use crate::types::TensorType;
+use thiserror::Error;
+
+/// What went wrong while building or checking a graph. All variants are the user's
+/// mistake unless said otherwise.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum IrError {
+    /// An op got operands whose types it does not accept.
+    #[error("{op}: {message}")]
+    Type { op: &'static str, message: String },
+    /// A binary op got operands of different types.
+    #[error("{op}: operand types {lhs} and {rhs} differ")]
+    Mismatch {
+        op: &'static str,
+        lhs: TensorType,
+        rhs: TensorType,
+    },
+    /// An op got the wrong number of operands.
+    #[error("{op}: expected {expected} operands, found {found}")]
+    Arity {
+        op: &'static str,
+        expected: usize,
+        found: usize,
+    },
+    /// A node id that does not belong to this graph.
+    #[error("node %{0} is not in the graph")]
+    UnknownNode(usize),
+    /// Two inputs, two parameters or two outputs share a name.
+    #[error("{kind} name {name:?} is used twice")]
+    DuplicateName { kind: &'static str, name: String },
+    /// An update that does not target a parameter, or whose value has another type.
+    #[error("update of {target}: {message}")]
+    BadUpdate { target: String, message: String },
+    /// A constant that cannot be represented in its dtype.
+    #[error("const: {value} is not a valid {dtype} value")]
+    BadConstant { value: f64, dtype: &'static str },
+    /// The verifier found a broken invariant; after a pass this is a kiln bug.
+    #[error("invalid graph: {0}")]
+    Invalid(String),
+}

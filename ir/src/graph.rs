@@ -1,0 +1,562 @@
+//! `Graph`: a typed tensor dataflow graph over `petgraph::StableDiGraph`.
+//!
+//! Nodes hold an op and its result type; an edge `a -> b` with weight `i` says that
+//! `a` is operand `i` of `b`. Every builder method checks the op's typing rule, so a
+//! graph built through this API is well typed by construction.
+
+use crate::error::IrError;
+use crate::op::{BinaryOp, CmpOp, Op, ReduceOp, UnaryOp};
+use crate::types::{DType, Shape, TensorType};
+use petgraph::stable_graph::{NodeIndex, StableDiGraph};
+use petgraph::visit::{EdgeRef, NodeIndexable};
+use petgraph::Direction;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::fmt;
+
+/// A node of a graph. Ids are stable: removing nodes never renumbers the others.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(pub NodeIndex);
+
+impl NodeId {
+    pub fn index(self) -> usize {
+        self.0.index()
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "%{}", self.0.index())
+    }
+}
+
+/// One op and the type of the value it produces.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    pub op: Op,
+    pub ty: TensorType,
+}
+
+/// A tensor graph with named inputs, parameters (persistent state) and outputs, and
+/// updates that give each parameter its value after a run (a training step's optimizer).
+#[derive(Clone, Debug, Default)]
+pub struct Graph {
+    pub name: String,
+    graph: StableDiGraph<Node, usize>,
+    inputs: Vec<NodeId>,
+    params: Vec<NodeId>,
+    outputs: Vec<(String, NodeId)>,
+    updates: Vec<(NodeId, NodeId)>,
+}
+
+impl Graph {
+    pub fn new(name: impl Into<String>) -> Graph {
+        Graph {
+            name: name.into(),
+            ..Graph::default()
+        }
+    }
+
+    // ---- reading ---------------------------------------------------------------
+
+    pub fn node(&self, id: NodeId) -> &Node {
+        self.graph
+            .node_weight(id.0)
+            .expect("node id from this graph")
+    }
+
+    pub fn op(&self, id: NodeId) -> &Op {
+        &self.node(id).op
+    }
+
+    pub fn ty(&self, id: NodeId) -> &TensorType {
+        &self.node(id).ty
+    }
+
+    pub fn contains(&self, id: NodeId) -> bool {
+        self.graph.contains_node(id.0)
+    }
+
+    pub fn node_count(&self) -> usize {
+        self.graph.node_count()
+    }
+
+    /// All node ids in increasing index order.
+    pub fn node_ids(&self) -> Vec<NodeId> {
+        let mut ids: Vec<NodeId> = self.graph.node_indices().map(NodeId).collect();
+        ids.sort();
+        ids
+    }
+
+    /// The operands of a node, in operand order.
+    pub fn operands(&self, id: NodeId) -> Vec<NodeId> {
+        let mut edges: Vec<(usize, NodeId)> = self
+            .graph
+            .edges_directed(id.0, Direction::Incoming)
+            .map(|edge| (*edge.weight(), NodeId(edge.source())))
+            .collect();
+        edges.sort();
+        edges.into_iter().map(|(_, source)| source).collect()
+    }
+
+    /// The nodes that use `id` as an operand (each once), in increasing id order.
+    pub fn users(&self, id: NodeId) -> Vec<NodeId> {
+        let mut users: Vec<NodeId> = self
+            .graph
+            .neighbors_directed(id.0, Direction::Outgoing)
+            .map(NodeId)
+            .collect();
+        users.sort();
+        users.dedup();
+        users
+    }
+
+    /// Input nodes in declaration order.
+    pub fn inputs(&self) -> &[NodeId] {
+        &self.inputs
+    }
+
+    /// Parameter nodes in declaration order.
+    pub fn params(&self) -> &[NodeId] {
+        &self.params
+    }
+
+    /// Named outputs in declaration order.
+    pub fn outputs(&self) -> &[(String, NodeId)] {
+        &self.outputs
+    }
+
+    /// `(parameter, new value)` pairs in declaration order.
+    pub fn updates(&self) -> &[(NodeId, NodeId)] {
+        &self.updates
+    }
+
+    /// The name of an input or parameter node.
+    pub fn leaf_name(&self, id: NodeId) -> Option<&str> {
+        match self.op(id) {
+            Op::Input { name } | Op::Parameter { name } => Some(name),
+            _ => None,
+        }
+    }
+
+    pub fn input_by_name(&self, name: &str) -> Option<NodeId> {
+        self.inputs
+            .iter()
+            .copied()
+            .find(|&id| self.leaf_name(id) == Some(name))
+    }
+
+    pub fn param_by_name(&self, name: &str) -> Option<NodeId> {
+        self.params
+            .iter()
+            .copied()
+            .find(|&id| self.leaf_name(id) == Some(name))
+    }
+
+    pub fn output_by_name(&self, name: &str) -> Option<NodeId> {
+        self.outputs
+            .iter()
+            .find(|(output, _)| output == name)
+            .map(|&(_, id)| id)
+    }
+
+    /// The nodes that results depend on: outputs, update values, and every input and
+    /// parameter (they are the graph's signature, used or not).
+    pub fn roots(&self) -> Vec<NodeId> {
+        let mut roots: Vec<NodeId> = self.outputs.iter().map(|&(_, id)| id).collect();
+        roots.extend(self.updates.iter().map(|&(_, value)| value));
+        roots.extend(self.inputs.iter().copied());
+        roots.extend(self.params.iter().copied());
+        roots
+    }
+
+    /// A topological order of all nodes that breaks ties by the smallest id, so the
+    /// same graph always gives the same order.
+    pub fn topo_order(&self) -> Vec<NodeId> {
+        let mut pending: Vec<usize> = vec![0; self.graph.node_bound()];
+        let mut ready = BinaryHeap::new();
+        for index in self.graph.node_indices() {
+            let n = self
+                .graph
+                .edges_directed(index, Direction::Incoming)
+                .count();
+            pending[index.index()] = n;
+            if n == 0 {
+                ready.push(Reverse(index));
+            }
+        }
+        let mut order = Vec::with_capacity(self.graph.node_count());
+        while let Some(Reverse(index)) = ready.pop() {
+            order.push(NodeId(index));
+            for edge in self.graph.edges_directed(index, Direction::Outgoing) {
+                let target = edge.target();
+                pending[target.index()] -= 1;
+                if pending[target.index()] == 0 {
+                    ready.push(Reverse(target));
+                }
+            }
+        }
+        order
+    }
+
+    // ---- building ----------------------------------------------------------------
+
+    fn check_known(&self, ids: &[NodeId]) -> Result<(), IrError> {
+        match ids.iter().find(|id| !self.contains(**id)) {
+            Some(id) => Err(IrError::UnknownNode(id.index())),
+            None => Ok(()),
+        }
+    }
+
+    fn insert(&mut self, op: Op, ty: TensorType, operands: &[NodeId]) -> NodeId {
+        let id = NodeId(self.graph.add_node(Node { op, ty }));
+        for (position, operand) in operands.iter().enumerate() {
+            self.graph.add_edge(operand.0, id.0, position);
+        }
+        id
+    }
+
+    /// Adds a node after checking the op's typing rule against its operands. Leaves
+    /// (inputs, parameters, constants) have their own methods.
+    pub fn add(&mut self, op: Op, operands: &[NodeId]) -> Result<NodeId, IrError> {
+        self.check_known(operands)?;
+        if op.is_leaf() {
+            return Err(IrError::Type {
+                op: op.mnemonic(),
+                message: "leaves are added with input, parameter or constant".to_string(),
+            });
+        }
+        let types: Vec<&TensorType> = operands.iter().map(|&id| self.ty(id)).collect();
+        let ty = op.infer_type(&types)?;
+        Ok(self.insert(op, ty, operands))
+    }
+
+    /// Adds a node whose type the caller already knows (a parser, a pass copying a
+    /// checked graph). The type is still checked against the rule.
+    pub fn add_typed(
+        &mut self,
+        op: Op,
+        operands: &[NodeId],
+        ty: TensorType,
+    ) -> Result<NodeId, IrError> {
+        match &op {
+            Op::Input { name } => {
+                let name = name.clone();
+                self.input(&name, ty)
+            }
+            Op::Parameter { name } => {
+                let name = name.clone();
+                self.parameter(&name, ty)
+            }
+            Op::Constant { value } => self.constant(*value, ty),
+            _ => {
+                let id = self.add(op, operands)?;
+                if *self.ty(id) != ty {
+                    let inferred = self.ty(id).clone();
+                    let op = self.op(id).mnemonic();
+                    self.graph.remove_node(id.0);
+                    return Err(IrError::Type {
+                        op,
+                        message: format!("declared type {ty} but the operands give {inferred}"),
+                    });
+                }
+                Ok(id)
+            }
+        }
+    }
+
+    fn check_new_leaf_name(&self, kind: &'static str, name: &str) -> Result<(), IrError> {
+        let taken = self
+            .inputs
+            .iter()
+            .chain(&self.params)
+            .any(|&id| self.leaf_name(id) == Some(name));
+        if taken {
+            return Err(IrError::DuplicateName {
+                kind,
+                name: name.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn input(&mut self, name: &str, ty: TensorType) -> Result<NodeId, IrError> {
+        self.check_new_leaf_name("input", name)?;
+        let id = self.insert(
+            Op::Input {
+                name: name.to_string(),
+            },
+            ty,
+            &[],
+        );
+        self.inputs.push(id);
+        Ok(id)
+    }
+
+    pub fn parameter(&mut self, name: &str, ty: TensorType) -> Result<NodeId, IrError> {
+        self.check_new_leaf_name("parameter", name)?;
+        let id = self.insert(
+            Op::Parameter {
+                name: name.to_string(),
+            },
+            ty,
+            &[],
+        );
+        self.params.push(id);
+        Ok(id)
+    }
+
+    /// A tensor of type `ty` filled with `value`. Integer and bool constants must be
+    /// whole numbers (bool: 0 or 1).
+    pub fn constant(&mut self, value: f64, ty: TensorType) -> Result<NodeId, IrError> {
+        let valid = match ty.dtype {
+            DType::F32 => true,
+            DType::I32 => value.fract() == 0.0 && value.abs() <= i32::MAX as f64,
+            DType::Bool => value == 0.0 || value == 1.0,
+        };
+        if !valid {
+            return Err(IrError::BadConstant {
+                value,
+                dtype: ty.dtype.name(),
+            });
+        }
+        Ok(self.insert(Op::Constant { value }, ty, &[]))
+    }
+
+    /// Names `value` as an output. Output names are unique.
+    pub fn set_output(&mut self, name: &str, value: NodeId) -> Result<(), IrError> {
+        self.check_known(&[value])?;
+        if self.output_by_name(name).is_some() {
+            return Err(IrError::DuplicateName {
+                kind: "output",
+                name: name.to_string(),
+            });
+        }
+        self.outputs.push((name.to_string(), value));
+        Ok(())
+    }
+
+    /// After a run, parameter `param` takes the value of `value`.
+    pub fn set_update(&mut self, param: NodeId, value: NodeId) -> Result<(), IrError> {
+        self.check_known(&[param, value])?;
+        let target = match self.op(param) {
+            Op::Parameter { name } => name.clone(),
+            other => {
+                return Err(IrError::BadUpdate {
+                    target: param.to_string(),
+                    message: format!("target is a {}, not a parameter", other.mnemonic()),
+                })
+            }
+        };
+        if self.ty(param) != self.ty(value) {
+            return Err(IrError::BadUpdate {
+                target,
+                message: format!(
+                    "value type {} differs from parameter type {}",
+                    self.ty(value),
+                    self.ty(param)
+                ),
+            });
+        }
+        if self.updates.iter().any(|&(p, _)| p == param) {
+            return Err(IrError::DuplicateName {
+                kind: "update",
+                name: target,
+            });
+        }
+        self.updates.push((param, value));
+        Ok(())
+    }
+
+    /// Replaces every use of `old` (as an operand, output or update value) by `new`.
+    pub fn replace_uses(&mut self, old: NodeId, new: NodeId) -> Result<(), IrError> {
+        self.check_known(&[old, new])?;
+        if self.ty(old) != self.ty(new) {
+            return Err(IrError::Mismatch {
+                op: "replace_uses",
+                lhs: self.ty(old).clone(),
+                rhs: self.ty(new).clone(),
+            });
+        }
+        let uses: Vec<(petgraph::stable_graph::EdgeIndex, NodeIndex, usize)> = self
+            .graph
+            .edges_directed(old.0, Direction::Outgoing)
+            .map(|edge| (edge.id(), edge.target(), *edge.weight()))
+            .collect();
+        for (edge, target, position) in uses {
+            self.graph.remove_edge(edge);
+            self.graph.add_edge(new.0, target, position);
+        }
+        for (_, value) in self.outputs.iter_mut() {
+            if *value == old {
+                *value = new;
+            }
+        }
+        for (_, value) in self.updates.iter_mut() {
+            if *value == old {
+                *value = new;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes nodes that no output, update, input or parameter depends on.
+    pub fn prune(&mut self) {
+        let mut live = vec![false; self.graph.node_bound()];
+        let mut stack = self.roots();
+        while let Some(id) = stack.pop() {
+            if std::mem::replace(&mut live[id.index()], true) {
+                continue;
+            }
+            stack.extend(self.operands(id));
+        }
+        for id in self.node_ids() {
+            if !live[id.index()] {
+                self.graph.remove_node(id.0);
+            }
+        }
+    }
+
+    // ---- shorthands for the op set ---------------------------------------------------
+
+    pub fn unary(&mut self, op: UnaryOp, x: NodeId) -> Result<NodeId, IrError> {
+        self.add(Op::Unary(op), &[x])
+    }
+
+    pub fn binary(&mut self, op: BinaryOp, a: NodeId, b: NodeId) -> Result<NodeId, IrError> {
+        self.add(Op::Binary(op), &[a, b])
+    }
+
+    pub fn neg(&mut self, x: NodeId) -> Result<NodeId, IrError> {
+        self.unary(UnaryOp::Neg, x)
+    }
+
+    pub fn exp(&mut self, x: NodeId) -> Result<NodeId, IrError> {
+        self.unary(UnaryOp::Exp, x)
+    }
+
+    pub fn log(&mut self, x: NodeId) -> Result<NodeId, IrError> {
+        self.unary(UnaryOp::Log, x)
+    }
+
+    pub fn relu(&mut self, x: NodeId) -> Result<NodeId, IrError> {
+        self.unary(UnaryOp::Relu, x)
+    }
+
+    pub fn add_(&mut self, a: NodeId, b: NodeId) -> Result<NodeId, IrError> {
+        self.binary(BinaryOp::Add, a, b)
+    }
+
+    pub fn sub(&mut self, a: NodeId, b: NodeId) -> Result<NodeId, IrError> {
+        self.binary(BinaryOp::Sub, a, b)
+    }
+
+    pub fn mul(&mut self, a: NodeId, b: NodeId) -> Result<NodeId, IrError> {
+        self.binary(BinaryOp::Mul, a, b)
+    }
+
+    pub fn div(&mut self, a: NodeId, b: NodeId) -> Result<NodeId, IrError> {
+        self.binary(BinaryOp::Div, a, b)
+    }
+
+    pub fn max(&mut self, a: NodeId, b: NodeId) -> Result<NodeId, IrError> {
+        self.binary(BinaryOp::Max, a, b)
+    }
+
+    pub fn compare(&mut self, op: CmpOp, a: NodeId, b: NodeId) -> Result<NodeId, IrError> {
+        self.add(Op::Compare(op), &[a, b])
+    }
+
+    pub fn select(
+        &mut self,
+        cond: NodeId,
+        on_true: NodeId,
+        on_false: NodeId,
+    ) -> Result<NodeId, IrError> {
+        self.add(Op::Select, &[cond, on_true, on_false])
+    }
+
+    pub fn cast(&mut self, x: NodeId, to: DType) -> Result<NodeId, IrError> {
+        self.add(Op::Cast { to }, &[x])
+    }
+
+    pub fn broadcast(&mut self, x: NodeId, shape: impl Into<Shape>) -> Result<NodeId, IrError> {
+        self.add(
+            Op::Broadcast {
+                shape: shape.into(),
+            },
+            &[x],
+        )
+    }
+
+    pub fn reduce(&mut self, op: ReduceOp, x: NodeId, axes: &[usize]) -> Result<NodeId, IrError> {
+        self.add(
+            Op::Reduce {
+                op,
+                axes: axes.to_vec(),
+            },
+            &[x],
+        )
+    }
+
+    pub fn reduce_sum(&mut self, x: NodeId, axes: &[usize]) -> Result<NodeId, IrError> {
+        self.reduce(ReduceOp::Sum, x, axes)
+    }
+
+    pub fn reduce_max(&mut self, x: NodeId, axes: &[usize]) -> Result<NodeId, IrError> {
+        self.reduce(ReduceOp::Max, x, axes)
+    }
+
+    pub fn reduce_mean(&mut self, x: NodeId, axes: &[usize]) -> Result<NodeId, IrError> {
+        self.reduce(ReduceOp::Mean, x, axes)
+    }
+
+    pub fn reshape(&mut self, x: NodeId, shape: impl Into<Shape>) -> Result<NodeId, IrError> {
+        self.add(
+            Op::Reshape {
+                shape: shape.into(),
+            },
+            &[x],
+        )
+    }
+
+    pub fn transpose(&mut self, x: NodeId, perm: &[usize]) -> Result<NodeId, IrError> {
+        self.add(
+            Op::Transpose {
+                perm: perm.to_vec(),
+            },
+            &[x],
+        )
+    }
+
+    pub fn matmul(&mut self, a: NodeId, b: NodeId) -> Result<NodeId, IrError> {
+        self.matmul_t(a, b, false, false)
+    }
+
+    pub fn matmul_t(
+        &mut self,
+        a: NodeId,
+        b: NodeId,
+        transpose_a: bool,
+        transpose_b: bool,
+    ) -> Result<NodeId, IrError> {
+        self.add(
+            Op::MatMul {
+                transpose_a,
+                transpose_b,
+            },
+            &[a, b],
+        )
+    }
+
+    pub fn one_hot(&mut self, labels: NodeId, depth: usize) -> Result<NodeId, IrError> {
+        self.add(Op::OneHot { depth }, &[labels])
+    }
+
+    /// A constant with the type of `like` (same dtype and shape).
+    pub fn constant_like(&mut self, value: f64, like: NodeId) -> Result<NodeId, IrError> {
+        self.check_known(&[like])?;
+        let ty = self.ty(like).clone();
+        self.constant(value, ty)
+    }
+}

@@ -1,0 +1,20 @@
+//! kiln-ir: the typed tensor graph, its text form, and the reference interpreter that
+//! defines what every op means.
+
+pub mod error;
+pub mod graph;
+pub mod interp;
+pub mod op;
+pub mod rng;
+pub mod tensor;
+pub mod types;
+pub mod verify;
+
+pub use error::IrError;
+pub use graph::{Graph, Node, NodeId};
+pub use interp::{evaluate, Evaluation, Feeds, InterpError, Precision};
+pub use op::{BinaryOp, CmpOp, Op, ReduceOp, UnaryOp};
+pub use rng::Rng;
+pub use tensor::{max_relative_error, Tensor, TensorError};
+pub use types::{DType, Shape, TensorType};
+pub use verify::verify;

@@ -1,0 +1,575 @@
+//! The primitive op set and its typing rules.
+//!
+//! Shapes in the IR are exact: binary ops need equal shapes and numpy-style
+//! broadcasting is spelled out with `broadcast`, which the frontend inserts.
+//! Reductions keep the reduced axes with extent 1, so `broadcast` can undo them.
+
+use crate::error::IrError;
+use crate::types::{num_elements, DType, Shape, TensorType};
+use serde::{Deserialize, Serialize};
+
+/// Elementwise unary ops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum UnaryOp {
+    Neg,
+    Exp,
+    Log,
+    Relu,
+}
+
+/// Elementwise binary ops on operands of one type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Max,
+}
+
+/// Elementwise comparisons; the result is `bool`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum CmpOp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+/// Reductions over a set of axes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ReduceOp {
+    Sum,
+    Max,
+    Mean,
+}
+
+/// One node's operation. A closed set: passes and backends match on it exhaustively.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Op {
+    /// A value fed by the caller on every run.
+    Input {
+        name: String,
+    },
+    /// Persistent state (a weight): fed once, kept by the executable, updated by `update`s.
+    Parameter {
+        name: String,
+    },
+    /// A tensor whose every element is `value`.
+    Constant {
+        value: f64,
+    },
+    Unary(UnaryOp),
+    Binary(BinaryOp),
+    Compare(CmpOp),
+    /// `select(cond, on_true, on_false)`, elementwise.
+    Select,
+    Cast {
+        to: DType,
+    },
+    /// Same rank; every axis of extent 1 stretches to the target extent.
+    Broadcast {
+        shape: Shape,
+    },
+    /// Reduces `axes` (sorted, distinct) to extent 1.
+    Reduce {
+        op: ReduceOp,
+        axes: Vec<usize>,
+    },
+    /// Same elements in row-major order, new shape.
+    Reshape {
+        shape: Shape,
+    },
+    /// Output axis `i` is input axis `perm[i]`.
+    Transpose {
+        perm: Vec<usize>,
+    },
+    /// `[.., m, k] x [.., k, n] -> [.., m, n]` with equal leading (batch) axes; the flags
+    /// read an operand's last two axes swapped, so transposes fold into the matmul.
+    MatMul {
+        transpose_a: bool,
+        transpose_b: bool,
+    },
+    /// `i32[..] -> f32[.., depth]`: 1.0 where the label equals the index, else 0.0
+    /// (a label outside `0..depth` gives a row of zeros).
+    OneHot {
+        depth: usize,
+    },
+}
+
+impl UnaryOp {
+    pub const ALL: [UnaryOp; 4] = [UnaryOp::Neg, UnaryOp::Exp, UnaryOp::Log, UnaryOp::Relu];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            UnaryOp::Neg => "neg",
+            UnaryOp::Exp => "exp",
+            UnaryOp::Log => "log",
+            UnaryOp::Relu => "relu",
+        }
+    }
+
+    /// The meaning of the op on one element.
+    pub fn apply(self, x: f64) -> f64 {
+        match self {
+            UnaryOp::Neg => -x,
+            UnaryOp::Exp => x.exp(),
+            UnaryOp::Log => x.ln(),
+            UnaryOp::Relu => {
+                if x > 0.0 {
+                    x
+                } else {
+                    0.0
+                }
+            }
+        }
+    }
+
+    /// Whether the op is defined on integers as well as floats.
+    pub fn accepts_int(self) -> bool {
+        matches!(self, UnaryOp::Neg | UnaryOp::Relu)
+    }
+}
+
+impl BinaryOp {
+    pub const ALL: [BinaryOp; 5] = [
+        BinaryOp::Add,
+        BinaryOp::Sub,
+        BinaryOp::Mul,
+        BinaryOp::Div,
+        BinaryOp::Max,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BinaryOp::Add => "add",
+            BinaryOp::Sub => "sub",
+            BinaryOp::Mul => "mul",
+            BinaryOp::Div => "div",
+            BinaryOp::Max => "max",
+        }
+    }
+
+    /// The meaning of the op on one pair of elements. `max` with a NaN operand is NaN.
+    pub fn apply(self, a: f64, b: f64) -> f64 {
+        match self {
+            BinaryOp::Add => a + b,
+            BinaryOp::Sub => a - b,
+            BinaryOp::Mul => a * b,
+            BinaryOp::Div => a / b,
+            BinaryOp::Max => {
+                if a.is_nan() || b.is_nan() {
+                    f64::NAN
+                } else {
+                    a.max(b)
+                }
+            }
+        }
+    }
+
+    /// Integer division could trap on zero, so `div` is for floats only.
+    pub fn accepts_int(self) -> bool {
+        !matches!(self, BinaryOp::Div)
+    }
+}
+
+impl CmpOp {
+    pub const ALL: [CmpOp; 6] = [
+        CmpOp::Eq,
+        CmpOp::Ne,
+        CmpOp::Lt,
+        CmpOp::Le,
+        CmpOp::Gt,
+        CmpOp::Ge,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CmpOp::Eq => "eq",
+            CmpOp::Ne => "ne",
+            CmpOp::Lt => "lt",
+            CmpOp::Le => "le",
+            CmpOp::Gt => "gt",
+            CmpOp::Ge => "ge",
+        }
+    }
+
+    pub fn apply(self, a: f64, b: f64) -> bool {
+        match self {
+            CmpOp::Eq => a == b,
+            CmpOp::Ne => a != b,
+            CmpOp::Lt => a < b,
+            CmpOp::Le => a <= b,
+            CmpOp::Gt => a > b,
+            CmpOp::Ge => a >= b,
+        }
+    }
+}
+
+impl ReduceOp {
+    pub const ALL: [ReduceOp; 3] = [ReduceOp::Sum, ReduceOp::Max, ReduceOp::Mean];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ReduceOp::Sum => "reduce_sum",
+            ReduceOp::Max => "reduce_max",
+            ReduceOp::Mean => "reduce_mean",
+        }
+    }
+}
+
+impl Op {
+    /// The mnemonic of the text IR (`add`, `matmul.tn`, `reduce_sum`, ...).
+    pub fn mnemonic(&self) -> &'static str {
+        match self {
+            Op::Input { .. } => "input",
+            Op::Parameter { .. } => "param",
+            Op::Constant { .. } => "const",
+            Op::Unary(op) => op.name(),
+            Op::Binary(op) => op.name(),
+            Op::Compare(op) => match op {
+                CmpOp::Eq => "cmp.eq",
+                CmpOp::Ne => "cmp.ne",
+                CmpOp::Lt => "cmp.lt",
+                CmpOp::Le => "cmp.le",
+                CmpOp::Gt => "cmp.gt",
+                CmpOp::Ge => "cmp.ge",
+            },
+            Op::Select => "select",
+            Op::Cast { .. } => "cast",
+            Op::Broadcast { .. } => "broadcast",
+            Op::Reduce { op, .. } => op.name(),
+            Op::Reshape { .. } => "reshape",
+            Op::Transpose { .. } => "transpose",
+            Op::MatMul {
+                transpose_a,
+                transpose_b,
+            } => match (transpose_a, transpose_b) {
+                (false, false) => "matmul",
+                (true, false) => "matmul.tn",
+                (false, true) => "matmul.nt",
+                (true, true) => "matmul.tt",
+            },
+            Op::OneHot { .. } => "one_hot",
+        }
+    }
+
+    /// How many operands the op takes.
+    pub fn arity(&self) -> usize {
+        match self {
+            Op::Input { .. } | Op::Parameter { .. } | Op::Constant { .. } => 0,
+            Op::Unary(_)
+            | Op::Cast { .. }
+            | Op::Broadcast { .. }
+            | Op::Reduce { .. }
+            | Op::Reshape { .. }
+            | Op::Transpose { .. }
+            | Op::OneHot { .. } => 1,
+            Op::Binary(_) | Op::Compare(_) | Op::MatMul { .. } => 2,
+            Op::Select => 3,
+        }
+    }
+
+    /// Ops that map each output element to the same-index elements of their operands.
+    pub fn is_elementwise(&self) -> bool {
+        matches!(
+            self,
+            Op::Unary(_) | Op::Binary(_) | Op::Compare(_) | Op::Select | Op::Cast { .. }
+        )
+    }
+
+    pub fn is_reduce(&self) -> bool {
+        matches!(self, Op::Reduce { .. })
+    }
+
+    /// Ops that only move or replicate elements.
+    pub fn is_movement(&self) -> bool {
+        matches!(
+            self,
+            Op::Broadcast { .. } | Op::Reshape { .. } | Op::Transpose { .. }
+        )
+    }
+
+    /// Leaves: inputs, parameters and constants.
+    pub fn is_leaf(&self) -> bool {
+        self.arity() == 0
+    }
+
+    /// The result type of the op applied to operands of the given types, or an error
+    /// naming the op and the offending types. Leaves have no rule: their type is given.
+    pub fn infer_type(&self, operands: &[&TensorType]) -> Result<TensorType, IrError> {
+        let op = self.mnemonic();
+        if operands.len() != self.arity() {
+            return Err(IrError::Arity {
+                op,
+                expected: self.arity(),
+                found: operands.len(),
+            });
+        }
+        let bad = |message: String| IrError::Type { op, message };
+        match self {
+            Op::Input { .. } | Op::Parameter { .. } | Op::Constant { .. } => {
+                unreachable!("leaves have arity 0 and are typed by the caller")
+            }
+            Op::Unary(unary) => {
+                let x = operands[0];
+                check_numeric(op, x, unary.accepts_int())?;
+                Ok(x.clone())
+            }
+            Op::Binary(binary) => {
+                let (a, b) = (operands[0], operands[1]);
+                check_same(op, a, b)?;
+                check_numeric(op, a, binary.accepts_int())?;
+                Ok(a.clone())
+            }
+            Op::Compare(_) => {
+                let (a, b) = (operands[0], operands[1]);
+                check_same(op, a, b)?;
+                check_numeric(op, a, true)?;
+                Ok(a.with_dtype(DType::Bool))
+            }
+            Op::Select => {
+                let (cond, on_true, on_false) = (operands[0], operands[1], operands[2]);
+                if cond.dtype != DType::Bool {
+                    return Err(bad(format!("condition must be bool, found {cond}")));
+                }
+                if cond.shape != on_true.shape {
+                    return Err(bad(format!(
+                        "condition {cond} and value {on_true} have different shapes"
+                    )));
+                }
+                check_same(op, on_true, on_false)?;
+                Ok(on_true.clone())
+            }
+            Op::Cast { to } => Ok(operands[0].with_dtype(*to)),
+            Op::Broadcast { shape } => {
+                let x = operands[0];
+                let ok = x.rank() == shape.len()
+                    && x.shape
+                        .iter()
+                        .zip(shape)
+                        .all(|(&from, &to)| from == to || from == 1);
+                if !ok {
+                    return Err(bad(format!(
+                        "cannot broadcast {x} to shape {:?}: ranks must match and each extent must equal the target or be 1",
+                        shape
+                    )));
+                }
+                Ok(x.with_shape(shape.clone()))
+            }
+            Op::Reduce { op: reduce, axes } => {
+                let x = operands[0];
+                check_axes(op, x, axes)?;
+                if *reduce != ReduceOp::Max {
+                    check_numeric(op, x, true)?;
+                }
+                if *reduce == ReduceOp::Mean && x.dtype != DType::F32 {
+                    return Err(bad(format!("reduce_mean needs f32, found {x}")));
+                }
+                let mut shape = x.shape.clone();
+                for &axis in axes {
+                    shape[axis] = 1;
+                }
+                Ok(x.with_shape(shape))
+            }
+            Op::Reshape { shape } => {
+                let x = operands[0];
+                if num_elements(shape) != x.num_elements() {
+                    return Err(bad(format!(
+                        "cannot reshape {x} ({} elements) to {:?} ({} elements)",
+                        x.num_elements(),
+                        shape,
+                        num_elements(shape)
+                    )));
+                }
+                Ok(x.with_shape(shape.clone()))
+            }
+            Op::Transpose { perm } => {
+                let x = operands[0];
+                let mut seen = vec![false; x.rank()];
+                let valid = perm.len() == x.rank()
+                    && perm
+                        .iter()
+                        .all(|&axis| axis < x.rank() && !std::mem::replace(&mut seen[axis], true));
+                if !valid {
+                    return Err(bad(format!(
+                        "{perm:?} is not a permutation of the {} axes of {x}",
+                        x.rank()
+                    )));
+                }
+                Ok(x.with_shape(perm.iter().map(|&axis| x.shape[axis]).collect::<Vec<_>>()))
+            }
+            Op::MatMul {
+                transpose_a,
+                transpose_b,
+            } => {
+                let (a, b) = (operands[0], operands[1]);
+                if a.dtype != DType::F32 || b.dtype != DType::F32 {
+                    return Err(bad(format!("operands must be f32, found {a} and {b}")));
+                }
+                if a.rank() < 2 || a.rank() != b.rank() {
+                    return Err(bad(format!(
+                        "operands {a} and {b} must have the same rank, at least 2"
+                    )));
+                }
+                let rank = a.rank();
+                let batch = &a.shape[..rank - 2];
+                if batch != &b.shape[..rank - 2] {
+                    return Err(bad(format!("batch axes of {a} and {b} differ")));
+                }
+                let (m, k_a) = matrix_dims(&a.shape, *transpose_a);
+                let (k_b, n) = matrix_dims(&b.shape, *transpose_b);
+                if k_a != k_b {
+                    return Err(bad(format!(
+                        "contraction extents differ: {a} gives k = {k_a}, {b} gives k = {k_b}"
+                    )));
+                }
+                let mut shape = batch.to_vec();
+                shape.extend([m, n]);
+                Ok(TensorType::f32(shape))
+            }
+            Op::OneHot { depth } => {
+                let x = operands[0];
+                if x.dtype != DType::I32 {
+                    return Err(bad(format!("labels must be i32, found {x}")));
+                }
+                if *depth == 0 {
+                    return Err(bad("depth must be at least 1".to_string()));
+                }
+                let mut shape = x.shape.clone();
+                shape.push(*depth);
+                Ok(TensorType::f32(shape))
+            }
+        }
+    }
+}
+
+/// `(rows, cols)` of the matrix in the last two axes, read transposed if asked.
+pub fn matrix_dims(shape: &[usize], transposed: bool) -> (usize, usize) {
+    let (rows, cols) = (shape[shape.len() - 2], shape[shape.len() - 1]);
+    if transposed {
+        (cols, rows)
+    } else {
+        (rows, cols)
+    }
+}
+
+fn check_same(op: &'static str, a: &TensorType, b: &TensorType) -> Result<(), IrError> {
+    if a != b {
+        return Err(IrError::Mismatch {
+            op,
+            lhs: a.clone(),
+            rhs: b.clone(),
+        });
+    }
+    Ok(())
+}
+
+fn check_numeric(op: &'static str, x: &TensorType, accepts_int: bool) -> Result<(), IrError> {
+    let ok = match x.dtype {
+        DType::F32 => true,
+        DType::I32 => accepts_int,
+        DType::Bool => false,
+    };
+    if !ok {
+        let expected = if accepts_int { "f32 or i32" } else { "f32" };
+        return Err(IrError::Type {
+            op,
+            message: format!("operand must be {expected}, found {x}"),
+        });
+    }
+    Ok(())
+}
+
+fn check_axes(op: &'static str, x: &TensorType, axes: &[usize]) -> Result<(), IrError> {
+    let sorted = axes.windows(2).all(|pair| pair[0] < pair[1]);
+    if !sorted || axes.iter().any(|&axis| axis >= x.rank()) {
+        return Err(IrError::Type {
+            op,
+            message: format!(
+                "axes {axes:?} must be distinct, increasing and below the rank of {x}"
+            ),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matmul_flags_read_operands_transposed() {
+        let a = TensorType::f32([3, 4]);
+        let b = TensorType::f32([5, 4]);
+        let op = Op::MatMul {
+            transpose_a: false,
+            transpose_b: true,
+        };
+        assert_eq!(op.infer_type(&[&a, &b]).unwrap(), TensorType::f32([3, 5]));
+        let plain = Op::MatMul {
+            transpose_a: false,
+            transpose_b: false,
+        };
+        let err = plain.infer_type(&[&a, &b]).unwrap_err().to_string();
+        assert!(err.contains("matmul") && err.contains("f32[3,4]") && err.contains("f32[5,4]"));
+    }
+
+    #[test]
+    fn binary_mismatch_names_op_and_both_shapes() {
+        let err = Op::Binary(BinaryOp::Add)
+            .infer_type(&[&TensorType::f32([2, 3]), &TensorType::f32([3, 2])])
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "add: operand types f32[2,3] and f32[3,2] differ"
+        );
+    }
+
+    #[test]
+    fn reduce_keeps_axes_with_extent_one() {
+        let op = Op::Reduce {
+            op: ReduceOp::Sum,
+            axes: vec![1],
+        };
+        let ty = op.infer_type(&[&TensorType::f32([4, 7, 2])]).unwrap();
+        assert_eq!(ty.shape, vec![4, 1, 2]);
+        let bad = Op::Reduce {
+            op: ReduceOp::Sum,
+            axes: vec![3],
+        };
+        assert!(bad.infer_type(&[&TensorType::f32([4, 7, 2])]).is_err());
+    }
+
+    #[test]
+    fn broadcast_stretches_unit_axes_only() {
+        let op = Op::Broadcast { shape: vec![4, 3] };
+        assert!(op.infer_type(&[&TensorType::f32([4, 1])]).is_ok());
+        assert!(op.infer_type(&[&TensorType::f32([1, 3])]).is_ok());
+        assert!(op.infer_type(&[&TensorType::f32([2, 3])]).is_err());
+        assert!(op.infer_type(&[&TensorType::f32([3])]).is_err());
+    }
+
+    #[test]
+    fn transpose_rejects_non_permutations() {
+        let x = TensorType::f32([2, 3]);
+        assert!(Op::Transpose { perm: vec![0, 0] }
+            .infer_type(&[&x])
+            .is_err());
+        assert!(Op::Transpose { perm: vec![1] }.infer_type(&[&x]).is_err());
+        let ty = Op::Transpose { perm: vec![1, 0] }
+            .infer_type(&[&x])
+            .unwrap();
+        assert_eq!(ty.shape, vec![3, 2]);
+    }
+
+    #[test]
+    fn integer_division_is_rejected() {
+        let x = TensorType::i32([2]);
+        assert!(Op::Binary(BinaryOp::Div).infer_type(&[&x, &x]).is_err());
+        assert!(Op::Binary(BinaryOp::Add).infer_type(&[&x, &x]).is_ok());
+        assert!(Op::Unary(UnaryOp::Exp).infer_type(&[&x]).is_err());
+    }
+}
