@@ -1,1 +1,14 @@
-//! placeholder
+//! kiln-frontend: the builder API that declares networks as kiln graphs, with the
+//! layer library, losses and initialisers.
+//!
+//! Composite layers are built from IR primitives here, so autodiff and the rewriter
+//! see through them.
+
+pub mod builder;
+pub mod init;
+pub mod layers;
+pub mod loss;
+pub mod models;
+
+pub use builder::{FrontendError, Model, ModelBuilder};
+pub use init::Init;

@@ -336,6 +336,12 @@ impl Graph {
         Ok(())
     }
 
+    /// Removes the output called `name`, returning the node it named.
+    pub fn remove_output(&mut self, name: &str) -> Option<NodeId> {
+        let position = self.outputs.iter().position(|(output, _)| output == name)?;
+        Some(self.outputs.remove(position).1)
+    }
+
     /// After a run, parameter `param` takes the value of `value`.
     pub fn set_update(&mut self, param: NodeId, value: NodeId) -> Result<(), IrError> {
         self.check_known(&[param, value])?;

@@ -1,0 +1,223 @@
+//! `ModelBuilder`: declares inputs, initialised parameters and outputs, and offers
+//! numpy-style helpers (broadcasting) on top of the exact-shape IR.
+
+use crate::init::Init;
+use kiln_ir::{BinaryOp, Graph, IrError, NodeId, Rng, TensorType};
+use std::collections::BTreeMap;
+use thiserror::Error;
+
+/// A mistake in a model declaration (always the user's).
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum FrontendError {
+    /// The IR rejected a node; `context` says which layer or helper built it.
+    #[error("{context}: {source}")]
+    Ir {
+        context: String,
+        #[source]
+        source: IrError,
+    },
+    /// Shapes that numpy-style broadcasting cannot reconcile.
+    #[error("{context}: cannot broadcast {from} to {to}")]
+    Broadcast {
+        context: String,
+        from: TensorType,
+        to: TensorType,
+    },
+    /// A layer got an operand of the wrong rank or dtype.
+    #[error("{context}: expected {expected}, found {found}")]
+    Operand {
+        context: String,
+        expected: String,
+        found: TensorType,
+    },
+}
+
+pub(crate) trait Context<T> {
+    fn context(self, context: impl Into<String>) -> Result<T, FrontendError>;
+}
+
+impl<T> Context<T> for Result<T, IrError> {
+    fn context(self, context: impl Into<String>) -> Result<T, FrontendError> {
+        self.map_err(|source| FrontendError::Ir {
+            context: context.into(),
+            source,
+        })
+    }
+}
+
+/// A declared network: its graph and the initial value of every parameter.
+#[derive(Clone, Debug)]
+pub struct Model {
+    pub graph: Graph,
+    /// Initial values by parameter name, in the parameter's row-major order.
+    pub params: BTreeMap<String, Vec<f32>>,
+}
+
+/// Builds a `Model`. Parameters are initialised from one seeded stream in declaration
+/// order, so the same declarations with the same seed give the same weights whatever
+/// the batch size.
+pub struct ModelBuilder {
+    graph: Graph,
+    params: BTreeMap<String, Vec<f32>>,
+    rng: Rng,
+}
+
+impl ModelBuilder {
+    pub fn new(name: &str, seed: u64) -> ModelBuilder {
+        ModelBuilder {
+            graph: Graph::new(name),
+            params: BTreeMap::new(),
+            rng: Rng::new(seed),
+        }
+    }
+
+    /// The graph under construction, for ops the builder has no helper for.
+    pub fn graph(&mut self) -> &mut Graph {
+        &mut self.graph
+    }
+
+    pub fn ty(&self, value: NodeId) -> &TensorType {
+        self.graph.ty(value)
+    }
+
+    pub fn input(&mut self, name: &str, ty: TensorType) -> Result<NodeId, FrontendError> {
+        self.graph
+            .input(name, ty)
+            .context(format!("input {name:?}"))
+    }
+
+    /// A trainable f32 parameter of the given shape, drawn from `init`.
+    pub fn parameter(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        init: Init,
+    ) -> Result<NodeId, FrontendError> {
+        let id = self
+            .graph
+            .parameter(name, TensorType::f32(shape))
+            .context(format!("parameter {name:?}"))?;
+        self.params
+            .insert(name.to_string(), init.sample(shape, &mut self.rng));
+        Ok(id)
+    }
+
+    pub fn output(&mut self, name: &str, value: NodeId) -> Result<(), FrontendError> {
+        self.graph
+            .set_output(name, value)
+            .context(format!("output {name:?}"))
+    }
+
+    pub fn finish(self) -> Model {
+        Model {
+            graph: self.graph,
+            params: self.params,
+        }
+    }
+
+    /// A scalar f32 constant broadcast to the shape of `like`.
+    pub fn scalar_like(&mut self, value: f64, like: NodeId) -> Result<NodeId, FrontendError> {
+        self.graph.constant_like(value, like).context("constant")
+    }
+
+    /// Numpy-style broadcast of `x` to `shape`: missing leading axes are added, then
+    /// axes of extent 1 stretch.
+    pub fn broadcast_to(&mut self, x: NodeId, shape: &[usize]) -> Result<NodeId, FrontendError> {
+        let from = self.graph.ty(x).clone();
+        let to = from.with_shape(shape);
+        let fits = from.rank() <= shape.len()
+            && from
+                .shape
+                .iter()
+                .rev()
+                .zip(shape.iter().rev())
+                .all(|(&a, &b)| a == b || a == 1);
+        if !fits {
+            return Err(FrontendError::Broadcast {
+                context: "broadcast".to_string(),
+                from,
+                to,
+            });
+        }
+        if from.shape == shape {
+            return Ok(x);
+        }
+        let mut padded = vec![1; shape.len() - from.rank()];
+        padded.extend(&from.shape);
+        let x = if padded == from.shape {
+            x
+        } else {
+            self.graph.reshape(x, padded).context("broadcast")?
+        };
+        self.graph.broadcast(x, shape).context("broadcast")
+    }
+
+    /// A binary op with numpy-style broadcasting of both operands to a common shape.
+    pub fn binary(&mut self, op: BinaryOp, a: NodeId, b: NodeId) -> Result<NodeId, FrontendError> {
+        let (sa, sb) = (self.ty(a).clone(), self.ty(b).clone());
+        let rank = sa.rank().max(sb.rank());
+        let extent = |ty: &TensorType, axis: usize| {
+            let pad = rank - ty.rank();
+            if axis < pad {
+                1
+            } else {
+                ty.shape[axis - pad]
+            }
+        };
+        let mut shape = Vec::with_capacity(rank);
+        for axis in 0..rank {
+            let (ea, eb) = (extent(&sa, axis), extent(&sb, axis));
+            if ea != eb && ea != 1 && eb != 1 {
+                return Err(FrontendError::Broadcast {
+                    context: op.name().to_string(),
+                    from: sb,
+                    to: sa,
+                });
+            }
+            shape.push(ea.max(eb));
+        }
+        let a = self.broadcast_to(a, &shape)?;
+        let b = self.broadcast_to(b, &shape)?;
+        self.graph.binary(op, a, b).context(op.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binary_broadcasts_like_numpy() {
+        let mut b = ModelBuilder::new("t", 0);
+        let x = b.input("x", TensorType::f32([4, 3])).unwrap();
+        let bias = b.parameter("b", &[3], Init::Zeros).unwrap();
+        let y = b.binary(BinaryOp::Add, x, bias).unwrap();
+        assert_eq!(b.ty(y), &TensorType::f32([4, 3]));
+        let col = b.input("c", TensorType::f32([4, 1])).unwrap();
+        let z = b.binary(BinaryOp::Mul, col, bias).unwrap();
+        assert_eq!(b.ty(z), &TensorType::f32([4, 3]));
+    }
+
+    #[test]
+    fn incompatible_broadcast_names_both_types() {
+        let mut b = ModelBuilder::new("t", 0);
+        let x = b.input("x", TensorType::f32([4, 3])).unwrap();
+        let y = b.input("y", TensorType::f32([2])).unwrap();
+        let err = b.binary(BinaryOp::Add, x, y).unwrap_err().to_string();
+        assert_eq!(err, "add: cannot broadcast f32[2] to f32[4,3]");
+    }
+
+    #[test]
+    fn parameters_are_initialised_in_declaration_order() {
+        let declare = || {
+            let mut b = ModelBuilder::new("t", 42);
+            b.parameter("w", &[2, 2], Init::GlorotUniform).unwrap();
+            b.parameter("v", &[3], Init::HeNormal).unwrap();
+            b.finish()
+        };
+        let (first, second) = (declare(), declare());
+        assert_eq!(first.params, second.params);
+        assert_eq!(first.params["w"].len(), 4);
+        assert_eq!(first.params["v"].len(), 3);
+    }
+}

@@ -1,0 +1,83 @@
+//! Layers built from IR primitives.
+
+use crate::builder::{Context, FrontendError, ModelBuilder};
+use crate::init::Init;
+use kiln_ir::{BinaryOp, DType, NodeId};
+
+/// A fully connected layer `y = x·W + b`, `W: [in, out]`, `b: [out]`.
+#[derive(Clone, Debug)]
+pub struct Linear {
+    pub weight: NodeId,
+    pub bias: NodeId,
+}
+
+impl Linear {
+    /// Declares parameters `<name>.weight` (drawn from `init`) and `<name>.bias` (zeros).
+    pub fn new(
+        builder: &mut ModelBuilder,
+        name: &str,
+        in_features: usize,
+        out_features: usize,
+        init: Init,
+    ) -> Result<Linear, FrontendError> {
+        let weight = builder.parameter(
+            &format!("{name}.weight"),
+            &[in_features, out_features],
+            init,
+        )?;
+        let bias = builder.parameter(&format!("{name}.bias"), &[out_features], Init::Zeros)?;
+        Ok(Linear { weight, bias })
+    }
+
+    /// Applies the layer to a `[batch, in]` f32 value.
+    pub fn forward(&self, builder: &mut ModelBuilder, x: NodeId) -> Result<NodeId, FrontendError> {
+        let x_ty = builder.ty(x).clone();
+        let in_features = builder.ty(self.weight).shape[0];
+        if x_ty.dtype != DType::F32 || x_ty.rank() != 2 || x_ty.shape[1] != in_features {
+            return Err(FrontendError::Operand {
+                context: "linear".to_string(),
+                expected: format!("f32[batch,{in_features}]"),
+                found: x_ty,
+            });
+        }
+        let product = builder.graph().matmul(x, self.weight).context("linear")?;
+        builder.binary(BinaryOp::Add, product, self.bias)
+    }
+}
+
+/// Declares a linear layer and applies it: the common case in one call.
+pub fn linear(
+    builder: &mut ModelBuilder,
+    name: &str,
+    x: NodeId,
+    out_features: usize,
+    init: Init,
+) -> Result<NodeId, FrontendError> {
+    let in_features = builder.ty(x).shape.last().copied().unwrap_or(1);
+    Linear::new(builder, name, in_features, out_features, init)?.forward(builder, x)
+}
+
+pub fn relu(builder: &mut ModelBuilder, x: NodeId) -> Result<NodeId, FrontendError> {
+    builder.graph().relu(x).context("relu")
+}
+
+/// Softmax over the last axis, stabilised by subtracting the row maximum.
+pub fn softmax(builder: &mut ModelBuilder, x: NodeId) -> Result<NodeId, FrontendError> {
+    let shape = builder.ty(x).shape.clone();
+    let last = shape
+        .len()
+        .checked_sub(1)
+        .ok_or_else(|| FrontendError::Operand {
+            context: "softmax".to_string(),
+            expected: "a tensor of rank 1 or more".to_string(),
+            found: builder.ty(x).clone(),
+        })?;
+    let graph = builder.graph();
+    let max = graph.reduce_max(x, &[last]).context("softmax")?;
+    let max = graph.broadcast(max, shape.clone()).context("softmax")?;
+    let shifted = graph.sub(x, max).context("softmax")?;
+    let exp = graph.exp(shifted).context("softmax")?;
+    let total = graph.reduce_sum(exp, &[last]).context("softmax")?;
+    let total = graph.broadcast(total, shape).context("softmax")?;
+    graph.div(exp, total).context("softmax")
+}
