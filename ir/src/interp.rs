@@ -144,6 +144,11 @@ pub fn apply(op: &Op, ty: &TensorType, operands: &[&Tensor]) -> Tensor {
         }
         Op::Constant { value } => vec![*value; ty.num_elements()],
         Op::Unary(unary) => operands[0].data.iter().map(|&x| unary.apply(x)).collect(),
+        // i32 arithmetic wraps; products can exceed f64's 53-bit mantissa, so integers
+        // are computed as integers.
+        Op::Binary(binary) if ty.dtype == DType::I32 => zip(operands[0], operands[1], |a, b| {
+            f64::from(binary.apply_i32(a as i32, b as i32))
+        }),
         Op::Binary(binary) => zip(operands[0], operands[1], |a, b| binary.apply(a, b)),
         Op::Compare(cmp) => zip(operands[0], operands[1], |a, b| {
             f64::from(u8::from(cmp.apply(a, b)))

@@ -4,9 +4,11 @@
 pub mod error;
 pub mod graph;
 pub mod interp;
+pub mod kernel;
 pub mod op;
 pub mod rng;
 pub mod tensor;
+pub mod text;
 pub mod types;
 pub mod verify;
 

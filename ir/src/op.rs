@@ -169,6 +169,18 @@ impl BinaryOp {
         }
     }
 
+    /// The meaning on i32 elements: wrapping arithmetic. `div` is not defined on
+    /// integers (see `accepts_int`) and gives 0 here.
+    pub fn apply_i32(self, a: i32, b: i32) -> i32 {
+        match self {
+            BinaryOp::Add => a.wrapping_add(b),
+            BinaryOp::Sub => a.wrapping_sub(b),
+            BinaryOp::Mul => a.wrapping_mul(b),
+            BinaryOp::Div => 0,
+            BinaryOp::Max => a.max(b),
+        }
+    }
+
     /// Integer division could trap on zero, so `div` is for floats only.
     pub fn accepts_int(self) -> bool {
         !matches!(self, BinaryOp::Div)

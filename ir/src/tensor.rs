@@ -39,7 +39,7 @@ impl Tensor {
             DType::F32 => None,
             DType::I32 => data
                 .iter()
-                .find(|v| v.fract() != 0.0 || v.abs() > i32::MAX as f64),
+                .find(|v| v.fract() != 0.0 || !(f64::from(i32::MIN)..=f64::from(i32::MAX)).contains(*v)),
             DType::Bool => data.iter().find(|&&v| v != 0.0 && v != 1.0),
         };
         if let Some(value) = bad {

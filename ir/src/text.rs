@@ -1,0 +1,725 @@
+//! The text form of the IR: a stable printer and its inverse, the parser.
+//!
+//! ```text
+//! graph mlp {
+//!   %0 = input "x" : f32[32,64]
+//!   %1 = param "w" : f32[64,10]
+//!   %2 = matmul %0, %1 : f32[32,10]
+//!   %3 = reduce_sum %2 axes=[1] : f32[32,1]
+//!   output "y" = %3
+//! }
+//! ```
+//!
+//! Values are renumbered densely: inputs, then parameters (each in declaration order,
+//! so a round trip keeps the signature), then every other node in the graph's
+//! deterministic topological order. `broadcast`, `reshape` and `cast` take their
+//! target from the result type. `//` starts a comment. `parse(print(g))` prints as `g`.
+
+use crate::error::IrError;
+use crate::graph::{Graph, NodeId};
+use crate::op::{BinaryOp, CmpOp, Op, ReduceOp, UnaryOp};
+use crate::types::{DType, TensorType};
+use std::collections::HashMap;
+use std::fmt::{self, Write};
+use thiserror::Error;
+
+/// A syntax or typing error in IR text, at a 1-based line and column.
+#[derive(Debug, Clone, PartialEq, Error)]
+#[error("{line}:{column}: {message}")]
+pub struct ParseError {
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for Graph {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&print(self))
+    }
+}
+
+/// The order in which `print` numbers nodes: inputs, parameters, then the rest in
+/// topological order.
+pub fn print_order(graph: &Graph) -> Vec<NodeId> {
+    let mut order: Vec<NodeId> = graph.inputs().to_vec();
+    order.extend(graph.params());
+    order.extend(
+        graph
+            .topo_order()
+            .into_iter()
+            .filter(|id| !matches!(graph.op(*id), Op::Input { .. } | Op::Parameter { .. })),
+    );
+    order
+}
+
+fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn quote(text: &str) -> String {
+    let mut quoted = String::with_capacity(text.len() + 2);
+    quoted.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => quoted.push_str("\\\""),
+            '\\' => quoted.push_str("\\\\"),
+            '\n' => quoted.push_str("\\n"),
+            c => quoted.push(c),
+        }
+    }
+    quoted.push('"');
+    quoted
+}
+
+/// A float literal that parses back to the same value.
+fn float_literal(value: f64) -> String {
+    if value.is_nan() {
+        "nan".to_string()
+    } else if value.is_infinite() {
+        if value > 0.0 { "inf" } else { "-inf" }.to_string()
+    } else {
+        format!("{value:?}")
+    }
+}
+
+fn list(values: &[usize]) -> String {
+    let items: Vec<String> = values.iter().map(usize::to_string).collect();
+    format!("[{}]", items.join(","))
+}
+
+/// Prints the graph in the text form.
+pub fn print(graph: &Graph) -> String {
+    let order = print_order(graph);
+    let number: HashMap<NodeId, usize> = order
+        .iter()
+        .enumerate()
+        .map(|(index, &id)| (id, index))
+        .collect();
+    let mut out = String::new();
+    let name = if is_identifier(&graph.name) {
+        graph.name.clone()
+    } else {
+        quote(&graph.name)
+    };
+    let _ = writeln!(out, "graph {name} {{");
+    for &id in &order {
+        let node = graph.node(id);
+        let _ = write!(out, "  %{} = {}", number[&id], node.op.mnemonic());
+        match &node.op {
+            Op::Input { name } | Op::Parameter { name } => {
+                let _ = write!(out, " {}", quote(name));
+            }
+            Op::Constant { value } => {
+                let _ = write!(out, " {}", float_literal(*value));
+            }
+            _ => {}
+        }
+        let operands: Vec<String> = graph
+            .operands(id)
+            .iter()
+            .map(|operand| format!("%{}", number[operand]))
+            .collect();
+        if !operands.is_empty() {
+            let _ = write!(out, " {}", operands.join(", "));
+        }
+        match &node.op {
+            Op::Reduce { axes, .. } => {
+                let _ = write!(out, " axes={}", list(axes));
+            }
+            Op::Transpose { perm } => {
+                let _ = write!(out, " perm={}", list(perm));
+            }
+            Op::OneHot { depth } => {
+                let _ = write!(out, " depth={depth}");
+            }
+            _ => {}
+        }
+        let _ = writeln!(out, " : {}", node.ty);
+    }
+    for (name, id) in graph.outputs() {
+        let _ = writeln!(out, "  output {} = %{}", quote(name), number[id]);
+    }
+    for (param, value) in graph.updates() {
+        let target = graph.leaf_name(*param).expect("updates target parameters");
+        let _ = writeln!(out, "  update {} = %{}", quote(target), number[value]);
+    }
+    out.push_str("}\n");
+    out
+}
+
+// ---- parsing -----------------------------------------------------------------------
+
+#[derive(Clone, Debug, PartialEq)]
+enum Token {
+    /// Words: keywords, mnemonics (`cmp.gt`, `reduce_sum`), dtypes, `inf`, `nan`.
+    Word(String),
+    /// `%name`.
+    Value(String),
+    Str(String),
+    Number(String),
+    Punct(char),
+    End,
+}
+
+impl fmt::Display for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Token::Word(word) => write!(f, "'{word}'"),
+            Token::Value(name) => write!(f, "'%{name}'"),
+            Token::Str(text) => write!(f, "string {}", quote(text)),
+            Token::Number(number) => write!(f, "number {number}"),
+            Token::Punct(c) => write!(f, "'{c}'"),
+            Token::End => f.write_str("end of input"),
+        }
+    }
+}
+
+struct Spanned {
+    token: Token,
+    line: usize,
+    column: usize,
+}
+
+fn error_at(line: usize, column: usize, message: impl Into<String>) -> ParseError {
+    ParseError {
+        line,
+        column,
+        message: message.into(),
+    }
+}
+
+fn tokenize(src: &str) -> Result<Vec<Spanned>, ParseError> {
+    let chars: Vec<char> = src.chars().collect();
+    let mut tokens = Vec::new();
+    let (mut i, mut line, mut column) = (0, 1, 1);
+    let word_char = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '.';
+    while i < chars.len() {
+        let c = chars[i];
+        let (start_line, start_column) = (line, column);
+        let mut advance = |n: usize, i: &mut usize| {
+            for _ in 0..n {
+                if chars[*i] == '\n' {
+                    line += 1;
+                    column = 1;
+                } else {
+                    column += 1;
+                }
+                *i += 1;
+            }
+        };
+        if c.is_whitespace() {
+            advance(1, &mut i);
+            continue;
+        }
+        if c == '/' && chars.get(i + 1) == Some(&'/') {
+            while i < chars.len() && chars[i] != '\n' {
+                advance(1, &mut i);
+            }
+            continue;
+        }
+        let token = if c == '%' {
+            let length = chars[i + 1..]
+                .iter()
+                .take_while(|&&c| c.is_ascii_alphanumeric() || c == '_')
+                .count();
+            if length == 0 {
+                return Err(error_at(line, column, "expected a value name after '%'"));
+            }
+            let name: String = chars[i + 1..i + 1 + length].iter().collect();
+            advance(1 + length, &mut i);
+            Token::Value(name)
+        } else if c == '"' {
+            let mut text = String::new();
+            advance(1, &mut i);
+            loop {
+                match chars.get(i) {
+                    None => return Err(error_at(start_line, start_column, "unterminated string")),
+                    Some('"') => {
+                        advance(1, &mut i);
+                        break;
+                    }
+                    Some('\\') => {
+                        let escaped = match chars.get(i + 1) {
+                            Some('"') => '"',
+                            Some('\\') => '\\',
+                            Some('n') => '\n',
+                            _ => {
+                                return Err(error_at(
+                                    line,
+                                    column,
+                                    "unknown escape in string: expected \\\", \\\\ or \\n",
+                                ))
+                            }
+                        };
+                        text.push(escaped);
+                        advance(2, &mut i);
+                    }
+                    Some(&c) => {
+                        text.push(c);
+                        advance(1, &mut i);
+                    }
+                }
+            }
+            Token::Str(text)
+        } else if c.is_ascii_digit()
+            || (matches!(c, '-' | '+')
+                && chars
+                    .get(i + 1)
+                    .is_some_and(|n| n.is_ascii_digit() || *n == 'i' || *n == 'n'))
+        {
+            let mut length = 1;
+            while let Some(&n) = chars.get(i + length) {
+                let exponent_sign =
+                    matches!(n, '-' | '+') && matches!(chars[i + length - 1], 'e' | 'E');
+                if n.is_ascii_alphanumeric() || n == '.' || exponent_sign {
+                    length += 1;
+                } else {
+                    break;
+                }
+            }
+            let number: String = chars[i..i + length].iter().collect();
+            advance(length, &mut i);
+            Token::Number(number)
+        } else if c.is_ascii_alphabetic() || c == '_' {
+            let length = chars[i..].iter().take_while(|&&c| word_char(c)).count();
+            let word: String = chars[i..i + length].iter().collect();
+            advance(length, &mut i);
+            Token::Word(word)
+        } else if "={}[],:".contains(c) {
+            advance(1, &mut i);
+            Token::Punct(c)
+        } else {
+            return Err(error_at(
+                line,
+                column,
+                format!("unexpected character {c:?}"),
+            ));
+        };
+        tokens.push(Spanned {
+            token,
+            line: start_line,
+            column: start_column,
+        });
+    }
+    tokens.push(Spanned {
+        token: Token::End,
+        line,
+        column,
+    });
+    Ok(tokens)
+}
+
+struct Parser {
+    tokens: Vec<Spanned>,
+    position: usize,
+}
+
+impl Parser {
+    fn peek(&self) -> &Spanned {
+        &self.tokens[self.position]
+    }
+
+    fn next(&mut self) -> &Spanned {
+        let token = &self.tokens[self.position];
+        if self.position + 1 < self.tokens.len() {
+            self.position += 1;
+        }
+        token
+    }
+
+    fn error(&self, message: impl Into<String>) -> ParseError {
+        let here = self.peek();
+        error_at(here.line, here.column, message)
+    }
+
+    fn expected(&self, what: &str) -> ParseError {
+        self.error(format!("expected {what}, found {}", self.peek().token))
+    }
+
+    fn punct(&mut self, c: char, context: &str) -> Result<(), ParseError> {
+        if self.peek().token == Token::Punct(c) {
+            self.next();
+            Ok(())
+        } else {
+            Err(self.expected(&format!("'{c}' {context}")))
+        }
+    }
+
+    fn eat_punct(&mut self, c: char) -> bool {
+        let found = self.peek().token == Token::Punct(c);
+        if found {
+            self.next();
+        }
+        found
+    }
+
+    fn word(&mut self, what: &str) -> Result<String, ParseError> {
+        match &self.peek().token {
+            Token::Word(word) => {
+                let word = word.clone();
+                self.next();
+                Ok(word)
+            }
+            _ => Err(self.expected(what)),
+        }
+    }
+
+    fn string(&mut self, what: &str) -> Result<String, ParseError> {
+        match &self.peek().token {
+            Token::Str(text) => {
+                let text = text.clone();
+                self.next();
+                Ok(text)
+            }
+            _ => Err(self.expected(what)),
+        }
+    }
+
+    fn value_name(&mut self, what: &str) -> Result<(String, usize, usize), ParseError> {
+        let here = self.peek();
+        match &here.token {
+            Token::Value(name) => {
+                let found = (name.clone(), here.line, here.column);
+                self.next();
+                Ok(found)
+            }
+            _ => Err(self.expected(what)),
+        }
+    }
+
+    fn integer(&mut self, what: &str) -> Result<usize, ParseError> {
+        match &self.peek().token {
+            Token::Number(number) => {
+                let value = number
+                    .parse()
+                    .map_err(|_| self.error(format!("expected {what}, found number {number}")))?;
+                self.next();
+                Ok(value)
+            }
+            _ => Err(self.expected(what)),
+        }
+    }
+
+    fn float(&mut self) -> Result<f64, ParseError> {
+        let text = match &self.peek().token {
+            Token::Number(number) => number.clone(),
+            Token::Word(word) if word == "inf" || word == "nan" => word.clone(),
+            _ => return Err(self.expected("a number")),
+        };
+        let value = match text.as_str() {
+            "inf" | "+inf" => f64::INFINITY,
+            "-inf" => f64::NEG_INFINITY,
+            "nan" => f64::NAN,
+            _ => text
+                .parse()
+                .map_err(|_| self.error(format!("expected a number, found {text}")))?,
+        };
+        self.next();
+        Ok(value)
+    }
+
+    fn int_list(&mut self, what: &str) -> Result<Vec<usize>, ParseError> {
+        self.punct('[', &format!("to open {what}"))?;
+        let mut values = Vec::new();
+        if !self.eat_punct(']') {
+            loop {
+                values.push(self.integer("a non-negative integer")?);
+                if self.eat_punct(']') {
+                    break;
+                }
+                self.punct(',', &format!("or ']' in {what}"))?;
+            }
+        }
+        Ok(values)
+    }
+
+    fn attribute(&mut self, key: &str) -> Result<(), ParseError> {
+        match &self.peek().token {
+            Token::Word(word) if word == key => {
+                self.next();
+                self.punct('=', &format!("after {key}"))
+            }
+            _ => Err(self.expected(&format!("attribute {key}=..."))),
+        }
+    }
+
+    fn tensor_type(&mut self) -> Result<TensorType, ParseError> {
+        let here = (self.peek().line, self.peek().column);
+        let name = self.word("a type such as f32[2,3]")?;
+        let dtype = DType::from_name(&name).ok_or_else(|| {
+            error_at(
+                here.0,
+                here.1,
+                format!("unknown dtype '{name}': expected f32, i32 or bool"),
+            )
+        })?;
+        let shape = self.int_list("a shape")?;
+        Ok(TensorType::new(dtype, shape))
+    }
+}
+
+fn op_from_mnemonic(mnemonic: &str) -> Option<Op> {
+    let op = match mnemonic {
+        "input" => Op::Input {
+            name: String::new(),
+        },
+        "param" => Op::Parameter {
+            name: String::new(),
+        },
+        "const" => Op::Constant { value: 0.0 },
+        "select" => Op::Select,
+        "cast" => Op::Cast { to: DType::F32 },
+        "broadcast" => Op::Broadcast { shape: Vec::new() },
+        "reshape" => Op::Reshape { shape: Vec::new() },
+        "transpose" => Op::Transpose { perm: Vec::new() },
+        "one_hot" => Op::OneHot { depth: 0 },
+        "matmul" | "matmul.tn" | "matmul.nt" | "matmul.tt" => Op::MatMul {
+            transpose_a: mnemonic == "matmul.tn" || mnemonic == "matmul.tt",
+            transpose_b: mnemonic == "matmul.nt" || mnemonic == "matmul.tt",
+        },
+        _ => {
+            if let Some(op) = UnaryOp::ALL.into_iter().find(|op| op.name() == mnemonic) {
+                Op::Unary(op)
+            } else if let Some(op) = BinaryOp::ALL.into_iter().find(|op| op.name() == mnemonic) {
+                Op::Binary(op)
+            } else if let Some(op) = ReduceOp::ALL.into_iter().find(|op| op.name() == mnemonic) {
+                Op::Reduce {
+                    op,
+                    axes: Vec::new(),
+                }
+            } else {
+                let cmp = mnemonic.strip_prefix("cmp.")?;
+                Op::Compare(CmpOp::ALL.into_iter().find(|op| op.name() == cmp)?)
+            }
+        }
+    };
+    Some(op)
+}
+
+/// Parses IR text. Every node is type-checked as it is added; errors carry the
+/// line:column of the offending token.
+pub fn parse(src: &str) -> Result<Graph, ParseError> {
+    let mut parser = Parser {
+        tokens: tokenize(src)?,
+        position: 0,
+    };
+    match parser.word("'graph'")?.as_str() {
+        "graph" => {}
+        other => {
+            let at = &parser.tokens[parser.position - 1];
+            return Err(error_at(
+                at.line,
+                at.column,
+                format!("expected 'graph', found '{other}'"),
+            ));
+        }
+    }
+    let name = match &parser.peek().token {
+        Token::Word(_) => parser.word("a graph name")?,
+        Token::Str(_) => parser.string("a graph name")?,
+        _ => return Err(parser.expected("a graph name")),
+    };
+    parser.punct('{', "to open the graph body")?;
+    let mut graph = Graph::new(name);
+    let mut values: HashMap<String, NodeId> = HashMap::new();
+    let lookup = |values: &HashMap<String, NodeId>,
+                  (name, line, column): (String, usize, usize)| {
+        values
+            .get(&name)
+            .copied()
+            .ok_or_else(|| error_at(line, column, format!("value %{name} is not defined")))
+    };
+    loop {
+        let start = (parser.peek().line, parser.peek().column);
+        let ir_error = |err: IrError| error_at(start.0, start.1, err.to_string());
+        match parser.peek().token.clone() {
+            Token::Punct('}') => {
+                parser.next();
+                break;
+            }
+            Token::Word(word) if word == "output" || word == "update" => {
+                parser.next();
+                let target = parser.string(&format!("a quoted {word} name"))?;
+                parser.punct('=', &format!("after the {word} name"))?;
+                let value = lookup(&values, parser.value_name("a value such as %3")?)?;
+                if word == "output" {
+                    graph.set_output(&target, value).map_err(ir_error)?;
+                } else {
+                    let param = graph.param_by_name(&target).ok_or_else(|| {
+                        error_at(
+                            start.0,
+                            start.1,
+                            format!("update of {target:?}: no parameter has that name"),
+                        )
+                    })?;
+                    graph.set_update(param, value).map_err(ir_error)?;
+                }
+            }
+            Token::Value(_) => {
+                let (name, line, column) = parser.value_name("a value definition")?;
+                if values.contains_key(&name) {
+                    return Err(error_at(
+                        line,
+                        column,
+                        format!("value %{name} is defined twice"),
+                    ));
+                }
+                parser.punct('=', "after the value name")?;
+                let op_at = (parser.peek().line, parser.peek().column);
+                let mnemonic = parser.word("an op")?;
+                let mut op = op_from_mnemonic(&mnemonic).ok_or_else(|| {
+                    error_at(op_at.0, op_at.1, format!("unknown op '{mnemonic}'"))
+                })?;
+                match &mut op {
+                    Op::Input { name } | Op::Parameter { name } => {
+                        *name = parser.string(&format!("a quoted {mnemonic} name"))?;
+                    }
+                    Op::Constant { value } => *value = parser.float()?,
+                    _ => {}
+                }
+                let mut operands = Vec::new();
+                if op.arity() > 0 {
+                    loop {
+                        operands.push(lookup(
+                            &values,
+                            parser.value_name("an operand such as %0")?,
+                        )?);
+                        if !parser.eat_punct(',') {
+                            break;
+                        }
+                    }
+                }
+                match &mut op {
+                    Op::Reduce { axes, .. } => {
+                        parser.attribute("axes")?;
+                        *axes = parser.int_list("the axes")?;
+                    }
+                    Op::Transpose { perm } => {
+                        parser.attribute("perm")?;
+                        *perm = parser.int_list("the permutation")?;
+                    }
+                    Op::OneHot { depth } => {
+                        parser.attribute("depth")?;
+                        *depth = parser.integer("the depth")?;
+                    }
+                    _ => {}
+                }
+                parser.punct(':', "before the result type")?;
+                let ty = parser.tensor_type()?;
+                match &mut op {
+                    Op::Broadcast { shape } | Op::Reshape { shape } => *shape = ty.shape.clone(),
+                    Op::Cast { to } => *to = ty.dtype,
+                    _ => {}
+                }
+                if operands.len() != op.arity() {
+                    return Err(error_at(
+                        op_at.0,
+                        op_at.1,
+                        format!(
+                            "{mnemonic}: expected {} operands, found {}",
+                            op.arity(),
+                            operands.len()
+                        ),
+                    ));
+                }
+                let id = graph
+                    .add_typed(op, &operands, ty)
+                    .map_err(|err| error_at(op_at.0, op_at.1, err.to_string()))?;
+                values.insert(name, id);
+            }
+            Token::End => return Err(parser.expected("'}' to close the graph")),
+            _ => return Err(parser.expected("a value definition, output, update or '}'")),
+        }
+    }
+    if parser.peek().token != Token::End {
+        return Err(parser.expected("end of input after the graph"));
+    }
+    Ok(graph)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MLP: &str = "graph mlp {
+  %0 = input \"x\" : f32[4,3]
+  %1 = input \"labels\" : i32[4]
+  %2 = param \"w\" : f32[3,2]
+  %3 = matmul %0, %2 : f32[4,2]
+  %4 = reduce_max %3 axes=[1] : f32[4,1]
+  %5 = broadcast %4 : f32[4,2]
+  %6 = sub %3, %5 : f32[4,2]
+  %7 = one_hot %1 depth=2 : f32[4,2]
+  %8 = const 0.5 : f32[4,2]
+  %9 = mul %7, %8 : f32[4,2]
+  %10 = cmp.gt %6, %9 : bool[4,2]
+  %11 = select %10, %6, %9 : f32[4,2]
+  %12 = transpose %11 perm=[1,0] : f32[2,4]
+  %13 = matmul.tn %12, %12 : f32[4,4]
+  %14 = reshape %13 : f32[16]
+  %15 = cast %14 : i32[16]
+  %16 = const -inf : f32[3,2]
+  %17 = max %2, %16 : f32[3,2]
+  output \"y\" = %15
+  output \"y2\" = %13
+  update \"w\" = %17
+}
+";
+
+    #[test]
+    fn printing_a_parsed_graph_gives_the_text_back() {
+        let graph = parse(MLP).unwrap();
+        assert_eq!(print(&graph), MLP);
+    }
+
+    #[test]
+    fn comments_and_free_names_are_accepted() {
+        let src = "// a comment\ngraph \"my net\" { // trailing\n  %x = input \"x\" : f32[2]\n  %y = neg %x : f32[2]\n  output \"y\" = %y\n}\n";
+        let graph = parse(src).unwrap();
+        assert_eq!(
+            print(&graph),
+            "graph \"my net\" {\n  %0 = input \"x\" : f32[2]\n  %1 = neg %0 : f32[2]\n  output \"y\" = %1\n}\n"
+        );
+    }
+
+    #[test]
+    fn constants_round_trip_exactly() {
+        for value in [0.1, -1e-7, 1e30, 3.0, f64::from(f32::MAX), -0.0] {
+            let mut graph = Graph::new("c");
+            let id = graph.constant(value, TensorType::f32([1])).unwrap();
+            graph.set_output("c", id).unwrap();
+            let back = parse(&print(&graph)).unwrap();
+            let Op::Constant { value: parsed } = back.op(back.output_by_name("c").unwrap()) else {
+                panic!("a constant")
+            };
+            assert_eq!(parsed.to_bits(), value.to_bits(), "{value}");
+        }
+    }
+
+    #[test]
+    fn errors_name_the_position_and_what_was_expected() {
+        let cases = [
+            ("graph g {\n  %0 = input \"x\" : f32[2]\n  %1 = frob %0 : f32[2]\n}", "3:8: unknown op 'frob'"),
+            ("graph g {\n  %0 = input \"x\" : f32[2]\n  %1 = neg %7 : f32[2]\n}", "3:12: value %7 is not defined"),
+            ("graph g {\n  %0 = input \"x\" : f32[2]\n  %0 = neg %0 : f32[2]\n}", "3:3: value %0 is defined twice"),
+            (
+                "graph g {\n  %0 = input \"x\" : f32[2]\n  %1 = input \"y\" : f32[3]\n  %2 = add %0, %1 : f32[2]\n}",
+                "4:8: add: operand types f32[2] and f32[3] differ",
+            ),
+            ("graph g {\n  %0 = input \"x\" : f33[2]\n}", "2:20: unknown dtype 'f33': expected f32, i32 or bool"),
+            ("graph g {\n  %0 = input \"x\" : f32[2]\n", "3:1: expected '}' to close the graph, found end of input"),
+            ("graph g {\n  %0 = input \"x\" f32[2]\n}", "2:18: expected ':' before the result type, found 'f32'"),
+            (
+                "graph g {\n  %0 = input \"x\" : f32[2]\n  %1 = neg %0 : f32[3]\n}",
+                "3:8: neg: declared type f32[3] but the operands give f32[2]",
+            ),
+        ];
+        for (src, expected) in cases {
+            assert_eq!(parse(src).unwrap_err().to_string(), expected, "{src}");
+        }
+    }
+}
