@@ -1,1 +1,47 @@
-//! placeholder
+//! kiln-backend: code generation for kernel-IR programs (Cranelift for the CPU) and
+//! the runtime that owns buffers, checks arguments and launches kernels.
+//!
+//! [`compile`] turns a checked [`kiln_ir::kernel::Program`] into an [`Executable`]:
+//! every kernel becomes one native function `extern "C" fn(*const *mut u8)` that
+//! receives the table of buffer base pointers, JIT-compiled for the host.
+
+pub mod cpu;
+pub mod runtime;
+
+pub use cpu::{CompileOptions, OptLevel};
+pub use runtime::{Arg, CompileStats, Executable, RuntimeError};
+
+use kiln_ir::kernel::{KernelError, Program};
+use thiserror::Error;
+
+/// Why a program could not be compiled.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum BackendError {
+    /// The program breaks the kernel IR's rules (a kiln bug in the pass that built it).
+    #[error("invalid kernel program (a kiln bug): {0}")]
+    Invalid(#[from] KernelError),
+    /// The program uses a construct this code generator cannot emit (a kiln bug in the
+    /// scheduling of the program).
+    #[error("kernel {kernel}: {message}")]
+    Unsupported { kernel: String, message: String },
+    /// Cranelift cannot target this machine.
+    #[error("the host cpu is not supported: {0}")]
+    Host(String),
+    /// Cranelift rejected a function or could not link the module (a kiln bug).
+    #[error("cranelift failed on {what}: {message}")]
+    Cranelift { what: String, message: String },
+}
+
+/// Compiles `program` for the host with the default options (`opt_level=speed`).
+pub fn compile(program: &Program) -> Result<Executable, BackendError> {
+    compile_with(program, &CompileOptions::default())
+}
+
+/// Compiles `program` for the host with explicit options (optimisation level,
+/// disassembly for tests and debugging).
+pub fn compile_with(
+    program: &Program,
+    options: &CompileOptions,
+) -> Result<Executable, BackendError> {
+    Executable::new(program, options)
+}

@@ -1,1 +1,6 @@
-//! placeholder
+//! kiln-passes: graph-to-graph passes (one per file) and the pipeline that runs them
+//! in order, plus the lowering from graphs to the loop-nest kernel IR.
+
+pub mod dce;
+
+pub mod lower;

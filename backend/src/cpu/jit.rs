@@ -1,0 +1,82 @@
+//! JIT compilation for the host: a `cranelift_jit::JITModule` with the intrinsics in
+//! its symbol table, one function per kernel, and the finalized function pointers.
+
+use super::codegen::{self, CodegenOptions, KernelCode};
+use super::{host_isa, intrinsics, CompileOptions};
+use crate::BackendError;
+use cranelift_jit::{JITBuilder, JITModule};
+use kiln_ir::kernel::Program;
+
+/// A compiled kernel: `table[b]` is the base address of buffer `b`.
+pub type KernelFn = unsafe extern "C" fn(table: *const *mut u8);
+
+/// Executable code for every kernel of a program. The code lives as long as this
+/// value; the function pointers must not be called after it is dropped.
+pub struct JitCode {
+    /// Owns the executable memory; `None` only while dropping.
+    module: Option<JITModule>,
+    pub functions: Vec<KernelFn>,
+    pub kernels: Vec<KernelCode>,
+}
+
+// The module is only touched when it is created and when it is freed, both through
+// an owned or exclusive reference, and the code it holds is immutable once
+// finalized, so moving it to another thread is sound.
+unsafe impl Send for JitCode {}
+
+impl JitCode {
+    /// JIT-compiles every kernel of `program` (which must pass `Program::check`).
+    pub fn new(program: &Program, options: &CompileOptions) -> Result<JitCode, BackendError> {
+        let isa = host_isa(options.opt_level)?;
+        let mut builder = JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
+        for (name, address) in intrinsics::symbols() {
+            builder.symbol(name, address);
+        }
+        let mut module = JITModule::new(builder);
+        let codegen_options = CodegenOptions {
+            symbol_prefix: "kiln_".to_string(),
+            disasm: options.disasm,
+        };
+        let defined = codegen::define_program(&mut module, program, &codegen_options);
+        let kernels = match defined {
+            Ok(kernels) => kernels,
+            Err(err) => {
+                // SAFETY: no function of this module was handed out.
+                unsafe { module.free_memory() };
+                return Err(err);
+            }
+        };
+        if let Err(err) = module.finalize_definitions() {
+            // SAFETY: no function of this module was handed out.
+            unsafe { module.free_memory() };
+            return Err(BackendError::Cranelift {
+                what: "the jit module".to_string(),
+                message: err.to_string(),
+            });
+        }
+        let functions = kernels
+            .iter()
+            .map(|kernel| {
+                let address = module.get_finalized_function(kernel.func);
+                // SAFETY: codegen defined this function with the signature
+                // `fn(*const *mut u8)` in the host's default (C) calling convention.
+                unsafe { std::mem::transmute::<*const u8, KernelFn>(address) }
+            })
+            .collect();
+        Ok(JitCode {
+            module: Some(module),
+            functions,
+            kernels,
+        })
+    }
+}
+
+impl Drop for JitCode {
+    fn drop(&mut self) {
+        if let Some(module) = self.module.take() {
+            // SAFETY: the function pointers are dropped with `self` and the runtime
+            // never calls them after dropping it.
+            unsafe { module.free_memory() };
+        }
+    }
+}

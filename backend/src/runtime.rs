@@ -1,0 +1,636 @@
+//! The runtime: an [`Executable`] owns a program's buffers and compiled kernels,
+//! checks the caller's arguments, launches the kernels in order and applies
+//! parameter updates.
+//!
+//! Safety rests on two facts: `Program::check` proved at compile time that every
+//! access of every kernel stays inside its buffer, given each buffer's declared
+//! length; and every buffer is allocated with exactly that length and never resized
+//! (arguments and parameter values are length-checked before they are copied in, and
+//! updates only exchange or copy buffers of equal length). So nothing a caller
+//! passes can make generated code touch memory outside the buffers.
+
+use crate::cpu::jit::JitCode;
+use crate::cpu::CompileOptions;
+use crate::BackendError;
+use kiln_ir::kernel::{BufferId, Program, Storage};
+use kiln_ir::{DType, Feeds, Tensor, TensorType};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use thiserror::Error;
+
+/// One argument's data. Bool data is stored as 0/1 words.
+#[derive(Clone, Copy, Debug)]
+pub enum Arg<'a> {
+    F32(&'a [f32]),
+    I32(&'a [i32]),
+    Bool(&'a [bool]),
+}
+
+impl Arg<'_> {
+    pub fn dtype(&self) -> DType {
+        match self {
+            Arg::F32(_) => DType::F32,
+            Arg::I32(_) => DType::I32,
+            Arg::Bool(_) => DType::Bool,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Arg::F32(data) => data.len(),
+            Arg::I32(data) => data.len(),
+            Arg::Bool(data) => data.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Writes the data as 32-bit words; the lengths were checked to be equal.
+    fn write_to(&self, words: &mut [u32]) {
+        match self {
+            Arg::F32(data) => {
+                for (word, value) in words.iter_mut().zip(data.iter()) {
+                    *word = value.to_bits();
+                }
+            }
+            Arg::I32(data) => {
+                for (word, value) in words.iter_mut().zip(data.iter()) {
+                    *word = *value as u32;
+                }
+            }
+            Arg::Bool(data) => {
+                for (word, value) in words.iter_mut().zip(data.iter()) {
+                    *word = u32::from(*value);
+                }
+            }
+        }
+    }
+}
+
+/// A mistake in how the caller used an executable; nothing ran when one is returned.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum RuntimeError {
+    /// An argument names no input of the program.
+    #[error("unknown input {name:?} (the inputs are: {known})")]
+    UnknownInput { name: String, known: String },
+    /// The same input was passed twice.
+    #[error("input {name:?} is given twice")]
+    DuplicateInput { name: String },
+    /// An input was not passed.
+    #[error("input {name:?} of type {ty} is not given")]
+    MissingInput { name: String, ty: TensorType },
+    /// Data of another dtype than the input or parameter has.
+    #[error("{kind} {name:?} expects {expected}, given {found} data")]
+    WrongDtype {
+        kind: &'static str,
+        name: String,
+        expected: TensorType,
+        found: DType,
+    },
+    /// Data with another element count than the input or parameter has.
+    #[error("{kind} {name:?} expects {expected} ({} elements), given {found} elements", .expected.num_elements())]
+    WrongLength {
+        kind: &'static str,
+        name: String,
+        expected: TensorType,
+        found: usize,
+    },
+    /// A fed tensor whose type differs from the input or parameter.
+    #[error("{kind} {name:?} expects {expected}, given {found}")]
+    WrongType {
+        kind: &'static str,
+        name: String,
+        expected: TensorType,
+        found: TensorType,
+    },
+    /// A name that is no parameter of the program.
+    #[error("unknown parameter {name:?} (the parameters are: {known})")]
+    UnknownParam { name: String, known: String },
+    /// A name that is no output of the program.
+    #[error("unknown output {name:?} (the outputs are: {known})")]
+    UnknownOutput { name: String, known: String },
+    /// A feed that is neither an input nor a parameter.
+    #[error("feed {name:?} is neither an input nor a parameter")]
+    UnknownFeed { name: String },
+    /// A value read as f32 that has another dtype.
+    #[error("{kind} {name:?} is {ty}, not f32")]
+    NotF32 {
+        kind: &'static str,
+        name: String,
+        ty: TensorType,
+    },
+}
+
+/// What compilation produced and what it cost.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CompileStats {
+    pub kernels: usize,
+    pub buffers: usize,
+    /// Bytes of all buffers together.
+    pub buffer_bytes: usize,
+    /// Bytes of machine code of all kernels together.
+    pub code_bytes: usize,
+    /// Wall time of code generation and JIT linking.
+    pub codegen_time: Duration,
+}
+
+/// A named view of a buffer.
+#[derive(Clone, Debug)]
+struct Binding {
+    name: String,
+    buffer: BufferId,
+    ty: TensorType,
+}
+
+/// How one parameter takes its new value after a run.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum UpdateStep {
+    /// The value is a scratch buffer nothing else reads afterwards: exchange the
+    /// storage (the old parameter values become scratch, rewritten next run).
+    Swap { param: BufferId, value: BufferId },
+    /// The value lives in an input or shared scratch buffer: copy it.
+    Copy { param: BufferId, value: BufferId },
+    /// The value is another parameter, which may itself be updated: copy it aside
+    /// before any parameter changes.
+    Staged { param: BufferId, value: BufferId },
+}
+
+/// A compiled program with its buffers: parameters persist across runs.
+pub struct Executable {
+    code: JitCode,
+    /// Every buffer's 32-bit words, allocated once with the buffer's exact length.
+    buffers: Vec<Vec<u32>>,
+    inputs: Vec<Binding>,
+    params: Vec<Binding>,
+    outputs: Vec<Binding>,
+    /// Parameter names with an update, in declaration order.
+    updated: Vec<String>,
+    update_steps: Vec<UpdateStep>,
+    kernel_names: Vec<String>,
+    stats: CompileStats,
+}
+
+impl std::fmt::Debug for Executable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executable")
+            .field("inputs", &self.inputs())
+            .field("params", &self.params())
+            .field("outputs", &self.outputs())
+            .field("kernels", &self.kernel_names)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+fn names(bindings: &[Binding]) -> String {
+    let names: Vec<&str> = bindings.iter().map(|b| b.name.as_str()).collect();
+    if names.is_empty() {
+        "none".to_string()
+    } else {
+        names.join(", ")
+    }
+}
+
+fn find<'b>(bindings: &'b [Binding], name: &str) -> Option<&'b Binding> {
+    bindings.iter().find(|binding| binding.name == name)
+}
+
+/// Reads words of a buffer as a tensor of type `ty`.
+fn to_tensor(words: &[u32], ty: &TensorType) -> Tensor {
+    let data = words
+        .iter()
+        .map(|&word| match ty.dtype {
+            DType::F32 => f64::from(f32::from_bits(word)),
+            DType::I32 => f64::from(word as i32),
+            DType::Bool => f64::from(u8::from(word != 0)),
+        })
+        .collect();
+    Tensor {
+        dtype: ty.dtype,
+        shape: ty.shape.clone(),
+        data,
+    }
+}
+
+fn as_f32(words: &[u32]) -> &[f32] {
+    // SAFETY: f32 and u32 have the same size and alignment and every bit pattern is
+    // a valid f32.
+    unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<f32>(), words.len()) }
+}
+
+impl Executable {
+    /// Checks and JIT-compiles `program` and allocates its buffers (zeroed).
+    pub fn new(program: &Program, options: &CompileOptions) -> Result<Executable, BackendError> {
+        program.check()?;
+        let start = Instant::now();
+        let code = JitCode::new(program, options)?;
+        let codegen_time = start.elapsed();
+        let buffers: Vec<Vec<u32>> = program
+            .buffers
+            .iter()
+            .map(|buffer| vec![0u32; buffer.len()])
+            .collect();
+        let bind = |name: &str, buffer: BufferId, ty: &TensorType| Binding {
+            name: name.to_string(),
+            buffer,
+            ty: ty.clone(),
+        };
+        let inputs = program
+            .inputs()
+            .into_iter()
+            .map(|(name, id)| bind(name, id, &program.buffer(id).ty))
+            .collect();
+        let params = program
+            .params()
+            .into_iter()
+            .map(|(name, id)| bind(name, id, &program.buffer(id).ty))
+            .collect();
+        let outputs = program
+            .outputs
+            .iter()
+            .map(|output| bind(&output.name, output.buffer, &output.ty))
+            .collect();
+        let update_steps = plan_updates(program);
+        let stats = CompileStats {
+            kernels: program.kernels.len(),
+            buffers: program.buffers.len(),
+            buffer_bytes: program.buffers.iter().map(|b| b.len() * 4).sum(),
+            code_bytes: code.kernels.iter().map(|k| k.code_bytes).sum(),
+            codegen_time,
+        };
+        Ok(Executable {
+            code,
+            buffers,
+            inputs,
+            params,
+            outputs,
+            updated: program.updates.iter().map(|u| u.param.clone()).collect(),
+            update_steps,
+            kernel_names: program.kernels.iter().map(|k| k.name.clone()).collect(),
+            stats,
+        })
+    }
+
+    /// `(name, type)` of every input, in declaration order.
+    pub fn inputs(&self) -> Vec<(String, TensorType)> {
+        self.inputs
+            .iter()
+            .map(|b| (b.name.clone(), b.ty.clone()))
+            .collect()
+    }
+
+    /// `(name, type)` of every parameter, in declaration order.
+    pub fn params(&self) -> Vec<(String, TensorType)> {
+        self.params
+            .iter()
+            .map(|b| (b.name.clone(), b.ty.clone()))
+            .collect()
+    }
+
+    /// `(name, type)` of every output, in declaration order.
+    pub fn outputs(&self) -> Vec<(String, TensorType)> {
+        self.outputs
+            .iter()
+            .map(|b| (b.name.clone(), b.ty.clone()))
+            .collect()
+    }
+
+    pub fn stats(&self) -> &CompileStats {
+        &self.stats
+    }
+
+    /// Number of kernels launched per run.
+    pub fn kernel_count(&self) -> usize {
+        self.kernel_names.len()
+    }
+
+    /// Each kernel's name (the op it computes), in launch order.
+    pub fn kernel_names(&self) -> &[String] {
+        &self.kernel_names
+    }
+
+    /// The machine-code listing of kernel `kernel`, if compiled with
+    /// `CompileOptions::disasm`.
+    pub fn disassembly(&self, kernel: usize) -> Option<&str> {
+        self.code.kernels.get(kernel)?.disasm.as_deref()
+    }
+
+    /// The Cranelift IR of kernel `kernel`, if compiled with `CompileOptions::disasm`.
+    pub fn clif(&self, kernel: usize) -> Option<&str> {
+        self.code.kernels.get(kernel)?.clif.as_deref()
+    }
+
+    fn param_binding(&self, name: &str) -> Result<&Binding, RuntimeError> {
+        find(&self.params, name).ok_or_else(|| RuntimeError::UnknownParam {
+            name: name.to_string(),
+            known: names(&self.params),
+        })
+    }
+
+    fn output_binding(&self, name: &str) -> Result<&Binding, RuntimeError> {
+        find(&self.outputs, name).ok_or_else(|| RuntimeError::UnknownOutput {
+            name: name.to_string(),
+            known: names(&self.outputs),
+        })
+    }
+
+    fn check_arg(kind: &'static str, binding: &Binding, arg: &Arg<'_>) -> Result<(), RuntimeError> {
+        if arg.dtype() != binding.ty.dtype {
+            return Err(RuntimeError::WrongDtype {
+                kind,
+                name: binding.name.clone(),
+                expected: binding.ty.clone(),
+                found: arg.dtype(),
+            });
+        }
+        if arg.len() != binding.ty.num_elements() {
+            return Err(RuntimeError::WrongLength {
+                kind,
+                name: binding.name.clone(),
+                expected: binding.ty.clone(),
+                found: arg.len(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Sets an f32 parameter's value.
+    pub fn set_param(&mut self, name: &str, data: &[f32]) -> Result<(), RuntimeError> {
+        self.set_param_arg(name, Arg::F32(data))
+    }
+
+    /// Sets a parameter's value from data of any dtype.
+    pub fn set_param_arg(&mut self, name: &str, data: Arg<'_>) -> Result<(), RuntimeError> {
+        let binding = self.param_binding(name)?;
+        Self::check_arg("parameter", binding, &data)?;
+        let buffer = binding.buffer;
+        data.write_to(&mut self.buffers[buffer.0]);
+        Ok(())
+    }
+
+    /// The current value of an f32 parameter.
+    pub fn param(&self, name: &str) -> Result<&[f32], RuntimeError> {
+        let binding = self.param_binding(name)?;
+        if binding.ty.dtype != DType::F32 {
+            return Err(RuntimeError::NotF32 {
+                kind: "parameter",
+                name: name.to_string(),
+                ty: binding.ty.clone(),
+            });
+        }
+        Ok(as_f32(&self.buffers[binding.buffer.0]))
+    }
+
+    /// The current value of a parameter of any dtype.
+    pub fn param_tensor(&self, name: &str) -> Result<Tensor, RuntimeError> {
+        let binding = self.param_binding(name)?;
+        Ok(to_tensor(&self.buffers[binding.buffer.0], &binding.ty))
+    }
+
+    /// An f32 output of the last run (zeros before the first run).
+    pub fn output_f32(&self, name: &str) -> Result<&[f32], RuntimeError> {
+        let binding = self.output_binding(name)?;
+        if binding.ty.dtype != DType::F32 {
+            return Err(RuntimeError::NotF32 {
+                kind: "output",
+                name: name.to_string(),
+                ty: binding.ty.clone(),
+            });
+        }
+        Ok(as_f32(&self.buffers[binding.buffer.0]))
+    }
+
+    /// An output of the last run, of any dtype.
+    pub fn output(&self, name: &str) -> Result<Tensor, RuntimeError> {
+        let binding = self.output_binding(name)?;
+        Ok(to_tensor(&self.buffers[binding.buffer.0], &binding.ty))
+    }
+
+    /// Matches the arguments to the inputs: every input exactly once, with its dtype
+    /// and element count. Returns the argument of each input, in input order.
+    fn match_inputs<'a>(&self, args: &[(&str, Arg<'a>)]) -> Result<Vec<Arg<'a>>, RuntimeError> {
+        let mut given: Vec<Option<Arg<'a>>> = vec![None; self.inputs.len()];
+        for (name, arg) in args {
+            let position = self
+                .inputs
+                .iter()
+                .position(|binding| binding.name == *name)
+                .ok_or_else(|| RuntimeError::UnknownInput {
+                    name: name.to_string(),
+                    known: names(&self.inputs),
+                })?;
+            if given[position].is_some() {
+                return Err(RuntimeError::DuplicateInput {
+                    name: name.to_string(),
+                });
+            }
+            Self::check_arg("input", &self.inputs[position], arg)?;
+            given[position] = Some(*arg);
+        }
+        given
+            .into_iter()
+            .zip(&self.inputs)
+            .map(|(arg, binding)| {
+                arg.ok_or_else(|| RuntimeError::MissingInput {
+                    name: binding.name.clone(),
+                    ty: binding.ty.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// Runs the program once: checks every argument, copies the inputs in, launches
+    /// every kernel, then gives each updated parameter its new value.
+    pub fn run(&mut self, inputs: &[(&str, Arg<'_>)]) -> Result<(), RuntimeError> {
+        let args = self.match_inputs(inputs)?;
+        for (arg, binding) in args.iter().zip(&self.inputs) {
+            arg.write_to(&mut self.buffers[binding.buffer.0]);
+        }
+        self.launch();
+        self.apply_updates();
+        Ok(())
+    }
+
+    fn launch(&mut self) {
+        let table: Vec<*mut u8> = self
+            .buffers
+            .iter_mut()
+            .map(|words| words.as_mut_ptr().cast::<u8>())
+            .collect();
+        for function in &self.code.functions {
+            // SAFETY: the program passed `Program::check`, so every access of the
+            // kernel lies inside a buffer of its declared length, and `table` points
+            // at buffers of exactly those lengths (see the module docs). The code is
+            // alive as long as `self.code`.
+            unsafe { function(table.as_ptr()) };
+        }
+    }
+
+    fn apply_updates(&mut self) {
+        let staged: Vec<(BufferId, Vec<u32>)> = self
+            .update_steps
+            .iter()
+            .filter_map(|step| match *step {
+                UpdateStep::Staged { param, value } => Some((param, self.buffers[value.0].clone())),
+                _ => None,
+            })
+            .collect();
+        for step in &self.update_steps {
+            match *step {
+                UpdateStep::Swap { param, value } => self.buffers.swap(param.0, value.0),
+                UpdateStep::Copy { param, value } => {
+                    let (target, source) = two_mut(&mut self.buffers, param.0, value.0);
+                    target.copy_from_slice(source);
+                }
+                UpdateStep::Staged { .. } => {}
+            }
+        }
+        for (param, words) in staged {
+            self.buffers[param.0] = words;
+        }
+    }
+
+    /// Convenience for differential tests: sets the parameters and inputs named in
+    /// `feeds` (parameters not fed keep their values), runs once, and returns every
+    /// output and the new value of every updated parameter. Every feed is checked
+    /// before anything changes.
+    #[allow(clippy::type_complexity)]
+    pub fn run_feeds(
+        &mut self,
+        feeds: &Feeds,
+    ) -> Result<(BTreeMap<String, Tensor>, BTreeMap<String, Tensor>), RuntimeError> {
+        let mut owned: Vec<(String, OwnedArg)> = Vec::new();
+        let mut params: Vec<(String, OwnedArg)> = Vec::new();
+        for (name, tensor) in feeds {
+            let (kind, binding) = if let Some(binding) = find(&self.inputs, name) {
+                ("input", binding)
+            } else if let Some(binding) = find(&self.params, name) {
+                ("parameter", binding)
+            } else {
+                return Err(RuntimeError::UnknownFeed { name: name.clone() });
+            };
+            if tensor.ty() != binding.ty || tensor.data.len() != binding.ty.num_elements() {
+                return Err(RuntimeError::WrongType {
+                    kind,
+                    name: name.clone(),
+                    expected: binding.ty.clone(),
+                    found: tensor.ty(),
+                });
+            }
+            let arg = OwnedArg::from_tensor(tensor);
+            if kind == "input" {
+                owned.push((name.clone(), arg));
+            } else {
+                params.push((name.clone(), arg));
+            }
+        }
+        let args: Vec<(&str, Arg<'_>)> = owned
+            .iter()
+            .map(|(name, arg)| (name.as_str(), arg.as_arg()))
+            .collect();
+        self.match_inputs(&args)?;
+        for (name, arg) in &params {
+            self.set_param_arg(name, arg.as_arg())?;
+        }
+        self.run(&args)?;
+        let mut outputs = BTreeMap::new();
+        for binding in &self.outputs {
+            outputs.insert(
+                binding.name.clone(),
+                to_tensor(&self.buffers[binding.buffer.0], &binding.ty),
+            );
+        }
+        let mut updated = BTreeMap::new();
+        for name in &self.updated {
+            updated.insert(name.clone(), self.param_tensor(name)?);
+        }
+        Ok((outputs, updated))
+    }
+}
+
+/// Feed data converted to the argument type of its dtype.
+enum OwnedArg {
+    F32(Vec<f32>),
+    I32(Vec<i32>),
+    Bool(Vec<bool>),
+}
+
+impl OwnedArg {
+    fn from_tensor(tensor: &Tensor) -> OwnedArg {
+        match tensor.dtype {
+            DType::F32 => OwnedArg::F32(tensor.to_f32()),
+            DType::I32 => OwnedArg::I32(tensor.to_i32()),
+            DType::Bool => OwnedArg::Bool(tensor.data.iter().map(|&v| v != 0.0).collect()),
+        }
+    }
+
+    fn as_arg(&self) -> Arg<'_> {
+        match self {
+            OwnedArg::F32(data) => Arg::F32(data),
+            OwnedArg::I32(data) => Arg::I32(data),
+            OwnedArg::Bool(data) => Arg::Bool(data),
+        }
+    }
+}
+
+/// Mutable access to element `a` and shared access to element `b != a`.
+fn two_mut<T>(items: &mut [T], a: usize, b: usize) -> (&mut T, &T) {
+    assert_ne!(a, b, "an update never copies a buffer onto itself");
+    if a < b {
+        let (low, high) = items.split_at_mut(b);
+        (&mut low[a], &high[0])
+    } else {
+        let (low, high) = items.split_at_mut(a);
+        (&mut high[0], &low[b])
+    }
+}
+
+/// Decides how each update is applied. An exchange of storage is only safe for a
+/// scratch buffer that no output shows and no other update reads.
+fn plan_updates(program: &Program) -> Vec<UpdateStep> {
+    let mut steps = Vec::new();
+    for update in &program.updates {
+        let param = program
+            .param_buffer(&update.param)
+            .expect("Program::check resolved every update target");
+        let value = update.value;
+        if param == value {
+            continue;
+        }
+        let shown = program.outputs.iter().any(|output| output.buffer == value);
+        let readers = program
+            .updates
+            .iter()
+            .filter(|other| other.value == value)
+            .count();
+        steps.push(match program.buffer(value).storage {
+            Storage::Temp if !shown && readers == 1 => UpdateStep::Swap { param, value },
+            Storage::Param(_) => UpdateStep::Staged { param, value },
+            Storage::Temp | Storage::Input(_) => UpdateStep::Copy { param, value },
+        });
+    }
+    steps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn executable_is_send() {
+        fn assert_send<T: Send>() {}
+        assert_send::<Executable>();
+    }
+
+    #[test]
+    fn two_mut_splits_either_way() {
+        let mut items = vec![1, 2, 3];
+        let (target, source) = two_mut(&mut items, 2, 0);
+        *target = *source;
+        let (target, source) = two_mut(&mut items, 0, 1);
+        *target = *source * 10;
+        assert_eq!(items, vec![20, 2, 1]);
+    }
+}

@@ -1,0 +1,1015 @@
+//! The kernel IR: a program of loop nests over flat buffers, between the tensor graph
+//! and the code generators.
+//!
+//! A [`Program`] owns a list of [`Buffer`]s (each a contiguous row-major array of
+//! 32-bit elements with a storage class: caller-fed input, persistent parameter, or
+//! scratch) and an ordered launch list of [`Kernel`]s. Outputs and parameter updates
+//! are names bound to buffers, so several names may share one buffer (an output that
+//! is a reshaped input, an update whose value is also an output) without copies.
+//!
+//! A kernel is a tree of statements: counted loops (serial or vectorised), stores of
+//! an expression to a buffer element, and assignments to scalar locals (accumulators).
+//! Buffer indices are affine in the loop variables (`sum(var * stride) + offset`), so a
+//! broadcast is a zero stride and a transpose is a permutation of strides, and tiling
+//! or fusion later only rewrites loops and indices.
+//!
+//! `Vector(w)` on a loop promises that its iterations are independent and that its
+//! body is stores only; a code generator runs it `w` lanes at a time with a scalar
+//! remainder loop. [`Program::check`] verifies types, scoping and, because every extent
+//! is static, that no access can leave its buffer.
+//!
+//! ```text
+//! kernel k0 add {
+//!   for i0 in 0..6 vec4 {
+//!     b2[i0] = add(b0[i0], b1[3*i0])
+//!   }
+//! }
+//! ```
+
+use crate::op::{BinaryOp, CmpOp, UnaryOp};
+use crate::types::{DType, TensorType};
+use std::collections::BTreeSet;
+use std::fmt::{self, Write as _};
+use thiserror::Error;
+
+/// A buffer of a program, printed `b3`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BufferId(pub usize);
+
+/// A loop variable of a kernel, printed `i2`. Unique within its kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VarId(pub u32);
+
+/// A scalar local (register) of a kernel, printed `r0`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LocalId(pub u32);
+
+impl fmt::Display for BufferId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "b{}", self.0)
+    }
+}
+
+impl fmt::Display for VarId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "i{}", self.0)
+    }
+}
+
+impl fmt::Display for LocalId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "r{}", self.0)
+    }
+}
+
+/// Who fills a buffer and how long its contents live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Storage {
+    /// Copied in from the caller's argument of this name before every run.
+    Input(String),
+    /// Persistent state: set by the caller, kept across runs, replaced by its update.
+    Param(String),
+    /// Written by kernels during a run before anything reads it.
+    Temp,
+}
+
+/// A contiguous row-major array of 32-bit elements (bool is a 0/1 word).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Buffer {
+    /// The type of the value first stored here; views of it (reshapes) may use other
+    /// shapes with the same element count.
+    pub ty: TensorType,
+    pub storage: Storage,
+}
+
+impl Buffer {
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.ty.num_elements()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A named result: the contents of `buffer` after a run, read as `ty`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Output {
+    pub name: String,
+    pub buffer: BufferId,
+    pub ty: TensorType,
+}
+
+/// After a run, parameter `param` takes the contents of buffer `value`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Update {
+    pub param: String,
+    pub value: BufferId,
+}
+
+/// An affine index `sum(var * stride) + offset`, in elements. Terms never have a zero
+/// stride and name each variable at most once.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Index {
+    pub terms: Vec<(VarId, i64)>,
+    pub offset: i64,
+}
+
+impl Index {
+    /// Builds an index, merging repeated variables and dropping zero strides.
+    pub fn new(terms: impl IntoIterator<Item = (VarId, i64)>, offset: i64) -> Index {
+        let mut merged: Vec<(VarId, i64)> = Vec::new();
+        for (var, stride) in terms {
+            match merged.iter_mut().find(|(seen, _)| *seen == var) {
+                Some((_, total)) => *total += stride,
+                None => merged.push((var, stride)),
+            }
+        }
+        merged.retain(|&(_, stride)| stride != 0);
+        Index {
+            terms: merged,
+            offset,
+        }
+    }
+
+    /// The fixed element `offset`.
+    pub fn constant(offset: i64) -> Index {
+        Index {
+            terms: Vec::new(),
+            offset,
+        }
+    }
+
+    /// The stride of `var` (0 when the index does not depend on it).
+    pub fn stride_of(&self, var: VarId) -> i64 {
+        self.terms
+            .iter()
+            .find(|(seen, _)| *seen == var)
+            .map_or(0, |&(_, stride)| stride)
+    }
+
+    /// The same index without the term of `var`.
+    pub fn without(&self, var: VarId) -> Index {
+        Index {
+            terms: self
+                .terms
+                .iter()
+                .copied()
+                .filter(|&(seen, _)| seen != var)
+                .collect(),
+            offset: self.offset,
+        }
+    }
+}
+
+impl fmt::Display for Index {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        for &(var, stride) in &self.terms {
+            let (sign, magnitude) = if stride < 0 {
+                ("-", stride.unsigned_abs())
+            } else {
+                ("+", stride.unsigned_abs())
+            };
+            match (first, sign) {
+                (true, "-") => f.write_str("-")?,
+                (true, _) => {}
+                (false, sign) => write!(f, " {sign} ")?,
+            }
+            if magnitude == 1 {
+                write!(f, "{var}")?;
+            } else {
+                write!(f, "{magnitude}*{var}")?;
+            }
+            first = false;
+        }
+        if first {
+            write!(f, "{}", self.offset)
+        } else if self.offset > 0 {
+            write!(f, " + {}", self.offset)
+        } else if self.offset < 0 {
+            write!(f, " - {}", self.offset.unsigned_abs())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// A constant element.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Scalar {
+    F32(f32),
+    I32(i32),
+    Bool(bool),
+}
+
+impl Scalar {
+    pub fn dtype(self) -> DType {
+        match self {
+            Scalar::F32(_) => DType::F32,
+            Scalar::I32(_) => DType::I32,
+            Scalar::Bool(_) => DType::Bool,
+        }
+    }
+
+    /// A graph constant's value in `dtype` (interpreter tensors hold every dtype as f64).
+    pub fn from_f64(value: f64, dtype: DType) -> Scalar {
+        match dtype {
+            DType::F32 => Scalar::F32(value as f32),
+            DType::I32 => Scalar::I32(value as i32),
+            DType::Bool => Scalar::Bool(value != 0.0),
+        }
+    }
+
+    /// The 32-bit word that stores this value in a buffer.
+    pub fn to_bits(self) -> u32 {
+        match self {
+            Scalar::F32(value) => value.to_bits(),
+            Scalar::I32(value) => value as u32,
+            Scalar::Bool(value) => u32::from(value),
+        }
+    }
+}
+
+impl fmt::Display for Scalar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            // `{:?}` always shows a decimal point (or inf/NaN), so f32 constants are
+            // told apart from integers.
+            Scalar::F32(value) => write!(f, "{value:?}"),
+            Scalar::I32(value) => write!(f, "{value}i"),
+            Scalar::Bool(value) => write!(f, "{value}"),
+        }
+    }
+}
+
+/// A value computed per element. Operand types follow the graph ops' rules; see
+/// [`Program::check`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Expr {
+    /// The element of `buffer` at `index`, read with the buffer's dtype.
+    Load {
+        buffer: BufferId,
+        index: Index,
+    },
+    Const(Scalar),
+    /// The current value of a loop variable, as i32 (for `one_hot`).
+    LoopIndex(VarId),
+    /// The current value of a local.
+    Local(LocalId),
+    Unary(UnaryOp, Box<Expr>),
+    Binary(BinaryOp, Box<Expr>, Box<Expr>),
+    /// 0/1 as bool.
+    Compare(CmpOp, Box<Expr>, Box<Expr>),
+    /// `select(cond, on_true, on_false)`.
+    Select(Box<Expr>, Box<Expr>, Box<Expr>),
+    /// Conversion with Rust `as` semantics (saturating float to int, NaN to 0).
+    Cast(DType, Box<Expr>),
+    /// `a * b + c` on f32 with one rounding.
+    Fma(Box<Expr>, Box<Expr>, Box<Expr>),
+}
+
+impl Expr {
+    pub fn load(buffer: BufferId, index: Index) -> Expr {
+        Expr::Load { buffer, index }
+    }
+
+    pub fn unary(op: UnaryOp, x: Expr) -> Expr {
+        Expr::Unary(op, Box::new(x))
+    }
+
+    pub fn binary(op: BinaryOp, a: Expr, b: Expr) -> Expr {
+        Expr::Binary(op, Box::new(a), Box::new(b))
+    }
+
+    pub fn compare(op: CmpOp, a: Expr, b: Expr) -> Expr {
+        Expr::Compare(op, Box::new(a), Box::new(b))
+    }
+
+    pub fn select(cond: Expr, on_true: Expr, on_false: Expr) -> Expr {
+        Expr::Select(Box::new(cond), Box::new(on_true), Box::new(on_false))
+    }
+
+    pub fn cast(to: DType, x: Expr) -> Expr {
+        Expr::Cast(to, Box::new(x))
+    }
+
+    pub fn fma(a: Expr, b: Expr, c: Expr) -> Expr {
+        Expr::Fma(Box::new(a), Box::new(b), Box::new(c))
+    }
+
+    /// The direct operands of this expression.
+    pub fn children(&self) -> Vec<&Expr> {
+        match self {
+            Expr::Load { .. } | Expr::Const(_) | Expr::LoopIndex(_) | Expr::Local(_) => Vec::new(),
+            Expr::Unary(_, x) | Expr::Cast(_, x) => vec![x],
+            Expr::Binary(_, a, b) | Expr::Compare(_, a, b) => vec![a, b],
+            Expr::Select(a, b, c) | Expr::Fma(a, b, c) => vec![a, b, c],
+        }
+    }
+
+    /// Calls `f` on this expression and every subexpression, parents first.
+    pub fn visit(&self, f: &mut dyn FnMut(&Expr)) {
+        f(self);
+        for child in self.children() {
+            child.visit(f);
+        }
+    }
+}
+
+impl fmt::Display for Expr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Expr::Load { buffer, index } => write!(f, "{buffer}[{index}]"),
+            Expr::Const(value) => write!(f, "{value}"),
+            Expr::LoopIndex(var) => write!(f, "index({var})"),
+            Expr::Local(local) => write!(f, "{local}"),
+            Expr::Unary(op, x) => write!(f, "{}({x})", op.name()),
+            Expr::Binary(op, a, b) => write!(f, "{}({a}, {b})", op.name()),
+            Expr::Compare(op, a, b) => write!(f, "cmp.{}({a}, {b})", op.name()),
+            Expr::Select(c, a, b) => write!(f, "select({c}, {a}, {b})"),
+            Expr::Cast(to, x) => write!(f, "cast.{to}({x})"),
+            Expr::Fma(a, b, c) => write!(f, "fma({a}, {b}, {c})"),
+        }
+    }
+}
+
+/// How a loop's iterations run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoopKind {
+    Serial,
+    /// `w` iterations at a time in SIMD lanes, then a scalar remainder. The body is
+    /// stores only and its iterations are independent.
+    Vector(u32),
+}
+
+/// One statement of a kernel.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Stmt {
+    /// `for var in 0..extent { body }`.
+    Loop {
+        var: VarId,
+        extent: usize,
+        kind: LoopKind,
+        body: Vec<Stmt>,
+    },
+    /// `buffer[index] = value`.
+    Store {
+        buffer: BufferId,
+        index: Index,
+        value: Expr,
+    },
+    /// `local = value`.
+    Assign { local: LocalId, value: Expr },
+}
+
+impl Stmt {
+    /// Calls `f` on this statement and every statement nested in it, parents first.
+    pub fn visit(&self, f: &mut dyn FnMut(&Stmt)) {
+        f(self);
+        if let Stmt::Loop { body, .. } = self {
+            for stmt in body {
+                stmt.visit(f);
+            }
+        }
+    }
+
+    /// Calls `f` on every expression of this statement and its nested statements.
+    pub fn visit_exprs(&self, f: &mut dyn FnMut(&Expr)) {
+        self.visit(&mut |stmt| match stmt {
+            Stmt::Store { value, .. } | Stmt::Assign { value, .. } => value.visit(f),
+            Stmt::Loop { .. } => {}
+        });
+    }
+}
+
+/// One launch: a loop nest with its locals.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Kernel {
+    /// What the kernel computes (the op it was lowered from), for dumps and symbols.
+    pub name: String,
+    /// The dtype of every local, indexed by `LocalId`.
+    pub locals: Vec<DType>,
+    pub body: Vec<Stmt>,
+}
+
+impl Kernel {
+    /// The buffers the kernel reads or writes, in increasing order.
+    pub fn buffers(&self) -> Vec<BufferId> {
+        let mut used = BTreeSet::new();
+        for stmt in &self.body {
+            stmt.visit(&mut |stmt| {
+                if let Stmt::Store { buffer, .. } = stmt {
+                    used.insert(*buffer);
+                }
+            });
+            stmt.visit_exprs(&mut |expr| {
+                if let Expr::Load { buffer, .. } = expr {
+                    used.insert(*buffer);
+                }
+            });
+        }
+        used.into_iter().collect()
+    }
+}
+
+/// A whole lowered graph: buffers, the launch list and the names bound to buffers.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Program {
+    pub name: String,
+    pub buffers: Vec<Buffer>,
+    pub kernels: Vec<Kernel>,
+    pub outputs: Vec<Output>,
+    pub updates: Vec<Update>,
+}
+
+/// A program that breaks the kernel IR's rules. After lowering this is a kiln bug.
+#[derive(Clone, Debug, PartialEq, Error)]
+pub enum KernelError {
+    /// The signature (buffers, outputs, updates) is inconsistent.
+    #[error("program {program:?}: {message}")]
+    Program { program: String, message: String },
+    /// A kernel body is ill-typed, ill-scoped or can access memory out of bounds.
+    #[error("kernel {kernel} ({name}): {message}")]
+    Kernel {
+        kernel: usize,
+        name: String,
+        message: String,
+    },
+}
+
+impl Program {
+    pub fn new(name: impl Into<String>) -> Program {
+        Program {
+            name: name.into(),
+            ..Program::default()
+        }
+    }
+
+    pub fn buffer(&self, id: BufferId) -> &Buffer {
+        &self.buffers[id.0]
+    }
+
+    /// Appends a buffer and returns its id.
+    pub fn add_buffer(&mut self, ty: TensorType, storage: Storage) -> BufferId {
+        self.buffers.push(Buffer { ty, storage });
+        BufferId(self.buffers.len() - 1)
+    }
+
+    /// `(name, buffer)` of every input, in buffer order.
+    pub fn inputs(&self) -> Vec<(&str, BufferId)> {
+        self.buffers
+            .iter()
+            .enumerate()
+            .filter_map(|(index, buffer)| match &buffer.storage {
+                Storage::Input(name) => Some((name.as_str(), BufferId(index))),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// `(name, buffer)` of every parameter, in buffer order.
+    pub fn params(&self) -> Vec<(&str, BufferId)> {
+        self.buffers
+            .iter()
+            .enumerate()
+            .filter_map(|(index, buffer)| match &buffer.storage {
+                Storage::Param(name) => Some((name.as_str(), BufferId(index))),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The buffer of parameter `name`.
+    pub fn param_buffer(&self, name: &str) -> Option<BufferId> {
+        self.params()
+            .into_iter()
+            .find(|(param, _)| *param == name)
+            .map(|(_, id)| id)
+    }
+
+    /// The dtype an expression evaluates to, assuming the program checks.
+    pub fn expr_dtype(&self, kernel: &Kernel, expr: &Expr) -> DType {
+        match expr {
+            Expr::Load { buffer, .. } => self.buffer(*buffer).ty.dtype,
+            Expr::Const(value) => value.dtype(),
+            Expr::LoopIndex(_) => DType::I32,
+            Expr::Local(local) => kernel.locals[local.0 as usize],
+            Expr::Unary(_, x) => self.expr_dtype(kernel, x),
+            Expr::Binary(_, a, _) => self.expr_dtype(kernel, a),
+            Expr::Compare(..) => DType::Bool,
+            Expr::Select(_, a, _) => self.expr_dtype(kernel, a),
+            Expr::Cast(to, _) => *to,
+            Expr::Fma(..) => DType::F32,
+        }
+    }
+
+    /// Checks the signature, then every kernel: variables are bound by an enclosing
+    /// loop and bound once, locals are assigned before they are read, operand types
+    /// fit their ops, stored values have the buffer's dtype, and every access stays
+    /// inside its buffer for all values of the loop variables.
+    pub fn check(&self) -> Result<(), KernelError> {
+        self.check_signature()?;
+        for (position, kernel) in self.kernels.iter().enumerate() {
+            let mut checker = KernelChecker {
+                program: self,
+                kernel,
+                scope: Vec::new(),
+                bound: BTreeSet::new(),
+                assigned: vec![false; kernel.locals.len()],
+            };
+            checker
+                .stmts(&kernel.body)
+                .map_err(|message| KernelError::Kernel {
+                    kernel: position,
+                    name: kernel.name.clone(),
+                    message,
+                })?;
+        }
+        Ok(())
+    }
+
+    fn check_signature(&self) -> Result<(), KernelError> {
+        let bad = |message: String| KernelError::Program {
+            program: self.name.clone(),
+            message,
+        };
+        let mut names = BTreeSet::new();
+        for buffer in &self.buffers {
+            if let Storage::Input(name) | Storage::Param(name) = &buffer.storage {
+                if !names.insert(name.as_str()) {
+                    return Err(bad(format!("input or parameter {name:?} is bound twice")));
+                }
+            }
+        }
+        let known = |id: BufferId| {
+            if id.0 < self.buffers.len() {
+                Ok(())
+            } else {
+                Err(bad(format!("{id} does not exist")))
+            }
+        };
+        let mut outputs = BTreeSet::new();
+        for output in &self.outputs {
+            known(output.buffer)?;
+            if !outputs.insert(output.name.as_str()) {
+                return Err(bad(format!("output {:?} is bound twice", output.name)));
+            }
+            let buffer = self.buffer(output.buffer);
+            if buffer.ty.dtype != output.ty.dtype || buffer.len() != output.ty.num_elements() {
+                return Err(bad(format!(
+                    "output {:?} of type {} cannot view {} of type {}",
+                    output.name, output.ty, output.buffer, buffer.ty
+                )));
+            }
+        }
+        let mut updated = BTreeSet::new();
+        for update in &self.updates {
+            known(update.value)?;
+            let param = self
+                .param_buffer(&update.param)
+                .ok_or_else(|| bad(format!("update of unknown parameter {:?}", update.param)))?;
+            if !updated.insert(update.param.as_str()) {
+                return Err(bad(format!(
+                    "parameter {:?} is updated twice",
+                    update.param
+                )));
+            }
+            let (target, value) = (self.buffer(param), self.buffer(update.value));
+            if target.ty.dtype != value.ty.dtype || target.len() != value.len() {
+                return Err(bad(format!(
+                    "update of {:?} ({}) from {} of type {}",
+                    update.param, target.ty, update.value, value.ty
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Walks one kernel with the loop variables in scope.
+struct KernelChecker<'a> {
+    program: &'a Program,
+    kernel: &'a Kernel,
+    /// `(var, extent)` of the enclosing loops, outermost first.
+    scope: Vec<(VarId, usize)>,
+    /// Every variable bound so far in this kernel.
+    bound: BTreeSet<VarId>,
+    /// Which locals are certainly assigned at this point.
+    assigned: Vec<bool>,
+}
+
+impl KernelChecker<'_> {
+    fn stmts(&mut self, stmts: &[Stmt]) -> Result<(), String> {
+        for stmt in stmts {
+            self.stmt(stmt)?;
+        }
+        Ok(())
+    }
+
+    fn stmt(&mut self, stmt: &Stmt) -> Result<(), String> {
+        match stmt {
+            Stmt::Loop {
+                var,
+                extent,
+                kind,
+                body,
+            } => {
+                if !self.bound.insert(*var) {
+                    return Err(format!("loop variable {var} is bound twice"));
+                }
+                if let LoopKind::Vector(width) = kind {
+                    if *width < 2 {
+                        return Err(format!("loop over {var} has vector width {width}"));
+                    }
+                    if body.iter().any(|stmt| !matches!(stmt, Stmt::Store { .. })) {
+                        return Err(format!("vector loop over {var} may only contain stores"));
+                    }
+                }
+                if i64::try_from(*extent).is_err() || *extent > i32::MAX as usize {
+                    return Err(format!("loop over {var} has extent {extent}, too large"));
+                }
+                self.scope.push((*var, *extent));
+                // Locals assigned in the body are only certainly assigned afterwards if
+                // the body runs at least once.
+                let before = self.assigned.clone();
+                let result = self.stmts(body);
+                self.scope.pop();
+                if *extent == 0 {
+                    self.assigned = before;
+                }
+                result
+            }
+            Stmt::Store {
+                buffer,
+                index,
+                value,
+            } => {
+                self.access(*buffer, index)?;
+                let dtype = self.expr(value)?;
+                let expected = self.program.buffer(*buffer).ty.dtype;
+                if dtype != expected {
+                    return Err(format!(
+                        "store of a {dtype} value into {buffer} of dtype {expected}"
+                    ));
+                }
+                Ok(())
+            }
+            Stmt::Assign { local, value } => {
+                let expected = *self
+                    .kernel
+                    .locals
+                    .get(local.0 as usize)
+                    .ok_or_else(|| format!("local {local} is not declared"))?;
+                let dtype = self.expr(value)?;
+                if dtype != expected {
+                    return Err(format!(
+                        "assignment of a {dtype} value to local {local} of dtype {expected}"
+                    ));
+                }
+                self.assigned[local.0 as usize] = true;
+                Ok(())
+            }
+        }
+    }
+
+    /// Checks that `index` stays within `buffer` for every value of the loop variables.
+    fn access(&self, buffer: BufferId, index: &Index) -> Result<(), String> {
+        let len = self
+            .program
+            .buffers
+            .get(buffer.0)
+            .ok_or_else(|| format!("{buffer} does not exist"))?
+            .len();
+        // A body inside an empty loop never runs, so it cannot go out of bounds.
+        if self.scope.iter().any(|&(_, extent)| extent == 0) {
+            return Ok(());
+        }
+        let (mut low, mut high) = (i128::from(index.offset), i128::from(index.offset));
+        for &(var, stride) in &index.terms {
+            let extent = self
+                .scope
+                .iter()
+                .find(|(bound, _)| *bound == var)
+                .map(|&(_, extent)| extent)
+                .ok_or_else(|| format!("index of {buffer} uses {var} outside its loop"))?;
+            let span = i128::from(stride) * (extent as i128 - 1);
+            if span < 0 {
+                low += span;
+            } else {
+                high += span;
+            }
+        }
+        if low < 0 || high >= len as i128 {
+            return Err(format!(
+                "access {buffer}[{index}] reaches elements {low}..={high} of a buffer of {len}"
+            ));
+        }
+        Ok(())
+    }
+
+    fn expr(&self, expr: &Expr) -> Result<DType, String> {
+        let numeric = |dtype: DType, what: &str| {
+            if dtype == DType::Bool {
+                Err(format!(
+                    "{what} needs f32 or i32 operands, found bool in {expr}"
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        match expr {
+            Expr::Load { buffer, index } => {
+                self.access(*buffer, index)?;
+                Ok(self.program.buffer(*buffer).ty.dtype)
+            }
+            Expr::Const(value) => Ok(value.dtype()),
+            Expr::LoopIndex(var) => {
+                if self.scope.iter().any(|(bound, _)| bound == var) {
+                    Ok(DType::I32)
+                } else {
+                    Err(format!("index({var}) outside the loop over {var}"))
+                }
+            }
+            Expr::Local(local) => match self.assigned.get(local.0 as usize) {
+                Some(true) => Ok(self.kernel.locals[local.0 as usize]),
+                Some(false) => Err(format!("local {local} is read before it is assigned")),
+                None => Err(format!("local {local} is not declared")),
+            },
+            Expr::Unary(op, x) => {
+                let dtype = self.expr(x)?;
+                let ok = dtype == DType::F32 || (dtype == DType::I32 && op.accepts_int());
+                if !ok {
+                    return Err(format!("{} does not accept {dtype} in {expr}", op.name()));
+                }
+                Ok(dtype)
+            }
+            Expr::Binary(op, a, b) => {
+                let (a, b) = (self.expr(a)?, self.expr(b)?);
+                if a != b {
+                    return Err(format!("operands {a} and {b} differ in {expr}"));
+                }
+                // Max also orders bools (a reduce_max over a mask).
+                let ok = match a {
+                    DType::F32 => true,
+                    DType::I32 => op.accepts_int(),
+                    DType::Bool => *op == BinaryOp::Max,
+                };
+                if !ok {
+                    return Err(format!("{} does not accept {a} in {expr}", op.name()));
+                }
+                Ok(a)
+            }
+            Expr::Compare(_, a, b) => {
+                let (a, b) = (self.expr(a)?, self.expr(b)?);
+                if a != b {
+                    return Err(format!("operands {a} and {b} differ in {expr}"));
+                }
+                numeric(a, "a comparison")?;
+                Ok(DType::Bool)
+            }
+            Expr::Select(cond, a, b) => {
+                let cond = self.expr(cond)?;
+                let (a, b) = (self.expr(a)?, self.expr(b)?);
+                if cond != DType::Bool {
+                    return Err(format!("select condition is {cond}, not bool, in {expr}"));
+                }
+                if a != b {
+                    return Err(format!("select arms {a} and {b} differ in {expr}"));
+                }
+                Ok(a)
+            }
+            Expr::Cast(to, x) => {
+                self.expr(x)?;
+                Ok(*to)
+            }
+            Expr::Fma(a, b, c) => {
+                for operand in [a, b, c] {
+                    let dtype = self.expr(operand)?;
+                    if dtype != DType::F32 {
+                        return Err(format!("fma needs f32 operands, found {dtype} in {expr}"));
+                    }
+                }
+                Ok(DType::F32)
+            }
+        }
+    }
+}
+
+impl fmt::Display for Program {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "program {:?} {{", self.name)?;
+        for (index, buffer) in self.buffers.iter().enumerate() {
+            write!(f, "  {}: {}", BufferId(index), buffer.ty)?;
+            match &buffer.storage {
+                Storage::Input(name) => writeln!(f, " input {name:?}")?,
+                Storage::Param(name) => writeln!(f, " param {name:?}")?,
+                Storage::Temp => writeln!(f, " temp")?,
+            }
+        }
+        for output in &self.outputs {
+            writeln!(
+                f,
+                "  output {:?} = {}: {}",
+                output.name, output.buffer, output.ty
+            )?;
+        }
+        for update in &self.updates {
+            writeln!(f, "  update {:?} = {}", update.param, update.value)?;
+        }
+        for (index, kernel) in self.kernels.iter().enumerate() {
+            writeln!(f)?;
+            writeln!(f, "  kernel k{index} {} {{", kernel.name)?;
+            for (local, dtype) in kernel.locals.iter().enumerate() {
+                writeln!(f, "    local {}: {dtype}", LocalId(local as u32))?;
+            }
+            let mut text = String::new();
+            for stmt in &kernel.body {
+                print_stmt(&mut text, stmt, 2)?;
+            }
+            f.write_str(&text)?;
+            writeln!(f, "  }}")?;
+        }
+        writeln!(f, "}}")
+    }
+}
+
+fn print_stmt(out: &mut String, stmt: &Stmt, depth: usize) -> fmt::Result {
+    let pad = "  ".repeat(depth);
+    match stmt {
+        Stmt::Loop {
+            var,
+            extent,
+            kind,
+            body,
+        } => {
+            let kind = match kind {
+                LoopKind::Serial => String::new(),
+                LoopKind::Vector(width) => format!(" vec{width}"),
+            };
+            writeln!(out, "{pad}for {var} in 0..{extent}{kind} {{")?;
+            for stmt in body {
+                print_stmt(out, stmt, depth + 1)?;
+            }
+            writeln!(out, "{pad}}}")
+        }
+        Stmt::Store {
+            buffer,
+            index,
+            value,
+        } => writeln!(out, "{pad}{buffer}[{index}] = {value}"),
+        Stmt::Assign { local, value } => writeln!(out, "{pad}{local} = {value}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn add_program() -> Program {
+        let mut program = Program::new("add");
+        let a = program.add_buffer(TensorType::f32([2, 3]), Storage::Input("a".into()));
+        let b = program.add_buffer(TensorType::f32([1, 3]), Storage::Param("b".into()));
+        let out = program.add_buffer(TensorType::f32([2, 3]), Storage::Temp);
+        let (i0, i1) = (VarId(0), VarId(1));
+        program.kernels.push(Kernel {
+            name: "add".into(),
+            locals: Vec::new(),
+            body: vec![Stmt::Loop {
+                var: i0,
+                extent: 2,
+                kind: LoopKind::Serial,
+                body: vec![Stmt::Loop {
+                    var: i1,
+                    extent: 3,
+                    kind: LoopKind::Vector(4),
+                    body: vec![Stmt::Store {
+                        buffer: out,
+                        index: Index::new([(i0, 3), (i1, 1)], 0),
+                        value: Expr::binary(
+                            BinaryOp::Add,
+                            Expr::load(a, Index::new([(i0, 3), (i1, 1)], 0)),
+                            Expr::load(b, Index::new([(i0, 0), (i1, 1)], 0)),
+                        ),
+                    }],
+                }],
+            }],
+        });
+        program.outputs.push(Output {
+            name: "y".into(),
+            buffer: out,
+            ty: TensorType::f32([6]),
+        });
+        program.updates.push(Update {
+            param: "b".into(),
+            value: BufferId(1),
+        });
+        program
+    }
+
+    #[test]
+    fn printer_shows_buffers_bindings_and_loops() {
+        let text = add_program().to_string();
+        let expected = r#"program "add" {
+  b0: f32[2,3] input "a"
+  b1: f32[1,3] param "b"
+  b2: f32[2,3] temp
+  output "y" = b2: f32[6]
+  update "b" = b1
+
+  kernel k0 add {
+    for i0 in 0..2 {
+      for i1 in 0..3 vec4 {
+        b2[3*i0 + i1] = add(b0[3*i0 + i1], b1[i1])
+      }
+    }
+  }
+}
+"#;
+        assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn check_accepts_a_well_formed_program() {
+        assert_eq!(add_program().check(), Ok(()));
+    }
+
+    #[test]
+    fn check_rejects_out_of_bounds_access() {
+        let mut program = add_program();
+        if let Stmt::Loop { body, .. } = &mut program.kernels[0].body[0] {
+            if let Stmt::Loop { body, .. } = &mut body[0] {
+                if let Stmt::Store { index, .. } = &mut body[0] {
+                    *index = Index::new([(VarId(0), 3), (VarId(1), 1)], 1);
+                }
+            }
+        }
+        let err = program.check().unwrap_err().to_string();
+        assert!(
+            err.contains("reaches elements 1..=6 of a buffer of 6"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn check_rejects_type_errors_and_unbound_variables() {
+        let mut program = add_program();
+        program.kernels[0].body = vec![Stmt::Store {
+            buffer: BufferId(2),
+            index: Index::new([(VarId(7), 1)], 0),
+            value: Expr::Const(Scalar::F32(0.0)),
+        }];
+        let err = program.check().unwrap_err().to_string();
+        assert!(err.contains("uses i7 outside its loop"), "{err}");
+
+        program.kernels[0].body = vec![Stmt::Store {
+            buffer: BufferId(2),
+            index: Index::constant(0),
+            value: Expr::Const(Scalar::I32(1)),
+        }];
+        let err = program.check().unwrap_err().to_string();
+        assert!(
+            err.contains("store of a i32 value into b2 of dtype f32"),
+            "{err}"
+        );
+
+        program.kernels[0].locals = vec![DType::F32];
+        program.kernels[0].body = vec![Stmt::Store {
+            buffer: BufferId(2),
+            index: Index::constant(0),
+            value: Expr::Local(LocalId(0)),
+        }];
+        let err = program.check().unwrap_err().to_string();
+        assert!(err.contains("read before it is assigned"), "{err}");
+    }
+
+    #[test]
+    fn check_rejects_bad_signatures() {
+        let mut program = add_program();
+        program.updates[0].value = BufferId(2);
+        let err = program.check().unwrap_err().to_string();
+        assert!(err.contains("update of \"b\" (f32[1,3]) from b2"), "{err}");
+        program.updates[0].value = BufferId(1);
+        program.updates.push(Update {
+            param: "b".into(),
+            value: BufferId(1),
+        });
+        let err = program.check().unwrap_err().to_string();
+        assert!(err.contains("updated twice"), "{err}");
+        program.updates.truncate(1);
+        program.updates[0].param = "nope".into();
+        let err = program.check().unwrap_err().to_string();
+        assert!(err.contains("unknown parameter \"nope\""), "{err}");
+    }
+
+    #[test]
+    fn index_merges_terms_and_prints_signs() {
+        let index = Index::new([(VarId(0), 2), (VarId(1), 0), (VarId(0), 3)], -4);
+        assert_eq!(index.terms, vec![(VarId(0), 5)]);
+        assert_eq!(index.to_string(), "5*i0 - 4");
+        let index = Index::new([(VarId(2), -1), (VarId(3), 1)], 0);
+        assert_eq!(index.to_string(), "-i2 + i3");
+        assert_eq!(Index::constant(0).to_string(), "0");
+    }
+}

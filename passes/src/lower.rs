@@ -1,0 +1,996 @@
+//! Lowering: a verified tensor graph becomes a kernel-IR program, one kernel per
+//! computing node, in the graph's topological order.
+//!
+//! Assumes a graph that passes `verify`. Guarantees a program that passes
+//! `Program::check`: every input and parameter keeps a buffer of its own (used or not),
+//! outputs and updates are bound to the buffers holding their values, and nothing
+//! but live nodes (those outputs and updates depend on) is computed.
+//!
+//! - `reshape` computes nothing: its value is its operand's buffer, read with the new
+//!   shape (buffers are contiguous and row-major). `broadcast` and `transpose` are
+//!   copies whose loads use zero or permuted strides.
+//! - A constant has no buffer: consumers read it as an inline `Const`. Only a constant
+//!   that is itself an output or an update value is filled into a buffer.
+//! - Extent-1 axes get no loop, and adjacent axes that every access walks
+//!   contiguously are merged, so an elementwise op on a whole tensor is one loop.
+//! - The innermost loop is `vec4` when it has at least 4 iterations, its body is
+//!   stores only, each store has unit stride and each load unit or zero stride (a
+//!   splat) along it. Every dtype is a 32-bit word, so i32 and bool loops qualify too.
+//! - Reductions whose innermost input axis is reduced accumulate in a local (the
+//!   reduced loops innermost); otherwise the output is initialised and accumulated
+//!   in place with the kept innermost axis vectorised. `reduce_mean` divides at the end.
+//! - `matmul` runs i-k-j with j vectorised
+//!   (`C[i, j..j+4] = fma(A[i,k], B[k, j..j+4], C[i, j..j+4])`). With `transpose_b`
+//!   the kernel first copies B into row-major panels (n*k copies, against m*n*k fmas
+//!   that would otherwise be a latency-bound scalar dot product); `transpose_a` only
+//!   changes A's strides (a splat either way). Batch axes are one outer loop.
+//! - An output that reads a parameter which an update replaces is copied, so it still
+//!   shows the value the run started from.
+//!
+//! ```text
+//! %2 = add %0, %1 : f32[2,3]         kernel k0 add {
+//!                             ==>      for i0 in 0..6 vec4 {
+//!                                        b2[i0] = add(b0[i0], b1[i0])
+//! ```
+
+use kiln_ir::kernel::{
+    BufferId, Expr, Index, Kernel, LocalId, LoopKind, Output, Program, Scalar, Stmt, Storage,
+    Update, VarId,
+};
+use kiln_ir::op::matrix_dims;
+use kiln_ir::types::strides;
+use kiln_ir::{verify, BinaryOp, CmpOp, DType, Graph, IrError, NodeId, Op, ReduceOp, TensorType};
+use std::collections::{BTreeMap, BTreeSet};
+use thiserror::Error;
+
+/// Why a graph cannot be lowered.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum LowerError {
+    /// The graph does not verify (the caller's mistake, or a bug in an earlier pass).
+    #[error("the graph is invalid: {0}")]
+    Invalid(#[from] IrError),
+    /// A tensor has more elements than a kernel loop may count (the user's mistake).
+    #[error("{node} of type {ty} has more than {max} elements, the most a kernel addresses")]
+    TooLarge {
+        node: String,
+        ty: TensorType,
+        max: usize,
+    },
+}
+
+/// The largest tensor a kernel loop can count over (loop indices are also i32 values).
+const MAX_ELEMENTS: usize = i32::MAX as usize;
+
+/// Lanes of a vectorised loop: 128-bit SIMD over 32-bit elements.
+const VECTOR_WIDTH: u32 = 4;
+
+/// Lowers `graph` to a kernel program.
+pub fn lower(graph: &Graph) -> Result<Program, LowerError> {
+    verify(graph)?;
+    for id in graph.node_ids() {
+        let ty = graph.ty(id);
+        // Intermediate index arithmetic stays far from i64 overflow below this size.
+        if ty
+            .shape
+            .iter()
+            .try_fold(1usize, |n, &e| n.checked_mul(e))
+            .is_none()
+            || ty.num_elements() > MAX_ELEMENTS
+        {
+            return Err(LowerError::TooLarge {
+                node: format!("{id} ({})", graph.op(id).mnemonic()),
+                ty: ty.clone(),
+                max: MAX_ELEMENTS,
+            });
+        }
+    }
+    let mut lowering = Lowering {
+        graph,
+        program: Program::new(graph.name.clone()),
+        values: BTreeMap::new(),
+    };
+    lowering.run();
+    Ok(lowering.program)
+}
+
+/// Where a node's value lives.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Value {
+    /// Every element is this constant; no buffer.
+    Const(Scalar),
+    Buffer(BufferId),
+}
+
+struct Lowering<'g> {
+    graph: &'g Graph,
+    program: Program,
+    values: BTreeMap<NodeId, Value>,
+}
+
+/// Fresh loop variables and locals for one kernel.
+#[derive(Default)]
+struct KernelBuilder {
+    next_var: u32,
+    locals: Vec<DType>,
+}
+
+impl KernelBuilder {
+    fn var(&mut self) -> VarId {
+        self.next_var += 1;
+        VarId(self.next_var - 1)
+    }
+
+    fn local(&mut self, dtype: DType) -> LocalId {
+        self.locals.push(dtype);
+        LocalId(self.locals.len() as u32 - 1)
+    }
+
+    fn finish(self, name: &str, body: Vec<Stmt>) -> Kernel {
+        Kernel {
+            name: name.to_string(),
+            locals: self.locals,
+            body,
+        }
+    }
+}
+
+/// What a map nest reads at each point of its iteration space.
+enum Source {
+    /// A value read with these per-axis strides (in elements).
+    Operand(Value, Vec<i64>),
+    /// The loop counter of one axis, as i32.
+    AxisIndex(usize),
+}
+
+/// The loops of a nest after dropping extent-1 axes and merging contiguous ones.
+struct Nest {
+    loops: Vec<(VarId, usize)>,
+    /// One index per access, in the order the accesses were given.
+    indices: Vec<Index>,
+}
+
+fn as_i64(value: usize) -> i64 {
+    i64::try_from(value).expect("sizes were checked against MAX_ELEMENTS")
+}
+
+fn row_major(shape: &[usize]) -> Vec<i64> {
+    strides(shape).into_iter().map(as_i64).collect()
+}
+
+/// Builds the loops over `shape` that `accesses` (per-axis strides) walk. Axes of
+/// extent 1 contribute nothing and get no loop; an axis merges into the one outside
+/// it when every access steps over the inner axis exactly as one step of the outer.
+fn nest(kernel: &mut KernelBuilder, shape: &[usize], accesses: &[Vec<i64>]) -> Nest {
+    let mut extents: Vec<usize> = Vec::new();
+    let mut merged: Vec<Vec<i64>> = vec![Vec::new(); accesses.len()];
+    for (axis, &extent) in shape.iter().enumerate() {
+        if extent == 1 {
+            continue;
+        }
+        let mergeable = !extents.is_empty()
+            && accesses.iter().zip(&merged).all(|(access, strides)| {
+                strides.last().copied() == Some(access[axis] * as_i64(extent))
+            });
+        if mergeable {
+            *extents.last_mut().expect("checked non-empty") *= extent;
+            for (access, strides) in accesses.iter().zip(merged.iter_mut()) {
+                *strides.last_mut().expect("one stride per merged axis") = access[axis];
+            }
+        } else {
+            extents.push(extent);
+            for (access, strides) in accesses.iter().zip(merged.iter_mut()) {
+                strides.push(access[axis]);
+            }
+        }
+    }
+    let loops: Vec<(VarId, usize)> = extents
+        .into_iter()
+        .map(|extent| (kernel.var(), extent))
+        .collect();
+    let indices = merged
+        .iter()
+        .map(|strides| Index::new(loops.iter().zip(strides).map(|(&(var, _), &s)| (var, s)), 0))
+        .collect();
+    Nest { loops, indices }
+}
+
+/// Whether the loop over `var` can run 4 lanes at a time: it has at least 4
+/// iterations, its body is stores only, each store has unit stride along it and each
+/// load unit or zero stride.
+fn vector_kind(var: VarId, extent: usize, body: &[Stmt]) -> LoopKind {
+    if extent < VECTOR_WIDTH as usize {
+        return LoopKind::Serial;
+    }
+    let mut ok = true;
+    for stmt in body {
+        match stmt {
+            Stmt::Store { index, value, .. } => {
+                ok &= index.stride_of(var) == 1;
+                value.visit(&mut |expr| {
+                    if let Expr::Load { index, .. } = expr {
+                        ok &= matches!(index.stride_of(var), 0 | 1);
+                    }
+                });
+            }
+            Stmt::Loop { .. } | Stmt::Assign { .. } => ok = false,
+        }
+    }
+    if ok {
+        LoopKind::Vector(VECTOR_WIDTH)
+    } else {
+        LoopKind::Serial
+    }
+}
+
+/// Wraps `body` in `loops` (outermost first); the innermost loop is vectorised when
+/// `vectorise` is set and its body allows it.
+fn wrap(loops: &[(VarId, usize)], mut body: Vec<Stmt>, vectorise: bool) -> Vec<Stmt> {
+    for (depth, &(var, extent)) in loops.iter().enumerate().rev() {
+        let innermost = depth + 1 == loops.len();
+        let kind = if innermost && vectorise {
+            vector_kind(var, extent, &body)
+        } else {
+            LoopKind::Serial
+        };
+        body = vec![Stmt::Loop {
+            var,
+            extent,
+            kind,
+            body,
+        }];
+    }
+    body
+}
+
+fn read(value: Value, index: Index) -> Expr {
+    match value {
+        Value::Const(scalar) => Expr::Const(scalar),
+        Value::Buffer(buffer) => Expr::load(buffer, index),
+    }
+}
+
+/// The identity of a reduction and its accumulation step.
+fn reduce_init(op: ReduceOp, dtype: DType) -> Scalar {
+    match (op, dtype) {
+        (ReduceOp::Sum | ReduceOp::Mean, DType::F32) => Scalar::F32(0.0),
+        (ReduceOp::Sum | ReduceOp::Mean, _) => Scalar::I32(0),
+        (ReduceOp::Max, DType::F32) => Scalar::F32(f32::NEG_INFINITY),
+        (ReduceOp::Max, DType::I32) => Scalar::I32(i32::MIN),
+        (ReduceOp::Max, DType::Bool) => Scalar::Bool(false),
+    }
+}
+
+fn reduce_step(op: ReduceOp, acc: Expr, x: Expr) -> Expr {
+    match op {
+        ReduceOp::Sum | ReduceOp::Mean => Expr::binary(BinaryOp::Add, acc, x),
+        ReduceOp::Max => Expr::binary(BinaryOp::Max, acc, x),
+    }
+}
+
+impl Lowering<'_> {
+    fn run(&mut self) {
+        let graph = self.graph;
+        for &id in graph.inputs().iter().chain(graph.params()) {
+            let name = graph
+                .leaf_name(id)
+                .expect("inputs and parameters have names");
+            let storage = match graph.op(id) {
+                Op::Input { .. } => Storage::Input(name.to_string()),
+                _ => Storage::Param(name.to_string()),
+            };
+            let buffer = self.program.add_buffer(graph.ty(id).clone(), storage);
+            self.values.insert(id, Value::Buffer(buffer));
+        }
+        let live = self.live_nodes();
+        for id in graph.topo_order() {
+            if live.contains(&id) && !self.values.contains_key(&id) {
+                let value = self.node(id);
+                self.values.insert(id, value);
+            }
+        }
+        for (name, id) in graph.outputs() {
+            let buffer = self.materialise(*id);
+            self.program.outputs.push(Output {
+                name: name.clone(),
+                buffer,
+                ty: graph.ty(*id).clone(),
+            });
+        }
+        for &(param, value) in graph.updates() {
+            let buffer = self.materialise(value);
+            let name = graph.leaf_name(param).expect("updates target parameters");
+            self.program.updates.push(Update {
+                param: name.to_string(),
+                value: buffer,
+            });
+        }
+        self.protect_outputs_from_updates();
+    }
+
+    /// Nodes that an output or update depends on.
+    fn live_nodes(&self) -> BTreeSet<NodeId> {
+        let graph = self.graph;
+        let mut live = BTreeSet::new();
+        let mut stack: Vec<NodeId> = graph.outputs().iter().map(|&(_, id)| id).collect();
+        stack.extend(graph.updates().iter().map(|&(_, value)| value));
+        while let Some(id) = stack.pop() {
+            if live.insert(id) {
+                stack.extend(graph.operands(id));
+            }
+        }
+        live
+    }
+
+    /// The buffer holding `id`'s value, filling one if it is a constant.
+    fn materialise(&mut self, id: NodeId) -> BufferId {
+        match self.values[&id] {
+            Value::Buffer(buffer) => buffer,
+            Value::Const(scalar) => {
+                let ty = self.graph.ty(id).clone();
+                let out = self.program.add_buffer(ty.clone(), Storage::Temp);
+                self.emit_map("fill", &ty.shape, out, Vec::new(), |_| Expr::Const(scalar));
+                out
+            }
+        }
+    }
+
+    /// An output bound to a parameter's buffer would show the updated value after
+    /// the run; give it a copy taken before the updates apply.
+    fn protect_outputs_from_updates(&mut self) {
+        for position in 0..self.program.outputs.len() {
+            let output = &self.program.outputs[position];
+            let replaced = match &self.program.buffer(output.buffer).storage {
+                Storage::Param(name) => self
+                    .program
+                    .updates
+                    .iter()
+                    .any(|update| update.param == *name && update.value != output.buffer),
+                _ => false,
+            };
+            if replaced {
+                let (source, ty) = (output.buffer, output.ty.clone());
+                let copy = self.program.add_buffer(ty.clone(), Storage::Temp);
+                let source_strides = row_major(&ty.shape);
+                self.emit_map(
+                    "copy",
+                    &ty.shape,
+                    copy,
+                    vec![Source::Operand(Value::Buffer(source), source_strides)],
+                    |mut reads| reads.remove(0),
+                );
+                self.program.outputs[position].buffer = copy;
+            }
+        }
+    }
+
+    fn value(&self, id: NodeId) -> Value {
+        *self
+            .values
+            .get(&id)
+            .expect("operands are lowered before their users")
+    }
+
+    /// Lowers one live non-leaf (or constant) node and returns where its value is.
+    fn node(&mut self, id: NodeId) -> Value {
+        let graph = self.graph;
+        let node = graph.node(id);
+        let operands = graph.operands(id);
+        let ty = node.ty.clone();
+        let name = node.op.mnemonic();
+        match &node.op {
+            Op::Input { .. } | Op::Parameter { .. } => {
+                unreachable!("inputs and parameters get buffers first")
+            }
+            Op::Constant { value } => Value::Const(Scalar::from_f64(*value, ty.dtype)),
+            Op::Reshape { .. } => self.value(operands[0]),
+            Op::Unary(_) | Op::Binary(_) | Op::Compare(_) | Op::Select | Op::Cast { .. } => {
+                let values: Vec<Value> = operands.iter().map(|&o| self.value(o)).collect();
+                if let Some(folded) = fold_constant(&node.op, &values, ty.dtype) {
+                    return Value::Const(folded);
+                }
+                let same = row_major(&ty.shape);
+                let sources = values
+                    .into_iter()
+                    .map(|value| Source::Operand(value, same.clone()))
+                    .collect();
+                let op = node.op.clone();
+                let from = graph.ty(operands[0]).dtype;
+                self.emit_new(name, &ty, sources, move |mut reads| match op {
+                    Op::Unary(unary) => Expr::unary(unary, reads.remove(0)),
+                    Op::Binary(binary) => {
+                        let a = reads.remove(0);
+                        Expr::binary(binary, a, reads.remove(0))
+                    }
+                    Op::Compare(cmp) => {
+                        let a = reads.remove(0);
+                        Expr::compare(cmp, a, reads.remove(0))
+                    }
+                    Op::Select => {
+                        let cond = reads.remove(0);
+                        let on_true = reads.remove(0);
+                        Expr::select(cond, on_true, reads.remove(0))
+                    }
+                    Op::Cast { to } if to == from => reads.remove(0),
+                    Op::Cast { to } => Expr::cast(to, reads.remove(0)),
+                    _ => unreachable!("matched elementwise ops above"),
+                })
+            }
+            Op::Broadcast { .. } => {
+                let x = graph.ty(operands[0]);
+                let read_strides = row_major(&x.shape)
+                    .into_iter()
+                    .zip(&x.shape)
+                    .map(|(stride, &extent)| if extent == 1 { 0 } else { stride })
+                    .collect();
+                let source = Source::Operand(self.value(operands[0]), read_strides);
+                self.copy_like(name, &ty, source)
+            }
+            Op::Transpose { perm } => {
+                let x_strides = row_major(&graph.ty(operands[0]).shape);
+                let read_strides = perm.iter().map(|&axis| x_strides[axis]).collect();
+                let source = Source::Operand(self.value(operands[0]), read_strides);
+                self.copy_like(name, &ty, source)
+            }
+            Op::Reduce { op, axes } => {
+                let x = graph.ty(operands[0]).clone();
+                let value = self.value(operands[0]);
+                Value::Buffer(self.reduce(name, *op, axes, &x, value, &ty))
+            }
+            Op::MatMul {
+                transpose_a,
+                transpose_b,
+            } => {
+                let (a, b) = (self.value(operands[0]), self.value(operands[1]));
+                let a_ty = graph.ty(operands[0]).clone();
+                let b_ty = graph.ty(operands[1]).clone();
+                Value::Buffer(self.matmul(
+                    name,
+                    (a, &a_ty, *transpose_a),
+                    (b, &b_ty, *transpose_b),
+                    &ty,
+                ))
+            }
+            Op::OneHot { .. } => {
+                let labels = graph.ty(operands[0]);
+                let mut label_strides = row_major(&labels.shape);
+                label_strides.push(0);
+                let sources = vec![
+                    Source::Operand(self.value(operands[0]), label_strides),
+                    Source::AxisIndex(ty.rank() - 1),
+                ];
+                self.emit_new(name, &ty, sources, |mut reads| {
+                    let label = reads.remove(0);
+                    let position = reads.remove(0);
+                    Expr::select(
+                        Expr::compare(CmpOp::Eq, label, position),
+                        Expr::Const(Scalar::F32(1.0)),
+                        Expr::Const(Scalar::F32(0.0)),
+                    )
+                })
+            }
+        }
+    }
+
+    /// A movement op: a constant stays a constant, anything else is copied.
+    fn copy_like(&mut self, name: &str, ty: &TensorType, source: Source) -> Value {
+        if let Source::Operand(Value::Const(scalar), _) = source {
+            return Value::Const(scalar);
+        }
+        self.emit_new(name, ty, vec![source], |mut reads| reads.remove(0))
+    }
+
+    /// A map kernel into a fresh temporary buffer of type `ty`.
+    fn emit_new(
+        &mut self,
+        name: &str,
+        ty: &TensorType,
+        sources: Vec<Source>,
+        body: impl FnOnce(Vec<Expr>) -> Expr,
+    ) -> Value {
+        let out = self.program.add_buffer(ty.clone(), Storage::Temp);
+        self.emit_map(name, &ty.shape, out, sources, body);
+        Value::Buffer(out)
+    }
+
+    /// Appends a kernel that stores `body(reads)` to every element of `out` (row-major
+    /// over `shape`), where `reads` are the sources at that element.
+    fn emit_map(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        out: BufferId,
+        sources: Vec<Source>,
+        body: impl FnOnce(Vec<Expr>) -> Expr,
+    ) {
+        if shape.contains(&0) {
+            return;
+        }
+        let mut kernel = KernelBuilder::default();
+        let mut accesses = vec![row_major(shape)];
+        for source in &sources {
+            accesses.push(match source {
+                Source::Operand(_, strides) => strides.clone(),
+                Source::AxisIndex(axis) => {
+                    let mut unit = vec![0; shape.len()];
+                    unit[*axis] = 1;
+                    unit
+                }
+            });
+        }
+        let mut nest = nest(&mut kernel, shape, &accesses);
+        let out_index = nest.indices.remove(0);
+        let reads = sources
+            .into_iter()
+            .zip(nest.indices)
+            .map(|(source, index)| match source {
+                Source::Operand(value, _) => read(value, index),
+                // The merge rule never folds the counted axis into another, so its index
+                // is exactly its loop variable, or nothing when it has extent 1.
+                Source::AxisIndex(_) => match index.terms.as_slice() {
+                    [] => Expr::Const(Scalar::I32(0)),
+                    [(var, 1)] => Expr::LoopIndex(*var),
+                    _ => unreachable!("an axis index never merges with other axes"),
+                },
+            })
+            .collect();
+        let store = Stmt::Store {
+            buffer: out,
+            index: out_index,
+            value: body(reads),
+        };
+        let stmts = wrap(&nest.loops, vec![store], true);
+        self.program.kernels.push(kernel.finish(name, stmts));
+    }
+
+    fn reduce(
+        &mut self,
+        name: &str,
+        op: ReduceOp,
+        axes: &[usize],
+        x: &TensorType,
+        value: Value,
+        ty: &TensorType,
+    ) -> BufferId {
+        let out = self.program.add_buffer(ty.clone(), Storage::Temp);
+        if ty.num_elements() == 0 {
+            return out;
+        }
+        let init = reduce_init(op, x.dtype);
+        let count: usize = axes.iter().map(|&axis| x.shape[axis]).product();
+        let finish = |acc: Expr| match op {
+            ReduceOp::Mean => {
+                Expr::binary(BinaryOp::Div, acc, Expr::Const(Scalar::F32(count as f32)))
+            }
+            _ => acc,
+        };
+        let x_strides = row_major(&x.shape);
+        let out_strides: Vec<i64> = row_major(&ty.shape)
+            .into_iter()
+            .enumerate()
+            .map(|(axis, stride)| if axes.contains(&axis) { 0 } else { stride })
+            .collect();
+        let innermost_reduced = x
+            .shape
+            .iter()
+            .rposition(|&extent| extent != 1)
+            .is_some_and(|axis| axes.contains(&axis));
+        let mut kernel = KernelBuilder::default();
+        if innermost_reduced || x.num_elements() == 0 {
+            // Kept axes outside, reduced axes inside, accumulating in a local.
+            let kept: Vec<usize> = (0..x.rank()).filter(|a| !axes.contains(a)).collect();
+            let pick = |axes: &[usize], strides: &[i64]| -> Vec<i64> {
+                axes.iter().map(|&axis| strides[axis]).collect()
+            };
+            let kept_shape: Vec<usize> = kept.iter().map(|&axis| x.shape[axis]).collect();
+            let reduced_shape: Vec<usize> = axes.iter().map(|&axis| x.shape[axis]).collect();
+            let mut outer = nest(
+                &mut kernel,
+                &kept_shape,
+                &[pick(&kept, &x_strides), pick(&kept, &out_strides)],
+            );
+            let mut inner = nest(&mut kernel, &reduced_shape, &[pick(axes, &x_strides)]);
+            let x_outer = outer.indices.remove(0);
+            let out_index = outer.indices.remove(0);
+            let x_inner = inner.indices.remove(0);
+            let x_index = Index::new(x_outer.terms.iter().chain(&x_inner.terms).copied(), 0);
+            let acc = kernel.local(ty.dtype);
+            let step = Stmt::Assign {
+                local: acc,
+                value: reduce_step(op, Expr::Local(acc), read(value, x_index)),
+            };
+            let mut body = vec![Stmt::Assign {
+                local: acc,
+                value: Expr::Const(init),
+            }];
+            body.extend(wrap(&inner.loops, vec![step], false));
+            body.push(Stmt::Store {
+                buffer: out,
+                index: out_index,
+                value: finish(Expr::Local(acc)),
+            });
+            let stmts = wrap(&outer.loops, body, false);
+            self.program.kernels.push(kernel.finish(name, stmts));
+        } else {
+            // Initialise the output, then walk the input in order accumulating in place,
+            // so the kept innermost axis is contiguous in both and vectorises.
+            let mut init_nest = nest(&mut kernel, &ty.shape, &[row_major(&ty.shape)]);
+            let mut stmts = wrap(
+                &init_nest.loops,
+                vec![Stmt::Store {
+                    buffer: out,
+                    index: init_nest.indices.remove(0),
+                    value: Expr::Const(init),
+                }],
+                true,
+            );
+            let mut walk = nest(&mut kernel, &x.shape, &[x_strides, out_strides]);
+            let x_index = walk.indices.remove(0);
+            let out_index = walk.indices.remove(0);
+            let step = Stmt::Store {
+                buffer: out,
+                index: out_index.clone(),
+                value: reduce_step(op, Expr::load(out, out_index), read(value, x_index)),
+            };
+            stmts.extend(wrap(&walk.loops, vec![step], true));
+            if op == ReduceOp::Mean {
+                let mut scale = nest(&mut kernel, &ty.shape, &[row_major(&ty.shape)]);
+                let index = scale.indices.remove(0);
+                let store = Stmt::Store {
+                    buffer: out,
+                    index: index.clone(),
+                    value: finish(Expr::load(out, index)),
+                };
+                stmts.extend(wrap(&scale.loops, vec![store], true));
+            }
+            self.program.kernels.push(kernel.finish(name, stmts));
+        }
+        out
+    }
+
+    fn matmul(
+        &mut self,
+        name: &str,
+        (a, a_ty, transpose_a): (Value, &TensorType, bool),
+        (b, b_ty, transpose_b): (Value, &TensorType, bool),
+        ty: &TensorType,
+    ) -> BufferId {
+        let out = self.program.add_buffer(ty.clone(), Storage::Temp);
+        if ty.num_elements() == 0 {
+            return out;
+        }
+        let rank = a_ty.rank();
+        let (m, k) = matrix_dims(&a_ty.shape, transpose_a);
+        let (_, n) = matrix_dims(&b_ty.shape, transpose_b);
+        let batches: usize = a_ty.shape[..rank - 2].iter().product();
+        let (m64, k64, n64) = (as_i64(m), as_i64(k), as_i64(n));
+        let mut kernel = KernelBuilder::default();
+        let mut stmts = Vec::new();
+        // A transposed B is first copied into row-major [k, n] panels, so the j loop
+        // below reads it contiguously: n*k copies buy m*n*k vectorised fmas.
+        let b = match b {
+            Value::Buffer(source) if transpose_b => {
+                let mut panel_shape = a_ty.shape[..rank - 2].to_vec();
+                panel_shape.extend([k, n]);
+                let panel = self
+                    .program
+                    .add_buffer(TensorType::f32(panel_shape), Storage::Temp);
+                let mut copy = nest(
+                    &mut kernel,
+                    &[batches, k, n],
+                    &[vec![k64 * n64, n64, 1], vec![n64 * k64, 1, k64]],
+                );
+                let panel_index = copy.indices.remove(0);
+                let source_index = copy.indices.remove(0);
+                let store = Stmt::Store {
+                    buffer: panel,
+                    index: panel_index,
+                    value: Expr::load(source, source_index),
+                };
+                stmts.extend(wrap(&copy.loops, vec![store], true));
+                Value::Buffer(panel)
+            }
+            other => other,
+        };
+        // Each axis gets a loop only if it has more than one iteration.
+        let mut axis = |extent: usize| (extent > 1).then(|| (kernel.var(), extent));
+        let batch = axis(batches);
+        let i = axis(m);
+        let j_init = axis(n);
+        let p = axis(k);
+        let j = axis(n);
+        let term = |axis: Option<(VarId, usize)>, stride: i64| axis.map(|(var, _)| (var, stride));
+        let index = |terms: [Option<(VarId, i64)>; 3]| Index::new(terms.into_iter().flatten(), 0);
+        let a_index = index([
+            term(batch, m64 * k64),
+            term(i, if transpose_a { 1 } else { k64 }),
+            term(p, if transpose_a { m64 } else { 1 }),
+        ]);
+        let b_index = index([term(batch, k64 * n64), term(p, n64), term(j, 1)]);
+        let c_index = index([term(batch, m64 * n64), term(i, n64), term(j, 1)]);
+        let loops = |axes: &[Option<(VarId, usize)>]| -> Vec<(VarId, usize)> {
+            axes.iter().flatten().copied().collect()
+        };
+        // i-k-j: rows of B and of C are contiguous, A[i,k] is a splat.
+        let init = Stmt::Store {
+            buffer: out,
+            index: index([term(batch, m64 * n64), term(i, n64), term(j_init, 1)]),
+            value: Expr::Const(Scalar::F32(0.0)),
+        };
+        let update = Stmt::Store {
+            buffer: out,
+            index: c_index.clone(),
+            value: Expr::fma(read(a, a_index), read(b, b_index), Expr::load(out, c_index)),
+        };
+        let mut row = wrap(&loops(&[j_init]), vec![init], true);
+        if k > 0 {
+            row.extend(wrap(&loops(&[p, j]), vec![update], true));
+        }
+        stmts.extend(wrap(&loops(&[batch, i]), row, false));
+        self.program.kernels.push(kernel.finish(name, stmts));
+        out
+    }
+}
+
+/// An elementwise op whose operands are all constants is a constant (as the
+/// interpreter computes it, rounded to the result dtype).
+fn fold_constant(op: &Op, values: &[Value], dtype: DType) -> Option<Scalar> {
+    let scalars: Vec<Scalar> = values
+        .iter()
+        .map(|value| match value {
+            Value::Const(scalar) => Some(*scalar),
+            Value::Buffer(_) => None,
+        })
+        .collect::<Option<_>>()?;
+    let as_f64 = |scalar: Scalar| match scalar {
+        Scalar::F32(v) => f64::from(v),
+        Scalar::I32(v) => f64::from(v),
+        Scalar::Bool(v) => f64::from(u8::from(v)),
+    };
+    let x: Vec<f64> = scalars.iter().map(|&s| as_f64(s)).collect();
+    let tensors: Vec<kiln_ir::Tensor> = scalars
+        .iter()
+        .zip(&x)
+        .map(|(s, &v)| kiln_ir::Tensor::full(&TensorType::new(s.dtype(), Vec::new()), v))
+        .collect();
+    let refs: Vec<&kiln_ir::Tensor> = tensors.iter().collect();
+    let result = kiln_ir::interp::apply(op, &TensorType::new(dtype, Vec::new()), &refs);
+    let value = result.data[0];
+    // Integer results wrap like the compiled code.
+    Some(match dtype {
+        DType::I32 => Scalar::I32(value as i64 as i32),
+        _ => Scalar::from_f64(value, dtype),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lower_text(graph: &Graph) -> String {
+        let program = lower(graph).unwrap();
+        program.check().unwrap();
+        program.to_string()
+    }
+
+    #[test]
+    fn elementwise_ops_merge_into_one_vector_loop() {
+        let mut g = Graph::new("ew");
+        let a = g.input("a", TensorType::f32([2, 3])).unwrap();
+        let b = g.input("b", TensorType::f32([2, 3])).unwrap();
+        let sum = g.add_(a, b).unwrap();
+        let y = g.relu(sum).unwrap();
+        g.set_output("y", y).unwrap();
+        let expected = r#"program "ew" {
+  b0: f32[2,3] input "a"
+  b1: f32[2,3] input "b"
+  b2: f32[2,3] temp
+  b3: f32[2,3] temp
+  output "y" = b3: f32[2,3]
+
+  kernel k0 add {
+    for i0 in 0..6 vec4 {
+      b2[i0] = add(b0[i0], b1[i0])
+    }
+  }
+
+  kernel k1 relu {
+    for i0 in 0..6 vec4 {
+      b3[i0] = relu(b2[i0])
+    }
+  }
+}
+"#;
+        assert_eq!(lower_text(&g), expected);
+    }
+
+    #[test]
+    fn broadcast_is_a_zero_stride_and_transpose_permutes_strides() {
+        let mut g = Graph::new("moves");
+        let bias = g.input("bias", TensorType::f32([1, 5])).unwrap();
+        let wide = g.add(Op::Broadcast { shape: vec![3, 5] }, &[bias]).unwrap();
+        let turned = g.add(Op::Transpose { perm: vec![1, 0] }, &[wide]).unwrap();
+        g.set_output("t", turned).unwrap();
+        let text = lower_text(&g);
+        assert!(
+            text.contains(
+                "    for i0 in 0..3 {\n      for i1 in 0..5 vec4 {\n        b1[5*i0 + i1] = b0[i1]\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "    for i0 in 0..5 {\n      for i1 in 0..3 {\n        b2[3*i0 + i1] = b1[i0 + 5*i1]\n"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn reshape_aliases_and_constants_are_inlined() {
+        let mut g = Graph::new("alias");
+        let x = g.input("x", TensorType::f32([2, 3])).unwrap();
+        let flat = g.reshape(x, vec![6]).unwrap();
+        let two = g.constant(2.0, TensorType::f32([6])).unwrap();
+        let y = g.mul(flat, two).unwrap();
+        g.set_output("flat", flat).unwrap();
+        g.set_output("y", y).unwrap();
+        g.set_output("two", two).unwrap();
+        let text = lower_text(&g);
+        assert!(text.contains("output \"flat\" = b0: f32[6]"), "{text}");
+        assert!(text.contains("b1[i0] = mul(b0[i0], 2.0)"), "{text}");
+        assert!(text.contains("kernel k1 fill"), "{text}");
+        assert!(text.contains("b2[i0] = 2.0"), "{text}");
+    }
+
+    #[test]
+    fn matmul_runs_ikj_with_j_vectorised_and_transposed_b_copied_first() {
+        let mut g = Graph::new("mm");
+        let a = g.input("a", TensorType::f32([3, 4])).unwrap();
+        let b = g.input("b", TensorType::f32([4, 5])).unwrap();
+        let c = g.matmul(a, b).unwrap();
+        let bt = g.input("bt", TensorType::f32([2, 5, 4])).unwrap();
+        let at = g.input("at", TensorType::f32([2, 4, 3])).unwrap();
+        let d = g.matmul_t(at, bt, true, true).unwrap();
+        g.set_output("c", c).unwrap();
+        g.set_output("d", d).unwrap();
+        let text = lower_text(&g);
+        let nn = r#"  kernel k0 matmul {
+    for i0 in 0..3 {
+      for i1 in 0..5 vec4 {
+        b4[5*i0 + i1] = 0.0
+      }
+      for i2 in 0..4 {
+        for i3 in 0..5 vec4 {
+          b4[5*i0 + i3] = fma(b0[4*i0 + i2], b1[5*i2 + i3], b4[5*i0 + i3])
+        }
+      }
+    }
+  }
+"#;
+        let tt = r#"  kernel k1 matmul.tt {
+    for i0 in 0..2 {
+      for i1 in 0..4 {
+        for i2 in 0..5 {
+          b6[20*i0 + 5*i1 + i2] = b2[20*i0 + i1 + 4*i2]
+        }
+      }
+    }
+    for i3 in 0..2 {
+      for i4 in 0..3 {
+        for i5 in 0..5 vec4 {
+          b5[15*i3 + 5*i4 + i5] = 0.0
+        }
+        for i6 in 0..4 {
+          for i7 in 0..5 vec4 {
+            b5[15*i3 + 5*i4 + i7] = fma(b3[12*i3 + i4 + 3*i6], b6[20*i3 + 5*i6 + i7], b5[15*i3 + 5*i4 + i7])
+          }
+        }
+      }
+    }
+  }
+"#;
+        assert!(text.contains(nn), "{text}");
+        assert!(text.contains(tt), "{text}");
+    }
+
+    #[test]
+    fn reductions_pick_local_or_in_place_accumulation() {
+        let mut g = Graph::new("red");
+        let x = g.input("x", TensorType::f32([3, 6])).unwrap();
+        let rows = g
+            .add(
+                Op::Reduce {
+                    op: ReduceOp::Max,
+                    axes: vec![1],
+                },
+                &[x],
+            )
+            .unwrap();
+        let cols = g
+            .add(
+                Op::Reduce {
+                    op: ReduceOp::Mean,
+                    axes: vec![0],
+                },
+                &[x],
+            )
+            .unwrap();
+        g.set_output("rows", rows).unwrap();
+        g.set_output("cols", cols).unwrap();
+        let text = lower_text(&g);
+        let by_row = r#"  kernel k0 reduce_max {
+    local r0: f32
+    for i0 in 0..3 {
+      r0 = -inf
+      for i1 in 0..6 {
+        r0 = max(r0, b0[6*i0 + i1])
+      }
+      b1[i0] = r0
+    }
+  }
+"#;
+        let by_col = r#"  kernel k1 reduce_mean {
+    for i0 in 0..6 vec4 {
+      b2[i0] = 0.0
+    }
+    for i1 in 0..3 {
+      for i2 in 0..6 vec4 {
+        b2[i2] = add(b2[i2], b0[6*i1 + i2])
+      }
+    }
+    for i3 in 0..6 vec4 {
+      b2[i3] = div(b2[i3], 3.0)
+    }
+  }
+"#;
+        assert!(text.contains(by_row), "{text}");
+        assert!(text.contains(by_col), "{text}");
+    }
+
+    #[test]
+    fn one_hot_compares_labels_with_the_loop_index() {
+        let mut g = Graph::new("oh");
+        let labels = g.input("labels", TensorType::i32([4])).unwrap();
+        let hot = g.one_hot(labels, 5).unwrap();
+        g.set_output("hot", hot).unwrap();
+        let text = lower_text(&g);
+        assert!(
+            text.contains(
+                "for i1 in 0..5 vec4 {\n        b1[5*i0 + i1] = select(cmp.eq(b0[i0], index(i1)), 1.0, 0.0)"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn output_of_an_updated_parameter_is_copied_before_the_update() {
+        let mut g = Graph::new("upd");
+        let w = g.parameter("w", TensorType::f32([3])).unwrap();
+        let one = g.constant_like(1.0, w).unwrap();
+        let next = g.add_(w, one).unwrap();
+        g.set_update(w, next).unwrap();
+        g.set_output("w_before", w).unwrap();
+        let program = lower(&g).unwrap();
+        program.check().unwrap();
+        let output = &program.outputs[0];
+        assert_ne!(output.buffer, BufferId(0));
+        assert_eq!(program.kernels.last().unwrap().name, "copy");
+        assert_eq!(program.updates[0].value, BufferId(1));
+    }
+
+    #[test]
+    fn dead_nodes_are_not_lowered_but_leaves_keep_buffers() {
+        let mut g = Graph::new("dead");
+        let x = g.input("x", TensorType::f32([2])).unwrap();
+        let unused = g.input("unused", TensorType::f32([2])).unwrap();
+        let _dead = g.exp(unused).unwrap();
+        let y = g.neg(x).unwrap();
+        g.set_output("y", y).unwrap();
+        let program = lower(&g).unwrap();
+        assert_eq!(program.kernels.len(), 1);
+        assert_eq!(
+            program.inputs(),
+            vec![("x", BufferId(0)), ("unused", BufferId(1))]
+        );
+    }
+}
