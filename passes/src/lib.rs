@@ -1,6 +1,8 @@
 //! kiln-passes: graph-to-graph passes (one per file) and the pipeline that runs them
 //! in order, plus the lowering from graphs to the loop-nest kernel IR.
 
+pub mod autodiff;
 pub mod dce;
+pub mod optimizer;
 
 pub mod lower;

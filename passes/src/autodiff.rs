@@ -1,0 +1,531 @@
+//! The autodiff pass: reverse-mode differentiation of one scalar loss, as a graph pass.
+//!
+//! What it does: appends the backward graph to a copy of the input and adds, for every
+//! parameter in declaration order, an output `grad.<name>` holding d loss / d param.
+//! A parameter the loss does not depend on gets a zero constant of its type. Existing
+//! outputs and updates are kept.
+//!
+//! What it assumes: the loss is a named output of type f32 with exactly one element
+//! (any rank, e.g. `f32[]` or `f32[1,1]`). Only f32 values carry gradients: casts to or
+//! from i32/bool, compares, one-hot and integer arithmetic stop the flow.
+//!
+//! What it guarantees: the result is well typed (it is built through the checked
+//! builder) and deterministic (nodes are visited in reverse `topo_order`). Only nodes
+//! on a path from a parameter to the loss are differentiated, and a rule builds only
+//! the operand gradients that are needed, so no dead backward nodes are emitted.
+//! Matmul gradients are written with explicit `transpose` nodes and flag-free
+//! `matmul`s; the e-graph pass folds the transposes into matmul flags later.
+//!
+//! Conventions at non-differentiable points: `relu` has derivative 0 at 0; `max`
+//! gives a tie to its first operand; `reduce_max` gives the cotangent to every
+//! element equal to the maximum, so ties all receive the full cotangent (tinygrad and
+//! JAX split it evenly instead; exact ties are rare in trained floats, and this keeps
+//! the rule one `select`).
+//!
+//! ```text
+//! before:  %2 = mul %1, %0 : f32[4]          (%1 = param "w", %0 = input "x", loss = sum of %2)
+//! after:   %5 = broadcast %4 : f32[4]        (%4 = const 1.0 : f32[1], the seed)
+//!          %6 = mul %5, %0 : f32[4]          output "grad.w" = %6
+//! ```
+
+use kiln_ir::{BinaryOp, CmpOp, DType, Graph, IrError, NodeId, Op, ReduceOp, UnaryOp};
+use std::collections::{BTreeMap, BTreeSet};
+use thiserror::Error;
+
+/// What to differentiate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AutodiffOptions {
+    /// The name of a graph output: f32 with exactly one element.
+    pub loss: String,
+}
+
+/// Why the backward graph could not be built.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum AutodiffError {
+    /// The named loss is not an output of the graph (user's mistake).
+    #[error("loss {0:?} is not an output of the graph")]
+    LossNotAnOutput(String),
+    /// The loss is not f32, so it has no gradient (user's mistake).
+    #[error("loss {name:?} must be f32, found {ty}")]
+    LossNotF32 { name: String, ty: String },
+    /// The loss has more or fewer than one element (user's mistake).
+    #[error("loss {name:?} must have exactly one element, found {ty}")]
+    LossNotScalar { name: String, ty: String },
+    /// Building a backward node failed. A gradient output whose name is already taken
+    /// is the user's mistake; any other IR error here is a kiln bug in a derivative rule.
+    #[error("building the backward graph: {0}")]
+    Ir(#[from] IrError),
+}
+
+/// The name of the output holding the gradient of parameter `param`.
+pub fn grad_name(param: &str) -> String {
+    format!("grad.{param}")
+}
+
+/// Returns a copy of `graph` with the backward graph appended and one `grad.<param>`
+/// output per parameter.
+pub fn run(graph: &Graph, options: &AutodiffOptions) -> Result<Graph, AutodiffError> {
+    let loss = graph
+        .output_by_name(&options.loss)
+        .ok_or_else(|| AutodiffError::LossNotAnOutput(options.loss.clone()))?;
+    let loss_ty = graph.ty(loss);
+    if loss_ty.dtype != DType::F32 {
+        return Err(AutodiffError::LossNotF32 {
+            name: options.loss.clone(),
+            ty: loss_ty.to_string(),
+        });
+    }
+    if loss_ty.num_elements() != 1 {
+        return Err(AutodiffError::LossNotScalar {
+            name: options.loss.clone(),
+            ty: loss_ty.to_string(),
+        });
+    }
+
+    let order = graph.topo_order();
+    let on_path = nodes_on_parameter_paths(graph, &order, loss);
+    let mut result = graph.clone();
+    let mut cotangents: BTreeMap<NodeId, NodeId> = BTreeMap::new();
+    if on_path.contains(&loss) {
+        let seed = result.constant_like(1.0, loss)?;
+        cotangents.insert(loss, seed);
+    }
+    // Reverse topological order: every user of a node is finished before the node,
+    // so its cotangent is complete when its rule runs.
+    for &node in order.iter().rev() {
+        if !on_path.contains(&node) || graph.op(node).is_leaf() {
+            continue;
+        }
+        let Some(&cotangent) = cotangents.get(&node) else {
+            continue;
+        };
+        let operands = graph.operands(node);
+        let needs: Vec<bool> = operands
+            .iter()
+            .map(|operand| on_path.contains(operand))
+            .collect();
+        if !needs.contains(&true) {
+            continue;
+        }
+        let grads = vjp(&mut result, node, cotangent, &needs)?;
+        for ((operand, grad), needed) in operands.into_iter().zip(grads).zip(needs) {
+            if let (Some(grad), true) = (grad, needed) {
+                accumulate(&mut result, &mut cotangents, operand, grad)?;
+            }
+        }
+    }
+
+    for &param in graph.params() {
+        let name = graph.leaf_name(param).expect("parameters are named");
+        let grad = match cotangents.get(&param) {
+            Some(&grad) => grad,
+            None => result.constant_like(0.0, param)?,
+        };
+        result.set_output(&grad_name(name), grad)?;
+    }
+    Ok(result)
+}
+
+/// The f32 nodes that depend on a parameter and that the loss depends on through f32
+/// nodes only: exactly the nodes whose cotangent reaches a parameter's gradient.
+fn nodes_on_parameter_paths(graph: &Graph, order: &[NodeId], loss: NodeId) -> BTreeSet<NodeId> {
+    let mut depends_on_param: BTreeSet<NodeId> = BTreeSet::new();
+    for &node in order {
+        if graph.ty(node).dtype != DType::F32 {
+            continue;
+        }
+        let depends = match graph.op(node) {
+            Op::Parameter { .. } => true,
+            op if op.is_leaf() => false,
+            _ => graph
+                .operands(node)
+                .iter()
+                .any(|operand| depends_on_param.contains(operand)),
+        };
+        if depends {
+            depends_on_param.insert(node);
+        }
+    }
+    let mut on_path: BTreeSet<NodeId> = BTreeSet::new();
+    if depends_on_param.contains(&loss) {
+        on_path.insert(loss);
+    }
+    for &node in order.iter().rev() {
+        if !on_path.contains(&node) || graph.op(node).is_leaf() {
+            continue;
+        }
+        for operand in graph.operands(node) {
+            if depends_on_param.contains(&operand) {
+                on_path.insert(operand);
+            }
+        }
+    }
+    on_path
+}
+
+/// Adds `grad` to the cotangent collected so far for `node` (a node with several
+/// users, or used twice by one node, receives one contribution per use).
+fn accumulate(
+    graph: &mut Graph,
+    cotangents: &mut BTreeMap<NodeId, NodeId>,
+    node: NodeId,
+    grad: NodeId,
+) -> Result<(), IrError> {
+    let total = match cotangents.get(&node) {
+        Some(&previous) => graph.add_(previous, grad)?,
+        None => grad,
+    };
+    cotangents.insert(node, total);
+    Ok(())
+}
+
+/// The derivative rules: one arm per op. Given the node `node` and the cotangent `g`
+/// of its value, returns the cotangent contribution for each operand, in operand
+/// order; `None` where the operand gets no gradient (not f32, not differentiable
+/// with respect to it, or not needed: `needs[i]` is false).
+fn vjp(
+    graph: &mut Graph,
+    node: NodeId,
+    g: NodeId,
+    needs: &[bool],
+) -> Result<Vec<Option<NodeId>>, IrError> {
+    let operands = graph.operands(node);
+    let op = graph.op(node).clone();
+    let grads = match op {
+        Op::Input { .. } | Op::Parameter { .. } | Op::Constant { .. } => Vec::new(),
+        Op::Unary(unary) => {
+            let x = operands[0];
+            let dx = match unary {
+                UnaryOp::Neg => graph.neg(g)?,
+                // d exp(x) = exp(x) dx, and exp(x) is the node itself.
+                UnaryOp::Exp => graph.mul(g, node)?,
+                UnaryOp::Log => graph.div(g, x)?,
+                UnaryOp::Relu => {
+                    let zero = graph.constant_like(0.0, x)?;
+                    let positive = graph.compare(CmpOp::Gt, x, zero)?;
+                    graph.select(positive, g, zero)?
+                }
+            };
+            vec![Some(dx)]
+        }
+        Op::Binary(binary) => {
+            let (a, b) = (operands[0], operands[1]);
+            match binary {
+                BinaryOp::Add => vec![Some(g), Some(g)],
+                BinaryOp::Sub => {
+                    let db = if needs[1] { Some(graph.neg(g)?) } else { None };
+                    vec![Some(g), db]
+                }
+                BinaryOp::Mul => {
+                    let da = if needs[0] {
+                        Some(graph.mul(g, b)?)
+                    } else {
+                        None
+                    };
+                    // `mul x, x` gets the same contribution twice; build it once.
+                    let db = match (needs[1], da) {
+                        (true, Some(da)) if a == b => Some(da),
+                        (true, _) => Some(graph.mul(g, a)?),
+                        (false, _) => None,
+                    };
+                    vec![da, db]
+                }
+                BinaryOp::Div => {
+                    // y = a / b: dy/da = 1/b, dy/db = -a/b^2 = -(1/b) * y, so the
+                    // b-gradient reuses g/b and the node's own value.
+                    let g_over_b = graph.div(g, b)?;
+                    let db = if needs[1] {
+                        let scaled = graph.mul(g_over_b, node)?;
+                        Some(graph.neg(scaled)?)
+                    } else {
+                        None
+                    };
+                    vec![Some(g_over_b), db]
+                }
+                BinaryOp::Max => {
+                    // Ties go to the first operand, so exactly one operand receives g.
+                    let first_wins = graph.compare(CmpOp::Ge, a, b)?;
+                    let zero = graph.constant_like(0.0, g)?;
+                    let da = if needs[0] {
+                        Some(graph.select(first_wins, g, zero)?)
+                    } else {
+                        None
+                    };
+                    let db = if needs[1] {
+                        Some(graph.select(first_wins, zero, g)?)
+                    } else {
+                        None
+                    };
+                    vec![da, db]
+                }
+            }
+        }
+        // Compares and one-hot produce bool/f32 values that are piecewise constant in
+        // their operands: no gradient.
+        Op::Compare(_) => vec![None, None],
+        Op::OneHot { .. } => vec![None],
+        Op::Select => {
+            let cond = operands[0];
+            let zero = graph.constant_like(0.0, g)?;
+            let on_true = if needs[1] {
+                Some(graph.select(cond, g, zero)?)
+            } else {
+                None
+            };
+            let on_false = if needs[2] {
+                Some(graph.select(cond, zero, g)?)
+            } else {
+                None
+            };
+            vec![None, on_true, on_false]
+        }
+        Op::Cast { to } => {
+            let from = graph.ty(operands[0]).dtype;
+            if from == DType::F32 && to == DType::F32 {
+                vec![Some(g)]
+            } else {
+                vec![None]
+            }
+        }
+        Op::Broadcast { shape } => {
+            let x_shape = graph.ty(operands[0]).shape.clone();
+            let stretched: Vec<usize> = (0..shape.len())
+                .filter(|&axis| x_shape[axis] != shape[axis])
+                .collect();
+            // Reductions keep the reduced axes with extent 1, so the sum has exactly
+            // the operand's shape.
+            let dx = if stretched.is_empty() {
+                g
+            } else {
+                graph.reduce_sum(g, &stretched)?
+            };
+            vec![Some(dx)]
+        }
+        Op::Reduce { op: reduce, axes } => {
+            let x = operands[0];
+            let x_shape = graph.ty(x).shape.clone();
+            let spread = graph.broadcast(g, x_shape.clone())?;
+            let dx = match reduce {
+                ReduceOp::Sum => spread,
+                ReduceOp::Mean => {
+                    let count: usize = axes.iter().map(|&axis| x_shape[axis]).product();
+                    let scale = graph.constant_like(1.0 / count as f64, x)?;
+                    graph.mul(spread, scale)?
+                }
+                ReduceOp::Max => {
+                    // Every element equal to the maximum receives the cotangent.
+                    let max = graph.broadcast(node, x_shape)?;
+                    let is_max = graph.compare(CmpOp::Eq, x, max)?;
+                    let zero = graph.constant_like(0.0, x)?;
+                    graph.select(is_max, spread, zero)?
+                }
+            };
+            vec![Some(dx)]
+        }
+        Op::Reshape { .. } => {
+            let x_shape = graph.ty(operands[0]).shape.clone();
+            vec![Some(graph.reshape(g, x_shape)?)]
+        }
+        Op::Transpose { perm } => {
+            let mut inverse = vec![0; perm.len()];
+            for (axis, &from) in perm.iter().enumerate() {
+                inverse[from] = axis;
+            }
+            vec![Some(transpose_unless_identity(graph, g, &inverse)?)]
+        }
+        Op::MatMul {
+            transpose_a,
+            transpose_b,
+        } => matmul_grads(
+            graph,
+            (operands[0], operands[1]),
+            g,
+            (transpose_a, transpose_b),
+            needs,
+        )?,
+    };
+    Ok(grads)
+}
+
+/// The gradients of `C = op_a(A) · op_b(B)`, where `op` transposes the last two axes
+/// when its flag is set. With `A' = op_a(A)` and `B' = op_b(B)`, `dA' = G · B'^T` and
+/// `dB' = A'^T · G`; a flagged operand takes the transpose of its gradient
+/// (`(X · Y)^T = Y^T · X^T`), which gives, with `T(x)` an explicit transpose:
+///
+/// | flags | dA          | dB          |
+/// | ----- | ----------- | ----------- |
+/// | nn    | G · T(B)    | T(A) · G    |
+/// | nt    | G · B       | T(G) · A    |
+/// | tn    | B · T(G)    | A · G       |
+/// | tt    | T(B) · T(G) | T(G) · T(A) |
+///
+/// Only plain matmuls are emitted: the e-graph pass folds the transposes into flags.
+fn matmul_grads(
+    graph: &mut Graph,
+    (a, b): (NodeId, NodeId),
+    g: NodeId,
+    (transpose_a, transpose_b): (bool, bool),
+    needs: &[bool],
+) -> Result<Vec<Option<NodeId>>, IrError> {
+    // The tt case needs T(G) for both operands; build it once.
+    let mut g_t = None;
+    let mut transposed_g = |graph: &mut Graph| -> Result<NodeId, IrError> {
+        match g_t {
+            Some(id) => Ok(id),
+            None => {
+                let id = swap_last_axes(graph, g)?;
+                g_t = Some(id);
+                Ok(id)
+            }
+        }
+    };
+    let da = if needs[0] {
+        Some(match (transpose_a, transpose_b) {
+            (false, false) => {
+                let b_t = swap_last_axes(graph, b)?;
+                graph.matmul(g, b_t)?
+            }
+            (false, true) => graph.matmul(g, b)?,
+            (true, false) => {
+                let g_t = transposed_g(graph)?;
+                graph.matmul(b, g_t)?
+            }
+            (true, true) => {
+                let b_t = swap_last_axes(graph, b)?;
+                let g_t = transposed_g(graph)?;
+                graph.matmul(b_t, g_t)?
+            }
+        })
+    } else {
+        None
+    };
+    let db = if needs[1] {
+        Some(match (transpose_a, transpose_b) {
+            (false, false) => {
+                let a_t = swap_last_axes(graph, a)?;
+                graph.matmul(a_t, g)?
+            }
+            (true, false) => graph.matmul(a, g)?,
+            (false, true) => {
+                let g_t = transposed_g(graph)?;
+                graph.matmul(g_t, a)?
+            }
+            (true, true) => {
+                let g_t = transposed_g(graph)?;
+                let a_t = swap_last_axes(graph, a)?;
+                graph.matmul(g_t, a_t)?
+            }
+        })
+    } else {
+        None
+    };
+    Ok(vec![da, db])
+}
+
+/// An explicit `transpose` of the last two axes (identity on batch axes).
+fn swap_last_axes(graph: &mut Graph, x: NodeId) -> Result<NodeId, IrError> {
+    let rank = graph.ty(x).rank();
+    let mut perm: Vec<usize> = (0..rank).collect();
+    perm.swap(rank - 2, rank - 1);
+    graph.transpose(x, &perm)
+}
+
+/// `transpose(x, perm)`, or `x` itself when `perm` is the identity.
+fn transpose_unless_identity(
+    graph: &mut Graph,
+    x: NodeId,
+    perm: &[usize],
+) -> Result<NodeId, IrError> {
+    if perm.iter().enumerate().all(|(axis, &from)| axis == from) {
+        Ok(x)
+    } else {
+        graph.transpose(x, perm)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_ir::text;
+
+    fn differentiate(src: &str) -> String {
+        let graph = text::parse(src).expect("test graph parses");
+        let options = AutodiffOptions {
+            loss: "loss".to_string(),
+        };
+        text::print(&run(&graph, &options).expect("autodiff succeeds"))
+    }
+
+    #[test]
+    fn seed_is_broadcast_and_multiplied_by_the_other_factor() {
+        let src = r#"graph g {
+  %0 = input "x" : f32[4]
+  %1 = param "w" : f32[4]
+  %2 = mul %1, %0 : f32[4]
+  %3 = reduce_sum %2 axes=[0] : f32[1]
+  output "loss" = %3
+}"#;
+        insta::assert_snapshot!(differentiate(src), @r#"
+        graph g {
+          %0 = input "x" : f32[4]
+          %1 = param "w" : f32[4]
+          %2 = mul %1, %0 : f32[4]
+          %3 = reduce_sum %2 axes=[0] : f32[1]
+          %4 = const 1.0 : f32[1]
+          %5 = broadcast %4 : f32[4]
+          %6 = mul %5, %0 : f32[4]
+          output "loss" = %3
+          output "grad.w" = %6
+        }
+        "#);
+    }
+
+    #[test]
+    fn flagged_matmul_gradient_uses_an_explicit_transpose() {
+        // C = A^T B, so dA = B G^T: a plain matmul of B with transpose(G).
+        let src = r#"graph g {
+  %0 = input "b" : f32[3,4]
+  %1 = param "a" : f32[3,2]
+  %2 = matmul.tn %1, %0 : f32[2,4]
+  %3 = reduce_sum %2 axes=[0,1] : f32[1,1]
+  output "loss" = %3
+}"#;
+        insta::assert_snapshot!(differentiate(src), @r#"
+        graph g {
+          %0 = input "b" : f32[3,4]
+          %1 = param "a" : f32[3,2]
+          %2 = matmul.tn %1, %0 : f32[2,4]
+          %3 = reduce_sum %2 axes=[0,1] : f32[1,1]
+          %4 = const 1.0 : f32[1,1]
+          %5 = broadcast %4 : f32[2,4]
+          %6 = transpose %5 perm=[1,0] : f32[4,2]
+          %7 = matmul %0, %6 : f32[3,2]
+          output "loss" = %3
+          output "grad.a" = %7
+        }
+        "#);
+    }
+
+    #[test]
+    fn squaring_builds_one_product_and_adds_it_twice() {
+        let src = r#"graph g {
+  %0 = param "a" : f32[3]
+  %1 = mul %0, %0 : f32[3]
+  %2 = reduce_sum %1 axes=[0] : f32[1]
+  output "loss" = %2
+}"#;
+        insta::assert_snapshot!(differentiate(src), @r#"
+        graph g {
+          %0 = param "a" : f32[3]
+          %1 = mul %0, %0 : f32[3]
+          %2 = reduce_sum %1 axes=[0] : f32[1]
+          %3 = const 1.0 : f32[1]
+          %4 = broadcast %3 : f32[3]
+          %5 = mul %4, %0 : f32[3]
+          %6 = add %5, %5 : f32[3]
+          output "loss" = %2
+          output "grad.a" = %6
+        }
+        "#);
+    }
+}
