@@ -9,8 +9,9 @@
 //! (any rank, e.g. `f32[]` or `f32[1,1]`). Only f32 values carry gradients: casts to or
 //! from i32/bool, compares, one-hot and integer arithmetic stop the flow.
 //!
-//! What it guarantees: the result is well typed (it is built through the checked
-//! builder) and deterministic (nodes are visited in reverse `topo_order`). Only nodes
+//! What it guarantees: a pure function (the input graph is not touched; forward node
+//! ids stay valid in the result); the result is well typed (it is built through the
+//! checked builder) and deterministic (nodes are visited in reverse `topo_order`). Only nodes
 //! on a path from a parameter to the loss are differentiated, and a rule builds only
 //! the operand gradients that are needed, so no dead backward nodes are emitted.
 //! Matmul gradients are written with explicit `transpose` nodes and flag-free
@@ -23,9 +24,13 @@
 //! the rule one `select`).
 //!
 //! ```text
-//! before:  %2 = mul %1, %0 : f32[4]          (%1 = param "w", %0 = input "x", loss = sum of %2)
-//! after:   %5 = broadcast %4 : f32[4]        (%4 = const 1.0 : f32[1], the seed)
-//!          %6 = mul %5, %0 : f32[4]          output "grad.w" = %6
+//! before:  %0 = param "w" : f32[4]
+//!          %1 = exp %0 : f32[4]
+//!          %2 = reduce_sum %1 axes=[0] : f32[1]       output "loss" = %2
+//! after:   ... the three lines above, then
+//!          %3 = const 1.0 : f32[1]                    the seed
+//!          %4 = broadcast %3 : f32[4]                 d loss / d %1
+//!          %5 = mul %4, %1 : f32[4]                   output "grad.w" = %5 (g * exp(w))
 //! ```
 
 use kiln_ir::{BinaryOp, CmpOp, DType, Graph, IrError, NodeId, Op, ReduceOp, UnaryOp};
@@ -107,7 +112,14 @@ pub fn run(graph: &Graph, options: &AutodiffOptions) -> Result<Graph, AutodiffEr
         if !needs.contains(&true) {
             continue;
         }
-        let grads = vjp(&mut result, node, cotangent, &needs)?;
+        let grads = vjp(
+            &mut result,
+            graph.op(node),
+            &operands,
+            node,
+            cotangent,
+            &needs,
+        )?;
         for ((operand, grad), needed) in operands.into_iter().zip(grads).zip(needs) {
             if let (Some(grad), true) = (grad, needed) {
                 accumulate(&mut result, &mut cotangents, operand, grad)?;
@@ -179,26 +191,28 @@ fn accumulate(
     Ok(())
 }
 
-/// The derivative rules: one arm per op. Given the node `node` and the cotangent `g`
-/// of its value, returns the cotangent contribution for each operand, in operand
+/// The derivative rules: one arm per op (tinygrad's `pm_gradient`). Given an `op`
+/// with its `operands`, the node `output` holding its value (the backward graph is
+/// built in a copy of the forward graph, so forward ids stay valid) and the cotangent
+/// `g` of that value, returns the cotangent contribution for each operand, in operand
 /// order; `None` where the operand gets no gradient (not f32, not differentiable
-/// with respect to it, or not needed: `needs[i]` is false).
+/// with respect to it, or not needed: `needs[i]` is false, so no dead node is built).
 fn vjp(
     graph: &mut Graph,
-    node: NodeId,
+    op: &Op,
+    operands: &[NodeId],
+    output: NodeId,
     g: NodeId,
     needs: &[bool],
 ) -> Result<Vec<Option<NodeId>>, IrError> {
-    let operands = graph.operands(node);
-    let op = graph.op(node).clone();
     let grads = match op {
         Op::Input { .. } | Op::Parameter { .. } | Op::Constant { .. } => Vec::new(),
         Op::Unary(unary) => {
             let x = operands[0];
             let dx = match unary {
                 UnaryOp::Neg => graph.neg(g)?,
-                // d exp(x) = exp(x) dx, and exp(x) is the node itself.
-                UnaryOp::Exp => graph.mul(g, node)?,
+                // d exp(x) = exp(x) dx, and exp(x) is the output itself.
+                UnaryOp::Exp => graph.mul(g, output)?,
                 UnaryOp::Log => graph.div(g, x)?,
                 UnaryOp::Relu => {
                     let zero = graph.constant_like(0.0, x)?;
@@ -232,10 +246,10 @@ fn vjp(
                 }
                 BinaryOp::Div => {
                     // y = a / b: dy/da = 1/b, dy/db = -a/b^2 = -(1/b) * y, so the
-                    // b-gradient reuses g/b and the node's own value.
+                    // b-gradient reuses g/b and the output y.
                     let g_over_b = graph.div(g, b)?;
                     let db = if needs[1] {
-                        let scaled = graph.mul(g_over_b, node)?;
+                        let scaled = graph.mul(g_over_b, output)?;
                         Some(graph.neg(scaled)?)
                     } else {
                         None
@@ -281,7 +295,7 @@ fn vjp(
         }
         Op::Cast { to } => {
             let from = graph.ty(operands[0]).dtype;
-            if from == DType::F32 && to == DType::F32 {
+            if from == DType::F32 && *to == DType::F32 {
                 vec![Some(g)]
             } else {
                 vec![None]
@@ -314,7 +328,7 @@ fn vjp(
                 }
                 ReduceOp::Max => {
                     // Every element equal to the maximum receives the cotangent.
-                    let max = graph.broadcast(node, x_shape)?;
+                    let max = graph.broadcast(output, x_shape)?;
                     let is_max = graph.compare(CmpOp::Eq, x, max)?;
                     let zero = graph.constant_like(0.0, x)?;
                     graph.select(is_max, spread, zero)?
@@ -340,7 +354,7 @@ fn vjp(
             graph,
             (operands[0], operands[1]),
             g,
-            (transpose_a, transpose_b),
+            (*transpose_a, *transpose_b),
             needs,
         )?,
     };
@@ -454,6 +468,29 @@ mod tests {
             loss: "loss".to_string(),
         };
         text::print(&run(&graph, &options).expect("autodiff succeeds"))
+    }
+
+    #[test]
+    fn the_header_example_is_what_the_pass_builds() {
+        // The exp rule reuses the forward value: d exp(w) = g * exp(w).
+        let src = r#"graph g {
+  %0 = param "w" : f32[4]
+  %1 = exp %0 : f32[4]
+  %2 = reduce_sum %1 axes=[0] : f32[1]
+  output "loss" = %2
+}"#;
+        insta::assert_snapshot!(differentiate(src), @r#"
+        graph g {
+          %0 = param "w" : f32[4]
+          %1 = exp %0 : f32[4]
+          %2 = reduce_sum %1 axes=[0] : f32[1]
+          %3 = const 1.0 : f32[1]
+          %4 = broadcast %3 : f32[4]
+          %5 = mul %4, %1 : f32[4]
+          output "loss" = %2
+          output "grad.w" = %5
+        }
+        "#);
     }
 
     #[test]
