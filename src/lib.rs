@@ -1,1 +1,22 @@
-//! placeholder
+//! kiln: a dataflow-graph compiler for neural networks.
+//!
+//! This crate is the facade: declare a network with [`frontend`], then [`compile`] it
+//! (inference) or [`compile_train_step`] (forward, loss, backward and optimizer as
+//! one graph), run it through the pass pipeline and the Cranelift JIT, and train it
+//! with [`Trainer`].
+
+pub mod compile;
+pub mod data;
+pub mod metrics;
+pub mod trainer;
+
+pub use compile::{compile, compile_train_step, CompileReport, Error, Executable};
+pub use data::Dataset;
+pub use kiln_backend::Arg;
+pub use kiln_passes::optimizer::Optimizer;
+pub use trainer::{Trainer, TrainerConfig};
+
+pub use kiln_backend as backend;
+pub use kiln_frontend as frontend;
+pub use kiln_ir as ir;
+pub use kiln_passes as passes;

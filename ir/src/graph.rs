@@ -350,7 +350,7 @@ impl Graph {
             other => {
                 return Err(IrError::BadUpdate {
                     target: param.to_string(),
-                    message: format!("target is a {}, not a parameter", other.mnemonic()),
+                    message: format!("target ({}) is not a parameter", other.mnemonic()),
                 })
             }
         };
@@ -375,6 +375,7 @@ impl Graph {
     }
 
     /// Replaces every use of `old` (as an operand, output or update value) by `new`.
+    /// Refuses a `new` that depends on `old`: its own use of `old` would become a cycle.
     pub fn replace_uses(&mut self, old: NodeId, new: NodeId) -> Result<(), IrError> {
         self.check_known(&[old, new])?;
         if self.ty(old) != self.ty(new) {
@@ -383,6 +384,14 @@ impl Graph {
                 lhs: self.ty(old).clone(),
                 rhs: self.ty(new).clone(),
             });
+        }
+        if old == new {
+            return Ok(());
+        }
+        if self.depends_on(new, old) {
+            return Err(IrError::Invalid(format!(
+                "cannot replace the uses of {old} by {new}: {new} depends on {old}, so the graph would get a cycle"
+            )));
         }
         let uses: Vec<(petgraph::stable_graph::EdgeIndex, NodeIndex, usize)> = self
             .graph
@@ -404,6 +413,21 @@ impl Graph {
             }
         }
         Ok(())
+    }
+
+    /// Whether `node` reads `ancestor`, directly or through other nodes.
+    fn depends_on(&self, node: NodeId, ancestor: NodeId) -> bool {
+        let mut seen = vec![false; self.graph.node_bound()];
+        let mut stack = vec![node];
+        while let Some(id) = stack.pop() {
+            if id == ancestor {
+                return true;
+            }
+            if !std::mem::replace(&mut seen[id.index()], true) {
+                stack.extend(self.operands(id));
+            }
+        }
+        false
     }
 
     /// Removes nodes that no output, update, input or parameter depends on.

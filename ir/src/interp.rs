@@ -207,11 +207,13 @@ fn zip(a: &Tensor, b: &Tensor, f: impl Fn(f64, f64) -> f64) -> Vec<f64> {
 }
 
 /// Conversion with Rust's `as` semantics: float to int truncates toward zero and
-/// saturates, NaN becomes 0; anything to bool is `x != 0`.
+/// saturates, NaN becomes 0; anything to bool is `x != 0`. Rounding to f32 is left to
+/// `round` (a detour through f32 here would change i32 values above 2^24 and make f64
+/// precision round).
 fn cast(x: f64, to: DType) -> f64 {
     match to {
-        DType::F32 => x as f32 as f64,
-        DType::I32 => f64::from(x as f32 as i32),
+        DType::F32 => x,
+        DType::I32 => f64::from(x as i32),
         DType::Bool => f64::from(u8::from(x != 0.0)),
     }
 }

@@ -6,6 +6,7 @@ pub mod graph;
 pub mod interp;
 pub mod kernel;
 pub mod op;
+pub mod random;
 pub mod rng;
 pub mod tensor;
 pub mod text;

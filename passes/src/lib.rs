@@ -3,6 +3,8 @@
 
 pub mod autodiff;
 pub mod dce;
+pub mod egraph;
 pub mod optimizer;
+pub mod pipeline;
 
 pub mod lower;

@@ -1,0 +1,157 @@
+//! From a graph to a callable executable: the pass pipeline, lowering to kernel IR,
+//! and JIT compilation, with `KILN_DUMP=<regex>` printing the IR after matching steps.
+
+use kiln_frontend::Model;
+use kiln_ir::Graph;
+use kiln_passes::optimizer::Optimizer;
+use kiln_passes::pipeline::{self, PipelineOptions, Step, StepReport};
+use kiln_passes::lower;
+use regex::Regex;
+use std::ops::{Deref, DerefMut};
+use std::time::{Duration, Instant};
+use thiserror::Error;
+
+/// Why compilation failed.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// `KILN_DUMP` is not a valid regular expression (user's mistake).
+    #[error("KILN_DUMP={pattern:?} is not a valid regular expression: {source}")]
+    DumpPattern {
+        pattern: String,
+        #[source]
+        source: regex::Error,
+    },
+    #[error(transparent)]
+    Pipeline(#[from] pipeline::PipelineError),
+    #[error("lower: {0}")]
+    Lower(#[from] lower::LowerError),
+    #[error("codegen: {0}")]
+    Backend(#[from] kiln_backend::BackendError),
+    /// A trainer or helper was told to feed an input the model does not have.
+    #[error("the model has no input named {0:?}")]
+    NoSuchInput(String),
+    #[error(transparent)]
+    Runtime(#[from] kiln_backend::RuntimeError),
+}
+
+/// Where compile time went.
+#[derive(Clone, Debug)]
+pub struct CompileReport {
+    pub steps: Vec<StepReport>,
+    pub lower: Duration,
+    pub codegen: Duration,
+    pub total: Duration,
+}
+
+impl std::fmt::Display for CompileReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        for step in &self.steps {
+            write!(f, "{} {:.2} ms, ", step.name, ms(step.elapsed))?;
+        }
+        write!(
+            f,
+            "lower {:.2} ms, codegen {:.2} ms; total {:.2} ms",
+            ms(self.lower),
+            ms(self.codegen),
+            ms(self.total)
+        )
+    }
+}
+
+/// A compiled graph: the backend's executable (see its methods through `Deref`) and
+/// the report of how it was compiled.
+pub struct Executable {
+    inner: kiln_backend::Executable,
+    pub report: CompileReport,
+}
+
+impl Deref for Executable {
+    type Target = kiln_backend::Executable;
+    fn deref(&self) -> &kiln_backend::Executable {
+        &self.inner
+    }
+}
+
+impl DerefMut for Executable {
+    fn deref_mut(&mut self) -> &mut kiln_backend::Executable {
+        &mut self.inner
+    }
+}
+
+fn dump_pattern() -> Result<Option<Regex>, Error> {
+    match std::env::var("KILN_DUMP") {
+        Ok(pattern) if !pattern.is_empty() => Regex::new(&pattern)
+            .map(Some)
+            .map_err(|source| Error::DumpPattern { pattern, source }),
+        _ => Ok(None),
+    }
+}
+
+fn print_dump(step: &str, text: &str) {
+    eprintln!("// ---- IR after {step} ----\n{text}");
+}
+
+/// Compiles `graph` through `steps`, then lowers and JIT-compiles it.
+pub fn compile_with(
+    graph: &Graph,
+    steps: &[Step],
+    options: &PipelineOptions,
+) -> Result<Executable, Error> {
+    let start = Instant::now();
+    let (graph, steps) = pipeline::run(graph, steps, options, &mut print_dump)?;
+    let lower_start = Instant::now();
+    let program = lower::lower(&graph)?;
+    let lower = lower_start.elapsed();
+    if options.dump.as_ref().is_some_and(|re| re.is_match("lower")) {
+        print_dump("lower", &program.to_string());
+    }
+    let codegen_start = Instant::now();
+    let inner = kiln_backend::compile(&program)?;
+    let codegen = codegen_start.elapsed();
+    Ok(Executable {
+        inner,
+        report: CompileReport {
+            steps,
+            lower,
+            codegen,
+            total: start.elapsed(),
+        },
+    })
+}
+
+/// Compiles a graph to run as it is (inference): simplification, lowering, JIT.
+pub fn compile(graph: &Graph) -> Result<Executable, Error> {
+    let options = PipelineOptions {
+        dump: dump_pattern()?,
+        ..PipelineOptions::default()
+    };
+    compile_with(graph, pipeline::INFERENCE, &options)
+}
+
+/// Compiles one training step of `model`: forward, the gradient of output `loss`
+/// with respect to every parameter, and `optimizer`'s update, as one graph. The
+/// executable starts from the model's initial parameters and keeps them between runs.
+pub fn compile_train_step(
+    model: &Model,
+    loss: &str,
+    optimizer: Optimizer,
+) -> Result<Executable, Error> {
+    let options = PipelineOptions {
+        loss: Some(loss.to_string()),
+        optimizer: Some(optimizer),
+        dump: dump_pattern()?,
+        ..PipelineOptions::default()
+    };
+    let mut exe = compile_with(&model.graph, pipeline::TRAIN_STEP, &options)?;
+    set_params(&mut exe, model)?;
+    Ok(exe)
+}
+
+/// Loads the model's parameter values into an executable.
+pub fn set_params(exe: &mut Executable, model: &Model) -> Result<(), Error> {
+    for (name, values) in &model.params {
+        exe.set_param(name, values)?;
+    }
+    Ok(())
+}

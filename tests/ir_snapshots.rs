@@ -1,0 +1,37 @@
+//! Snapshots of the digits MLP's IR after every pipeline step: building, autodiff,
+//! the optimizer, the e-graph rewrite and dead-code elimination. Reading them in order
+//! shows what each pass did.
+
+use kiln::frontend::models::mlp_classifier;
+use kiln::passes::optimizer::Optimizer;
+use kiln::passes::pipeline::{self, PipelineOptions};
+use regex::Regex;
+
+#[test]
+fn digits_mlp_ir_after_each_step() {
+    // A small batch keeps the dumps readable; the graph is the example's otherwise.
+    let model = mlp_classifier("mlp_digits", 32, &[64, 128, 128, 10], true, 2026).unwrap();
+    let options = PipelineOptions {
+        loss: Some("loss".to_string()),
+        optimizer: Some(Optimizer::Sgd { learning_rate: 0.1 }),
+        dump: Some(Regex::new(".*").unwrap()),
+        verify: true,
+        ..PipelineOptions::default()
+    };
+    let mut dumps = Vec::new();
+    pipeline::run(&model.graph, pipeline::TRAIN_STEP, &options, &mut |step, text| {
+        dumps.push((step.to_string(), text.to_string()))
+    })
+    .unwrap();
+    let steps: Vec<&str> = dumps.iter().map(|(step, _)| step.as_str()).collect();
+    assert_eq!(steps, ["build", "autodiff", "optimizer", "egraph", "dce"]);
+    for (index, (step, text)) in dumps.iter().enumerate() {
+        // The e-graph report line holds a wall-clock time; keep it out of snapshots.
+        let text: String = text
+            .lines()
+            .filter(|line| !line.starts_with("// egraph:"))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        insta::assert_snapshot!(format!("digits_mlp_{index}_{step}"), text);
+    }
+}
