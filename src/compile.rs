@@ -3,9 +3,9 @@
 
 use kiln_frontend::Model;
 use kiln_ir::Graph;
+use kiln_passes::lower;
 use kiln_passes::optimizer::Optimizer;
 use kiln_passes::pipeline::{self, PipelineOptions, Step, StepReport};
-use kiln_passes::lower;
 use regex::Regex;
 use std::ops::{Deref, DerefMut};
 use std::time::{Duration, Instant};

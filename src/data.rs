@@ -175,7 +175,12 @@ mod tests {
         let (train, test) = data.split(7, 5);
         assert_eq!((train.len(), test.len()), (7, 3));
         assert_eq!(data.split(7, 5).0, train);
-        let mut all: Vec<f32> = train.features.iter().chain(&test.features).copied().collect();
+        let mut all: Vec<f32> = train
+            .features
+            .iter()
+            .chain(&test.features)
+            .copied()
+            .collect();
         all.sort_by(f32::total_cmp);
         assert_eq!(all, (0..10).map(|i| i as f32).collect::<Vec<_>>());
     }

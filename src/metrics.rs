@@ -31,7 +31,9 @@ mod tests {
 
     #[test]
     fn accuracy_counts_rows_whose_argmax_is_the_label() {
-        let logits = [0.1, 0.9, 0.0, /* */ 2.0, 1.0, 0.0, /* */ 0.0, 0.0, 5.0];
+        let logits = [
+            0.1, 0.9, 0.0, /* */ 2.0, 1.0, 0.0, /* */ 0.0, 0.0, 5.0,
+        ];
         assert_eq!(accuracy(&logits, &[1, 1, 2], 3), 2.0 / 3.0);
         assert_eq!(argmax(&[1.0, 3.0, 3.0]), 1);
         assert_eq!(accuracy(&[], &[], 3), 0.0);

@@ -19,9 +19,12 @@ fn digits_mlp_ir_after_each_step() {
         ..PipelineOptions::default()
     };
     let mut dumps = Vec::new();
-    pipeline::run(&model.graph, pipeline::TRAIN_STEP, &options, &mut |step, text| {
-        dumps.push((step.to_string(), text.to_string()))
-    })
+    pipeline::run(
+        &model.graph,
+        pipeline::TRAIN_STEP,
+        &options,
+        &mut |step, text| dumps.push((step.to_string(), text.to_string())),
+    )
     .unwrap();
     let steps: Vec<&str> = dumps.iter().map(|(step, _)| step.as_str()).collect();
     assert_eq!(steps, ["build", "autodiff", "optimizer", "egraph", "dce"]);

@@ -23,7 +23,11 @@ fn digits_mlp_learns_through_the_jit() {
     let mut trainer = Trainer::new(&model, config).unwrap();
     let losses: Vec<f32> = (0..8).map(|_| trainer.epoch(&train).unwrap()).collect();
     // An untrained 10-class model starts near ln 10 = 2.30.
-    assert!(losses[0] < 2.3 && losses[0] > 0.2, "first epoch loss {}", losses[0]);
+    assert!(
+        losses[0] < 2.3 && losses[0] > 0.2,
+        "first epoch loss {}",
+        losses[0]
+    );
     assert!(losses[7] < 0.5 * losses[0], "losses {losses:?}");
 
     let eval_model = mlp_classifier("mlp_eval", test.len(), &sizes, false, 7).unwrap();

@@ -311,7 +311,9 @@ impl Graph {
     pub fn constant(&mut self, value: f64, ty: TensorType) -> Result<NodeId, IrError> {
         let valid = match ty.dtype {
             DType::F32 => true,
-            DType::I32 => value.fract() == 0.0 && (f64::from(i32::MIN)..=f64::from(i32::MAX)).contains(&value),
+            DType::I32 => {
+                value.fract() == 0.0 && (f64::from(i32::MIN)..=f64::from(i32::MAX)).contains(&value)
+            }
             DType::Bool => value == 0.0 || value == 1.0,
         };
         if !valid {

@@ -37,9 +37,9 @@ impl Tensor {
         }
         let bad = match ty.dtype {
             DType::F32 => None,
-            DType::I32 => data
-                .iter()
-                .find(|v| v.fract() != 0.0 || !(f64::from(i32::MIN)..=f64::from(i32::MAX)).contains(*v)),
+            DType::I32 => data.iter().find(|v| {
+                v.fract() != 0.0 || !(f64::from(i32::MIN)..=f64::from(i32::MAX)).contains(*v)
+            }),
             DType::Bool => data.iter().find(|&&v| v != 0.0 && v != 1.0),
         };
         if let Some(value) = bad {
