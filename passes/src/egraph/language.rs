@@ -171,7 +171,7 @@ pub struct ClassData {
 }
 
 /// Types every class with the IR's typing rules.
-#[derive(Default)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct KilnAnalysis;
 
 pub type KilnEGraph = EGraph<KilnLang, KilnAnalysis>;
