@@ -8,8 +8,13 @@
 //! tolerance of about 1e-5 fails only on a real bug:
 //!
 //! - the generator tracks an interval that holds every element of every value
-//!   (f32 feeds lie in `[-2, 2]`), and keeps f32 magnitudes below 64 by multiplying a
-//!   value that could grow larger by an exact power of two;
+//!   (f32 feeds lie in `[-2, 2]`); a value that could exceed 64 in magnitude is
+//!   multiplied by an exact power of two, and only the scaled value is read by
+//!   later ops, so every f32 operand lies in `[-64, 64]` (an update or output made
+//!   by the last op may reach 128);
+//! - sums, means and matmuls add up at most 256 terms (longer reductions become
+//!   `reduce_max`, which is exact in any order), since f32 sums in another order
+//!   drift from the interpreter's with their length;
 //! - `exp` is applied only to values at most 4, so it never overflows;
 //! - `log` and the divisor of `div` only see values at least 1/16 and 1/4 away from
 //!   zero, made so by `max(x, c)` with a positive constant `c` where needed, so no
@@ -193,7 +198,7 @@ enum Step {
     Cast,
     Broadcast,
     Reduce,
-    /// `x - broadcast(reduce_max(x))`, the shape of a stable softmax.
+    /// `exp(x - broadcast(reduce_max(x)))`, the numerator of a stable softmax.
     Normalize,
     Reshape,
     Transpose,
@@ -223,7 +228,7 @@ impl Step {
             Step::Reshape | Step::Transpose | Step::OneHot => 1,
             Step::Unary | Step::CompareSelect | Step::Cast | Step::Broadcast | Step::Reduce => 2,
             Step::Binary | Step::MatMul => 3,
-            Step::Normalize => 4,
+            Step::Normalize => 5,
         }
     }
 }
@@ -692,6 +697,7 @@ impl<'a> Builder<'a> {
         // x - max(x) is at most 0 exactly (the subtraction of the larger value rounds
         // to a non-positive number), so exp of it lies in (0, 1].
         let shifted = Value { hi: 0.0, ..shifted };
+        let shifted = self.rescale(shifted);
         self.push(Op::Unary(UnaryOp::Exp), &[&shifted]);
     }
 
