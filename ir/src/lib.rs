@@ -1,6 +1,7 @@
 //! kiln-ir: the typed tensor graph, its text form, and the reference interpreter that
 //! defines what every op means.
 
+pub mod dot;
 pub mod error;
 pub mod graph;
 pub mod interp;
@@ -8,6 +9,7 @@ pub mod kernel;
 pub mod op;
 pub mod random;
 pub mod rng;
+pub mod serial;
 pub mod tensor;
 pub mod text;
 pub mod types;

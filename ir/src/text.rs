@@ -76,7 +76,7 @@ fn quote(text: &str) -> String {
 }
 
 /// A float literal that parses back to the same value.
-fn float_literal(value: f64) -> String {
+pub fn float_literal(value: f64) -> String {
     if value.is_nan() {
         "nan".to_string()
     } else if value.is_infinite() {
