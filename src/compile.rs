@@ -30,6 +30,9 @@ pub enum Error {
     /// A trainer or helper was told to feed an input the model does not have.
     #[error("the model has no input named {0:?}")]
     NoSuchInput(String),
+    /// An epoch over fewer examples than one batch would train on nothing.
+    #[error("the data set has {examples} examples, fewer than the batch size {batch_size}")]
+    TooFewExamples { examples: usize, batch_size: usize },
     #[error(transparent)]
     Runtime(#[from] kiln_backend::RuntimeError),
 }

@@ -63,6 +63,12 @@ impl Trainer {
 
     /// One pass over `data`; returns the mean loss of its minibatches.
     pub fn epoch(&mut self, data: &Dataset) -> Result<f32, Error> {
+        if data.len() < self.batch_size {
+            return Err(Error::TooFewExamples {
+                examples: data.len(),
+                batch_size: self.batch_size,
+            });
+        }
         let mut order: Vec<usize> = (0..data.len()).collect();
         self.rng.shuffle(&mut order);
         let mut total = 0.0f64;
@@ -81,7 +87,7 @@ impl Trainer {
             total += f64::from(self.step.output_f32(&self.config.loss_output)?[0]);
             batches += 1;
         }
-        Ok((total / batches.max(1) as f64) as f32)
+        Ok((total / batches as f64) as f32)
     }
 
     /// The current value of every parameter.

@@ -39,3 +39,33 @@ fn digits_mlp_learns_through_the_jit() {
     let accuracy = metrics::accuracy(eval.output_f32("logits").unwrap(), &test.labels, 10);
     assert!(accuracy > 0.9, "test accuracy {accuracy}");
 }
+
+#[test]
+fn trainer_errors_name_what_is_wrong() {
+    let model = mlp_classifier("mlp", 4, &[3, 2], true, 1).unwrap();
+    let config = TrainerConfig {
+        features_input: "x".to_string(),
+        labels_input: "labels".to_string(),
+        loss_output: "loss".to_string(),
+        optimizer: Optimizer::Sgd { learning_rate: 0.1 },
+        seed: 1,
+    };
+    let mut trainer = Trainer::new(&model, config.clone()).unwrap();
+    let tiny = Dataset::parse_csv("1,2,3,0\n", 1.0).unwrap();
+    let err = trainer.epoch(&tiny).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "the data set has 1 examples, fewer than the batch size 4"
+    );
+    // Rows of the wrong width reach the runtime's argument check, not generated code.
+    let wide = Dataset::parse_csv(&"1,2,3,4,0\n".repeat(4), 1.0).unwrap();
+    let err = trainer.epoch(&wide).unwrap_err().to_string();
+    assert!(err.contains("\"x\"") && err.contains("12"), "{err}");
+
+    let misnamed = TrainerConfig {
+        labels_input: "targets".to_string(),
+        ..config
+    };
+    let err = Trainer::new(&model, misnamed).err().unwrap().to_string();
+    assert_eq!(err, "the model has no input named \"targets\"");
+}

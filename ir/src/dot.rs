@@ -1,17 +1,91 @@
-//! Graphviz export: `dot -Tsvg` draws the graph with the numbering of `text::print`.
+//! Graphviz export of a graph, for looking at it: `dot -Tsvg graph.dot > graph.svg`.
+//!
+//! Each IR node is a DOT node labelled with its text-IR number, mnemonic, attributes
+//! and type (`%3 reduce_sum axes=[1]` over `f32[32,1]`); the numbers are those of
+//! [`crate::text::print`], so the picture and the text dump can be read side by side.
+//! Kinds of node are told apart by shape and colour:
+//!
+//! | node      | shape           | fill        |
+//! | --------- | --------------- | ----------- |
+//! | input     | `invhouse`      | lightblue   |
+//! | parameter | `box3d`         | khaki       |
+//! | constant  | rounded `box`   | lightgrey   |
+//! | other op  | `ellipse`       | none        |
+//! | output    | `doubleoctagon` | palegreen   |
+//! | update    | `cds`           | lightsalmon |
+//!
+//! Operand edges carry the operand position when the op takes more than one operand.
+//! An output is an extra node fed by its value; an update is an extra node fed by the
+//! new value, with a dashed edge to the parameter it overwrites (that edge does not
+//! constrain the layout, since it points backwards in time).
 
 use crate::graph::{Graph, NodeId};
 use crate::op::Op;
-use crate::text::print_order;
+use crate::text::{float_literal, print_order};
 use std::collections::HashMap;
 use std::fmt::Write;
 
+/// Escapes text for a DOT double-quoted string. Backslashes are escaped too, since DOT
+/// gives `\N`, `\G`, `\l` and friends a meaning in labels.
 fn escape(text: &str) -> String {
-    text.replace('\\', "\\\\").replace('"', "\\\"")
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '"' => escaped.push_str("\\\""),
+            '\\' => escaped.push_str("\\\\"),
+            '\n' => escaped.push_str("\\n"),
+            '\r' => {}
+            c => escaped.push(c),
+        }
+    }
+    escaped
 }
 
-/// The graph in Graphviz's DOT language. Inputs are green, parameters orange,
-/// constants grey; outputs and updates are extra nodes fed by their value.
+/// A name as the text IR writes it: in double quotes, with `"`, `\` and newlines
+/// escaped, so a label shows exactly what `text::print` shows.
+fn ir_quote(name: &str) -> String {
+    let mut quoted = String::from("\"");
+    for c in name.chars() {
+        match c {
+            '"' => quoted.push_str("\\\""),
+            '\\' => quoted.push_str("\\\\"),
+            '\n' => quoted.push_str("\\n"),
+            c => quoted.push(c),
+        }
+    }
+    quoted.push('"');
+    quoted
+}
+
+fn list(values: &[usize]) -> String {
+    let items: Vec<String> = values.iter().map(usize::to_string).collect();
+    format!("[{}]", items.join(","))
+}
+
+/// The first label line after `%n mnemonic`: the leaf's name or value, or the op's
+/// attributes as the text IR writes them.
+fn details(op: &Op) -> String {
+    match op {
+        Op::Input { name } | Op::Parameter { name } => format!(" {}", ir_quote(name)),
+        Op::Constant { value } => format!(" {}", float_literal(*value)),
+        Op::Reduce { axes, .. } => format!(" axes={}", list(axes)),
+        Op::Transpose { perm } => format!(" perm={}", list(perm)),
+        Op::OneHot { depth } => format!(" depth={depth}"),
+        _ => String::new(),
+    }
+}
+
+/// The DOT attributes that set a node's kind apart.
+fn style(op: &Op) -> &'static str {
+    match op {
+        Op::Input { .. } => "shape=invhouse, style=filled, fillcolor=lightblue",
+        Op::Parameter { .. } => "shape=box3d, style=filled, fillcolor=khaki",
+        Op::Constant { .. } => "shape=box, style=\"rounded,filled\", fillcolor=lightgrey",
+        _ => "shape=ellipse",
+    }
+}
+
+/// The graph as a Graphviz `digraph`. The same graph always gives the same text.
 pub fn to_dot(graph: &Graph) -> String {
     let order = print_order(graph);
     let number: HashMap<NodeId, usize> = order
@@ -21,61 +95,56 @@ pub fn to_dot(graph: &Graph) -> String {
         .collect();
     let mut out = String::new();
     let _ = writeln!(out, "digraph \"{}\" {{", escape(&graph.name));
-    let _ = writeln!(out, "  node [shape=box, fontname=\"monospace\"];");
+    out.push_str("  node [fontname=\"monospace\"];\n");
     for &id in &order {
         let node = graph.node(id);
-        let (detail, style) = match &node.op {
-            Op::Input { name } => (
-                format!(" \\\"{}\\\"", escape(name)),
-                ", style=filled, fillcolor=\"#c8e6c9\"",
-            ),
-            Op::Parameter { name } => (
-                format!(" \\\"{}\\\"", escape(name)),
-                ", style=filled, fillcolor=\"#ffe0b2\"",
-            ),
-            Op::Constant { value } => (
-                format!(" {value:?}"),
-                ", style=filled, fillcolor=\"#eeeeee\"",
-            ),
-            _ => (String::new(), ""),
-        };
-        let _ = writeln!(
-            out,
-            "  n{} [label=\"%{} = {}{}\\n{}\"{}];",
-            number[&id],
+        let label = format!(
+            "%{} {}{}\n{}",
             number[&id],
             node.op.mnemonic(),
-            detail,
-            node.ty,
-            style
+            details(&node.op),
+            node.ty
+        );
+        let _ = writeln!(
+            out,
+            "  n{} [label=\"{}\", {}];",
+            number[&id],
+            escape(&label),
+            style(&node.op)
         );
     }
     for &id in &order {
         let operands = graph.operands(id);
+        let show_position = graph.op(id).arity() > 1;
         for (position, operand) in operands.iter().enumerate() {
-            let label = if operands.len() > 1 {
-                format!(" [label=\"{position}\"]")
-            } else {
-                String::new()
-            };
-            let _ = writeln!(out, "  n{} -> n{}{};", number[operand], number[&id], label);
+            let _ = write!(out, "  n{} -> n{}", number[operand], number[&id]);
+            if show_position {
+                let _ = write!(out, " [label=\"{position}\"]");
+            }
+            out.push_str(";\n");
         }
     }
-    for (index, (name, id)) in graph.outputs().iter().enumerate() {
+    for (index, (name, value)) in graph.outputs().iter().enumerate() {
+        let label = format!("output {}", ir_quote(name));
         let _ = writeln!(
             out,
-            "  out{index} [label=\"output \\\"{}\\\"\", shape=ellipse];\n  n{} -> out{index};",
-            escape(name),
-            number[id]
+            "  output{index} [label=\"{}\", shape=doubleoctagon, style=filled, fillcolor=palegreen];",
+            escape(&label)
         );
+        let _ = writeln!(out, "  n{} -> output{index};", number[value]);
     }
     for (index, (param, value)) in graph.updates().iter().enumerate() {
         let name = graph.leaf_name(*param).expect("updates target parameters");
+        let label = format!("update {}", ir_quote(name));
         let _ = writeln!(
             out,
-            "  upd{index} [label=\"update \\\"{}\\\"\", shape=ellipse];\n  n{} -> upd{index};\n  upd{index} -> n{} [style=dashed];",
-            escape(name),
-            number[value],
+            "  update{index} [label=\"{}\", shape=cds, style=filled, fillcolor=lightsalmon];",
+            escape(&label)
+        );
+        let _ = writeln!(out, "  n{} -> update{index};", number[value]);
+        let _ = writeln!(
+            out,
+            "  update{index} -> n{} [style=dashed, constraint=false];",
             number[param]
         );
     }
@@ -89,25 +158,61 @@ mod tests {
     use crate::text::parse;
 
     #[test]
-    fn dot_shows_nodes_operands_outputs_and_updates() {
+    fn small_graph_gives_the_expected_dot_text() {
         let graph = parse(
-            "graph g {\n  %0 = input \"x\" : f32[2]\n  %1 = param \"w\" : f32[2]\n  %2 = mul %0, %1 : f32[2]\n  output \"y\" = %2\n  update \"w\" = %2\n}",
+            "graph \"my \\\"net\\\"\" {
+  %0 = input \"x\" : f32[2]
+  %1 = param \"w\\\\b\" : f32[2]
+  %2 = const -inf : f32[2]
+  %3 = max %0, %2 : f32[2]
+  output \"y\" = %3
+  update \"w\\\\b\" = %3
+}",
         )
         .unwrap();
-        let expected = r##"digraph "g" {
-  node [shape=box, fontname="monospace"];
-  n0 [label="%0 = input \"x\"\nf32[2]", style=filled, fillcolor="#c8e6c9"];
-  n1 [label="%1 = param \"w\"\nf32[2]", style=filled, fillcolor="#ffe0b2"];
-  n2 [label="%2 = mul\nf32[2]"];
-  n0 -> n2 [label="0"];
-  n1 -> n2 [label="1"];
-  out0 [label="output \"y\"", shape=ellipse];
-  n2 -> out0;
-  upd0 [label="update \"w\"", shape=ellipse];
-  n2 -> upd0;
-  upd0 -> n1 [style=dashed];
+        let expected = r#"digraph "my \"net\"" {
+  node [fontname="monospace"];
+  n0 [label="%0 input \"x\"\nf32[2]", shape=invhouse, style=filled, fillcolor=lightblue];
+  n1 [label="%1 param \"w\\\\b\"\nf32[2]", shape=box3d, style=filled, fillcolor=khaki];
+  n2 [label="%2 const -inf\nf32[2]", shape=box, style="rounded,filled", fillcolor=lightgrey];
+  n3 [label="%3 max\nf32[2]", shape=ellipse];
+  n0 -> n3 [label="0"];
+  n2 -> n3 [label="1"];
+  output0 [label="output \"y\"", shape=doubleoctagon, style=filled, fillcolor=palegreen];
+  n3 -> output0;
+  update0 [label="update \"w\\\\b\"", shape=cds, style=filled, fillcolor=lightsalmon];
+  n3 -> update0;
+  update0 -> n1 [style=dashed, constraint=false];
 }
-"##;
+"#;
         assert_eq!(to_dot(&graph), expected);
+    }
+
+    #[test]
+    fn single_operand_edges_are_unlabelled_and_attributes_are_shown() {
+        let graph = parse(
+            "graph g {
+  %0 = input \"x\" : f32[2,3]
+  %1 = reduce_sum %0 axes=[1] : f32[2,1]
+  %2 = transpose %1 perm=[1,0] : f32[1,2]
+  %3 = mul %2, %2 : f32[1,2]
+  output \"a\" = %3
+  output \"b\" = %0
+}",
+        )
+        .unwrap();
+        let dot = to_dot(&graph);
+        assert!(dot.contains("  n0 -> n1;\n"), "{dot}");
+        assert!(dot.contains("  n1 -> n2;\n"), "{dot}");
+        assert!(dot.contains("%1 reduce_sum axes=[1]\\nf32[2,1]"), "{dot}");
+        assert!(dot.contains("%2 transpose perm=[1,0]\\nf32[1,2]"), "{dot}");
+        // Using one value twice gives two edges, told apart by position.
+        assert!(
+            dot.contains("  n2 -> n3 [label=\"0\"];\n  n2 -> n3 [label=\"1\"];\n"),
+            "{dot}"
+        );
+        assert!(dot.contains("  n3 -> output0;\n  output1 ["), "{dot}");
+        assert!(dot.contains("  n0 -> output1;\n"), "{dot}");
+        assert_eq!(dot, to_dot(&graph.clone()));
     }
 }

@@ -1,62 +1,184 @@
-//! JSON form of a graph (serde): for tools and for storing graphs beside weights.
+//! The JSON form of a graph (serde), for tools and for storing a graph beside its
+//! weights.
 //!
-//! Nodes are listed in `text::print_order`, each naming its operands by position in
-//! that list, so a document always has its operands before their users. Constant
-//! values are strings in the text IR's float syntax, because JSON has no NaN or
-//! infinity. Reading a document rebuilds the graph through the checked builder, so a
-//! malformed one is an error naming the node, never a panic.
+//! ```json
+//! {
+//!   "name": "g",
+//!   "nodes": [
+//!     { "op": { "Input": { "name": "x" } }, "ty": { "dtype": "F32", "shape": [2] }, "operands": [] },
+//!     { "op": { "Constant": { "value": "nan" } }, "ty": { "dtype": "F32", "shape": [2] }, "operands": [] },
+//!     { "op": { "Binary": "Add" }, "ty": { "dtype": "F32", "shape": [2] }, "operands": [0, 1] }
+//!   ],
+//!   "outputs": [ { "name": "y", "value": 2 } ],
+//!   "updates": []
+//! }
+//! ```
+//!
+//! Nodes are listed in [`print_order`] (so `%n` of the text form is node `n` here) and
+//! name their operands by position in that list. Ops use serde's derived form of
+//! [`Op`], except that a constant's value is a string in the text IR's float syntax:
+//! JSON numbers have no NaN or infinity. Reading rebuilds the graph through the
+//! checked builder, so a malformed document is an error naming the node or binding at
+//! fault, never a panic.
 
 use crate::error::IrError;
 use crate::graph::{Graph, NodeId};
 use crate::op::Op;
-use crate::text::{float_literal, print_order};
+use crate::text::{check_size, float_literal, print_order};
 use crate::types::TensorType;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use std::collections::HashMap;
 use thiserror::Error;
 
-/// A JSON document that is not a valid graph (the user's file).
+/// A JSON document that is not a valid graph. Always the document's fault.
 #[derive(Debug, Error)]
 pub enum SerialError {
-    #[error("invalid json: {0}")]
+    /// The text is not JSON, or lacks a field of the document (or has an unknown one).
+    #[error("invalid graph document: {0}")]
     Json(#[from] serde_json::Error),
+    /// Node `index` (its position in `nodes`) cannot be built.
     #[error("node {index}: {message}")]
     Node { index: usize, message: String },
-    #[error("{0}")]
-    Graph(IrError),
+    /// An output binding names no node or repeats an output name.
+    #[error("output {name:?}: {message}")]
+    Output { name: String, message: String },
+    /// An update names no parameter, names no node, or has a value of the wrong type.
+    #[error("update of {param:?}: {message}")]
+    Update { param: String, message: String },
 }
 
-#[derive(Serialize, Deserialize)]
+/// The whole document as read. Unknown fields are rejected so that a misspelt key
+/// is an error instead of a silently dropped part of the graph.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Document {
     name: String,
     nodes: Vec<NodeDoc>,
-    outputs: Vec<Binding>,
-    updates: Vec<Binding>,
+    #[serde(default)]
+    outputs: Vec<OutputDoc>,
+    #[serde(default)]
+    updates: Vec<UpdateDoc>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct NodeDoc {
-    op: OpDoc,
+    /// Kept as a JSON value so that an unknown or malformed op is reported with the
+    /// node's index, and so that constants can carry their value as text.
+    op: Value,
     ty: TensorType,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     operands: Vec<usize>,
 }
 
-/// `Op` with the constant's value as text, so NaN and infinities survive JSON.
-#[derive(Serialize, Deserialize)]
-#[serde(untagged)]
-enum OpDoc {
-    Constant { constant: String },
-    Op(Op),
-}
-
-#[derive(Serialize, Deserialize)]
-struct Binding {
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OutputDoc {
     name: String,
     value: usize,
 }
 
-/// The graph as pretty-printed JSON; the same graph always gives the same text.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateDoc {
+    param: String,
+    value: usize,
+}
+
+/// The document as written: borrows the graph's ops, and serializes them directly
+/// (not through `serde_json::Value`) so that fields keep their declaration order
+/// whatever features serde_json is built with.
+#[derive(Serialize)]
+struct DocumentOut<'a> {
+    name: &'a str,
+    nodes: Vec<NodeOut<'a>>,
+    outputs: Vec<OutputDoc>,
+    updates: Vec<UpdateDoc>,
+}
+
+#[derive(Serialize)]
+struct NodeOut<'a> {
+    op: OpOut<'a>,
+    ty: &'a TensorType,
+    operands: Vec<usize>,
+}
+
+/// An op in the document: serde's derived form of `Op`, except for constants.
+enum OpOut<'a> {
+    Constant(ConstantOut),
+    Other(&'a Op),
+}
+
+/// Serializes as `{"Constant": {"value": "<float literal>"}}`, the shape of
+/// `Op::Constant` with the value as text, because JSON numbers have no NaN or infinity.
+#[derive(Serialize)]
+enum ConstantOut {
+    Constant { value: String },
+}
+
+impl Serialize for OpOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            OpOut::Constant(constant) => constant.serialize(serializer),
+            OpOut::Other(op) => op.serialize(serializer),
+        }
+    }
+}
+
+impl<'a> OpOut<'a> {
+    fn new(op: &'a Op) -> OpOut<'a> {
+        match op {
+            Op::Constant { value } => OpOut::Constant(ConstantOut::Constant {
+                value: float_literal(*value),
+            }),
+            op => OpOut::Other(op),
+        }
+    }
+}
+
+/// The op of a node document. A constant's value may be a string (as written by
+/// `to_json`) or, for hand-written documents, a plain JSON number.
+fn op_from_json(value: Value) -> Result<Op, String> {
+    if let Some(constant) = value.get("Constant") {
+        let fields = constant
+            .as_object()
+            .filter(|fields| fields.len() == 1)
+            .and_then(|fields| fields.get("value"))
+            .ok_or_else(|| {
+                format!("constant {constant} must be an object with the single field \"value\"")
+            })?;
+        let parsed = match fields {
+            Value::String(text) => parse_float(text),
+            Value::Number(number) => number.as_f64(),
+            _ => None,
+        };
+        return parsed.map(|value| Op::Constant { value }).ok_or_else(|| {
+            format!("constant value {fields} is not a number: expected a number or a string such as \"1.5\", \"-inf\" or \"nan\"")
+        });
+    }
+    serde_json::from_value(value).map_err(|err| format!("invalid op: {err}"))
+}
+
+/// The inverse of `float_literal`: decimal numbers, `inf`, `-inf` and `nan`.
+fn parse_float(text: &str) -> Option<f64> {
+    match text {
+        "nan" => Some(f64::NAN),
+        "inf" | "+inf" => Some(f64::INFINITY),
+        "-inf" => Some(f64::NEG_INFINITY),
+        // Rust's parser would also take "infinity" or "NaN"; the document format does
+        // not, so that there is one spelling of each value.
+        _ if text
+            .chars()
+            .any(|c| c.is_ascii_alphabetic() && c != 'e' && c != 'E') =>
+        {
+            None
+        }
+        _ => text.parse().ok(),
+    }
+}
+
+/// The graph as pretty-printed JSON. The same graph always gives the same text.
 pub fn to_json(graph: &Graph) -> String {
     let order = print_order(graph);
     let position: HashMap<NodeId, usize> = order
@@ -68,105 +190,121 @@ pub fn to_json(graph: &Graph) -> String {
         .iter()
         .map(|&id| {
             let node = graph.node(id);
-            let op = match node.op {
-                Op::Constant { value } => OpDoc::Constant {
-                    constant: float_literal(value),
-                },
-                ref op => OpDoc::Op(op.clone()),
-            };
-            NodeDoc {
-                op,
-                ty: node.ty.clone(),
-                operands: graph.operands(id).iter().map(|o| position[o]).collect(),
+            NodeOut {
+                op: OpOut::new(&node.op),
+                ty: &node.ty,
+                operands: graph
+                    .operands(id)
+                    .iter()
+                    .map(|operand| position[operand])
+                    .collect(),
             }
         })
         .collect();
-    let binding = |name: &str, id: &NodeId| Binding {
-        name: name.to_string(),
-        value: position[id],
-    };
-    let document = Document {
-        name: graph.name.clone(),
+    let outputs = graph
+        .outputs()
+        .iter()
+        .map(|(name, id)| OutputDoc {
+            name: name.clone(),
+            value: position[id],
+        })
+        .collect();
+    let updates = graph
+        .updates()
+        .iter()
+        .map(|(param, value)| UpdateDoc {
+            param: graph
+                .leaf_name(*param)
+                .expect("updates target parameters")
+                .to_string(),
+            value: position[value],
+        })
+        .collect();
+    let document = DocumentOut {
+        name: &graph.name,
         nodes,
-        outputs: graph
-            .outputs()
-            .iter()
-            .map(|(name, id)| binding(name, id))
-            .collect(),
-        updates: graph
-            .updates()
-            .iter()
-            .map(|(param, value)| {
-                binding(
-                    graph.leaf_name(*param).expect("updates target parameters"),
-                    value,
-                )
-            })
-            .collect(),
+        outputs,
+        updates,
     };
-    serde_json::to_string_pretty(&document).expect("a document of plain data serializes")
+    let mut text = serde_json::to_string_pretty(&document)
+        .expect("constants are strings, so the document has no floats");
+    text.push('\n');
+    text
 }
 
-/// Reads a graph from JSON written by `to_json` (or by hand), checking every node.
+/// Reads a graph from its JSON form. Nodes must come after their operands; every node
+/// is type-checked as it is added.
 pub fn from_json(src: &str) -> Result<Graph, SerialError> {
     let document: Document = serde_json::from_str(src)?;
+    let n_nodes = document.nodes.len();
     let mut graph = Graph::new(document.name);
-    let mut ids: Vec<NodeId> = Vec::with_capacity(document.nodes.len());
+    let mut ids: Vec<NodeId> = Vec::with_capacity(n_nodes);
     for (index, node) in document.nodes.into_iter().enumerate() {
-        let node_error = |message: String| SerialError::Node { index, message };
+        let bad = |message: String| SerialError::Node { index, message };
+        let op = op_from_json(node.op).map_err(bad)?;
         let mut operands = Vec::with_capacity(node.operands.len());
-        for operand in node.operands {
+        for (position, &operand) in node.operands.iter().enumerate() {
             let id = ids.get(operand).copied().ok_or_else(|| {
-                node_error(format!(
-                    "operand {operand} does not name an earlier node (there are {index} before it)"
-                ))
+                bad(if operand == index {
+                    format!("operand {position} is the node itself")
+                } else if operand < n_nodes {
+                    format!("operand {position} is node {operand}, which comes later: operands must be listed before their users")
+                } else {
+                    format!("operand {position} is node {operand}, but the document has {n_nodes} nodes")
+                })
             })?;
             operands.push(id);
         }
-        let op = match node.op {
-            OpDoc::Constant { constant } => Op::Constant {
-                value: parse_float(&constant)
-                    .ok_or_else(|| node_error(format!("{constant:?} is not a number")))?,
-            },
-            OpDoc::Op(op) => op,
-        };
+        // Later stages multiply extents unchecked, so a type too large to address is
+        // refused here, as the text parser does.
+        check_size(&node.ty).map_err(bad)?;
+        // The builder types leaves from the declared type alone and would drop operands.
+        if op.is_leaf() && !operands.is_empty() {
+            return Err(bad(format!(
+                "{}: expected 0 operands, found {}",
+                op.mnemonic(),
+                operands.len()
+            )));
+        }
         let id = graph
             .add_typed(op, &operands, node.ty)
-            .map_err(|err| node_error(err.to_string()))?;
+            .map_err(|err: IrError| bad(err.to_string()))?;
         ids.push(id);
     }
-    let lookup = |value: usize, what: &str| {
-        ids.get(value).copied().ok_or_else(|| SerialError::Node {
-            index: value,
-            message: format!("{what} names a node that does not exist"),
-        })
-    };
-    for binding in document.outputs {
-        let id = lookup(binding.value, &format!("output {:?}", binding.name))?;
-        graph
-            .set_output(&binding.name, id)
-            .map_err(SerialError::Graph)?;
-    }
-    for binding in document.updates {
-        let value = lookup(binding.value, &format!("update {:?}", binding.name))?;
-        let param = graph.param_by_name(&binding.name).ok_or_else(|| {
-            SerialError::Graph(IrError::BadUpdate {
-                target: binding.name.clone(),
-                message: "no parameter has that name".to_string(),
-            })
+    for output in document.outputs {
+        let bad = |message: String| SerialError::Output {
+            name: output.name.clone(),
+            message,
+        };
+        let value = ids.get(output.value).copied().ok_or_else(|| {
+            bad(format!(
+                "value is node {}, but the document has {n_nodes} nodes",
+                output.value
+            ))
         })?;
-        graph.set_update(param, value).map_err(SerialError::Graph)?;
+        graph
+            .set_output(&output.name, value)
+            .map_err(|err| bad(err.to_string()))?;
+    }
+    for update in document.updates {
+        let bad = |message: String| SerialError::Update {
+            param: update.param.clone(),
+            message,
+        };
+        let param = graph
+            .param_by_name(&update.param)
+            .ok_or_else(|| bad("no parameter has that name".to_string()))?;
+        let value = ids.get(update.value).copied().ok_or_else(|| {
+            bad(format!(
+                "value is node {}, but the document has {n_nodes} nodes",
+                update.value
+            ))
+        })?;
+        graph
+            .set_update(param, value)
+            .map_err(|err| bad(err.to_string()))?;
     }
     Ok(graph)
-}
-
-fn parse_float(text: &str) -> Option<f64> {
-    match text {
-        "inf" => Some(f64::INFINITY),
-        "-inf" => Some(f64::NEG_INFINITY),
-        "nan" => Some(f64::NAN),
-        _ => text.parse().ok(),
-    }
 }
 
 #[cfg(test)]
@@ -174,52 +312,288 @@ mod tests {
     use super::*;
     use crate::text::{parse, print};
 
-    const SRC: &str = "graph g {
-  %0 = input \"x\" : f32[2,3]
-  %1 = param \"w\" : f32[3,2]
-  %2 = matmul %0, %1 : f32[2,2]
-  %3 = const nan : f32[3,2]
-  %4 = const -inf : f32[2,2]
-  %5 = max %2, %4 : f32[2,2]
-  %6 = reduce_sum %5 axes=[1] : f32[2,1]
-  %7 = max %1, %3 : f32[3,2]
-  output \"y\" = %6
-  update \"w\" = %7
+    const SMALL: &str = "graph g {
+  %0 = input \"x\" : f32[2]
+  %1 = param \"w\" : f32[2]
+  %2 = const nan : f32[2]
+  %3 = add %0, %2 : f32[2]
+  %4 = reduce_sum %3 axes=[0] : f32[1]
+  output \"y\" = %4
+  update \"w\" = %3
 }
 ";
 
     #[test]
-    fn json_round_trips_through_the_text_form() {
-        let graph = parse(SRC).unwrap();
-        let json = to_json(&graph);
-        assert_eq!(print(&from_json(&json).unwrap()), SRC);
-        assert!(json.contains("\"constant\": \"nan\""), "{json}");
-        assert_eq!(to_json(&from_json(&json).unwrap()), json);
+    fn json_of_a_small_graph_is_exact() {
+        let graph = parse(SMALL).unwrap();
+        let expected = r#"{
+  "name": "g",
+  "nodes": [
+    {
+      "op": {
+        "Input": {
+          "name": "x"
+        }
+      },
+      "ty": {
+        "dtype": "F32",
+        "shape": [
+          2
+        ]
+      },
+      "operands": []
+    },
+    {
+      "op": {
+        "Parameter": {
+          "name": "w"
+        }
+      },
+      "ty": {
+        "dtype": "F32",
+        "shape": [
+          2
+        ]
+      },
+      "operands": []
+    },
+    {
+      "op": {
+        "Constant": {
+          "value": "nan"
+        }
+      },
+      "ty": {
+        "dtype": "F32",
+        "shape": [
+          2
+        ]
+      },
+      "operands": []
+    },
+    {
+      "op": {
+        "Binary": "Add"
+      },
+      "ty": {
+        "dtype": "F32",
+        "shape": [
+          2
+        ]
+      },
+      "operands": [
+        0,
+        2
+      ]
+    },
+    {
+      "op": {
+        "Reduce": {
+          "op": "Sum",
+          "axes": [
+            0
+          ]
+        }
+      },
+      "ty": {
+        "dtype": "F32",
+        "shape": [
+          1
+        ]
+      },
+      "operands": [
+        3
+      ]
+    }
+  ],
+  "outputs": [
+    {
+      "name": "y",
+      "value": 4
+    }
+  ],
+  "updates": [
+    {
+      "param": "w",
+      "value": 3
+    }
+  ]
+}
+"#;
+        assert_eq!(to_json(&graph), expected);
+        assert_eq!(print(&from_json(expected).unwrap()), SMALL);
     }
 
     #[test]
-    fn malformed_documents_are_errors_naming_the_node() {
-        let forward = r#"{"name": "g", "nodes": [
-            {"op": "Select", "ty": {"dtype": "F32", "shape": [2]}, "operands": [1, 2, 3]}
-        ], "outputs": [], "updates": []}"#;
-        let err = from_json(forward).unwrap_err().to_string();
+    fn special_constants_round_trip_bit_for_bit() {
+        let values = [
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            -0.0,
+            5e-324,
+            f64::MAX,
+            -1e-300,
+            0.1,
+            f64::from(f32::MAX),
+        ];
+        let read_back = |value: f64| {
+            let mut graph = Graph::new("c");
+            let id = graph.constant(value, TensorType::f32([1])).unwrap();
+            graph.set_output("c", id).unwrap();
+            let back = from_json(&to_json(&graph)).unwrap();
+            match back.op(back.output_by_name("c").unwrap()) {
+                Op::Constant { value } => *value,
+                other => panic!("expected a constant, found {other:?}"),
+            }
+        };
+        for value in values {
+            assert_eq!(read_back(value).to_bits(), value.to_bits(), "{value}");
+        }
+        assert!(read_back(f64::NAN).is_nan());
+    }
+
+    #[test]
+    fn hand_written_numeric_constants_are_accepted() {
+        let src = r#"{"name": "c", "nodes": [
+            {"op": {"Constant": {"value": -2.5}}, "ty": {"dtype": "F32", "shape": []}},
+            {"op": {"Constant": {"value": 3}}, "ty": {"dtype": "I32", "shape": [2]}}
+        ], "outputs": [{"name": "a", "value": 0}, {"name": "b", "value": 1}]}"#;
+        let graph = from_json(src).unwrap();
         assert_eq!(
-            err,
-            "node 0: operand 1 does not name an earlier node (there are 0 before it)"
+            print(&graph),
+            "graph c {\n  %0 = const -2.5 : f32[]\n  %1 = const 3.0 : i32[2]\n  output \"a\" = %0\n  output \"b\" = %1\n}\n"
         );
-        let ill_typed = r#"{"name": "g", "nodes": [
-            {"op": {"Input": {"name": "x"}}, "ty": {"dtype": "F32", "shape": [2]}},
-            {"op": {"Unary": "Exp"}, "ty": {"dtype": "F32", "shape": [3]}, "operands": [0]}
-        ], "outputs": [{"name": "y", "value": 1}], "updates": []}"#;
-        let err = from_json(ill_typed).unwrap_err().to_string();
-        assert_eq!(
-            err,
-            "node 1: exp: declared type f32[3] but the operands give f32[2]"
-        );
-        let bad_output =
-            r#"{"name": "g", "nodes": [], "outputs": [{"name": "y", "value": 4}], "updates": []}"#;
-        let err = from_json(bad_output).unwrap_err().to_string();
-        assert_eq!(err, "node 4: output \"y\" names a node that does not exist");
-        assert!(matches!(from_json("{"), Err(SerialError::Json(_))));
+    }
+
+    #[test]
+    fn float_text_has_one_spelling_per_value() {
+        assert_eq!(parse_float("-inf"), Some(f64::NEG_INFINITY));
+        assert_eq!(parse_float("1e-7"), Some(1e-7));
+        assert_eq!(parse_float("-2.5E3"), Some(-2500.0));
+        assert!(parse_float("nan").is_some_and(f64::is_nan));
+        assert_eq!(parse_float("infinity"), None);
+        assert_eq!(parse_float("NaN"), None);
+        assert_eq!(parse_float("1.5x"), None);
+        assert_eq!(parse_float(""), None);
+    }
+
+    /// A document whose first node is the f32[2] input "x", followed by `nodes`, with
+    /// `tail` (outputs, updates) after the node list.
+    fn document(nodes: &str, tail: &str) -> String {
+        format!(
+            r#"{{"name": "g", "nodes": [
+                {{"op": {{"Input": {{"name": "x"}}}}, "ty": {{"dtype": "F32", "shape": [2]}}}}
+                {nodes}
+            ]{tail}}}"#
+        )
+    }
+
+    #[test]
+    fn malformed_documents_name_the_node_or_binding_at_fault() {
+        let f32_2 = r#""ty": {"dtype": "F32", "shape": [2]}"#;
+        let cases = [
+            (
+                document(&format!(r#", {{"op": {{"Unary": "Neg"}}, {f32_2}, "operands": [5]}}"#), ""),
+                "node 1: operand 0 is node 5, but the document has 2 nodes".to_string(),
+            ),
+            (
+                document(
+                    &format!(r#", {{"op": {{"Unary": "Neg"}}, {f32_2}, "operands": [2]}}, {{"op": {{"Unary": "Exp"}}, {f32_2}, "operands": [0]}}"#),
+                    "",
+                ),
+                "node 1: operand 0 is node 2, which comes later: operands must be listed before their users".to_string(),
+            ),
+            (
+                document(&format!(r#", {{"op": {{"Unary": "Neg"}}, {f32_2}, "operands": [1]}}"#), ""),
+                "node 1: operand 0 is the node itself".to_string(),
+            ),
+            (
+                document(
+                    r#", {"op": {"Unary": "Neg"}, "ty": {"dtype": "F32", "shape": [3]}, "operands": [0]}"#,
+                    "",
+                ),
+                "node 1: neg: declared type f32[3] but the operands give f32[2]".to_string(),
+            ),
+            (
+                document(&format!(r#", {{"op": {{"Binary": "Add"}}, {f32_2}, "operands": [0]}}"#), ""),
+                "node 1: add: expected 2 operands, found 1".to_string(),
+            ),
+            (
+                document(&format!(r#", {{"op": {{"Constant": {{"value": "1.0"}}}}, {f32_2}, "operands": [0]}}"#), ""),
+                "node 1: const: expected 0 operands, found 1".to_string(),
+            ),
+            (
+                document(&format!(r#", {{"op": {{"Frob": null}}, {f32_2}, "operands": [0]}}"#), ""),
+                "node 1: invalid op: unknown variant `Frob`".to_string(),
+            ),
+            (
+                document(&format!(r#", {{"op": {{"Constant": {{"value": "lots"}}}}, {f32_2}}}"#), ""),
+                "node 1: constant value \"lots\" is not a number".to_string(),
+            ),
+            (
+                document(&format!(r#", {{"op": {{"Constant": {{"value": 1, "extra": 2}}}}, {f32_2}}}"#), ""),
+                "node 1: constant {\"extra\":2,\"value\":1} must be an object with the single field \"value\"".to_string(),
+            ),
+            (
+                document(r#", {"op": {"Constant": {"value": "1.5"}}, "ty": {"dtype": "I32", "shape": [2]}}"#, ""),
+                "node 1: const: 1.5 is not a valid i32 value".to_string(),
+            ),
+            (
+                document(&format!(r#", {{"op": {{"Input": {{"name": "x"}}}}, {f32_2}}}"#), ""),
+                "node 1: input name \"x\" is used twice".to_string(),
+            ),
+            (
+                document(
+                    r#", {"op": {"Input": {"name": "big"}}, "ty": {"dtype": "F32", "shape": [4294967296, 4294967296]}}"#,
+                    "",
+                ),
+                format!(
+                    "node 1: type f32[4294967296,4294967296] is too large: expected at most {} bytes in all",
+                    isize::MAX
+                ),
+            ),
+            (
+                document("", r#", "outputs": [{"name": "y", "value": 1}]"#),
+                "output \"y\": value is node 1, but the document has 1 nodes".to_string(),
+            ),
+            (
+                document("", r#", "outputs": [{"name": "y", "value": 0}, {"name": "y", "value": 0}]"#),
+                "output \"y\": output name \"y\" is used twice".to_string(),
+            ),
+            (
+                document("", r#", "updates": [{"param": "w", "value": 0}]"#),
+                "update of \"w\": no parameter has that name".to_string(),
+            ),
+            (
+                document(
+                    r#", {"op": {"Parameter": {"name": "w"}}, "ty": {"dtype": "F32", "shape": [3]}}"#,
+                    r#", "updates": [{"param": "w", "value": 0}]"#,
+                ),
+                "update of \"w\": update of w: value type f32[2] differs from parameter type f32[3]".to_string(),
+            ),
+            (
+                document("", r#", "outputs": [{"name": "y", "value": -1}]"#),
+                "invalid graph document: invalid value: integer `-1`".to_string(),
+            ),
+            (
+                document("", r#", "output": []"#),
+                "invalid graph document: unknown field `output`".to_string(),
+            ),
+            (
+                "{\"name\": \"g\"".to_string(),
+                "invalid graph document: EOF while parsing".to_string(),
+            ),
+            (
+                "\"just text\"".to_string(),
+                "invalid graph document: invalid type: string \"just text\", expected struct Document".to_string(),
+            ),
+        ];
+        for (src, expected) in cases {
+            let message = from_json(&src).unwrap_err().to_string();
+            assert!(
+                message.starts_with(&expected),
+                "{src}\ngave: {message}\nexpected: {expected}"
+            );
+        }
     }
 }

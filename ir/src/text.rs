@@ -23,12 +23,16 @@ use std::collections::HashMap;
 use std::fmt::{self, Write};
 use thiserror::Error;
 
-/// A syntax or typing error in IR text, at a 1-based line and column.
+/// A syntax or typing error in IR text (the user's mistake), at a 1-based line and
+/// column counted in characters.
 #[derive(Debug, Clone, PartialEq, Error)]
 #[error("{line}:{column}: {message}")]
 pub struct ParseError {
+    /// The line of the offending token, from 1.
     pub line: usize,
+    /// The column of the offending token, from 1.
     pub column: usize,
+    /// What was wrong and what was expected instead.
     pub message: String,
 }
 
@@ -394,9 +398,14 @@ impl Parser {
     fn integer(&mut self, what: &str) -> Result<usize, ParseError> {
         match &self.peek().token {
             Token::Number(number) => {
+                // `usize::from_str` also takes a leading '+', which the printer never
+                // writes; keep the grammar as strict as the printer.
                 let value = number
-                    .parse()
-                    .map_err(|_| self.error(format!("expected {what}, found number {number}")))?;
+                    .bytes()
+                    .all(|byte| byte.is_ascii_digit())
+                    .then(|| number.parse().ok())
+                    .flatten()
+                    .ok_or_else(|| self.error(format!("expected {what}, found number {number}")))?;
                 self.next();
                 Ok(value)
             }
@@ -458,7 +467,29 @@ impl Parser {
             )
         })?;
         let shape = self.int_list("a shape")?;
-        Ok(TensorType::new(dtype, shape))
+        let ty = TensorType::new(dtype, shape);
+        check_size(&ty).map_err(|message| error_at(here.0, here.1, message))?;
+        Ok(ty)
+    }
+}
+
+/// Refuses a type whose element count overflows `usize`: every later stage (the
+/// shape rules, the interpreter, memory planning) multiplies extents unchecked.
+pub(crate) fn check_size(ty: &TensorType) -> Result<(), String> {
+    let fits = ty
+        .shape
+        .iter()
+        .try_fold(ty.dtype.size_bytes(), |bytes, &extent| {
+            bytes.checked_mul(extent)
+        })
+        .is_some_and(|bytes| bytes <= isize::MAX as usize);
+    if fits {
+        Ok(())
+    } else {
+        Err(format!(
+            "type {ty} is too large: expected at most {} bytes in all",
+            isize::MAX
+        ))
     }
 }
 
@@ -581,17 +612,24 @@ pub fn parse(src: &str) -> Result<Graph, ParseError> {
                     Op::Constant { value } => *value = parser.float()?,
                     _ => {}
                 }
-                let mut operands = Vec::new();
-                if op.arity() > 0 {
-                    loop {
-                        operands.push(lookup(
-                            &values,
-                            parser.value_name("an operand such as %0")?,
-                        )?);
-                        if !parser.eat_punct(',') {
-                            break;
-                        }
+                let arity = op.arity();
+                let mut operands = Vec::with_capacity(arity);
+                for position in 0..arity {
+                    if position > 0 {
+                        parser.punct(
+                            ',',
+                            &format!("after operand ({mnemonic} takes {arity} operands)"),
+                        )?;
                     }
+                    operands.push(lookup(
+                        &values,
+                        parser.value_name("an operand such as %0")?,
+                    )?);
+                }
+                if arity > 0 && parser.peek().token == Token::Punct(',') {
+                    return Err(
+                        parser.error(format!("{mnemonic} takes {arity} operands, found more"))
+                    );
                 }
                 match &mut op {
                     Op::Reduce { axes, .. } => {
@@ -614,17 +652,6 @@ pub fn parse(src: &str) -> Result<Graph, ParseError> {
                     Op::Broadcast { shape } | Op::Reshape { shape } => *shape = ty.shape.clone(),
                     Op::Cast { to } => *to = ty.dtype,
                     _ => {}
-                }
-                if operands.len() != op.arity() {
-                    return Err(error_at(
-                        op_at.0,
-                        op_at.1,
-                        format!(
-                            "{mnemonic}: expected {} operands, found {}",
-                            op.arity(),
-                            operands.len()
-                        ),
-                    ));
                 }
                 let id = graph
                     .add_typed(op, &operands, ty)

@@ -1,104 +1,46 @@
-//! Conversion between `Graph` and the e-graph: every graph node becomes one e-node
-//! (so sharing is kept), and extraction rebuilds a graph through the checked builder
-//! with the same signature, outputs and updates.
+//! Conversion between a `Graph` and the e-graph.
+//!
+//! Into the e-graph every graph node becomes one e-node, so a value used twice is
+//! one class (sharing is kept). Back out, the extraction's choice is rebuilt through
+//! the checked builder: the input graph's inputs and parameters first (same names,
+//! types and declaration order, used or not), then whatever the outputs and updates
+//! need, each class once; outputs and updates keep their names and order.
 
 use crate::egraph::extract::Extraction;
-use crate::egraph::language::{to_op, Dims, Float, KilnEGraph, KilnLang, Type};
-use egg::{Id, Symbol};
+use crate::egraph::language::{node_op, op_node, KilnEGraph, KilnLang, NodeOp};
+use egg::Id;
 use kiln_ir::{Graph, IrError, NodeId, Op};
 use std::collections::HashMap;
 
-/// Adds every node of `graph` to `egraph`; returns the class of each node.
-pub fn to_egraph(graph: &Graph, egraph: &mut KilnEGraph) -> HashMap<NodeId, Id> {
-    let mut class_of: HashMap<NodeId, Id> = HashMap::new();
-    for id in graph.topo_order() {
-        let node = graph.node(id);
-        let operands: Vec<Id> = graph.operands(id).iter().map(|o| class_of[o]).collect();
-        let leaf = |egraph: &mut KilnEGraph, node: KilnLang| egraph.add(node);
-        let ty = leaf(egraph, KilnLang::Type(Type(node.ty.clone())));
-        let unary = |x: &[Id]| x[0];
-        let pair = |x: &[Id]| [x[0], x[1]];
-        let enode = match &node.op {
-            Op::Input { name } => {
-                KilnLang::Input([leaf(egraph, KilnLang::Name(Symbol::from(name))), ty])
-            }
-            Op::Parameter { name } => {
-                KilnLang::Param([leaf(egraph, KilnLang::Name(Symbol::from(name))), ty])
-            }
-            Op::Constant { value } => {
-                KilnLang::Const([leaf(egraph, KilnLang::Float(Float::new(*value))), ty])
-            }
-            Op::Unary(op) => {
-                let x = unary(&operands);
-                match op {
-                    kiln_ir::UnaryOp::Neg => KilnLang::Neg(x),
-                    kiln_ir::UnaryOp::Exp => KilnLang::Exp(x),
-                    kiln_ir::UnaryOp::Log => KilnLang::Log(x),
-                    kiln_ir::UnaryOp::Relu => KilnLang::Relu(x),
-                }
-            }
-            Op::Binary(op) => {
-                let ab = pair(&operands);
-                match op {
-                    kiln_ir::BinaryOp::Add => KilnLang::Add(ab),
-                    kiln_ir::BinaryOp::Sub => KilnLang::Sub(ab),
-                    kiln_ir::BinaryOp::Mul => KilnLang::Mul(ab),
-                    kiln_ir::BinaryOp::Div => KilnLang::Div(ab),
-                    kiln_ir::BinaryOp::Max => KilnLang::Max(ab),
-                }
-            }
-            Op::Compare(op) => {
-                let ab = pair(&operands);
-                match op {
-                    kiln_ir::CmpOp::Eq => KilnLang::CmpEq(ab),
-                    kiln_ir::CmpOp::Ne => KilnLang::CmpNe(ab),
-                    kiln_ir::CmpOp::Lt => KilnLang::CmpLt(ab),
-                    kiln_ir::CmpOp::Le => KilnLang::CmpLe(ab),
-                    kiln_ir::CmpOp::Gt => KilnLang::CmpGt(ab),
-                    kiln_ir::CmpOp::Ge => KilnLang::CmpGe(ab),
-                }
-            }
-            Op::Select => KilnLang::Select([operands[0], operands[1], operands[2]]),
-            Op::Cast { .. } => KilnLang::Cast([unary(&operands), ty]),
-            Op::Broadcast { .. } => KilnLang::Broadcast([unary(&operands), ty]),
-            Op::Reshape { .. } => KilnLang::Reshape([unary(&operands), ty]),
-            Op::Reduce { op, axes } => {
-                let axes = leaf(egraph, KilnLang::Dims(Dims(axes.clone())));
-                let x = unary(&operands);
-                match op {
-                    kiln_ir::ReduceOp::Sum => KilnLang::ReduceSum([x, axes]),
-                    kiln_ir::ReduceOp::Max => KilnLang::ReduceMax([x, axes]),
-                    kiln_ir::ReduceOp::Mean => KilnLang::ReduceMean([x, axes]),
-                }
-            }
-            Op::Transpose { perm } => {
-                let perm = leaf(egraph, KilnLang::Dims(Dims(perm.clone())));
-                KilnLang::Transpose([unary(&operands), perm])
-            }
-            Op::MatMul {
-                transpose_a,
-                transpose_b,
-            } => {
-                let ab = pair(&operands);
-                match (transpose_a, transpose_b) {
-                    (false, false) => KilnLang::MatMul(ab),
-                    (true, false) => KilnLang::MatMulTN(ab),
-                    (false, true) => KilnLang::MatMulNT(ab),
-                    (true, true) => KilnLang::MatMulTT(ab),
-                }
-            }
-            Op::OneHot { depth } => {
-                let depth = i64::try_from(*depth).expect("depths fit in i64");
-                KilnLang::OneHot([unary(&operands), leaf(egraph, KilnLang::Num(depth))])
-            }
-        };
-        class_of.insert(id, egraph.add(enode));
-    }
-    class_of
+/// The e-graph of a graph: the class of every node, and the e-node each node became
+/// (in the graph's topological order), which seeds the extraction with the input.
+pub struct Converted {
+    pub class_of: HashMap<NodeId, Id>,
+    pub seed: Vec<(Id, KilnLang)>,
 }
 
-/// Rebuilds a graph from the extraction: the original's inputs and parameters (same
-/// names, types, order), then whatever the outputs and updates need.
+/// Adds every node of `graph` (in topological order) to `egraph`.
+pub fn to_egraph(graph: &Graph, egraph: &mut KilnEGraph) -> Converted {
+    let order = graph.topo_order();
+    let mut class_of: HashMap<NodeId, Id> = HashMap::with_capacity(order.len());
+    let mut seed = Vec::with_capacity(order.len());
+    for id in order {
+        let node = graph.node(id);
+        let operands: Vec<Id> = graph
+            .operands(id)
+            .iter()
+            .map(|operand| class_of[operand])
+            .collect();
+        let enode = op_node(egraph, &node.op, &operands, &node.ty);
+        let class = egraph.add(enode.clone());
+        class_of.insert(id, class);
+        seed.push((class, enode));
+    }
+    Converted { class_of, seed }
+}
+
+/// Rebuilds a graph from `extraction`, with the signature, outputs and updates of
+/// `original`. An error here is a kiln bug: every chosen node is well typed.
 pub fn from_egraph(
     original: &Graph,
     egraph: &KilnEGraph,
@@ -106,7 +48,6 @@ pub fn from_egraph(
     extraction: &Extraction,
 ) -> Result<Graph, IrError> {
     let mut graph = Graph::new(original.name.clone());
-    let mut built: HashMap<Id, NodeId> = HashMap::new();
     for &id in original.inputs() {
         let name = original.leaf_name(id).expect("inputs are named");
         graph.input(name, original.ty(id).clone())?;
@@ -118,24 +59,23 @@ pub fn from_egraph(
     let mut builder = Builder {
         egraph,
         extraction,
-        graph: &mut graph,
-        built: &mut built,
+        built: HashMap::new(),
     };
-    let mut outputs = Vec::new();
+    let mut outputs = Vec::with_capacity(original.outputs().len());
     for (name, id) in original.outputs() {
-        outputs.push((name.clone(), builder.build(class_of[id])?));
+        outputs.push((name.clone(), builder.build(&mut graph, class_of[id])?));
     }
-    let mut updates = Vec::new();
+    let mut updates = Vec::with_capacity(original.updates().len());
     for (param, value) in original.updates() {
-        updates.push((*param, builder.build(class_of[value])?));
+        let name = original
+            .leaf_name(*param)
+            .expect("updates target parameters");
+        updates.push((name, builder.build(&mut graph, class_of[value])?));
     }
     for (name, id) in outputs {
         graph.set_output(&name, id)?;
     }
-    for (param, value) in updates {
-        let name = original
-            .leaf_name(param)
-            .expect("updates target parameters");
+    for (name, value) in updates {
         let param = graph
             .param_by_name(name)
             .expect("parameters were declared first");
@@ -147,39 +87,67 @@ pub fn from_egraph(
 struct Builder<'a> {
     egraph: &'a KilnEGraph,
     extraction: &'a Extraction,
-    graph: &'a mut Graph,
-    built: &'a mut HashMap<Id, NodeId>,
+    built: HashMap<Id, NodeId>,
 }
 
 impl Builder<'_> {
-    fn build(&mut self, class: Id) -> Result<NodeId, IrError> {
-        let class = self.egraph.find(class);
-        if let Some(&id) = self.built.get(&class) {
-            return Ok(id);
-        }
-        let node = &self.extraction.choice[&class];
-        let (op, operands, declared) =
-            to_op(self.egraph, node).expect("value classes choose value nodes");
-        let id = match op {
-            Op::Input { name } => self.graph.input_by_name(&name).expect("declared first"),
-            Op::Parameter { name } => self.graph.param_by_name(&name).expect("declared first"),
-            Op::Constant { value } => self
-                .graph
-                .constant(value, declared.expect("constants carry their type"))?,
-            op => {
-                let mut operand_ids = Vec::with_capacity(operands.len());
-                for operand in operands {
-                    operand_ids.push(self.build(operand)?);
-                }
-                self.graph.add(op, &operand_ids)?
+    /// Builds `root` and whatever it needs, operands first; iterative, so deep
+    /// graphs do not exhaust the stack.
+    fn build(&mut self, graph: &mut Graph, root: Id) -> Result<NodeId, IrError> {
+        let root = self.egraph.find(root);
+        // (class, whether its operands were pushed already)
+        let mut stack = vec![(root, false)];
+        while let Some((class, expanded)) = stack.pop() {
+            if self.built.contains_key(&class) {
+                continue;
             }
-        };
-        debug_assert_eq!(
-            Some(self.graph.ty(id)),
-            self.egraph[class].data.ty.as_ref(),
-            "extraction keeps every class's type"
-        );
-        self.built.insert(class, id);
-        Ok(id)
+            let node = self.chosen(class);
+            if !expanded {
+                stack.push((class, true));
+                // Pushed in reverse so that operands are built in operand order.
+                for &operand in node.operands.iter().rev() {
+                    let operand = self.egraph.find(operand);
+                    if !self.built.contains_key(&operand) {
+                        stack.push((operand, false));
+                    }
+                }
+                continue;
+            }
+            let id = match node.op {
+                Op::Input { name } => graph
+                    .input_by_name(&name)
+                    .expect("inputs were declared first"),
+                Op::Parameter { name } => graph
+                    .param_by_name(&name)
+                    .expect("parameters were declared first"),
+                Op::Constant { value } => {
+                    graph.constant(value, node.declared.expect("constants declare their type"))?
+                }
+                op => {
+                    let operands: Vec<NodeId> = node
+                        .operands
+                        .iter()
+                        .map(|&operand| self.built[&self.egraph.find(operand)])
+                        .collect();
+                    graph.add(op, &operands)?
+                }
+            };
+            debug_assert_eq!(
+                Some(graph.ty(id)),
+                self.egraph[class].data.ty.as_ref(),
+                "a rebuilt node has its class's type"
+            );
+            self.built.insert(class, id);
+        }
+        Ok(self.built[&root])
+    }
+
+    fn chosen(&self, class: Id) -> NodeOp {
+        let node = self
+            .extraction
+            .choice
+            .get(&class)
+            .expect("the extraction chose a node for every reached class");
+        node_op(self.egraph, node).expect("value classes choose value nodes")
     }
 }

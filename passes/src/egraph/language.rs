@@ -1,18 +1,30 @@
-//! The e-graph language of kiln's op set and the analysis that types every class.
+//! The egg language of kiln's op set and the analysis that types every e-class.
 //!
-//! Op attributes are leaf children (`Dims` for axes and permutations, `Type` for the
-//! target of broadcast/reshape/cast and the type of leaves, `Float` for constant
-//! values, `Num` for one_hot's depth, `Symbol` for names), so every e-node carries
-//! what the op needs and the analysis can type it with the IR's own rule.
+//! Every op is an e-node whose value operands come first and whose attributes follow
+//! as leaf children: `Dims` for reduction axes and permutations, `Type` for the
+//! declared type of inputs, parameters and constants and for the target of
+//! `broadcast`, `reshape` and `cast`, `Float` for a constant's value, `Num` for
+//! `one_hot`'s depth and `Name` for input and parameter names. So an e-node holds all
+//! its op needs, and the analysis types it with the IR's own typing rule.
+//!
+//! In patterns: `(transpose ?x [1,0])`, `(const 1.0 f32[2,3])`, `(one_hot ?x 10)`.
+//! A float leaf needs a `.`, an exponent, `inf` or `nan`, so `1` stays an integer.
+//!
+//! The analysis also knows which classes are splat constants (a `const`, and what
+//! movement ops, `reduce_max` and elementwise ops make of splats) and folds them:
+//! such a class gets a `const` node. Folding runs the interpreter's own op on one
+//! element in f64 (i32 wrapping as the interpreter wraps), so it matches the
+//! interpreter in f64 exactly; f32 code that rounds every intermediate result may
+//! differ from a folded chain in the last bit.
 
 use egg::{define_language, Analysis, DidMerge, EGraph, Id, Symbol};
-use kiln_ir::{BinaryOp, CmpOp, DType, Op, ReduceOp, TensorType, UnaryOp};
+use kiln_ir::interp::apply;
+use kiln_ir::{BinaryOp, CmpOp, DType, Op, ReduceOp, Tensor, TensorType, UnaryOp};
 use std::cmp::Ordering;
 use std::fmt;
 use std::str::FromStr;
 
-/// A constant's value as a leaf: parses only literals with a '.', an exponent, `inf`
-/// or `nan`, so that `1` in a pattern stays an integer child.
+/// A constant's value as a leaf, compared by its bits so that it can be hashed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Float(u64);
 
@@ -28,14 +40,16 @@ impl Float {
 
 impl FromStr for Float {
     type Err = String;
+
+    /// Only float literals parse: an integer like `1` must stay a `Num` leaf (an axis).
     fn from_str(text: &str) -> Result<Float, String> {
         let value = match text {
             "inf" => f64::INFINITY,
             "-inf" => f64::NEG_INFINITY,
             "nan" => f64::NAN,
-            _ if text.contains(['.', 'e', 'E']) => {
-                text.parse().map_err(|_| format!("{text} is not a float"))?
-            }
+            _ if text.contains(['.', 'e', 'E']) => text
+                .parse()
+                .map_err(|_| format!("{text} is not a float literal"))?,
             _ => return Err(format!("{text} is not a float literal")),
         };
         Ok(Float::new(value))
@@ -50,28 +64,33 @@ impl fmt::Display for Float {
         } else if value.is_infinite() {
             f.write_str(if value > 0.0 { "inf" } else { "-inf" })
         } else {
+            // `{:?}` always prints a `.` or an exponent, so the text parses back as a float.
             write!(f, "{value:?}")
         }
     }
 }
 
-/// A list of axes or a permutation, written `[1,0]`.
+/// Axes or a permutation, written `[1,0]` (no spaces, so it is one token).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Dims(pub Vec<usize>);
 
 impl FromStr for Dims {
     type Err = String;
+
     fn from_str(text: &str) -> Result<Dims, String> {
         let inner = text
             .strip_prefix('[')
             .and_then(|rest| rest.strip_suffix(']'))
-            .ok_or_else(|| format!("{text} is not a [..] list"))?;
+            .ok_or_else(|| format!("{text} is not a list like [1,0]"))?;
         if inner.is_empty() {
             return Ok(Dims(Vec::new()));
         }
         inner
             .split(',')
-            .map(|item| item.parse().map_err(|_| format!("{item} is not an axis")))
+            .map(|item| {
+                item.parse()
+                    .map_err(|_| format!("{item} in {text} is not an axis"))
+            })
             .collect::<Result<_, _>>()
             .map(Dims)
     }
@@ -102,12 +121,13 @@ impl Ord for Type {
 
 impl FromStr for Type {
     type Err = String;
+
     fn from_str(text: &str) -> Result<Type, String> {
         let open = text
             .find('[')
-            .ok_or_else(|| format!("{text} is not a type"))?;
-        let dtype =
-            DType::from_name(&text[..open]).ok_or_else(|| format!("{text} is not a type"))?;
+            .ok_or_else(|| format!("{text} is not a type like f32[2,3]"))?;
+        let dtype = DType::from_name(&text[..open])
+            .ok_or_else(|| format!("{text} is not a type like f32[2,3]"))?;
         let Dims(shape) = text[open..].parse()?;
         Ok(Type(TensorType::new(dtype, shape)))
     }
@@ -120,7 +140,8 @@ impl fmt::Display for Type {
 }
 
 define_language! {
-    /// kiln's op set as an egg language; attribute leaves come last in each node.
+    /// kiln's op set as an egg language: value operands first, attribute leaves last.
+    /// Leaf variants parse in the order listed; `Name` accepts any token, so it is last.
     pub enum KilnLang {
         "input" = Input([Id; 2]),
         "param" = Param([Id; 2]),
@@ -149,9 +170,9 @@ define_language! {
         "reduce_mean" = ReduceMean([Id; 2]),
         "transpose" = Transpose([Id; 2]),
         "matmul" = MatMul([Id; 2]),
-        "matmul.tn" = MatMulTN([Id; 2]),
-        "matmul.nt" = MatMulNT([Id; 2]),
-        "matmul.tt" = MatMulTT([Id; 2]),
+        "matmul.tn" = MatMulTn([Id; 2]),
+        "matmul.nt" = MatMulNt([Id; 2]),
+        "matmul.tt" = MatMulTt([Id; 2]),
         "one_hot" = OneHot([Id; 2]),
         Num(i64),
         Float(Float),
@@ -161,162 +182,306 @@ define_language! {
     }
 }
 
-/// What the analysis knows about a class: the type of its value (none for attribute
-/// leaves) and, for attribute leaves, the leaf itself.
+pub type KilnEGraph = EGraph<KilnLang, KilnAnalysis>;
+
+/// What the analysis knows about an e-class.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ClassData {
+    /// The type of the class's value; `None` for attribute leaves (axes, types, names).
     pub ty: Option<TensorType>,
-    /// A splat constant's value, if the class is one.
-    pub constant: Option<f64>,
+    /// The value of every element, when the class is known to be a splat constant.
+    pub splat: Option<f64>,
 }
 
-/// Types every class with the IR's typing rules.
+/// Types every class with the IR's typing rules, tracks splat constants, and folds
+/// elementwise and movement ops on splat constants into `const` nodes.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct KilnAnalysis;
 
-pub type KilnEGraph = EGraph<KilnLang, KilnAnalysis>;
+/// An e-node read back as a kiln op.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeOp {
+    pub op: Op,
+    /// The value operands, in operand order (attribute leaves are folded into `op`).
+    pub operands: Vec<Id>,
+    /// The type an input, parameter or constant declares; `None` for other ops.
+    pub declared: Option<TensorType>,
+}
 
-/// The attribute leaf of a class (attribute classes hold exactly one leaf node).
+/// The only node of an attribute-leaf class: rules never merge leaves, so a leaf
+/// class holds exactly the leaf it was made for.
 pub fn leaf(egraph: &KilnEGraph, id: Id) -> &KilnLang {
     &egraph[id].nodes[0]
+}
+
+fn leaf_bug(expected: &str, found: &KilnLang) -> ! {
+    panic!("expected a {expected} leaf, found {found} (a kiln bug in the egraph pass)")
+}
+
+/// The dims of an attribute leaf class, if it is one.
+pub fn dims_leaf(egraph: &KilnEGraph, id: Id) -> Option<&[usize]> {
+    match leaf(egraph, id) {
+        KilnLang::Dims(Dims(dims)) => Some(dims),
+        _ => None,
+    }
+}
+
+/// The type of an attribute leaf class, if it is one.
+pub fn type_leaf(egraph: &KilnEGraph, id: Id) -> Option<&TensorType> {
+    match leaf(egraph, id) {
+        KilnLang::Type(Type(ty)) => Some(ty),
+        _ => None,
+    }
 }
 
 fn dims(egraph: &KilnEGraph, id: Id) -> Vec<usize> {
     match leaf(egraph, id) {
         KilnLang::Dims(Dims(dims)) => dims.clone(),
-        other => panic!("expected a dims leaf, found {other:?} (a kiln bug in the egraph pass)"),
+        other => leaf_bug("dims", other),
     }
 }
 
-fn ty_leaf(egraph: &KilnEGraph, id: Id) -> TensorType {
+fn declared_type(egraph: &KilnEGraph, id: Id) -> TensorType {
     match leaf(egraph, id) {
         KilnLang::Type(Type(ty)) => ty.clone(),
-        other => panic!("expected a type leaf, found {other:?} (a kiln bug in the egraph pass)"),
+        other => leaf_bug("type", other),
     }
 }
 
-fn name_leaf(egraph: &KilnEGraph, id: Id) -> String {
+fn name(egraph: &KilnEGraph, id: Id) -> String {
     match leaf(egraph, id) {
         KilnLang::Name(name) => name.as_str().to_string(),
-        other => panic!("expected a name leaf, found {other:?} (a kiln bug in the egraph pass)"),
+        other => leaf_bug("name", other),
     }
 }
 
-/// The kiln op of an e-node, its value operands, and (for leaves) its declared type.
-/// `None` for attribute leaves.
-pub fn to_op(egraph: &KilnEGraph, node: &KilnLang) -> Option<(Op, Vec<Id>, Option<TensorType>)> {
+/// Reads an e-node as a kiln op; `None` for attribute leaves.
+pub fn node_op(egraph: &KilnEGraph, node: &KilnLang) -> Option<NodeOp> {
     use KilnLang as L;
-    let matmul = |a: bool, b: bool| Op::MatMul {
-        transpose_a: a,
-        transpose_b: b,
+    let value = |op: Op, operands: &[Id]| NodeOp {
+        op,
+        operands: operands.to_vec(),
+        declared: None,
+    };
+    let matmul = |transpose_a: bool, transpose_b: bool| Op::MatMul {
+        transpose_a,
+        transpose_b,
     };
     let reduce = |op: ReduceOp, axes: Id| Op::Reduce {
         op,
         axes: dims(egraph, axes),
     };
-    let (op, operands, ty) = match node {
-        L::Input([name, ty]) => (
-            Op::Input {
-                name: name_leaf(egraph, *name),
+    let node_op = match node {
+        L::Input([name_id, ty]) => NodeOp {
+            op: Op::Input {
+                name: name(egraph, *name_id),
             },
-            vec![],
-            Some(ty_leaf(egraph, *ty)),
-        ),
-        L::Param([name, ty]) => (
-            Op::Parameter {
-                name: name_leaf(egraph, *name),
+            operands: Vec::new(),
+            declared: Some(declared_type(egraph, *ty)),
+        },
+        L::Param([name_id, ty]) => NodeOp {
+            op: Op::Parameter {
+                name: name(egraph, *name_id),
             },
-            vec![],
-            Some(ty_leaf(egraph, *ty)),
-        ),
-        L::Const([value, ty]) => {
-            let KilnLang::Float(value) = leaf(egraph, *value) else {
-                panic!("const without a float leaf (a kiln bug in the egraph pass)")
+            operands: Vec::new(),
+            declared: Some(declared_type(egraph, *ty)),
+        },
+        L::Const([value_id, ty]) => {
+            let value = match leaf(egraph, *value_id) {
+                L::Float(value) => value.value(),
+                other => leaf_bug("float", other),
             };
-            (
-                Op::Constant {
-                    value: value.value(),
-                },
-                vec![],
-                Some(ty_leaf(egraph, *ty)),
-            )
+            NodeOp {
+                op: Op::Constant { value },
+                operands: Vec::new(),
+                declared: Some(declared_type(egraph, *ty)),
+            }
         }
-        L::Neg(x) => (Op::Unary(UnaryOp::Neg), vec![*x], None),
-        L::Exp(x) => (Op::Unary(UnaryOp::Exp), vec![*x], None),
-        L::Log(x) => (Op::Unary(UnaryOp::Log), vec![*x], None),
-        L::Relu(x) => (Op::Unary(UnaryOp::Relu), vec![*x], None),
-        L::Add(ab) => (Op::Binary(BinaryOp::Add), ab.to_vec(), None),
-        L::Sub(ab) => (Op::Binary(BinaryOp::Sub), ab.to_vec(), None),
-        L::Mul(ab) => (Op::Binary(BinaryOp::Mul), ab.to_vec(), None),
-        L::Div(ab) => (Op::Binary(BinaryOp::Div), ab.to_vec(), None),
-        L::Max(ab) => (Op::Binary(BinaryOp::Max), ab.to_vec(), None),
-        L::CmpEq(ab) => (Op::Compare(CmpOp::Eq), ab.to_vec(), None),
-        L::CmpNe(ab) => (Op::Compare(CmpOp::Ne), ab.to_vec(), None),
-        L::CmpLt(ab) => (Op::Compare(CmpOp::Lt), ab.to_vec(), None),
-        L::CmpLe(ab) => (Op::Compare(CmpOp::Le), ab.to_vec(), None),
-        L::CmpGt(ab) => (Op::Compare(CmpOp::Gt), ab.to_vec(), None),
-        L::CmpGe(ab) => (Op::Compare(CmpOp::Ge), ab.to_vec(), None),
-        L::Select(abc) => (Op::Select, abc.to_vec(), None),
-        L::Cast([x, ty]) => (
+        L::Neg(x) => value(Op::Unary(UnaryOp::Neg), &[*x]),
+        L::Exp(x) => value(Op::Unary(UnaryOp::Exp), &[*x]),
+        L::Log(x) => value(Op::Unary(UnaryOp::Log), &[*x]),
+        L::Relu(x) => value(Op::Unary(UnaryOp::Relu), &[*x]),
+        L::Add(ab) => value(Op::Binary(BinaryOp::Add), ab),
+        L::Sub(ab) => value(Op::Binary(BinaryOp::Sub), ab),
+        L::Mul(ab) => value(Op::Binary(BinaryOp::Mul), ab),
+        L::Div(ab) => value(Op::Binary(BinaryOp::Div), ab),
+        L::Max(ab) => value(Op::Binary(BinaryOp::Max), ab),
+        L::CmpEq(ab) => value(Op::Compare(CmpOp::Eq), ab),
+        L::CmpNe(ab) => value(Op::Compare(CmpOp::Ne), ab),
+        L::CmpLt(ab) => value(Op::Compare(CmpOp::Lt), ab),
+        L::CmpLe(ab) => value(Op::Compare(CmpOp::Le), ab),
+        L::CmpGt(ab) => value(Op::Compare(CmpOp::Gt), ab),
+        L::CmpGe(ab) => value(Op::Compare(CmpOp::Ge), ab),
+        L::Select(abc) => value(Op::Select, abc),
+        L::Cast([x, ty]) => value(
             Op::Cast {
-                to: ty_leaf(egraph, *ty).dtype,
+                to: declared_type(egraph, *ty).dtype,
             },
-            vec![*x],
-            None,
+            &[*x],
         ),
-        L::Broadcast([x, ty]) => (
+        L::Broadcast([x, ty]) => value(
             Op::Broadcast {
-                shape: ty_leaf(egraph, *ty).shape,
+                shape: declared_type(egraph, *ty).shape,
             },
-            vec![*x],
-            None,
+            &[*x],
         ),
-        L::Reshape([x, ty]) => (
+        L::Reshape([x, ty]) => value(
             Op::Reshape {
-                shape: ty_leaf(egraph, *ty).shape,
+                shape: declared_type(egraph, *ty).shape,
             },
-            vec![*x],
-            None,
+            &[*x],
         ),
-        L::ReduceSum([x, axes]) => (reduce(ReduceOp::Sum, *axes), vec![*x], None),
-        L::ReduceMax([x, axes]) => (reduce(ReduceOp::Max, *axes), vec![*x], None),
-        L::ReduceMean([x, axes]) => (reduce(ReduceOp::Mean, *axes), vec![*x], None),
-        L::Transpose([x, perm]) => (
+        L::ReduceSum([x, axes]) => value(reduce(ReduceOp::Sum, *axes), &[*x]),
+        L::ReduceMax([x, axes]) => value(reduce(ReduceOp::Max, *axes), &[*x]),
+        L::ReduceMean([x, axes]) => value(reduce(ReduceOp::Mean, *axes), &[*x]),
+        L::Transpose([x, perm]) => value(
             Op::Transpose {
                 perm: dims(egraph, *perm),
             },
-            vec![*x],
-            None,
+            &[*x],
         ),
-        L::MatMul(ab) => (matmul(false, false), ab.to_vec(), None),
-        L::MatMulTN(ab) => (matmul(true, false), ab.to_vec(), None),
-        L::MatMulNT(ab) => (matmul(false, true), ab.to_vec(), None),
-        L::MatMulTT(ab) => (matmul(true, true), ab.to_vec(), None),
+        L::MatMul(ab) => value(matmul(false, false), ab),
+        L::MatMulTn(ab) => value(matmul(true, false), ab),
+        L::MatMulNt(ab) => value(matmul(false, true), ab),
+        L::MatMulTt(ab) => value(matmul(true, true), ab),
         L::OneHot([x, depth]) => {
-            let KilnLang::Num(depth) = leaf(egraph, *depth) else {
-                panic!("one_hot without a depth leaf (a kiln bug in the egraph pass)")
+            let depth = match leaf(egraph, *depth) {
+                L::Num(depth) => usize::try_from(*depth).expect("one_hot depths come from usize"),
+                other => leaf_bug("integer", other),
             };
-            let depth = usize::try_from(*depth).expect("depths come from usize");
-            (Op::OneHot { depth }, vec![*x], None)
+            value(Op::OneHot { depth }, &[*x])
         }
         L::Num(_) | L::Float(_) | L::Dims(_) | L::Type(_) | L::Name(_) => return None,
     };
-    Some((op, operands, ty))
+    Some(node_op)
+}
+
+/// Adds the e-node of `op` applied to the value classes `operands`; see [`op_node`].
+pub fn add_op(egraph: &mut KilnEGraph, op: &Op, operands: &[Id], ty: &TensorType) -> Id {
+    let node = op_node(egraph, op, operands, ty);
+    egraph.add(node)
+}
+
+/// The e-node of `op` applied to the value classes `operands`, after adding the
+/// leaves its attributes need; `ty` is the node's type (the declared type of a leaf
+/// op, the target of broadcast, reshape and cast).
+pub fn op_node(egraph: &mut KilnEGraph, op: &Op, operands: &[Id], ty: &TensorType) -> KilnLang {
+    use KilnLang as L;
+    // Only the ops that carry their type (leaves, broadcast, reshape, cast) use this.
+    let type_leaf = |egraph: &mut KilnEGraph| egraph.add(L::Type(Type(ty.clone())));
+    let one = || operands[0];
+    let two = || [operands[0], operands[1]];
+    match op {
+        Op::Input { name } => {
+            L::Input([egraph.add(L::Name(Symbol::from(name))), type_leaf(egraph)])
+        }
+        Op::Parameter { name } => {
+            L::Param([egraph.add(L::Name(Symbol::from(name))), type_leaf(egraph)])
+        }
+        Op::Constant { value } => {
+            L::Const([egraph.add(L::Float(Float::new(*value))), type_leaf(egraph)])
+        }
+        Op::Unary(unary) => match unary {
+            UnaryOp::Neg => L::Neg(one()),
+            UnaryOp::Exp => L::Exp(one()),
+            UnaryOp::Log => L::Log(one()),
+            UnaryOp::Relu => L::Relu(one()),
+        },
+        Op::Binary(binary) => match binary {
+            BinaryOp::Add => L::Add(two()),
+            BinaryOp::Sub => L::Sub(two()),
+            BinaryOp::Mul => L::Mul(two()),
+            BinaryOp::Div => L::Div(two()),
+            BinaryOp::Max => L::Max(two()),
+        },
+        Op::Compare(cmp) => match cmp {
+            CmpOp::Eq => L::CmpEq(two()),
+            CmpOp::Ne => L::CmpNe(two()),
+            CmpOp::Lt => L::CmpLt(two()),
+            CmpOp::Le => L::CmpLe(two()),
+            CmpOp::Gt => L::CmpGt(two()),
+            CmpOp::Ge => L::CmpGe(two()),
+        },
+        Op::Select => L::Select([operands[0], operands[1], operands[2]]),
+        Op::Cast { .. } => L::Cast([one(), type_leaf(egraph)]),
+        Op::Broadcast { .. } => L::Broadcast([one(), type_leaf(egraph)]),
+        Op::Reshape { .. } => L::Reshape([one(), type_leaf(egraph)]),
+        Op::Reduce { op: reduce, axes } => {
+            let axes = egraph.add(L::Dims(Dims(axes.clone())));
+            match reduce {
+                ReduceOp::Sum => L::ReduceSum([one(), axes]),
+                ReduceOp::Max => L::ReduceMax([one(), axes]),
+                ReduceOp::Mean => L::ReduceMean([one(), axes]),
+            }
+        }
+        Op::Transpose { perm } => L::Transpose([one(), egraph.add(L::Dims(Dims(perm.clone())))]),
+        Op::MatMul {
+            transpose_a,
+            transpose_b,
+        } => match (transpose_a, transpose_b) {
+            (false, false) => L::MatMul(two()),
+            (true, false) => L::MatMulTn(two()),
+            (false, true) => L::MatMulNt(two()),
+            (true, true) => L::MatMulTt(two()),
+        },
+        Op::OneHot { depth } => {
+            let depth = i64::try_from(*depth).expect("a one_hot depth fits in i64");
+            L::OneHot([one(), egraph.add(L::Num(depth))])
+        }
+    }
+}
+
+/// The splat value of `op` applied to splat operands, computed by the interpreter on
+/// one element, or `None` where the result is not a known splat (reductions that add
+/// elements, matmul, one_hot) or an operand is not a splat.
+fn fold_splat(op: &Op, ty: &TensorType, operands: &[Option<f64>]) -> Option<f64> {
+    let values: Vec<f64> = operands.iter().copied().collect::<Option<_>>()?;
+    match op {
+        Op::Constant { value } => Some(*value),
+        Op::Broadcast { .. } | Op::Reshape { .. } | Op::Transpose { .. } => Some(values[0]),
+        // The max of equal elements is that element (NaN included); sums and means of
+        // many equal elements depend on the interpreter's order of additions.
+        Op::Reduce {
+            op: ReduceOp::Max, ..
+        } => Some(values[0]),
+        op if op.is_elementwise() => {
+            // `apply` reads the operands' values and the result's dtype only (which
+            // picks i32 arithmetic), so one-element tensors of the result's dtype do.
+            let scalar = TensorType::new(ty.dtype, Vec::new());
+            let tensors: Vec<Tensor> = values
+                .iter()
+                .map(|&value| Tensor {
+                    dtype: ty.dtype,
+                    shape: Vec::new(),
+                    data: vec![value],
+                })
+                .collect();
+            let refs: Vec<&Tensor> = tensors.iter().collect();
+            let result = apply(op, &scalar, &refs).data[0];
+            // The interpreter wraps i32 results after every op; so does folding.
+            Some(match ty.dtype {
+                DType::I32 => f64::from(result as i64 as i32),
+                _ => result,
+            })
+        }
+        _ => None,
+    }
 }
 
 impl Analysis<KilnLang> for KilnAnalysis {
     type Data = ClassData;
 
     fn make(egraph: &mut KilnEGraph, enode: &KilnLang) -> ClassData {
-        let Some((op, operands, declared)) = to_op(egraph, enode) else {
+        let Some(NodeOp {
+            op,
+            operands,
+            declared,
+        }) = node_op(egraph, enode)
+        else {
             return ClassData {
                 ty: None,
-                constant: None,
+                splat: None,
             };
-        };
-        let constant = match &op {
-            Op::Constant { value } => Some(*value),
-            _ => None,
         };
         let ty = match declared {
             Some(ty) => ty,
@@ -324,36 +489,63 @@ impl Analysis<KilnLang> for KilnAnalysis {
                 let types: Vec<&TensorType> = operands
                     .iter()
                     .map(|&id| {
-                        egraph[id]
-                            .data
-                            .ty
-                            .as_ref()
-                            .expect("operands are values, not attribute leaves")
+                        egraph[id].data.ty.as_ref().unwrap_or_else(|| {
+                            panic!("operand of {enode} is an attribute leaf (a kiln bug in a rule)")
+                        })
                     })
                     .collect();
                 op.infer_type(&types).unwrap_or_else(|err| {
-                    panic!("a rewrite built an ill-typed {enode:?}: {err} (a kiln bug in a rule)")
+                    panic!("a rewrite built an ill-typed {enode}: {err} (a kiln bug in a rule)")
                 })
             }
         };
+        let splats: Vec<Option<f64>> = operands.iter().map(|&id| egraph[id].data.splat).collect();
+        let splat = fold_splat(&op, &ty, &splats);
         ClassData {
             ty: Some(ty),
-            constant,
+            splat,
         }
     }
 
-    fn merge(&mut self, a: &mut ClassData, b: ClassData) -> DidMerge {
-        assert_eq!(
-            a.ty, b.ty,
-            "a rewrite merged classes of different types (a kiln bug in a rule)"
-        );
-        match (a.constant, b.constant) {
+    fn merge(&mut self, into: &mut ClassData, from: ClassData) -> DidMerge {
+        if into.ty != from.ty {
+            let show = |ty: &Option<TensorType>| match ty {
+                Some(ty) => ty.to_string(),
+                None => "an attribute leaf".to_string(),
+            };
+            panic!(
+                "the egraph pass merged a class of type {} with a class of type {} (a kiln bug in a rewrite rule)",
+                show(&into.ty),
+                show(&from.ty)
+            );
+        }
+        // Two splats in one class are equal values (0.0 and -0.0 compare equal after
+        // `x + 0 == x`); either one describes the class.
+        match (into.splat, from.splat) {
             (None, Some(value)) => {
-                a.constant = Some(value);
+                into.splat = Some(value);
                 DidMerge(true, false)
             }
             (Some(_), None) => DidMerge(false, true),
             _ => DidMerge(false, false),
         }
+    }
+
+    /// Constant folding: a value class known to be a splat gets a `const` node, which
+    /// the extraction prefers to the ops that compute it.
+    fn modify(egraph: &mut KilnEGraph, id: Id) {
+        let data = &egraph[id].data;
+        let (Some(ty), Some(value)) = (data.ty.clone(), data.splat) else {
+            return;
+        };
+        if egraph[id]
+            .nodes
+            .iter()
+            .any(|node| matches!(node, KilnLang::Const(_)))
+        {
+            return;
+        }
+        let constant = add_op(egraph, &Op::Constant { value }, &[], &ty);
+        egraph.union(id, constant);
     }
 }

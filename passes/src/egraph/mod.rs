@@ -1,14 +1,17 @@
 //! The e-graph pass: equality saturation with egg over the rule tables in `rules/`,
-//! then DAG-aware extraction by a cost model.
+//! constant folding in the analysis, then DAG-aware extraction by a cost model.
 //!
-//! Assumes a verified graph. Guarantees a verified graph with the same signature,
-//! outputs and updates, computing the same values (every rule is checked on random
-//! inputs through the interpreter), whose cost under `extract::op_cost` is no higher
-//! than the input's: if extraction ever found a costlier graph, the input is kept.
+//! Assumes a graph that passes `kiln_ir::verify` (checked; an invalid graph is an
+//! error). Guarantees a verified graph with the same signature (inputs and
+//! parameters: names, types, order), outputs and updates (names, order), computing
+//! the same values (every rule is checked on random inputs through the interpreter),
+//! whose cost under [`extract::op_cost`] is at most the input's. Nodes that no
+//! output or update reads are dropped, as `dce` would.
 //!
 //! ```text
-//! before:  %3 = transpose %0 perm=[1,0] : f32[3,2]   %4 = matmul %3, %1 : f32[3,4]
-//! after:   %3 = matmul.tn %0, %1 : f32[3,4]
+//! before:  %2 = transpose %0 perm=[1,0] : f32[3,2]      (%0 : f32[2,3], %1 : f32[2,4])
+//!          %3 = matmul %2, %1 : f32[3,4]
+//! after:   %2 = matmul.tn %0, %1 : f32[3,4]
 //! ```
 
 pub mod convert;
@@ -16,9 +19,10 @@ pub mod extract;
 pub mod language;
 pub mod rules;
 
-use egg::{Runner, SimpleScheduler, StopReason};
-use kiln_ir::{Graph, IrError};
+use egg::{Rewrite, Runner, SimpleScheduler, StopReason};
+use kiln_ir::{verify, Graph, IrError};
 use language::KilnEGraph;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 use thiserror::Error;
@@ -26,9 +30,9 @@ use thiserror::Error;
 pub use language::{KilnAnalysis, KilnLang};
 pub use rules::rules;
 
-/// Limits of the equality-saturation run. Saturation is the normal stop; the limits
-/// guard against rule sets that grow without bound.
-#[derive(Clone, Debug)]
+/// Limits of the saturation run. Saturation is the normal stop; the limits guard
+/// against a rule set that grows without bound.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EgraphOptions {
     pub iter_limit: usize,
     pub node_limit: usize,
@@ -45,28 +49,34 @@ impl Default for EgraphOptions {
     }
 }
 
-/// What the run did.
-#[derive(Clone, Debug)]
+/// What a run did.
+#[derive(Clone, Debug, PartialEq)]
 pub struct EgraphReport {
+    /// Saturation iterations run.
     pub iterations: usize,
+    /// E-nodes and e-classes at the end (attribute leaves included).
     pub egraph_nodes: usize,
     pub egraph_classes: usize,
+    /// egg's stop reason in words: `saturated`, `iteration limit 30`, ...
     pub stop_reason: String,
     pub saturated: bool,
+    /// How often each rule fired, by name (rules that never fired are absent).
+    pub rules_applied: BTreeMap<String, usize>,
     pub nodes_before: usize,
     pub nodes_after: usize,
+    /// Graph costs under [`extract::op_cost`].
     pub cost_before: f64,
     pub cost_after: f64,
-    /// Extraction found nothing cheaper than the input, which was kept as it was.
-    pub kept_input: bool,
+    /// The whole pass, conversions both ways included.
     pub elapsed: Duration,
 }
 
+/// One line, for the pipeline's dump.
 impl fmt::Display for EgraphReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "egraph: {} after {} iterations, {} e-nodes in {} classes; {} -> {} nodes, cost {} -> {}{}; {:.2} ms",
+            "egraph: {} after {} iterations, {} e-nodes in {} classes; {} -> {} nodes, cost {} -> {}; {:.2} ms",
             self.stop_reason,
             self.iterations,
             self.egraph_nodes,
@@ -75,17 +85,22 @@ impl fmt::Display for EgraphReport {
             self.nodes_after,
             self.cost_before,
             self.cost_after,
-            if self.kept_input { " (input kept)" } else { "" },
             self.elapsed.as_secs_f64() * 1e3
         )
     }
 }
 
-/// Rebuilding the graph failed: a kiln bug in a rule or the extraction.
+/// Why the pass failed.
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum EgraphError {
-    #[error("rebuilding the graph after rewriting (a kiln bug): {0}")]
-    Rebuild(#[from] IrError),
+    /// The input graph does not verify (the caller's mistake, or a bug in an
+    /// earlier pass).
+    #[error("the egraph pass needs a valid graph: {0}")]
+    InvalidInput(IrError),
+    /// Rebuilding the graph after rewriting failed: a kiln bug in a rule or the
+    /// extraction.
+    #[error("rebuilding the graph after rewriting failed (a kiln bug): {0}")]
+    Rebuild(IrError),
 }
 
 /// Rewrites `graph` with the default rules.
@@ -97,11 +112,13 @@ pub fn run(graph: &Graph, options: &EgraphOptions) -> Result<(Graph, EgraphRepor
 pub fn run_with(
     graph: &Graph,
     options: &EgraphOptions,
-    rules: &[egg::Rewrite<KilnLang, KilnAnalysis>],
+    rules: &[Rewrite<KilnLang, KilnAnalysis>],
 ) -> Result<(Graph, EgraphReport), EgraphError> {
     let start = Instant::now();
+    verify(graph).map_err(EgraphError::InvalidInput)?;
     let mut egraph = KilnEGraph::default();
-    let class_of = convert::to_egraph(graph, &mut egraph);
+    let converted = convert::to_egraph(graph, &mut egraph);
+    // The simple scheduler never bans a rule, so `Saturated` means no rule can fire.
     let runner = Runner::default()
         .with_scheduler(SimpleScheduler)
         .with_iter_limit(options.iter_limit)
@@ -112,13 +129,29 @@ pub fn run_with(
     let stop = runner
         .stop_reason
         .clone()
-        .expect("a finished runner has a stop reason");
-    let extraction = extract::extract(&runner.egraph);
-    let rewritten = convert::from_egraph(graph, &runner.egraph, &class_of, &extraction)?;
-    let cost_before = extract::graph_cost(graph);
-    let cost_after = extract::graph_cost(&rewritten);
-    let kept_input = cost_after > cost_before;
-    let result = if kept_input { graph.clone() } else { rewritten };
+        .expect("a runner that ran has a stop reason");
+
+    let mut roots: Vec<egg::Id> = graph
+        .outputs()
+        .iter()
+        .map(|(_, id)| converted.class_of[id])
+        .collect();
+    roots.extend(
+        graph
+            .updates()
+            .iter()
+            .map(|(_, value)| converted.class_of[value]),
+    );
+    let extraction = extract::extract(&runner.egraph, &roots, &converted.seed);
+    let rewritten = convert::from_egraph(graph, &runner.egraph, &converted.class_of, &extraction)
+        .map_err(EgraphError::Rebuild)?;
+
+    let mut rules_applied = BTreeMap::new();
+    for iteration in &runner.iterations {
+        for (name, count) in &iteration.applied {
+            *rules_applied.entry(name.to_string()).or_insert(0) += count;
+        }
+    }
     let report = EgraphReport {
         iterations: runner.iterations.len(),
         egraph_nodes: runner.egraph.total_number_of_nodes(),
@@ -128,15 +161,15 @@ pub fn run_with(
             StopReason::Saturated => "saturated".to_string(),
             StopReason::IterationLimit(n) => format!("iteration limit {n}"),
             StopReason::NodeLimit(n) => format!("node limit {n}"),
-            StopReason::TimeLimit(t) => format!("time limit {t:.3} s"),
+            StopReason::TimeLimit(seconds) => format!("time limit {seconds:.3} s"),
             StopReason::Other(reason) => reason,
         },
+        rules_applied,
         nodes_before: graph.node_count(),
-        nodes_after: result.node_count(),
-        cost_before,
-        cost_after: extract::graph_cost(&result),
-        kept_input,
+        nodes_after: rewritten.node_count(),
+        cost_before: extract::graph_cost(graph),
+        cost_after: extract::graph_cost(&rewritten),
         elapsed: start.elapsed(),
     };
-    Ok((result, report))
+    Ok((rewritten, report))
 }

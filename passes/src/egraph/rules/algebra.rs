@@ -1,93 +1,115 @@
-//! Algebraic simplification rules: identities that remove work, and transposes that
-//! fold into matmul flags. Every rule is an equality that holds for all values,
-//! NaN and infinities included (so `x * 0 == 0` is not here). No commutativity or
-//! associativity: mirrored forms are written out, which keeps saturation fast.
+//! Algebraic simplification: identities that remove work, and transposes that fold
+//! into matmul flags.
+//!
+//! Every rule is an equality for all values, NaN and infinities included: `x * 0 == 0`
+//! is not here (NaN * 0 and inf * 0 are NaN). `x + 0 == x` holds for every value up to
+//! the sign of a zero (-0 + 0 is +0), which compares equal. Constants are matched
+//! through the analysis, so a splat of 1 made by `broadcast` or `reshape` of a scalar
+//! `const 1.0` counts as 1. There is no commutativity or associativity: each mirrored
+//! form is its own rule, which keeps saturation to a few iterations.
 
-use super::{composes_to_identity, same_type, swaps_last_two};
+use super::{has_type, is_splat, perms_cancel, swaps_last_two, Rule};
 use crate::egraph::language::{KilnAnalysis, KilnLang};
-use egg::{rewrite, Rewrite};
+use egg::Rewrite;
 
-/// The simplification rules, by name.
-pub fn rules() -> Vec<Rewrite<KilnLang, KilnAnalysis>> {
-    let mut rules = vec![
+/// The rule table.
+pub fn table() -> Vec<Rule> {
+    vec![
         // x * 1 == x
-        rewrite!("mul-one-right"; "(mul ?x (const 1.0 ?t))" => "?x"),
+        Rule::new("mul-one-right", "(mul ?x ?one)", "?x").when(is_splat("?one", 1.0)),
         // 1 * x == x
-        rewrite!("mul-one-left"; "(mul (const 1.0 ?t) ?x)" => "?x"),
+        Rule::new("mul-one-left", "(mul ?one ?x)", "?x").when(is_splat("?one", 1.0)),
         // x + 0 == x
-        rewrite!("add-zero-right"; "(add ?x (const 0.0 ?t))" => "?x"),
+        Rule::new("add-zero-right", "(add ?x ?zero)", "?x").when(is_splat("?zero", 0.0)),
         // 0 + x == x
-        rewrite!("add-zero-left"; "(add (const 0.0 ?t) ?x)" => "?x"),
+        Rule::new("add-zero-left", "(add ?zero ?x)", "?x").when(is_splat("?zero", 0.0)),
         // x - 0 == x
-        rewrite!("sub-zero"; "(sub ?x (const 0.0 ?t))" => "?x"),
+        Rule::new("sub-zero", "(sub ?x ?zero)", "?x").when(is_splat("?zero", 0.0)),
         // x / 1 == x
-        rewrite!("div-one"; "(div ?x (const 1.0 ?t))" => "?x"),
+        Rule::new("div-one", "(div ?x ?one)", "?x").when(is_splat("?one", 1.0)),
         // -(-x) == x
-        rewrite!("neg-neg"; "(neg (neg ?x))" => "?x"),
+        Rule::new("neg-neg", "(neg (neg ?x))", "?x"),
         // transpose(transpose(x, p), q) == x when q undoes p
-        rewrite!("transpose-inverse"; "(transpose (transpose ?x ?p) ?q)" => "?x"
-            if composes_to_identity("?p", "?q")),
-        // reshape(reshape(x)) == reshape(x): a reshape only depends on the element order
-        rewrite!("reshape-reshape"; "(reshape (reshape ?x ?s) ?t)" => "(reshape ?x ?t)"),
-        // reshape(x) == x when the shape does not change
-        rewrite!("reshape-identity"; "(reshape ?x ?t)" => "?x" if same_type("?x", "?t")),
-        // broadcast(x) == x when no axis stretches
-        rewrite!("broadcast-identity"; "(broadcast ?x ?t)" => "?x" if same_type("?x", "?t")),
-        // cast(x) == x when the dtype does not change
-        rewrite!("cast-identity"; "(cast ?x ?t)" => "?x" if same_type("?x", "?t")),
-    ];
-    rules.extend(fold_transposes_into_matmul());
-    rules
+        Rule::new(
+            "transpose-inverse",
+            "(transpose (transpose ?x ?p) ?q)",
+            "?x",
+        )
+        .when(perms_cancel("?p", "?q")),
+        // reshape(reshape(x, s), t) == reshape(x, t): a reshape keeps the row-major order
+        Rule::new(
+            "reshape-reshape",
+            "(reshape (reshape ?x ?s) ?t)",
+            "(reshape ?x ?t)",
+        ),
+        // reshape(x, type(x)) == x
+        Rule::new("reshape-identity", "(reshape ?x ?t)", "?x").when(has_type("?x", "?t")),
+        // broadcast(x, type(x)) == x: no axis stretches
+        Rule::new("broadcast-identity", "(broadcast ?x ?t)", "?x").when(has_type("?x", "?t")),
+        // cast(x, dtype(x)) == x
+        Rule::new("cast-identity", "(cast ?x ?t)", "?x").when(has_type("?x", "?t")),
+        // A transpose of the last two axes of a matmul operand flips that operand's
+        // flag; `x^T` below is that transpose (rank 2, or batched with the batch axes kept).
+        // matmul(a^T, b) == matmul.tn(a, b)
+        Rule::new(
+            "fold-transpose-lhs-nn",
+            "(matmul (transpose ?a ?p) ?b)",
+            "(matmul.tn ?a ?b)",
+        )
+        .when(swaps_last_two("?p")),
+        // matmul(a, b^T) == matmul.nt(a, b)
+        Rule::new(
+            "fold-transpose-rhs-nn",
+            "(matmul ?a (transpose ?b ?p))",
+            "(matmul.nt ?a ?b)",
+        )
+        .when(swaps_last_two("?p")),
+        // matmul.tn(a^T, b) == matmul(a, b)
+        Rule::new(
+            "fold-transpose-lhs-tn",
+            "(matmul.tn (transpose ?a ?p) ?b)",
+            "(matmul ?a ?b)",
+        )
+        .when(swaps_last_two("?p")),
+        // matmul.tn(a, b^T) == matmul.tt(a, b)
+        Rule::new(
+            "fold-transpose-rhs-tn",
+            "(matmul.tn ?a (transpose ?b ?p))",
+            "(matmul.tt ?a ?b)",
+        )
+        .when(swaps_last_two("?p")),
+        // matmul.nt(a^T, b) == matmul.tt(a, b)
+        Rule::new(
+            "fold-transpose-lhs-nt",
+            "(matmul.nt (transpose ?a ?p) ?b)",
+            "(matmul.tt ?a ?b)",
+        )
+        .when(swaps_last_two("?p")),
+        // matmul.nt(a, b^T) == matmul(a, b)
+        Rule::new(
+            "fold-transpose-rhs-nt",
+            "(matmul.nt ?a (transpose ?b ?p))",
+            "(matmul ?a ?b)",
+        )
+        .when(swaps_last_two("?p")),
+        // matmul.tt(a^T, b) == matmul.nt(a, b)
+        Rule::new(
+            "fold-transpose-lhs-tt",
+            "(matmul.tt (transpose ?a ?p) ?b)",
+            "(matmul.nt ?a ?b)",
+        )
+        .when(swaps_last_two("?p")),
+        // matmul.tt(a, b^T) == matmul.tn(a, b)
+        Rule::new(
+            "fold-transpose-rhs-tt",
+            "(matmul.tt ?a (transpose ?b ?p))",
+            "(matmul.tn ?a ?b)",
+        )
+        .when(swaps_last_two("?p")),
+    ]
 }
 
-/// `matmul(transpose(a), b) == matmul.tn(a, b)` and its relatives: a transpose of the
-/// last two axes of either operand flips that operand's flag (a transposed operand
-/// of a flagged matmul drops the flag).
-fn fold_transposes_into_matmul() -> Vec<Rewrite<KilnLang, KilnAnalysis>> {
-    // (flags of the matched matmul, flags after folding the left operand, after
-    // folding the right operand); flags are "transpose a, transpose b".
-    let ops = [
-        ("matmul", "nn", "matmul.tn", "matmul.nt"),
-        ("matmul.tn", "tn", "matmul", "matmul.tt"),
-        ("matmul.nt", "nt", "matmul.tt", "matmul"),
-        ("matmul.tt", "tt", "matmul.nt", "matmul.tn"),
-    ];
-    let mut rules = Vec::new();
-    for (op, flags, left_folded, right_folded) in ops {
-        let left: egg::Pattern<KilnLang> = format!("({op} (transpose ?a ?p) ?b)")
-            .parse()
-            .expect("valid pattern");
-        let left_to: egg::Pattern<KilnLang> = format!("({left_folded} ?a ?b)")
-            .parse()
-            .expect("valid pattern");
-        rules.push(
-            Rewrite::new(
-                format!("fold-transpose-lhs-{flags}"),
-                left,
-                egg::ConditionalApplier {
-                    condition: swaps_last_two("?p"),
-                    applier: left_to,
-                },
-            )
-            .expect("valid rule"),
-        );
-        let right: egg::Pattern<KilnLang> = format!("({op} ?a (transpose ?b ?p))")
-            .parse()
-            .expect("valid pattern");
-        let right_to: egg::Pattern<KilnLang> = format!("({right_folded} ?a ?b)")
-            .parse()
-            .expect("valid pattern");
-        rules.push(
-            Rewrite::new(
-                format!("fold-transpose-rhs-{flags}"),
-                right,
-                egg::ConditionalApplier {
-                    condition: swaps_last_two("?p"),
-                    applier: right_to,
-                },
-            )
-            .expect("valid rule"),
-        );
-    }
-    rules
+/// The table as egg rewrites.
+pub fn rules() -> Vec<Rewrite<KilnLang, KilnAnalysis>> {
+    table().into_iter().map(Rule::into_rewrite).collect()
 }

@@ -1,65 +1,146 @@
-//! The rewrite rule tables, one file per topic, and the conditions they share.
+//! The rewrite rule tables, one file per topic, and the side conditions they share.
+//!
+//! A rule is a named entry of a table; its conditions read the analysis (types,
+//! splat constants) and attribute leaves (permutations), never guess.
 
 pub mod algebra;
 
-use crate::egraph::language::{leaf, KilnAnalysis, KilnEGraph, KilnLang, Type};
-use egg::{Id, Rewrite, Subst, Var};
+use crate::egraph::language::{dims_leaf, type_leaf, KilnAnalysis, KilnEGraph, KilnLang};
+use egg::{ConditionalApplier, Id, Pattern, Rewrite, Subst, Var};
 
-/// The default rule set of the pipeline.
+/// The default rule set of the pipeline: simplification only, no commutativity or
+/// associativity, so it saturates in a few iterations.
 pub fn rules() -> Vec<Rewrite<KilnLang, KilnAnalysis>> {
     algebra::rules()
 }
 
+/// One entry of a rule table: a name, a left-hand side, a right-hand side, and an
+/// optional side condition.
+pub struct Rule {
+    pub name: &'static str,
+    pub lhs: &'static str,
+    pub rhs: &'static str,
+    pub condition: Option<Condition>,
+}
+
+impl Rule {
+    pub fn new(name: &'static str, lhs: &'static str, rhs: &'static str) -> Rule {
+        Rule {
+            name,
+            lhs,
+            rhs,
+            condition: None,
+        }
+    }
+
+    /// The rule fires only where `condition` holds.
+    pub fn when(self, condition: Condition) -> Rule {
+        Rule {
+            condition: Some(condition),
+            ..self
+        }
+    }
+
+    /// The egg rewrite. The patterns are fixed text, so a failure is a kiln bug.
+    pub fn into_rewrite(self) -> Rewrite<KilnLang, KilnAnalysis> {
+        let pattern = |text: &str| -> Pattern<KilnLang> {
+            text.parse().unwrap_or_else(|err| {
+                panic!("rule {}: bad pattern {text}: {err} (a kiln bug)", self.name)
+            })
+        };
+        let (lhs, rhs) = (pattern(self.lhs), pattern(self.rhs));
+        let rewrite = match self.condition {
+            Some(condition) => Rewrite::new(
+                self.name,
+                lhs,
+                ConditionalApplier {
+                    condition,
+                    applier: rhs,
+                },
+            ),
+            None => Rewrite::new(self.name, lhs, rhs),
+        };
+        rewrite.unwrap_or_else(|err| panic!("rule {}: {err} (a kiln bug)", self.name))
+    }
+}
+
+/// A side condition of a conditional rewrite.
+pub type Condition = Box<dyn Fn(&mut KilnEGraph, Id, &Subst) -> bool + Send + Sync>;
+
 fn var(name: &str) -> Var {
-    name.parse().expect("a pattern variable")
+    name.parse()
+        .unwrap_or_else(|_| panic!("{name} is not a pattern variable (a kiln bug in a rule)"))
 }
 
-fn dims_of(egraph: &KilnEGraph, id: Id) -> Option<&[usize]> {
-    match leaf(egraph, id) {
-        KilnLang::Dims(dims) => Some(&dims.0),
-        _ => None,
-    }
+/// The class bound to `x` is a splat constant equal to `value`.
+pub fn is_splat(x: &str, value: f64) -> Condition {
+    let x = var(x);
+    Box::new(move |egraph, _, subst| egraph[subst[x]].data.splat == Some(value))
 }
 
-/// True when applying permutation `p` and then `q` gives the identity.
-pub fn composes_to_identity(p: &str, q: &str) -> impl Fn(&mut KilnEGraph, Id, &Subst) -> bool {
+/// Applying permutation `p` and then `q` gives the identity.
+pub fn perms_cancel(p: &str, q: &str) -> Condition {
     let (p, q) = (var(p), var(q));
-    move |egraph, _, subst| {
-        let (Some(p), Some(q)) = (dims_of(egraph, subst[p]), dims_of(egraph, subst[q])) else {
-            return false;
-        };
-        // Output axis i of the outer transpose reads axis q[i] of the inner one, which
-        // reads axis p[q[i]] of x.
-        p.len() == q.len()
-            && q.iter()
-                .enumerate()
-                .all(|(i, &axis)| p.get(axis) == Some(&i))
-    }
+    Box::new(move |egraph, _, subst| {
+        match (dims_leaf(egraph, subst[p]), dims_leaf(egraph, subst[q])) {
+            (Some(p), Some(q)) => compose_to_identity(p, q),
+            _ => false,
+        }
+    })
 }
 
-/// True when the permutation swaps the last two axes and keeps the others.
-pub fn swaps_last_two(p: &str) -> impl Fn(&mut KilnEGraph, Id, &Subst) -> bool {
+/// Output axis `i` of `transpose(transpose(x, p), q)` is axis `p[q[i]]` of `x`.
+pub fn compose_to_identity(p: &[usize], q: &[usize]) -> bool {
+    p.len() == q.len()
+        && q.iter()
+            .enumerate()
+            .all(|(i, &axis)| p.get(axis) == Some(&i))
+}
+
+/// Permutation `p` swaps the last two axes and keeps the leading (batch) axes.
+pub fn swaps_last_two(p: &str) -> Condition {
     let p = var(p);
-    move |egraph, _, subst| {
-        let Some(perm) = dims_of(egraph, subst[p]) else {
-            return false;
-        };
-        let rank = perm.len();
-        rank >= 2
-            && perm[..rank - 2]
-                .iter()
-                .enumerate()
-                .all(|(i, &axis)| axis == i)
-            && perm[rank - 2] == rank - 1
-            && perm[rank - 1] == rank - 2
-    }
+    Box::new(move |egraph, _, subst| dims_leaf(egraph, subst[p]).is_some_and(is_last_two_swap))
 }
 
-/// True when the value class `x` has exactly the type of the type leaf `t`.
-pub fn same_type(x: &str, t: &str) -> impl Fn(&mut KilnEGraph, Id, &Subst) -> bool {
+/// Whether `perm` is `[0, 1, .., r-3, r-1, r-2]` with `r >= 2`.
+pub fn is_last_two_swap(perm: &[usize]) -> bool {
+    let rank = perm.len();
+    rank >= 2
+        && perm[..rank - 2]
+            .iter()
+            .enumerate()
+            .all(|(i, &axis)| axis == i)
+        && perm[rank - 2] == rank - 1
+        && perm[rank - 1] == rank - 2
+}
+
+/// The value class bound to `x` has exactly the type in the type leaf bound to `t`.
+pub fn has_type(x: &str, t: &str) -> Condition {
     let (x, t) = (var(x), var(t));
-    move |egraph, _, subst| match leaf(egraph, subst[t]) {
-        KilnLang::Type(Type(ty)) => egraph[subst[x]].data.ty.as_ref() == Some(ty),
-        _ => false,
+    Box::new(move |egraph, _, subst| {
+        type_leaf(egraph, subst[t]).is_some_and(|ty| egraph[subst[x]].data.ty.as_ref() == Some(ty))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inverse_permutations_compose_to_identity() {
+        assert!(compose_to_identity(&[1, 0], &[1, 0]));
+        assert!(compose_to_identity(&[1, 2, 0], &[2, 0, 1]));
+        assert!(!compose_to_identity(&[1, 2, 0], &[1, 2, 0]));
+        assert!(!compose_to_identity(&[1, 0], &[0, 1, 2]));
+    }
+
+    #[test]
+    fn last_two_swap_keeps_batch_axes() {
+        assert!(is_last_two_swap(&[1, 0]));
+        assert!(is_last_two_swap(&[0, 1, 3, 2]));
+        assert!(!is_last_two_swap(&[1, 0, 2]));
+        assert!(!is_last_two_swap(&[0]));
+        assert!(!is_last_two_swap(&[1, 0, 3, 2]));
     }
 }
