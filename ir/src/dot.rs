@@ -21,7 +21,7 @@
 
 use crate::graph::{Graph, NodeId};
 use crate::op::Op;
-use crate::text::{float_literal, print_order};
+use crate::text::{float_literal, list, print_order, quote};
 use std::collections::HashMap;
 use std::fmt::Write;
 
@@ -41,32 +41,11 @@ fn escape(text: &str) -> String {
     escaped
 }
 
-/// A name as the text IR writes it: in double quotes, with `"`, `\` and newlines
-/// escaped, so a label shows exactly what `text::print` shows.
-fn ir_quote(name: &str) -> String {
-    let mut quoted = String::from("\"");
-    for c in name.chars() {
-        match c {
-            '"' => quoted.push_str("\\\""),
-            '\\' => quoted.push_str("\\\\"),
-            '\n' => quoted.push_str("\\n"),
-            c => quoted.push(c),
-        }
-    }
-    quoted.push('"');
-    quoted
-}
-
-fn list(values: &[usize]) -> String {
-    let items: Vec<String> = values.iter().map(usize::to_string).collect();
-    format!("[{}]", items.join(","))
-}
-
 /// The first label line after `%n mnemonic`: the leaf's name or value, or the op's
 /// attributes as the text IR writes them.
 fn details(op: &Op) -> String {
     match op {
-        Op::Input { name } | Op::Parameter { name } => format!(" {}", ir_quote(name)),
+        Op::Input { name } | Op::Parameter { name } => format!(" {}", quote(name)),
         Op::Constant { value } => format!(" {}", float_literal(*value)),
         Op::Reduce { axes, .. } => format!(" axes={}", list(axes)),
         Op::Transpose { perm } => format!(" perm={}", list(perm)),
@@ -125,7 +104,7 @@ pub fn to_dot(graph: &Graph) -> String {
         }
     }
     for (index, (name, value)) in graph.outputs().iter().enumerate() {
-        let label = format!("output {}", ir_quote(name));
+        let label = format!("output {}", quote(name));
         let _ = writeln!(
             out,
             "  output{index} [label=\"{}\", shape=doubleoctagon, style=filled, fillcolor=palegreen];",
@@ -135,7 +114,7 @@ pub fn to_dot(graph: &Graph) -> String {
     }
     for (index, (param, value)) in graph.updates().iter().enumerate() {
         let name = graph.leaf_name(*param).expect("updates target parameters");
-        let label = format!("update {}", ir_quote(name));
+        let label = format!("update {}", quote(name));
         let _ = writeln!(
             out,
             "  update{index} [label=\"{}\", shape=cds, style=filled, fillcolor=lightsalmon];",

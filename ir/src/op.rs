@@ -232,6 +232,41 @@ impl ReduceOp {
     }
 }
 
+/// Every mnemonic of the text IR, one per op (and per matmul flag combination).
+pub const MNEMONICS: [&str; 31] = [
+    "input",
+    "param",
+    "const",
+    "neg",
+    "exp",
+    "log",
+    "relu",
+    "add",
+    "sub",
+    "mul",
+    "div",
+    "max",
+    "cmp.eq",
+    "cmp.ne",
+    "cmp.lt",
+    "cmp.le",
+    "cmp.gt",
+    "cmp.ge",
+    "select",
+    "cast",
+    "broadcast",
+    "reduce_sum",
+    "reduce_max",
+    "reduce_mean",
+    "reshape",
+    "transpose",
+    "matmul",
+    "matmul.tn",
+    "matmul.nt",
+    "matmul.tt",
+    "one_hot",
+];
+
 impl Op {
     /// The mnemonic of the text IR (`add`, `matmul.tn`, `reduce_sum`, ...).
     pub fn mnemonic(&self) -> &'static str {

@@ -64,7 +64,8 @@ fn is_identifier(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-fn quote(text: &str) -> String {
+/// `text` as a quoted string of the text IR, with `\"`, `\\` and `\n` escapes.
+pub fn quote(text: &str) -> String {
     let mut quoted = String::with_capacity(text.len() + 2);
     quoted.push('"');
     for c in text.chars() {
@@ -90,7 +91,8 @@ pub fn float_literal(value: f64) -> String {
     }
 }
 
-fn list(values: &[usize]) -> String {
+/// An axis list as the text IR writes it: `[1,0]`.
+pub fn list(values: &[usize]) -> String {
     let items: Vec<String> = values.iter().map(usize::to_string).collect();
     format!("[{}]", items.join(","))
 }
