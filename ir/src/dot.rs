@@ -19,10 +19,9 @@
 //! new value, with a dashed edge to the parameter it overwrites (that edge does not
 //! constrain the layout, since it points backwards in time).
 
-use crate::graph::{Graph, NodeId};
+use crate::graph::Graph;
 use crate::op::Op;
-use crate::text::{float_literal, list, print_order, quote};
-use std::collections::HashMap;
+use crate::text::{float_literal, list, numbering, quote};
 use std::fmt::Write;
 
 /// Escapes text for a DOT double-quoted string. Backslashes are escaped too, since DOT
@@ -66,12 +65,7 @@ fn style(op: &Op) -> &'static str {
 
 /// The graph as a Graphviz `digraph`. The same graph always gives the same text.
 pub fn to_dot(graph: &Graph) -> String {
-    let order = print_order(graph);
-    let number: HashMap<NodeId, usize> = order
-        .iter()
-        .enumerate()
-        .map(|(index, &id)| (id, index))
-        .collect();
+    let (order, number) = numbering(graph);
     let mut out = String::new();
     let _ = writeln!(out, "digraph \"{}\" {{", escape(&graph.name));
     out.push_str("  node [fontname=\"monospace\"];\n");

@@ -24,11 +24,10 @@
 use crate::error::IrError;
 use crate::graph::{Graph, NodeId};
 use crate::op::Op;
-use crate::text::{check_size, float_literal, print_order};
+use crate::text::{check_size, float_literal, numbering};
 use crate::types::TensorType;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::HashMap;
 use thiserror::Error;
 
 /// A JSON document that is not a valid graph. Always the document's fault.
@@ -180,12 +179,7 @@ fn parse_float(text: &str) -> Option<f64> {
 
 /// The graph as pretty-printed JSON. The same graph always gives the same text.
 pub fn to_json(graph: &Graph) -> String {
-    let order = print_order(graph);
-    let position: HashMap<NodeId, usize> = order
-        .iter()
-        .enumerate()
-        .map(|(index, &id)| (id, index))
-        .collect();
+    let (order, position) = numbering(graph);
     let nodes = order
         .iter()
         .map(|&id| {

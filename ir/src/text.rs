@@ -97,14 +97,20 @@ pub fn list(values: &[usize]) -> String {
     format!("[{}]", items.join(","))
 }
 
-/// Prints the graph in the text form.
-pub fn print(graph: &Graph) -> String {
+/// `print_order` and each node's number in it (`%n` in the text form).
+pub fn numbering(graph: &Graph) -> (Vec<NodeId>, HashMap<NodeId, usize>) {
     let order = print_order(graph);
-    let number: HashMap<NodeId, usize> = order
+    let number = order
         .iter()
         .enumerate()
         .map(|(index, &id)| (id, index))
         .collect();
+    (order, number)
+}
+
+/// Prints the graph in the text form.
+pub fn print(graph: &Graph) -> String {
+    let (order, number) = numbering(graph);
     let mut out = String::new();
     let name = if is_identifier(&graph.name) {
         graph.name.clone()
