@@ -76,8 +76,9 @@ impl ModelBuilder {
         &mut self.graph
     }
 
-    pub fn ty(&self, value: NodeId) -> &TensorType {
-        self.graph.ty(value)
+    /// The type of a value of this model; a value from another builder is an error.
+    pub fn ty(&self, value: NodeId) -> Result<&TensorType, FrontendError> {
+        self.graph.try_ty(value).context("value")
     }
 
     pub fn input(&mut self, name: &str, ty: TensorType) -> Result<NodeId, FrontendError> {
@@ -123,7 +124,7 @@ impl ModelBuilder {
     /// Numpy-style broadcast of `x` to `shape`: missing leading axes are added, then
     /// axes of extent 1 stretch.
     pub fn broadcast_to(&mut self, x: NodeId, shape: &[usize]) -> Result<NodeId, FrontendError> {
-        let from = self.graph.ty(x).clone();
+        let from = self.ty(x)?.clone();
         let to = from.with_shape(shape);
         let fits = from.rank() <= shape.len()
             && from
@@ -154,7 +155,7 @@ impl ModelBuilder {
 
     /// A binary op with numpy-style broadcasting of both operands to a common shape.
     pub fn binary(&mut self, op: BinaryOp, a: NodeId, b: NodeId) -> Result<NodeId, FrontendError> {
-        let (sa, sb) = (self.ty(a).clone(), self.ty(b).clone());
+        let (sa, sb) = (self.ty(a)?.clone(), self.ty(b)?.clone());
         let rank = sa.rank().max(sb.rank());
         let extent = |ty: &TensorType, axis: usize| {
             let pad = rank - ty.rank();
@@ -192,10 +193,10 @@ mod tests {
         let x = b.input("x", TensorType::f32([4, 3])).unwrap();
         let bias = b.parameter("b", &[3], Init::Zeros).unwrap();
         let y = b.binary(BinaryOp::Add, x, bias).unwrap();
-        assert_eq!(b.ty(y), &TensorType::f32([4, 3]));
+        assert_eq!(b.ty(y).unwrap(), &TensorType::f32([4, 3]));
         let col = b.input("c", TensorType::f32([4, 1])).unwrap();
         let z = b.binary(BinaryOp::Mul, col, bias).unwrap();
-        assert_eq!(b.ty(z), &TensorType::f32([4, 3]));
+        assert_eq!(b.ty(z).unwrap(), &TensorType::f32([4, 3]));
     }
 
     #[test]

@@ -31,8 +31,8 @@ impl Linear {
 
     /// Applies the layer to a `[batch, in]` f32 value.
     pub fn forward(&self, builder: &mut ModelBuilder, x: NodeId) -> Result<NodeId, FrontendError> {
-        let x_ty = builder.ty(x).clone();
-        let in_features = builder.ty(self.weight).shape[0];
+        let x_ty = builder.ty(x)?.clone();
+        let in_features = builder.ty(self.weight)?.shape[0];
         if x_ty.dtype != DType::F32 || x_ty.rank() != 2 || x_ty.shape[1] != in_features {
             return Err(FrontendError::Operand {
                 context: "linear".to_string(),
@@ -53,7 +53,7 @@ pub fn linear(
     out_features: usize,
     init: Init,
 ) -> Result<NodeId, FrontendError> {
-    let in_features = builder.ty(x).shape.last().copied().unwrap_or(1);
+    let in_features = builder.ty(x)?.shape.last().copied().unwrap_or(1);
     Linear::new(builder, name, in_features, out_features, init)?.forward(builder, x)
 }
 
@@ -63,14 +63,15 @@ pub fn relu(builder: &mut ModelBuilder, x: NodeId) -> Result<NodeId, FrontendErr
 
 /// Softmax over the last axis, stabilised by subtracting the row maximum.
 pub fn softmax(builder: &mut ModelBuilder, x: NodeId) -> Result<NodeId, FrontendError> {
-    let shape = builder.ty(x).shape.clone();
+    let x_ty = builder.ty(x)?.clone();
+    let shape = x_ty.shape.clone();
     let last = shape
         .len()
         .checked_sub(1)
         .ok_or_else(|| FrontendError::Operand {
             context: "softmax".to_string(),
             expected: "a tensor of rank 1 or more".to_string(),
-            found: builder.ty(x).clone(),
+            found: x_ty,
         })?;
     let graph = builder.graph();
     let max = graph.reduce_max(x, &[last]).context("softmax")?;
@@ -80,4 +81,26 @@ pub fn softmax(builder: &mut ModelBuilder, x: NodeId) -> Result<NodeId, Frontend
     let total = graph.reduce_sum(exp, &[last]).context("softmax")?;
     let total = graph.broadcast(total, shape).context("softmax")?;
     graph.div(exp, total).context("softmax")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_ir::TensorType;
+
+    #[test]
+    fn a_value_from_another_model_is_an_error_not_a_panic() {
+        let mut other = ModelBuilder::new("other", 0);
+        for index in 0..5 {
+            other
+                .input(&format!("x{index}"), TensorType::f32([2, 2]))
+                .unwrap();
+        }
+        let foreign = other.input("y", TensorType::f32([2, 3])).unwrap();
+        let mut builder = ModelBuilder::new("m", 0);
+        let err = linear(&mut builder, "fc", foreign, 4, Init::Zeros).unwrap_err();
+        assert_eq!(err.to_string(), "value: node %5 is not in the graph");
+        assert!(relu(&mut builder, foreign).is_err());
+        assert!(softmax(&mut builder, foreign).is_err());
+    }
 }

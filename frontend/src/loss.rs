@@ -13,8 +13,8 @@ pub fn softmax_cross_entropy(
     logits: NodeId,
     labels: NodeId,
 ) -> Result<NodeId, FrontendError> {
-    let logits_ty = builder.ty(logits).clone();
-    let labels_ty = builder.ty(labels).clone();
+    let logits_ty = builder.ty(logits)?.clone();
+    let labels_ty = builder.ty(labels)?.clone();
     if logits_ty.dtype != DType::F32 || logits_ty.rank() != 2 {
         return Err(FrontendError::Operand {
             context: "softmax_cross_entropy logits".to_string(),
@@ -53,10 +53,11 @@ pub fn mean_squared_error(
     target: NodeId,
 ) -> Result<NodeId, FrontendError> {
     let context = "mean_squared_error";
+    let rank = builder.ty(prediction)?.rank();
     let graph = builder.graph();
     let diff = graph.sub(prediction, target).context(context)?;
     let square = graph.mul(diff, diff).context(context)?;
-    let axes: Vec<usize> = (0..graph.ty(square).rank()).collect();
+    let axes: Vec<usize> = (0..rank).collect();
     let mean = graph.reduce_mean(square, &axes).context(context)?;
     graph.reshape(mean, Vec::new()).context(context)
 }

@@ -59,6 +59,8 @@ impl Graph {
 
     // ---- reading ---------------------------------------------------------------
 
+    /// The node `id`. Like slice indexing, an id from another graph panics; callers
+    /// holding ids from users check them first (`contains`, `try_ty`).
     pub fn node(&self, id: NodeId) -> &Node {
         self.graph
             .node_weight(id.0)
@@ -67,6 +69,13 @@ impl Graph {
 
     pub fn op(&self, id: NodeId) -> &Op {
         &self.node(id).op
+    }
+
+    /// The type of `id`, or an error if the id is not from this graph: for callers
+    /// that hold ids a user handed them.
+    pub fn try_ty(&self, id: NodeId) -> Result<&TensorType, IrError> {
+        self.check_known(&[id])?;
+        Ok(self.ty(id))
     }
 
     pub fn ty(&self, id: NodeId) -> &TensorType {
