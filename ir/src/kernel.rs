@@ -457,28 +457,29 @@ impl Program {
         BufferId(self.buffers.len() - 1)
     }
 
-    /// `(name, buffer)` of every input, in buffer order.
-    pub fn inputs(&self) -> Vec<(&str, BufferId)> {
+    /// `(name, buffer)` of every buffer whose storage `name_of` names, in buffer order.
+    fn named_buffers(&self, name_of: fn(&Storage) -> Option<&str>) -> Vec<(&str, BufferId)> {
         self.buffers
             .iter()
             .enumerate()
-            .filter_map(|(index, buffer)| match &buffer.storage {
-                Storage::Input(name) => Some((name.as_str(), BufferId(index))),
-                _ => None,
-            })
+            .filter_map(|(index, buffer)| Some((name_of(&buffer.storage)?, BufferId(index))))
             .collect()
+    }
+
+    /// `(name, buffer)` of every input, in buffer order.
+    pub fn inputs(&self) -> Vec<(&str, BufferId)> {
+        self.named_buffers(|storage| match storage {
+            Storage::Input(name) => Some(name),
+            _ => None,
+        })
     }
 
     /// `(name, buffer)` of every parameter, in buffer order.
     pub fn params(&self) -> Vec<(&str, BufferId)> {
-        self.buffers
-            .iter()
-            .enumerate()
-            .filter_map(|(index, buffer)| match &buffer.storage {
-                Storage::Param(name) => Some((name.as_str(), BufferId(index))),
-                _ => None,
-            })
-            .collect()
+        self.named_buffers(|storage| match storage {
+            Storage::Param(name) => Some(name),
+            _ => None,
+        })
     }
 
     /// The buffer of parameter `name`.
