@@ -207,11 +207,9 @@ fn to_tensor(words: &[u32], ty: &TensorType) -> Tensor {
             DType::Bool => f64::from(u8::from(word != 0)),
         })
         .collect();
-    Tensor {
-        dtype: ty.dtype,
-        shape: ty.shape.clone(),
-        data,
-    }
+    // A buffer holds exactly its type's elements, and every word decodes to a value
+    // of the dtype.
+    Tensor::new(ty.clone(), data).expect("a buffer matches its binding's type")
 }
 
 fn as_f32(words: &[u32]) -> &[f32] {
@@ -511,7 +509,7 @@ impl Executable {
             } else {
                 return Err(RuntimeError::UnknownFeed { name: name.clone() });
             };
-            if tensor.ty() != binding.ty || tensor.data.len() != binding.ty.num_elements() {
+            if tensor.ty() != binding.ty || tensor.len() != binding.ty.num_elements() {
                 return Err(RuntimeError::WrongType {
                     kind,
                     name: name.clone(),
@@ -559,10 +557,10 @@ enum OwnedArg {
 
 impl OwnedArg {
     fn from_tensor(tensor: &Tensor) -> OwnedArg {
-        match tensor.dtype {
+        match tensor.dtype() {
             DType::F32 => OwnedArg::F32(tensor.to_f32()),
             DType::I32 => OwnedArg::I32(tensor.to_i32()),
-            DType::Bool => OwnedArg::Bool(tensor.data.iter().map(|&v| v != 0.0).collect()),
+            DType::Bool => OwnedArg::Bool(tensor.data().iter().map(|&v| v != 0.0).collect()),
         }
     }
 

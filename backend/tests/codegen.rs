@@ -110,9 +110,13 @@ fn sixty_kernels_compile_quickly_and_both_opt_levels_agree() {
     // Small weights keep 15 layers of activations in range.
     for (name, tensor) in feeds.iter_mut() {
         if name.starts_with('w') {
-            for value in &mut tensor.data {
-                *value = (*value * 0.1) as f32 as f64;
-            }
+            tensor
+                .edit(|data| {
+                    for value in data {
+                        *value = (*value * 0.1) as f32 as f64;
+                    }
+                })
+                .unwrap();
         }
     }
     let mut results = Vec::new();

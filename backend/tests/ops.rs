@@ -49,10 +49,15 @@ fn unary_ops_on_a_matrix_with_special_values() {
         -104.0,
         1e-30,
     ];
-    let data = &mut feeds.get_mut("x").unwrap().data;
-    for (slot, value) in data.iter_mut().zip(special) {
-        *slot = value;
-    }
+    feeds
+        .get_mut("x")
+        .unwrap()
+        .edit(|data| {
+            for (slot, value) in data.iter_mut().zip(special) {
+                *slot = value;
+            }
+        })
+        .unwrap();
     check_graph_feeds(&g, &feeds);
 }
 
@@ -74,10 +79,11 @@ fn binary_ops_match_on_f32_and_i32_with_nan_propagating_max() {
         }
         let mut feeds = random_feeds(&g, seed as u64);
         // NaN in either operand of max (and of everything else) in some lanes.
-        let a_data = &mut feeds.get_mut("a").unwrap().data;
-        a_data[0] = f64::NAN;
+        let a = feeds.get_mut("a").unwrap();
+        a.edit(|data| data[0] = f64::NAN).unwrap();
         if n > 2 {
-            feeds.get_mut("b").unwrap().data[2] = f64::NAN;
+            let b = feeds.get_mut("b").unwrap();
+            b.edit(|data| data[2] = f64::NAN).unwrap();
         }
         check_graph_feeds(&g, &feeds);
     }
@@ -132,14 +138,17 @@ fn compares_and_select_match_including_nan() {
         g.set_output("select_bool", picked).unwrap();
         let mut feeds = random_feeds(&g, 100 + seed as u64);
         // Equal pairs and NaNs, so every predicate sees true, false and unordered.
-        let b_values = feeds["b"].data.clone();
-        let a_data = &mut feeds.get_mut("a").unwrap().data;
-        for i in (0..n).step_by(3) {
-            a_data[i] = b_values[i];
-        }
-        if n > 1 {
-            a_data[1] = f64::NAN;
-        }
+        let b_values = feeds["b"].data().to_vec();
+        let a = feeds.get_mut("a").unwrap();
+        a.edit(|a_data| {
+            for i in (0..n).step_by(3) {
+                a_data[i] = b_values[i];
+            }
+            if n > 1 {
+                a_data[1] = f64::NAN;
+            }
+        })
+        .unwrap();
         check_graph_feeds(&g, &feeds);
     }
 }
@@ -175,13 +184,21 @@ fn casts_between_every_dtype_pair_follow_rust_as() {
             1e-40,
             2147483520.0,
         ];
-        for (slot, value) in feeds.get_mut("f").unwrap().data.iter_mut().zip(special) {
-            *slot = value as f32 as f64;
-        }
+        let f = feeds.get_mut("f").unwrap();
+        f.edit(|data| {
+            for (slot, value) in data.iter_mut().zip(special) {
+                *slot = value as f32 as f64;
+            }
+        })
+        .unwrap();
         let ints = [i32::MAX, -i32::MAX, 16777217, -16777219, 0, 1, -1];
-        for (slot, value) in feeds.get_mut("i").unwrap().data.iter_mut().zip(ints) {
-            *slot = f64::from(value);
-        }
+        let i = feeds.get_mut("i").unwrap();
+        i.edit(|data| {
+            for (slot, value) in data.iter_mut().zip(ints) {
+                *slot = f64::from(value);
+            }
+        })
+        .unwrap();
         check_graph_feeds(&g, &feeds);
     }
 }
@@ -243,7 +260,8 @@ fn reductions_over_each_axis_and_several() {
         }
         let mut feeds = random_feeds(&g, 300);
         // A NaN poisons its row, column and total under every reduction.
-        feeds.get_mut("x").unwrap().data[8] = f64::NAN;
+        let x = feeds.get_mut("x").unwrap();
+        x.edit(|data| data[8] = f64::NAN).unwrap();
         check_graph_feeds(&g, &feeds);
     }
 }

@@ -87,7 +87,7 @@ mod tests {
         let expected = (0.407_605_964_444_380_8 + 0.0) / 2.0;
         let loss = out.outputs["loss"].scalar().unwrap();
         assert!((loss - expected).abs() < 1e-12, "loss {loss}");
-        assert_eq!(out.outputs["loss"].shape, Vec::<usize>::new());
+        assert_eq!(out.outputs["loss"].shape(), &[] as &[usize]);
     }
 
     #[test]

@@ -24,9 +24,12 @@ pub enum IrError {
         expected: usize,
         found: usize,
     },
-    /// A node id that does not belong to this graph.
-    #[error("node %{0} is not in the graph")]
+    /// A node id of this graph whose node was removed.
+    #[error("node %{0} is not in the graph (it was removed)")]
     UnknownNode(usize),
+    /// A node id from another graph (or another model's builder).
+    #[error("node %{0} belongs to another graph")]
+    ForeignNode(usize),
     /// Two inputs, two parameters or two outputs share a name.
     #[error("{kind} name {name:?} is used twice")]
     DuplicateName { kind: &'static str, name: String },

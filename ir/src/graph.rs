@@ -13,20 +13,45 @@ use petgraph::Direction;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+
+/// Which graph a node id belongs to: every `Graph::new` draws a fresh one, so an id
+/// handed to another graph is recognised as foreign instead of naming whatever node
+/// has the same index there. A clone keeps its original's identity (its ids name the
+/// same nodes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GraphId(u64);
+
+impl GraphId {
+    fn fresh() -> GraphId {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        GraphId(NEXT.fetch_add(1, AtomicOrdering::Relaxed))
+    }
+}
 
 /// A node of a graph. Ids are stable: removing nodes never renumbers the others.
+/// Ordering and hashing follow the node's index within its graph.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct NodeId(pub NodeIndex);
+pub struct NodeId {
+    index: NodeIndex,
+    graph: GraphId,
+}
 
 impl NodeId {
+    /// The node's index within its graph (dense after printing, stable under removal).
     pub fn index(self) -> usize {
-        self.0.index()
+        self.index.index()
+    }
+
+    /// The graph the id belongs to.
+    pub fn graph(self) -> GraphId {
+        self.graph
     }
 }
 
 impl fmt::Display for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "%{}", self.0.index())
+        write!(f, "%{}", self.index.index())
     }
 }
 
@@ -39,9 +64,10 @@ pub struct Node {
 
 /// A tensor graph with named inputs, parameters (persistent state) and outputs, and
 /// updates that give each parameter its value after a run (a training step's optimizer).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Graph {
     pub name: String,
+    id: GraphId,
     graph: StableDiGraph<Node, usize>,
     inputs: Vec<NodeId>,
     params: Vec<NodeId>,
@@ -53,18 +79,53 @@ impl Graph {
     pub fn new(name: impl Into<String>) -> Graph {
         Graph {
             name: name.into(),
-            ..Graph::default()
+            id: GraphId::fresh(),
+            graph: StableDiGraph::default(),
+            inputs: Vec::new(),
+            params: Vec::new(),
+            outputs: Vec::new(),
+            updates: Vec::new(),
+        }
+    }
+
+    /// This graph's identity, carried by every id of its nodes.
+    pub fn id(&self) -> GraphId {
+        self.id
+    }
+
+    fn id_of(&self, index: NodeIndex) -> NodeId {
+        NodeId {
+            index,
+            graph: self.id,
         }
     }
 
     // ---- reading ---------------------------------------------------------------
 
-    /// The node `id`. Like slice indexing, an id from another graph panics; callers
-    /// holding ids from users check them first (`contains`, `try_ty`).
+    /// The node `id`, or `None` if the id is from another graph or its node was
+    /// removed.
+    pub fn get(&self, id: NodeId) -> Option<&Node> {
+        if id.graph != self.id {
+            return None;
+        }
+        self.graph.node_weight(id.index)
+    }
+
+    /// The node `id`.
+    ///
+    /// # Panics
+    ///
+    /// Like slice indexing, on an id from another graph or of a removed node; callers
+    /// holding ids from users check them first (`get`, `contains`, `try_ty`).
     pub fn node(&self, id: NodeId) -> &Node {
-        self.graph
-            .node_weight(id.0)
-            .expect("node id from this graph")
+        match self.get(id) {
+            Some(node) => node,
+            None if id.graph != self.id => panic!(
+                "node id {id} is from another graph (graph {:?}, not {:?})",
+                id.graph, self.id
+            ),
+            None => panic!("node id {id} names a node removed from this graph"),
+        }
     }
 
     pub fn op(&self, id: NodeId) -> &Op {
@@ -82,8 +143,9 @@ impl Graph {
         &self.node(id).ty
     }
 
+    /// Whether `id` names a node of this graph (not of another graph, not removed).
     pub fn contains(&self, id: NodeId) -> bool {
-        self.graph.contains_node(id.0)
+        self.get(id).is_some()
     }
 
     pub fn node_count(&self) -> usize {
@@ -92,7 +154,11 @@ impl Graph {
 
     /// All node ids in increasing index order.
     pub fn node_ids(&self) -> Vec<NodeId> {
-        let mut ids: Vec<NodeId> = self.graph.node_indices().map(NodeId).collect();
+        let mut ids: Vec<NodeId> = self
+            .graph
+            .node_indices()
+            .map(|index| self.id_of(index))
+            .collect();
         ids.sort();
         ids
     }
@@ -101,8 +167,8 @@ impl Graph {
     pub fn operands(&self, id: NodeId) -> Vec<NodeId> {
         let mut edges: Vec<(usize, NodeId)> = self
             .graph
-            .edges_directed(id.0, Direction::Incoming)
-            .map(|edge| (*edge.weight(), NodeId(edge.source())))
+            .edges_directed(id.index, Direction::Incoming)
+            .map(|edge| (*edge.weight(), self.id_of(edge.source())))
             .collect();
         edges.sort();
         edges.into_iter().map(|(_, source)| source).collect()
@@ -112,8 +178,8 @@ impl Graph {
     pub fn users(&self, id: NodeId) -> Vec<NodeId> {
         let mut users: Vec<NodeId> = self
             .graph
-            .neighbors_directed(id.0, Direction::Outgoing)
-            .map(NodeId)
+            .neighbors_directed(id.index, Direction::Outgoing)
+            .map(|index| self.id_of(index))
             .collect();
         users.sort();
         users.dedup();
@@ -196,7 +262,7 @@ impl Graph {
         }
         let mut order = Vec::with_capacity(self.graph.node_count());
         while let Some(Reverse(index)) = ready.pop() {
-            order.push(NodeId(index));
+            order.push(self.id_of(index));
             for edge in self.graph.edges_directed(index, Direction::Outgoing) {
                 let target = edge.target();
                 pending[target.index()] -= 1;
@@ -212,15 +278,17 @@ impl Graph {
 
     fn check_known(&self, ids: &[NodeId]) -> Result<(), IrError> {
         match ids.iter().find(|id| !self.contains(**id)) {
+            Some(id) if id.graph != self.id => Err(IrError::ForeignNode(id.index())),
             Some(id) => Err(IrError::UnknownNode(id.index())),
             None => Ok(()),
         }
     }
 
     fn insert(&mut self, op: Op, ty: TensorType, operands: &[NodeId]) -> NodeId {
-        let id = NodeId(self.graph.add_node(Node { op, ty }));
+        let index = self.graph.add_node(Node { op, ty });
+        let id = self.id_of(index);
         for (position, operand) in operands.iter().enumerate() {
-            self.graph.add_edge(operand.0, id.0, position);
+            self.graph.add_edge(operand.index, id.index, position);
         }
         id
     }
@@ -263,7 +331,7 @@ impl Graph {
                 if *self.ty(id) != ty {
                     let inferred = self.ty(id).clone();
                     let op = self.op(id).mnemonic();
-                    self.graph.remove_node(id.0);
+                    self.graph.remove_node(id.index);
                     return Err(IrError::Type {
                         op,
                         message: format!("declared type {ty} but the operands give {inferred}"),
@@ -406,12 +474,12 @@ impl Graph {
         }
         let uses: Vec<(petgraph::stable_graph::EdgeIndex, NodeIndex, usize)> = self
             .graph
-            .edges_directed(old.0, Direction::Outgoing)
+            .edges_directed(old.index, Direction::Outgoing)
             .map(|edge| (edge.id(), edge.target(), *edge.weight()))
             .collect();
         for (edge, target, position) in uses {
             self.graph.remove_edge(edge);
-            self.graph.add_edge(new.0, target, position);
+            self.graph.add_edge(new.index, target, position);
         }
         for (_, value) in self.outputs.iter_mut() {
             if *value == old {
@@ -453,7 +521,7 @@ impl Graph {
         }
         for id in self.node_ids() {
             if !live[id.index()] {
-                self.graph.remove_node(id.0);
+                self.graph.remove_node(id.index);
             }
         }
     }

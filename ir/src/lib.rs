@@ -16,7 +16,7 @@ pub mod types;
 pub mod verify;
 
 pub use error::IrError;
-pub use graph::{Graph, Node, NodeId};
+pub use graph::{Graph, GraphId, Node, NodeId};
 pub use interp::{evaluate, Evaluation, Feeds, InterpError, Precision};
 pub use op::{BinaryOp, CmpOp, Op, ReduceOp, UnaryOp};
 pub use rng::Rng;

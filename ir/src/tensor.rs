@@ -6,12 +6,14 @@
 use crate::types::{num_elements, DType, Shape, TensorType};
 use std::fmt;
 
-/// A dense row-major tensor on the host.
+/// A dense row-major tensor on the host. Its fields are private so that every tensor
+/// is made by a constructor that checks the data against the type (length, and values
+/// that fit the dtype): code that reads a tensor can index it by its shape.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tensor {
-    pub dtype: DType,
-    pub shape: Shape,
-    pub data: Vec<f64>,
+    pub(crate) dtype: DType,
+    pub(crate) shape: Shape,
+    pub(crate) data: Vec<f64>,
 }
 
 /// A tensor whose data does not fit its shape, or whose values do not fit its dtype.
@@ -35,14 +37,7 @@ impl Tensor {
                 ty,
             });
         }
-        let bad = match ty.dtype {
-            DType::F32 => None,
-            DType::I32 => data.iter().find(|v| {
-                v.fract() != 0.0 || !(f64::from(i32::MIN)..=f64::from(i32::MAX)).contains(*v)
-            }),
-            DType::Bool => data.iter().find(|&&v| v != 0.0 && v != 1.0),
-        };
-        if let Some(value) = bad {
+        if let Some(value) = data.iter().find(|&&v| !fits(ty.dtype, v)) {
             return Err(TensorError {
                 message: format!("{value} is not a {} value", ty.dtype),
                 ty,
@@ -78,6 +73,43 @@ impl Tensor {
         }
     }
 
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// The elements in row-major order, as f64 (exact for every dtype).
+    pub fn data(&self) -> &[f64] {
+        &self.data
+    }
+
+    /// Changes elements in place through `edit` (the length cannot change). An i32 or
+    /// bool tensor given a value its dtype cannot hold is left as it was, and the
+    /// error names the value.
+    pub fn edit(&mut self, edit: impl FnOnce(&mut [f64])) -> Result<(), TensorError> {
+        let saved = (self.dtype != DType::F32).then(|| self.data.clone());
+        edit(&mut self.data);
+        if let Some(bad) = self.data.iter().find(|&&v| !fits(self.dtype, v)) {
+            let message = format!("{bad} is not a {} value", self.dtype);
+            if let Some(saved) = saved {
+                self.data = saved;
+            }
+            return Err(TensorError {
+                ty: self.ty(),
+                message,
+            });
+        }
+        Ok(())
+    }
+
+    /// The elements, giving up the tensor.
+    pub fn into_data(self) -> Vec<f64> {
+        self.data
+    }
+
     pub fn ty(&self) -> TensorType {
         TensorType::new(self.dtype, self.shape.clone())
     }
@@ -102,6 +134,17 @@ impl Tensor {
     /// The single element of a one-element tensor.
     pub fn scalar(&self) -> Option<f64> {
         (self.data.len() == 1).then(|| self.data[0])
+    }
+}
+
+/// Whether `value` is a value of `dtype` (any f64 is an f32 value before rounding).
+fn fits(dtype: DType, value: f64) -> bool {
+    match dtype {
+        DType::F32 => true,
+        DType::I32 => {
+            value.fract() == 0.0 && (f64::from(i32::MIN)..=f64::from(i32::MAX)).contains(&value)
+        }
+        DType::Bool => value == 0.0 || value == 1.0,
     }
 }
 

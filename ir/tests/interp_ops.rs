@@ -71,8 +71,8 @@ fn on_two(
 /// Asserts the type and the exact values (NaN matches NaN).
 fn assert_tensor(actual: &Tensor, ty: TensorType, expected: &[f64]) {
     assert_eq!(actual.ty(), ty, "type of {actual}");
-    assert_eq!(actual.data.len(), expected.len(), "{actual}");
-    for (index, (&a, &e)) in actual.data.iter().zip(expected).enumerate() {
+    assert_eq!(actual.data().len(), expected.len(), "{actual}");
+    for (index, (&a, &e)) in actual.data().iter().zip(expected).enumerate() {
         let same = a == e || (a.is_nan() && e.is_nan());
         assert!(same, "element {index}: {a} != {e} in {actual}");
     }
@@ -80,8 +80,8 @@ fn assert_tensor(actual: &Tensor, ty: TensorType, expected: &[f64]) {
 
 /// Asserts values of transcendental functions to within a few f64 ulps.
 fn assert_near(actual: &Tensor, expected: &[f64]) {
-    assert_eq!(actual.data.len(), expected.len());
-    for (&a, &e) in actual.data.iter().zip(expected) {
+    assert_eq!(actual.data().len(), expected.len());
+    for (&a, &e) in actual.data().iter().zip(expected) {
         let same = a == e || (a - e).abs() <= 1e-15 * e.abs().max(1.0);
         assert!(same, "{a} != {e} in {actual}");
     }
@@ -564,7 +564,7 @@ fn matmul_plain() {
     // BA is 3x3: row 0 of B times A = [7+32, 14+40, 21+48].
     let y = matmul_case(f32s(&[3, 2], &B), f32s(&[2, 3], &A), false, false);
     assert_eq!(y.ty(), TensorType::f32([3, 3]));
-    assert_eq!(&y.data[..3], &[39.0, 54.0, 69.0]);
+    assert_eq!(&y.data()[..3], &[39.0, 54.0, 69.0]);
 }
 
 #[test]
@@ -674,10 +674,10 @@ fn f32_precision_rounds_every_result() {
     // The f32 values nearest 0.1 and 0.2 sum to 0.30000000447034836 exactly in f64;
     // rounded to f32 that is 0.30000001192092896, the f32 nearest 0.3.
     let wide = evaluate(&graph, &values, Precision::F64).unwrap();
-    assert_eq!(wide.outputs["y"].data, vec![0.300_000_004_470_348_36]);
+    assert_eq!(wide.outputs["y"].data(), vec![0.300_000_004_470_348_36]);
     let narrow = evaluate(&graph, &values, Precision::F32).unwrap();
-    assert_eq!(narrow.outputs["y"].data, vec![0.300_000_011_920_928_96]);
-    assert_eq!(narrow.outputs["y"].data, vec![f64::from(0.3f32)]);
+    assert_eq!(narrow.outputs["y"].data(), vec![0.300_000_011_920_928_96]);
+    assert_eq!(narrow.outputs["y"].data(), vec![f64::from(0.3f32)]);
 }
 
 #[test]
@@ -694,13 +694,13 @@ fn f32_precision_rounds_between_ops() {
     graph.set_output("y", y).unwrap();
     let values = feeds(&[("x", &f32s(&[1], &[1.0]))]);
     let wide = evaluate(&graph, &values, Precision::F64).unwrap();
-    assert_eq!(wide.outputs["y"].data, vec![2f64.powi(-24)]);
+    assert_eq!(wide.outputs["y"].data(), vec![2f64.powi(-24)]);
     let narrow = evaluate(&graph, &values, Precision::F32).unwrap();
-    assert_eq!(narrow.outputs["y"].data, vec![0.0]);
+    assert_eq!(narrow.outputs["y"].data(), vec![0.0]);
     // Fed values are rounded too: 0.1 (an f64) is read as the f32 nearest 0.1.
     let values = feeds(&[("a", &f32s(&[1], &[0.1])), ("b", &f32s(&[1], &[0.0]))]);
     let narrow = evaluate(&add_graph(), &values, Precision::F32).unwrap();
-    assert_eq!(narrow.outputs["y"].data, vec![f64::from(0.1f32)]);
+    assert_eq!(narrow.outputs["y"].data(), vec![f64::from(0.1f32)]);
 }
 
 // ---- feeds, outputs and updates ---------------------------------------------------------

@@ -534,9 +534,9 @@ fn structure(graph: &Graph) -> Structure {
 /// zero significant.
 fn same_tensor(a: &Tensor, b: &Tensor) -> bool {
     a.ty() == b.ty()
-        && a.data
+        && a.data()
             .iter()
-            .zip(&b.data)
+            .zip(b.data())
             .all(|(x, y)| x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()))
 }
 
@@ -566,14 +566,18 @@ fn feeds_with_specials(graph: &Graph, seed: u64) -> Feeds {
     let mut rng = Rng::new(seed);
     let mut feeds = random_feeds(graph, &mut rng);
     for tensor in feeds.values_mut() {
-        if tensor.dtype != DType::F32 {
+        if tensor.dtype() != DType::F32 {
             continue;
         }
-        for value in &mut tensor.data {
-            if rng.below(8) == 0 {
-                *value = F32_CONSTANTS[rng.below(F32_CONSTANTS.len())];
-            }
-        }
+        tensor
+            .edit(|data| {
+                for value in data {
+                    if rng.below(8) == 0 {
+                        *value = F32_CONSTANTS[rng.below(F32_CONSTANTS.len())];
+                    }
+                }
+            })
+            .unwrap();
     }
     feeds
 }
@@ -812,17 +816,17 @@ fn non_finite_constants_round_trip_through_text_and_json() {
     let outputs = evaluate(&back, &Feeds::new(), Precision::F64)
         .unwrap()
         .outputs;
-    assert!(outputs["nan"].data.iter().all(|v| v.is_nan()));
-    assert_eq!(outputs["inf"].data, vec![f64::INFINITY; 2]);
-    assert_eq!(outputs["-inf"].data, vec![f64::NEG_INFINITY; 2]);
+    assert!(outputs["nan"].data().iter().all(|v| v.is_nan()));
+    assert_eq!(outputs["inf"].data(), vec![f64::INFINITY; 2]);
+    assert_eq!(outputs["-inf"].data(), vec![f64::NEG_INFINITY; 2]);
     assert!(outputs["-0"]
-        .data
+        .data()
         .iter()
         .all(|v| v.to_bits() == (-0.0f64).to_bits()));
-    assert_eq!(outputs["tiny"].data, vec![5e-324; 2]);
-    assert!(outputs["sum"].data.iter().all(|v| v.is_nan()));
+    assert_eq!(outputs["tiny"].data(), vec![5e-324; 2]);
+    assert!(outputs["sum"].data().iter().all(|v| v.is_nan()));
     assert!(outputs["max"]
-        .data
+        .data()
         .iter()
         .all(|v| v.to_bits() == (-0.0f64).to_bits()));
 }

@@ -206,7 +206,7 @@ fn an_update_of_another_type_is_refused() {
 }
 
 #[test]
-fn a_node_id_from_another_graph_is_unknown() {
+fn a_node_id_from_another_graph_is_an_error_even_where_its_index_exists_here() {
     let mut big = Graph::new("big");
     let a = big.input("a", TensorType::f32([2])).unwrap();
     let b = big.neg(a).unwrap();
@@ -215,17 +215,51 @@ fn a_node_id_from_another_graph_is_unknown() {
 
     let mut small = Graph::new("small");
     let x = small.input("x", TensorType::f32([2])).unwrap();
-    let unknown = IrError::UnknownNode(2);
-    assert_eq!(small.neg(foreign).unwrap_err(), unknown);
-    assert_eq!(small.add_(x, foreign).unwrap_err(), unknown);
-    assert_eq!(small.set_output("y", foreign).unwrap_err(), unknown);
-    assert_eq!(small.set_update(foreign, x).unwrap_err(), unknown);
-    assert_eq!(small.constant_like(1.0, foreign).unwrap_err(), unknown);
-    assert_eq!(small.replace_uses(x, foreign).unwrap_err(), unknown);
-    assert_eq!(unknown.to_string(), "node %2 is not in the graph");
+    // Index 2 exists in `small` too: the id must still be refused, not taken as
+    // whichever node has that index here.
+    let y = small.neg(x).unwrap();
+    let z = small.exp(y).unwrap();
+    assert_eq!(z.index(), 2);
+    let foreign_err = IrError::ForeignNode(2);
+    assert_eq!(small.neg(foreign).unwrap_err(), foreign_err);
+    assert_eq!(small.add_(x, foreign).unwrap_err(), foreign_err);
+    assert_eq!(small.set_output("y", foreign).unwrap_err(), foreign_err);
+    assert_eq!(small.set_update(foreign, x).unwrap_err(), foreign_err);
+    assert_eq!(small.constant_like(1.0, foreign).unwrap_err(), foreign_err);
+    assert_eq!(small.replace_uses(x, foreign).unwrap_err(), foreign_err);
+    assert_eq!(small.try_ty(foreign).unwrap_err(), foreign_err);
+    assert_eq!(foreign_err.to_string(), "node %2 belongs to another graph");
     assert!(!small.contains(foreign));
-    assert_eq!(small.node_count(), 1);
+    assert!(small.get(foreign).is_none());
+    assert_eq!(small.node_count(), 3);
     verify(&small).unwrap();
+
+    // A clone is the same graph: its ids name the same nodes.
+    let copy = big.clone();
+    assert_eq!(copy.ty(foreign), big.ty(foreign));
+}
+
+#[test]
+fn a_removed_node_is_unknown() {
+    let mut g = Graph::new("g");
+    let x = g.input("x", TensorType::f32([2])).unwrap();
+    let dead = g.neg(x).unwrap();
+    g.prune();
+    assert_eq!(g.neg(dead).unwrap_err(), IrError::UnknownNode(1));
+    assert_eq!(
+        IrError::UnknownNode(1).to_string(),
+        "node %1 is not in the graph (it was removed)"
+    );
+}
+
+#[test]
+#[should_panic(expected = "is from another graph")]
+fn reading_a_foreign_id_panics_like_indexing() {
+    let mut big = Graph::new("big");
+    let a = big.input("a", TensorType::f32([2])).unwrap();
+    let mut small = Graph::new("small");
+    small.input("x", TensorType::f32([2])).unwrap();
+    let _ = small.ty(a);
 }
 
 #[test]

@@ -754,7 +754,7 @@ fn fold_constant(op: &Op, values: &[Value], dtype: DType) -> Option<Scalar> {
         .collect();
     let refs: Vec<&kiln_ir::Tensor> = tensors.iter().collect();
     let result = kiln_ir::interp::apply(op, &TensorType::new(dtype, Vec::new()), &refs);
-    let value = result.data[0];
+    let value = result.data()[0];
     // Integer results wrap like the compiled code.
     Some(match dtype {
         DType::I32 => Scalar::I32(value as i64 as i32),

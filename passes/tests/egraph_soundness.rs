@@ -63,7 +63,7 @@ fn assert_same_results(before: &Evaluation, after: &Evaluation, context: &str) {
         for (name, expected) in expected_map {
             let actual = &actual_map[name];
             assert_eq!(actual.ty(), expected.ty(), "{context}: {name}");
-            for (index, (a, e)) in actual.data.iter().zip(&expected.data).enumerate() {
+            for (index, (a, e)) in actual.data().iter().zip(expected.data()).enumerate() {
                 assert!(
                     a == e || a.is_nan() && e.is_nan(),
                     "{context}: {name}[{index}]: {a} after rewriting, {e} before"
@@ -121,10 +121,14 @@ fn special_feeds(graph: &Graph, seed: u64) -> Feeds {
     let mut rng = Rng::new(seed);
     let mut feeds = random_feeds(graph, &mut rng);
     for tensor in feeds.values_mut() {
-        if tensor.dtype == DType::F32 {
-            for value in &mut tensor.data {
-                *value = SPECIAL[rng.below(SPECIAL.len())];
-            }
+        if tensor.dtype() == DType::F32 {
+            tensor
+                .edit(|data| {
+                    for value in data {
+                        *value = SPECIAL[rng.below(SPECIAL.len())];
+                    }
+                })
+                .unwrap();
         }
     }
     feeds

@@ -155,11 +155,18 @@ fn check_gradients(graph: &Graph, feeds: &Feeds) -> BTreeMap<String, Tensor> {
         assert_eq!(grad.ty(), *graph.ty(param), "gradient type of {name}");
         for index in 0..grad.len() {
             let mut plus = feeds.clone();
-            plus.get_mut(&name).unwrap().data[index] += EPS;
+            plus.get_mut(&name)
+                .unwrap()
+                .edit(|data| data[index] += EPS)
+                .unwrap();
             let mut minus = feeds.clone();
-            minus.get_mut(&name).unwrap().data[index] -= EPS;
+            minus
+                .get_mut(&name)
+                .unwrap()
+                .edit(|data| data[index] -= EPS)
+                .unwrap();
             let numeric = (eval_loss(graph, &plus) - eval_loss(graph, &minus)) / (2.0 * EPS);
-            let analytic = grad.data[index];
+            let analytic = grad.data()[index];
             let error = (analytic - numeric).abs() / analytic.abs().max(1.0);
             assert!(
                 error < TOLERANCE,
@@ -176,7 +183,7 @@ fn check_gradients(graph: &Graph, feeds: &Feeds) -> BTreeMap<String, Tensor> {
 fn largest(grads: &BTreeMap<String, Tensor>) -> f64 {
     grads
         .values()
-        .flat_map(|grad| grad.data.iter())
+        .flat_map(|grad| grad.data().iter())
         .fold(0.0f64, |acc, v| acc.max(v.abs()))
 }
 
@@ -221,8 +228,8 @@ fn relu_gradient_is_zero_for_negative_inputs() {
     let y = case.graph.relu(x).unwrap();
     let (graph, feeds) = case.finish(y);
     let grads = check_gradients(&graph, &feeds);
-    let weights = &feeds["weights"].data;
-    assert_eq!(grads["x"].data, vec![0.0, weights[1], 0.0, weights[3]]);
+    let weights = feeds["weights"].data();
+    assert_eq!(grads["x"].data(), vec![0.0, weights[1], 0.0, weights[3]]);
 }
 
 #[test]
@@ -238,7 +245,7 @@ fn binary_ops_match_finite_differences() {
                 BinaryOp::Div => case.values(count, Values::AwayFromZero),
                 // Keep max's operands apart so no perturbation crosses a tie.
                 BinaryOp::Max => {
-                    let a_data = case.feeds["a"].data.clone();
+                    let a_data = case.feeds["a"].data().to_vec();
                     let gaps = case.values(count, Values::AwayFromZero);
                     a_data.iter().zip(gaps).map(|(a, gap)| a + gap).collect()
                 }
@@ -281,9 +288,9 @@ fn max_gives_ties_to_the_first_operand() {
     let (graph, feeds) = case.finish(y);
     let result = autodiff::run(&graph, &loss_options()).unwrap();
     let evaluation = evaluate(&result, &feeds, Precision::F64).unwrap();
-    let w = &feeds["weights"].data;
-    assert_eq!(evaluation.outputs["grad.a"].data, vec![w[0], w[1], 0.0]);
-    assert_eq!(evaluation.outputs["grad.b"].data, vec![0.0, 0.0, w[2]]);
+    let w = feeds["weights"].data();
+    assert_eq!(evaluation.outputs["grad.a"].data(), vec![w[0], w[1], 0.0]);
+    assert_eq!(evaluation.outputs["grad.b"].data(), vec![0.0, 0.0, w[2]]);
 }
 
 #[test]
@@ -322,14 +329,14 @@ fn casts_through_integers_stop_the_gradient() {
     let (graph, feeds) = case.finish(product);
     let grads = check_gradients(&graph, &feeds);
     // d(p * trunc(p)) / dp = trunc(p) away from integers.
-    let w = &feeds["weights"].data;
+    let w = feeds["weights"].data();
     let expected: Vec<f64> = feeds["p"]
-        .data
+        .data()
         .iter()
         .zip(w)
         .map(|(p, w)| p.trunc() * w)
         .collect();
-    assert_eq!(grads["p"].data, expected);
+    assert_eq!(grads["p"].data(), expected);
 }
 
 #[test]
@@ -343,7 +350,7 @@ fn an_f32_to_f32_cast_passes_the_gradient_through() {
     let result = autodiff::run(&graph, &loss_options()).unwrap();
     verify(&result).unwrap();
     let evaluation = evaluate(&result, &feeds, Precision::F64).unwrap();
-    assert_eq!(evaluation.outputs["grad.p"].data, feeds["weights"].data);
+    assert_eq!(evaluation.outputs["grad.p"].data(), feeds["weights"].data());
 }
 
 #[test]
@@ -396,9 +403,9 @@ fn reduce_max_gives_ties_the_cotangent() {
     let (graph, feeds) = case.finish(y);
     let result = autodiff::run(&graph, &loss_options()).unwrap();
     let evaluation = evaluate(&result, &feeds, Precision::F64).unwrap();
-    let w = &feeds["weights"].data;
+    let w = feeds["weights"].data();
     assert_eq!(
-        evaluation.outputs["grad.x"].data,
+        evaluation.outputs["grad.x"].data(),
         vec![0.0, w[0], w[0], w[1], 0.0, 0.0]
     );
 }
@@ -563,20 +570,20 @@ fn mlp_with_softmax_cross_entropy_matches_finite_differences() {
         let result = autodiff::run(&graph, &loss_options()).unwrap();
         let evaluation = evaluate(&result, &feeds, Precision::F64).unwrap();
         let logits = &evaluation.values[&z];
-        let (batch, classes) = (logits.shape[0], logits.shape[1]);
+        let (batch, classes) = (logits.shape()[0], logits.shape()[1]);
         let mut expected = vec![0.0; classes];
         for row in 0..batch {
-            let zs = &logits.data[row * classes..(row + 1) * classes];
+            let zs = &logits.data()[row * classes..(row + 1) * classes];
             let max = zs.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
             let total: f64 = zs.iter().map(|v| (v - max).exp()).sum();
-            let label = feeds["labels"].data[row] as usize;
+            let label = feeds["labels"].data()[row] as usize;
             for class in 0..classes {
                 let softmax = (zs[class] - max).exp() / total;
                 let target = if class == label { 1.0 } else { 0.0 };
                 expected[class] += (softmax - target) / batch as f64;
             }
         }
-        for (got, want) in grads["b2"].data.iter().zip(&expected) {
+        for (got, want) in grads["b2"].data().iter().zip(&expected) {
             assert!((got - want).abs() < 1e-12, "{got} vs {want}");
         }
     }
@@ -594,10 +601,14 @@ fn a_parameter_used_twice_gets_the_summed_gradient() {
     let y = case.graph.add_(partial, squared).unwrap();
     let (graph, feeds) = case.finish(y);
     let grads = check_gradients(&graph, &feeds);
-    let (a, x, w) = (&feeds["a"].data, &feeds["x"].data, &feeds["weights"].data);
+    let (a, x, w) = (
+        feeds["a"].data(),
+        feeds["x"].data(),
+        feeds["weights"].data(),
+    );
     for i in 0..3 {
         let expected = w[i] * (x[i] + a[i].exp() + 2.0 * a[i]);
-        assert!((grads["a"].data[i] - expected).abs() < 1e-12);
+        assert!((grads["a"].data()[i] - expected).abs() < 1e-12);
     }
 }
 
@@ -619,7 +630,7 @@ fn an_unused_parameter_gets_zeros_of_its_type() {
     let grads = check_gradients(&graph, &feeds);
     assert_eq!(grads["unused"], Tensor::full(&TensorType::f32([4, 1]), 0.0));
     assert_eq!(grads["steps"], Tensor::full(&steps_ty, 0.0));
-    assert!(grads["a"].data.iter().all(|&g| g != 0.0));
+    assert!(grads["a"].data().iter().all(|&g| g != 0.0));
 }
 
 #[test]

@@ -61,8 +61,8 @@ pub fn assert_close(what: &str, actual: &Tensor, expected: &Tensor) {
     assert!(
         error <= TOLERANCE,
         "{what}: relative error {error:e}\n  compiled    {:?}\n  interpreter {:?}",
-        actual.data,
-        expected.data
+        actual.data(),
+        expected.data()
     );
 }
 

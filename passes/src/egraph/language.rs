@@ -450,14 +450,10 @@ fn fold_splat(op: &Op, ty: &TensorType, operands: &[Option<f64>]) -> Option<f64>
             let scalar = TensorType::new(ty.dtype, Vec::new());
             let tensors: Vec<Tensor> = values
                 .iter()
-                .map(|&value| Tensor {
-                    dtype: ty.dtype,
-                    shape: Vec::new(),
-                    data: vec![value],
-                })
+                .map(|&value| Tensor::full(&scalar, value))
                 .collect();
             let refs: Vec<&Tensor> = tensors.iter().collect();
-            let result = apply(op, &scalar, &refs).data[0];
+            let result = apply(op, &scalar, &refs).data()[0];
             // The interpreter wraps i32 results after every op; so does folding.
             Some(match ty.dtype {
                 DType::I32 => f64::from(result as i64 as i32),
