@@ -59,7 +59,7 @@ pub enum LowerError {
 }
 
 /// The largest tensor a kernel loop can count over (loop indices are also i32 values).
-const MAX_ELEMENTS: usize = i32::MAX as usize;
+const MAX_ELEMENTS: usize = kiln_ir::types::MAX_ELEMENTS;
 
 /// Lanes of a vectorised loop: 128-bit SIMD over 32-bit elements.
 const VECTOR_WIDTH: u32 = 4;
