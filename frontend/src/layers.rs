@@ -99,7 +99,7 @@ mod tests {
         let foreign = other.input("y", TensorType::f32([2, 3])).unwrap();
         let mut builder = ModelBuilder::new("m", 0);
         let err = linear(&mut builder, "fc", foreign, 4, Init::Zeros).unwrap_err();
-        assert_eq!(err.to_string(), "value: node %5 is not in the graph");
+        assert_eq!(err.to_string(), "value: node %5 belongs to another graph");
         assert!(relu(&mut builder, foreign).is_err());
         assert!(softmax(&mut builder, foreign).is_err());
     }

@@ -751,9 +751,10 @@ fn fold_constant(op: &Op, values: &[Value], dtype: DType) -> Option<Scalar> {
         .iter()
         .zip(&x)
         .map(|(s, &v)| kiln_ir::Tensor::full(&TensorType::new(s.dtype(), Vec::new()), v))
-        .collect();
+        .collect::<Result<_, _>>()
+        .ok()?;
     let refs: Vec<&kiln_ir::Tensor> = tensors.iter().collect();
-    let result = kiln_ir::interp::apply(op, &TensorType::new(dtype, Vec::new()), &refs);
+    let result = kiln_ir::interp::apply(op, &TensorType::new(dtype, Vec::new()), &refs).ok()?;
     let value = result.data()[0];
     // Integer results wrap like the compiled code.
     Some(match dtype {
