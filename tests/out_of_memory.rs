@@ -104,7 +104,11 @@ fn a_large_intermediate_is_allocated_at_the_first_run_and_fails_there() {
         panic!("expected OutOfMemory, got {err}");
     };
     assert!(oom.bytes >= LARGE * 4, "{err}");
-    assert!(err.to_string().starts_with("out of memory: cannot allocate"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("out of memory: cannot allocate"),
+        "{err}"
+    );
     // Nothing was kept: the executable holds no buffers and can report it.
     assert_eq!(exe.allocated_bytes(), 0);
 }

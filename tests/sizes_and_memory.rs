@@ -59,7 +59,8 @@ fn mlp_classifier_with_batch_0_builds_evaluates_and_compiles() {
     feeds.insert("labels".into(), Tensor::i32([0], &[]).unwrap());
     let evaluation = evaluate(&train.graph, &feeds, Precision::F32).unwrap();
     assert!(evaluation.outputs["loss"].data()[0].is_nan());
-    let mut step = compile_train_step(&train, "loss", Optimizer::Sgd { learning_rate: 0.1 }).unwrap();
+    let mut step =
+        compile_train_step(&train, "loss", Optimizer::Sgd { learning_rate: 0.1 }).unwrap();
     step.run(&[("x", Arg::F32(&[])), ("labels", Arg::I32(&[]))])
         .unwrap();
     assert!(step.output_f32("loss").unwrap()[0].is_nan());
@@ -86,9 +87,77 @@ fn compiling_does_not_allocate_run_time_buffers() {
     )
     .unwrap();
     // The program needs the 2 GiB intermediate once it runs...
-    assert!(exe.stats().buffer_bytes >= 4096 * 131_072 * 4, "{:?}", exe.stats());
+    assert!(
+        exe.stats().buffer_bytes >= 4096 * 131_072 * 4,
+        "{:?}",
+        exe.stats()
+    );
     // ...but compiling it holds no buffer memory: it has no parameters.
     assert_eq!(exe.allocated_bytes(), 0);
     let err = exe.output_f32("y").unwrap_err();
-    assert_eq!(err.to_string(), "output \"y\" has no value before the first run");
+    assert_eq!(
+        err.to_string(),
+        "output \"y\" has no value before the first run"
+    );
+}
+
+/// Every op on zero-extent operands, including results that are not empty (a matmul
+/// contracting over k = 0, reductions over an empty axis).
+const EMPTY_OPS: &str = "graph empty_ops {
+  %0 = input \"a\" : f32[2,0]
+  %1 = input \"b\" : f32[0,3]
+  %2 = input \"labels\" : i32[0]
+  %3 = input \"row\" : f32[1,3]
+  %4 = matmul %0, %1 : f32[2,3]
+  %5 = matmul.tt %1, %0 : f32[3,2]
+  %6 = reduce_sum %0 axes=[1] : f32[2,1]
+  %7 = reduce_max %0 axes=[1] : f32[2,1]
+  %8 = reduce_mean %0 axes=[1] : f32[2,1]
+  %9 = one_hot %2 depth=4 : f32[0,4]
+  %10 = transpose %1 perm=[1,0] : f32[3,0]
+  %11 = reshape %1 : f32[3,0]
+  %12 = add %10, %11 : f32[3,0]
+  %13 = broadcast %3 : f32[0,3]
+  %14 = exp %13 : f32[0,3]
+  %15 = cmp.lt %1, %14 : bool[0,3]
+  %16 = select %15, %1, %14 : f32[0,3]
+  %17 = cast %16 : i32[0,3]
+  %18 = reduce_sum %17 axes=[0] : i32[1,3]
+  output \"mm\" = %4
+  output \"mm_tt\" = %5
+  output \"sum\" = %6
+  output \"max\" = %7
+  output \"mean\" = %8
+  output \"one_hot\" = %9
+  output \"add\" = %12
+  output \"select\" = %16
+  output \"int_sum\" = %18
+}
+";
+
+#[test]
+fn every_op_on_zero_extents_evaluates_and_compiles() {
+    let graph = kiln::ir::text::parse(EMPTY_OPS).unwrap();
+    let mut feeds = Feeds::new();
+    feeds.insert("a".into(), Tensor::f32([2, 0], &[]).unwrap());
+    feeds.insert("b".into(), Tensor::f32([0, 3], &[]).unwrap());
+    feeds.insert("labels".into(), Tensor::i32([0], &[]).unwrap());
+    feeds.insert("row".into(), Tensor::f32([1, 3], &[1.0, 2.0, 3.0]).unwrap());
+    let expected = evaluate(&graph, &feeds, Precision::F32).unwrap().outputs;
+    assert_eq!(expected["mm"].data(), &[0.0; 6]);
+    assert_eq!(expected["sum"].data(), &[0.0; 2]);
+    assert_eq!(expected["max"].data(), &[f64::NEG_INFINITY; 2]);
+    assert!(expected["mean"].data().iter().all(|v| v.is_nan()));
+    assert_eq!(expected["int_sum"].data(), &[0.0; 3]);
+    assert!(expected["one_hot"].is_empty() && expected["add"].is_empty());
+    let mut exe = compile(&graph).unwrap();
+    let (outputs, _) = exe.run_feeds(&feeds).unwrap();
+    for (name, value) in &expected {
+        let actual = &outputs[name];
+        assert_eq!(
+            kiln::ir::max_relative_error(actual, value),
+            Some(0.0),
+            "{name}: {actual} vs {value}"
+        );
+    }
 }

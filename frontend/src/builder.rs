@@ -107,12 +107,12 @@ impl ModelBuilder {
         let context = format!("parameter {name:?}");
         // The limit first: it refuses what no machine could hold without trying.
         check_size("param", shape).context(context.clone())?;
-        let values = init
-            .sample(shape, &mut self.rng)
-            .map_err(|source| FrontendError::OutOfMemory {
-                context: context.clone(),
-                source,
-            })?;
+        let values =
+            init.sample(shape, &mut self.rng)
+                .map_err(|source| FrontendError::OutOfMemory {
+                    context: context.clone(),
+                    source,
+                })?;
         let id = self
             .graph
             .parameter(name, TensorType::f32(shape))
@@ -246,7 +246,10 @@ mod tests {
         // 0 against 2 is no broadcast in NumPy either.
         let two = b.input("two", TensorType::f32([2, 3])).unwrap();
         let err = b.binary(BinaryOp::Add, empty, two).unwrap_err();
-        assert_eq!(err.to_string(), "add: cannot broadcast f32[2,3] to f32[0,3]");
+        assert_eq!(
+            err.to_string(),
+            "add: cannot broadcast f32[2,3] to f32[0,3]"
+        );
         assert!(b.broadcast_to(empty, &[2, 3]).is_err());
     }
 

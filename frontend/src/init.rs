@@ -84,7 +84,9 @@ mod tests {
 
     #[test]
     fn glorot_uniform_stays_within_its_limit() {
-        let values = Init::GlorotUniform.sample(&[64, 128], &mut Rng::new(1)).unwrap();
+        let values = Init::GlorotUniform
+            .sample(&[64, 128], &mut Rng::new(1))
+            .unwrap();
         let limit = (6.0f32 / 192.0).sqrt();
         assert_eq!(values.len(), 64 * 128);
         assert!(values.iter().all(|v| v.abs() <= limit));
@@ -97,7 +99,9 @@ mod tests {
 
     #[test]
     fn he_normal_has_variance_two_over_fan_in() {
-        let values = Init::HeNormal.sample(&[100, 200], &mut Rng::new(2)).unwrap();
+        let values = Init::HeNormal
+            .sample(&[100, 200], &mut Rng::new(2))
+            .unwrap();
         let var = values.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>() / values.len() as f64;
         assert!((var - 0.02).abs() < 0.002, "variance {var}");
     }
@@ -107,7 +111,10 @@ mod tests {
         let a = Init::HeUniform.sample(&[3, 5], &mut Rng::new(9)).unwrap();
         let b = Init::HeUniform.sample(&[3, 5], &mut Rng::new(9)).unwrap();
         assert_eq!(a, b);
-        assert_eq!(Init::Zeros.sample(&[4], &mut Rng::new(9)).unwrap(), vec![0.0; 4]);
+        assert_eq!(
+            Init::Zeros.sample(&[4], &mut Rng::new(9)).unwrap(),
+            vec![0.0; 4]
+        );
     }
 
     #[test]
@@ -115,7 +122,9 @@ mod tests {
         // More bytes than any address space: refused by `try_reserve_exact` on every
         // machine (the builder refuses such shapes earlier, by the size limit).
         let shape = [usize::MAX / 8, 2];
-        let err = Init::HeUniform.sample(&shape, &mut Rng::new(9)).unwrap_err();
+        let err = Init::HeUniform
+            .sample(&shape, &mut Rng::new(9))
+            .unwrap_err();
         assert_eq!(err.bytes, (usize::MAX / 8 * 2) * 4);
         assert!(err.what.contains(&format!("{shape:?}")), "{err}");
         assert!(Init::Zeros.sample(&shape, &mut Rng::new(9)).is_err());
@@ -124,7 +133,13 @@ mod tests {
     #[test]
     fn empty_parameters_draw_nothing() {
         let mut rng = Rng::new(3);
-        assert_eq!(Init::HeNormal.sample(&[0, 4], &mut rng).unwrap(), Vec::<f32>::new());
-        assert_eq!(Init::GlorotUniform.sample(&[4, 0], &mut rng).unwrap(), Vec::<f32>::new());
+        assert_eq!(
+            Init::HeNormal.sample(&[0, 4], &mut rng).unwrap(),
+            Vec::<f32>::new()
+        );
+        assert_eq!(
+            Init::GlorotUniform.sample(&[4, 0], &mut rng).unwrap(),
+            Vec::<f32>::new()
+        );
     }
 }

@@ -18,7 +18,10 @@ pub struct OutOfMemory {
 }
 
 /// An empty vector with room for exactly `len` elements, or an error naming `what`.
-pub fn try_with_capacity<T>(len: usize, what: impl FnOnce() -> String) -> Result<Vec<T>, OutOfMemory> {
+pub fn try_with_capacity<T>(
+    len: usize,
+    what: impl FnOnce() -> String,
+) -> Result<Vec<T>, OutOfMemory> {
     let mut items = Vec::new();
     items.try_reserve_exact(len).map_err(|_| OutOfMemory {
         what: what(),
@@ -50,7 +53,10 @@ pub fn try_collect<T>(
 }
 
 /// A copy of `items`, or an error naming `what`.
-pub fn try_clone<T: Clone>(items: &[T], what: impl FnOnce() -> String) -> Result<Vec<T>, OutOfMemory> {
+pub fn try_clone<T: Clone>(
+    items: &[T],
+    what: impl FnOnce() -> String,
+) -> Result<Vec<T>, OutOfMemory> {
     let mut copy = try_with_capacity(items.len(), what)?;
     copy.extend_from_slice(items);
     Ok(copy)
@@ -75,7 +81,10 @@ mod tests {
         );
         assert_eq!(
             err.to_string(),
-            format!("out of memory: cannot allocate {} bytes for parameter \"w\"", len * 8)
+            format!(
+                "out of memory: cannot allocate {} bytes for parameter \"w\"",
+                len * 8
+            )
         );
     }
 

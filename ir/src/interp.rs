@@ -263,7 +263,9 @@ fn reduce_axes(
         ReduceOp::Sum | ReduceOp::Mean => 0.0,
         ReduceOp::Max => f64::NEG_INFINITY,
     };
-    let mut out = try_vec(init, ty.num_elements(), || format!("the {ty} result of a reduction"))?;
+    let mut out = try_vec(init, ty.num_elements(), || {
+        format!("the {ty} result of a reduction")
+    })?;
     let out_strides = strides(&ty.shape);
     // Reduced axes have extent 1 in the output, so they contribute nothing to the
     // output offset.
@@ -324,7 +326,9 @@ fn matmul(
             b.data[offset + p * n + j]
         }
     };
-    let mut out = try_vec(0.0, ty.num_elements(), || format!("the {ty} result of a matmul"))?;
+    let mut out = try_vec(0.0, ty.num_elements(), || {
+        format!("the {ty} result of a matmul")
+    })?;
     for batch in 0..batches {
         for i in 0..m {
             for j in 0..n {

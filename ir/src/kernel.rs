@@ -691,7 +691,10 @@ impl KernelChecker<'_> {
         // limit that cannot overflow (a loop of extent 1 may carry any stride).
         let limit = crate::types::MAX_ELEMENTS as u64;
         if index.offset.unsigned_abs() > limit
-            || index.terms.iter().any(|&(_, stride)| stride.unsigned_abs() > limit)
+            || index
+                .terms
+                .iter()
+                .any(|&(_, stride)| stride.unsigned_abs() > limit)
         {
             return Err(format!(
                 "access {buffer}[{index}] has an offset or stride beyond {limit} elements"

@@ -636,7 +636,16 @@ mod tests {
             shape: vec![1 << 20, 1 << 20],
         };
         let err = wide.infer_type(&[&TensorType::f32([1, 1])]).unwrap_err();
-        assert!(matches!(err, IrError::TooLarge { op: "broadcast", .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                IrError::TooLarge {
+                    op: "broadcast",
+                    ..
+                }
+            ),
+            "{err}"
+        );
         let deep = Op::OneHot { depth: 1 << 30 };
         let err = deep.infer_type(&[&TensorType::i32([4])]).unwrap_err();
         assert_eq!(

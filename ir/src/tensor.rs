@@ -49,14 +49,18 @@ impl Tensor {
     pub fn f32(shape: impl Into<Shape>, data: &[f32]) -> Result<Tensor, TensorError> {
         let ty = TensorType::f32(shape);
         check_len(&ty, data.len())?;
-        let data = try_collect(data.iter().map(|&v| f64::from(v)), || format!("a tensor {ty}"))?;
+        let data = try_collect(data.iter().map(|&v| f64::from(v)), || {
+            format!("a tensor {ty}")
+        })?;
         Tensor::new(ty, data)
     }
 
     pub fn i32(shape: impl Into<Shape>, data: &[i32]) -> Result<Tensor, TensorError> {
         let ty = TensorType::i32(shape);
         check_len(&ty, data.len())?;
-        let data = try_collect(data.iter().map(|&v| f64::from(v)), || format!("a tensor {ty}"))?;
+        let data = try_collect(data.iter().map(|&v| f64::from(v)), || {
+            format!("a tensor {ty}")
+        })?;
         Tensor::new(ty, data)
     }
 

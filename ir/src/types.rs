@@ -178,7 +178,10 @@ mod tests {
         let huge = [(1usize << 63) + 1, 2];
         assert_eq!(checked_num_elements(&huge), None);
         assert_eq!(num_elements(&huge), usize::MAX);
-        assert_eq!(strides(&[3, 1 << 40, 1 << 40]), vec![usize::MAX, 1 << 40, 1]);
+        assert_eq!(
+            strides(&[3, 1 << 40, 1 << 40]),
+            vec![usize::MAX, 1 << 40, 1]
+        );
         // An extent of 0 anywhere makes the count 0, even after a saturated prefix.
         assert_eq!(num_elements(&[1 << 40, 1 << 40, 0]), 0);
         assert_eq!(checked_num_elements(&[1 << 40, 1 << 40, 0]), None);
