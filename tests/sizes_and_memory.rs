@@ -101,6 +101,34 @@ fn compiling_does_not_allocate_run_time_buffers() {
     );
 }
 
+#[test]
+fn parameters_are_allocated_at_compile_time_and_the_rest_at_the_first_run() {
+    let text = "graph g {
+  %0 = input \"x\" : f32[1000]
+  %1 = param \"w\" : f32[1000]
+  %2 = mul %0, %1 : f32[1000]
+  %3 = exp %2 : f32[1000]
+  %4 = reduce_sum %3 axes=[0] : f32[1]
+  output \"y\" = %4
+  output \"w\" = %1
+}
+";
+    let graph = kiln::ir::text::parse(text).unwrap();
+    let mut exe = compile(&graph).unwrap();
+    // Only the parameter: 1000 f32. It is state, readable (zeros) before any run.
+    assert_eq!(exe.allocated_bytes(), 4000);
+    assert_eq!(exe.output_f32("w").unwrap(), &[0.0; 1000]);
+    exe.set_param("w", &[1.0; 1000]).unwrap();
+    assert_eq!(exe.allocated_bytes(), 4000);
+    exe.run(&[("x", Arg::F32(&[0.0; 1000]))]).unwrap();
+    assert_eq!(exe.allocated_bytes(), exe.stats().buffer_bytes);
+    assert!(exe.stats().buffer_bytes > 4000, "{:?}", exe.stats());
+    assert_eq!(exe.output_f32("y").unwrap(), &[1000.0]);
+    // Later runs reuse the buffers.
+    exe.run(&[("x", Arg::F32(&[0.0; 1000]))]).unwrap();
+    assert_eq!(exe.allocated_bytes(), exe.stats().buffer_bytes);
+}
+
 /// Every op on zero-extent operands, including results that are not empty (a matmul
 /// contracting over k = 0, reductions over an empty axis).
 const EMPTY_OPS: &str = "graph empty_ops {
