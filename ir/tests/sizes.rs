@@ -22,7 +22,9 @@ fn leaves_beyond_the_limit_are_refused_and_at_the_limit_accepted() {
         too_large("input", &over)
     );
     assert_eq!(
-        graph.parameter("w", TensorType::f32([100_000, 100_000])).unwrap_err(),
+        graph
+            .parameter("w", TensorType::f32([100_000, 100_000]))
+            .unwrap_err(),
         too_large("param", &[100_000, 100_000])
     );
     assert_eq!(
@@ -32,8 +34,12 @@ fn leaves_beyond_the_limit_are_refused_and_at_the_limit_accepted() {
     // Refused leaves leave nothing behind: the names are still free.
     assert_eq!(graph.node_count(), 0);
     graph.input("x", TensorType::f32([MAX_ELEMENTS])).unwrap();
-    graph.parameter("w", TensorType::f32([0, MAX_ELEMENTS])).unwrap();
-    graph.constant(0.0, TensorType::bool([1, MAX_ELEMENTS, 1])).unwrap();
+    graph
+        .parameter("w", TensorType::f32([0, MAX_ELEMENTS]))
+        .unwrap();
+    graph
+        .constant(0.0, TensorType::bool([1, MAX_ELEMENTS, 1]))
+        .unwrap();
 }
 
 #[test]
@@ -53,7 +59,9 @@ fn op_results_beyond_the_limit_are_refused() {
         graph.broadcast(unit, [1 << 16, 1 << 16]).unwrap_err(),
         too_large("broadcast", &[1 << 16, 1 << 16])
     );
-    let column = graph.input("column", TensorType::f32([1 << 16, 1])).unwrap();
+    let column = graph
+        .input("column", TensorType::f32([1 << 16, 1]))
+        .unwrap();
     let row = graph.input("row", TensorType::f32([1, 1 << 16])).unwrap();
     assert_eq!(
         graph.matmul(column, row).unwrap_err(),
