@@ -30,6 +30,10 @@ pub enum BackendError {
     /// Cranelift rejected a function or could not link the module (a kiln bug).
     #[error("cranelift failed on {what}: {message}")]
     Cranelift { what: String, message: String },
+    /// The parameter buffers (allocated at compile time) could not be had: the
+    /// environment's limit, not a kiln bug.
+    #[error(transparent)]
+    OutOfMemory(#[from] kiln_ir::OutOfMemory),
 }
 
 /// Compiles `program` for the host with the default options (`opt_level=speed`).

@@ -8,10 +8,18 @@
 //! (arguments and parameter values are length-checked before they are copied in, and
 //! updates only exchange or copy buffers of equal length). So nothing a caller
 //! passes can make generated code touch memory outside the buffers.
+//!
+//! Memory: parameter buffers are allocated (zeroed) when the executable is made,
+//! since they are state the caller sets and reads; input and scratch buffers, and the
+//! staging copies some updates need, only on the first `run`, so compiling a program
+//! with large intermediates costs no memory for them until it runs. Every buffer is
+//! allocated with `try_reserve_exact`: memory that cannot be had is an
+//! `OutOfMemory` error (from `compile` or the first `run`), not an abort.
 
 use crate::cpu::jit::JitCode;
 use crate::cpu::CompileOptions;
 use crate::BackendError;
+use kiln_ir::alloc::{try_collect, try_vec, OutOfMemory};
 use kiln_ir::kernel::{BufferId, Program, Storage};
 use kiln_ir::{DType, Feeds, Tensor, TensorType};
 use std::collections::BTreeMap;
@@ -69,7 +77,8 @@ impl Arg<'_> {
     }
 }
 
-/// A mistake in how the caller used an executable; nothing ran when one is returned.
+/// A mistake in how the caller used an executable, or memory that could not be had;
+/// nothing ran when one is returned.
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum RuntimeError {
     /// An argument names no input of the program.
@@ -121,6 +130,14 @@ pub enum RuntimeError {
         name: String,
         ty: TensorType,
     },
+    /// An output read before the first run: its buffer does not exist yet (the
+    /// caller's mistake).
+    #[error("output {name:?} has no value before the first run")]
+    NotRun { name: String },
+    /// The run-time buffers (allocated on the first run) or a copy of a value could
+    /// not be had: the environment's limit, not the caller's mistake or a kiln bug.
+    #[error(transparent)]
+    OutOfMemory(#[from] OutOfMemory),
 }
 
 /// What compilation produced and what it cost.
@@ -128,7 +145,7 @@ pub enum RuntimeError {
 pub struct CompileStats {
     pub kernels: usize,
     pub buffers: usize,
-    /// Bytes of all buffers together.
+    /// Bytes of all buffers together, once all are allocated (after the first run).
     pub buffer_bytes: usize,
     /// Bytes of machine code of all kernels together.
     pub code_bytes: usize,
@@ -160,8 +177,17 @@ enum UpdateStep {
 /// A compiled program with its buffers: parameters persist across runs.
 pub struct Executable {
     code: JitCode,
-    /// Every buffer's 32-bit words, allocated once with the buffer's exact length.
+    /// Every buffer's 32-bit words, allocated once with the buffer's exact length:
+    /// parameters when the executable is made, the others on the first run (until
+    /// then they are empty, and `run_buffers_ready` is false).
     buffers: Vec<Vec<u32>>,
+    /// The program's buffer types, to allocate the run-time buffers from.
+    buffer_types: Vec<TensorType>,
+    /// Whether the input and scratch buffers and `staging` have been allocated.
+    run_buffers_ready: bool,
+    /// One copy per `UpdateStep::Staged`, in step order, allocated with the run-time
+    /// buffers so that applying updates never allocates.
+    staging: Vec<Vec<u32>>,
     inputs: Vec<Binding>,
     params: Vec<Binding>,
     outputs: Vec<Binding>,
@@ -198,18 +224,23 @@ fn find<'b>(bindings: &'b [Binding], name: &str) -> Option<&'b Binding> {
 }
 
 /// Reads words of a buffer as a tensor of type `ty`.
-fn to_tensor(words: &[u32], ty: &TensorType) -> Tensor {
-    let data = words
-        .iter()
-        .map(|&word| match ty.dtype {
+fn to_tensor(words: &[u32], ty: &TensorType) -> Result<Tensor, OutOfMemory> {
+    let data = try_collect(
+        words.iter().map(|&word| match ty.dtype {
             DType::F32 => f64::from(f32::from_bits(word)),
             DType::I32 => f64::from(word as i32),
             DType::Bool => f64::from(u8::from(word != 0)),
-        })
-        .collect();
+        }),
+        || format!("a host copy of a {ty} buffer"),
+    )?;
     // A buffer holds exactly its type's elements, and every word decodes to a value
     // of the dtype.
-    Tensor::new(ty.clone(), data).expect("a buffer matches its binding's type")
+    Ok(Tensor::new(ty.clone(), data).expect("a buffer matches its binding's type"))
+}
+
+/// A zeroed buffer for `ty`, or an error naming `what`.
+fn allocate(ty: &TensorType, what: impl FnOnce() -> String) -> Result<Vec<u32>, OutOfMemory> {
+    try_vec(0u32, ty.num_elements(), what)
 }
 
 fn as_f32(words: &[u32]) -> &[f32] {
@@ -219,17 +250,20 @@ fn as_f32(words: &[u32]) -> &[f32] {
 }
 
 impl Executable {
-    /// Checks and JIT-compiles `program` and allocates its buffers (zeroed).
+    /// Checks and JIT-compiles `program` and allocates its parameter buffers
+    /// (zeroed); the other buffers wait for the first run (see the module docs).
     pub fn new(program: &Program, options: &CompileOptions) -> Result<Executable, BackendError> {
         program.check()?;
         let start = Instant::now();
         let code = JitCode::new(program, options)?;
         let codegen_time = start.elapsed();
-        let buffers: Vec<Vec<u32>> = program
-            .buffers
-            .iter()
-            .map(|buffer| vec![0u32; buffer.len()])
-            .collect();
+        let mut buffers: Vec<Vec<u32>> = Vec::new();
+        for buffer in &program.buffers {
+            buffers.push(match &buffer.storage {
+                Storage::Param(name) => allocate(&buffer.ty, || format!("parameter {name:?}"))?,
+                Storage::Input(_) | Storage::Temp => Vec::new(),
+            });
+        }
         let bind = |name: &str, buffer: BufferId, ty: &TensorType| Binding {
             name: name.to_string(),
             buffer,
@@ -254,13 +288,20 @@ impl Executable {
         let stats = CompileStats {
             kernels: program.kernels.len(),
             buffers: program.buffers.len(),
-            buffer_bytes: program.buffers.iter().map(|b| b.len() * 4).sum(),
+            buffer_bytes: program
+                .buffers
+                .iter()
+                .map(|b| b.ty.size_bytes())
+                .fold(0, usize::saturating_add),
             code_bytes: code.kernels.iter().map(|k| k.code_bytes).sum(),
             codegen_time,
         };
         Ok(Executable {
             code,
             buffers,
+            buffer_types: program.buffers.iter().map(|b| b.ty.clone()).collect(),
+            run_buffers_ready: false,
+            staging: Vec::new(),
             inputs,
             params,
             outputs,
@@ -297,6 +338,44 @@ impl Executable {
 
     pub fn stats(&self) -> &CompileStats {
         &self.stats
+    }
+
+    /// Bytes of buffer memory held now: the parameters' after compilation, every
+    /// buffer's (and the update staging copies') from the first run on.
+    pub fn allocated_bytes(&self) -> usize {
+        self.buffers
+            .iter()
+            .chain(&self.staging)
+            .map(|words| words.len().saturating_mul(4))
+            .fold(0, usize::saturating_add)
+    }
+
+    /// Allocates the input and scratch buffers and the staging copies, once, before
+    /// the first run; nothing is kept if any allocation fails.
+    fn allocate_run_buffers(&mut self) -> Result<(), OutOfMemory> {
+        if self.run_buffers_ready {
+            return Ok(());
+        }
+        let mut fresh: Vec<(usize, Vec<u32>)> = Vec::new();
+        for (index, ty) in self.buffer_types.iter().enumerate() {
+            if self.buffers[index].len() != ty.num_elements() {
+                let words = allocate(ty, || format!("buffer r{index} ({ty}) of a run"))?;
+                fresh.push((index, words));
+            }
+        }
+        let mut staging = Vec::new();
+        for step in &self.update_steps {
+            if let UpdateStep::Staged { value, .. } = *step {
+                let ty = &self.buffer_types[value.0];
+                staging.push(allocate(ty, || format!("a staged update ({ty})"))?);
+            }
+        }
+        for (index, words) in fresh {
+            self.buffers[index] = words;
+        }
+        self.staging = staging;
+        self.run_buffers_ready = true;
+        Ok(())
     }
 
     /// Number of kernels launched per run.
@@ -384,10 +463,22 @@ impl Executable {
     /// The current value of a parameter of any dtype.
     pub fn param_tensor(&self, name: &str) -> Result<Tensor, RuntimeError> {
         let binding = self.param_binding(name)?;
-        Ok(to_tensor(&self.buffers[binding.buffer.0], &binding.ty))
+        Ok(to_tensor(&self.buffers[binding.buffer.0], &binding.ty)?)
     }
 
-    /// An f32 output of the last run (zeros before the first run).
+    /// The words of an output's buffer, which exists from the first run on (an
+    /// output that shows a parameter has it from the start).
+    fn output_words(&self, binding: &Binding) -> Result<&[u32], RuntimeError> {
+        let words = &self.buffers[binding.buffer.0];
+        if words.len() != binding.ty.num_elements() {
+            return Err(RuntimeError::NotRun {
+                name: binding.name.clone(),
+            });
+        }
+        Ok(words)
+    }
+
+    /// An f32 output of the last run.
     pub fn output_f32(&self, name: &str) -> Result<&[f32], RuntimeError> {
         let binding = self.output_binding(name)?;
         if binding.ty.dtype != DType::F32 {
@@ -397,13 +488,13 @@ impl Executable {
                 ty: binding.ty.clone(),
             });
         }
-        Ok(as_f32(&self.buffers[binding.buffer.0]))
+        Ok(as_f32(self.output_words(binding)?))
     }
 
     /// An output of the last run, of any dtype.
     pub fn output(&self, name: &str) -> Result<Tensor, RuntimeError> {
         let binding = self.output_binding(name)?;
-        Ok(to_tensor(&self.buffers[binding.buffer.0], &binding.ty))
+        Ok(to_tensor(self.output_words(binding)?, &binding.ty)?)
     }
 
     /// Matches the arguments to the inputs: every input exactly once, with its dtype
@@ -443,6 +534,7 @@ impl Executable {
     /// every kernel, then gives each updated parameter its new value.
     pub fn run(&mut self, inputs: &[(&str, Arg<'_>)]) -> Result<(), RuntimeError> {
         let args = self.match_inputs(inputs)?;
+        self.allocate_run_buffers()?;
         for (arg, binding) in args.iter().zip(&self.inputs) {
             arg.write_to(&mut self.buffers[binding.buffer.0]);
         }
@@ -466,15 +558,16 @@ impl Executable {
         }
     }
 
+    /// Gives each updated parameter its new value; never allocates (the staging
+    /// copies were allocated with the run-time buffers).
     fn apply_updates(&mut self) {
-        let staged: Vec<(BufferId, Vec<u32>)> = self
-            .update_steps
-            .iter()
-            .filter_map(|step| match *step {
-                UpdateStep::Staged { param, value } => Some((param, self.buffers[value.0].clone())),
-                _ => None,
-            })
-            .collect();
+        let staged = self.update_steps.iter().filter_map(|step| match *step {
+            UpdateStep::Staged { param, value } => Some((param, value)),
+            _ => None,
+        });
+        for ((_, value), copy) in staged.clone().zip(self.staging.iter_mut()) {
+            copy.copy_from_slice(&self.buffers[value.0]);
+        }
         for step in &self.update_steps {
             match *step {
                 UpdateStep::Swap { param, value } => self.buffers.swap(param.0, value.0),
@@ -485,8 +578,8 @@ impl Executable {
                 UpdateStep::Staged { .. } => {}
             }
         }
-        for (param, words) in staged {
-            self.buffers[param.0] = words;
+        for ((param, _), copy) in staged.zip(&self.staging) {
+            self.buffers[param.0].copy_from_slice(copy);
         }
     }
 
@@ -517,7 +610,7 @@ impl Executable {
                     found: tensor.ty(),
                 });
             }
-            let arg = OwnedArg::from_tensor(tensor);
+            let arg = OwnedArg::from_tensor(tensor)?;
             if kind == "input" {
                 owned.push((name.clone(), arg));
             } else {
@@ -537,7 +630,7 @@ impl Executable {
         for binding in &self.outputs {
             outputs.insert(
                 binding.name.clone(),
-                to_tensor(&self.buffers[binding.buffer.0], &binding.ty),
+                to_tensor(&self.buffers[binding.buffer.0], &binding.ty)?,
             );
         }
         let mut updated = BTreeMap::new();
@@ -556,12 +649,14 @@ enum OwnedArg {
 }
 
 impl OwnedArg {
-    fn from_tensor(tensor: &Tensor) -> OwnedArg {
-        match tensor.dtype() {
-            DType::F32 => OwnedArg::F32(tensor.to_f32()),
-            DType::I32 => OwnedArg::I32(tensor.to_i32()),
-            DType::Bool => OwnedArg::Bool(tensor.data().iter().map(|&v| v != 0.0).collect()),
-        }
+    fn from_tensor(tensor: &Tensor) -> Result<OwnedArg, OutOfMemory> {
+        let what = || format!("a copy of a fed {}", tensor.ty());
+        let data = tensor.data().iter();
+        Ok(match tensor.dtype() {
+            DType::F32 => OwnedArg::F32(try_collect(data.map(|&v| v as f32), what)?),
+            DType::I32 => OwnedArg::I32(try_collect(data.map(|&v| v as i32), what)?),
+            DType::Bool => OwnedArg::Bool(try_collect(data.map(|&v| v != 0.0), what)?),
+        })
     }
 
     fn as_arg(&self) -> Arg<'_> {

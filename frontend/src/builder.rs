@@ -2,11 +2,12 @@
 //! numpy-style helpers (broadcasting) on top of the exact-shape IR.
 
 use crate::init::Init;
-use kiln_ir::{BinaryOp, Graph, IrError, NodeId, Rng, TensorType};
+use kiln_ir::types::check_size;
+use kiln_ir::{BinaryOp, Graph, IrError, NodeId, OutOfMemory, Rng, TensorType};
 use std::collections::BTreeMap;
 use thiserror::Error;
 
-/// A mistake in a model declaration (always the user's).
+/// A mistake in a model declaration (the user's), or a model too large for memory.
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum FrontendError {
     /// The IR rejected a node; `context` says which layer or helper built it.
@@ -29,6 +30,14 @@ pub enum FrontendError {
         context: String,
         expected: String,
         found: TensorType,
+    },
+    /// A parameter's initial values could not be held in memory (the environment's
+    /// limit, not a kiln bug); `context` names the parameter.
+    #[error("{context}: {source}")]
+    OutOfMemory {
+        context: String,
+        #[source]
+        source: OutOfMemory,
     },
 }
 
@@ -87,19 +96,28 @@ impl ModelBuilder {
             .context(format!("input {name:?}"))
     }
 
-    /// A trainable f32 parameter of the given shape, drawn from `init`.
+    /// A trainable f32 parameter of the given shape, drawn from `init`. A shape
+    /// beyond the size limit, or values that do not fit in memory, are errors.
     pub fn parameter(
         &mut self,
         name: &str,
         shape: &[usize],
         init: Init,
     ) -> Result<NodeId, FrontendError> {
+        let context = format!("parameter {name:?}");
+        // The limit first: it refuses what no machine could hold without trying.
+        check_size("param", shape).context(context.clone())?;
+        let values =
+            init.sample(shape, &mut self.rng)
+                .map_err(|source| FrontendError::OutOfMemory {
+                    context: context.clone(),
+                    source,
+                })?;
         let id = self
             .graph
             .parameter(name, TensorType::f32(shape))
-            .context(format!("parameter {name:?}"))?;
-        self.params
-            .insert(name.to_string(), init.sample(shape, &mut self.rng));
+            .context(context)?;
+        self.params.insert(name.to_string(), values);
         Ok(id)
     }
 
@@ -122,7 +140,7 @@ impl ModelBuilder {
     }
 
     /// Numpy-style broadcast of `x` to `shape`: missing leading axes are added, then
-    /// axes of extent 1 stretch.
+    /// axes of extent 1 stretch (to any extent, 0 included).
     pub fn broadcast_to(&mut self, x: NodeId, shape: &[usize]) -> Result<NodeId, FrontendError> {
         let from = self.ty(x)?.clone();
         let to = from.with_shape(shape);
@@ -153,7 +171,9 @@ impl ModelBuilder {
         self.graph.broadcast(x, shape).context("broadcast")
     }
 
-    /// A binary op with numpy-style broadcasting of both operands to a common shape.
+    /// A binary op with numpy-style broadcasting of both operands to a common shape:
+    /// per axis, equal extents stay and an extent of 1 takes the other's (so 1 against
+    /// 0 gives 0, as in NumPy); other pairs (0 against 3) are an error.
     pub fn binary(&mut self, op: BinaryOp, a: NodeId, b: NodeId) -> Result<NodeId, FrontendError> {
         let (sa, sb) = (self.ty(a)?.clone(), self.ty(b)?.clone());
         let rank = sa.rank().max(sb.rank());
@@ -175,7 +195,7 @@ impl ModelBuilder {
                     to: sa,
                 });
             }
-            shape.push(ea.max(eb));
+            shape.push(if ea == 1 { eb } else { ea });
         }
         let a = self.broadcast_to(a, &shape)?;
         let b = self.broadcast_to(b, &shape)?;
@@ -206,6 +226,47 @@ mod tests {
         let y = b.input("y", TensorType::f32([2])).unwrap();
         let err = b.binary(BinaryOp::Add, x, y).unwrap_err().to_string();
         assert_eq!(err, "add: cannot broadcast f32[2] to f32[4,3]");
+    }
+
+    #[test]
+    fn zero_extents_broadcast_like_numpy() {
+        let mut b = ModelBuilder::new("t", 0);
+        let empty = b.input("e", TensorType::f32([0, 3])).unwrap();
+        let row = b.parameter("r", &[1, 3], Init::Zeros).unwrap();
+        let y = b.binary(BinaryOp::Add, empty, row).unwrap();
+        assert_eq!(b.ty(y).unwrap(), &TensorType::f32([0, 3]));
+        // Operand order does not matter: 1 against 0 is 0 either way.
+        let y = b.binary(BinaryOp::Mul, row, empty).unwrap();
+        assert_eq!(b.ty(y).unwrap(), &TensorType::f32([0, 3]));
+        let bias = b.parameter("bias", &[3], Init::Zeros).unwrap();
+        let y = b.binary(BinaryOp::Add, empty, bias).unwrap();
+        assert_eq!(b.ty(y).unwrap(), &TensorType::f32([0, 3]));
+        let y = b.broadcast_to(row, &[0, 3]).unwrap();
+        assert_eq!(b.ty(y).unwrap(), &TensorType::f32([0, 3]));
+        // 0 against 2 is no broadcast in NumPy either.
+        let two = b.input("two", TensorType::f32([2, 3])).unwrap();
+        let err = b.binary(BinaryOp::Add, empty, two).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "add: cannot broadcast f32[2,3] to f32[0,3]"
+        );
+        assert!(b.broadcast_to(empty, &[2, 3]).is_err());
+    }
+
+    #[test]
+    fn parameters_beyond_the_size_limit_are_errors_not_aborts() {
+        // 100 000 x 100 000 f32 is 40 GB: today's abort, refused by the size limit.
+        let mut b = ModelBuilder::new("t", 0);
+        let err = b
+            .parameter("w", &[100_000, 100_000], Init::GlorotUniform)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "parameter \"w\": param: shape [100000, 100000] has more than 2147483647 elements, the most a tensor may have"
+        );
+        // Nothing was declared: the name is still free and the model has no values.
+        b.parameter("w", &[2], Init::Zeros).unwrap();
+        assert_eq!(b.finish().params["w"], vec![0.0; 2]);
     }
 
     #[test]

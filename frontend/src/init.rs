@@ -1,5 +1,7 @@
 //! Parameter initialisers, seeded so a model built twice starts from the same weights.
 
+use kiln_ir::alloc::{try_vec, try_with_capacity, OutOfMemory};
+use kiln_ir::types::num_elements;
 use kiln_ir::Rng;
 
 /// How a parameter's initial values are drawn. `fan_in`/`fan_out` come from the
@@ -27,34 +29,53 @@ pub fn fans(shape: &[usize]) -> (usize, usize) {
         [] => (1, 1),
         [n] => (*n, *n),
         [.., fan_in, fan_out] => {
-            let field: usize = shape[..shape.len() - 2].iter().product();
-            (fan_in * field, fan_out * field)
+            // Saturating: a shape from a user need not be within the size limit yet.
+            let field = num_elements(&shape[..shape.len() - 2]);
+            (fan_in.saturating_mul(field), fan_out.saturating_mul(field))
         }
     }
 }
 
 impl Init {
-    /// Draws `count` values for a parameter of the given shape.
-    pub fn sample(self, shape: &[usize], rng: &mut Rng) -> Vec<f32> {
-        let count: usize = shape.iter().product();
+    /// Draws the values of a parameter of the given shape, in row-major order, or an
+    /// error if their memory cannot be had (`what` names the parameter).
+    pub fn sample(self, shape: &[usize], rng: &mut Rng) -> Result<Vec<f32>, OutOfMemory> {
+        let count = num_elements(shape);
+        let what = || format!("the initial values of a parameter of shape {shape:?}");
         let (fan_in, fan_out) = fans(shape);
-        let uniform = |rng: &mut Rng, limit: f64| -> Vec<f32> {
-            (0..count)
-                .map(|_| rng.uniform(-limit, limit) as f32)
-                .collect()
-        };
-        let normal = |rng: &mut Rng, std: f64| -> Vec<f32> {
-            (0..count).map(|_| (rng.normal() * std) as f32).collect()
-        };
         match self {
-            Init::Zeros => vec![0.0; count],
-            Init::Constant(value) => vec![value; count],
-            Init::GlorotUniform => uniform(rng, (6.0 / (fan_in + fan_out) as f64).sqrt()),
-            Init::HeNormal => normal(rng, (2.0 / fan_in as f64).sqrt()),
-            Init::HeUniform => uniform(rng, (6.0 / fan_in as f64).sqrt()),
-            Init::Normal { std } => normal(rng, f64::from(std)),
+            Init::Zeros => try_vec(0.0, count, what),
+            Init::Constant(value) => try_vec(value, count, what),
+            Init::GlorotUniform => {
+                let limit = (6.0 / fan_in.saturating_add(fan_out) as f64).sqrt();
+                draw(count, rng, what, |rng| rng.uniform(-limit, limit) as f32)
+            }
+            Init::HeNormal => {
+                let std = (2.0 / fan_in as f64).sqrt();
+                draw(count, rng, what, |rng| (rng.normal() * std) as f32)
+            }
+            Init::HeUniform => {
+                let limit = (6.0 / fan_in as f64).sqrt();
+                draw(count, rng, what, |rng| rng.uniform(-limit, limit) as f32)
+            }
+            Init::Normal { std } => {
+                let std = f64::from(std);
+                draw(count, rng, what, |rng| (rng.normal() * std) as f32)
+            }
         }
     }
+}
+
+/// `count` values from `one`, in a vector allocated up front.
+fn draw(
+    count: usize,
+    rng: &mut Rng,
+    what: impl FnOnce() -> String,
+    mut one: impl FnMut(&mut Rng) -> f32,
+) -> Result<Vec<f32>, OutOfMemory> {
+    let mut values = try_with_capacity(count, what)?;
+    values.extend((0..count).map(|_| one(rng)));
+    Ok(values)
 }
 
 #[cfg(test)]
@@ -63,7 +84,9 @@ mod tests {
 
     #[test]
     fn glorot_uniform_stays_within_its_limit() {
-        let values = Init::GlorotUniform.sample(&[64, 128], &mut Rng::new(1));
+        let values = Init::GlorotUniform
+            .sample(&[64, 128], &mut Rng::new(1))
+            .unwrap();
         let limit = (6.0f32 / 192.0).sqrt();
         assert_eq!(values.len(), 64 * 128);
         assert!(values.iter().all(|v| v.abs() <= limit));
@@ -76,16 +99,47 @@ mod tests {
 
     #[test]
     fn he_normal_has_variance_two_over_fan_in() {
-        let values = Init::HeNormal.sample(&[100, 200], &mut Rng::new(2));
+        let values = Init::HeNormal
+            .sample(&[100, 200], &mut Rng::new(2))
+            .unwrap();
         let var = values.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>() / values.len() as f64;
         assert!((var - 0.02).abs() < 0.002, "variance {var}");
     }
 
     #[test]
     fn same_seed_gives_same_weights() {
-        let a = Init::HeUniform.sample(&[3, 5], &mut Rng::new(9));
-        let b = Init::HeUniform.sample(&[3, 5], &mut Rng::new(9));
+        let a = Init::HeUniform.sample(&[3, 5], &mut Rng::new(9)).unwrap();
+        let b = Init::HeUniform.sample(&[3, 5], &mut Rng::new(9)).unwrap();
         assert_eq!(a, b);
-        assert_eq!(Init::Zeros.sample(&[4], &mut Rng::new(9)), vec![0.0; 4]);
+        assert_eq!(
+            Init::Zeros.sample(&[4], &mut Rng::new(9)).unwrap(),
+            vec![0.0; 4]
+        );
+    }
+
+    #[test]
+    fn memory_that_cannot_be_had_is_an_error() {
+        // More bytes than any address space: refused by `try_reserve_exact` on every
+        // machine (the builder refuses such shapes earlier, by the size limit).
+        let shape = [usize::MAX / 8, 2];
+        let err = Init::HeUniform
+            .sample(&shape, &mut Rng::new(9))
+            .unwrap_err();
+        assert_eq!(err.bytes, (usize::MAX / 8 * 2) * 4);
+        assert!(err.what.contains(&format!("{shape:?}")), "{err}");
+        assert!(Init::Zeros.sample(&shape, &mut Rng::new(9)).is_err());
+    }
+
+    #[test]
+    fn empty_parameters_draw_nothing() {
+        let mut rng = Rng::new(3);
+        assert_eq!(
+            Init::HeNormal.sample(&[0, 4], &mut rng).unwrap(),
+            Vec::<f32>::new()
+        );
+        assert_eq!(
+            Init::GlorotUniform.sample(&[4, 0], &mut rng).unwrap(),
+            Vec::<f32>::new()
+        );
     }
 }

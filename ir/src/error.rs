@@ -1,6 +1,6 @@
 //! Errors of graph construction and verification.
 
-use crate::types::TensorType;
+use crate::types::{Shape, TensorType};
 use thiserror::Error;
 
 /// What went wrong while building or checking a graph. All variants are the user's
@@ -39,6 +39,17 @@ pub enum IrError {
     /// A constant that cannot be represented in its dtype.
     #[error("const: {value} is not a valid {dtype} value")]
     BadConstant { value: f64, dtype: &'static str },
+    /// A type larger than [`crate::types::MAX_ELEMENTS`] allows: a leaf declared that
+    /// large, or an op (`reshape`, `broadcast`, `one_hot`, ...) whose result would be.
+    #[error(
+        "{op}: shape {shape:?} has more than {max} elements, the most a tensor may have{}",
+        if shape.contains(&0) { " (counting extents of 0 as 1)" } else { "" }
+    )]
+    TooLarge {
+        op: &'static str,
+        shape: Shape,
+        max: usize,
+    },
     /// The verifier found a broken invariant; after a pass this is a kiln bug.
     #[error("invalid graph: {0}")]
     Invalid(String),

@@ -6,7 +6,7 @@
 
 use crate::error::IrError;
 use crate::op::{BinaryOp, CmpOp, Op, ReduceOp, UnaryOp};
-use crate::types::{DType, Shape, TensorType};
+use crate::types::{check_size, DType, Shape, TensorType};
 use petgraph::stable_graph::{NodeIndex, StableDiGraph};
 use petgraph::visit::{EdgeRef, NodeIndexable};
 use petgraph::Direction;
@@ -359,6 +359,7 @@ impl Graph {
 
     pub fn input(&mut self, name: &str, ty: TensorType) -> Result<NodeId, IrError> {
         self.check_new_leaf_name("input", name)?;
+        check_size("input", &ty.shape)?;
         let id = self.insert(
             Op::Input {
                 name: name.to_string(),
@@ -372,6 +373,7 @@ impl Graph {
 
     pub fn parameter(&mut self, name: &str, ty: TensorType) -> Result<NodeId, IrError> {
         self.check_new_leaf_name("parameter", name)?;
+        check_size("param", &ty.shape)?;
         let id = self.insert(
             Op::Parameter {
                 name: name.to_string(),
@@ -386,6 +388,7 @@ impl Graph {
     /// A tensor of type `ty` filled with `value`. Integer and bool constants must be
     /// whole numbers (bool: 0 or 1).
     pub fn constant(&mut self, value: f64, ty: TensorType) -> Result<NodeId, IrError> {
+        check_size("const", &ty.shape)?;
         let valid = match ty.dtype {
             DType::F32 => true,
             DType::I32 => {

@@ -5,6 +5,7 @@
 //! to f32 after each op, which models what compiled f32 code computes (up to the
 //! order of additions in sums and matmuls).
 
+use crate::alloc::{try_clone, try_collect, try_vec, try_with_capacity, OutOfMemory};
 use crate::graph::{Graph, NodeId};
 use crate::op::{matrix_dims, Op, ReduceOp};
 use crate::tensor::Tensor;
@@ -24,7 +25,8 @@ pub enum Precision {
     F32,
 }
 
-/// Feeds that do not match the graph's signature (the caller's mistake).
+/// Why an evaluation failed: feeds that do not match the graph's signature (the
+/// caller's mistake), or a value too large for the memory there is.
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum InterpError {
     /// An input or parameter has no value in the feeds.
@@ -40,6 +42,9 @@ pub enum InterpError {
     /// A feed names nothing in the graph.
     #[error("{name:?} is neither an input nor a parameter of the graph")]
     Unknown { name: String },
+    /// A value's memory could not be had (the environment's limit, not a bug).
+    #[error(transparent)]
+    OutOfMemory(#[from] OutOfMemory),
 }
 
 /// The result of one evaluation.
@@ -85,7 +90,7 @@ pub fn evaluate(
                         found: fed.ty(),
                     });
                 }
-                fed.clone()
+                fed.try_clone()?
             }
             op => {
                 let operands: Vec<&Tensor> = graph
@@ -93,7 +98,7 @@ pub fn evaluate(
                     .iter()
                     .map(|operand| &values[operand])
                     .collect();
-                apply(op, &node.ty, &operands)
+                apply(op, &node.ty, &operands)?
             }
         };
         values.insert(id, round(value, precision));
@@ -101,16 +106,16 @@ pub fn evaluate(
     let outputs = graph
         .outputs()
         .iter()
-        .map(|(name, id)| (name.clone(), values[id].clone()))
-        .collect();
+        .map(|(name, id)| Ok((name.clone(), values[id].try_clone()?)))
+        .collect::<Result<_, OutOfMemory>>()?;
     let updates = graph
         .updates()
         .iter()
         .map(|(param, value)| {
             let name = graph.leaf_name(*param).expect("updates target parameters");
-            (name.to_string(), values[value].clone())
+            Ok((name.to_string(), values[value].try_clone()?))
         })
-        .collect();
+        .collect::<Result<_, OutOfMemory>>()?;
     Ok(Evaluation {
         values,
         outputs,
@@ -136,31 +141,35 @@ fn round(mut tensor: Tensor, precision: Precision) -> Tensor {
     tensor
 }
 
-/// Computes one op. Operand types were checked when the graph was built.
-pub fn apply(op: &Op, ty: &TensorType, operands: &[&Tensor]) -> Tensor {
+/// Computes one op. Operand types were checked when the graph was built; the only
+/// error is memory for the result (or a temporary) that cannot be had.
+pub fn apply(op: &Op, ty: &TensorType, operands: &[&Tensor]) -> Result<Tensor, OutOfMemory> {
+    let what = || format!("the {ty} value of a {}", op.mnemonic());
     let data = match op {
         Op::Input { .. } | Op::Parameter { .. } => {
             unreachable!("inputs and parameters are read from the feeds")
         }
-        Op::Constant { value } => vec![*value; ty.num_elements()],
-        Op::Unary(unary) => operands[0].data.iter().map(|&x| unary.apply(x)).collect(),
+        Op::Constant { value } => try_vec(*value, ty.num_elements(), what)?,
+        Op::Unary(unary) => try_collect(operands[0].data.iter().map(|&x| unary.apply(x)), what)?,
         // i32 arithmetic wraps; products can exceed f64's 53-bit mantissa, so integers
         // are computed as integers.
         Op::Binary(binary) if ty.dtype == DType::I32 => zip(operands[0], operands[1], |a, b| {
             f64::from(binary.apply_i32(a as i32, b as i32))
-        }),
-        Op::Binary(binary) => zip(operands[0], operands[1], |a, b| binary.apply(a, b)),
+        })?,
+        Op::Binary(binary) => zip(operands[0], operands[1], |a, b| binary.apply(a, b))?,
         Op::Compare(cmp) => zip(operands[0], operands[1], |a, b| {
             f64::from(u8::from(cmp.apply(a, b)))
-        }),
-        Op::Select => operands[0]
-            .data
-            .iter()
-            .zip(&operands[1].data)
-            .zip(&operands[2].data)
-            .map(|((&cond, &on_true), &on_false)| if cond != 0.0 { on_true } else { on_false })
-            .collect(),
-        Op::Cast { to } => operands[0].data.iter().map(|&x| cast(x, *to)).collect(),
+        })?,
+        Op::Select => try_collect(
+            operands[0]
+                .data
+                .iter()
+                .zip(&operands[1].data)
+                .zip(&operands[2].data)
+                .map(|((&cond, &on_true), &on_false)| if cond != 0.0 { on_true } else { on_false }),
+            what,
+        )?,
+        Op::Cast { to } => try_collect(operands[0].data.iter().map(|&x| cast(x, *to)), what)?,
         Op::Broadcast { shape } => {
             let x = operands[0];
             let x_strides = strides(&x.shape);
@@ -171,22 +180,22 @@ pub fn apply(op: &Op, ty: &TensorType, operands: &[&Tensor]) -> Tensor {
                 .zip(&x_strides)
                 .map(|(&extent, &stride)| if extent == 1 { 0 } else { stride })
                 .collect();
-            map_indices(shape, |index| x.data[dot(index, &read_strides)])
+            map_indices(shape, |index| x.data[dot(index, &read_strides)])?
         }
-        Op::Reduce { op: reduce, axes } => reduce_axes(*reduce, axes, operands[0], ty),
-        Op::Reshape { .. } => operands[0].data.clone(),
+        Op::Reduce { op: reduce, axes } => reduce_axes(*reduce, axes, operands[0], ty)?,
+        Op::Reshape { .. } => try_clone(&operands[0].data, what)?,
         Op::Transpose { perm } => {
             let x = operands[0];
             let x_strides = strides(&x.shape);
             let read_strides: Vec<usize> = perm.iter().map(|&axis| x_strides[axis]).collect();
-            map_indices(&ty.shape, |index| x.data[dot(index, &read_strides)])
+            map_indices(&ty.shape, |index| x.data[dot(index, &read_strides)])?
         }
         Op::MatMul {
             transpose_a,
             transpose_b,
-        } => matmul(operands[0], operands[1], *transpose_a, *transpose_b, ty),
+        } => matmul(operands[0], operands[1], *transpose_a, *transpose_b, ty)?,
         Op::OneHot { depth } => {
-            let mut data = vec![0.0; ty.num_elements()];
+            let mut data = try_vec(0.0, ty.num_elements(), what)?;
             for (row, &label) in operands[0].data.iter().enumerate() {
                 if label >= 0.0 && (label as usize) < *depth {
                     data[row * depth + label as usize] = 1.0;
@@ -195,15 +204,16 @@ pub fn apply(op: &Op, ty: &TensorType, operands: &[&Tensor]) -> Tensor {
             data
         }
     };
-    Tensor {
+    Ok(Tensor {
         dtype: ty.dtype,
         shape: ty.shape.clone(),
         data,
-    }
+    })
 }
 
-fn zip(a: &Tensor, b: &Tensor, f: impl Fn(f64, f64) -> f64) -> Vec<f64> {
-    a.data.iter().zip(&b.data).map(|(&x, &y)| f(x, y)).collect()
+fn zip(a: &Tensor, b: &Tensor, f: impl Fn(f64, f64) -> f64) -> Result<Vec<f64>, OutOfMemory> {
+    let pairs = a.data.iter().zip(&b.data).map(|(&x, &y)| f(x, y));
+    try_collect(pairs, || format!("the {} result of a binary op", a.ty()))
 }
 
 /// Conversion with Rust's `as` semantics: float to int truncates toward zero and
@@ -223,9 +233,12 @@ fn dot(index: &[usize], strides: &[usize]) -> usize {
 }
 
 /// Calls `f` with every multi-index of `shape` in row-major order.
-fn map_indices(shape: &[usize], mut f: impl FnMut(&[usize]) -> f64) -> Vec<f64> {
-    let total: usize = shape.iter().product();
-    let mut out = Vec::with_capacity(total);
+fn map_indices(
+    shape: &[usize],
+    mut f: impl FnMut(&[usize]) -> f64,
+) -> Result<Vec<f64>, OutOfMemory> {
+    let total = crate::types::num_elements(shape);
+    let mut out = try_with_capacity(total, || format!("a value of shape {shape:?}"))?;
     let mut index = vec![0; shape.len()];
     for _ in 0..total {
         out.push(f(&index));
@@ -237,15 +250,22 @@ fn map_indices(shape: &[usize], mut f: impl FnMut(&[usize]) -> f64) -> Vec<f64> 
             index[axis] = 0;
         }
     }
-    out
+    Ok(out)
 }
 
-fn reduce_axes(op: ReduceOp, axes: &[usize], x: &Tensor, ty: &TensorType) -> Vec<f64> {
+fn reduce_axes(
+    op: ReduceOp,
+    axes: &[usize],
+    x: &Tensor,
+    ty: &TensorType,
+) -> Result<Vec<f64>, OutOfMemory> {
     let init = match op {
         ReduceOp::Sum | ReduceOp::Mean => 0.0,
         ReduceOp::Max => f64::NEG_INFINITY,
     };
-    let mut out = vec![init; ty.num_elements()];
+    let mut out = try_vec(init, ty.num_elements(), || {
+        format!("the {ty} result of a reduction")
+    })?;
     let out_strides = strides(&ty.shape);
     // Reduced axes have extent 1 in the output, so they contribute nothing to the
     // output offset.
@@ -269,14 +289,14 @@ fn reduce_axes(op: ReduceOp, axes: &[usize], x: &Tensor, ty: &TensorType) -> Vec
             ReduceOp::Max => target.max(value),
         };
         0.0
-    });
+    })?;
     if op == ReduceOp::Mean {
         let count: usize = axes.iter().map(|&axis| x.shape[axis]).product();
         for v in &mut out {
             *v /= count as f64;
         }
     }
-    out
+    Ok(out)
 }
 
 fn matmul(
@@ -285,7 +305,7 @@ fn matmul(
     transpose_a: bool,
     transpose_b: bool,
     ty: &TensorType,
-) -> Vec<f64> {
+) -> Result<Vec<f64>, OutOfMemory> {
     let rank = a.shape.len();
     let (m, k) = matrix_dims(&a.shape, transpose_a);
     let (_, n) = matrix_dims(&b.shape, transpose_b);
@@ -306,7 +326,9 @@ fn matmul(
             b.data[offset + p * n + j]
         }
     };
-    let mut out = vec![0.0; ty.num_elements()];
+    let mut out = try_vec(0.0, ty.num_elements(), || {
+        format!("the {ty} result of a matmul")
+    })?;
     for batch in 0..batches {
         for i in 0..m {
             for j in 0..n {
@@ -315,5 +337,5 @@ fn matmul(
             }
         }
     }
-    out
+    Ok(out)
 }

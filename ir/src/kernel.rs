@@ -538,6 +538,10 @@ impl Program {
         };
         let mut names = BTreeSet::new();
         for buffer in &self.buffers {
+            // Buffer lengths, and the byte offsets generated code computes from them,
+            // are exact only within the size limit.
+            crate::types::check_size("buffer", &buffer.ty.shape)
+                .map_err(|err| bad(err.to_string()))?;
             if let Storage::Input(name) | Storage::Param(name) = &buffer.storage {
                 if !names.insert(name.as_str()) {
                     return Err(bad(format!("input or parameter {name:?} is bound twice")));
@@ -683,6 +687,19 @@ impl KernelChecker<'_> {
             .get(buffer.0)
             .ok_or_else(|| format!("{buffer} does not exist"))?
             .len();
+        // Generated code scales offsets and strides to bytes in i64; within the size
+        // limit that cannot overflow (a loop of extent 1 may carry any stride).
+        let limit = crate::types::MAX_ELEMENTS as u64;
+        if index.offset.unsigned_abs() > limit
+            || index
+                .terms
+                .iter()
+                .any(|&(_, stride)| stride.unsigned_abs() > limit)
+        {
+            return Err(format!(
+                "access {buffer}[{index}] has an offset or stride beyond {limit} elements"
+            ));
+        }
         // A body inside an empty loop never runs, so it cannot go out of bounds.
         if self.scope.iter().any(|&(_, extent)| extent == 0) {
             return Ok(());

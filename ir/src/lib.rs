@@ -1,6 +1,7 @@
 //! kiln-ir: the typed tensor graph, its text form, and the reference interpreter that
 //! defines what every op means.
 
+pub mod alloc;
 pub mod dot;
 pub mod error;
 pub mod graph;
@@ -15,6 +16,7 @@ pub mod text;
 pub mod types;
 pub mod verify;
 
+pub use alloc::OutOfMemory;
 pub use error::IrError;
 pub use graph::{Graph, GraphId, Node, NodeId};
 pub use interp::{evaluate, Evaluation, Feeds, InterpError, Precision};

@@ -5,7 +5,7 @@
 //! Reductions keep the reduced axes with extent 1, so `broadcast` can undo them.
 
 use crate::error::IrError;
-use crate::types::{num_elements, DType, Shape, TensorType};
+use crate::types::{check_size, num_elements, DType, Shape, TensorType};
 use serde::{Deserialize, Serialize};
 
 /// Elementwise unary ops.
@@ -346,6 +346,7 @@ impl Op {
 
     /// The result type of the op applied to operands of the given types, or an error
     /// naming the op and the offending types. Leaves have no rule: their type is given.
+    /// A result larger than [`crate::types::MAX_ELEMENTS`] allows is an error too.
     pub fn infer_type(&self, operands: &[&TensorType]) -> Result<TensorType, IrError> {
         let op = self.mnemonic();
         if operands.len() != self.arity() {
@@ -356,7 +357,7 @@ impl Op {
             });
         }
         let bad = |message: String| IrError::Type { op, message };
-        match self {
+        let ty = match self {
             Op::Input { .. } | Op::Parameter { .. } | Op::Constant { .. } => {
                 unreachable!("leaves have arity 0 and are typed by the caller")
             }
@@ -423,6 +424,8 @@ impl Op {
             }
             Op::Reshape { shape } => {
                 let x = operands[0];
+                // First, so that a count too large to compute is not compared.
+                check_size(op, shape)?;
                 if num_elements(shape) != x.num_elements() {
                     return Err(bad(format!(
                         "cannot reshape {x} ({} elements) to {:?} ({} elements)",
@@ -489,7 +492,9 @@ impl Op {
                 shape.push(*depth);
                 Ok(TensorType::f32(shape))
             }
-        }
+        }?;
+        check_size(op, &ty.shape)?;
+        Ok(ty)
     }
 }
 
@@ -610,6 +615,53 @@ mod tests {
             .infer_type(&[&x])
             .unwrap();
         assert_eq!(ty.shape, vec![3, 2]);
+    }
+
+    #[test]
+    fn reshape_to_a_count_that_wraps_is_too_large() {
+        // (2^63 + 1) * 2 wraps to 2 in unchecked usize arithmetic.
+        let op = Op::Reshape {
+            shape: vec![(1 << 63) + 1, 2],
+        };
+        let err = op.infer_type(&[&TensorType::f32([2])]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "reshape: shape [9223372036854775809, 2] has more than 2147483647 elements, the most a tensor may have"
+        );
+    }
+
+    #[test]
+    fn results_beyond_the_size_limit_are_errors() {
+        let wide = Op::Broadcast {
+            shape: vec![1 << 20, 1 << 20],
+        };
+        let err = wide.infer_type(&[&TensorType::f32([1, 1])]).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                IrError::TooLarge {
+                    op: "broadcast",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let deep = Op::OneHot { depth: 1 << 30 };
+        let err = deep.infer_type(&[&TensorType::i32([4])]).unwrap_err();
+        assert_eq!(
+            err,
+            IrError::TooLarge {
+                op: "one_hot",
+                shape: vec![4, 1 << 30],
+                max: crate::types::MAX_ELEMENTS,
+            }
+        );
+        // Zero extents are legal, and broadcast from 1 to 0 like NumPy.
+        let empty = Op::Broadcast { shape: vec![0, 3] };
+        assert_eq!(
+            empty.infer_type(&[&TensorType::f32([1, 3])]).unwrap(),
+            TensorType::f32([0, 3])
+        );
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! Elements are kept as `f64` whatever the dtype (i32 and bool values are exact in
 //! f64), so gradient checks can run the interpreter in double precision.
 
-use crate::types::{num_elements, DType, Shape, TensorType};
+use crate::alloc::{try_clone, try_collect, try_vec, OutOfMemory};
+use crate::types::{DType, Shape, TensorType};
 use std::fmt;
 
 /// A dense row-major tensor on the host. Its fields are private so that every tensor
@@ -16,29 +17,24 @@ pub struct Tensor {
     pub(crate) data: Vec<f64>,
 }
 
-/// A tensor whose data does not fit its shape, or whose values do not fit its dtype.
+/// Why a tensor could not be made.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
-#[error("tensor of type {ty}: {message}")]
-pub struct TensorError {
-    pub ty: TensorType,
-    pub message: String,
+pub enum TensorError {
+    /// Data that does not fit the shape, or values that do not fit the dtype (the
+    /// caller's mistake).
+    #[error("tensor of type {ty}: {message}")]
+    Invalid { ty: TensorType, message: String },
+    /// The tensor's memory could not be had (the environment's limit, not a bug).
+    #[error(transparent)]
+    OutOfMemory(#[from] OutOfMemory),
 }
 
 impl Tensor {
     /// A tensor from `f64` values, checked against its type.
     pub fn new(ty: TensorType, data: Vec<f64>) -> Result<Tensor, TensorError> {
-        if data.len() != ty.num_elements() {
-            return Err(TensorError {
-                message: format!(
-                    "{} elements given, {} expected",
-                    data.len(),
-                    ty.num_elements()
-                ),
-                ty,
-            });
-        }
+        check_len(&ty, data.len())?;
         if let Some(value) = data.iter().find(|&&v| !fits(ty.dtype, v)) {
-            return Err(TensorError {
+            return Err(TensorError::Invalid {
                 message: format!("{value} is not a {} value", ty.dtype),
                 ty,
             });
@@ -51,26 +47,42 @@ impl Tensor {
     }
 
     pub fn f32(shape: impl Into<Shape>, data: &[f32]) -> Result<Tensor, TensorError> {
-        Tensor::new(
-            TensorType::f32(shape),
-            data.iter().map(|&v| f64::from(v)).collect(),
-        )
+        let ty = TensorType::f32(shape);
+        check_len(&ty, data.len())?;
+        let data = try_collect(data.iter().map(|&v| f64::from(v)), || {
+            format!("a tensor {ty}")
+        })?;
+        Tensor::new(ty, data)
     }
 
     pub fn i32(shape: impl Into<Shape>, data: &[i32]) -> Result<Tensor, TensorError> {
-        Tensor::new(
-            TensorType::i32(shape),
-            data.iter().map(|&v| f64::from(v)).collect(),
-        )
+        let ty = TensorType::i32(shape);
+        check_len(&ty, data.len())?;
+        let data = try_collect(data.iter().map(|&v| f64::from(v)), || {
+            format!("a tensor {ty}")
+        })?;
+        Tensor::new(ty, data)
     }
 
-    /// A tensor of type `ty` with every element `value`.
-    pub fn full(ty: &TensorType, value: f64) -> Tensor {
-        Tensor {
+    /// A tensor of type `ty` with every element `value` (not checked against the
+    /// dtype), or an error if its memory cannot be had.
+    pub fn full(ty: &TensorType, value: f64) -> Result<Tensor, TensorError> {
+        let data = try_vec(value, ty.num_elements(), || format!("a tensor {ty}"))?;
+        Ok(Tensor {
             dtype: ty.dtype,
             shape: ty.shape.clone(),
-            data: vec![value; num_elements(&ty.shape)],
-        }
+            data,
+        })
+    }
+
+    /// A copy of the tensor, or an error if its memory cannot be had (`clone` aborts
+    /// instead).
+    pub fn try_clone(&self) -> Result<Tensor, OutOfMemory> {
+        Ok(Tensor {
+            dtype: self.dtype,
+            shape: self.shape.clone(),
+            data: try_clone(&self.data, || format!("a copy of a tensor {}", self.ty()))?,
+        })
     }
 
     pub fn dtype(&self) -> DType {
@@ -90,14 +102,20 @@ impl Tensor {
     /// bool tensor given a value its dtype cannot hold is left as it was, and the
     /// error names the value.
     pub fn edit(&mut self, edit: impl FnOnce(&mut [f64])) -> Result<(), TensorError> {
-        let saved = (self.dtype != DType::F32).then(|| self.data.clone());
+        let saved = if self.dtype == DType::F32 {
+            None
+        } else {
+            Some(try_clone(&self.data, || {
+                format!("a saved copy of a tensor {}", self.ty())
+            })?)
+        };
         edit(&mut self.data);
         if let Some(bad) = self.data.iter().find(|&&v| !fits(self.dtype, v)) {
             let message = format!("{bad} is not a {} value", self.dtype);
             if let Some(saved) = saved {
                 self.data = saved;
             }
-            return Err(TensorError {
+            return Err(TensorError::Invalid {
                 ty: self.ty(),
                 message,
             });
@@ -135,6 +153,17 @@ impl Tensor {
     pub fn scalar(&self) -> Option<f64> {
         (self.data.len() == 1).then(|| self.data[0])
     }
+}
+
+/// Checks that `len` elements fill a tensor of type `ty`.
+fn check_len(ty: &TensorType, len: usize) -> Result<(), TensorError> {
+    if len != ty.num_elements() {
+        return Err(TensorError::Invalid {
+            ty: ty.clone(),
+            message: format!("{len} elements given, {} expected", ty.num_elements()),
+        });
+    }
+    Ok(())
 }
 
 /// Whether `value` is a value of `dtype` (any f64 is an f32 value before rounding).

@@ -44,7 +44,23 @@ const ERROR_CASES: &[(&str, &str)] = &[
     ),
     (
         "// a type too large to address\ngraph g {\n  %0 = input \"x\" : f32[4294967296,4294967296]\n}\n",
-        "3:20: type f32[4294967296,4294967296] is too large: expected at most 9223372036854775807 bytes in all",
+        "3:8: input: shape [4294967296, 4294967296] has more than 2147483647 elements, the most a tensor may have",
+    ),
+    (
+        "// a parameter of 100 000 x 100 000 (40 GB of f32) is beyond the size limit\ngraph g {\n  %0 = param \"w\" : f32[100000,100000]\n}\n",
+        "3:8: param: shape [100000, 100000] has more than 2147483647 elements, the most a tensor may have",
+    ),
+    (
+        "// a reshape whose element count wraps to 2 in unchecked arithmetic\ngraph g {\n  %0 = input \"x\" : f32[2]\n  %1 = reshape %0 : f32[9223372036854775809,2]\n}\n",
+        "4:8: reshape: shape [9223372036854775809, 2] has more than 2147483647 elements, the most a tensor may have",
+    ),
+    (
+        "// a broadcast result beyond the size limit\ngraph g {\n  %0 = const 1.0 : f32[1,1]\n  %1 = broadcast %0 : f32[65536,65536]\n}\n",
+        "4:8: broadcast: shape [65536, 65536] has more than 2147483647 elements, the most a tensor may have",
+    ),
+    (
+        "// an empty type whose strides would not fit: zero extents count as 1\ngraph g {\n  %0 = input \"x\" : f32[0,65536,65536]\n}\n",
+        "3:8: input: shape [0, 65536, 65536] has more than 2147483647 elements, the most a tensor may have (counting extents of 0 as 1)",
     ),
     (
         "// operands of different shapes\ngraph g {\n  %0 = input \"x\" : f32[2]\n  %1 = input \"y\" : f32[3]\n  %2 = add %0, %1 : f32[2]\n}\n",

@@ -59,7 +59,7 @@ pub enum LowerError {
 }
 
 /// The largest tensor a kernel loop can count over (loop indices are also i32 values).
-const MAX_ELEMENTS: usize = i32::MAX as usize;
+const MAX_ELEMENTS: usize = kiln_ir::types::MAX_ELEMENTS;
 
 /// Lanes of a vectorised loop: 128-bit SIMD over 32-bit elements.
 const VECTOR_WIDTH: u32 = 4;
@@ -751,9 +751,10 @@ fn fold_constant(op: &Op, values: &[Value], dtype: DType) -> Option<Scalar> {
         .iter()
         .zip(&x)
         .map(|(s, &v)| kiln_ir::Tensor::full(&TensorType::new(s.dtype(), Vec::new()), v))
-        .collect();
+        .collect::<Result<_, _>>()
+        .ok()?;
     let refs: Vec<&kiln_ir::Tensor> = tensors.iter().collect();
-    let result = kiln_ir::interp::apply(op, &TensorType::new(dtype, Vec::new()), &refs);
+    let result = kiln_ir::interp::apply(op, &TensorType::new(dtype, Vec::new()), &refs).ok()?;
     let value = result.data()[0];
     // Integer results wrap like the compiled code.
     Some(match dtype {

@@ -451,9 +451,11 @@ fn fold_splat(op: &Op, ty: &TensorType, operands: &[Option<f64>]) -> Option<f64>
             let tensors: Vec<Tensor> = values
                 .iter()
                 .map(|&value| Tensor::full(&scalar, value))
-                .collect();
+                .collect::<Result<_, _>>()
+                .ok()?;
             let refs: Vec<&Tensor> = tensors.iter().collect();
-            let result = apply(op, &scalar, &refs).data()[0];
+            // One-element tensors: memory runs out here only if it already has.
+            let result = apply(op, &scalar, &refs).ok()?.data()[0];
             // The interpreter wraps i32 results after every op; so does folding.
             Some(match ty.dtype {
                 DType::I32 => f64::from(result as i64 as i32),
