@@ -74,7 +74,7 @@ mod tests {
         let y = b.input("y", TensorType::i32([2])).unwrap();
         let loss = softmax_cross_entropy(&mut b, z, y).unwrap();
         b.output("loss", loss).unwrap();
-        let model = b.finish();
+        let model = b.finish().unwrap();
         let mut feeds = Feeds::new();
         // Large logits check the max shift: naive exp(1000) overflows.
         feeds.insert(
@@ -82,7 +82,7 @@ mod tests {
             Tensor::f32([2, 3], &[1.0, 2.0, 3.0, 1000.0, 0.0, 0.0]).unwrap(),
         );
         feeds.insert("y".into(), Tensor::i32([2], &[2, 0]).unwrap());
-        let out = evaluate(&model.graph, &feeds, Precision::F64).unwrap();
+        let out = evaluate(model.graph(), &feeds, Precision::F64).unwrap();
         // Row 0: log(e^1 + e^2 + e^3) - 3 = 0.40760596; row 1: ~0.
         let expected = (0.407_605_964_444_380_8 + 0.0) / 2.0;
         let loss = out.outputs["loss"].scalar().unwrap();
