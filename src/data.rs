@@ -258,8 +258,9 @@ impl Dataset {
         }
     }
 
-    /// A seeded random split into `first` examples and the rest, both with this data
-    /// set's class count (a small split may lack the last class).
+    /// A seeded random split into `first` examples (all of them if there are fewer)
+    /// and the rest, both with this data set's class count (a small split may lack the
+    /// last class).
     pub fn split(&self, first: usize, seed: u64) -> (Dataset, Dataset) {
         let mut order: Vec<usize> = (0..self.len()).collect();
         Rng::new(seed).shuffle(&mut order);

@@ -28,10 +28,11 @@ pub fn softmax_cross_entropy(
 ) -> Result<NodeId, FrontendError> {
     let logits_ty = builder.ty(logits)?.clone();
     let labels_ty = builder.ty(labels)?.clone();
-    if logits_ty.dtype != DType::F32 || logits_ty.rank() != 2 {
+    // With no classes the log-sum-exp is log(0) = -inf: there is no loss to take.
+    if logits_ty.dtype != DType::F32 || logits_ty.rank() != 2 || logits_ty.shape[1] == 0 {
         return Err(FrontendError::Operand {
             context: "softmax_cross_entropy logits".to_string(),
-            expected: "f32[batch,classes]".to_string(),
+            expected: "f32[batch,classes] with at least one class".to_string(),
             found: logits_ty,
         });
     }
@@ -139,6 +140,19 @@ mod tests {
                 "{precision:?}: loss {loss}, expected {expected}"
             );
         }
+    }
+
+    #[test]
+    fn logits_without_classes_are_rejected() {
+        let mut b = ModelBuilder::new("ce", 0);
+        let z = b.input("z", TensorType::f32([2, 0])).unwrap();
+        let y = b.input("y", TensorType::i32([2])).unwrap();
+        let err = softmax_cross_entropy(&mut b, z, y).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "softmax_cross_entropy logits: expected f32[batch,classes] with at least one \
+             class, found f32[2,0]"
+        );
     }
 
     #[test]
