@@ -3,6 +3,7 @@
 //!
 //! `cargo run --release --example mlp_digits`
 
+use kiln::compile::set_params;
 use kiln::frontend::models::mlp_classifier;
 use kiln::{compile, metrics, Arg, Dataset, Optimizer, Trainer, TrainerConfig};
 use std::path::Path;
@@ -35,20 +36,12 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         "digits: {} train / {} test examples, {} features, {} classes",
         train.len(),
         test.len(),
-        train.features_per_example,
-        digits.num_classes()
+        train.features_per_example(),
+        digits.classes()
     );
 
     let model = mlp_classifier("mlp_digits", BATCH, &SIZES, true, SEED)?;
-    let config = TrainerConfig {
-        features_input: "x".to_string(),
-        labels_input: "labels".to_string(),
-        loss_output: "loss".to_string(),
-        optimizer: Optimizer::Sgd {
-            learning_rate: LEARNING_RATE,
-        },
-        seed: SEED,
-    };
+    let config = TrainerConfig::new(Optimizer::sgd(LEARNING_RATE)?)?.with_seed(SEED);
     let mut trainer = Trainer::new(&model, config)?;
     let report = &trainer.step().report;
     println!("compiled the train step: {report}");
@@ -65,14 +58,16 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     // Evaluate with an inference graph over the whole test set at once.
-    let eval_model = mlp_classifier("mlp_digits_eval", test.len(), &SIZES, false, SEED)?;
-    let mut eval = compile(&eval_model.graph)?;
+    // Trained values go through the model, which checks each is finite.
+    let mut eval_model = mlp_classifier("mlp_digits_eval", test.len(), &SIZES, false, SEED)?;
     for (name, values) in trainer.params()? {
-        eval.set_param(&name, &values)?;
+        eval_model.set_param(&name, values)?;
     }
-    eval.run(&[("x", Arg::F32(&test.features))])?;
+    let mut eval = compile(eval_model.graph())?;
+    set_params(&mut eval, &eval_model)?;
+    eval.run(&[("x", Arg::F32(test.features()))])?;
     let logits = eval.output_f32("logits")?;
-    let accuracy = metrics::accuracy(logits, &test.labels, SIZES[SIZES.len() - 1]);
-    println!("test accuracy: {accuracy:.4}");
+    let accuracy = metrics::accuracy(logits, test.labels(), SIZES[SIZES.len() - 1])?;
+    println!("test accuracy: {accuracy}");
     Ok(())
 }

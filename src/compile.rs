@@ -2,9 +2,9 @@
 //! and JIT compilation, with `KILN_DUMP=<regex>` printing the IR after matching steps.
 
 use kiln_frontend::Model;
-use kiln_ir::Graph;
+use kiln_ir::{Graph, TensorType};
 use kiln_passes::lower;
-use kiln_passes::optimizer::Optimizer;
+use kiln_passes::optimizer::{Optimizer, OptimizerError};
 use kiln_passes::pipeline::{self, PipelineOptions, Step, StepReport};
 use regex::Regex;
 use std::ops::{Deref, DerefMut};
@@ -21,10 +21,13 @@ pub enum Error {
         #[source]
         source: regex::Error,
     },
+    /// A pipeline step failed (see the step's own error for whose mistake).
     #[error(transparent)]
     Pipeline(#[from] pipeline::PipelineError),
+    /// Lowering to kernel IR failed (see `LowerError`).
     #[error("lower: {0}")]
     Lower(#[from] lower::LowerError),
+    /// Code generation failed (see `BackendError`).
     #[error("codegen: {0}")]
     Backend(#[from] kiln_backend::BackendError),
     /// A trainer or helper was told to feed an input the model does not have.
@@ -33,8 +36,43 @@ pub enum Error {
     /// An epoch over fewer examples than one batch would train on nothing.
     #[error("the data set has {examples} examples, fewer than the batch size {batch_size}")]
     TooFewExamples { examples: usize, batch_size: usize },
+    /// Running the executable failed (see `RuntimeError`).
     #[error(transparent)]
     Runtime(#[from] kiln_backend::RuntimeError),
+    /// A trainer input of the wrong type: features must be `f32[batch,n]`, labels
+    /// `i32[batch]` (user's mistake).
+    #[error("input {name:?} is {found}, expected {expected}")]
+    InputType {
+        name: String,
+        expected: String,
+        found: TensorType,
+    },
+    /// The model's batch size is 0, so an epoch would have no batches (user's mistake).
+    #[error("the model's batch size is 0; a training batch needs at least one example")]
+    EmptyBatch,
+    /// A data set whose examples are not as wide as the model's features input (user's
+    /// mistake).
+    #[error("the data set has {found} features per example, but input {input:?} takes {expected}")]
+    FeatureCount {
+        input: String,
+        expected: usize,
+        found: usize,
+    },
+    /// A label outside the classes of the model's one-hot encoding of its labels,
+    /// which would train towards an all-zero target (user's mistake).
+    #[error("example {example}: label {label} is outside 0..{classes}, the model's classes")]
+    LabelOutOfRange {
+        example: usize,
+        label: i32,
+        classes: usize,
+    },
+    /// `set_params` was given a model with no values for one of the executable's
+    /// parameters, which would otherwise keep stale or zero values (user's mistake).
+    #[error("the model has no values for the executable's parameter {0:?}")]
+    MissingParam(String),
+    /// A bad optimizer hyperparameter (user's mistake).
+    #[error(transparent)]
+    Optimizer(#[from] OptimizerError),
 }
 
 /// Where compile time went.
@@ -146,14 +184,26 @@ pub fn compile_train_step(
         dump: dump_pattern()?,
         ..PipelineOptions::default()
     };
-    let mut exe = compile_with(&model.graph, pipeline::TRAIN_STEP, &options)?;
+    let mut exe = compile_with(model.graph(), pipeline::TRAIN_STEP, &options)?;
     set_params(&mut exe, model)?;
     Ok(exe)
 }
 
-/// Loads the model's parameter values into an executable.
+/// Loads the model's parameter values into an executable. The model must have values
+/// for every parameter of the executable, and the executable every parameter of the
+/// model; nothing is loaded unless both hold.
 pub fn set_params(exe: &mut Executable, model: &Model) -> Result<(), Error> {
-    for (name, values) in &model.params {
+    if let Some((name, _)) = exe
+        .params()
+        .into_iter()
+        .find(|(name, _)| model.param(name).is_none())
+    {
+        return Err(Error::MissingParam(name));
+    }
+    for name in model.params().keys() {
+        exe.param(name)?;
+    }
+    for (name, values) in model.params() {
         exe.set_param(name, values)?;
     }
     Ok(())

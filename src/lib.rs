@@ -11,7 +11,7 @@ pub mod metrics;
 pub mod trainer;
 
 pub use compile::{compile, compile_train_step, CompileReport, Error, Executable};
-pub use data::Dataset;
+pub use data::{DataError, Dataset};
 pub use kiln_backend::Arg;
 pub use kiln_passes::optimizer::Optimizer;
 pub use trainer::{Trainer, TrainerConfig};

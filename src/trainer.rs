@@ -4,22 +4,85 @@ use crate::compile::{compile_train_step, Error, Executable};
 use crate::data::Dataset;
 use kiln_backend::Arg;
 use kiln_frontend::Model;
-use kiln_ir::Rng;
+use kiln_ir::{DType, Graph, Op, Rng};
 use kiln_passes::optimizer::Optimizer;
 use std::collections::BTreeMap;
 
-/// How the model's graph is fed and what it optimises.
+/// How the model's graph is fed and what it optimises. Built by `new`, which checks
+/// the optimizer's hyperparameters; the names default to those `mlp_classifier` uses
+/// and are checked against the model by `Trainer::new`.
 #[derive(Clone, Debug)]
 pub struct TrainerConfig {
-    /// Input receiving a `[batch, features]` f32 minibatch.
-    pub features_input: String,
-    /// Input receiving the `[batch]` i32 labels.
-    pub labels_input: String,
-    /// Scalar output minimised.
-    pub loss_output: String,
-    pub optimizer: Optimizer,
-    /// Seed of the minibatch shuffling.
-    pub seed: u64,
+    features_input: String,
+    labels_input: String,
+    loss_output: String,
+    optimizer: Optimizer,
+    seed: u64,
+}
+
+impl TrainerConfig {
+    /// Feeds input `x` with `[batch, features]` f32 minibatches and input `labels` with
+    /// their `[batch]` i32 labels, and minimises output `loss` with `optimizer`;
+    /// shuffles with seed 0.
+    pub fn new(optimizer: Optimizer) -> Result<TrainerConfig, Error> {
+        optimizer.check()?;
+        Ok(TrainerConfig {
+            features_input: "x".to_string(),
+            labels_input: "labels".to_string(),
+            loss_output: "loss".to_string(),
+            optimizer,
+            seed: 0,
+        })
+    }
+
+    /// The input receiving the `[batch, features]` f32 minibatch.
+    pub fn with_features_input(self, name: &str) -> TrainerConfig {
+        TrainerConfig {
+            features_input: name.to_string(),
+            ..self
+        }
+    }
+
+    /// The input receiving the `[batch]` i32 labels.
+    pub fn with_labels_input(self, name: &str) -> TrainerConfig {
+        TrainerConfig {
+            labels_input: name.to_string(),
+            ..self
+        }
+    }
+
+    /// The scalar output minimised.
+    pub fn with_loss_output(self, name: &str) -> TrainerConfig {
+        TrainerConfig {
+            loss_output: name.to_string(),
+            ..self
+        }
+    }
+
+    /// The seed of the minibatch shuffling.
+    pub fn with_seed(self, seed: u64) -> TrainerConfig {
+        TrainerConfig { seed, ..self }
+    }
+
+    pub fn features_input(&self) -> &str {
+        &self.features_input
+    }
+
+    pub fn labels_input(&self) -> &str {
+        &self.labels_input
+    }
+
+    pub fn loss_output(&self) -> &str {
+        &self.loss_output
+    }
+
+    pub fn optimizer(&self) -> Optimizer {
+        self.optimizer
+    }
+
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
 }
 
 /// Trains a model with its JIT-compiled training step. The batch size is the one
@@ -29,24 +92,55 @@ pub struct Trainer {
     step: Executable,
     config: TrainerConfig,
     batch_size: usize,
+    features_per_example: usize,
+    /// The depth of the model's one-hot encoding of its labels, when it has one: labels
+    /// outside `0..classes` would silently get an all-zero target.
+    classes: Option<usize>,
     rng: Rng,
     features: Vec<f32>,
     labels: Vec<i32>,
 }
 
 impl Trainer {
+    /// Compiles the training step of `model`, after checking that the configured
+    /// inputs exist with the types an epoch feeds them (labels `i32[batch]`, features
+    /// `f32[batch,n]`) and that the batch is not empty.
     pub fn new(model: &Model, config: TrainerConfig) -> Result<Trainer, Error> {
+        let graph = model.graph();
+        let labels_ty = input_type(graph, &config.labels_input)?;
+        let batch_size = match labels_ty.shape[..] {
+            [batch] if labels_ty.dtype == DType::I32 => batch,
+            _ => {
+                return Err(Error::InputType {
+                    name: config.labels_input.clone(),
+                    expected: "i32[batch]".to_string(),
+                    found: labels_ty.clone(),
+                })
+            }
+        };
+        let features_ty = input_type(graph, &config.features_input)?;
+        let features_per_example = match features_ty.shape[..] {
+            [batch, width] if batch == batch_size && features_ty.dtype == DType::F32 => width,
+            _ => {
+                return Err(Error::InputType {
+                    name: config.features_input.clone(),
+                    expected: format!("f32[{batch_size},features]"),
+                    found: features_ty.clone(),
+                })
+            }
+        };
+        if batch_size == 0 {
+            return Err(Error::EmptyBatch);
+        }
+        let classes = one_hot_depth(graph, &config.labels_input);
         let step = compile_train_step(model, &config.loss_output, config.optimizer)?;
-        let batch_size = model
-            .graph
-            .input_by_name(&config.labels_input)
-            .map(|id| model.graph.ty(id).shape.first().copied().unwrap_or(1))
-            .ok_or_else(|| Error::NoSuchInput(config.labels_input.clone()))?;
         Ok(Trainer {
             step,
             rng: Rng::new(config.seed),
             config,
             batch_size,
+            features_per_example,
+            classes,
             features: Vec::new(),
             labels: Vec::new(),
         })
@@ -61,24 +155,48 @@ impl Trainer {
         self.batch_size
     }
 
-    /// One pass over `data`; returns the mean loss of its minibatches.
+    /// One pass over `data`; returns the mean loss of its minibatches. The data set is
+    /// checked first, so a mistake in it trains nothing: its examples must be as wide
+    /// as the features input, at least one batch long, and every label must be a class
+    /// of the model.
     pub fn epoch(&mut self, data: &Dataset) -> Result<f32, Error> {
+        if data.features_per_example() != self.features_per_example {
+            return Err(Error::FeatureCount {
+                input: self.config.features_input.clone(),
+                expected: self.features_per_example,
+                found: data.features_per_example(),
+            });
+        }
         if data.len() < self.batch_size {
             return Err(Error::TooFewExamples {
                 examples: data.len(),
                 batch_size: self.batch_size,
             });
         }
+        if let Some(classes) = self.classes {
+            let outside = |&label: &i32| usize::try_from(label).map_or(true, |l| l >= classes);
+            if let Some(example) = data.labels().iter().position(outside) {
+                return Err(Error::LabelOutOfRange {
+                    example,
+                    label: data.labels()[example],
+                    classes,
+                });
+            }
+        }
         let mut order: Vec<usize> = (0..data.len()).collect();
         self.rng.shuffle(&mut order);
+        let width = self.features_per_example;
+        let (features, labels) = (data.features(), data.labels());
         let mut total = 0.0f64;
         let mut batches = 0usize;
         for batch in order.chunks_exact(self.batch_size) {
             self.features.clear();
             self.labels.clear();
             for &index in batch {
-                self.features.extend_from_slice(data.example(index));
-                self.labels.push(data.labels[index]);
+                // In range: `Dataset` holds `len() * features_per_example()` features.
+                self.features
+                    .extend_from_slice(&features[index * width..(index + 1) * width]);
+                self.labels.push(labels[index]);
             }
             self.step.run(&[
                 (&self.config.features_input, Arg::F32(&self.features)),
@@ -99,4 +217,24 @@ impl Trainer {
         }
         Ok(params)
     }
+}
+
+fn input_type<'g>(graph: &'g Graph, name: &str) -> Result<&'g kiln_ir::TensorType, Error> {
+    graph
+        .input_by_name(name)
+        .map(|id| graph.ty(id))
+        .ok_or_else(|| Error::NoSuchInput(name.to_string()))
+}
+
+/// The smallest depth of a one-hot encoding of input `labels`, if the graph has one.
+fn one_hot_depth(graph: &Graph, labels: &str) -> Option<usize> {
+    let labels = graph.input_by_name(labels)?;
+    graph
+        .users(labels)
+        .into_iter()
+        .filter_map(|user| match graph.op(user) {
+            Op::OneHot { depth } => Some(*depth),
+            _ => None,
+        })
+        .min()
 }

@@ -20,7 +20,7 @@ fn digits_mlp_ir_after_each_step() {
     };
     let mut dumps = Vec::new();
     pipeline::run(
-        &model.graph,
+        model.graph(),
         pipeline::TRAIN_STEP,
         &options,
         &mut |step, text| dumps.push((step.to_string(), text.to_string())),

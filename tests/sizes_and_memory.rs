@@ -31,24 +31,24 @@ fn a_parameter_of_100000_by_100000_is_an_error_in_the_builder_and_the_text_form(
 fn mlp_classifier_with_batch_0_builds_evaluates_and_compiles() {
     let sizes = [4, 5, 3];
     let infer = mlp_classifier("empty", 0, &sizes, false, 1).unwrap();
-    let logits = infer.graph.output_by_name("logits").unwrap();
-    assert_eq!(infer.graph.ty(logits), &TensorType::f32([0, 3]));
+    let logits = infer.graph().output_by_name("logits").unwrap();
+    assert_eq!(infer.graph().ty(logits), &TensorType::f32([0, 3]));
     let mut feeds = Feeds::new();
     feeds.insert("x".into(), Tensor::f32([0, 4], &[]).unwrap());
-    for (name, values) in &infer.params {
+    for (name, values) in infer.params() {
         let shape = infer
-            .graph
-            .ty(infer.graph.param_by_name(name).unwrap())
+            .graph()
+            .ty(infer.graph().param_by_name(name).unwrap())
             .shape
             .clone();
         feeds.insert(name.clone(), Tensor::f32(shape, values).unwrap());
     }
-    let evaluation = evaluate(&infer.graph, &feeds, Precision::F32).unwrap();
+    let evaluation = evaluate(&infer.graph(), &feeds, Precision::F32).unwrap();
     assert_eq!(evaluation.outputs["logits"].ty(), TensorType::f32([0, 3]));
     assert!(evaluation.outputs["logits"].is_empty());
 
-    let mut exe = compile(&infer.graph).unwrap();
-    for (name, values) in &infer.params {
+    let mut exe = compile(&infer.graph()).unwrap();
+    for (name, values) in infer.params() {
         exe.set_param(name, values).unwrap();
     }
     exe.run(&[("x", Arg::F32(&[]))]).unwrap();
@@ -57,7 +57,7 @@ fn mlp_classifier_with_batch_0_builds_evaluates_and_compiles() {
     // Training on no examples: the mean of an empty loss is NaN, as in NumPy.
     let train = mlp_classifier("empty_train", 0, &sizes, true, 1).unwrap();
     feeds.insert("labels".into(), Tensor::i32([0], &[]).unwrap());
-    let evaluation = evaluate(&train.graph, &feeds, Precision::F32).unwrap();
+    let evaluation = evaluate(&train.graph(), &feeds, Precision::F32).unwrap();
     assert!(evaluation.outputs["loss"].data()[0].is_nan());
     let mut step =
         compile_train_step(&train, "loss", Optimizer::Sgd { learning_rate: 0.1 }).unwrap();

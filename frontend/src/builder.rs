@@ -3,7 +3,7 @@
 
 use crate::init::Init;
 use kiln_ir::types::check_size;
-use kiln_ir::{BinaryOp, Graph, IrError, NodeId, OutOfMemory, Rng, TensorType};
+use kiln_ir::{BinaryOp, DType, Graph, IrError, NodeId, OutOfMemory, Rng, TensorType};
 use std::collections::BTreeMap;
 use thiserror::Error;
 
@@ -39,6 +39,29 @@ pub enum FrontendError {
         #[source]
         source: OutOfMemory,
     },
+    /// `Model::new` got no values for one of the graph's parameters.
+    #[error("parameter {0:?} has no values")]
+    MissingParam(String),
+    /// `Model::new` or `Model::set_param` got values for a name that is not a
+    /// parameter of the graph.
+    #[error("the graph has no parameter {0:?}")]
+    UnknownParam(String),
+    /// Parameter values whose count is not the parameter's element count (or whose
+    /// parameter is not f32, the only dtype trained).
+    #[error("parameter {name:?} of type {ty} cannot take {found} f32 values")]
+    ParamLength {
+        name: String,
+        ty: TensorType,
+        found: usize,
+    },
+    /// A NaN or infinite initial value (a bad value handed in, or an initialiser
+    /// whose scale overflows f32); training would spread it to every weight.
+    #[error("parameter {name:?}: value {index} is {value}, not a finite number")]
+    NonFiniteParam {
+        name: String,
+        index: usize,
+        value: f32,
+    },
 }
 
 pub(crate) trait Context<T> {
@@ -54,12 +77,86 @@ impl<T> Context<T> for Result<T, IrError> {
     }
 }
 
-/// A declared network: its graph and the initial value of every parameter.
+/// A declared network: its graph and the initial value of every parameter. The values
+/// always match the graph's parameters one to one, by name and element count, and are
+/// finite: `Model::new` and `set_param` check it, so compiling and loading a model
+/// never meets a missing or misshapen weight.
 #[derive(Clone, Debug)]
 pub struct Model {
-    pub graph: Graph,
+    graph: Graph,
+    params: BTreeMap<String, Vec<f32>>,
+}
+
+impl Model {
+    /// A model of `graph` starting from `params`: one entry per parameter of the graph,
+    /// named as it, with its element count of finite values in row-major order.
+    pub fn new(graph: Graph, params: BTreeMap<String, Vec<f32>>) -> Result<Model, FrontendError> {
+        for &param in graph.params() {
+            let name = graph.leaf_name(param).expect("parameters are named");
+            if !params.contains_key(name) {
+                return Err(FrontendError::MissingParam(name.to_string()));
+            }
+        }
+        for (name, values) in &params {
+            check_param_values(&graph, name, values)?;
+        }
+        Ok(Model { graph, params })
+    }
+
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
     /// Initial values by parameter name, in the parameter's row-major order.
-    pub params: BTreeMap<String, Vec<f32>>,
+    pub fn params(&self) -> &BTreeMap<String, Vec<f32>> {
+        &self.params
+    }
+
+    /// The values of parameter `name`, if the graph has one.
+    pub fn param(&self, name: &str) -> Option<&[f32]> {
+        self.params.get(name).map(Vec::as_slice)
+    }
+
+    /// Replaces the values of parameter `name` (trained weights, say), checked like
+    /// `new`'s.
+    pub fn set_param(&mut self, name: &str, values: Vec<f32>) -> Result<(), FrontendError> {
+        check_param_values(&self.graph, name, &values)?;
+        self.params.insert(name.to_string(), values);
+        Ok(())
+    }
+
+    /// The graph and the values, to edit the graph and build a new `Model` from them.
+    pub fn into_parts(self) -> (Graph, BTreeMap<String, Vec<f32>>) {
+        (self.graph, self.params)
+    }
+}
+
+/// Checks `values` for parameter `name` of `graph`: it exists, is f32, has that many
+/// elements, and every value is finite.
+fn check_param_values(graph: &Graph, name: &str, values: &[f32]) -> Result<(), FrontendError> {
+    let param = graph
+        .param_by_name(name)
+        .ok_or_else(|| FrontendError::UnknownParam(name.to_string()))?;
+    let ty = graph.ty(param);
+    if ty.dtype != DType::F32 || ty.num_elements() != values.len() {
+        return Err(FrontendError::ParamLength {
+            name: name.to_string(),
+            ty: ty.clone(),
+            found: values.len(),
+        });
+    }
+    check_finite(name, values)
+}
+
+fn check_finite(name: &str, values: &[f32]) -> Result<(), FrontendError> {
+    match values.iter().position(|value| !value.is_finite()) {
+        Some(index) => Err(FrontendError::NonFiniteParam {
+            name: name.to_string(),
+            index,
+            value: values[index],
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Builds a `Model`. Parameters are initialised from one seeded stream in declaration
@@ -90,6 +187,11 @@ impl ModelBuilder {
         self.graph.try_ty(value).context("value")
     }
 
+    /// An error naming `context` unless `value` is a node of this model.
+    pub(crate) fn check_own(&self, value: NodeId, context: &str) -> Result<(), FrontendError> {
+        self.graph.try_ty(value).map(|_| ()).context(context)
+    }
+
     pub fn input(&mut self, name: &str, ty: TensorType) -> Result<NodeId, FrontendError> {
         self.graph
             .input(name, ty)
@@ -117,6 +219,7 @@ impl ModelBuilder {
             .graph
             .parameter(name, TensorType::f32(shape))
             .context(context)?;
+        check_finite(name, &values)?;
         self.params.insert(name.to_string(), values);
         Ok(id)
     }
@@ -127,11 +230,10 @@ impl ModelBuilder {
             .context(format!("output {name:?}"))
     }
 
-    pub fn finish(self) -> Model {
-        Model {
-            graph: self.graph,
-            params: self.params,
-        }
+    /// The model declared so far. Checked like `Model::new`, so a parameter whose
+    /// declaration failed (and was ignored) is an error here, not a missing weight later.
+    pub fn finish(self) -> Result<Model, FrontendError> {
+        Model::new(self.graph, self.params)
     }
 
     /// A scalar f32 constant broadcast to the shape of `like`.
@@ -266,7 +368,60 @@ mod tests {
         );
         // Nothing was declared: the name is still free and the model has no values.
         b.parameter("w", &[2], Init::Zeros).unwrap();
-        assert_eq!(b.finish().params["w"], vec![0.0; 2]);
+        assert_eq!(b.finish().unwrap().params()["w"], vec![0.0; 2]);
+    }
+
+    #[test]
+    fn model_values_must_match_the_graph_parameters() {
+        let mut graph = Graph::new("m");
+        graph.parameter("w", TensorType::f32([2, 3])).unwrap();
+        graph.parameter("b", TensorType::f32([3])).unwrap();
+        let values = |entries: &[(&str, Vec<f32>)]| -> BTreeMap<String, Vec<f32>> {
+            entries
+                .iter()
+                .map(|(name, values)| (name.to_string(), values.clone()))
+                .collect()
+        };
+        let err = Model::new(graph.clone(), values(&[("w", vec![0.0; 6])])).unwrap_err();
+        assert_eq!(err.to_string(), "parameter \"b\" has no values");
+        let extra = values(&[("w", vec![0.0; 6]), ("b", vec![0.0; 3]), ("v", vec![])]);
+        let err = Model::new(graph.clone(), extra).unwrap_err();
+        assert_eq!(err.to_string(), "the graph has no parameter \"v\"");
+        let short = values(&[("w", vec![0.0; 5]), ("b", vec![0.0; 3])]);
+        let err = Model::new(graph.clone(), short).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "parameter \"w\" of type f32[2,3] cannot take 5 f32 values"
+        );
+        let nan = values(&[("w", vec![0.0; 6]), ("b", vec![0.0, f32::NAN, 0.0])]);
+        let err = Model::new(graph.clone(), nan).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "parameter \"b\": value 1 is NaN, not a finite number"
+        );
+
+        let good = values(&[("w", vec![0.5; 6]), ("b", vec![0.0; 3])]);
+        let mut model = Model::new(graph, good).unwrap();
+        assert_eq!(model.param("w"), Some(&[0.5; 6][..]));
+        assert!(model.set_param("b", vec![1.0; 2]).is_err());
+        assert!(model.set_param("x", vec![1.0; 3]).is_err());
+        model.set_param("b", vec![1.0; 3]).unwrap();
+        assert_eq!(model.params()["b"], [1.0; 3]);
+    }
+
+    #[test]
+    fn an_initialiser_that_gives_non_finite_values_is_an_error() {
+        let mut b = ModelBuilder::new("t", 0);
+        let err = b
+            .parameter("w", &[2], Init::Constant(f32::INFINITY))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "parameter \"w\": value 0 is inf, not a finite number"
+        );
+        // Ignoring the error does not leave a weightless parameter in the model.
+        let err = b.finish().unwrap_err();
+        assert_eq!(err.to_string(), "parameter \"w\" has no values");
     }
 
     #[test]
@@ -275,11 +430,11 @@ mod tests {
             let mut b = ModelBuilder::new("t", 42);
             b.parameter("w", &[2, 2], Init::GlorotUniform).unwrap();
             b.parameter("v", &[3], Init::HeNormal).unwrap();
-            b.finish()
+            b.finish().unwrap()
         };
         let (first, second) = (declare(), declare());
-        assert_eq!(first.params, second.params);
-        assert_eq!(first.params["w"].len(), 4);
-        assert_eq!(first.params["v"].len(), 3);
+        assert_eq!(first.params(), second.params());
+        assert_eq!(first.params()["w"].len(), 4);
+        assert_eq!(first.params()["v"].len(), 3);
     }
 }

@@ -4,11 +4,15 @@ use crate::builder::{Context, FrontendError, ModelBuilder};
 use crate::init::Init;
 use kiln_ir::{BinaryOp, DType, NodeId};
 
-/// A fully connected layer `y = x·W + b`, `W: [in, out]`, `b: [out]`.
+/// A fully connected layer `y = x·W + b`, `W: [in, out]`, `b: [out]`. Built only by
+/// `new`, so its parameters always exist in the builder that declared them with
+/// these shapes; applying it to another model's builder is an error.
 #[derive(Clone, Debug)]
 pub struct Linear {
-    pub weight: NodeId,
-    pub bias: NodeId,
+    weight: NodeId,
+    bias: NodeId,
+    in_features: usize,
+    out_features: usize,
 }
 
 impl Linear {
@@ -26,13 +30,39 @@ impl Linear {
             init,
         )?;
         let bias = builder.parameter(&format!("{name}.bias"), &[out_features], Init::Zeros)?;
-        Ok(Linear { weight, bias })
+        Ok(Linear {
+            weight,
+            bias,
+            in_features,
+            out_features,
+        })
     }
 
-    /// Applies the layer to a `[batch, in]` f32 value.
+    /// The `[in, out]` weight parameter.
+    pub fn weight(&self) -> NodeId {
+        self.weight
+    }
+
+    /// The `[out]` bias parameter.
+    pub fn bias(&self) -> NodeId {
+        self.bias
+    }
+
+    pub fn in_features(&self) -> usize {
+        self.in_features
+    }
+
+    pub fn out_features(&self) -> usize {
+        self.out_features
+    }
+
+    /// Applies the layer to a `[batch, in]` f32 value of the builder that declared it.
     pub fn forward(&self, builder: &mut ModelBuilder, x: NodeId) -> Result<NodeId, FrontendError> {
+        // Checked first so that a layer from another builder is named as the mistake,
+        // rather than an operand that happens to be foreign too.
+        builder.check_own(self.weight, "linear layer")?;
         let x_ty = builder.ty(x)?.clone();
-        let in_features = builder.ty(self.weight)?.shape[0];
+        let in_features = self.in_features;
         if x_ty.dtype != DType::F32 || x_ty.rank() != 2 || x_ty.shape[1] != in_features {
             return Err(FrontendError::Operand {
                 context: "linear".to_string(),
@@ -102,5 +132,26 @@ mod tests {
         assert_eq!(err.to_string(), "value: node %5 belongs to another graph");
         assert!(relu(&mut builder, foreign).is_err());
         assert!(softmax(&mut builder, foreign).is_err());
+    }
+
+    #[test]
+    fn a_layer_declared_in_another_model_is_an_error_not_its_namesake() {
+        // Both builders declare the same layer first, so its parameters have the same
+        // indices in each: an id without its graph's identity would silently pick the
+        // second model's own weight.
+        let mut first = ModelBuilder::new("first", 0);
+        let layer = Linear::new(&mut first, "fc", 3, 2, Init::Zeros).unwrap();
+        let mut second = ModelBuilder::new("second", 0);
+        let own = Linear::new(&mut second, "fc", 3, 2, Init::Zeros).unwrap();
+        assert_eq!(own.weight().index(), layer.weight().index());
+        let x = second.input("x", TensorType::f32([4, 3])).unwrap();
+        let err = layer.forward(&mut second, x).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "linear layer: node %0 belongs to another graph"
+        );
+        let y = own.forward(&mut second, x).unwrap();
+        assert_eq!(second.ty(y).unwrap(), &TensorType::f32([4, 2]));
+        assert_eq!((own.in_features(), own.out_features()), (3, 2));
     }
 }

@@ -46,7 +46,7 @@ pub fn mlp_classifier(
     } else {
         builder.output("logits", h)?;
     }
-    Ok(builder.finish())
+    builder.finish()
 }
 
 #[cfg(test)]
@@ -57,14 +57,14 @@ mod tests {
     fn training_and_inference_variants_share_parameters() {
         let train = mlp_classifier("m", 8, &[4, 5, 3], true, 1).unwrap();
         let infer = mlp_classifier("m", 2, &[4, 5, 3], false, 1).unwrap();
-        assert_eq!(train.params, infer.params);
-        let names: Vec<&String> = train.params.keys().collect();
+        assert_eq!(train.params(), infer.params());
+        let names: Vec<&String> = train.params().keys().collect();
         assert_eq!(names, ["fc1.bias", "fc1.weight", "fc2.bias", "fc2.weight"]);
-        assert!(train.graph.output_by_name("loss").is_some());
+        assert!(train.graph().output_by_name("loss").is_some());
         assert_eq!(
             infer
-                .graph
-                .ty(infer.graph.output_by_name("logits").unwrap()),
+                .graph()
+                .ty(infer.graph().output_by_name("logits").unwrap()),
             &TensorType::f32([2, 3])
         );
     }

@@ -163,8 +163,10 @@ impl Graph {
         ids
     }
 
-    /// The operands of a node, in operand order.
+    /// The operands of a node, in operand order. Panics like `node` on a foreign id
+    /// (its index could name an unrelated node here).
     pub fn operands(&self, id: NodeId) -> Vec<NodeId> {
+        self.node(id);
         let mut edges: Vec<(usize, NodeId)> = self
             .graph
             .edges_directed(id.index, Direction::Incoming)
@@ -175,7 +177,9 @@ impl Graph {
     }
 
     /// The nodes that use `id` as an operand (each once), in increasing id order.
+    /// Panics like `node` on a foreign id.
     pub fn users(&self, id: NodeId) -> Vec<NodeId> {
+        self.node(id);
         let mut users: Vec<NodeId> = self
             .graph
             .neighbors_directed(id.index, Direction::Outgoing)
