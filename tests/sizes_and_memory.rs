@@ -43,11 +43,11 @@ fn mlp_classifier_with_batch_0_builds_evaluates_and_compiles() {
             .clone();
         feeds.insert(name.clone(), Tensor::f32(shape, values).unwrap());
     }
-    let evaluation = evaluate(&infer.graph(), &feeds, Precision::F32).unwrap();
+    let evaluation = evaluate(infer.graph(), &feeds, Precision::F32).unwrap();
     assert_eq!(evaluation.outputs["logits"].ty(), TensorType::f32([0, 3]));
     assert!(evaluation.outputs["logits"].is_empty());
 
-    let mut exe = compile(&infer.graph()).unwrap();
+    let mut exe = compile(infer.graph()).unwrap();
     for (name, values) in infer.params() {
         exe.set_param(name, values).unwrap();
     }
@@ -57,7 +57,7 @@ fn mlp_classifier_with_batch_0_builds_evaluates_and_compiles() {
     // Training on no examples: the mean of an empty loss is NaN, as in NumPy.
     let train = mlp_classifier("empty_train", 0, &sizes, true, 1).unwrap();
     feeds.insert("labels".into(), Tensor::i32([0], &[]).unwrap());
-    let evaluation = evaluate(&train.graph(), &feeds, Precision::F32).unwrap();
+    let evaluation = evaluate(train.graph(), &feeds, Precision::F32).unwrap();
     assert!(evaluation.outputs["loss"].data()[0].is_nan());
     let mut step =
         compile_train_step(&train, "loss", Optimizer::Sgd { learning_rate: 0.1 }).unwrap();
