@@ -590,6 +590,29 @@ fn merging_classes_of_different_types_is_a_kiln_bug() {
     egraph.union(a, transposed);
 }
 
+#[test]
+#[should_panic(expected = "merged splats 0.0 and -0.0 of type f32[4] (a kiln bug in a rewrite rule)")]
+fn merging_positive_and_negative_zero_is_a_kiln_bug() {
+    // +0 and -0 compare equal but are different values (1 / x tells them apart), so
+    // the analysis never lets one stand for the other.
+    let mut egraph = KilnEGraph::default();
+    let ty = TensorType::f32([4]);
+    let plus = add_op(&mut egraph, &Op::Constant { value: 0.0 }, &[], &ty);
+    let minus = add_op(&mut egraph, &Op::Constant { value: -0.0 }, &[], &ty);
+    assert_ne!(egraph.find(plus), egraph.find(minus));
+    egraph.union(plus, minus);
+}
+
+#[test]
+fn signed_zeros_stay_apart_through_folding() {
+    // 0 * -1 folds to -0 and 0 - 0 to +0: two constants, and x + -0 simplifies where
+    // x + +0 does not.
+    let before = parse("%0 = input \"x\" : f32[4]\n%1 = const 0.0 : f32[4]\n%2 = const -1.0 : f32[4]\n%3 = mul %1, %2 : f32[4]\n%4 = sub %1, %1 : f32[4]\n%5 = add %0, %3 : f32[4]\n%6 = add %0, %4 : f32[4]\n%7 = div %2, %3 : f32[4]\noutput \"a\" = %5\noutput \"b\" = %6\noutput \"c\" = %7");
+    let (after, report) = egraph::run(&before, &EgraphOptions::default()).unwrap();
+    let expected = parse("%0 = input \"x\" : f32[4]\n%1 = const 0.0 : f32[4]\n%2 = add %0, %1 : f32[4]\n%3 = const inf : f32[4]\noutput \"a\" = %0\noutput \"b\" = %2\noutput \"c\" = %3");
+    assert_eq!(text::print(&after), text::print(&expected), "{report}");
+}
+
 // ---- an MLP train step -------------------------------------------------------------
 
 /// Forward, backward and SGD of a two-layer MLP with the transposes autodiff makes:
