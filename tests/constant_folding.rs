@@ -16,8 +16,7 @@ fn parse(body: &str) -> Graph {
 /// Runs `graph` on `feeds` compiled through `steps` and returns output `y`, after
 /// checking that every output equals the interpreter's f32 result bit for bit.
 fn compiled_y(graph: &Graph, feeds: &Feeds, steps: &[Step]) -> Vec<f64> {
-    let mut exe =
-        kiln::compile::compile_with(graph, steps, &PipelineOptions::default()).unwrap();
+    let mut exe = kiln::compile::compile_with(graph, steps, &PipelineOptions::default()).unwrap();
     let (outputs, _) = exe.run_feeds(feeds).unwrap();
     let expected = evaluate(graph, feeds, Precision::F32).unwrap();
     for (name, want) in &expected.outputs {
@@ -40,8 +39,15 @@ fn both_ways(graph: &Graph, feeds: &Feeds) -> Vec<f64> {
     let optimised = outputs["y"].data().to_vec();
     let plain = compiled_y(graph, feeds, &[]);
     let folded_by_egraph = compiled_y(graph, feeds, &[Step::Egraph, Step::Dce]);
-    for (a, b) in optimised.iter().zip(&plain).chain(optimised.iter().zip(&folded_by_egraph)) {
-        assert!(scalar::same(*a, *b), "{optimised:?} vs {plain:?} vs {folded_by_egraph:?}");
+    for (a, b) in optimised
+        .iter()
+        .zip(&plain)
+        .chain(optimised.iter().zip(&folded_by_egraph))
+    {
+        assert!(
+            scalar::same(*a, *b),
+            "{optimised:?} vs {plain:?} vs {folded_by_egraph:?}"
+        );
     }
     optimised
 }
@@ -110,5 +116,8 @@ fn folded_integer_arithmetic_wraps_and_signed_zeros_survive() {
     let mut exe = kiln::compile(&graph).unwrap();
     let (outputs, _) = exe.run_feeds(&feeds).unwrap();
     assert_eq!(outputs["wrap"].data(), [f64::from(i32::MIN); 2]);
-    assert!(outputs["negzero"].data().iter().all(|v| v.is_sign_negative()));
+    assert!(outputs["negzero"]
+        .data()
+        .iter()
+        .all(|v| v.is_sign_negative()));
 }

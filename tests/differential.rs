@@ -62,7 +62,7 @@ const REGRESSION_GRAPHS: &[(&str, &str)] = &[
 /// The options for seed `seed`: one in four well conditioned (the default), the rest
 /// awkward with empty tensors. Small graphs keep the sweep within CI's time.
 fn options(seed: u64) -> RandomGraphOptions {
-    let awkward = seed % 4 != 0;
+    let awkward = !seed.is_multiple_of(4);
     RandomGraphOptions {
         max_nodes: 8,
         awkward_constants: awkward,
@@ -159,9 +159,7 @@ fn check_graph(graph: &Graph, feeds: &Feeds, train: bool) -> Result<(), String> 
     let expected =
         evaluate(graph, feeds, Precision::F32).map_err(|err| format!("interpreter: {err}"))?;
     let mut exe = kiln::compile(graph).map_err(|err| format!("compile: {err}"))?;
-    let (outputs, updates) = exe
-        .run_feeds(feeds)
-        .map_err(|err| format!("run: {err}"))?;
+    let (outputs, updates) = exe.run_feeds(feeds).map_err(|err| format!("run: {err}"))?;
     compare("inference", &expected, &outputs, &updates)?;
     if !train {
         return Ok(());
@@ -171,7 +169,9 @@ fn check_graph(graph: &Graph, feeds: &Feeds, train: bool) -> Result<(), String> 
     };
     let options = PipelineOptions {
         loss: Some("loss".to_string()),
-        optimizer: Some(Optimizer::Sgd { learning_rate: 0.25 }),
+        optimizer: Some(Optimizer::Sgd {
+            learning_rate: 0.25,
+        }),
         ..PipelineOptions::default()
     };
     // The interpreter runs the train step as autodiff and the optimizer build it; the
@@ -200,19 +200,19 @@ fn check_seed(seed: u64) -> Result<(), String> {
     let mut graph = random_graph(&mut Rng::new(seed), &options);
     graph.name = format!("random_{seed}");
     let feeds = feeds_for(&graph, seed, options.awkward_constants);
-    let train = seed % TRAIN_EVERY == 0;
+    let train = seed.is_multiple_of(TRAIN_EVERY);
     // A panic is a failure too: catch it so the report names the seed.
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         check_graph(&graph, &feeds, train)
     }))
-        .unwrap_or_else(|panic| {
-            let message = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            Err(format!("panic: {message}"))
-        });
+    .unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        Err(format!("panic: {message}"))
+    });
     outcome.map_err(|err| {
         format!(
             "seed {seed} ({options:?}): {err}\nfeeds: {feeds:?}\n{}",

@@ -27,7 +27,10 @@ fn run(graph: &Graph, feeds: &Feeds) -> std::collections::BTreeMap<String, Tenso
             .iter()
             .zip(want.data())
             .all(|(a, e)| scalar::same(*a, *e));
-        assert!(same, "{name}: compiled {got}, interpreter {want}\n{program}");
+        assert!(
+            same,
+            "{name}: compiled {got}, interpreter {want}\n{program}"
+        );
     }
     outputs
 }
@@ -138,10 +141,7 @@ fn an_empty_parameter_is_updated_and_an_empty_constant_is_an_output() {
     let nothing = g.constant(7.0, TensorType::f32([4, 0])).unwrap();
     g.set_output("nothing", nothing).unwrap();
     g.set_output("twice", twice).unwrap();
-    let out = run(
-        &g,
-        &feeds(vec![("w", Tensor::f32([0, 4], &[]).unwrap())]),
-    );
+    let out = run(&g, &feeds(vec![("w", Tensor::f32([0, 4], &[]).unwrap())]));
     assert_eq!(out["nothing"].shape(), [4, 0]);
     assert_eq!(out["twice"].shape(), [0, 4]);
 }

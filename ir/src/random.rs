@@ -523,8 +523,7 @@ impl<'a> Builder<'a> {
     /// which is exact, so no rounding is added. One op at most.
     fn rescale(&mut self, value: Value) -> Value {
         // An unbounded value (from an awkward constant) cannot be rescaled.
-        if !value.is_f32() || value.magnitude() <= MAGNITUDE_CAP || !value.magnitude().is_finite()
-        {
+        if !value.is_f32() || value.magnitude() <= MAGNITUDE_CAP || !value.magnitude().is_finite() {
             return value;
         }
         let mut factor = 1.0;
@@ -1228,7 +1227,9 @@ mod tests {
             verify(&graph).unwrap_or_else(|err| panic!("seed {seed}: {err}\n{}", print(&graph)));
             for id in graph.node_ids() {
                 if let Op::Constant { value } = graph.op(id) {
-                    if AWKWARD_F32[..17].iter().any(|a| crate::scalar::same(*a, *value))
+                    if AWKWARD_F32[..17]
+                        .iter()
+                        .any(|a| crate::scalar::same(*a, *value))
                         && !matches!(*value, 0.0 | 1.0 | -1.0)
                     {
                         awkward.insert(value.to_bits());
@@ -1245,12 +1246,19 @@ mod tests {
                 .count();
         }
         // Every awkward f32 value but the plain zero shows up as a constant.
-        assert!(awkward.len() >= 15, "only {} awkward constants", awkward.len());
+        assert!(
+            awkward.len() >= 15,
+            "only {} awkward constants",
+            awkward.len()
+        );
         assert!(empty >= 100, "only {empty} empty values");
         assert!(nan_results >= 30, "only {nan_results} outputs with a NaN");
         // The default options stay well conditioned: no empty values.
         let graph = random_graph(&mut Rng::new(3), &RandomGraphOptions::default());
-        assert!(graph.node_ids().iter().all(|&id| graph.ty(id).num_elements() > 0));
+        assert!(graph
+            .node_ids()
+            .iter()
+            .all(|&id| graph.ty(id).num_elements() > 0));
     }
 
     #[test]

@@ -205,7 +205,12 @@ pub fn reduce_step(op: ReduceOp, dtype: DType, acc: f64, x: f64) -> f64 {
 /// The mean from a sum of `count` f32 elements: the sum divided by the count rounded
 /// to f32 (0 / 0 is NaN for an empty reduction).
 pub fn mean_finish(sum: f64, count: usize) -> f64 {
-    binary(BinaryOp::Div, DType::F32, sum, to_dtype(count as f64, DType::F32))
+    binary(
+        BinaryOp::Div,
+        DType::F32,
+        sum,
+        to_dtype(count as f64, DType::F32),
+    )
 }
 
 /// Whether two elements are the same result: bit for bit (so -0 differs from +0),

@@ -591,7 +591,9 @@ fn merging_classes_of_different_types_is_a_kiln_bug() {
 }
 
 #[test]
-#[should_panic(expected = "merged splats 0.0 and -0.0 of type f32[4] (a kiln bug in a rewrite rule)")]
+#[should_panic(
+    expected = "merged splats 0.0 and -0.0 of type f32[4] (a kiln bug in a rewrite rule)"
+)]
 fn merging_positive_and_negative_zero_is_a_kiln_bug() {
     // +0 and -0 compare equal but are different values (1 / x tells them apart), so
     // the analysis never lets one stand for the other.

@@ -268,11 +268,25 @@ fn awkward_random_graphs_stay_sound_through_every_pass() {
         assert!(report.saturated, "{context}");
         check_sound(&before, &after, &feeds, &format!("egraph, {context}"));
         folded += usize::from(report.cost_after < report.cost_before);
-        check_sound(&before, &dce::run(&before), &feeds, &format!("dce, {context}"));
-        let (inference, _) =
-            pipeline::run(&before, pipeline::INFERENCE, &pipeline_options, &mut |_, _| {})
-                .unwrap();
-        check_sound(&before, &inference, &feeds, &format!("inference, {context}"));
+        check_sound(
+            &before,
+            &dce::run(&before),
+            &feeds,
+            &format!("dce, {context}"),
+        );
+        let (inference, _) = pipeline::run(
+            &before,
+            pipeline::INFERENCE,
+            &pipeline_options,
+            &mut |_, _| {},
+        )
+        .unwrap();
+        check_sound(
+            &before,
+            &inference,
+            &feeds,
+            &format!("inference, {context}"),
+        );
         // A train step: autodiff and the optimizer make the graph that the e-graph
         // pass and dce must not change (the optimizer wants parameters without an
         // update of their own).
@@ -285,11 +299,20 @@ fn awkward_random_graphs_stay_sound_through_every_pass() {
         let steps = [Step::Autodiff, Step::Optimizer];
         let (step, _) = pipeline::run(&forward, &steps, &pipeline_options, &mut |_, _| {})
             .unwrap_or_else(|err| panic!("{context}: {err}"));
-        let (optimised, _) =
-            pipeline::run(&step, &[Step::Egraph, Step::Dce], &pipeline_options, &mut |_, _| {})
-                .unwrap();
+        let (optimised, _) = pipeline::run(
+            &step,
+            &[Step::Egraph, Step::Dce],
+            &pipeline_options,
+            &mut |_, _| {},
+        )
+        .unwrap();
         let step_feeds = awkward_feed_set(&step, seed);
-        check_sound(&step, &optimised, &step_feeds, &format!("train step, {context}"));
+        check_sound(
+            &step,
+            &optimised,
+            &step_feeds,
+            &format!("train step, {context}"),
+        );
         trained += 1;
     }
     assert!(folded >= 100, "only {folded} graphs simplified");

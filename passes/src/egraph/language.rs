@@ -500,12 +500,13 @@ fn fold_splat(
             match op {
                 Op::Broadcast { .. } | Op::Reshape { .. } | Op::Transpose { .. } => values[0],
                 Op::Unary(unary) => scalar::unary(*unary, types[0].dtype, values[0]),
-                Op::Binary(binary) => {
-                    scalar::binary(*binary, types[0].dtype, values[0], values[1])
-                }
-                Op::Compare(cmp) => {
-                    f64::from(u8::from(scalar::compare(*cmp, types[0].dtype, values[0], values[1])))
-                }
+                Op::Binary(binary) => scalar::binary(*binary, types[0].dtype, values[0], values[1]),
+                Op::Compare(cmp) => f64::from(u8::from(scalar::compare(
+                    *cmp,
+                    types[0].dtype,
+                    values[0],
+                    values[1],
+                ))),
                 Op::Select => scalar::select(values[0], values[1], values[2]),
                 Op::Cast { to } => scalar::cast(values[0], *to),
                 _ => return None,
