@@ -458,6 +458,20 @@ impl<'a> Builder<'a> {
         self.remember(id, lo, hi)
     }
 
+    /// With `awkward_constants`, a third of the time a new constant of `value`'s type
+    /// instead of `value`, so that ops on constants (which the folders compute) are
+    /// common; otherwise `value`.
+    fn sometimes_constant(&mut self, value: Value) -> Value {
+        if !self.awkward || value.ty.dtype == DType::Bool || !self.chance(1, 3) {
+            return value;
+        }
+        let constant = match self.awkward_value(value.ty.dtype) {
+            Some(constant) => constant,
+            None => self.pick(&[0.0, -0.0, 1.0, -1.0, 2.0, 3.0]),
+        };
+        self.new_constant(constant, value.ty)
+    }
+
     /// With `awkward_constants`, half of the time an awkward value of `dtype`.
     fn awkward_value(&mut self, dtype: DType) -> Option<f64> {
         if !self.awkward || !self.chance(1, 2) {
@@ -638,6 +652,7 @@ impl<'a> Builder<'a> {
 
     fn unary(&mut self) {
         let x = self.numeric();
+        let x = self.sometimes_constant(x);
         if !x.is_f32() {
             let op = self.pick(&[UnaryOp::Neg, UnaryOp::Relu]);
             self.push(Op::Unary(op), &[&x]);
@@ -662,6 +677,7 @@ impl<'a> Builder<'a> {
 
     fn binary(&mut self) {
         let x = self.numeric();
+        let x = self.sometimes_constant(x);
         let op = if x.is_f32() {
             self.pick(&BinaryOp::ALL)
         } else {
@@ -681,6 +697,7 @@ impl<'a> Builder<'a> {
 
     fn compare_select(&mut self) {
         let x = self.numeric();
+        let x = self.sometimes_constant(x);
         let y = self.operand(&x.ty);
         let cmp = self.pick(&CmpOp::ALL);
         let cond = self.push(Op::Compare(cmp), &[&x, &y]);
@@ -709,6 +726,7 @@ impl<'a> Builder<'a> {
         let x = self
             .choose(|_| true)
             .expect("the graph starts with an f32 input");
+        let x = self.sometimes_constant(x);
         let to = if x.is_f32() {
             let to = self.dtype();
             // A cast to the same dtype is legal but rare in real graphs.
