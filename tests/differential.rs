@@ -10,7 +10,8 @@
 //! contract, with no tolerance.
 //!
 //! A mismatch prints the seed, the options and the graph's text. Every failure found
-//! stays below as a regression case ([`REGRESSIONS`]), run before the sweep.
+//! stays as a regression case: its graph as a file in `tests/differential/`, or a
+//! hand-written graph in [`REGRESSION_GRAPHS`].
 
 use kiln::passes::optimizer::Optimizer;
 use kiln::passes::pipeline::{self, PipelineOptions, Step};
@@ -27,11 +28,6 @@ const GRAPHS: u64 = 10_000;
 const THREADS: u64 = 2;
 /// Every this many seeds a graph is also compiled as a train step.
 const TRAIN_EVERY: u64 = 10;
-
-/// Seeds (with the sweep's options for that seed) that once failed, and why. They
-/// run first, so a regression names its old cause. (The sweep has found none since
-/// the folders and the interpreter share `kiln_ir::scalar`.)
-const REGRESSIONS: &[(u64, &str)] = &[];
 
 /// Graphs that once compiled to a wrong result, with what was wrong: issue 5's
 /// folding examples and the signed-zero rules found when auditing the e-graph rules.
@@ -237,11 +233,38 @@ fn regression_graphs_match_the_interpreter() {
     }
 }
 
+/// Graphs of the sweep that once failed, kept as text in `tests/differential/`: a
+/// file `seed_<n>.kiln` is the graph of seed `n` (its first comment says what went
+/// wrong), so the case survives changes to the generator. All were found by this
+/// sweep against the e-graph's old f64 constant folder; none since the folders and
+/// the interpreter share `kiln_ir::scalar`. Each runs on the feeds it failed with
+/// (as far as the feed generator is unchanged) and on every awkward value.
 #[test]
 fn regression_seeds_match_the_interpreter() {
-    for &(seed, cause) in REGRESSIONS {
-        if let Err(err) = check_seed(seed) {
-            panic!("regression ({cause}): {err}");
+    let folder = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/differential");
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(folder)
+        .expect("tests/differential holds the regression graphs")
+        .map(|entry| entry.expect("a readable folder entry").path())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 20, "{} regression graphs", files.len());
+    for path in files {
+        let name = path
+            .file_stem()
+            .and_then(|stem| stem.to_str())
+            .unwrap_or("");
+        let seed: u64 = name
+            .strip_prefix("seed_")
+            .and_then(|seed| seed.parse().ok())
+            .unwrap_or_else(|| panic!("{} is not named seed_<n>.kiln", path.display()));
+        let source = std::fs::read_to_string(&path).expect("a readable regression graph");
+        let cause = source.lines().next().unwrap_or("");
+        let graph = text::parse(&source).unwrap_or_else(|err| panic!("{name}: {err}"));
+        let feed_sets = [feeds_for(&graph, seed, true), every_awkward_value(&graph)];
+        for feeds in &feed_sets {
+            if let Err(err) = check_graph(&graph, feeds, true) {
+                panic!("regression {name} ({cause}), feeds {feeds:?}: {err}");
+            }
         }
     }
 }
