@@ -150,3 +150,60 @@ fn i32_ops_on_extreme_pairs_wrap_like_the_interpreter() {
     assert_eq!(out["neg"].data()[index(min, 0.0)], min);
     assert_eq!(out["to_f32"].data()[index(16_777_217.0, 0.0)], 16_777_216.0);
 }
+
+#[test]
+fn accumulation_order_near_f32_max_is_the_interpreters() {
+    // Sums fold in row-major order from +0 with one rounding per step, in both
+    // reduction kernels (the reduced axis innermost, accumulating in a register, and
+    // outermost, accumulating in place in a vector loop) and in matmul's fma chain:
+    // MAX + MAX overflows to inf before -MAX arrives, and -0 terms sum to +0.
+    let max = f64::from(f32::MAX);
+    let mut g = Graph::new("order");
+    let rows = g.input("rows", TensorType::f32([5, 3])).unwrap();
+    let cols = g.input("cols", TensorType::f32([3, 5])).unwrap();
+    let ones = g.input("ones", TensorType::f32([3, 1])).unwrap();
+    let by_row = g.reduce_sum(rows, &[1]).unwrap();
+    let by_col = g.reduce_sum(cols, &[0]).unwrap();
+    let mean = g.reduce_mean(cols, &[0]).unwrap();
+    let product = g.matmul(rows, ones).unwrap();
+    for (name, id) in [
+        ("by_row", by_row),
+        ("by_col", by_col),
+        ("mean", mean),
+        ("product", product),
+    ] {
+        g.set_output(name, id).unwrap();
+    }
+    // Row i of `rows` (column i of `cols`): [MAX, MAX, -MAX], [-0, -0, -0],
+    // [1, 2^-24, 2^-24], [-MAX, MAX, MAX], [3, -3, -0].
+    let tiny = 2f64.powi(-24);
+    let lines = [
+        [max, max, -max],
+        [-0.0, -0.0, -0.0],
+        [1.0, tiny, tiny],
+        [-max, max, max],
+        [3.0, -3.0, -0.0],
+    ];
+    let row_data: Vec<f64> = lines.iter().flatten().copied().collect();
+    let col_data: Vec<f64> = (0..3)
+        .flat_map(|j| lines.iter().map(move |line| line[j]))
+        .collect();
+    let feeds: Feeds = [
+        ("rows", TensorType::f32([5, 3]), row_data),
+        ("cols", TensorType::f32([3, 5]), col_data),
+        ("ones", TensorType::f32([3, 1]), vec![1.0; 3]),
+    ]
+    .into_iter()
+    .map(|(name, ty, data)| (name.to_string(), Tensor::new(ty, data).unwrap()))
+    .collect();
+    check(&g, &feeds);
+    let mut exe = compile_graph(&g);
+    let (out, _) = exe.run_feeds(&feeds).unwrap();
+    let expected = [f64::INFINITY, 0.0, 1.0, max, 0.0];
+    for name in ["by_row", "by_col", "product"] {
+        let bits: Vec<u64> = out[name].data().iter().map(|v| v.to_bits()).collect();
+        let want: Vec<u64> = expected.iter().map(|v| v.to_bits()).collect();
+        assert_eq!(bits, want, "{name}: {:?}", out[name].data());
+    }
+    assert_eq!(out["mean"].data()[0], f64::INFINITY);
+}
