@@ -1,13 +1,19 @@
 //! The reference interpreter: the executable meaning of every op.
 //!
 //! Plain loops over host tensors, no tricks. Every optimisation and backend is tested
-//! against it. It computes in f64; with `Precision::F32` every f32 result is rounded
-//! to f32 after each op, which models what compiled f32 code computes (up to the
-//! order of additions in sums and matmuls).
+//! against it. With `Precision::F32` it computes every element exactly as kiln's
+//! generated code does, by the rules of [`crate::scalar`]: f32 rounding after every
+//! op (constants and fed values included), i32 wrapping, Rust `as` casts, sums
+//! accumulated in row-major order from +0 and matmuls as a chain of f32 `fma`s, so
+//! compiled code and every optimisation must match it bit for bit (any NaN equals any
+//! NaN). With `Precision::F64` f32 values are computed in f64 without rounding, for
+//! gradient checks by finite differences; i32 and bool values follow the same rules
+//! in both modes.
 
 use crate::alloc::{try_clone, try_collect, try_vec, try_with_capacity, OutOfMemory};
 use crate::graph::{Graph, NodeId};
 use crate::op::{matrix_dims, Op, ReduceOp};
+use crate::scalar;
 use crate::tensor::Tensor;
 use crate::types::{strides, DType, TensorType};
 use std::collections::{BTreeMap, HashMap};
@@ -21,7 +27,8 @@ pub type Feeds = BTreeMap<String, Tensor>;
 pub enum Precision {
     /// Keep f64 throughout: for gradient checks by finite differences.
     F64,
-    /// Round every f32 result to f32: for comparison with compiled code.
+    /// Compute every value as compiled code does (see [`crate::scalar`]): for
+    /// comparison with compiled code and between passes.
     F32,
 }
 
@@ -98,7 +105,7 @@ pub fn evaluate(
                     .iter()
                     .map(|operand| &values[operand])
                     .collect();
-                apply(op, &node.ty, &operands)?
+                apply(op, &node.ty, &operands, precision)?
             }
         };
         values.insert(id, round(value, precision));
@@ -123,53 +130,86 @@ pub fn evaluate(
     })
 }
 
+/// Makes every element a value of the tensor's dtype: f32 values are rounded in
+/// `Precision::F32` mode (fed values and constants are read as f32), i32 and bool
+/// values are canonical in both modes (an i32 constant written -0.0 is 0).
 fn round(mut tensor: Tensor, precision: Precision) -> Tensor {
-    match tensor.dtype {
-        DType::F32 if precision == Precision::F32 => {
-            for v in &mut tensor.data {
-                *v = *v as f32 as f64;
-            }
+    if tensor.dtype != DType::F32 || precision == Precision::F32 {
+        let dtype = tensor.dtype;
+        for v in &mut tensor.data {
+            *v = scalar::to_dtype(*v, dtype);
         }
-        // Integer arithmetic wraps around, as in the compiled code.
-        DType::I32 => {
-            for v in &mut tensor.data {
-                *v = f64::from(*v as i64 as i32);
-            }
-        }
-        _ => {}
     }
     tensor
 }
 
-/// Computes one op. Operand types were checked when the graph was built; the only
-/// error is memory for the result (or a temporary) that cannot be had.
-pub fn apply(op: &Op, ty: &TensorType, operands: &[&Tensor]) -> Result<Tensor, OutOfMemory> {
+/// Computes one op. Operand types were checked when the graph was built. In
+/// `Precision::F32` mode the result is exactly what compiled code computes; in
+/// `Precision::F64` mode f32 arithmetic is done in f64 (the caller rounds leaves).
+pub fn apply(
+    op: &Op,
+    ty: &TensorType,
+    operands: &[&Tensor],
+    precision: Precision,
+) -> Result<Tensor, OutOfMemory> {
     let what = || format!("the {ty} value of a {}", op.mnemonic());
+    // Whether f32 values of this op are computed in f64 (the gradient-check mode).
+    let wide = |dtype: DType| precision == Precision::F64 && dtype == DType::F32;
     let data = match op {
         Op::Input { .. } | Op::Parameter { .. } => {
             unreachable!("inputs and parameters are read from the feeds")
         }
         Op::Constant { value } => try_vec(*value, ty.num_elements(), what)?,
-        Op::Unary(unary) => try_collect(operands[0].data.iter().map(|&x| unary.apply(x)), what)?,
-        // i32 arithmetic wraps; products can exceed f64's 53-bit mantissa, so integers
-        // are computed as integers.
-        Op::Binary(binary) if ty.dtype == DType::I32 => zip(operands[0], operands[1], |a, b| {
-            f64::from(binary.apply_i32(a as i32, b as i32))
-        })?,
-        Op::Binary(binary) => zip(operands[0], operands[1], |a, b| binary.apply(a, b))?,
-        Op::Compare(cmp) => zip(operands[0], operands[1], |a, b| {
-            f64::from(u8::from(cmp.apply(a, b)))
-        })?,
+        Op::Unary(unary) => {
+            let dtype = operands[0].dtype;
+            let values = operands[0].data.iter().map(|&x| {
+                if wide(dtype) {
+                    unary.apply(x)
+                } else {
+                    scalar::unary(*unary, dtype, x)
+                }
+            });
+            try_collect(values, what)?
+        }
+        Op::Binary(binary) => {
+            let dtype = operands[0].dtype;
+            zip(operands[0], operands[1], |a, b| {
+                if wide(dtype) {
+                    binary.apply(a, b)
+                } else {
+                    scalar::binary(*binary, dtype, a, b)
+                }
+            })?
+        }
+        Op::Compare(cmp) => {
+            let dtype = operands[0].dtype;
+            zip(operands[0], operands[1], |a, b| {
+                let flag = if wide(dtype) {
+                    cmp.apply(a, b)
+                } else {
+                    scalar::compare(*cmp, dtype, a, b)
+                };
+                f64::from(u8::from(flag))
+            })?
+        }
         Op::Select => try_collect(
             operands[0]
                 .data
                 .iter()
                 .zip(&operands[1].data)
                 .zip(&operands[2].data)
-                .map(|((&cond, &on_true), &on_false)| if cond != 0.0 { on_true } else { on_false }),
+                .map(|((&cond, &on_true), &on_false)| scalar::select(cond, on_true, on_false)),
             what,
         )?,
-        Op::Cast { to } => try_collect(operands[0].data.iter().map(|&x| cast(x, *to)), what)?,
+        // In f64 mode a cast to f32 keeps the value unrounded (an i32 above 2^24 stays
+        // exact), as every other f32 value in that mode.
+        Op::Cast { to } => try_collect(
+            operands[0]
+                .data
+                .iter()
+                .map(|&x| if wide(*to) { x } else { scalar::cast(x, *to) }),
+            what,
+        )?,
         Op::Broadcast { shape } => {
             let x = operands[0];
             let x_strides = strides(&x.shape);
@@ -182,7 +222,9 @@ pub fn apply(op: &Op, ty: &TensorType, operands: &[&Tensor]) -> Result<Tensor, O
                 .collect();
             map_indices(shape, |index| x.data[dot(index, &read_strides)])?
         }
-        Op::Reduce { op: reduce, axes } => reduce_axes(*reduce, axes, operands[0], ty)?,
+        Op::Reduce { op: reduce, axes } => {
+            reduce_axes(*reduce, axes, operands[0], ty, wide(operands[0].dtype))?
+        }
         Op::Reshape { .. } => try_clone(&operands[0].data, what)?,
         Op::Transpose { perm } => {
             let x = operands[0];
@@ -193,7 +235,13 @@ pub fn apply(op: &Op, ty: &TensorType, operands: &[&Tensor]) -> Result<Tensor, O
         Op::MatMul {
             transpose_a,
             transpose_b,
-        } => matmul(operands[0], operands[1], *transpose_a, *transpose_b, ty)?,
+        } => matmul(
+            operands[0],
+            operands[1],
+            (*transpose_a, *transpose_b),
+            ty,
+            wide(DType::F32),
+        )?,
         Op::OneHot { depth } => {
             let mut data = try_vec(0.0, ty.num_elements(), what)?;
             for (row, &label) in operands[0].data.iter().enumerate() {
@@ -214,18 +262,6 @@ pub fn apply(op: &Op, ty: &TensorType, operands: &[&Tensor]) -> Result<Tensor, O
 fn zip(a: &Tensor, b: &Tensor, f: impl Fn(f64, f64) -> f64) -> Result<Vec<f64>, OutOfMemory> {
     let pairs = a.data.iter().zip(&b.data).map(|(&x, &y)| f(x, y));
     try_collect(pairs, || format!("the {} result of a binary op", a.ty()))
-}
-
-/// Conversion with Rust's `as` semantics: float to int truncates toward zero and
-/// saturates, NaN becomes 0; anything to bool is `x != 0`. Rounding to f32 is left to
-/// `round` (a detour through f32 here would change i32 values above 2^24 and make f64
-/// precision round).
-fn cast(x: f64, to: DType) -> f64 {
-    match to {
-        DType::F32 => x,
-        DType::I32 => f64::from(x as i32),
-        DType::Bool => f64::from(u8::from(x != 0.0)),
-    }
 }
 
 fn dot(index: &[usize], strides: &[usize]) -> usize {
@@ -253,17 +289,17 @@ fn map_indices(
     Ok(out)
 }
 
+/// A reduction, folding each output's elements in row-major order (the order compiled
+/// code uses; in f32 mode every step rounds). `wide` computes f32 sums in f64.
 fn reduce_axes(
     op: ReduceOp,
     axes: &[usize],
     x: &Tensor,
     ty: &TensorType,
+    wide: bool,
 ) -> Result<Vec<f64>, OutOfMemory> {
-    let init = match op {
-        ReduceOp::Sum | ReduceOp::Mean => 0.0,
-        ReduceOp::Max => f64::NEG_INFINITY,
-    };
-    let mut out = try_vec(init, ty.num_elements(), || {
+    let dtype = x.dtype;
+    let mut out = try_vec(scalar::reduce_init(op, dtype), ty.num_elements(), || {
         format!("the {ty} result of a reduction")
     })?;
     let out_strides = strides(&ty.shape);
@@ -284,27 +320,34 @@ fn reduce_axes(
         let value = x.data[position];
         position += 1;
         *target = match op {
-            ReduceOp::Sum | ReduceOp::Mean => *target + value,
-            ReduceOp::Max if value.is_nan() || target.is_nan() => f64::NAN,
-            ReduceOp::Max => target.max(value),
+            ReduceOp::Sum | ReduceOp::Mean if wide => *target + value,
+            ReduceOp::Max if wide => scalar::max_f64(*target, value),
+            _ => scalar::reduce_step(op, dtype, *target, value),
         };
         0.0
     })?;
     if op == ReduceOp::Mean {
         let count: usize = axes.iter().map(|&axis| x.shape[axis]).product();
         for v in &mut out {
-            *v /= count as f64;
+            *v = if wide {
+                *v / count as f64
+            } else {
+                scalar::mean_finish(*v, count)
+            };
         }
     }
     Ok(out)
 }
 
+/// A batched matmul. In f32 mode each output is `fma(a, b, acc)` over the contraction
+/// index in increasing order from +0, as compiled code computes it; `wide` sums the
+/// products in f64.
 fn matmul(
     a: &Tensor,
     b: &Tensor,
-    transpose_a: bool,
-    transpose_b: bool,
+    (transpose_a, transpose_b): (bool, bool),
     ty: &TensorType,
+    wide: bool,
 ) -> Result<Vec<f64>, OutOfMemory> {
     let rank = a.shape.len();
     let (m, k) = matrix_dims(&a.shape, transpose_a);
@@ -332,8 +375,15 @@ fn matmul(
     for batch in 0..batches {
         for i in 0..m {
             for j in 0..n {
-                out[(batch * m + i) * n + j] =
-                    (0..k).map(|p| a_at(batch, i, p) * b_at(batch, p, j)).sum();
+                out[(batch * m + i) * n + j] = if wide {
+                    (0..k).map(|p| a_at(batch, i, p) * b_at(batch, p, j)).sum()
+                } else {
+                    let acc = (0..k).fold(0.0_f32, |acc, p| {
+                        let (x, y) = (a_at(batch, i, p) as f32, b_at(batch, p, j) as f32);
+                        scalar::fma_f32(x, y, acc)
+                    });
+                    f64::from(acc)
+                };
             }
         }
     }

@@ -213,12 +213,23 @@ impl Scalar {
         }
     }
 
-    /// A graph constant's value in `dtype` (interpreter tensors hold every dtype as f64).
+    /// A graph constant's value in `dtype` (interpreter tensors hold every dtype as f64),
+    /// converted as [`crate::scalar::to_dtype`] converts it: rounded to f32, `as i32`,
+    /// or `!= 0`.
     pub fn from_f64(value: f64, dtype: DType) -> Scalar {
         match dtype {
             DType::F32 => Scalar::F32(value as f32),
             DType::I32 => Scalar::I32(value as i32),
             DType::Bool => Scalar::Bool(value != 0.0),
+        }
+    }
+
+    /// The value as an interpreter element (exact for every dtype).
+    pub fn to_f64(self) -> f64 {
+        match self {
+            Scalar::F32(value) => f64::from(value),
+            Scalar::I32(value) => f64::from(value),
+            Scalar::Bool(value) => f64::from(u8::from(value)),
         }
     }
 

@@ -10,6 +10,7 @@ pub mod kernel;
 pub mod op;
 pub mod random;
 pub mod rng;
+pub mod scalar;
 pub mod serial;
 pub mod tensor;
 pub mod text;

@@ -111,7 +111,8 @@ impl UnaryOp {
         }
     }
 
-    /// The meaning of the op on one element.
+    /// The meaning of the op on one element in f64 (the interpreter's
+    /// `Precision::F64` mode); [`crate::scalar::unary`] gives it in a dtype.
     pub fn apply(self, x: f64) -> f64 {
         match self {
             UnaryOp::Neg => -x,
@@ -152,32 +153,16 @@ impl BinaryOp {
         }
     }
 
-    /// The meaning of the op on one pair of elements. `max` with a NaN operand is NaN.
+    /// The meaning of the op on one pair of elements in f64 (the interpreter's
+    /// `Precision::F64` mode); [`crate::scalar::binary`] gives it in a dtype. `max`
+    /// with a NaN operand is NaN, and orders -0 below +0 as compiled code does.
     pub fn apply(self, a: f64, b: f64) -> f64 {
         match self {
             BinaryOp::Add => a + b,
             BinaryOp::Sub => a - b,
             BinaryOp::Mul => a * b,
             BinaryOp::Div => a / b,
-            BinaryOp::Max => {
-                if a.is_nan() || b.is_nan() {
-                    f64::NAN
-                } else {
-                    a.max(b)
-                }
-            }
-        }
-    }
-
-    /// The meaning on i32 elements: wrapping arithmetic. `div` is not defined on
-    /// integers (see `accepts_int`) and gives 0 here.
-    pub fn apply_i32(self, a: i32, b: i32) -> i32 {
-        match self {
-            BinaryOp::Add => a.wrapping_add(b),
-            BinaryOp::Sub => a.wrapping_sub(b),
-            BinaryOp::Mul => a.wrapping_mul(b),
-            BinaryOp::Div => 0,
-            BinaryOp::Max => a.max(b),
+            BinaryOp::Max => crate::scalar::max_f64(a, b),
         }
     }
 

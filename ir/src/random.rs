@@ -26,6 +26,28 @@
 //! Comparisons and float-to-int casts are discontinuous; values that are
 //! mathematically equal but summed in another order are rare in these graphs, and
 //! the seeds used by the project's tests are fixed.
+//!
+//! Two options leave the well-conditioned world on purpose, for soundness and
+//! differential tests:
+//!
+//! - `awkward_constants`: new constants are often drawn from [`AWKWARD_F32`] and
+//!   [`AWKWARD_I32`] (±0, subnormals, 2^24 ± 1, values near ±f32::MAX and beyond it,
+//!   ±inf, NaN, i32::MIN and MAX), and [`random_awkward_feeds`] puts the same values in
+//!   the feeds. They flow through every op, sums and matmuls included, and the
+//!   rescaling and domain guards above no longer bound anything.
+//! - `zero_extents`: new extents are sometimes 0 (never a `one_hot` depth), so empty
+//!   tensors, empty reductions (sum +0, mean NaN, max -inf) and empty contractions
+//!   appear.
+//!
+//! **The contract for such graphs** is exact: compiled code, and the interpreter in
+//! `Precision::F32` on the graph after any pass, give the same bits as the interpreter
+//! in `Precision::F32` on the original graph, except that any NaN equals any NaN
+//! ([`crate::scalar::same`]). That holds because `Precision::F32` computes every op as
+//! compiled code does (see [`crate::scalar`]), sums and matmuls included: in the same
+//! order, from +0, with one f32 rounding per step. A sum near f32::MAX therefore
+//! overflows exactly where compiled code overflows, and a sum of -0 terms is +0 in
+//! both. Only `Precision::F64`, or a backend that reorders accumulations, needs a
+//! tolerance, and then only on the default well-conditioned graphs.
 
 use crate::graph::{Graph, NodeId};
 use crate::interp::Feeds;
@@ -50,6 +72,42 @@ const FEED_LIMIT: f64 = 2.0;
 /// The label range `0..LABEL_DEPTH` of an i32 feed that no `one_hot` reads.
 const LABEL_DEPTH: usize = 4;
 
+/// f32 values where f32 arithmetic differs from real or f64 arithmetic: signed zeros,
+/// subnormals, integers around 2^24 (16777217 is not an f32 and reads as 16777216),
+/// values near and beyond ±f32::MAX (1e39 reads as inf), infinities and NaN.
+pub const AWKWARD_F32: [f64; 18] = [
+    0.0,
+    -0.0,
+    1e-40,
+    -1e-40,
+    f32::MIN_POSITIVE as f64 / 2.0,
+    f32::MIN_POSITIVE as f64,
+    16_777_215.0,
+    16_777_216.0,
+    16_777_217.0,
+    -16_777_217.0,
+    f32::MAX as f64,
+    -(f32::MAX as f64),
+    3.0e38,
+    1e39,
+    f64::INFINITY,
+    f64::NEG_INFINITY,
+    f64::NAN,
+    -1.5,
+];
+
+/// i32 values where i32 arithmetic wraps or casts round: the extremes, ±1, 0 and
+/// 2^24 + 1 (not an f32).
+pub const AWKWARD_I32: [f64; 7] = [
+    0.0,
+    1.0,
+    -1.0,
+    i32::MAX as f64,
+    i32::MIN as f64,
+    16_777_217.0,
+    -16_777_217.0,
+];
+
 /// What [`random_graph`] may generate.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RandomGraphOptions {
@@ -64,17 +122,25 @@ pub struct RandomGraphOptions {
     pub max_extent: usize,
     /// Whether i32 values (an i32 input, casts to i32, `one_hot`) appear.
     pub allow_int: bool,
+    /// Whether constants are often awkward values ([`AWKWARD_F32`], [`AWKWARD_I32`]);
+    /// the graph is then not well conditioned (see the module documentation).
+    pub awkward_constants: bool,
+    /// Whether new extents are sometimes 0.
+    pub zero_extents: bool,
 }
 
 impl Default for RandomGraphOptions {
     /// Twelve ops of rank at most 3 with extents `1..=7`, so odd sizes and extent-1
-    /// axes are common; i32 values included.
+    /// axes are common; i32 values included; well conditioned (no awkward constants,
+    /// no empty tensors).
     fn default() -> RandomGraphOptions {
         RandomGraphOptions {
             max_nodes: 12,
             max_rank: 3,
             max_extent: 7,
             allow_int: true,
+            awkward_constants: false,
+            zero_extents: false,
         }
     }
 }
@@ -125,6 +191,23 @@ fn random_f32(rng: &mut Rng) -> f64 {
             return f64::from(value);
         }
     }
+}
+
+/// Like [`random_feeds`], then about a quarter of the f32 elements replaced by values
+/// of [`AWKWARD_F32`] (as f32: 16777217 becomes 16777216, 1e39 becomes inf).
+pub fn random_awkward_feeds(graph: &Graph, rng: &mut Rng) -> Feeds {
+    let mut feeds = random_feeds(graph, rng);
+    for tensor in feeds.values_mut() {
+        if tensor.dtype != DType::F32 {
+            continue;
+        }
+        for value in &mut tensor.data {
+            if rng.below(4) == 0 {
+                *value = f64::from(AWKWARD_F32[rng.below(AWKWARD_F32.len())] as f32);
+            }
+        }
+    }
+    feeds
 }
 
 /// A label in `0..depth` seven times in eight, else -1 or `depth` (out of range).
@@ -240,6 +323,8 @@ struct Builder<'a> {
     max_rank: usize,
     max_extent: usize,
     allow_int: bool,
+    awkward: bool,
+    zero_extents: bool,
     values: Vec<Value>,
     /// Op nodes added so far.
     ops: usize,
@@ -256,6 +341,8 @@ impl<'a> Builder<'a> {
             max_rank: options.max_rank.max(1),
             max_extent: options.max_extent.max(1),
             allow_int: options.allow_int,
+            awkward: options.awkward_constants,
+            zero_extents: options.zero_extents,
             values: Vec::new(),
             ops: 0,
             next_input: 0,
@@ -275,8 +362,12 @@ impl<'a> Builder<'a> {
     }
 
     /// An extent in `1..=max_extent`, 1 more often than the others so that
-    /// broadcasts and degenerate loops are common.
+    /// broadcasts and degenerate loops are common; with `zero_extents`, 0 one time in
+    /// ten.
     fn extent(&mut self) -> usize {
+        if self.zero_extents && self.chance(1, 10) {
+            return 0;
+        }
         if self.chance(1, 4) {
             1
         } else {
@@ -357,7 +448,40 @@ impl<'a> Builder<'a> {
             .graph
             .constant(value, ty)
             .expect("constants are whole numbers for i32 and 0 or 1 for bool");
-        self.remember(id, value, value)
+        // An awkward value bounds nothing: NaN has no interval, and values beyond the
+        // magnitude cap cannot be rescaled into it.
+        let (lo, hi) = if value.is_finite() && value.abs() <= MAGNITUDE_CAP {
+            (value, value)
+        } else {
+            (f64::NEG_INFINITY, f64::INFINITY)
+        };
+        self.remember(id, lo, hi)
+    }
+
+    /// With `awkward_constants`, a third of the time a new constant of `value`'s type
+    /// instead of `value`, so that ops on constants (which the folders compute) are
+    /// common; otherwise `value`.
+    fn sometimes_constant(&mut self, value: Value) -> Value {
+        if !self.awkward || value.ty.dtype == DType::Bool || !self.chance(1, 3) {
+            return value;
+        }
+        let constant = match self.awkward_value(value.ty.dtype) {
+            Some(constant) => constant,
+            None => self.pick(&[0.0, -0.0, 1.0, -1.0, 2.0, 3.0]),
+        };
+        self.new_constant(constant, value.ty)
+    }
+
+    /// With `awkward_constants`, half of the time an awkward value of `dtype`.
+    fn awkward_value(&mut self, dtype: DType) -> Option<f64> {
+        if !self.awkward || !self.chance(1, 2) {
+            return None;
+        }
+        match dtype {
+            DType::F32 => Some(self.pick(&AWKWARD_F32)),
+            DType::I32 => Some(self.pick(&AWKWARD_I32)),
+            DType::Bool => None,
+        }
     }
 
     /// A new leaf of type `ty`: an input, a parameter (f32 only) or a constant.
@@ -365,11 +489,17 @@ impl<'a> Builder<'a> {
         match (ty.dtype, self.rng.below(4)) {
             (DType::F32, 0) => self.new_param(ty),
             (DType::F32, 1) => {
-                let value = self.pick(&[0.0, 1.0, -1.0, 0.5, 2.0, -0.75, 3.0]);
+                let value = match self.awkward_value(DType::F32) {
+                    Some(value) => value,
+                    None => self.pick(&[0.0, 1.0, -1.0, 0.5, 2.0, -0.75, 3.0]),
+                };
                 self.new_constant(value, ty)
             }
             (DType::I32, 0 | 1) => {
-                let value = self.pick(&[0.0, 1.0, -1.0, 2.0, 3.0]);
+                let value = match self.awkward_value(DType::I32) {
+                    Some(value) => value,
+                    None => self.pick(&[0.0, 1.0, -1.0, 2.0, 3.0]),
+                };
                 self.new_constant(value, ty)
             }
             (DType::Bool, 0 | 1) => {
@@ -406,7 +536,8 @@ impl<'a> Builder<'a> {
     /// Multiplies an f32 value that could exceed the magnitude cap by a power of two,
     /// which is exact, so no rounding is added. One op at most.
     fn rescale(&mut self, value: Value) -> Value {
-        if !value.is_f32() || value.magnitude() <= MAGNITUDE_CAP {
+        // An unbounded value (from an awkward constant) cannot be rescaled.
+        if !value.is_f32() || value.magnitude() <= MAGNITUDE_CAP || !value.magnitude().is_finite() {
             return value;
         }
         let mut factor = 1.0;
@@ -521,6 +652,7 @@ impl<'a> Builder<'a> {
 
     fn unary(&mut self) {
         let x = self.numeric();
+        let x = self.sometimes_constant(x);
         if !x.is_f32() {
             let op = self.pick(&[UnaryOp::Neg, UnaryOp::Relu]);
             self.push(Op::Unary(op), &[&x]);
@@ -545,6 +677,7 @@ impl<'a> Builder<'a> {
 
     fn binary(&mut self) {
         let x = self.numeric();
+        let x = self.sometimes_constant(x);
         let op = if x.is_f32() {
             self.pick(&BinaryOp::ALL)
         } else {
@@ -564,6 +697,7 @@ impl<'a> Builder<'a> {
 
     fn compare_select(&mut self) {
         let x = self.numeric();
+        let x = self.sometimes_constant(x);
         let y = self.operand(&x.ty);
         let cmp = self.pick(&CmpOp::ALL);
         let cond = self.push(Op::Compare(cmp), &[&x, &y]);
@@ -592,6 +726,7 @@ impl<'a> Builder<'a> {
         let x = self
             .choose(|_| true)
             .expect("the graph starts with an f32 input");
+        let x = self.sometimes_constant(x);
         let to = if x.is_f32() {
             let to = self.dtype();
             // A cast to the same dtype is legal but rare in real graphs.
@@ -721,6 +856,15 @@ impl<'a> Builder<'a> {
     /// `n` dealt to random axes.
     fn regroup(&mut self, n: usize) -> Shape {
         let rank = 1 + self.rng.below(self.max_rank);
+        if n == 0 {
+            // Any extents with a 0 among them.
+            let mut shape: Shape = (0..rank)
+                .map(|_| 1 + self.rng.below(self.max_extent))
+                .collect();
+            let axis = self.rng.below(rank);
+            shape[axis] = 0;
+            return shape;
+        }
         let mut shape = vec![1; rank];
         let mut rest = n;
         let mut factor = 2;
@@ -800,7 +944,8 @@ impl<'a> Builder<'a> {
         let labels = self
             .choose(|value| value.ty.dtype == DType::I32 && value.ty.rank() < max_rank)
             .expect("checked by can_take");
-        let depth = self.extent();
+        // A depth of 0 is not a valid one_hot.
+        let depth = self.extent().max(1);
         self.push(Op::OneHot { depth }, &[&labels]);
     }
 
@@ -1057,6 +1202,7 @@ mod tests {
                 max_rank: 2,
                 max_extent: 3,
                 allow_int: false,
+                ..RandomGraphOptions::default()
             };
             let graph = random_graph(&mut Rng::new(seed), &options);
             verify(&graph).unwrap();
@@ -1084,6 +1230,53 @@ mod tests {
                 assert!(!graph.outputs().is_empty());
             }
         }
+    }
+
+    #[test]
+    fn awkward_and_empty_graphs_verify_and_use_what_they_promise() {
+        let options = RandomGraphOptions {
+            awkward_constants: true,
+            zero_extents: true,
+            ..RandomGraphOptions::default()
+        };
+        let (mut awkward, mut empty, mut nan_results) = (BTreeSet::new(), 0, 0);
+        for seed in 0..300 {
+            let graph = random_graph(&mut Rng::new(seed), &options);
+            verify(&graph).unwrap_or_else(|err| panic!("seed {seed}: {err}\n{}", print(&graph)));
+            for id in graph.node_ids() {
+                if let Op::Constant { value } = graph.op(id) {
+                    if AWKWARD_F32[..17]
+                        .iter()
+                        .any(|a| crate::scalar::same(*a, *value))
+                        && !matches!(*value, 0.0 | 1.0 | -1.0)
+                    {
+                        awkward.insert(value.to_bits());
+                    }
+                }
+                empty += usize::from(graph.ty(id).num_elements() == 0);
+            }
+            let feeds = random_awkward_feeds(&graph, &mut Rng::new(seed));
+            let evaluation = evaluate(&graph, &feeds, Precision::F32).unwrap();
+            nan_results += evaluation
+                .outputs
+                .values()
+                .filter(|value| value.data.iter().any(|v| v.is_nan()))
+                .count();
+        }
+        // Every awkward f32 value but the plain zero shows up as a constant.
+        assert!(
+            awkward.len() >= 15,
+            "only {} awkward constants",
+            awkward.len()
+        );
+        assert!(empty >= 100, "only {empty} empty values");
+        assert!(nan_results >= 30, "only {nan_results} outputs with a NaN");
+        // The default options stay well conditioned: no empty values.
+        let graph = random_graph(&mut Rng::new(3), &RandomGraphOptions::default());
+        assert!(graph
+            .node_ids()
+            .iter()
+            .all(|&id| graph.ty(id).num_elements() > 0));
     }
 
     #[test]

@@ -180,11 +180,141 @@ fn max_with_a_nan_operand_is_nan() {
     let b = f32s(&[3], &[1.0, f64::NAN, f64::NAN]);
     let y = on_two(&a, &b, |g, a, b| g.max(a, b).unwrap());
     assert_tensor(&y, TensorType::f32([3]), &[f64::NAN, f64::NAN, f64::NAN]);
-    // -0 and 0 are equal; either is a correct maximum, and it compares equal to 0.
-    let a = f32s(&[2], &[-5.0, -0.0]);
-    let b = f32s(&[2], &[-7.0, 0.0]);
-    let y = on_two(&a, &b, |g, a, b| g.max(a, b).unwrap());
-    assert_tensor(&y, TensorType::f32([2]), &[-5.0, 0.0]);
+    // -0 and 0 compare equal, but max orders -0 below +0 (Cranelift's fmax), in
+    // either operand order and in both precisions.
+    let a = f32s(&[3], &[-5.0, -0.0, 0.0]);
+    let b = f32s(&[3], &[-7.0, 0.0, -0.0]);
+    for precision in [Precision::F64, Precision::F32] {
+        let mut graph = Graph::new("max");
+        let (a_id, b_id) = (
+            graph.input("a", a.ty()).unwrap(),
+            graph.input("b", b.ty()).unwrap(),
+        );
+        let y = graph.max(a_id, b_id).unwrap();
+        graph.set_output("y", y).unwrap();
+        let y = evaluate(&graph, &feeds(&[("a", &a), ("b", &b)]), precision).unwrap();
+        let bits: Vec<u64> = y.outputs["y"].data().iter().map(|v| v.to_bits()).collect();
+        assert_eq!(bits, [(-5.0f64).to_bits(), 0, 0], "{precision:?}");
+    }
+}
+
+// ---- the f32 contract: what compiled code computes -----------------------------------
+
+/// `build` on input `x` in f32 precision.
+fn on_one_f32(x: &Tensor, build: impl FnOnce(&mut Graph, NodeId) -> NodeId) -> Tensor {
+    on_one_at(Precision::F32, x, build)
+}
+
+#[test]
+fn empty_reductions_give_numpy_identities() {
+    // Sum over an empty axis is +0, mean is 0 / 0 = NaN, max is the identity of max:
+    // -inf, i32::MIN, false (NumPy refuses an empty max; kiln defines it).
+    let x = f32s(&[0, 2], &[]);
+    for precision in [Precision::F64, Precision::F32] {
+        let sum = on_one_at(precision, &x, |g, x| g.reduce_sum(x, &[0]).unwrap());
+        assert_eq!(sum.data(), [0.0, 0.0]);
+        assert!(sum.data().iter().all(|v| v.is_sign_positive()));
+        let mean = on_one_at(precision, &x, |g, x| g.reduce_mean(x, &[0]).unwrap());
+        assert!(mean.data().iter().all(|v| v.is_nan()), "{mean}");
+        let max = on_one_at(precision, &x, |g, x| g.reduce_max(x, &[0]).unwrap());
+        assert_eq!(max.data(), [f64::NEG_INFINITY; 2]);
+    }
+    let y = on_one_f32(&i32s(&[2, 0], &[]), |g, x| g.reduce_max(x, &[1]).unwrap());
+    assert_tensor(&y, TensorType::i32([2, 1]), &[f64::from(i32::MIN); 2]);
+    let y = on_one_f32(&i32s(&[2, 0], &[]), |g, x| g.reduce_sum(x, &[1]).unwrap());
+    assert_tensor(&y, TensorType::i32([2, 1]), &[0.0; 2]);
+    let y = on_one_f32(&bools(&[0], &[]), |g, x| g.reduce_max(x, &[0]).unwrap());
+    assert_tensor(&y, TensorType::bool([1]), &[0.0]);
+    // Everything else about an empty tensor is empty.
+    let y = on_one_f32(&x, |g, x| {
+        let e = g.exp(x).unwrap();
+        g.transpose(e, &[1, 0]).unwrap()
+    });
+    assert_tensor(&y, TensorType::f32([2, 0]), &[]);
+}
+
+#[test]
+fn f32_sums_accumulate_in_row_major_order_from_positive_zero() {
+    // In order, MAX + MAX overflows to inf before -MAX comes: compiled code gives inf,
+    // and so does the f32 mode; in f64 the sum is MAX.
+    let max = f64::from(f32::MAX);
+    let x = f32s(&[3], &[max, max, -max]);
+    let y = on_one_f32(&x, |g, x| g.reduce_sum(x, &[0]).unwrap());
+    assert_eq!(y.data(), [f64::INFINITY]);
+    let y = on_one_at(Precision::F64, &x, |g, x| g.reduce_sum(x, &[0]).unwrap());
+    assert_eq!(y.data(), [max]);
+    // Each addition rounds: 1 + 2^-24 is 1 (a tie, to even), twice.
+    let tiny = 2f64.powi(-24);
+    let y = on_one_f32(&f32s(&[3], &[1.0, tiny, tiny]), |g, x| {
+        g.reduce_sum(x, &[0]).unwrap()
+    });
+    assert_eq!(y.data(), [1.0]);
+    // The accumulator starts at +0, so -0 terms sum to +0 (NumPy would keep -0).
+    let y = on_one_f32(&f32s(&[2], &[-0.0, -0.0]), |g, x| {
+        g.reduce_sum(x, &[0]).unwrap()
+    });
+    assert_eq!(y.data()[0].to_bits(), 0);
+    // A mean divides the rounded sum by the count.
+    let y = on_one_f32(&f32s(&[3], &[max, max, -max]), |g, x| {
+        g.reduce_mean(x, &[0]).unwrap()
+    });
+    assert_eq!(y.data(), [f64::INFINITY]);
+}
+
+/// `a @ b` evaluated in `precision`.
+fn matmul_at(precision: Precision, a: &Tensor, b: &Tensor) -> Vec<f64> {
+    let mut graph = Graph::new("mm");
+    let (a_id, b_id) = (
+        graph.input("a", a.ty()).unwrap(),
+        graph.input("b", b.ty()).unwrap(),
+    );
+    let y = graph.matmul(a_id, b_id).unwrap();
+    graph.set_output("y", y).unwrap();
+    let values = feeds(&[("a", a), ("b", b)]);
+    evaluate(&graph, &values, precision).unwrap().outputs["y"]
+        .data()
+        .to_vec()
+}
+
+#[test]
+fn f32_matmul_is_a_chain_of_fmas() {
+    // Row [MAX, MAX, MAX] times column [1, 1, -1]: MAX, then fma to inf, which stays.
+    let max = f64::from(f32::MAX);
+    let a = f32s(&[1, 3], &[max, max, max]);
+    let b = f32s(&[3, 1], &[1.0, 1.0, -1.0]);
+    assert_eq!(matmul_at(Precision::F32, &a, &b), [f64::INFINITY]);
+    assert_eq!(matmul_at(Precision::F64, &a, &b), [max]);
+    // One rounding per step: -1 + (1 + 2^-12)^2 = 2^-11 + 2^-24 exactly with an fma,
+    // where a rounded product (1 + 2^-11, a tie to even) would lose the 2^-24.
+    let a = f32s(&[1, 2], &[-1.0, 1.0 + 2f64.powi(-12)]);
+    let b = f32s(&[2, 1], &[1.0, 1.0 + 2f64.powi(-12)]);
+    assert_eq!(
+        matmul_at(Precision::F32, &a, &b),
+        [2f64.powi(-11) + 2f64.powi(-24)]
+    );
+    // An empty contraction gives +0.
+    let y = matmul_at(Precision::F32, &f32s(&[2, 0], &[]), &f32s(&[0, 1], &[]));
+    assert_eq!(y, [0.0, 0.0]);
+}
+
+#[test]
+fn f32_constants_read_as_f32() {
+    // 16777217 is not an f32: it reads as 16777216, so c1 - c2 is 0 (the e-graph's
+    // f64 folder once made it 1); 1e39 reads as inf, so 1e39 - 1e39 is NaN.
+    let mut graph = Graph::new("consts");
+    let c1 = graph.constant(16_777_217.0, TensorType::f32([1])).unwrap();
+    let c2 = graph.constant(16_777_216.0, TensorType::f32([1])).unwrap();
+    let d = graph.sub(c1, c2).unwrap();
+    let big = graph.constant(1e39, TensorType::f32([1])).unwrap();
+    let nan = graph.sub(big, big).unwrap();
+    let log = graph.log(big).unwrap();
+    graph.set_output("d", d).unwrap();
+    graph.set_output("nan", nan).unwrap();
+    graph.set_output("log", log).unwrap();
+    let y = evaluate(&graph, &Feeds::new(), Precision::F32).unwrap();
+    assert_eq!(y.outputs["d"].data(), [0.0]);
+    assert!(y.outputs["nan"].data()[0].is_nan());
+    assert_eq!(y.outputs["log"].data(), [f64::INFINITY]);
 }
 
 #[test]

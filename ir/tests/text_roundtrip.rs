@@ -482,6 +482,7 @@ fn random_graph_options() -> impl Strategy<Value = (u64, RandomGraphOptions)> {
                     max_rank,
                     max_extent,
                     allow_int,
+                    ..RandomGraphOptions::default()
                 },
             )
         })

@@ -38,6 +38,7 @@ use kiln_ir::kernel::{
     Update, VarId,
 };
 use kiln_ir::op::matrix_dims;
+use kiln_ir::scalar;
 use kiln_ir::types::strides;
 use kiln_ir::{verify, BinaryOp, CmpOp, DType, Graph, IrError, NodeId, Op, ReduceOp, TensorType};
 use std::collections::{BTreeMap, BTreeSet};
@@ -731,8 +732,8 @@ impl Lowering<'_> {
     }
 }
 
-/// An elementwise op whose operands are all constants is a constant (as the
-/// interpreter computes it, rounded to the result dtype).
+/// An elementwise op whose operands are all constants is a constant, computed by
+/// `kiln_ir::scalar` in the operands' dtype exactly as the kernel would compute it.
 fn fold_constant(op: &Op, values: &[Value], dtype: DType) -> Option<Scalar> {
     let scalars: Vec<Scalar> = values
         .iter()
@@ -741,26 +742,18 @@ fn fold_constant(op: &Op, values: &[Value], dtype: DType) -> Option<Scalar> {
             Value::Buffer(_) => None,
         })
         .collect::<Option<_>>()?;
-    let as_f64 = |scalar: Scalar| match scalar {
-        Scalar::F32(v) => f64::from(v),
-        Scalar::I32(v) => f64::from(v),
-        Scalar::Bool(v) => f64::from(u8::from(v)),
+    let x: Vec<f64> = scalars.iter().map(|&scalar| scalar.to_f64()).collect();
+    // Unary, binary and compare operands share one dtype; a select's condition is bool.
+    let from = scalars[0].dtype();
+    let value = match op {
+        Op::Unary(unary) => scalar::unary(*unary, from, x[0]),
+        Op::Binary(binary) => scalar::binary(*binary, from, x[0], x[1]),
+        Op::Compare(cmp) => f64::from(u8::from(scalar::compare(*cmp, from, x[0], x[1]))),
+        Op::Select => scalar::select(x[0], x[1], x[2]),
+        Op::Cast { to } => scalar::cast(x[0], *to),
+        _ => return None,
     };
-    let x: Vec<f64> = scalars.iter().map(|&s| as_f64(s)).collect();
-    let tensors: Vec<kiln_ir::Tensor> = scalars
-        .iter()
-        .zip(&x)
-        .map(|(s, &v)| kiln_ir::Tensor::full(&TensorType::new(s.dtype(), Vec::new()), v))
-        .collect::<Result<_, _>>()
-        .ok()?;
-    let refs: Vec<&kiln_ir::Tensor> = tensors.iter().collect();
-    let result = kiln_ir::interp::apply(op, &TensorType::new(dtype, Vec::new()), &refs).ok()?;
-    let value = result.data()[0];
-    // Integer results wrap like the compiled code.
-    Some(match dtype {
-        DType::I32 => Scalar::I32(value as i64 as i32),
-        _ => Scalar::from_f64(value, dtype),
-    })
+    Some(Scalar::from_f64(value, dtype))
 }
 
 #[cfg(test)]

@@ -87,7 +87,7 @@ fn mul_one_sees_a_broadcast_scalar_one() {
 fn add_zero_right() {
     check_rule(
         "add-zero-right",
-        "%0 = input \"x\" : f32[7]\n%1 = const 0.0 : f32[7]\n%2 = add %0, %1 : f32[7]\n%3 = neg %2 : f32[7]\noutput \"y\" = %3",
+        "%0 = input \"x\" : f32[7]\n%1 = const -0.0 : f32[7]\n%2 = add %0, %1 : f32[7]\n%3 = neg %2 : f32[7]\noutput \"y\" = %3",
         "%0 = input \"x\" : f32[7]\n%1 = neg %0 : f32[7]\noutput \"y\" = %1",
     );
 }
@@ -409,6 +409,29 @@ fn unmirrored_identities_are_kept() {
 }
 
 #[test]
+fn adding_positive_zero_or_subtracting_negative_zero_is_kept() {
+    // -0 + +0 is +0 and -0 - -0 is +0, so neither is the identity on f32 (x = -0
+    // would come out +0); -0 is the additive identity and +0 the subtractive one.
+    check_unchanged("%0 = input \"x\" : f32[4]\n%1 = const 0.0 : f32[4]\n%2 = add %0, %1 : f32[4]\n%3 = add %1, %0 : f32[4]\n%4 = const -0.0 : f32[4]\n%5 = sub %0, %4 : f32[4]\noutput \"a\" = %2\noutput \"b\" = %3\noutput \"c\" = %5");
+    // The same through a broadcast splat (which folds into a constant of the full shape).
+    let before = parse("%0 = input \"x\" : f32[3,4]\n%1 = const 0.0 : f32[1,1]\n%2 = broadcast %1 : f32[3,4]\n%3 = add %0, %2 : f32[3,4]\noutput \"a\" = %3");
+    let (after, report) = egraph::run(&before, &EgraphOptions::default()).unwrap();
+    let expected = parse("%0 = input \"x\" : f32[3,4]\n%1 = const 0.0 : f32[3,4]\n%2 = add %0, %1 : f32[3,4]\noutput \"a\" = %2");
+    assert_eq!(text::print(&after), text::print(&expected), "{report}");
+}
+
+#[test]
+fn signed_zero_identities_fire_with_the_right_zero() {
+    let before = parse("%0 = input \"x\" : f32[4]\n%1 = const -0.0 : f32[4]\n%2 = add %1, %0 : f32[4]\n%3 = const 0.0 : f32[4]\n%4 = sub %2, %3 : f32[4]\noutput \"y\" = %4");
+    let (after, report) = egraph::run(&before, &EgraphOptions::default()).unwrap();
+    assert_eq!(
+        text::print(&after),
+        text::print(&parse("%0 = input \"x\" : f32[4]\noutput \"y\" = %0")),
+        "{report}"
+    );
+}
+
+#[test]
 fn non_inverse_transposes_are_kept() {
     check_unchanged("%0 = input \"x\" : f32[2,3,5]\n%1 = transpose %0 perm=[1,2,0] : f32[3,5,2]\n%2 = transpose %1 perm=[1,2,0] : f32[5,2,3]\noutput \"y\" = %2");
     check_unchanged("%0 = input \"x\" : f32[2,3,5]\n%1 = transpose %0 perm=[1,0,2] : f32[3,2,5]\n%2 = transpose %1 perm=[0,2,1] : f32[3,5,2]\noutput \"y\" = %2");
@@ -442,6 +465,38 @@ fn integer_constants_fold_with_wrapping() {
     let before = parse("%0 = const 2147483647.0 : i32[2]\n%1 = const 1.0 : i32[2]\n%2 = add %0, %1 : i32[2]\n%3 = cmp.lt %2, %1 : bool[2]\noutput \"y\" = %2\noutput \"z\" = %3");
     let (after, report) = egraph::run(&before, &EgraphOptions::default()).unwrap();
     let expected = parse("%0 = const -2147483648.0 : i32[2]\n%1 = const 1.0 : bool[2]\noutput \"y\" = %0\noutput \"z\" = %1");
+    assert_eq!(text::print(&after), text::print(&expected), "{report}");
+}
+
+#[test]
+fn folding_rounds_to_f32_like_compiled_code() {
+    // 16777217 is not an f32: the constant reads as 16777216, so c1 - c2 is 0 and
+    // x + 0 stays an add (x = -0 gives +0). The old f64 folder made it x + 1.
+    let before = parse("%0 = input \"x\" : f32[3]\n%1 = const 16777217.0 : f32[3]\n%2 = const 16777216.0 : f32[3]\n%3 = sub %1, %2 : f32[3]\n%4 = add %0, %3 : f32[3]\noutput \"y\" = %4");
+    let (after, report) = egraph::run(&before, &EgraphOptions::default()).unwrap();
+    let expected = parse("%0 = input \"x\" : f32[3]\n%1 = const 0.0 : f32[3]\n%2 = add %0, %1 : f32[3]\noutput \"y\" = %2");
+    assert_eq!(text::print(&after), text::print(&expected), "{report}");
+    // 1e39 overflows f32 to inf, so 1e39 - 1e39 is NaN, log(1e39) is inf (the class
+    // of the constant 1e39 itself, which reads as inf), and a cast of the folded
+    // 3e9 * 1 saturates at i32::MAX.
+    let before = parse("%0 = const 1e39 : f32[2]\n%1 = sub %0, %0 : f32[2]\n%2 = log %0 : f32[2]\n%3 = const 3e9 : f32[2]\n%4 = const 1.0 : f32[2]\n%5 = mul %3, %4 : f32[2]\n%6 = cast %5 : i32[2]\noutput \"nan\" = %1\noutput \"log\" = %2\noutput \"cast\" = %6");
+    let (after, report) = egraph::run(&before, &EgraphOptions::default()).unwrap();
+    let expected = parse("%0 = const nan : f32[2]\n%1 = const 1e39 : f32[2]\n%2 = const 2147483647.0 : i32[2]\noutput \"nan\" = %0\noutput \"log\" = %1\noutput \"cast\" = %2");
+    assert_eq!(text::print(&after), text::print(&expected), "{report}");
+}
+
+#[test]
+fn reductions_over_empty_axes_fold_to_their_identity() {
+    // NumPy's values: an empty sum is 0, an empty mean 0 / 0 = NaN; an empty max is
+    // kiln's -inf (the identity of max), whatever the operand.
+    let before = parse("%0 = input \"x\" : f32[0,3]\n%1 = reduce_sum %0 axes=[0] : f32[1,3]\n%2 = reduce_mean %0 axes=[0] : f32[1,3]\n%3 = reduce_max %0 axes=[0] : f32[1,3]\noutput \"sum\" = %1\noutput \"mean\" = %2\noutput \"max\" = %3");
+    let (after, report) = egraph::run(&before, &EgraphOptions::default()).unwrap();
+    let expected = parse("%0 = input \"x\" : f32[0,3]\n%1 = const 0.0 : f32[1,3]\n%2 = const nan : f32[1,3]\n%3 = const -inf : f32[1,3]\noutput \"sum\" = %1\noutput \"mean\" = %2\noutput \"max\" = %3");
+    assert_eq!(text::print(&after), text::print(&expected), "{report}");
+    // A splat broadcast to an empty axis has no elements: its max is still -inf.
+    let before = parse("%0 = const 5.0 : f32[1]\n%1 = broadcast %0 : f32[0]\n%2 = reduce_max %1 axes=[0] : f32[1]\noutput \"max\" = %2");
+    let (after, report) = egraph::run(&before, &EgraphOptions::default()).unwrap();
+    let expected = parse("%0 = const -inf : f32[1]\noutput \"max\" = %0");
     assert_eq!(text::print(&after), text::print(&expected), "{report}");
 }
 
@@ -533,6 +588,31 @@ fn merging_classes_of_different_types_is_a_kiln_bug() {
         &TensorType::f32([3, 2]),
     );
     egraph.union(a, transposed);
+}
+
+#[test]
+#[should_panic(
+    expected = "merged splats 0.0 and -0.0 of type f32[4] (a kiln bug in a rewrite rule)"
+)]
+fn merging_positive_and_negative_zero_is_a_kiln_bug() {
+    // +0 and -0 compare equal but are different values (1 / x tells them apart), so
+    // the analysis never lets one stand for the other.
+    let mut egraph = KilnEGraph::default();
+    let ty = TensorType::f32([4]);
+    let plus = add_op(&mut egraph, &Op::Constant { value: 0.0 }, &[], &ty);
+    let minus = add_op(&mut egraph, &Op::Constant { value: -0.0 }, &[], &ty);
+    assert_ne!(egraph.find(plus), egraph.find(minus));
+    egraph.union(plus, minus);
+}
+
+#[test]
+fn signed_zeros_stay_apart_through_folding() {
+    // 0 * -1 folds to -0 and 0 - 0 to +0: two constants, and x + -0 simplifies where
+    // x + +0 does not.
+    let before = parse("%0 = input \"x\" : f32[4]\n%1 = const 0.0 : f32[4]\n%2 = const -1.0 : f32[4]\n%3 = mul %1, %2 : f32[4]\n%4 = sub %1, %1 : f32[4]\n%5 = add %0, %3 : f32[4]\n%6 = add %0, %4 : f32[4]\n%7 = div %2, %3 : f32[4]\noutput \"a\" = %5\noutput \"b\" = %6\noutput \"c\" = %7");
+    let (after, report) = egraph::run(&before, &EgraphOptions::default()).unwrap();
+    let expected = parse("%0 = input \"x\" : f32[4]\n%1 = const 0.0 : f32[4]\n%2 = add %0, %1 : f32[4]\n%3 = const inf : f32[4]\noutput \"a\" = %0\noutput \"b\" = %2\noutput \"c\" = %3");
+    assert_eq!(text::print(&after), text::print(&expected), "{report}");
 }
 
 // ---- an MLP train step -------------------------------------------------------------

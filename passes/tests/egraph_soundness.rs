@@ -1,24 +1,33 @@
-//! Soundness of the e-graph pass: the interpreter in f64 gives the same outputs and
-//! updates before and after rewriting (NaN equal to NaN, -0 equal to 0), on
+//! Soundness of the passes: the interpreter in f32 (what compiled code computes) gives
+//! the same outputs and updates before and after a pass, bit for bit except that any
+//! NaN equals any NaN (`kiln_ir::scalar::same`; -0 is not +0), on
 //!
 //! - a graph per rule on which that rule fires, with random feeds (several seeds,
-//!   small odd shapes) and with feeds full of NaN, infinities and signed zeros;
+//!   small odd shapes) and with feeds full of NaN, infinities, signed zeros,
+//!   subnormals and values near f32::MAX;
 //! - random graphs from `kiln_ir::random`, as they are and with identities injected
-//!   (x * 1, 0 + x, transpose pairs, reshapes, transposed matmul operands, ...) so
+//!   (x * 1, -0 + x, transpose pairs, reshapes, transposed matmul operands, ...) so
 //!   that every rule fires on random surroundings;
+//! - random graphs with awkward constants and empty tensors, through the e-graph
+//!   pass, dce, the inference pipeline, and the train-step pipeline (autodiff and
+//!   optimizer, then e-graph and dce, compared with autodiff and optimizer alone);
 //! - a train step made by the real autodiff and optimizer passes.
 //!
 //! Alongside: the result verifies, keeps the signature, and never costs more than
 //! the input; with identities injected it costs no more than the graph before
 //! injection, so the extraction finds the identities' removal.
 
-use kiln_ir::random::{random_feeds, random_graph, RandomGraphOptions};
+use kiln_ir::random::{
+    random_awkward_feeds, random_feeds, random_graph, RandomGraphOptions, AWKWARD_F32,
+};
 use kiln_ir::{
-    evaluate, text, verify, DType, Evaluation, Feeds, Graph, NodeId, Op, Precision, Rng, TensorType,
+    evaluate, scalar, text, verify, DType, Evaluation, Feeds, Graph, NodeId, Op, Precision, Rng,
+    TensorType,
 };
 use kiln_passes::egraph::extract::graph_cost;
 use kiln_passes::egraph::{self, EgraphOptions, EgraphReport};
-use kiln_passes::{autodiff, optimizer};
+use kiln_passes::pipeline::{self, PipelineOptions, Step};
+use kiln_passes::{autodiff, dce, optimizer};
 use std::collections::HashMap;
 
 fn parse(body: &str) -> Graph {
@@ -31,8 +40,8 @@ fn parse(body: &str) -> Graph {
 const EXAMPLES: &[(&str, &str)] = &[
     ("mul-one-right", "%0 = input \"x\" : f32[3,5]\n%1 = const 1.0 : f32[1,5]\n%2 = broadcast %1 : f32[3,5]\n%3 = mul %0, %2 : f32[3,5]\noutput \"y\" = %3"),
     ("mul-one-left", "%0 = input \"x\" : f32[3,5]\n%1 = const 1.0 : f32[3,5]\n%2 = mul %1, %0 : f32[3,5]\n%3 = exp %2 : f32[3,5]\noutput \"y\" = %3"),
-    ("add-zero-right", "%0 = input \"x\" : f32[7]\n%1 = const 0.0 : f32[7]\n%2 = add %0, %1 : f32[7]\noutput \"y\" = %2"),
-    ("add-zero-left", "%0 = input \"x\" : f32[7]\n%1 = const 0.0 : f32[7]\n%2 = add %1, %0 : f32[7]\n%3 = log %2 : f32[7]\noutput \"y\" = %3"),
+    ("add-zero-right", "%0 = input \"x\" : f32[7]\n%1 = const -0.0 : f32[7]\n%2 = add %0, %1 : f32[7]\noutput \"y\" = %2"),
+    ("add-zero-left", "%0 = input \"x\" : f32[7]\n%1 = const -0.0 : f32[7]\n%2 = add %1, %0 : f32[7]\n%3 = log %2 : f32[7]\noutput \"y\" = %3"),
     ("sub-zero", "%0 = input \"x\" : f32[7]\n%1 = const 0.0 : f32[7]\n%2 = sub %0, %1 : f32[7]\noutput \"y\" = %2"),
     ("div-one", "%0 = input \"x\" : f32[3,1]\n%1 = const 1.0 : f32[3,1]\n%2 = div %0, %1 : f32[3,1]\n%3 = broadcast %2 : f32[3,5]\noutput \"y\" = %3"),
     ("neg-neg", "%0 = input \"x\" : f32[7]\n%1 = neg %0 : f32[7]\n%2 = neg %1 : f32[7]\n%3 = exp %2 : f32[7]\noutput \"y\" = %3\noutput \"n\" = %1"),
@@ -65,15 +74,16 @@ fn assert_same_results(before: &Evaluation, after: &Evaluation, context: &str) {
             assert_eq!(actual.ty(), expected.ty(), "{context}: {name}");
             for (index, (a, e)) in actual.data().iter().zip(expected.data()).enumerate() {
                 assert!(
-                    a == e || a.is_nan() && e.is_nan(),
-                    "{context}: {name}[{index}]: {a} after rewriting, {e} before"
+                    scalar::same(*a, *e),
+                    "{context}: {name}[{index}]: {a:?} after the pass, {e:?} before"
                 );
             }
         }
     }
 }
 
-/// Same signature, results equal on every feed.
+/// Same signature, results equal bit for bit (any NaN equal to any NaN) on every feed,
+/// computed as compiled code computes them.
 fn check_sound(before: &Graph, after: &Graph, feeds: &[Feeds], context: &str) {
     verify(after).unwrap_or_else(|err| panic!("{context}: {err}\n{after}"));
     let signature = |graph: &Graph| -> Vec<(String, TensorType)> {
@@ -91,8 +101,8 @@ fn check_sound(before: &Graph, after: &Graph, feeds: &[Feeds], context: &str) {
     };
     assert_eq!(signature(after), signature(before), "{context}");
     for (index, feed) in feeds.iter().enumerate() {
-        let expected = evaluate(before, feed, Precision::F64).unwrap();
-        let actual = evaluate(after, feed, Precision::F64).unwrap();
+        let expected = evaluate(before, feed, Precision::F32).unwrap();
+        let actual = evaluate(after, feed, Precision::F32).unwrap();
         assert_same_results(&expected, &actual, &format!("{context}, feed {index}"));
     }
 }
@@ -103,21 +113,10 @@ fn random_feed_set(graph: &Graph, seeds: u64) -> Vec<Feeds> {
         .collect()
 }
 
-/// Feeds whose f32 values are drawn from NaN, infinities, signed zeros, huge and tiny
-/// numbers, so identities that only hold for ordinary numbers are caught.
+/// Feeds whose f32 values are all drawn from the awkward values (NaN, infinities,
+/// signed zeros, subnormals, values near f32::MAX, 2^24 + 1), so identities that only
+/// hold for ordinary numbers are caught.
 fn special_feeds(graph: &Graph, seed: u64) -> Feeds {
-    const SPECIAL: [f64; 10] = [
-        f64::NAN,
-        f64::INFINITY,
-        f64::NEG_INFINITY,
-        0.0,
-        -0.0,
-        1.0,
-        -1.0,
-        3.0e38,
-        -1.0e-45,
-        0.3,
-    ];
     let mut rng = Rng::new(seed);
     let mut feeds = random_feeds(graph, &mut rng);
     for tensor in feeds.values_mut() {
@@ -125,7 +124,7 @@ fn special_feeds(graph: &Graph, seed: u64) -> Feeds {
             tensor
                 .edit(|data| {
                     for value in data {
-                        *value = SPECIAL[rng.below(SPECIAL.len())];
+                        *value = f64::from(AWKWARD_F32[rng.below(AWKWARD_F32.len())] as f32);
                     }
                 })
                 .unwrap();
@@ -174,8 +173,8 @@ fn every_rule_has_a_soundness_example() {
 
 #[test]
 fn constant_folding_is_sound_on_special_values() {
-    // Folding follows the interpreter, NaN, infinities, i32 wrap-around and casts
-    // included.
+    // Folding follows the interpreter's f32 mode, NaN, infinities, i32 wrap-around
+    // and casts included.
     let before = parse(
         "%0 = input \"x\" : f32[3]\n\
          %1 = const 0.0 : f32[3]\n%2 = div %1, %1 : f32[3]\n\
@@ -218,6 +217,106 @@ fn random_graphs_stay_sound() {
         assert_eq!(report.cost_after, graph_cost(&after), "{context}");
         check_sound(&before, &after, &random_feed_set(&before, 3), &context);
     }
+}
+
+/// Random graphs with awkward constants (±0, subnormals, 2^24 ± 1, near and beyond
+/// f32::MAX, ±inf, NaN) and empty tensors, fed awkward values too.
+fn awkward_options() -> RandomGraphOptions {
+    RandomGraphOptions {
+        awkward_constants: true,
+        zero_extents: true,
+        ..RandomGraphOptions::default()
+    }
+}
+
+fn awkward_feed_set(graph: &Graph, seed: u64) -> Vec<Feeds> {
+    let mut feeds = vec![random_awkward_feeds(graph, &mut Rng::new(seed))];
+    feeds.push(special_feeds(graph, seed));
+    feeds.push(random_feeds(graph, &mut Rng::new(seed + 1)));
+    feeds
+}
+
+/// `graph` with an output "loss": the sum of its first f32 output over every axis (a
+/// single element, as autodiff needs), or `None` without an f32 output.
+fn with_loss(graph: &Graph) -> Option<Graph> {
+    let (_, first) = graph
+        .outputs()
+        .iter()
+        .find(|(_, id)| graph.ty(*id).dtype == DType::F32)?;
+    let mut graph = graph.clone();
+    let axes: Vec<usize> = (0..graph.ty(*first).rank()).collect();
+    let loss = graph.reduce_sum(*first, &axes).unwrap();
+    graph.set_output("loss", loss).unwrap();
+    Some(graph)
+}
+
+#[test]
+fn awkward_random_graphs_stay_sound_through_every_pass() {
+    let options = awkward_options();
+    let pipeline_options = PipelineOptions {
+        loss: Some("loss".to_string()),
+        optimizer: Some(optimizer::Optimizer::Sgd { learning_rate: 0.5 }),
+        ..PipelineOptions::default()
+    };
+    let mut folded = 0;
+    let mut trained = 0;
+    for seed in 0..300 {
+        let before = random_graph(&mut Rng::new(seed), &options);
+        let feeds = awkward_feed_set(&before, seed);
+        let (after, report) = egraph::run(&before, &EgraphOptions::default()).unwrap();
+        let context = format!("seed {seed}: {report}\n{before}");
+        assert!(report.saturated, "{context}");
+        check_sound(&before, &after, &feeds, &format!("egraph, {context}"));
+        folded += usize::from(report.cost_after < report.cost_before);
+        check_sound(
+            &before,
+            &dce::run(&before),
+            &feeds,
+            &format!("dce, {context}"),
+        );
+        let (inference, _) = pipeline::run(
+            &before,
+            pipeline::INFERENCE,
+            &pipeline_options,
+            &mut |_, _| {},
+        )
+        .unwrap();
+        check_sound(
+            &before,
+            &inference,
+            &feeds,
+            &format!("inference, {context}"),
+        );
+        // A train step: autodiff and the optimizer make the graph that the e-graph
+        // pass and dce must not change (the optimizer wants parameters without an
+        // update of their own).
+        if !before.updates().is_empty() {
+            continue;
+        }
+        let Some(forward) = with_loss(&before) else {
+            continue;
+        };
+        let steps = [Step::Autodiff, Step::Optimizer];
+        let (step, _) = pipeline::run(&forward, &steps, &pipeline_options, &mut |_, _| {})
+            .unwrap_or_else(|err| panic!("{context}: {err}"));
+        let (optimised, _) = pipeline::run(
+            &step,
+            &[Step::Egraph, Step::Dce],
+            &pipeline_options,
+            &mut |_, _| {},
+        )
+        .unwrap();
+        let step_feeds = awkward_feed_set(&step, seed);
+        check_sound(
+            &step,
+            &optimised,
+            &step_feeds,
+            &format!("train step, {context}"),
+        );
+        trained += 1;
+    }
+    assert!(folded >= 100, "only {folded} graphs simplified");
+    assert!(trained >= 150, "only {trained} train steps");
 }
 
 #[test]
@@ -363,7 +462,7 @@ fn transpose_last_two(graph: &mut Graph, x: NodeId) -> NodeId {
 }
 
 /// `x` through an identity that fits its type: `x * 1`, `1 * x` (the one sometimes a
-/// broadcast scalar), `x + 0`, `0 + x`, `x - 0`, `x / 1`, `-(-x)`, a transpose and its
+/// broadcast scalar), `x + -0`, `-0 + x`, `x - 0`, `x / 1`, `-(-x)`, a transpose and its
 /// inverse, a reshape there and back, a broadcast or cast to its own type.
 fn wrap_in_identity(graph: &mut Graph, x: NodeId, rng: &mut Rng) -> NodeId {
     let ty = graph.ty(x).clone();
@@ -388,12 +487,13 @@ fn wrap_in_identity(graph: &mut Graph, x: NodeId, rng: &mut Rng) -> NodeId {
             let one = splat(graph, 1.0, rng);
             graph.mul(one, x).unwrap()
         }
+        // -0 is the f32 additive identity (+0 would turn -0 into +0).
         2 if numeric => {
-            let zero = splat(graph, 0.0, rng);
+            let zero = splat(graph, -0.0, rng);
             graph.add_(x, zero).unwrap()
         }
         3 if numeric => {
-            let zero = splat(graph, 0.0, rng);
+            let zero = splat(graph, -0.0, rng);
             graph.add_(zero, x).unwrap()
         }
         4 if numeric => {

@@ -1,8 +1,9 @@
 //! Runtime functions that generated code calls for operations Cranelift has no
 //! instruction for: `exp` and `log` on f32.
 //!
-//! They compute in f64 and round once, exactly as the reference interpreter does with
-//! `Precision::F32`, so compiled results match it bit for bit. A vector lane calls
+//! They are `kiln_ir::scalar`'s `exp_f32` and `log_f32` (in f64, rounded once), the
+//! functions the reference interpreter's `Precision::F32` mode and the constant
+//! folders call, so compiled results match them bit for bit. A vector lane calls
 //! them one lane at a time. A vectorised polynomial would be faster; it can replace
 //! these without touching the kernel IR.
 
@@ -13,12 +14,12 @@ pub const LOG_F32: &str = "kiln_log_f32";
 
 /// `exp(x)` rounded from f64.
 pub extern "C" fn kiln_exp_f32(x: f32) -> f32 {
-    f64::from(x).exp() as f32
+    kiln_ir::scalar::exp_f32(x)
 }
 
 /// `ln(x)` rounded from f64 (NaN below zero, -inf at zero, as the interpreter).
 pub extern "C" fn kiln_log_f32(x: f32) -> f32 {
-    f64::from(x).ln() as f32
+    kiln_ir::scalar::log_f32(x)
 }
 
 /// Every intrinsic's symbol and address, for a JIT's symbol table.

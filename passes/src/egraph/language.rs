@@ -11,15 +11,20 @@
 //! A float leaf needs a `.`, an exponent, `inf` or `nan`, so `1` stays an integer.
 //!
 //! The analysis also knows which classes are splat constants (a `const`, and what
-//! movement ops, `reduce_max` and elementwise ops make of splats) and folds them:
-//! such a class gets a `const` node. Folding runs the interpreter's own op on one
-//! element in f64 (i32 wrapping as the interpreter wraps), so it matches the
-//! interpreter in f64 exactly; f32 code that rounds every intermediate result may
-//! differ from a folded chain in the last bit.
+//! movement ops, reductions, matmuls and elementwise ops make of splats, and what a
+//! reduction over an empty axis gives) and folds them: such a class gets a `const`
+//! node with the canonical value. Folding computes in the class's dtype with
+//! `kiln_ir::scalar`, the rules compiled code follows (f32 rounding after every op
+//! and of every constant, i32 wrapping, Rust `as` casts, sums in order from +0), so a
+//! folded result is bit for bit what the unfolded graph computes. Splat values are
+//! canonical: values of their dtype (`const 16777217.0 : f32` is the splat
+//! 16777216.0) with one NaN, and two splats are the same only if their bits are, so
+//! +0 and -0 never stand for each other.
 
 use egg::{define_language, Analysis, DidMerge, EGraph, Id, Symbol};
-use kiln_ir::interp::apply;
-use kiln_ir::{BinaryOp, CmpOp, DType, Op, ReduceOp, Tensor, TensorType, UnaryOp};
+use kiln_ir::op::matrix_dims;
+use kiln_ir::scalar;
+use kiln_ir::{BinaryOp, CmpOp, DType, Op, ReduceOp, TensorType, UnaryOp};
 use std::cmp::Ordering;
 use std::fmt;
 use std::str::FromStr;
@@ -189,7 +194,8 @@ pub type KilnEGraph = EGraph<KilnLang, KilnAnalysis>;
 pub struct ClassData {
     /// The type of the class's value; `None` for attribute leaves (axes, types, names).
     pub ty: Option<TensorType>,
-    /// The value of every element, when the class is known to be a splat constant.
+    /// The value of every element, when the class is known to be a splat constant:
+    /// canonical (see [`canonical_splat`]), so compared by bits.
     pub splat: Option<f64>,
 }
 
@@ -431,39 +437,83 @@ pub fn op_node(egraph: &mut KilnEGraph, op: &Op, operands: &[Id], ty: &TensorTyp
     }
 }
 
-/// The splat value of `op` applied to splat operands, computed by the interpreter on
-/// one element, or `None` where the result is not a known splat (reductions that add
-/// elements, matmul, one_hot) or an operand is not a splat.
-fn fold_splat(op: &Op, ty: &TensorType, operands: &[Option<f64>]) -> Option<f64> {
-    let values: Vec<f64> = operands.iter().copied().collect::<Option<_>>()?;
-    match op {
-        Op::Constant { value } => Some(*value),
-        Op::Broadcast { .. } | Op::Reshape { .. } | Op::Transpose { .. } => Some(values[0]),
-        // The max of equal elements is that element (NaN included); sums and means of
-        // many equal elements depend on the interpreter's order of additions.
-        Op::Reduce {
-            op: ReduceOp::Max, ..
-        } => Some(values[0]),
-        op if op.is_elementwise() => {
-            // `apply` reads the operands' values and the result's dtype only (which
-            // picks i32 arithmetic), so one-element tensors of the result's dtype do.
-            let scalar = TensorType::new(ty.dtype, Vec::new());
-            let tensors: Vec<Tensor> = values
-                .iter()
-                .map(|&value| Tensor::full(&scalar, value))
-                .collect::<Result<_, _>>()
-                .ok()?;
-            let refs: Vec<&Tensor> = tensors.iter().collect();
-            // One-element tensors: memory runs out here only if it already has.
-            let result = apply(op, &scalar, &refs).ok()?.data()[0];
-            // The interpreter wraps i32 results after every op; so does folding.
-            Some(match ty.dtype {
-                DType::I32 => f64::from(result as i64 as i32),
-                _ => result,
-            })
-        }
-        _ => None,
+/// `value` as the canonical splat of `dtype`: a value of the dtype (f32 rounding,
+/// i32 conversion) with every NaN the same NaN, so that equal splats have equal bits.
+pub fn canonical_splat(value: f64, dtype: DType) -> f64 {
+    let value = scalar::to_dtype(value, dtype);
+    if value.is_nan() {
+        f64::NAN
+    } else {
+        value
     }
+}
+
+/// Reductions and matmuls of splats are folded by running the accumulation itself,
+/// up to this many steps (the fold must stay cheap next to saturation).
+const FOLD_STEPS_MAX: usize = 1 << 12;
+
+/// The splat value of `op` applied to operands with the given types and splat values
+/// (computed in the dtype as compiled code computes it), or `None` where the result is
+/// not a known splat. A reduction over an empty axis, or a matmul whose contraction
+/// is empty, is a splat whatever its operand.
+fn fold_splat(
+    op: &Op,
+    ty: &TensorType,
+    types: &[&TensorType],
+    operands: &[Option<f64>],
+) -> Option<f64> {
+    if let Op::Constant { value } = op {
+        return Some(canonical_splat(*value, ty.dtype));
+    }
+    let folded = match op {
+        Op::Reduce { op: reduce, axes } => {
+            let dtype = types[0].dtype;
+            let count: usize = axes.iter().map(|&axis| types[0].shape[axis]).product();
+            let init = scalar::reduce_init(*reduce, dtype);
+            let x = if count == 0 {
+                init
+            } else if count > FOLD_STEPS_MAX {
+                return None;
+            } else {
+                operands[0]?
+            };
+            let sum = (0..count).fold(init, |acc, _| scalar::reduce_step(*reduce, dtype, acc, x));
+            match reduce {
+                ReduceOp::Mean => scalar::mean_finish(sum, count),
+                ReduceOp::Sum | ReduceOp::Max => sum,
+            }
+        }
+        Op::MatMul { transpose_a, .. } => {
+            let (_, k) = matrix_dims(&types[0].shape, *transpose_a);
+            if k > FOLD_STEPS_MAX {
+                return None;
+            }
+            let (a, b) = if k == 0 {
+                (0.0, 0.0)
+            } else {
+                (operands[0]? as f32, operands[1]? as f32)
+            };
+            f64::from((0..k).fold(0.0_f32, |acc, _| scalar::fma_f32(a, b, acc)))
+        }
+        _ => {
+            let values: Vec<f64> = operands.iter().copied().collect::<Option<_>>()?;
+            match op {
+                Op::Broadcast { .. } | Op::Reshape { .. } | Op::Transpose { .. } => values[0],
+                Op::Unary(unary) => scalar::unary(*unary, types[0].dtype, values[0]),
+                Op::Binary(binary) => scalar::binary(*binary, types[0].dtype, values[0], values[1]),
+                Op::Compare(cmp) => f64::from(u8::from(scalar::compare(
+                    *cmp,
+                    types[0].dtype,
+                    values[0],
+                    values[1],
+                ))),
+                Op::Select => scalar::select(values[0], values[1], values[2]),
+                Op::Cast { to } => scalar::cast(values[0], *to),
+                _ => return None,
+            }
+        }
+    };
+    Some(canonical_splat(folded, ty.dtype))
 }
 
 impl Analysis<KilnLang> for KilnAnalysis {
@@ -481,24 +531,22 @@ impl Analysis<KilnLang> for KilnAnalysis {
                 splat: None,
             };
         };
+        let types: Vec<&TensorType> = operands
+            .iter()
+            .map(|&id| {
+                egraph[id].data.ty.as_ref().unwrap_or_else(|| {
+                    panic!("operand of {enode} is an attribute leaf (a kiln bug in a rule)")
+                })
+            })
+            .collect();
         let ty = match declared {
             Some(ty) => ty,
-            None => {
-                let types: Vec<&TensorType> = operands
-                    .iter()
-                    .map(|&id| {
-                        egraph[id].data.ty.as_ref().unwrap_or_else(|| {
-                            panic!("operand of {enode} is an attribute leaf (a kiln bug in a rule)")
-                        })
-                    })
-                    .collect();
-                op.infer_type(&types).unwrap_or_else(|err| {
-                    panic!("a rewrite built an ill-typed {enode}: {err} (a kiln bug in a rule)")
-                })
-            }
+            None => op.infer_type(&types).unwrap_or_else(|err| {
+                panic!("a rewrite built an ill-typed {enode}: {err} (a kiln bug in a rule)")
+            }),
         };
         let splats: Vec<Option<f64>> = operands.iter().map(|&id| egraph[id].data.splat).collect();
-        let splat = fold_splat(&op, &ty, &splats);
+        let splat = fold_splat(&op, &ty, &types, &splats);
         ClassData {
             ty: Some(ty),
             splat,
@@ -517,30 +565,45 @@ impl Analysis<KilnLang> for KilnAnalysis {
                 show(&from.ty)
             );
         }
-        // Two splats in one class are equal values (0.0 and -0.0 compare equal after
-        // `x + 0 == x`); either one describes the class.
+        // Sound rules only merge classes with the same value, so two splats in one
+        // class have the same bits (splats are canonical): +0 and -0 are different
+        // values. A class without elements has no value to disagree about.
         match (into.splat, from.splat) {
             (None, Some(value)) => {
                 into.splat = Some(value);
                 DidMerge(true, false)
             }
             (Some(_), None) => DidMerge(false, true),
-            _ => DidMerge(false, false),
+            (Some(a), Some(b)) => {
+                let empty = into.ty.as_ref().is_some_and(|ty| ty.num_elements() == 0);
+                if !scalar::same(a, b) && !empty {
+                    panic!(
+                        "the egraph pass merged splats {a:?} and {b:?} of type {} (a kiln bug in a rewrite rule)",
+                        into.ty.as_ref().map_or_else(String::new, |ty| ty.to_string())
+                    );
+                }
+                DidMerge(false, false)
+            }
+            (None, None) => DidMerge(false, false),
         }
     }
 
-    /// Constant folding: a value class known to be a splat gets a `const` node, which
-    /// the extraction prefers to the ops that compute it.
+    /// Constant folding: a value class known to be a splat gets a `const` node with
+    /// the canonical value, which the extraction prefers to the ops that compute it
+    /// (and which joins classes of equal constants written differently).
     fn modify(egraph: &mut KilnEGraph, id: Id) {
         let data = &egraph[id].data;
         let (Some(ty), Some(value)) = (data.ty.clone(), data.splat) else {
             return;
         };
-        if egraph[id]
-            .nodes
-            .iter()
-            .any(|node| matches!(node, KilnLang::Const(_)))
-        {
+        let canonical = Float::new(value);
+        let has_canonical = egraph[id].nodes.iter().any(|node| match node {
+            KilnLang::Const([value_id, _]) => {
+                matches!(leaf(egraph, *value_id), KilnLang::Float(v) if *v == canonical)
+            }
+            _ => false,
+        });
+        if has_canonical {
             return;
         }
         let constant = add_op(egraph, &Op::Constant { value }, &[], &ty);

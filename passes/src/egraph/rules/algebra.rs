@@ -1,14 +1,16 @@
 //! Algebraic simplification: identities that remove work, and transposes that fold
 //! into matmul flags.
 //!
-//! Every rule is an equality for all values, NaN and infinities included: `x * 0 == 0`
-//! is not here (NaN * 0 and inf * 0 are NaN). `x + 0 == x` holds for every value up to
-//! the sign of a zero (-0 + 0 is +0), which compares equal. Constants are matched
-//! through the analysis, so a splat of 1 made by `broadcast` or `reshape` of a scalar
-//! `const 1.0` counts as 1. There is no commutativity or associativity: each mirrored
+//! Every rule is an equality bit for bit in f32 (any NaN standing for any NaN) for all
+//! values, signed zeros, NaN and infinities included: `x * 0 == 0` is not here (NaN * 0
+//! and inf * 0 are NaN, -1 * 0 is -0), and `x + 0 == x` only with the zero -0
+//! (`-0 + +0` is +0) or an i32 zero; `x - 0 == x` needs +0 (`-0 - -0` is +0).
+//! `x * 1`, `x / 1` and `-(-x)` are exact for every f32, NaN included. Constants are
+//! matched through the analysis, so a splat of 1 made by `broadcast` or `reshape` of
+//! a scalar `const 1.0` counts as 1. There is no commutativity or associativity: each mirrored
 //! form is its own rule, which keeps saturation to a few iterations.
 
-use super::{has_type, is_splat, perms_cancel, swaps_last_two, Rule};
+use super::{has_type, is_splat, is_zero_identity, perms_cancel, swaps_last_two, Rule};
 use crate::egraph::language::{KilnAnalysis, KilnLang};
 use egg::Rewrite;
 
@@ -19,12 +21,12 @@ pub fn table() -> Vec<Rule> {
         Rule::new("mul-one-right", "(mul ?x ?one)", "?x").when(is_splat("?one", 1.0)),
         // 1 * x == x
         Rule::new("mul-one-left", "(mul ?one ?x)", "?x").when(is_splat("?one", 1.0)),
-        // x + 0 == x
-        Rule::new("add-zero-right", "(add ?x ?zero)", "?x").when(is_splat("?zero", 0.0)),
-        // 0 + x == x
-        Rule::new("add-zero-left", "(add ?zero ?x)", "?x").when(is_splat("?zero", 0.0)),
-        // x - 0 == x
-        Rule::new("sub-zero", "(sub ?x ?zero)", "?x").when(is_splat("?zero", 0.0)),
+        // x + (-0) == x (an i32 zero too; +0 would turn x = -0 into +0)
+        Rule::new("add-zero-right", "(add ?x ?zero)", "?x").when(is_zero_identity("?zero", true)),
+        // (-0) + x == x (an i32 zero too)
+        Rule::new("add-zero-left", "(add ?zero ?x)", "?x").when(is_zero_identity("?zero", true)),
+        // x - (+0) == x (an i32 zero too; -0 would turn x = -0 into +0)
+        Rule::new("sub-zero", "(sub ?x ?zero)", "?x").when(is_zero_identity("?zero", false)),
         // x / 1 == x
         Rule::new("div-one", "(div ?x ?one)", "?x").when(is_splat("?one", 1.0)),
         // -(-x) == x

@@ -7,6 +7,7 @@ pub mod algebra;
 
 use crate::egraph::language::{dims_leaf, type_leaf, KilnAnalysis, KilnEGraph, KilnLang};
 use egg::{ConditionalApplier, Id, Pattern, Rewrite, Subst, Var};
+use kiln_ir::DType;
 
 /// The default rule set of the pipeline: simplification only, no commutativity or
 /// associativity, so it saturates in a few iterations.
@@ -72,10 +73,35 @@ fn var(name: &str) -> Var {
         .unwrap_or_else(|_| panic!("{name} is not a pattern variable (a kiln bug in a rule)"))
 }
 
-/// The class bound to `x` is a splat constant equal to `value`.
+/// The class bound to `x` is a splat constant with exactly the bits of `value` (so
+/// -0.0 is not 0.0).
 pub fn is_splat(x: &str, value: f64) -> Condition {
     let x = var(x);
-    Box::new(move |egraph, _, subst| egraph[subst[x]].data.splat == Some(value))
+    Box::new(move |egraph, _, subst| {
+        egraph[subst[x]]
+            .data
+            .splat
+            .is_some_and(|splat| kiln_ir::scalar::same(splat, value))
+    })
+}
+
+/// The class bound to `x` is a splat zero that leaves every value unchanged when it is
+/// added (`negative`) or subtracted (not `negative`): in f32 that is -0 for `add`
+/// (`-0 + +0` is +0, but `x + -0` is `x` for every `x`) and +0 for `sub`; an i32 zero
+/// has no sign and serves both.
+pub fn is_zero_identity(x: &str, negative: bool) -> Condition {
+    let x = var(x);
+    Box::new(move |egraph, _, subst| {
+        let data = &egraph[subst[x]].data;
+        let Some(splat) = data.splat else {
+            return false;
+        };
+        match data.ty.as_ref().map(|ty| ty.dtype) {
+            Some(DType::F32) => kiln_ir::scalar::same(splat, if negative { -0.0 } else { 0.0 }),
+            Some(DType::I32) => splat == 0.0,
+            _ => false,
+        }
+    })
 }
 
 /// Applying permutation `p` and then `q` gives the identity.

@@ -1,0 +1,286 @@
+//! The value of every elementwise op on one element, in a dtype, exactly as kiln's
+//! generated code computes it: the one definition that the interpreter's
+//! `Precision::F32` mode, both constant folders (the e-graph analysis and lowering)
+//! and the CPU backend's `exp`/`log` intrinsics share, so an optimisation can never
+//! change a result.
+//!
+//! Elements are passed as `f64` (as [`crate::Tensor`] stores them); every function
+//! expects values of its dtype (an f32 value exactly representable in f32, an i32
+//! value a whole number in range, a bool 0 or 1) and returns one. The rules:
+//!
+//! - **f32**: IEEE single precision, rounded to nearest-even after every op, as the
+//!   generated `fadd`/`fsub`/`fmul`/`fdiv` do. A constant is rounded to f32 when it is
+//!   read (`const 16777217.0 : f32` is 16777216). `exp` and `log` compute in f64 and
+//!   round once (the backend's intrinsics call [`exp_f32`] and [`log_f32`]).
+//!   `max` is Cranelift's `fmax`: NaN if either operand is NaN, and -0 < +0, so
+//!   `max(-0, +0)` is +0 in either order. `relu(x)` is `x > 0 ? x : +0`, so relu of
+//!   NaN and of -0 is +0. Comparisons are IEEE: false on NaN except `ne`, and -0 == +0.
+//! - **i32**: two's complement, wrapping (`neg(i32::MIN)` is `i32::MIN`); `max` is signed.
+//! - **bool**: 0 or 1; `max` is `or` (a `reduce_max` over a mask).
+//! - **casts** follow Rust's `as`: f32 to i32 truncates toward zero and saturates, NaN
+//!   becomes 0; i32 to f32 rounds to nearest; anything to bool is `x != 0` (NaN is true).
+//! - **reductions** start from [`reduce_init`] (+0 for sums, -inf, `i32::MIN` or false
+//!   for max) and fold the elements in row-major order with [`binary`] (one rounding
+//!   per addition); a mean divides the sum by the element count rounded to f32.
+//!   Matmul accumulates `fma(a, b, acc)` over the contraction index in increasing order,
+//!   from +0, with one rounding per step ([`fma_f32`]).
+//!
+//! Consequences worth knowing (tested in `ir/tests/interp_ops.rs`): a sum over an empty
+//! axis is +0, a mean over one is NaN (0 / 0) and a max is -inf (`i32::MIN`, false):
+//! NumPy's values, except that NumPy refuses an empty max. Because accumulators start
+//! at +0, a sum whose terms are all -0 is +0 (NumPy keeps -0). The order is part of the
+//! meaning: `[f32::MAX, f32::MAX, -f32::MAX]` sums to +inf, in the interpreter's f32
+//! mode and in compiled code alike, while `Precision::F64` gives `f32::MAX`.
+
+use crate::op::{BinaryOp, CmpOp, ReduceOp, UnaryOp};
+use crate::types::DType;
+
+/// `value` as a value of `dtype`: rounded to f32, converted to i32 with Rust's `as`
+/// (truncating, saturating, NaN to 0), or to bool as `value != 0`. This is how a
+/// constant, a fed value and a cast result become values of their dtype.
+pub fn to_dtype(value: f64, dtype: DType) -> f64 {
+    match dtype {
+        DType::F32 => f64::from(value as f32),
+        DType::I32 => f64::from(value as i32),
+        DType::Bool => f64::from(u8::from(value != 0.0)),
+    }
+}
+
+/// A cast of `value` (a value of any dtype) to `to`.
+pub fn cast(value: f64, to: DType) -> f64 {
+    to_dtype(value, to)
+}
+
+/// `exp` on f32 as compiled code computes it: in f64, rounded once.
+pub fn exp_f32(x: f32) -> f32 {
+    f64::from(x).exp() as f32
+}
+
+/// `ln` on f32 as compiled code computes it: in f64, rounded once (NaN below zero,
+/// -inf at zero).
+pub fn log_f32(x: f32) -> f32 {
+    f64::from(x).ln() as f32
+}
+
+/// `a * b + c` on f32 with one rounding, as the generated `fma` computes it.
+pub fn fma_f32(a: f32, b: f32, c: f32) -> f32 {
+    a.mul_add(b, c)
+}
+
+/// Cranelift's `fmax` on f32: NaN-propagating, and -0 < +0.
+pub fn max_f32(a: f32, b: f32) -> f32 {
+    if a.is_nan() || b.is_nan() {
+        f32::NAN
+    } else if a == b {
+        // Equal values differ at most in the sign of a zero; +0 is the larger.
+        if a.is_sign_positive() {
+            a
+        } else {
+            b
+        }
+    } else if a > b {
+        a
+    } else {
+        b
+    }
+}
+
+/// The f64 counterpart of [`max_f32`], for the interpreter's `Precision::F64` mode.
+pub fn max_f64(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else if a == b {
+        if a.is_sign_positive() {
+            a
+        } else {
+            b
+        }
+    } else if a > b {
+        a
+    } else {
+        b
+    }
+}
+
+/// Unary `op` on an element of `dtype` (f32, or i32 for `neg` and `relu`).
+pub fn unary(op: UnaryOp, dtype: DType, x: f64) -> f64 {
+    match dtype {
+        DType::F32 => {
+            let x = x as f32;
+            f64::from(match op {
+                UnaryOp::Neg => -x,
+                UnaryOp::Exp => exp_f32(x),
+                UnaryOp::Log => log_f32(x),
+                UnaryOp::Relu => {
+                    if x > 0.0 {
+                        x
+                    } else {
+                        0.0
+                    }
+                }
+            })
+        }
+        DType::I32 | DType::Bool => {
+            let x = x as i32;
+            f64::from(match op {
+                UnaryOp::Neg => x.wrapping_neg(),
+                UnaryOp::Relu => x.max(0),
+                // The typing rules keep exp and log to f32; the value is what the
+                // generated code would compute on the integer read as f32.
+                UnaryOp::Exp => exp_f32(x as f32) as i32,
+                UnaryOp::Log => log_f32(x as f32) as i32,
+            })
+        }
+    }
+}
+
+/// Binary `op` on two elements of `dtype`.
+pub fn binary(op: BinaryOp, dtype: DType, a: f64, b: f64) -> f64 {
+    match dtype {
+        DType::F32 => {
+            let (a, b) = (a as f32, b as f32);
+            f64::from(match op {
+                BinaryOp::Add => a + b,
+                BinaryOp::Sub => a - b,
+                BinaryOp::Mul => a * b,
+                BinaryOp::Div => a / b,
+                BinaryOp::Max => max_f32(a, b),
+            })
+        }
+        DType::I32 => {
+            let (a, b) = (a as i32, b as i32);
+            f64::from(match op {
+                BinaryOp::Add => a.wrapping_add(b),
+                BinaryOp::Sub => a.wrapping_sub(b),
+                BinaryOp::Mul => a.wrapping_mul(b),
+                // Integer division is rejected by the typing rules (it could trap).
+                BinaryOp::Div => 0,
+                BinaryOp::Max => a.max(b),
+            })
+        }
+        // Only `max` reaches bools (a reduce_max over a mask): their union.
+        DType::Bool => f64::from(u8::from(a != 0.0 || b != 0.0)),
+    }
+}
+
+/// Comparison `op` of two elements of `dtype` (IEEE for f32, signed for i32).
+pub fn compare(op: CmpOp, dtype: DType, a: f64, b: f64) -> bool {
+    // Values of every dtype are exact in f64, and f64 comparisons of f32 values are
+    // the f32 comparisons, NaN and signed zeros included.
+    let (a, b) = match dtype {
+        DType::F32 => (f64::from(a as f32), f64::from(b as f32)),
+        DType::I32 | DType::Bool => (a, b),
+    };
+    op.apply(a, b)
+}
+
+/// `select(cond, on_true, on_false)` on one element: any nonzero condition is true.
+pub fn select(cond: f64, on_true: f64, on_false: f64) -> f64 {
+    if cond != 0.0 {
+        on_true
+    } else {
+        on_false
+    }
+}
+
+/// The value a reduction starts from: +0 for sums and means, -inf (`i32::MIN`,
+/// false) for max.
+pub fn reduce_init(op: ReduceOp, dtype: DType) -> f64 {
+    match (op, dtype) {
+        (ReduceOp::Sum | ReduceOp::Mean, _) => 0.0,
+        (ReduceOp::Max, DType::F32) => f64::NEG_INFINITY,
+        (ReduceOp::Max, DType::I32) => f64::from(i32::MIN),
+        (ReduceOp::Max, DType::Bool) => 0.0,
+    }
+}
+
+/// One step of a reduction: the accumulator combined with the next element.
+pub fn reduce_step(op: ReduceOp, dtype: DType, acc: f64, x: f64) -> f64 {
+    match op {
+        ReduceOp::Sum | ReduceOp::Mean => binary(BinaryOp::Add, dtype, acc, x),
+        ReduceOp::Max => binary(BinaryOp::Max, dtype, acc, x),
+    }
+}
+
+/// The mean from a sum of `count` f32 elements: the sum divided by the count rounded
+/// to f32 (0 / 0 is NaN for an empty reduction).
+pub fn mean_finish(sum: f64, count: usize) -> f64 {
+    binary(
+        BinaryOp::Div,
+        DType::F32,
+        sum,
+        to_dtype(count as f64, DType::F32),
+    )
+}
+
+/// Whether two elements are the same result: bit for bit (so -0 differs from +0),
+/// except that every NaN equals every NaN (payloads are not part of the contract).
+pub fn same(a: f64, b: f64) -> bool {
+    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constants_and_results_round_to_f32() {
+        assert_eq!(to_dtype(16_777_217.0, DType::F32), 16_777_216.0);
+        let c = to_dtype(16_777_217.0, DType::F32);
+        let d = to_dtype(16_777_216.0, DType::F32);
+        assert_eq!(binary(BinaryOp::Sub, DType::F32, c, d), 0.0);
+        // 1e39 is beyond f32: it reads as +inf, and inf - inf is NaN.
+        let big = to_dtype(1e39, DType::F32);
+        assert_eq!(big, f64::INFINITY);
+        assert!(binary(BinaryOp::Sub, DType::F32, big, big).is_nan());
+        // A product that overflows f32 is inf even though f64 could hold it.
+        let max = f64::from(f32::MAX);
+        assert_eq!(binary(BinaryOp::Mul, DType::F32, max, 2.0), f64::INFINITY);
+        assert_eq!(unary(UnaryOp::Log, DType::F32, big), f64::INFINITY);
+        assert_eq!(unary(UnaryOp::Exp, DType::F32, 89.0), f64::INFINITY);
+    }
+
+    #[test]
+    fn max_propagates_nan_and_orders_signed_zeros() {
+        for (a, b) in [(0.0, -0.0), (-0.0, 0.0)] {
+            assert!(same(binary(BinaryOp::Max, DType::F32, a, b), 0.0));
+            assert!(same(max_f64(a, b), 0.0));
+        }
+        assert!(same(binary(BinaryOp::Max, DType::F32, -0.0, -0.0), -0.0));
+        assert!(binary(BinaryOp::Max, DType::F32, f64::NAN, 1.0).is_nan());
+        assert!(binary(BinaryOp::Max, DType::F32, 1.0, f64::NAN).is_nan());
+        assert!(same(unary(UnaryOp::Relu, DType::F32, -0.0), 0.0));
+        assert!(same(unary(UnaryOp::Relu, DType::F32, f64::NAN), 0.0));
+    }
+
+    #[test]
+    fn integers_wrap_and_casts_follow_rust_as() {
+        let min = f64::from(i32::MIN);
+        assert_eq!(unary(UnaryOp::Neg, DType::I32, min), min);
+        assert_eq!(
+            binary(BinaryOp::Add, DType::I32, f64::from(i32::MAX), 1.0),
+            min
+        );
+        assert_eq!(cast(f64::NAN, DType::I32), 0.0);
+        assert_eq!(cast(3e9, DType::I32), f64::from(i32::MAX));
+        assert_eq!(cast(-2.9, DType::I32), -2.0);
+        assert_eq!(cast(16_777_217.0, DType::F32), 16_777_216.0);
+        assert_eq!(cast(f64::NAN, DType::Bool), 1.0);
+        assert!(same(to_dtype(-0.0, DType::I32), 0.0));
+    }
+
+    #[test]
+    fn sums_accumulate_in_order_from_positive_zero() {
+        let max = f64::from(f32::MAX);
+        let mut acc = reduce_init(ReduceOp::Sum, DType::F32);
+        for x in [max, max, -max] {
+            acc = reduce_step(ReduceOp::Sum, DType::F32, acc, x);
+        }
+        assert_eq!(acc, f64::INFINITY);
+        let mut acc = reduce_init(ReduceOp::Sum, DType::F32);
+        acc = reduce_step(ReduceOp::Sum, DType::F32, acc, -0.0);
+        assert!(same(acc, 0.0));
+        assert!(mean_finish(0.0, 0).is_nan());
+        assert_eq!(reduce_init(ReduceOp::Max, DType::I32), f64::from(i32::MIN));
+    }
+}
