@@ -456,13 +456,13 @@ impl Executable {
     fn match_inputs<'a>(&self, args: &[(&str, Arg<'a>)]) -> Result<Vec<Arg<'a>>, RuntimeError> {
         let mut given: Vec<Option<Arg<'a>>> = vec![None; self.inputs.len()];
         for (name, arg) in args {
-            let position = self
-                .inputs
-                .position(name)
-                .ok_or_else(|| RuntimeError::UnknownInput {
-                    name: name.to_string(),
-                    known: names(&self.inputs),
-                })?;
+            let position =
+                self.inputs
+                    .position(name)
+                    .ok_or_else(|| RuntimeError::UnknownInput {
+                        name: name.to_string(),
+                        known: names(&self.inputs),
+                    })?;
             if given[position].is_some() {
                 return Err(RuntimeError::DuplicateInput {
                     name: name.to_string(),

@@ -40,7 +40,11 @@ fn build() -> Built {
 }
 
 fn output_names(graph: &Graph) -> Vec<&str> {
-    graph.outputs().iter().map(|(name, _)| name.as_str()).collect()
+    graph
+        .outputs()
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .collect()
 }
 
 #[test]

@@ -63,8 +63,12 @@ fn a_graph_above_the_default_node_limit_is_still_simplified() {
 fn transposed_matmuls(n: usize) -> Graph {
     let mut graph = Graph::new("folds");
     for i in 0..n {
-        let a = graph.input(&format!("a{i}"), TensorType::f32([2, 3])).unwrap();
-        let b = graph.input(&format!("b{i}"), TensorType::f32([2, 4])).unwrap();
+        let a = graph
+            .input(&format!("a{i}"), TensorType::f32([2, 3]))
+            .unwrap();
+        let b = graph
+            .input(&format!("b{i}"), TensorType::f32([2, 4]))
+            .unwrap();
         let transposed = graph.transpose(a, &[1, 0]).unwrap();
         let product = graph.matmul(transposed, b).unwrap();
         graph.set_output(&format!("y{i}"), product).unwrap();
@@ -112,10 +116,7 @@ fn limits_grow_with_the_input() {
     let options = EgraphOptions::default();
     let (small_nodes, small_time) = options.limits_for(100);
     assert_eq!(small_nodes, options.node_limit);
-    assert_eq!(
-        small_time,
-        options.time_limit + options.time_per_node * 100
-    );
+    assert_eq!(small_time, options.time_limit + options.time_per_node * 100);
     let (large_nodes, large_time) = options.limits_for(100_000);
     assert_eq!(large_nodes, 400_000);
     assert_eq!(

@@ -211,7 +211,10 @@ impl Problem {
             }
             waiting.push(counts);
         }
-        while let Some(Ready { cost, class, index, .. }) = heap.pop() {
+        while let Some(Ready {
+            cost, class, index, ..
+        }) = heap.pop()
+        {
             if state.choice[class].is_some() {
                 continue;
             }
