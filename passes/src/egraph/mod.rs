@@ -8,6 +8,11 @@
 //! whose cost under [`extract::op_cost`] is at most the input's. Nodes that no
 //! output or update reads are dropped, as `dce` would.
 //!
+//! The runner's node and time limits grow with the input ([`EgraphOptions`]); a run
+//! that a limit stops still extracts what it found, and its report says which limit
+//! and that the result is partial. Extraction takes memory and time linear in the
+//! e-graph.
+//!
 //! ```text
 //! before:  %2 = transpose %0 perm=[1,0] : f32[3,2]      (%0 : f32[2,3], %1 : f32[2,4])
 //!          %3 = matmul %2, %1 : f32[3,4]
