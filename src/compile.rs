@@ -75,7 +75,8 @@ pub enum Error {
     Optimizer(#[from] OptimizerError),
 }
 
-/// Where compile time went.
+/// Where compile time went: every pipeline step (with its own note, such as the
+/// e-graph's stop reason), lowering and code generation.
 #[derive(Clone, Debug)]
 pub struct CompileReport {
     pub steps: Vec<StepReport>,
@@ -84,15 +85,30 @@ pub struct CompileReport {
     pub total: Duration,
 }
 
+impl CompileReport {
+    /// The time spent verifying the IR between steps.
+    pub fn verify(&self) -> Duration {
+        self.steps.iter().map(|step| step.verify).sum()
+    }
+}
+
+/// One line: each step's time and note, then verification, lowering, code generation
+/// and the total. A step stopped by a limit says so in its note (`egraph: node limit
+/// 80000 (partial: kept what was found) ...`).
 impl std::fmt::Display for CompileReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         for step in &self.steps {
-            write!(f, "{} {:.2} ms, ", step.name, ms(step.elapsed))?;
+            write!(f, "{} {:.2} ms", step.name, ms(step.elapsed))?;
+            if let Some(note) = &step.note {
+                write!(f, " ({note})")?;
+            }
+            f.write_str(", ")?;
         }
         write!(
             f,
-            "lower {:.2} ms, codegen {:.2} ms; total {:.2} ms",
+            "verify {:.2} ms, lower {:.2} ms, codegen {:.2} ms; total {:.2} ms",
+            ms(self.verify()),
             ms(self.lower),
             ms(self.codegen),
             ms(self.total)

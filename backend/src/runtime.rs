@@ -22,7 +22,8 @@ use crate::BackendError;
 use kiln_ir::alloc::{try_collect, try_vec, OutOfMemory};
 use kiln_ir::kernel::{BufferId, Program, Storage};
 use kiln_ir::{DType, Feeds, Tensor, TensorType};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Deref;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
@@ -161,6 +162,48 @@ struct Binding {
     ty: TensorType,
 }
 
+/// Bindings in declaration order, indexed by name: arguments are matched by name on
+/// every run, and a scan per argument would make a run with many inputs quadratic.
+#[derive(Clone, Debug, Default)]
+struct Bindings {
+    list: Vec<Binding>,
+    position: HashMap<String, usize>,
+}
+
+impl Bindings {
+    /// The position of the binding called `name`.
+    fn position(&self, name: &str) -> Option<usize> {
+        self.position.get(name).copied()
+    }
+}
+
+impl FromIterator<Binding> for Bindings {
+    fn from_iter<I: IntoIterator<Item = Binding>>(bindings: I) -> Bindings {
+        let list: Vec<Binding> = bindings.into_iter().collect();
+        let position = list
+            .iter()
+            .enumerate()
+            .map(|(position, binding)| (binding.name.clone(), position))
+            .collect();
+        Bindings { list, position }
+    }
+}
+
+impl<'b> IntoIterator for &'b Bindings {
+    type Item = &'b Binding;
+    type IntoIter = std::slice::Iter<'b, Binding>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.list.iter()
+    }
+}
+
+impl Deref for Bindings {
+    type Target = [Binding];
+    fn deref(&self) -> &[Binding] {
+        &self.list
+    }
+}
+
 /// How one parameter takes its new value after a run.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum UpdateStep {
@@ -188,9 +231,9 @@ pub struct Executable {
     /// One copy per `UpdateStep::Staged`, in step order, allocated with the run-time
     /// buffers so that applying updates never allocates.
     staging: Vec<Vec<u32>>,
-    inputs: Vec<Binding>,
-    params: Vec<Binding>,
-    outputs: Vec<Binding>,
+    inputs: Bindings,
+    params: Bindings,
+    outputs: Bindings,
     /// Parameter names with an update, in declaration order.
     updated: Vec<String>,
     update_steps: Vec<UpdateStep>,
@@ -219,8 +262,8 @@ fn names(bindings: &[Binding]) -> String {
     }
 }
 
-fn find<'b>(bindings: &'b [Binding], name: &str) -> Option<&'b Binding> {
-    bindings.iter().find(|binding| binding.name == name)
+fn find<'b>(bindings: &'b Bindings, name: &str) -> Option<&'b Binding> {
+    Some(&bindings[bindings.position(name)?])
 }
 
 /// Reads words of a buffer as a tensor of type `ty`.
@@ -502,14 +545,13 @@ impl Executable {
     fn match_inputs<'a>(&self, args: &[(&str, Arg<'a>)]) -> Result<Vec<Arg<'a>>, RuntimeError> {
         let mut given: Vec<Option<Arg<'a>>> = vec![None; self.inputs.len()];
         for (name, arg) in args {
-            let position = self
-                .inputs
-                .iter()
-                .position(|binding| binding.name == *name)
-                .ok_or_else(|| RuntimeError::UnknownInput {
-                    name: name.to_string(),
-                    known: names(&self.inputs),
-                })?;
+            let position =
+                self.inputs
+                    .position(name)
+                    .ok_or_else(|| RuntimeError::UnknownInput {
+                        name: name.to_string(),
+                        known: names(&self.inputs),
+                    })?;
             if given[position].is_some() {
                 return Err(RuntimeError::DuplicateInput {
                     name: name.to_string(),
@@ -683,21 +725,25 @@ fn two_mut<T>(items: &mut [T], a: usize, b: usize) -> (&mut T, &T) {
 /// Decides how each update is applied. An exchange of storage is only safe for a
 /// scratch buffer that no output shows and no other update reads.
 fn plan_updates(program: &Program) -> Vec<UpdateStep> {
+    // Looked up once per update, so indexed: scans would be quadratic in the
+    // number of parameters.
+    let params: HashMap<&str, BufferId> = program.params().into_iter().collect();
+    let shown: HashSet<BufferId> = program.outputs.iter().map(|output| output.buffer).collect();
+    let mut readers: HashMap<BufferId, usize> = HashMap::new();
+    for update in &program.updates {
+        *readers.entry(update.value).or_insert(0) += 1;
+    }
     let mut steps = Vec::new();
     for update in &program.updates {
-        let param = program
-            .param_buffer(&update.param)
+        let param = *params
+            .get(update.param.as_str())
             .expect("Program::check resolved every update target");
         let value = update.value;
         if param == value {
             continue;
         }
-        let shown = program.outputs.iter().any(|output| output.buffer == value);
-        let readers = program
-            .updates
-            .iter()
-            .filter(|other| other.value == value)
-            .count();
+        let shown = shown.contains(&value);
+        let readers = readers[&value];
         steps.push(match program.buffer(value).storage {
             Storage::Temp if !shown && readers == 1 => UpdateStep::Swap { param, value },
             Storage::Param(_) => UpdateStep::Staged { param, value },

@@ -11,7 +11,7 @@ use petgraph::stable_graph::{NodeIndex, StableDiGraph};
 use petgraph::visit::{EdgeRef, NodeIndexable};
 use petgraph::Direction;
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
@@ -73,6 +73,14 @@ pub struct Graph {
     params: Vec<NodeId>,
     outputs: Vec<(String, NodeId)>,
     updates: Vec<(NodeId, NodeId)>,
+    /// Indexes kept in step with the lists above, so that declaring and looking up
+    /// by name costs O(log n): with scans, a graph of many inputs or outputs was
+    /// quadratic to build, parse and run. Input and parameter names to their nodes
+    /// (one namespace), output names to their positions in `outputs`, and updated
+    /// parameters to their positions in `updates`.
+    leaf_names: BTreeMap<String, NodeId>,
+    output_names: BTreeMap<String, usize>,
+    updated: BTreeMap<NodeId, usize>,
 }
 
 impl Graph {
@@ -85,6 +93,9 @@ impl Graph {
             params: Vec::new(),
             outputs: Vec::new(),
             updates: Vec::new(),
+            leaf_names: BTreeMap::new(),
+            output_names: BTreeMap::new(),
+            updated: BTreeMap::new(),
         }
     }
 
@@ -219,24 +230,24 @@ impl Graph {
     }
 
     pub fn input_by_name(&self, name: &str) -> Option<NodeId> {
-        self.inputs
-            .iter()
-            .copied()
-            .find(|&id| self.leaf_name(id) == Some(name))
+        let id = *self.leaf_names.get(name)?;
+        matches!(self.op(id), Op::Input { .. }).then_some(id)
     }
 
     pub fn param_by_name(&self, name: &str) -> Option<NodeId> {
-        self.params
-            .iter()
-            .copied()
-            .find(|&id| self.leaf_name(id) == Some(name))
+        let id = *self.leaf_names.get(name)?;
+        matches!(self.op(id), Op::Parameter { .. }).then_some(id)
     }
 
     pub fn output_by_name(&self, name: &str) -> Option<NodeId> {
-        self.outputs
-            .iter()
-            .find(|(output, _)| output == name)
-            .map(|&(_, id)| id)
+        let position = *self.output_names.get(name)?;
+        Some(self.outputs[position].1)
+    }
+
+    /// The new value of parameter `param` after a run, if it has an update.
+    pub fn update_of(&self, param: NodeId) -> Option<NodeId> {
+        let position = *self.updated.get(&param)?;
+        Some(self.updates[position].1)
     }
 
     /// The nodes that results depend on: outputs, update values, and every input and
@@ -347,12 +358,7 @@ impl Graph {
     }
 
     fn check_new_leaf_name(&self, kind: &'static str, name: &str) -> Result<(), IrError> {
-        let taken = self
-            .inputs
-            .iter()
-            .chain(&self.params)
-            .any(|&id| self.leaf_name(id) == Some(name));
-        if taken {
+        if self.leaf_names.contains_key(name) {
             return Err(IrError::DuplicateName {
                 kind,
                 name: name.to_string(),
@@ -372,6 +378,7 @@ impl Graph {
             &[],
         );
         self.inputs.push(id);
+        self.leaf_names.insert(name.to_string(), id);
         Ok(id)
     }
 
@@ -386,6 +393,7 @@ impl Graph {
             &[],
         );
         self.params.push(id);
+        self.leaf_names.insert(name.to_string(), id);
         Ok(id)
     }
 
@@ -412,20 +420,41 @@ impl Graph {
     /// Names `value` as an output. Output names are unique.
     pub fn set_output(&mut self, name: &str, value: NodeId) -> Result<(), IrError> {
         self.check_known(&[value])?;
-        if self.output_by_name(name).is_some() {
+        if self.output_names.contains_key(name) {
             return Err(IrError::DuplicateName {
                 kind: "output",
                 name: name.to_string(),
             });
         }
+        self.output_names
+            .insert(name.to_string(), self.outputs.len());
         self.outputs.push((name.to_string(), value));
         Ok(())
     }
 
-    /// Removes the output called `name`, returning the node it named.
+    /// Removes the output called `name`, returning the node it named. Linear in the
+    /// number of outputs; [`Graph::retain_outputs`] removes many in one pass.
     pub fn remove_output(&mut self, name: &str) -> Option<NodeId> {
-        let position = self.outputs.iter().position(|(output, _)| output == name)?;
-        Some(self.outputs.remove(position).1)
+        let position = self.output_names.remove(name)?;
+        let (_, id) = self.outputs.remove(position);
+        for (later, _) in &self.outputs[position..] {
+            *self
+                .output_names
+                .get_mut(later)
+                .expect("every output is indexed") -= 1;
+        }
+        Some(id)
+    }
+
+    /// Keeps the outputs for which `keep(name, value)` holds, in their order.
+    pub fn retain_outputs(&mut self, mut keep: impl FnMut(&str, NodeId) -> bool) {
+        self.outputs.retain(|(name, value)| keep(name, *value));
+        self.output_names = self
+            .outputs
+            .iter()
+            .enumerate()
+            .map(|(position, (name, _))| (name.clone(), position))
+            .collect();
     }
 
     /// After a run, parameter `param` takes the value of `value`.
@@ -450,12 +479,13 @@ impl Graph {
                 ),
             });
         }
-        if self.updates.iter().any(|&(p, _)| p == param) {
+        if self.updated.contains_key(&param) {
             return Err(IrError::DuplicateName {
                 kind: "update",
                 name: target,
             });
         }
+        self.updated.insert(param, self.updates.len());
         self.updates.push((param, value));
         Ok(())
     }

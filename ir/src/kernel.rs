@@ -28,7 +28,7 @@
 
 use crate::op::{BinaryOp, CmpOp, UnaryOp};
 use crate::types::{DType, TensorType};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::{self, Write as _};
 use thiserror::Error;
 
@@ -548,7 +548,9 @@ impl Program {
             message,
         };
         let mut names = BTreeSet::new();
-        for buffer in &self.buffers {
+        // Parameter buffers by name, for the updates below: `param_buffer` scans.
+        let mut params = BTreeMap::new();
+        for (index, buffer) in self.buffers.iter().enumerate() {
             // Buffer lengths, and the byte offsets generated code computes from them,
             // are exact only within the size limit.
             crate::types::check_size("buffer", &buffer.ty.shape)
@@ -557,6 +559,9 @@ impl Program {
                 if !names.insert(name.as_str()) {
                     return Err(bad(format!("input or parameter {name:?} is bound twice")));
                 }
+            }
+            if let Storage::Param(name) = &buffer.storage {
+                params.insert(name.as_str(), BufferId(index));
             }
         }
         let known = |id: BufferId| {
@@ -583,8 +588,8 @@ impl Program {
         let mut updated = BTreeSet::new();
         for update in &self.updates {
             known(update.value)?;
-            let param = self
-                .param_buffer(&update.param)
+            let param = *params
+                .get(update.param.as_str())
                 .ok_or_else(|| bad(format!("update of unknown parameter {:?}", update.param)))?;
             if !updated.insert(update.param.as_str()) {
                 return Err(bad(format!(

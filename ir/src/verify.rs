@@ -13,6 +13,9 @@ use std::collections::BTreeSet;
 /// with values of the same type.
 pub fn verify(graph: &Graph) -> Result<(), IrError> {
     let order = graph.topo_order();
+    // Sets, since every leaf is looked up: `contains` on the lists is quadratic.
+    let inputs: BTreeSet<_> = graph.inputs().iter().collect();
+    let params: BTreeSet<_> = graph.params().iter().collect();
     if order.len() != graph.node_count() {
         return Err(IrError::Invalid("the graph has a cycle".to_string()));
     }
@@ -29,8 +32,8 @@ pub fn verify(graph: &Graph) -> Result<(), IrError> {
         }
         if node.op.is_leaf() {
             let listed = match node.op {
-                Op::Input { .. } => graph.inputs().contains(&id),
-                Op::Parameter { .. } => graph.params().contains(&id),
+                Op::Input { .. } => inputs.contains(&id),
+                Op::Parameter { .. } => params.contains(&id),
                 _ => true,
             };
             if !listed {

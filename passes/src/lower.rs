@@ -41,7 +41,7 @@ use kiln_ir::op::matrix_dims;
 use kiln_ir::scalar;
 use kiln_ir::types::strides;
 use kiln_ir::{verify, BinaryOp, CmpOp, DType, Graph, IrError, NodeId, Op, ReduceOp, TensorType};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use thiserror::Error;
 
 /// Why a graph cannot be lowered.
@@ -338,14 +338,21 @@ impl Lowering<'_> {
     /// An output bound to a parameter's buffer would show the updated value after
     /// the run; give it a copy taken before the updates apply.
     fn protect_outputs_from_updates(&mut self) {
+        // Indexed, since every output looks its parameter up: a scan of the updates
+        // per output is quadratic in a training step's size.
+        let mut update_values: HashMap<String, Vec<BufferId>> = HashMap::new();
+        for update in &self.program.updates {
+            update_values
+                .entry(update.param.clone())
+                .or_default()
+                .push(update.value);
+        }
         for position in 0..self.program.outputs.len() {
             let output = &self.program.outputs[position];
             let replaced = match &self.program.buffer(output.buffer).storage {
-                Storage::Param(name) => self
-                    .program
-                    .updates
-                    .iter()
-                    .any(|update| update.param == *name && update.value != output.buffer),
+                Storage::Param(name) => update_values
+                    .get(name)
+                    .is_some_and(|values| values.iter().any(|&value| value != output.buffer)),
                 _ => false,
             };
             if replaced {

@@ -12,6 +12,7 @@
 
 use crate::autodiff::grad_name;
 use kiln_ir::{Graph, IrError};
+use std::collections::BTreeSet;
 use thiserror::Error;
 
 /// The update rule applied to every parameter.
@@ -83,26 +84,31 @@ pub fn run(graph: &Graph, optimizer: &Optimizer) -> Result<Graph, OptimizerError
     let mut graph = graph.clone();
     optimizer.check()?;
     let Optimizer::Sgd { learning_rate } = *optimizer;
+    // The consumed gradients are removed in one pass at the end: one removal at a
+    // time is quadratic in the number of parameters.
+    let mut consumed = BTreeSet::new();
     for param in graph.params().to_vec() {
         let name = graph
             .leaf_name(param)
             .expect("parameters are named")
             .to_string();
-        if graph.updates().iter().any(|&(target, _)| target == param) {
+        if graph.update_of(param).is_some() {
             return Err(OptimizerError::AlreadyUpdated(name));
         }
         let output = grad_name(&name);
         let grad = graph
-            .remove_output(&output)
+            .output_by_name(&output)
             .ok_or(OptimizerError::MissingGradient {
                 param: name.clone(),
-                output,
+                output: output.clone(),
             })?;
         let rate = graph.constant_like(learning_rate, param)?;
         let step = graph.mul(rate, grad)?;
         let updated = graph.sub(param, step)?;
         graph.set_update(param, updated)?;
+        consumed.insert(output);
     }
+    graph.retain_outputs(|name, _| !consumed.contains(name));
     Ok(graph)
 }
 

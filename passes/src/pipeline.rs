@@ -72,7 +72,10 @@ impl Default for PipelineOptions {
 #[derive(Clone, Debug)]
 pub struct StepReport {
     pub name: &'static str,
+    /// The step itself.
     pub elapsed: Duration,
+    /// Verifying its result (zero when verification is off).
+    pub verify: Duration,
     pub nodes_after: usize,
     /// A step's own one-line summary (the e-graph runner's statistics).
     pub note: Option<String>,
@@ -139,12 +142,14 @@ pub fn run(
             Step::Dce => dce::run(&graph),
         };
         let elapsed = start.elapsed();
+        let verify_start = Instant::now();
         if options.verify || cfg!(debug_assertions) {
             verify(&graph).map_err(|source| PipelineError::Invalid {
                 step: step.name(),
                 source,
             })?;
         }
+        let verify = verify_start.elapsed();
         if wants_dump(step.name()) {
             let mut text = String::new();
             if let Some(note) = &note {
@@ -156,6 +161,7 @@ pub fn run(
         reports.push(StepReport {
             name: step.name(),
             elapsed,
+            verify,
             nodes_after: graph.node_count(),
             note,
         });

@@ -5,8 +5,10 @@
 //! egg's `Extractor` sums the costs of children as trees, so a value used twice is
 //! paid twice and it can prefer a DAG worse than the input. Here:
 //!
-//! 1. a greedy fixpoint gives each class the node whose *set* of reached classes
-//!    is cheapest (each class in the set paid once);
+//! 1. a greedy settles classes cheapest first (Knuth's generalisation of
+//!    Dijkstra), each with the node whose *set* of reached classes is cheapest
+//!    (each class in the set paid once; estimated past a size cap, so that memory
+//!    and time stay linear in the e-graph);
 //! 2. the input graph itself is a second candidate (in every class, the input's
 //!    node that comes first in topological order, which is acyclic);
 //! 3. the cheaper candidate under the exact DAG cost is improved by local search:
@@ -14,14 +16,17 @@
 //!    strictly cheaper (with a work budget: each trial walks the whole extraction).
 //!
 //! Candidates are compared by their exact DAG cost, cycles rejected, so the result
-//! costs at most what the input costs. Classes are visited in id order and the budget
-//! counts work, not time, so the result is deterministic.
+//! costs at most what the input costs. Ties are broken by class and node index and
+//! the budget counts work, not time, so the result is deterministic. Memory is
+//! linear in the e-graph: no step keeps a set of classes per class beyond a small
+//! cap.
 
 use crate::egraph::language::{node_op, KilnEGraph, KilnLang};
 use egg::{Id, Language};
 use kiln_ir::op::matrix_dims;
 use kiln_ir::{Graph, Op, TensorType};
-use std::collections::HashMap;
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashMap};
 
 /// The cost of one op making a value of type `ty` from operands of `operand_types`:
 /// about the elements it reads and writes, and at least 1. Leaves cost 1 and a
@@ -161,64 +166,121 @@ impl Problem {
         Some(total)
     }
 
-    /// Greedy DAG extraction: each class takes the node whose reached set (itself and
-    /// everything its children reach, each class once) costs least, refined until
-    /// nothing changes. A node whose children reach its own class is skipped.
+    /// Greedy DAG extraction in the order of Knuth's generalisation of Dijkstra's
+    /// algorithm: a class is settled with its cheapest node once all that node's
+    /// operand classes are settled, cheapest first. Settling order is a topological
+    /// order of the choice, so the result is acyclic by construction, and each e-node
+    /// is costed at most twice, so the work is linear in the e-graph.
     ///
-    /// A set's cost starts from its costliest child's total and adds only the classes
-    /// the other children bring, so shared ancestry is paid once and not rescanned.
+    /// A node's cost is that of its reached set (itself and what its children reach,
+    /// each class once). Sets are kept exactly while they are small
+    /// ([`REACH_CAP`] classes); a bitset per class would be quadratic in memory on a
+    /// long chain. Past the cap a node's cost is estimated as its costliest child's
+    /// total plus what each other child adds on top of its own costliest child (its
+    /// *gain*): that assumes the other children's deep ancestry is shared with the
+    /// costliest one, as it is in residual and autodiff graphs, and still charges
+    /// the ops that differ between two nodes of a class (a transpose that a matmul
+    /// flag would fold). Exactness is restored afterwards: candidates are compared
+    /// by [`Problem::dag_cost`].
     fn greedy(&self) -> Choice {
         let n = self.classes.len();
-        let words = n.div_ceil(64);
-        let mut choice: Choice = vec![None; n];
-        let mut reach: Vec<Vec<u64>> = vec![Vec::new(); n];
-        let mut total: Vec<f64> = vec![0.0; n];
-        let mut own: Vec<f64> = vec![0.0; n];
-        // Each round settles more classes or lowers costs; the bound stops a rare
-        // oscillation between stale sets of equal cost.
-        for _round in 0..64 {
-            let mut changed = false;
-            for class in 0..n {
-                // (cost, candidate, reached set) of the cheapest candidate; the current
-                // choice wins ties so that equal costs do not flip back and forth.
-                let mut best: Option<(f64, usize, Vec<u64>)> = None;
-                for (index, candidate) in self.candidates[class].iter().enumerate() {
-                    if candidate.children.iter().any(|&c| choice[c].is_none()) {
-                        continue;
-                    }
-                    let (mut cost, mut set) =
-                        union_cost(&candidate.children, &reach, &total, &own, words);
-                    if set[class / 64] & (1 << (class % 64)) != 0 {
-                        continue;
-                    }
-                    set[class / 64] |= 1 << (class % 64);
-                    cost += candidate.cost;
-                    let better = match &best {
-                        None => true,
-                        Some((best_cost, _, _)) => {
-                            cost < *best_cost || cost == *best_cost && choice[class] == Some(index)
-                        }
-                    };
-                    if better {
-                        best = Some((cost, index, set));
-                    }
+        let mut state = Greedy {
+            choice: vec![None; n],
+            total: vec![0.0; n],
+            gain: vec![0.0; n],
+            own: vec![0.0; n],
+            reach: vec![None; n],
+        };
+        // The nodes that read each class (class, candidate), and how many distinct
+        // operand classes of each node are still unsettled.
+        let mut users: Vec<Vec<(u32, u32)>> = vec![Vec::new(); n];
+        let mut waiting: Vec<Vec<u32>> = Vec::with_capacity(n);
+        let mut heap = BinaryHeap::new();
+        for (class, candidates) in self.candidates.iter().enumerate() {
+            let mut counts = Vec::with_capacity(candidates.len());
+            for (index, candidate) in candidates.iter().enumerate() {
+                let children = distinct(&candidate.children);
+                for &child in &children {
+                    users[child].push((class as u32, index as u32));
                 }
-                let Some((cost, index, set)) = best else {
-                    continue;
-                };
-                if choice[class] != Some(index) || reach[class] != set {
-                    choice[class] = Some(index);
-                    own[class] = self.candidates[class][index].cost;
-                    reach[class] = set;
-                    changed = true;
+                counts.push(children.len() as u32);
+                if children.is_empty() {
+                    let (cost, _, _) = self.evaluate(class, index, &state);
+                    heap.push(Ready::new(cost, class, index));
                 }
-                total[class] = cost;
             }
-            if !changed {
-                break;
+            waiting.push(counts);
+        }
+        while let Some(Ready {
+            cost, class, index, ..
+        }) = heap.pop()
+        {
+            if state.choice[class].is_some() {
+                continue;
+            }
+            let (_, gain, reach) = self.evaluate(class, index, &state);
+            state.choice[class] = Some(index);
+            state.total[class] = cost.0;
+            state.gain[class] = gain;
+            state.own[class] = self.candidates[class][index].cost;
+            state.reach[class] = reach;
+            for &(user, user_index) in &users[class] {
+                let (user, user_index) = (user as usize, user_index as usize);
+                if state.choice[user].is_some() {
+                    continue;
+                }
+                let count = &mut waiting[user][user_index];
+                *count -= 1;
+                if *count == 0 {
+                    let (cost, _, _) = self.evaluate(user, user_index, &state);
+                    heap.push(Ready::new(cost, user, user_index));
+                }
             }
         }
-        choice
+        state.choice
+    }
+
+    /// The cost of settling `class` with candidate `index` (whose operand classes are
+    /// settled), its gain over its costliest child, and its reached set if small.
+    fn evaluate(&self, class: usize, index: usize, state: &Greedy) -> (f64, f64, Option<Vec<u32>>) {
+        let candidate = &self.candidates[class][index];
+        let children = distinct(&candidate.children);
+        let Some(&costliest) = children
+            .iter()
+            .max_by(|&&a, &&b| state.total[a].total_cmp(&state.total[b]).then(b.cmp(&a)))
+        else {
+            return (candidate.cost, candidate.cost, Some(vec![class as u32]));
+        };
+        let exact = children.iter().all(|&child| state.reach[child].is_some());
+        if !exact {
+            let added: f64 = children
+                .iter()
+                .filter(|&&child| child != costliest)
+                .map(|&child| state.gain[child])
+                .sum();
+            let gain = candidate.cost + added;
+            return (state.total[costliest] + gain, gain, None);
+        }
+        let mut union: Vec<u32> = children
+            .iter()
+            .flat_map(|&child| state.reach[child].as_deref().unwrap_or_default())
+            .copied()
+            .collect();
+        union.sort_unstable();
+        union.dedup();
+        let cost = candidate.cost
+            + union
+                .iter()
+                .map(|&reached| state.own[reached as usize])
+                .sum::<f64>();
+        let gain = cost - state.total[costliest];
+        let reach = (union.len() < REACH_CAP).then(|| {
+            // The class is unsettled, so no child reaches it.
+            let at = union.partition_point(|&reached| reached < class as u32);
+            union.insert(at, class as u32);
+            union
+        });
+        (cost, gain, reach)
     }
 
     /// Switches one reached class at a time to another node while that lowers the
@@ -278,39 +340,78 @@ impl Problem {
     }
 }
 
-/// The union of the children's reached sets and its cost: the costliest child's
-/// total plus the own cost of every class another child adds (the empty set for a
-/// leaf).
-fn union_cost(
-    children: &[usize],
-    reach: &[Vec<u64>],
-    total: &[f64],
-    own: &[f64],
-    words: usize,
-) -> (f64, Vec<u64>) {
-    let Some(&first) = children
-        .iter()
-        .max_by(|&&a, &&b| total[a].total_cmp(&total[b]).then(b.cmp(&a)))
-    else {
-        return (0.0, vec![0u64; words]);
-    };
-    let mut set = reach[first].clone();
-    let mut cost = total[first];
-    for &child in children {
-        if child == first {
-            continue;
-        }
-        for (word_index, (word, &child_word)) in set.iter_mut().zip(&reach[child]).enumerate() {
-            let mut new_bits = child_word & !*word;
-            *word |= child_word;
-            while new_bits != 0 {
-                let bit = new_bits.trailing_zeros() as usize;
-                cost += own[word_index * 64 + bit];
-                new_bits &= new_bits - 1;
-            }
+/// The most classes whose reached set the greedy keeps exactly: enough for the
+/// neighbourhood where choices differ, small enough that memory stays linear.
+const REACH_CAP: usize = 128;
+
+/// What the greedy knows of each settled class.
+struct Greedy {
+    choice: Choice,
+    /// The cost of the class's reached set (exact or estimated).
+    total: Vec<f64>,
+    /// What the class adds on top of its costliest child's total.
+    gain: Vec<f64>,
+    /// The cost of the chosen node alone.
+    own: Vec<f64>,
+    /// The reached classes, sorted, while there are fewer than `REACH_CAP`.
+    reach: Vec<Option<Vec<u32>>>,
+}
+
+/// A candidate whose operands are all settled, ordered cheapest first (ties by class
+/// and candidate index, so the result is deterministic) in a max-heap.
+#[derive(Debug)]
+struct Ready {
+    cost: TotalF64,
+    class: usize,
+    index: usize,
+}
+
+impl Ready {
+    fn new(cost: f64, class: usize, index: usize) -> Ready {
+        Ready {
+            cost: TotalF64(cost),
+            class,
+            index,
         }
     }
-    (cost, set)
+}
+
+impl PartialEq for Ready {
+    fn eq(&self, other: &Ready) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Ready {}
+
+impl PartialOrd for Ready {
+    fn partial_cmp(&self, other: &Ready) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Ready {
+    fn cmp(&self, other: &Ready) -> Ordering {
+        // Reversed: `BinaryHeap` pops the greatest.
+        other
+            .cost
+            .0
+            .total_cmp(&self.cost.0)
+            .then(other.class.cmp(&self.class))
+            .then(other.index.cmp(&self.index))
+    }
+}
+
+/// An f64 cost, compared by `total_cmp`.
+#[derive(Clone, Copy, Debug)]
+struct TotalF64(f64);
+
+/// The distinct entries of `children` (an op may read one class twice).
+fn distinct(children: &[usize]) -> Vec<usize> {
+    let mut distinct = children.to_vec();
+    distinct.sort_unstable();
+    distinct.dedup();
+    distinct
 }
 
 /// Extracts the cheapest graph found for `roots`. `seed` gives, for each class of the
