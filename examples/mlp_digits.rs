@@ -31,7 +31,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data/digits.csv.gz");
     // Pixels are 0..16; scale them to [0, 1].
     let digits = Dataset::from_csv(&path, 1.0 / 16.0)?;
-    let (train, test) = digits.split(TRAIN_EXAMPLES, SEED);
+    let (train, test) = digits.split(TRAIN_EXAMPLES, SEED)?;
     println!(
         "digits: {} train / {} test examples, {} features, {} classes",
         train.len(),

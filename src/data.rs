@@ -1,6 +1,7 @@
 //! Small in-memory data sets for examples and tests: dense f32 features with integer
 //! class labels, loaded from (optionally gzipped) CSV.
 
+use kiln_ir::alloc::{try_collect, try_with_capacity, OutOfMemory};
 use kiln_ir::Rng;
 use std::io::Read;
 use std::path::Path;
@@ -50,6 +51,9 @@ pub enum DataError {
     /// `subset` was given an index past the end.
     #[error("example {index} does not exist: the data set has {examples} examples")]
     NoSuchExample { index: usize, examples: usize },
+    /// A copy of examples (`subset`, `split`) needs more memory than there is.
+    #[error(transparent)]
+    OutOfMemory(#[from] OutOfMemory),
 }
 
 /// `len()` examples of `features_per_example()` finite f32 features and one label in
@@ -240,32 +244,38 @@ impl Dataset {
                 examples: self.len(),
             });
         }
-        Ok(self.gather(indices))
+        self.gather(indices)
     }
 
     /// `subset` of indices known to be in range.
-    fn gather(&self, indices: &[usize]) -> Dataset {
+    fn gather(&self, indices: &[usize]) -> Result<Dataset, DataError> {
         let width = self.features_per_example;
-        let mut features = Vec::with_capacity(indices.len() * width);
+        // Indices may repeat, so the copy can be larger than this data set.
+        let count = indices.len().checked_mul(width).unwrap_or(usize::MAX);
+        let what = || format!("{} examples of {width} features", indices.len());
+        let mut features = try_with_capacity(count, what)?;
         for &index in indices {
             features.extend_from_slice(&self.features[index * width..(index + 1) * width]);
         }
-        Dataset {
+        let labels = try_collect(indices.iter().map(|&index| self.labels[index]), || {
+            format!("{} labels", indices.len())
+        })?;
+        Ok(Dataset {
             features,
-            labels: indices.iter().map(|&index| self.labels[index]).collect(),
+            labels,
             features_per_example: width,
             classes: self.classes,
-        }
+        })
     }
 
     /// A seeded random split into `first` examples (all of them if there are fewer)
     /// and the rest, both with this data set's class count (a small split may lack the
     /// last class).
-    pub fn split(&self, first: usize, seed: u64) -> (Dataset, Dataset) {
-        let mut order: Vec<usize> = (0..self.len()).collect();
+    pub fn split(&self, first: usize, seed: u64) -> Result<(Dataset, Dataset), DataError> {
+        let mut order = try_collect(0..self.len(), || format!("{} indices", self.len()))?;
         Rng::new(seed).shuffle(&mut order);
         let first = first.min(order.len());
-        (self.gather(&order[..first]), self.gather(&order[first..]))
+        Ok((self.gather(&order[..first])?, self.gather(&order[first..])?))
     }
 }
 
@@ -378,10 +388,10 @@ mod tests {
     fn split_is_seeded_and_covers_every_example() {
         let text: String = (0..10).map(|i| format!("{i},{}\n", i % 3)).collect();
         let data = Dataset::parse_csv(&text, 1.0).unwrap();
-        let (train, test) = data.split(7, 5);
+        let (train, test) = data.split(7, 5).unwrap();
         assert_eq!((train.len(), test.len()), (7, 3));
         assert_eq!((train.classes(), test.classes()), (3, 3));
-        assert_eq!(data.split(7, 5).0, train);
+        assert_eq!(data.split(7, 5).unwrap().0, train);
         let mut all: Vec<f32> = train
             .features()
             .iter()

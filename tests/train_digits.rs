@@ -22,7 +22,7 @@ fn digits_mlp_learns_through_the_jit() {
         ),
         (1797, 64, 10)
     );
-    let (train, test) = digits.split(1437, 7);
+    let (train, test) = digits.split(1437, 7).unwrap();
     let sizes = [64, 64, 10];
     let model = mlp_classifier("mlp", 32, &sizes, true, 7).unwrap();
     let config = TrainerConfig::new(Optimizer::sgd(0.1).unwrap())
