@@ -251,7 +251,7 @@ impl Dataset {
     fn gather(&self, indices: &[usize]) -> Result<Dataset, DataError> {
         let width = self.features_per_example;
         // Indices may repeat, so the copy can be larger than this data set.
-        let count = indices.len().checked_mul(width).unwrap_or(usize::MAX);
+        let count = indices.len().saturating_mul(width);
         let what = || format!("{} examples of {width} features", indices.len());
         let mut features = try_with_capacity(count, what)?;
         for &index in indices {
