@@ -16,7 +16,7 @@
 use kiln::passes::optimizer::Optimizer;
 use kiln::passes::pipeline::{self, PipelineOptions, Step};
 use kiln_ir::random::{
-    random_awkward_feeds, random_feeds, random_graph, RandomGraphOptions, AWKWARD_F32,
+    self, random_awkward_feeds, random_feeds, random_graph, RandomGraphOptions, AWKWARD_F32,
 };
 use kiln_ir::{evaluate, scalar, text, DType, Evaluation, Feeds, Graph, Precision, Rng, Tensor};
 use std::collections::BTreeMap;
@@ -133,23 +133,6 @@ fn compare(
     Ok(())
 }
 
-/// `graph` with an output "loss" summing its first f32 output, if it has one and no
-/// updates (the optimizer adds the updates).
-fn with_loss(graph: &Graph) -> Option<Graph> {
-    if !graph.updates().is_empty() {
-        return None;
-    }
-    let (_, first) = graph
-        .outputs()
-        .iter()
-        .find(|(_, id)| graph.ty(*id).dtype == DType::F32)?;
-    let mut graph = graph.clone();
-    let axes: Vec<usize> = (0..graph.ty(*first).rank()).collect();
-    let loss = graph.reduce_sum(*first, &axes).ok()?;
-    graph.set_output("loss", loss).ok()?;
-    Some(graph)
-}
-
 /// Compiles and runs `graph` (and, when asked, its train step) and compares with the
 /// interpreter.
 fn check_graph(graph: &Graph, feeds: &Feeds, train: bool) -> Result<(), String> {
@@ -161,7 +144,7 @@ fn check_graph(graph: &Graph, feeds: &Feeds, train: bool) -> Result<(), String> 
     if !train {
         return Ok(());
     }
-    let Some(forward) = with_loss(graph) else {
+    let Some(forward) = random::with_sum_loss(graph) else {
         return Ok(());
     };
     let options = PipelineOptions {

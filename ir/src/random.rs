@@ -145,6 +145,25 @@ impl Default for RandomGraphOptions {
     }
 }
 
+/// `graph` with an output "loss" summing its first f32 output over every axis (a
+/// single element, as autodiff needs), so that a random graph can be made into a
+/// training step; `None` if it has no f32 output or already has updates (the
+/// optimizer adds them).
+pub fn with_sum_loss(graph: &Graph) -> Option<Graph> {
+    if !graph.updates().is_empty() {
+        return None;
+    }
+    let (_, first) = graph
+        .outputs()
+        .iter()
+        .find(|(_, id)| graph.ty(*id).dtype == DType::F32)?;
+    let mut graph = graph.clone();
+    let axes: Vec<usize> = (0..graph.ty(*first).rank()).collect();
+    let loss = graph.reduce_sum(*first, &axes).ok()?;
+    graph.set_output("loss", loss).ok()?;
+    Some(graph)
+}
+
 /// A random tensor of type `ty`: f32 uniform in `[-2, 2]` (never exactly 0, and
 /// exactly representable in f32), i32 labels mostly in `0..4` with one in eight out
 /// of range (-1 or 4), bool 0 or 1.

@@ -18,7 +18,7 @@
 //! injection, so the extraction finds the identities' removal.
 
 use kiln_ir::random::{
-    random_awkward_feeds, random_feeds, random_graph, RandomGraphOptions, AWKWARD_F32,
+    self, random_awkward_feeds, random_feeds, random_graph, RandomGraphOptions, AWKWARD_F32,
 };
 use kiln_ir::{
     evaluate, scalar, text, verify, DType, Evaluation, Feeds, Graph, NodeId, Op, Precision, Rng,
@@ -236,20 +236,6 @@ fn awkward_feed_set(graph: &Graph, seed: u64) -> Vec<Feeds> {
     feeds
 }
 
-/// `graph` with an output "loss": the sum of its first f32 output over every axis (a
-/// single element, as autodiff needs), or `None` without an f32 output.
-fn with_loss(graph: &Graph) -> Option<Graph> {
-    let (_, first) = graph
-        .outputs()
-        .iter()
-        .find(|(_, id)| graph.ty(*id).dtype == DType::F32)?;
-    let mut graph = graph.clone();
-    let axes: Vec<usize> = (0..graph.ty(*first).rank()).collect();
-    let loss = graph.reduce_sum(*first, &axes).unwrap();
-    graph.set_output("loss", loss).unwrap();
-    Some(graph)
-}
-
 #[test]
 fn awkward_random_graphs_stay_sound_through_every_pass() {
     let options = awkward_options();
@@ -293,7 +279,7 @@ fn awkward_random_graphs_stay_sound_through_every_pass() {
         if !before.updates().is_empty() {
             continue;
         }
-        let Some(forward) = with_loss(&before) else {
+        let Some(forward) = random::with_sum_loss(&before) else {
             continue;
         };
         let steps = [Step::Autodiff, Step::Optimizer];
