@@ -75,22 +75,46 @@ fuzz_target!(|bytes: &[u8]| {
     let rewritten = evaluate(&optimised, &feeds, Precision::F32)
         .unwrap_or_else(|err| panic!("interpreter after the pipeline: {err}\n{optimised}"));
     let context = || format!("original:\n{graph}\noptimised:\n{optimised}");
-    compare_results("pipeline", &expected.outputs, &rewritten.outputs, &context, same_bits);
-    compare_results("pipeline", &expected.updates, &rewritten.updates, &context, same_bits);
+    compare_results(
+        "pipeline",
+        &expected.outputs,
+        &rewritten.outputs,
+        &context,
+        same_bits,
+    );
+    compare_results(
+        "pipeline",
+        &expected.updates,
+        &rewritten.updates,
+        &context,
+        same_bits,
+    );
 
     let compiled: &Graph = if jit_original { &graph } else { &optimised };
     let program = kiln_passes::lower::lower(compiled)
         .unwrap_or_else(|err| panic!("lower: {err}\n{}", text::print(compiled)));
-    let mut exe = kiln_backend::compile(&program)
-        .unwrap_or_else(|err| panic!("compile: {err}\n{program}"));
+    let mut exe =
+        kiln_backend::compile(&program).unwrap_or_else(|err| panic!("compile: {err}\n{program}"));
     let (outputs, updates) = exe
         .run_feeds(&feeds)
         .unwrap_or_else(|err| panic!("run: {err}\n{}", text::print(compiled)));
     let within_tolerance = |actual: &Tensor, wanted: &Tensor| {
         max_relative_error(actual, wanted).is_some_and(|error| error <= TOLERANCE)
     };
-    compare_results("jit", &expected.outputs, &outputs, &context, within_tolerance);
-    compare_results("jit", &expected.updates, &updates, &context, within_tolerance);
+    compare_results(
+        "jit",
+        &expected.outputs,
+        &outputs,
+        &context,
+        within_tolerance,
+    );
+    compare_results(
+        "jit",
+        &expected.updates,
+        &updates,
+        &context,
+        within_tolerance,
+    );
 });
 
 /// Equal types and, element by element, the same bits or both NaN.
