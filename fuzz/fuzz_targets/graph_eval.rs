@@ -52,6 +52,7 @@ fuzz_target!(|bytes: &[u8]| {
     let graph = random_graph(&mut Rng::with_choices(seed, choices), &options);
     if graph
         .node_ids()
+        .into_iter()
         .any(|id| graph.ty(id).num_elements() > MAX_ELEMENTS)
     {
         return;
