@@ -5,7 +5,7 @@
 //! Reductions keep the reduced axes with extent 1, so `broadcast` can undo them.
 
 use crate::error::IrError;
-use crate::types::{num_elements, DType, Shape, TensorType};
+use crate::types::{DType, Shape, TensorType};
 use serde::{Deserialize, Serialize};
 
 /// Elementwise unary ops.
@@ -423,12 +423,20 @@ impl Op {
             }
             Op::Reshape { shape } => {
                 let x = operands[0];
-                if num_elements(shape) != x.num_elements() {
+                // The target comes from the user (a JSON attribute, say), so its
+                // element count may overflow; then it matches no valid type.
+                let target = shape
+                    .iter()
+                    .try_fold(1usize, |count, &extent| count.checked_mul(extent));
+                if target != Some(x.num_elements()) {
+                    let target = match target {
+                        Some(count) => count.to_string(),
+                        None => "more than usize::MAX".to_string(),
+                    };
                     return Err(bad(format!(
-                        "cannot reshape {x} ({} elements) to {:?} ({} elements)",
+                        "cannot reshape {x} ({} elements) to {:?} ({target} elements)",
                         x.num_elements(),
                         shape,
-                        num_elements(shape)
                     )));
                 }
                 Ok(x.with_shape(shape.clone()))
