@@ -1,16 +1,33 @@
 //! A small seeded pseudo-random generator (SplitMix64) for initialisers, data
 //! shuffling and randomized tests: the same seed gives the same stream on every
-//! machine, with no dependency.
+//! machine, with no dependency. [`Rng::with_choices`] lets a fuzzer steer it.
 
 /// SplitMix64 (Steele, Lea, Flood 2014): 64-bit state, passes BigCrush, trivially seedable.
 #[derive(Clone, Debug)]
 pub struct Rng {
     state: u64,
+    /// Bytes that decide the top byte of the next outputs, one each, in order.
+    choices: Vec<u8>,
+    /// How many of `choices` have been used.
+    used: usize,
 }
 
 impl Rng {
     pub fn new(seed: u64) -> Rng {
-        Rng { state: seed }
+        Rng::with_choices(seed, &[])
+    }
+
+    /// A generator whose first `choices.len()` outputs have the given bytes as their
+    /// top byte (the other bits come from the seeded stream), and that continues as
+    /// the seeded stream after them. A coverage-guided fuzzer that mutates the bytes
+    /// thereby steers one decision per byte: `below(n)` for `n <= 256` is decided by
+    /// its byte to within one of two neighbouring values.
+    pub fn with_choices(seed: u64, choices: &[u8]) -> Rng {
+        Rng {
+            state: seed,
+            choices: choices.to_vec(),
+            used: 0,
+        }
     }
 
     pub fn next_u64(&mut self) -> u64 {
@@ -18,7 +35,14 @@ impl Rng {
         let mut z = self.state;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        z ^= z >> 31;
+        match self.choices.get(self.used) {
+            Some(&choice) => {
+                self.used += 1;
+                u64::from(choice) << 56 | z >> 8
+            }
+            None => z,
+        }
     }
 
     /// Uniform in `[0, 1)` with 53 random bits.
@@ -66,6 +90,24 @@ mod tests {
             assert_eq!(a.next_u64(), b.next_u64());
         }
         assert_ne!(Rng::new(7).next_u64(), Rng::new(8).next_u64());
+    }
+
+    #[test]
+    fn choices_decide_the_top_byte_then_the_seeded_stream_continues() {
+        let mut steered = Rng::with_choices(7, &[0, 255, 128]);
+        let mut plain = Rng::new(7);
+        for choice in [0u64, 255, 128] {
+            let (value, free) = (steered.next_u64(), plain.next_u64());
+            assert_eq!(value >> 56, choice);
+            assert_eq!(value << 8, free >> 8 << 8);
+        }
+        for _ in 0..5 {
+            assert_eq!(steered.next_u64(), plain.next_u64());
+        }
+        let mut rng = Rng::with_choices(1, &[0, 255, 64]);
+        assert_eq!(rng.below(10), 0);
+        assert_eq!(rng.below(10), 9);
+        assert_eq!(rng.below(4), 1);
     }
 
     #[test]
