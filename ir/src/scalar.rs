@@ -32,7 +32,7 @@
 //! meaning: `[f32::MAX, f32::MAX, -f32::MAX]` sums to +inf, in the interpreter's f32
 //! mode and in compiled code alike, while `Precision::F64` gives `f32::MAX`.
 
-use crate::op::{BinaryOp, CmpOp, ReduceOp, UnaryOp};
+use crate::op::{BinaryOp, CmpOp, Op, ReduceOp, UnaryOp};
 use crate::types::DType;
 
 /// `value` as a value of `dtype`: rounded to f32, converted to i32 with Rust's `as`
@@ -69,27 +69,17 @@ pub fn fma_f32(a: f32, b: f32, c: f32) -> f32 {
 
 /// Cranelift's `fmax` on f32: NaN-propagating, and -0 < +0.
 pub fn max_f32(a: f32, b: f32) -> f32 {
-    if a.is_nan() || b.is_nan() {
-        f32::NAN
-    } else if a == b {
-        // Equal values differ at most in the sign of a zero; +0 is the larger.
-        if a.is_sign_positive() {
-            a
-        } else {
-            b
-        }
-    } else if a > b {
-        a
-    } else {
-        b
-    }
+    // `max_f64` only compares and picks an operand, so on f32 values widened exactly
+    // it gives the f32 answer.
+    max_f64(f64::from(a), f64::from(b)) as f32
 }
 
-/// The f64 counterpart of [`max_f32`], for the interpreter's `Precision::F64` mode.
+/// [`max_f32`]'s rule in f64 (also the interpreter's `Precision::F64` mode).
 pub fn max_f64(a: f64, b: f64) -> f64 {
     if a.is_nan() || b.is_nan() {
         f64::NAN
     } else if a == b {
+        // Equal values differ at most in the sign of a zero; +0 is the larger.
         if a.is_sign_positive() {
             a
         } else {
@@ -181,6 +171,21 @@ pub fn select(cond: f64, on_true: f64, on_false: f64) -> f64 {
     } else {
         on_false
     }
+}
+
+/// An elementwise `op` (unary, binary, compare, select, cast) on one element per
+/// operand, whose first operand has dtype `dtype` (a select's condition is bool; its
+/// value operands pass through). `None` for an op that is not elementwise. Both
+/// constant folders call this, so they fold exactly as the kernels compute.
+pub fn elementwise(op: &Op, dtype: DType, x: &[f64]) -> Option<f64> {
+    Some(match op {
+        Op::Unary(op) => unary(*op, dtype, x[0]),
+        Op::Binary(op) => binary(*op, dtype, x[0], x[1]),
+        Op::Compare(op) => f64::from(u8::from(compare(*op, dtype, x[0], x[1]))),
+        Op::Select => select(x[0], x[1], x[2]),
+        Op::Cast { to } => cast(x[0], *to),
+        _ => return None,
+    })
 }
 
 /// The value a reduction starts from: +0 for sums and means, -inf (`i32::MIN`,

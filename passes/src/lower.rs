@@ -752,14 +752,7 @@ fn fold_constant(op: &Op, values: &[Value], dtype: DType) -> Option<Scalar> {
     let x: Vec<f64> = scalars.iter().map(|&scalar| scalar.to_f64()).collect();
     // Unary, binary and compare operands share one dtype; a select's condition is bool.
     let from = scalars[0].dtype();
-    let value = match op {
-        Op::Unary(unary) => scalar::unary(*unary, from, x[0]),
-        Op::Binary(binary) => scalar::binary(*binary, from, x[0], x[1]),
-        Op::Compare(cmp) => f64::from(u8::from(scalar::compare(*cmp, from, x[0], x[1]))),
-        Op::Select => scalar::select(x[0], x[1], x[2]),
-        Op::Cast { to } => scalar::cast(x[0], *to),
-        _ => return None,
-    };
+    let value = scalar::elementwise(op, from, &x)?;
     Some(Scalar::from_f64(value, dtype))
 }
 

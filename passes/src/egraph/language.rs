@@ -499,17 +499,8 @@ fn fold_splat(
             let values: Vec<f64> = operands.iter().copied().collect::<Option<_>>()?;
             match op {
                 Op::Broadcast { .. } | Op::Reshape { .. } | Op::Transpose { .. } => values[0],
-                Op::Unary(unary) => scalar::unary(*unary, types[0].dtype, values[0]),
-                Op::Binary(binary) => scalar::binary(*binary, types[0].dtype, values[0], values[1]),
-                Op::Compare(cmp) => f64::from(u8::from(scalar::compare(
-                    *cmp,
-                    types[0].dtype,
-                    values[0],
-                    values[1],
-                ))),
-                Op::Select => scalar::select(values[0], values[1], values[2]),
-                Op::Cast { to } => scalar::cast(values[0], *to),
-                _ => return None,
+                // Leaves other than constants have no operand, and no splat.
+                _ => scalar::elementwise(op, types.first()?.dtype, &values)?,
             }
         }
     };
