@@ -47,20 +47,21 @@ impl Tensor {
     }
 
     pub fn f32(shape: impl Into<Shape>, data: &[f32]) -> Result<Tensor, TensorError> {
-        let ty = TensorType::f32(shape);
-        check_len(&ty, data.len())?;
-        let data = try_collect(data.iter().map(|&v| f64::from(v)), || {
-            format!("a tensor {ty}")
-        })?;
-        Tensor::new(ty, data)
+        Tensor::widened(TensorType::f32(shape), data.iter().map(|&v| f64::from(v)))
     }
 
     pub fn i32(shape: impl Into<Shape>, data: &[i32]) -> Result<Tensor, TensorError> {
-        let ty = TensorType::i32(shape);
-        check_len(&ty, data.len())?;
-        let data = try_collect(data.iter().map(|&v| f64::from(v)), || {
-            format!("a tensor {ty}")
-        })?;
+        Tensor::widened(TensorType::i32(shape), data.iter().map(|&v| f64::from(v)))
+    }
+
+    /// A tensor of type `ty` from values widened to f64, checked like `new`; the
+    /// length is checked before any memory is taken.
+    fn widened(
+        ty: TensorType,
+        values: impl ExactSizeIterator<Item = f64>,
+    ) -> Result<Tensor, TensorError> {
+        check_len(&ty, values.len())?;
+        let data = try_collect(values, || format!("a tensor {ty}"))?;
         Tensor::new(ty, data)
     }
 

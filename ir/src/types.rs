@@ -59,9 +59,11 @@ pub const MAX_ELEMENTS: usize = i32::MAX as usize;
 
 /// The number of elements of a shape, or `None` if it does not fit in a `usize`.
 pub fn checked_num_elements(shape: &[usize]) -> Option<usize> {
-    shape
-        .iter()
-        .try_fold(1usize, |count, &extent| count.checked_mul(extent))
+    checked_product(shape.iter().copied())
+}
+
+fn checked_product(mut extents: impl Iterator<Item = usize>) -> Option<usize> {
+    extents.try_fold(1usize, |count, extent| count.checked_mul(extent))
 }
 
 /// The number of elements of a shape. Exact for every shape within [`MAX_ELEMENTS`]
@@ -88,8 +90,8 @@ pub fn strides(shape: &[usize]) -> Vec<usize> {
 /// Checks `shape` against [`MAX_ELEMENTS`]; the error names `op`, the op (or leaf
 /// kind) that would create a value of this shape.
 pub fn check_size(op: &'static str, shape: &[usize]) -> Result<(), IrError> {
-    let nonzero: Vec<usize> = shape.iter().copied().filter(|&e| e != 0).collect();
-    match checked_num_elements(&nonzero) {
+    // Zero extents count as 1 (see `MAX_ELEMENTS`).
+    match checked_product(shape.iter().copied().filter(|&extent| extent != 0)) {
         Some(count) if count <= MAX_ELEMENTS => Ok(()),
         _ => Err(IrError::TooLarge {
             op,
