@@ -279,10 +279,16 @@ impl Dataset {
     }
 }
 
+/// The example of the first label outside `0..classes`.
+pub(crate) fn first_label_outside(labels: &[i32], classes: usize) -> Option<usize> {
+    labels
+        .iter()
+        .position(|&label| usize::try_from(label).map_or(true, |label| label >= classes))
+}
+
 /// The first label outside `0..classes`, as an error naming its example.
 fn check_labels(labels: &[i32], classes: usize) -> Result<(), DataError> {
-    let outside = |&label: &i32| usize::try_from(label).map_or(true, |label| label >= classes);
-    match labels.iter().position(outside) {
+    match first_label_outside(labels, classes) {
         Some(example) => Err(DataError::Label {
             example,
             label: labels[example],

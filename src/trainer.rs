@@ -1,7 +1,7 @@
 //! `Trainer`: runs a compiled training step over shuffled minibatches.
 
 use crate::compile::{compile_train_step, Error, Executable};
-use crate::data::Dataset;
+use crate::data::{first_label_outside, Dataset};
 use kiln_backend::Arg;
 use kiln_frontend::Model;
 use kiln_ir::{DType, Graph, Op, Rng};
@@ -174,8 +174,7 @@ impl Trainer {
             });
         }
         if let Some(classes) = self.classes {
-            let outside = |&label: &i32| usize::try_from(label).map_or(true, |l| l >= classes);
-            if let Some(example) = data.labels().iter().position(outside) {
+            if let Some(example) = first_label_outside(data.labels(), classes) {
                 return Err(Error::LabelOutOfRange {
                     example,
                     label: data.labels()[example],
