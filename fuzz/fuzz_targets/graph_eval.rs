@@ -103,20 +103,8 @@ fuzz_target!(|bytes: &[u8]| {
     let (outputs, updates) = exe
         .run_feeds(&feeds)
         .unwrap_or_else(|err| panic!("run: {err}\n{}", text::print(compiled)));
-    compare_results(
-        "jit",
-        &expected.outputs,
-        &outputs,
-        &context,
-        same_bits,
-    );
-    compare_results(
-        "jit",
-        &expected.updates,
-        &updates,
-        &context,
-        same_bits,
-    );
+    compare_results("jit", &expected.outputs, &outputs, &context, same_bits);
+    compare_results("jit", &expected.updates, &updates, &context, same_bits);
 });
 
 /// Equal types and, element by element, the same bits or both NaN.

@@ -6,7 +6,8 @@
 
 #![no_main]
 
-use kiln_ir::{text, verify};
+use kiln_fuzz::check_verifies_and_prints_back;
+use kiln_ir::text;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|bytes: &[u8]| {
@@ -16,15 +17,5 @@ fuzz_target!(|bytes: &[u8]| {
     let Ok(graph) = text::parse(src) else {
         return;
     };
-    if let Err(err) = verify(&graph) {
-        panic!("a parsed graph fails the verifier: {err}\n{src}");
-    }
-    let printed = text::print(&graph);
-    let reparsed = text::parse(&printed)
-        .unwrap_or_else(|err| panic!("printed text does not parse: {err}\n{printed}"));
-    assert_eq!(
-        text::print(&reparsed),
-        printed,
-        "printing the re-parsed graph changes the text"
-    );
+    check_verifies_and_prints_back(&graph, "the text parser", src);
 });
