@@ -6,6 +6,7 @@ use kiln_ir::{Graph, TensorType};
 use kiln_passes::lower;
 use kiln_passes::optimizer::{Optimizer, OptimizerError};
 use kiln_passes::pipeline::{self, PipelineOptions, Step, StepReport};
+use kiln_passes::schedule::{self, ScheduleStep};
 use regex::Regex;
 use std::ops::{Deref, DerefMut};
 use std::time::{Duration, Instant};
@@ -81,6 +82,8 @@ pub enum Error {
 pub struct CompileReport {
     pub steps: Vec<StepReport>,
     pub lower: Duration,
+    /// Each kernel-IR schedule step's time.
+    pub schedule: Vec<(ScheduleStep, Duration)>,
     pub codegen: Duration,
     pub total: Duration,
 }
@@ -107,9 +110,16 @@ impl std::fmt::Display for CompileReport {
         }
         write!(
             f,
-            "verify {:.2} ms, lower {:.2} ms, codegen {:.2} ms; total {:.2} ms",
+            "verify {:.2} ms, lower {:.2} ms, ",
             ms(self.verify()),
-            ms(self.lower),
+            ms(self.lower)
+        )?;
+        for (step, elapsed) in &self.schedule {
+            write!(f, "{} {:.2} ms, ", step.name(), ms(*elapsed))?;
+        }
+        write!(
+            f,
+            "codegen {:.2} ms; total {:.2} ms",
             ms(self.codegen),
             ms(self.total)
         )
@@ -160,9 +170,22 @@ pub fn compile_with(
     let lower_start = Instant::now();
     let program = lower::lower(&graph)?;
     let lower = lower_start.elapsed();
-    if options.dump.as_ref().is_some_and(|re| re.is_match("lower")) {
+    let dumps = |step: &str| options.dump.as_ref().is_some_and(|re| re.is_match(step));
+    if dumps("lower") {
         print_dump("lower", &program.to_string());
     }
+    let target = kiln_ir::Target::baseline();
+    let (program, schedule) = schedule::run(
+        &program,
+        &[ScheduleStep::Vectorize],
+        &target,
+        &mut |step, program| {
+            if dumps(step) {
+                print_dump(step, &program.to_string());
+            }
+        },
+    )
+    .map_err(kiln_backend::BackendError::from)?;
     let codegen_start = Instant::now();
     let inner = kiln_backend::compile(&program)?;
     let codegen = codegen_start.elapsed();
@@ -171,6 +194,7 @@ pub fn compile_with(
         report: CompileReport {
             steps,
             lower,
+            schedule,
             codegen,
             total: start.elapsed(),
         },

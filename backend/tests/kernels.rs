@@ -4,7 +4,8 @@
 
 use kiln_backend::{compile, Arg, BackendError};
 use kiln_ir::kernel::{
-    BufferId, Expr, Index, Kernel, LocalId, LoopKind, Output, Program, Scalar, Stmt, Storage, VarId,
+    BufferId, Expr, Index, Kernel, LocalId, LoopKind, Output, Program, Scalar, Stmt, Storage,
+    VType, VarId,
 };
 use kiln_ir::{BinaryOp, DType, TensorType};
 
@@ -25,10 +26,13 @@ fn program_with(input_len: usize, output_len: usize, kernel: Kernel) -> Program 
 fn one_loop(extent: usize, kind: LoopKind, store: Index, value: Expr) -> Kernel {
     Kernel {
         name: "hand".into(),
+        op: None,
         locals: Vec::new(),
         body: vec![Stmt::Loop {
             var: VarId(0),
-            extent,
+            start: 0,
+            end: extent,
+            step: 1,
             kind,
             body: vec![Stmt::Store {
                 buffer: BufferId(1),
@@ -71,7 +75,8 @@ fn vector_loops_splat_locals_and_count_lanes() {
     // r0 = x[0] * 2; y[i] = r0 + float(i)
     let kernel = Kernel {
         name: "hand".into(),
-        locals: vec![DType::F32],
+        op: None,
+        locals: vec![VType::scalar(DType::F32)],
         body: vec![
             Stmt::Assign {
                 local: r0,
@@ -83,7 +88,9 @@ fn vector_loops_splat_locals_and_count_lanes() {
             },
             Stmt::Loop {
                 var: i,
-                extent: 10,
+                start: 0,
+                end: 10,
+                step: 1,
                 kind: LoopKind::Vector(4),
                 body: vec![Stmt::Store {
                     buffer: BufferId(1),

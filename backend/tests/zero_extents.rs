@@ -14,7 +14,7 @@ use kiln_ir::{evaluate, scalar, DType, Feeds, Graph, Precision, Tensor, TensorTy
 /// Compiles `graph`, runs it on `feeds`, checks every output against the interpreter
 /// bit for bit (any NaN equal to any NaN) and returns the outputs.
 fn run(graph: &Graph, feeds: &Feeds) -> std::collections::BTreeMap<String, Tensor> {
-    let program = kiln_passes::lower::lower(graph).unwrap();
+    let program = common::schedule(kiln_passes::lower::lower(graph).unwrap());
     program.check().unwrap();
     let mut exe = compile_graph(graph);
     let (outputs, _) = exe.run_feeds(feeds).unwrap();

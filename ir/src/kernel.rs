@@ -1,22 +1,34 @@
 //! The kernel IR: a program of loop nests over flat buffers, between the tensor graph
 //! and the code generators.
 //!
-//! A [`Program`] owns a list of [`Buffer`]s (each a contiguous row-major array of
-//! 32-bit elements with a storage class: caller-fed input, persistent parameter, or
-//! scratch) and an ordered launch list of [`Kernel`]s. Outputs and parameter updates
-//! are names bound to buffers, so several names may share one buffer (an output that
-//! is a reshaped input, an update whose value is also an output) without copies.
+//! A [`Program`] owns a list of [`Buffer`]s (each a contiguous row-major array whose
+//! element size comes from its dtype, with a storage class: caller-fed input,
+//! persistent parameter, or scratch) and an ordered launch list of [`Kernel`]s.
+//! Outputs and parameter updates are names bound to buffers, so several names may
+//! share one buffer (an output that is a reshaped input, an update whose value is
+//! also an output) without copies.
 //!
-//! A kernel is a tree of statements: counted loops (serial or vectorised), stores of
-//! an expression to a buffer element, and assignments to scalar locals (accumulators).
-//! Buffer indices are affine in the loop variables (`sum(var * stride) + offset`), so a
-//! broadcast is a zero stride and a transpose is a permutation of strides, and tiling
-//! or fusion later only rewrites loops and indices.
+//! A kernel is a tree of statements: counted loops, stores of an expression to a
+//! buffer, assignments to locals, and calls of named routines (a matmul microkernel
+//! driver) on slices of buffers. Buffer indices are affine in the loop variables
+//! (`sum(var * stride) + offset`), so a broadcast is a zero stride and a transpose is
+//! a permutation of strides, and tiling or fusion only rewrites loops and indices.
 //!
-//! `Vector(w)` on a loop promises that its iterations are independent and that its
-//! body is stores only; a code generator runs it `w` lanes at a time with a scalar
-//! remainder loop. [`Program::check`] verifies types, scoping and, because every extent
-//! is static, that no access can leave its buffer.
+//! Loops run `for var in start..end step s` with static bounds (a tile loop and its
+//! remainder are two loops). Their [`LoopKind`] says how the iterations may run:
+//! one after the other, `w` at a time in SIMD lanes (the scheduler's
+//! auto-vectorisation: the body is stores only and its iterations are independent),
+//! unrolled, or spread over threads (iterations independent, disjoint writes).
+//!
+//! Values have a [`VType`]: a dtype and a lane count. A load of `x4` lanes reads
+//! four consecutive elements, `splat` widens a scalar, and locals may be vectors, so
+//! a register tile is a set of vector locals; f16/bf16/i8 and wider vectors only add
+//! dtypes and lane counts. GPU grid and block loops, shared-memory buffers and
+//! barriers are meant to be added as further loop kinds, storage classes and
+//! statements without reshaping the rest.
+//!
+//! [`Program::check`] verifies types, scoping and, because every bound is static,
+//! that no access (nor any call's slice) can leave its buffer.
 //!
 //! ```text
 //! kernel k0 add {
@@ -73,7 +85,8 @@ pub enum Storage {
     Temp,
 }
 
-/// A contiguous row-major array of 32-bit elements (bool is a 0/1 word).
+/// A contiguous row-major array of elements of its dtype
+/// ([`DType::size_bytes`]; bool is a 0/1 word on the CPU).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Buffer {
     /// The type of the value first stored here; views of it (reshapes) may use other
@@ -86,6 +99,11 @@ impl Buffer {
     /// Number of elements.
     pub fn len(&self) -> usize {
         self.ty.num_elements()
+    }
+
+    /// Size in bytes.
+    pub fn size_bytes(&self) -> usize {
+        self.len().saturating_mul(self.ty.dtype.size_bytes())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -255,15 +273,59 @@ impl fmt::Display for Scalar {
     }
 }
 
+/// The type of a kernel value: a dtype and a number of SIMD lanes (1 for a scalar).
+/// Printed `f32`, `f32x4`, `i32x8`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct VType {
+    pub dtype: DType,
+    pub lanes: u32,
+}
+
+impl VType {
+    /// The lane counts a value may have.
+    pub const LANES: [u32; 5] = [1, 2, 4, 8, 16];
+
+    pub fn scalar(dtype: DType) -> VType {
+        VType { dtype, lanes: 1 }
+    }
+
+    pub fn vector(dtype: DType, lanes: u32) -> VType {
+        VType { dtype, lanes }
+    }
+
+    pub fn is_vector(self) -> bool {
+        self.lanes > 1
+    }
+
+    /// Size in bytes of the whole value.
+    pub fn size_bytes(self) -> usize {
+        self.dtype.size_bytes() * self.lanes as usize
+    }
+}
+
+impl fmt::Display for VType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.lanes == 1 {
+            write!(f, "{}", self.dtype)
+        } else {
+            write!(f, "{}x{}", self.dtype, self.lanes)
+        }
+    }
+}
+
 /// A value computed per element. Operand types follow the graph ops' rules; see
 /// [`Program::check`].
 #[derive(Clone, Debug, PartialEq)]
 pub enum Expr {
-    /// The element of `buffer` at `index`, read with the buffer's dtype.
+    /// `lanes` consecutive elements of `buffer` from `index` (one element when
+    /// `lanes` is 1), read with the buffer's dtype.
     Load {
         buffer: BufferId,
         index: Index,
+        lanes: u32,
     },
+    /// A scalar repeated in `lanes` lanes.
+    Splat(u32, Box<Expr>),
     Const(Scalar),
     /// The current value of a loop variable, as i32 (for `one_hot`).
     LoopIndex(VarId),
@@ -282,8 +344,26 @@ pub enum Expr {
 }
 
 impl Expr {
+    /// One element of `buffer`.
     pub fn load(buffer: BufferId, index: Index) -> Expr {
-        Expr::Load { buffer, index }
+        Expr::Load {
+            buffer,
+            index,
+            lanes: 1,
+        }
+    }
+
+    /// `lanes` consecutive elements of `buffer` as one vector.
+    pub fn load_vector(buffer: BufferId, index: Index, lanes: u32) -> Expr {
+        Expr::Load {
+            buffer,
+            index,
+            lanes,
+        }
+    }
+
+    pub fn splat(lanes: u32, x: Expr) -> Expr {
+        Expr::Splat(lanes, Box::new(x))
     }
 
     pub fn unary(op: UnaryOp, x: Expr) -> Expr {
@@ -314,7 +394,7 @@ impl Expr {
     pub fn children(&self) -> Vec<&Expr> {
         match self {
             Expr::Load { .. } | Expr::Const(_) | Expr::LoopIndex(_) | Expr::Local(_) => Vec::new(),
-            Expr::Unary(_, x) | Expr::Cast(_, x) => vec![x],
+            Expr::Unary(_, x) | Expr::Cast(_, x) | Expr::Splat(_, x) => vec![x],
             Expr::Binary(_, a, b) | Expr::Compare(_, a, b) => vec![a, b],
             Expr::Select(a, b, c) | Expr::Fma(a, b, c) => vec![a, b, c],
         }
@@ -332,7 +412,17 @@ impl Expr {
 impl fmt::Display for Expr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Expr::Load { buffer, index } => write!(f, "{buffer}[{index}]"),
+            Expr::Load {
+                buffer,
+                index,
+                lanes: 1,
+            } => write!(f, "{buffer}[{index}]"),
+            Expr::Load {
+                buffer,
+                index,
+                lanes,
+            } => write!(f, "{buffer}[{index}]x{lanes}"),
+            Expr::Splat(lanes, x) => write!(f, "splat.x{lanes}({x})"),
             Expr::Const(value) => write!(f, "{value}"),
             Expr::LoopIndex(var) => write!(f, "index({var})"),
             Expr::Local(local) => write!(f, "{local}"),
@@ -346,25 +436,179 @@ impl fmt::Display for Expr {
     }
 }
 
-/// How a loop's iterations run.
+/// How a loop's iterations run. Every kind means the same as `Serial`; the others
+/// are promises the scheduler makes and the code generators may use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LoopKind {
     Serial,
     /// `w` iterations at a time in SIMD lanes, then a scalar remainder. The body is
-    /// stores only and its iterations are independent.
+    /// stores only of scalar values, and its iterations are independent.
     Vector(u32),
+    /// The body repeated `n` times per trip of the loop, then a remainder.
+    Unroll(u32),
+    /// Iterations spread over the executable's threads: they are independent and
+    /// write disjoint elements. Only at the top of a kernel, not nested in another
+    /// parallel loop.
+    Parallel,
+}
+
+impl fmt::Display for LoopKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoopKind::Serial => Ok(()),
+            LoopKind::Vector(width) => write!(f, " vec{width}"),
+            LoopKind::Unroll(times) => write!(f, " unroll{times}"),
+            LoopKind::Parallel => write!(f, " parallel"),
+        }
+    }
+}
+
+/// `len` consecutive elements of `buffer` from `offset` (which may depend on the
+/// enclosing loop variables): a call's argument.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Slice {
+    pub buffer: BufferId,
+    pub offset: Index,
+    pub len: usize,
+}
+
+impl fmt::Display for Slice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}[{}; {}]", self.buffer, self.offset, self.len)
+    }
+}
+
+/// Which rows of C a matmul call computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rows {
+    /// All `m` rows.
+    All,
+    /// Rows `var * rows .. min(m, (var + 1) * rows)`: one task of a parallel loop
+    /// over row blocks; its workspace slice is the task's own.
+    Block { var: VarId, rows: usize },
+}
+
+/// The microkernel a matmul call runs, picked by the schedule for its target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MicroKernel {
+    /// 6x16 register tile of 256-bit AVX2/FMA code.
+    Avx2Fma6x16,
+    /// Pure Cranelift `f32x4` code: the portable fallback.
+    F32x4,
+}
+
+impl MicroKernel {
+    pub fn name(self) -> &'static str {
+        match self {
+            MicroKernel::Avx2Fma6x16 => "avx2",
+            MicroKernel::F32x4 => "f32x4",
+        }
+    }
+}
+
+/// A packed, register-blocked f32 matmul `C = op(A) * op(B)` (row-major, `op`
+/// transposes when its flag is set) with arguments `[a, b, c, workspace]`: A is m×k
+/// (k×m transposed), B k×n (n×k transposed), C m×n, fully overwritten. Each C
+/// element is the f32 fma chain over k in increasing order from +0, exactly as the
+/// loop nest it replaces, whatever the blocking.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Matmul {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub trans_a: bool,
+    pub trans_b: bool,
+    pub rows: Rows,
+    pub kernel: MicroKernel,
+    /// Cache blocking: rows of A, depth, and columns of B per packed panel.
+    pub mc: usize,
+    pub kc: usize,
+    pub nc: usize,
+}
+
+/// A named routine a kernel calls on buffer slices.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Routine {
+    Matmul(Matmul),
+}
+
+impl Routine {
+    /// Element counts of the arguments, in order, and whether each is written.
+    pub fn params(&self) -> Vec<(&'static str, usize, bool)> {
+        match self {
+            Routine::Matmul(mm) => vec![
+                ("a", mm.m * mm.k, false),
+                ("b", mm.k * mm.n, false),
+                ("c", mm.m * mm.n, true),
+                ("workspace", mm.workspace_len(), true),
+            ],
+        }
+    }
+}
+
+impl Matmul {
+    /// Microkernel tile: rows and columns of C held in registers.
+    pub fn tile(&self) -> (usize, usize) {
+        match self.kernel {
+            MicroKernel::Avx2Fma6x16 => (6, 16),
+            MicroKernel::F32x4 => (4, 8),
+        }
+    }
+
+    /// f32 elements of one task's workspace: a packed panel of A (mc×kc rounded up
+    /// to whole tiles), one of B (kc×nc likewise) and one C tile for the edges.
+    pub fn workspace_len(&self) -> usize {
+        let (mr, nr) = self.tile();
+        let round = |x: usize, to: usize| x.div_ceil(to) * to;
+        let mc = round(self.mc.min(self.m).max(1), mr);
+        let nc = round(self.nc.min(self.n).max(1), nr);
+        let kc = self.kc.min(self.k).max(1);
+        // Panels start at 64-byte boundaries: 16 f32 of slack each.
+        mc * kc + nc * kc + mr * nr + 48
+    }
+}
+
+impl fmt::Display for Routine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Routine::Matmul(mm) => {
+                write!(
+                    f,
+                    "matmul.{}{}.{} m={} n={} k={} mc={} kc={} nc={}",
+                    if mm.trans_a { "t" } else { "n" },
+                    if mm.trans_b { "t" } else { "n" },
+                    mm.kernel.name(),
+                    mm.m,
+                    mm.n,
+                    mm.k,
+                    mm.mc,
+                    mm.kc,
+                    mm.nc
+                )?;
+                if let Rows::Block { var, rows } = mm.rows {
+                    write!(f, " rows={rows}*{var}")?;
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 /// One statement of a kernel.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Stmt {
-    /// `for var in 0..extent { body }`.
+    /// `for var in start..end step step { body }`: `var` takes `start`,
+    /// `start + step`, ... while below `end`. `step` is at least 1.
     Loop {
         var: VarId,
-        extent: usize,
+        start: usize,
+        end: usize,
+        step: usize,
         kind: LoopKind,
         body: Vec<Stmt>,
     },
+    /// `call routine(args)`.
+    Call { routine: Routine, args: Vec<Slice> },
     /// `buffer[index] = value`.
     Store {
         buffer: BufferId,
@@ -376,6 +620,18 @@ pub enum Stmt {
 }
 
 impl Stmt {
+    /// `for var in 0..end` with step 1.
+    pub fn for_range(var: VarId, end: usize, kind: LoopKind, body: Vec<Stmt>) -> Stmt {
+        Stmt::Loop {
+            var,
+            start: 0,
+            end,
+            step: 1,
+            kind,
+            body,
+        }
+    }
+
     /// Calls `f` on this statement and every statement nested in it, parents first.
     pub fn visit(&self, f: &mut dyn FnMut(&Stmt)) {
         f(self);
@@ -390,7 +646,7 @@ impl Stmt {
     pub fn visit_exprs(&self, f: &mut dyn FnMut(&Expr)) {
         self.visit(&mut |stmt| match stmt {
             Stmt::Store { value, .. } | Stmt::Assign { value, .. } => value.visit(f),
-            Stmt::Loop { .. } => {}
+            Stmt::Loop { .. } | Stmt::Call { .. } => {}
         });
     }
 }
@@ -400,9 +656,32 @@ impl Stmt {
 pub struct Kernel {
     /// What the kernel computes (the op it was lowered from), for dumps and symbols.
     pub name: String,
-    /// The dtype of every local, indexed by `LocalId`.
-    pub locals: Vec<DType>,
+    /// The type of every local, indexed by `LocalId`.
+    pub locals: Vec<VType>,
     pub body: Vec<Stmt>,
+    /// The graph operation the body computes, when a schedule may replace the plain
+    /// loop nest by a routine for it (TVM's per-op strategies); `None` for kernels
+    /// that are only ever scheduled loop by loop.
+    pub op: Option<KernelOp>,
+}
+
+/// A graph operation a kernel's plain loop nest computes, with everything a
+/// schedule needs to call a routine for it instead.
+#[derive(Clone, Debug, PartialEq)]
+pub enum KernelOp {
+    /// `c = op(a) * op(b)` for each of `batches` row-major f32 matrices stored one
+    /// after the other (A is m×k, or k×m when `trans_a`; B is k×n, or n×k).
+    Matmul {
+        a: BufferId,
+        b: BufferId,
+        c: BufferId,
+        batches: usize,
+        m: usize,
+        n: usize,
+        k: usize,
+        trans_a: bool,
+        trans_b: bool,
+    },
 }
 
 impl Kernel {
@@ -410,10 +689,12 @@ impl Kernel {
     pub fn buffers(&self) -> Vec<BufferId> {
         let mut used = BTreeSet::new();
         for stmt in &self.body {
-            stmt.visit(&mut |stmt| {
-                if let Stmt::Store { buffer, .. } = stmt {
+            stmt.visit(&mut |stmt| match stmt {
+                Stmt::Store { buffer, .. } => {
                     used.insert(*buffer);
                 }
+                Stmt::Call { args, .. } => used.extend(args.iter().map(|slice| slice.buffer)),
+                Stmt::Loop { .. } | Stmt::Assign { .. } => {}
             });
             stmt.visit_exprs(&mut |expr| {
                 if let Expr::Load { buffer, .. } = expr {
@@ -501,19 +782,26 @@ impl Program {
             .map(|(_, id)| id)
     }
 
-    /// The dtype an expression evaluates to, assuming the program checks.
+    /// The dtype an expression's lanes have, assuming the program checks.
     pub fn expr_dtype(&self, kernel: &Kernel, expr: &Expr) -> DType {
+        self.expr_type(kernel, expr).dtype
+    }
+
+    /// The type an expression evaluates to, assuming the program checks.
+    pub fn expr_type(&self, kernel: &Kernel, expr: &Expr) -> VType {
         match expr {
-            Expr::Load { buffer, .. } => self.buffer(*buffer).ty.dtype,
-            Expr::Const(value) => value.dtype(),
-            Expr::LoopIndex(_) => DType::I32,
+            Expr::Load { buffer, lanes, .. } => {
+                VType::vector(self.buffer(*buffer).ty.dtype, *lanes)
+            }
+            Expr::Splat(lanes, x) => VType::vector(self.expr_dtype(kernel, x), *lanes),
+            Expr::Const(value) => VType::scalar(value.dtype()),
+            Expr::LoopIndex(_) => VType::scalar(DType::I32),
             Expr::Local(local) => kernel.locals[local.0 as usize],
-            Expr::Unary(_, x) => self.expr_dtype(kernel, x),
-            Expr::Binary(_, a, _) => self.expr_dtype(kernel, a),
-            Expr::Compare(..) => DType::Bool,
-            Expr::Select(_, a, _) => self.expr_dtype(kernel, a),
-            Expr::Cast(to, _) => *to,
-            Expr::Fma(..) => DType::F32,
+            Expr::Unary(_, x) => self.expr_type(kernel, x),
+            Expr::Binary(_, a, _) | Expr::Fma(a, ..) => self.expr_type(kernel, a),
+            Expr::Compare(_, a, _) => VType::vector(DType::Bool, self.expr_type(kernel, a).lanes),
+            Expr::Select(_, a, _) => self.expr_type(kernel, a),
+            Expr::Cast(to, x) => VType::vector(*to, self.expr_type(kernel, x).lanes),
         }
     }
 
@@ -528,6 +816,7 @@ impl Program {
                 program: self,
                 kernel,
                 scope: Vec::new(),
+                kinds: Vec::new(),
                 bound: BTreeSet::new(),
                 assigned: vec![false; kernel.locals.len()],
             };
@@ -609,12 +898,22 @@ impl Program {
     }
 }
 
+/// The values a loop variable takes: `first, first + step, ..., last`, or none.
+#[derive(Clone, Copy, Debug)]
+struct Range {
+    var: VarId,
+    /// `None` when the loop runs no iteration.
+    bounds: Option<(i128, i128)>,
+}
+
 /// Walks one kernel with the loop variables in scope.
 struct KernelChecker<'a> {
     program: &'a Program,
     kernel: &'a Kernel,
-    /// `(var, extent)` of the enclosing loops, outermost first.
-    scope: Vec<(VarId, usize)>,
+    /// The enclosing loops, outermost first.
+    scope: Vec<Range>,
+    /// Kinds of the enclosing loops, outermost first.
+    kinds: Vec<LoopKind>,
     /// Every variable bound so far in this kernel.
     bound: BTreeSet<VarId>,
     /// Which locals are certainly assigned at this point.
@@ -629,35 +928,67 @@ impl KernelChecker<'_> {
         Ok(())
     }
 
+    fn in_vector_loop(&self) -> bool {
+        self.kinds
+            .iter()
+            .any(|kind| matches!(kind, LoopKind::Vector(_)))
+    }
+
     fn stmt(&mut self, stmt: &Stmt) -> Result<(), String> {
         match stmt {
             Stmt::Loop {
                 var,
-                extent,
+                start,
+                end,
+                step,
                 kind,
                 body,
             } => {
                 if !self.bound.insert(*var) {
                     return Err(format!("loop variable {var} is bound twice"));
                 }
-                if let LoopKind::Vector(width) = kind {
-                    if *width < 2 {
-                        return Err(format!("loop over {var} has vector width {width}"));
-                    }
-                    if body.iter().any(|stmt| !matches!(stmt, Stmt::Store { .. })) {
-                        return Err(format!("vector loop over {var} may only contain stores"));
-                    }
+                if *step == 0 {
+                    return Err(format!("loop over {var} has step 0"));
                 }
-                if i64::try_from(*extent).is_err() || *extent > i32::MAX as usize {
-                    return Err(format!("loop over {var} has extent {extent}, too large"));
+                if *end > i32::MAX as usize || *step > i32::MAX as usize {
+                    return Err(format!("loop over {var} runs to {end}, too far"));
                 }
-                self.scope.push((*var, *extent));
+                match kind {
+                    LoopKind::Vector(width) => {
+                        if !VType::LANES.contains(width) || *width < 2 {
+                            return Err(format!("loop over {var} has vector width {width}"));
+                        }
+                        if body.iter().any(|stmt| !matches!(stmt, Stmt::Store { .. })) {
+                            return Err(format!("vector loop over {var} may only contain stores"));
+                        }
+                    }
+                    LoopKind::Unroll(times) => {
+                        if *times < 2 {
+                            return Err(format!("loop over {var} is unrolled {times} times"));
+                        }
+                    }
+                    LoopKind::Parallel => {
+                        if !self.scope.is_empty() {
+                            return Err(format!(
+                                "parallel loop over {var} is nested in another loop"
+                            ));
+                        }
+                    }
+                    LoopKind::Serial => {}
+                }
+                let bounds = (start < end).then(|| {
+                    let last = start + (end - 1 - start) / step * step;
+                    (*start as i128, last as i128)
+                });
+                self.scope.push(Range { var: *var, bounds });
+                self.kinds.push(*kind);
                 // Locals assigned in the body are only certainly assigned afterwards if
                 // the body runs at least once.
                 let before = self.assigned.clone();
                 let result = self.stmts(body);
                 self.scope.pop();
-                if *extent == 0 {
+                self.kinds.pop();
+                if bounds.is_none() {
                     self.assigned = before;
                 }
                 result
@@ -667,12 +998,12 @@ impl KernelChecker<'_> {
                 index,
                 value,
             } => {
-                self.access(*buffer, index)?;
-                let dtype = self.expr(value)?;
+                let ty = self.expr(value)?;
+                self.access(*buffer, index, ty.lanes)?;
                 let expected = self.program.buffer(*buffer).ty.dtype;
-                if dtype != expected {
+                if ty.dtype != expected {
                     return Err(format!(
-                        "store of a {dtype} value into {buffer} of dtype {expected}"
+                        "store of a {ty} value into {buffer} of dtype {expected}"
                     ));
                 }
                 Ok(())
@@ -683,28 +1014,114 @@ impl KernelChecker<'_> {
                     .locals
                     .get(local.0 as usize)
                     .ok_or_else(|| format!("local {local} is not declared"))?;
-                let dtype = self.expr(value)?;
-                if dtype != expected {
+                let ty = self.expr(value)?;
+                if ty != expected {
                     return Err(format!(
-                        "assignment of a {dtype} value to local {local} of dtype {expected}"
+                        "assignment of a {ty} value to local {local} of type {expected}"
                     ));
                 }
                 self.assigned[local.0 as usize] = true;
                 Ok(())
             }
+            Stmt::Call { routine, args } => self.call(routine, args),
         }
     }
 
-    /// Checks that `index` stays within `buffer` for every value of the loop variables.
-    fn access(&self, buffer: BufferId, index: &Index) -> Result<(), String> {
-        let len = self
-            .program
-            .buffers
-            .get(buffer.0)
-            .ok_or_else(|| format!("{buffer} does not exist"))?
-            .len();
+    fn call(&self, routine: &Routine, args: &[Slice]) -> Result<(), String> {
+        if self.in_vector_loop() {
+            return Err(format!("call of {routine} inside a vector loop"));
+        }
+        let params = routine.params();
+        if params.len() != args.len() {
+            return Err(format!(
+                "{routine} takes {} arguments, not {}",
+                params.len(),
+                args.len()
+            ));
+        }
+        for ((name, len, _), slice) in params.iter().zip(args) {
+            if slice.len != *len {
+                return Err(format!(
+                    "argument {name} of {routine} is {slice}, not {len} elements"
+                ));
+            }
+            let dtype = self
+                .program
+                .buffers
+                .get(slice.buffer.0)
+                .ok_or_else(|| format!("{} does not exist", slice.buffer))?
+                .ty
+                .dtype;
+            if dtype != DType::F32 {
+                return Err(format!("argument {name} of {routine} is {dtype}, not f32"));
+            }
+            self.slice(slice)?;
+        }
+        match routine {
+            Routine::Matmul(mm) => {
+                let (mr, nr) = mm.tile();
+                if mm.mc == 0 || mm.kc == 0 || mm.nc == 0 || mm.mc % mr != 0 || mm.nc % nr != 0 {
+                    return Err(format!(
+                        "{routine}: blocking must be positive multiples of the {mr}x{nr} tile"
+                    ));
+                }
+                if let Rows::Block { var, rows } = mm.rows {
+                    let range = self
+                        .scope
+                        .iter()
+                        .find(|range| range.var == var)
+                        .ok_or_else(|| format!("{routine} uses {var} outside its loop"))?;
+                    if rows == 0 || rows % mr != 0 {
+                        return Err(format!("{routine}: row blocks must be multiples of {mr}"));
+                    }
+                    // Tasks beyond the rows of C would compute nothing; more likely a
+                    // scheduling bug.
+                    if let Some((_, last)) = range.bounds {
+                        if last as usize * rows >= mm.m.max(1) {
+                            return Err(format!(
+                                "{routine}: task {last} starts beyond row {}",
+                                mm.m
+                            ));
+                        }
+                    }
+                    // Each task has its own workspace: the slice must move with the task.
+                    let stride = args[3].offset.stride_of(var);
+                    if range.bounds.is_some_and(|(first, last)| first != last)
+                        && stride.unsigned_abs() < mm.workspace_len() as u64
+                    {
+                        return Err(format!(
+                            "{routine}: the workspace of task {var} overlaps the next task's"
+                        ));
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Checks that a call's slice stays within its buffer for every value of the loop
+    /// variables.
+    fn slice(&self, slice: &Slice) -> Result<(), String> {
+        match self.span(slice.buffer, &slice.offset)? {
+            None => Ok(()),
+            Some((low, high)) => {
+                let len = self.program.buffer(slice.buffer).len() as i128;
+                if low < 0 || high + slice.len as i128 > len {
+                    return Err(format!(
+                        "slice {slice} reaches elements {low}..{} of a buffer of {len}",
+                        high + slice.len as i128
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The lowest and highest value of `index` over the enclosing loops, or `None`
+    /// when it is inside a loop that runs no iteration.
+    fn span(&self, buffer: BufferId, index: &Index) -> Result<Option<(i128, i128)>, String> {
         // Generated code scales offsets and strides to bytes in i64; within the size
-        // limit that cannot overflow (a loop of extent 1 may carry any stride).
+        // limit that cannot overflow (a loop of one iteration may carry any stride).
         let limit = crate::types::MAX_ELEMENTS as u64;
         if index.offset.unsigned_abs() > limit
             || index
@@ -716,34 +1133,51 @@ impl KernelChecker<'_> {
                 "access {buffer}[{index}] has an offset or stride beyond {limit} elements"
             ));
         }
-        // A body inside an empty loop never runs, so it cannot go out of bounds.
-        if self.scope.iter().any(|&(_, extent)| extent == 0) {
-            return Ok(());
-        }
         let (mut low, mut high) = (i128::from(index.offset), i128::from(index.offset));
+        let mut empty = false;
         for &(var, stride) in &index.terms {
-            let extent = self
+            let range = self
                 .scope
                 .iter()
-                .find(|(bound, _)| *bound == var)
-                .map(|&(_, extent)| extent)
+                .find(|range| range.var == var)
                 .ok_or_else(|| format!("index of {buffer} uses {var} outside its loop"))?;
-            let span = i128::from(stride) * (extent as i128 - 1);
-            if span < 0 {
-                low += span;
-            } else {
-                high += span;
+            match range.bounds {
+                None => empty = true,
+                Some((first, last)) => {
+                    let (a, b) = (i128::from(stride) * first, i128::from(stride) * last);
+                    low += a.min(b);
+                    high += a.max(b);
+                }
             }
         }
-        if low < 0 || high >= len as i128 {
-            return Err(format!(
-                "access {buffer}[{index}] reaches elements {low}..={high} of a buffer of {len}"
-            ));
+        // A body inside an empty loop never runs, so it cannot go out of bounds.
+        if empty || self.scope.iter().any(|range| range.bounds.is_none()) {
+            return Ok(None);
+        }
+        Ok(Some((low, high)))
+    }
+
+    /// Checks that `lanes` elements from `index` stay within `buffer` for every value
+    /// of the loop variables.
+    fn access(&self, buffer: BufferId, index: &Index, lanes: u32) -> Result<(), String> {
+        let len = self
+            .program
+            .buffers
+            .get(buffer.0)
+            .ok_or_else(|| format!("{buffer} does not exist"))?
+            .len();
+        if let Some((low, high)) = self.span(buffer, index)? {
+            let high = high + i128::from(lanes) - 1;
+            if low < 0 || high >= len as i128 {
+                return Err(format!(
+                    "access {buffer}[{index}] reaches elements {low}..={high} of a buffer of {len}"
+                ));
+            }
         }
         Ok(())
     }
 
-    fn expr(&self, expr: &Expr) -> Result<DType, String> {
+    fn expr(&self, expr: &Expr) -> Result<VType, String> {
         let numeric = |dtype: DType, what: &str| {
             if dtype == DType::Bool {
                 Err(format!(
@@ -753,15 +1187,39 @@ impl KernelChecker<'_> {
                 Ok(())
             }
         };
-        match expr {
-            Expr::Load { buffer, index } => {
-                self.access(*buffer, index)?;
-                Ok(self.program.buffer(*buffer).ty.dtype)
+        let lanes = |lanes: u32| {
+            if VType::LANES.contains(&lanes) {
+                if lanes > 1 && self.in_vector_loop() {
+                    Err(format!("{expr}: vector values inside a vector loop"))
+                } else {
+                    Ok(())
+                }
+            } else {
+                Err(format!("{expr} has {lanes} lanes"))
             }
-            Expr::Const(value) => Ok(value.dtype()),
+        };
+        match expr {
+            Expr::Load {
+                buffer,
+                index,
+                lanes: count,
+            } => {
+                lanes(*count)?;
+                self.access(*buffer, index, *count)?;
+                Ok(VType::vector(self.program.buffer(*buffer).ty.dtype, *count))
+            }
+            Expr::Splat(count, x) => {
+                lanes(*count)?;
+                let ty = self.expr(x)?;
+                if ty.is_vector() {
+                    return Err(format!("splat of the vector {x}"));
+                }
+                Ok(VType::vector(ty.dtype, *count))
+            }
+            Expr::Const(value) => Ok(VType::scalar(value.dtype())),
             Expr::LoopIndex(var) => {
-                if self.scope.iter().any(|(bound, _)| bound == var) {
-                    Ok(DType::I32)
+                if self.scope.iter().any(|range| range.var == *var) {
+                    Ok(VType::scalar(DType::I32))
                 } else {
                     Err(format!("index({var}) outside the loop over {var}"))
                 }
@@ -772,12 +1230,12 @@ impl KernelChecker<'_> {
                 None => Err(format!("local {local} is not declared")),
             },
             Expr::Unary(op, x) => {
-                let dtype = self.expr(x)?;
-                let ok = dtype == DType::F32 || (dtype == DType::I32 && op.accepts_int());
+                let ty = self.expr(x)?;
+                let ok = ty.dtype == DType::F32 || (ty.dtype == DType::I32 && op.accepts_int());
                 if !ok {
-                    return Err(format!("{} does not accept {dtype} in {expr}", op.name()));
+                    return Err(format!("{} does not accept {ty} in {expr}", op.name()));
                 }
-                Ok(dtype)
+                Ok(ty)
             }
             Expr::Binary(op, a, b) => {
                 let (a, b) = (self.expr(a)?, self.expr(b)?);
@@ -785,7 +1243,7 @@ impl KernelChecker<'_> {
                     return Err(format!("operands {a} and {b} differ in {expr}"));
                 }
                 // Max also orders bools (a reduce_max over a mask).
-                let ok = match a {
+                let ok = match a.dtype {
                     DType::F32 => true,
                     DType::I32 => op.accepts_int(),
                     DType::Bool => *op == BinaryOp::Max,
@@ -800,14 +1258,17 @@ impl KernelChecker<'_> {
                 if a != b {
                     return Err(format!("operands {a} and {b} differ in {expr}"));
                 }
-                numeric(a, "a comparison")?;
-                Ok(DType::Bool)
+                numeric(a.dtype, "a comparison")?;
+                Ok(VType::vector(DType::Bool, a.lanes))
             }
             Expr::Select(cond, a, b) => {
                 let cond = self.expr(cond)?;
                 let (a, b) = (self.expr(a)?, self.expr(b)?);
-                if cond != DType::Bool {
-                    return Err(format!("select condition is {cond}, not bool, in {expr}"));
+                if cond != VType::vector(DType::Bool, a.lanes) {
+                    return Err(format!(
+                        "select condition is {cond}, not bool with {} lanes, in {expr}",
+                        a.lanes
+                    ));
                 }
                 if a != b {
                     return Err(format!("select arms {a} and {b} differ in {expr}"));
@@ -815,17 +1276,21 @@ impl KernelChecker<'_> {
                 Ok(a)
             }
             Expr::Cast(to, x) => {
-                self.expr(x)?;
-                Ok(*to)
+                let ty = self.expr(x)?;
+                Ok(VType::vector(*to, ty.lanes))
             }
             Expr::Fma(a, b, c) => {
-                for operand in [a, b, c] {
-                    let dtype = self.expr(operand)?;
-                    if dtype != DType::F32 {
-                        return Err(format!("fma needs f32 operands, found {dtype} in {expr}"));
+                let a = self.expr(a)?;
+                for operand in [b, c] {
+                    let ty = self.expr(operand)?;
+                    if ty != a {
+                        return Err(format!("fma operands {a} and {ty} differ in {expr}"));
                     }
                 }
-                Ok(DType::F32)
+                if a.dtype != DType::F32 {
+                    return Err(format!("fma needs f32 operands, found {a} in {expr}"));
+                }
+                Ok(a)
             }
         }
     }
@@ -855,8 +1320,8 @@ impl fmt::Display for Program {
         for (index, kernel) in self.kernels.iter().enumerate() {
             writeln!(f)?;
             writeln!(f, "  kernel k{index} {} {{", kernel.name)?;
-            for (local, dtype) in kernel.locals.iter().enumerate() {
-                writeln!(f, "    local {}: {dtype}", LocalId(local as u32))?;
+            for (local, ty) in kernel.locals.iter().enumerate() {
+                writeln!(f, "    local {}: {ty}", LocalId(local as u32))?;
             }
             let mut text = String::new();
             for stmt in &kernel.body {
@@ -874,15 +1339,18 @@ fn print_stmt(out: &mut String, stmt: &Stmt, depth: usize) -> fmt::Result {
     match stmt {
         Stmt::Loop {
             var,
-            extent,
+            start,
+            end,
+            step,
             kind,
             body,
         } => {
-            let kind = match kind {
-                LoopKind::Serial => String::new(),
-                LoopKind::Vector(width) => format!(" vec{width}"),
+            let step = if *step == 1 {
+                String::new()
+            } else {
+                format!(" step {step}")
             };
-            writeln!(out, "{pad}for {var} in 0..{extent}{kind} {{")?;
+            writeln!(out, "{pad}for {var} in {start}..{end}{step}{kind} {{")?;
             for stmt in body {
                 print_stmt(out, stmt, depth + 1)?;
             }
@@ -894,6 +1362,10 @@ fn print_stmt(out: &mut String, stmt: &Stmt, depth: usize) -> fmt::Result {
             value,
         } => writeln!(out, "{pad}{buffer}[{index}] = {value}"),
         Stmt::Assign { local, value } => writeln!(out, "{pad}{local} = {value}"),
+        Stmt::Call { routine, args } => {
+            let args: Vec<String> = args.iter().map(Slice::to_string).collect();
+            writeln!(out, "{pad}call {routine} ({})", args.join(", "))
+        }
     }
 }
 
@@ -909,16 +1381,17 @@ mod tests {
         let (i0, i1) = (VarId(0), VarId(1));
         program.kernels.push(Kernel {
             name: "add".into(),
+            op: None,
             locals: Vec::new(),
-            body: vec![Stmt::Loop {
-                var: i0,
-                extent: 2,
-                kind: LoopKind::Serial,
-                body: vec![Stmt::Loop {
-                    var: i1,
-                    extent: 3,
-                    kind: LoopKind::Vector(4),
-                    body: vec![Stmt::Store {
+            body: vec![Stmt::for_range(
+                i0,
+                2,
+                LoopKind::Serial,
+                vec![Stmt::for_range(
+                    i1,
+                    3,
+                    LoopKind::Vector(4),
+                    vec![Stmt::Store {
                         buffer: out,
                         index: Index::new([(i0, 3), (i1, 1)], 0),
                         value: Expr::binary(
@@ -927,8 +1400,8 @@ mod tests {
                             Expr::load(b, Index::new([(i0, 0), (i1, 1)], 0)),
                         ),
                     }],
-                }],
-            }],
+                )],
+            )],
         });
         program.outputs.push(Output {
             name: "y".into(),
@@ -1008,7 +1481,7 @@ mod tests {
             "{err}"
         );
 
-        program.kernels[0].locals = vec![DType::F32];
+        program.kernels[0].locals = vec![VType::scalar(DType::F32)];
         program.kernels[0].body = vec![Stmt::Store {
             buffer: BufferId(2),
             index: Index::constant(0),

@@ -6,5 +6,6 @@ pub mod dce;
 pub mod egraph;
 pub mod optimizer;
 pub mod pipeline;
+pub mod schedule;
 
 pub mod lower;

@@ -13,29 +13,27 @@
 //!   that is itself an output or an update value is filled into a buffer.
 //! - Extent-1 axes get no loop, and adjacent axes that every access walks
 //!   contiguously are merged, so an elementwise op on a whole tensor is one loop.
-//! - The innermost loop is `vec4` when it has at least 4 iterations, its body is
-//!   stores only, each store has unit stride and each load unit or zero stride (a
-//!   splat) along it. Every dtype is a 32-bit word, so i32 and bool loops qualify too.
+//! - Every loop is serial with step 1 and every value a scalar: lowering decides
+//!   what is computed, the schedule step (`schedule`) decides how, for a target.
 //! - Reductions whose innermost input axis is reduced accumulate in a local (the
 //!   reduced loops innermost); otherwise the output is initialised and accumulated
-//!   in place with the kept innermost axis vectorised. `reduce_mean` divides at the end.
-//! - `matmul` runs i-k-j with j vectorised
-//!   (`C[i, j..j+4] = fma(A[i,k], B[k, j..j+4], C[i, j..j+4])`). With `transpose_b`
-//!   the kernel first copies B into row-major panels (n*k copies, against m*n*k fmas
-//!   that would otherwise be a latency-bound scalar dot product); `transpose_a` only
-//!   changes A's strides (a splat either way). Batch axes are one outer loop.
+//!   in place, so the kept innermost axis is contiguous (and vectorisable).
+//!   `reduce_mean` divides at the end.
+//! - `matmul` is the plain dot product per element (`r = 0; r = fma(A, B, r)` over
+//!   k, then `C = r`), the f32 fma chain that defines its value; the kernel records
+//!   the matmul (`KernelOp::Matmul`) so a schedule can call a packed routine instead.
 //! - An output that reads a parameter which an update replaces is copied, so it still
 //!   shows the value the run started from.
 //!
 //! ```text
 //! %2 = add %0, %1 : f32[2,3]         kernel k0 add {
-//!                             ==>      for i0 in 0..6 vec4 {
+//!                             ==>      for i0 in 0..6 {
 //!                                        b2[i0] = add(b0[i0], b1[i0])
 //! ```
 
 use kiln_ir::kernel::{
-    BufferId, Expr, Index, Kernel, LocalId, LoopKind, Output, Program, Scalar, Stmt, Storage,
-    Update, VarId,
+    BufferId, Expr, Index, Kernel, KernelOp, LocalId, LoopKind, Output, Program, Scalar, Stmt,
+    Storage, Update, VType, VarId,
 };
 use kiln_ir::op::matrix_dims;
 use kiln_ir::scalar;
@@ -61,9 +59,6 @@ pub enum LowerError {
 
 /// The largest tensor a kernel loop can count over (loop indices are also i32 values).
 const MAX_ELEMENTS: usize = kiln_ir::types::MAX_ELEMENTS;
-
-/// Lanes of a vectorised loop: 128-bit SIMD over 32-bit elements.
-const VECTOR_WIDTH: u32 = 4;
 
 /// Lowers `graph` to a kernel program.
 pub fn lower(graph: &Graph) -> Result<Program, LowerError> {
@@ -112,7 +107,7 @@ struct Lowering<'g> {
 #[derive(Default)]
 struct KernelBuilder {
     next_var: u32,
-    locals: Vec<DType>,
+    locals: Vec<VType>,
 }
 
 impl KernelBuilder {
@@ -122,7 +117,7 @@ impl KernelBuilder {
     }
 
     fn local(&mut self, dtype: DType) -> LocalId {
-        self.locals.push(dtype);
+        self.locals.push(VType::scalar(dtype));
         LocalId(self.locals.len() as u32 - 1)
     }
 
@@ -131,6 +126,7 @@ impl KernelBuilder {
             name: name.to_string(),
             locals: self.locals,
             body,
+            op: None,
         }
     }
 }
@@ -195,50 +191,10 @@ fn nest(kernel: &mut KernelBuilder, shape: &[usize], accesses: &[Vec<i64>]) -> N
     Nest { loops, indices }
 }
 
-/// Whether the loop over `var` can run 4 lanes at a time: it has at least 4
-/// iterations, its body is stores only, each store has unit stride along it and each
-/// load unit or zero stride.
-fn vector_kind(var: VarId, extent: usize, body: &[Stmt]) -> LoopKind {
-    if extent < VECTOR_WIDTH as usize {
-        return LoopKind::Serial;
-    }
-    let mut ok = true;
-    for stmt in body {
-        match stmt {
-            Stmt::Store { index, value, .. } => {
-                ok &= index.stride_of(var) == 1;
-                value.visit(&mut |expr| {
-                    if let Expr::Load { index, .. } = expr {
-                        ok &= matches!(index.stride_of(var), 0 | 1);
-                    }
-                });
-            }
-            Stmt::Loop { .. } | Stmt::Assign { .. } => ok = false,
-        }
-    }
-    if ok {
-        LoopKind::Vector(VECTOR_WIDTH)
-    } else {
-        LoopKind::Serial
-    }
-}
-
-/// Wraps `body` in `loops` (outermost first); the innermost loop is vectorised when
-/// `vectorise` is set and its body allows it.
-fn wrap(loops: &[(VarId, usize)], mut body: Vec<Stmt>, vectorise: bool) -> Vec<Stmt> {
-    for (depth, &(var, extent)) in loops.iter().enumerate().rev() {
-        let innermost = depth + 1 == loops.len();
-        let kind = if innermost && vectorise {
-            vector_kind(var, extent, &body)
-        } else {
-            LoopKind::Serial
-        };
-        body = vec![Stmt::Loop {
-            var,
-            extent,
-            kind,
-            body,
-        }];
+/// Wraps `body` in serial `loops` (outermost first).
+fn wrap(loops: &[(VarId, usize)], mut body: Vec<Stmt>) -> Vec<Stmt> {
+    for &(var, extent) in loops.iter().rev() {
+        body = vec![Stmt::for_range(var, extent, LoopKind::Serial, body)];
     }
     body
 }
@@ -546,7 +502,7 @@ impl Lowering<'_> {
             index: out_index,
             value: body(reads),
         };
-        let stmts = wrap(&nest.loops, vec![store], true);
+        let stmts = wrap(&nest.loops, vec![store]);
         self.program.kernels.push(kernel.finish(name, stmts));
     }
 
@@ -610,13 +566,13 @@ impl Lowering<'_> {
                 local: acc,
                 value: Expr::Const(init),
             }];
-            body.extend(wrap(&inner.loops, vec![step], false));
+            body.extend(wrap(&inner.loops, vec![step]));
             body.push(Stmt::Store {
                 buffer: out,
                 index: out_index,
                 value: finish(Expr::Local(acc)),
             });
-            let stmts = wrap(&outer.loops, body, false);
+            let stmts = wrap(&outer.loops, body);
             self.program.kernels.push(kernel.finish(name, stmts));
         } else {
             // Initialise the output, then walk the input in order accumulating in place,
@@ -629,7 +585,6 @@ impl Lowering<'_> {
                     index: init_nest.indices.remove(0),
                     value: Expr::Const(init),
                 }],
-                true,
             );
             let mut walk = nest(&mut kernel, &x.shape, &[x_strides, out_strides]);
             let x_index = walk.indices.remove(0);
@@ -639,7 +594,7 @@ impl Lowering<'_> {
                 index: out_index.clone(),
                 value: reduce_step(op, Expr::load(out, out_index), read(value, x_index)),
             };
-            stmts.extend(wrap(&walk.loops, vec![step], true));
+            stmts.extend(wrap(&walk.loops, vec![step]));
             if op == ReduceOp::Mean {
                 let mut scale = nest(&mut kernel, &ty.shape, &[row_major(&ty.shape)]);
                 let index = scale.indices.remove(0);
@@ -648,7 +603,7 @@ impl Lowering<'_> {
                     index: index.clone(),
                     value: finish(Expr::load(out, index)),
                 };
-                stmts.extend(wrap(&scale.loops, vec![store], true));
+                stmts.extend(wrap(&scale.loops, vec![store]));
             }
             self.program.kernels.push(kernel.finish(name, stmts));
         }
@@ -672,40 +627,12 @@ impl Lowering<'_> {
         let batches: usize = a_ty.shape[..rank - 2].iter().product();
         let (m64, k64, n64) = (as_i64(m), as_i64(k), as_i64(n));
         let mut kernel = KernelBuilder::default();
-        let mut stmts = Vec::new();
-        // A transposed B is first copied into row-major [k, n] panels, so the j loop
-        // below reads it contiguously: n*k copies buy m*n*k vectorised fmas.
-        let b = match b {
-            Value::Buffer(source) if transpose_b => {
-                let mut panel_shape = a_ty.shape[..rank - 2].to_vec();
-                panel_shape.extend([k, n]);
-                let panel = self
-                    .program
-                    .add_buffer(TensorType::f32(panel_shape), Storage::Temp);
-                let mut copy = nest(
-                    &mut kernel,
-                    &[batches, k, n],
-                    &[vec![k64 * n64, n64, 1], vec![n64 * k64, 1, k64]],
-                );
-                let panel_index = copy.indices.remove(0);
-                let source_index = copy.indices.remove(0);
-                let store = Stmt::Store {
-                    buffer: panel,
-                    index: panel_index,
-                    value: Expr::load(source, source_index),
-                };
-                stmts.extend(wrap(&copy.loops, vec![store], true));
-                Value::Buffer(panel)
-            }
-            other => other,
-        };
         // Each axis gets a loop only if it has more than one iteration.
         let mut axis = |extent: usize| (extent > 1).then(|| (kernel.var(), extent));
         let batch = axis(batches);
         let i = axis(m);
-        let j_init = axis(n);
-        let p = axis(k);
         let j = axis(n);
+        let p = axis(k);
         let term = |axis: Option<(VarId, usize)>, stride: i64| axis.map(|(var, _)| (var, stride));
         let index = |terms: [Option<(VarId, i64)>; 3]| Index::new(terms.into_iter().flatten(), 0);
         let a_index = index([
@@ -713,28 +640,52 @@ impl Lowering<'_> {
             term(i, if transpose_a { 1 } else { k64 }),
             term(p, if transpose_a { m64 } else { 1 }),
         ]);
-        let b_index = index([term(batch, k64 * n64), term(p, n64), term(j, 1)]);
+        let b_index = index([
+            term(batch, k64 * n64),
+            term(p, if transpose_b { 1 } else { n64 }),
+            term(j, if transpose_b { k64 } else { 1 }),
+        ]);
         let c_index = index([term(batch, m64 * n64), term(i, n64), term(j, 1)]);
         let loops = |axes: &[Option<(VarId, usize)>]| -> Vec<(VarId, usize)> {
             axes.iter().flatten().copied().collect()
         };
-        // i-k-j: rows of B and of C are contiguous, A[i,k] is a splat.
-        let init = Stmt::Store {
-            buffer: out,
-            index: index([term(batch, m64 * n64), term(i, n64), term(j_init, 1)]),
+        // The plain dot product per element: the f32 fma chain over k from +0.
+        let acc = kernel.local(DType::F32);
+        let mut row = vec![Stmt::Assign {
+            local: acc,
             value: Expr::Const(Scalar::F32(0.0)),
-        };
-        let update = Stmt::Store {
-            buffer: out,
-            index: c_index.clone(),
-            value: Expr::fma(read(a, a_index), read(b, b_index), Expr::load(out, c_index)),
-        };
-        let mut row = wrap(&loops(&[j_init]), vec![init], true);
+        }];
         if k > 0 {
-            row.extend(wrap(&loops(&[p, j]), vec![update], true));
+            row.extend(wrap(
+                &loops(&[p]),
+                vec![Stmt::Assign {
+                    local: acc,
+                    value: Expr::fma(read(a, a_index), read(b, b_index), Expr::Local(acc)),
+                }],
+            ));
         }
-        stmts.extend(wrap(&loops(&[batch, i]), row, false));
-        self.program.kernels.push(kernel.finish(name, stmts));
+        row.push(Stmt::Store {
+            buffer: out,
+            index: c_index,
+            value: Expr::Local(acc),
+        });
+        let stmts = wrap(&loops(&[batch, i, j]), row);
+        let mut kernel = kernel.finish(name, stmts);
+        // A constant operand has no buffer; such a (rare) matmul stays a loop nest.
+        if let (Value::Buffer(a), Value::Buffer(b)) = (a, b) {
+            kernel.op = Some(KernelOp::Matmul {
+                a,
+                b,
+                c: out,
+                batches,
+                m,
+                n,
+                k,
+                trans_a: transpose_a,
+                trans_b: transpose_b,
+            });
+        }
+        self.program.kernels.push(kernel);
         out
     }
 }
@@ -767,7 +718,7 @@ mod tests {
     }
 
     #[test]
-    fn elementwise_ops_merge_into_one_vector_loop() {
+    fn elementwise_ops_merge_into_one_loop() {
         let mut g = Graph::new("ew");
         let a = g.input("a", TensorType::f32([2, 3])).unwrap();
         let b = g.input("b", TensorType::f32([2, 3])).unwrap();
@@ -782,13 +733,13 @@ mod tests {
   output "y" = b3: f32[2,3]
 
   kernel k0 add {
-    for i0 in 0..6 vec4 {
+    for i0 in 0..6 {
       b2[i0] = add(b0[i0], b1[i0])
     }
   }
 
   kernel k1 relu {
-    for i0 in 0..6 vec4 {
+    for i0 in 0..6 {
       b3[i0] = relu(b2[i0])
     }
   }
@@ -807,7 +758,7 @@ mod tests {
         let text = lower_text(&g);
         assert!(
             text.contains(
-                "    for i0 in 0..3 {\n      for i1 in 0..5 vec4 {\n        b1[5*i0 + i1] = b0[i1]\n"
+                "    for i0 in 0..3 {\n      for i1 in 0..5 {\n        b1[5*i0 + i1] = b0[i1]\n"
             ),
             "{text}"
         );
@@ -837,7 +788,7 @@ mod tests {
     }
 
     #[test]
-    fn matmul_runs_ikj_with_j_vectorised_and_transposed_b_copied_first() {
+    fn matmul_is_the_plain_fma_chain_and_records_the_op() {
         let mut g = Graph::new("mm");
         let a = g.input("a", TensorType::f32([3, 4])).unwrap();
         let b = g.input("b", TensorType::f32([4, 5])).unwrap();
@@ -849,40 +800,48 @@ mod tests {
         g.set_output("d", d).unwrap();
         let text = lower_text(&g);
         let nn = r#"  kernel k0 matmul {
+    local r0: f32
     for i0 in 0..3 {
-      for i1 in 0..5 vec4 {
-        b4[5*i0 + i1] = 0.0
-      }
-      for i2 in 0..4 {
-        for i3 in 0..5 vec4 {
-          b4[5*i0 + i3] = fma(b0[4*i0 + i2], b1[5*i2 + i3], b4[5*i0 + i3])
+      for i1 in 0..5 {
+        r0 = 0.0
+        for i2 in 0..4 {
+          r0 = fma(b0[4*i0 + i2], b1[5*i2 + i1], r0)
         }
+        b4[5*i0 + i1] = r0
       }
     }
   }
 "#;
         let tt = r#"  kernel k1 matmul.tt {
+    local r0: f32
     for i0 in 0..2 {
-      for i1 in 0..4 {
+      for i1 in 0..3 {
         for i2 in 0..5 {
-          b6[20*i0 + 5*i1 + i2] = b2[20*i0 + i1 + 4*i2]
-        }
-      }
-    }
-    for i3 in 0..2 {
-      for i4 in 0..3 {
-        for i5 in 0..5 vec4 {
-          b5[15*i3 + 5*i4 + i5] = 0.0
-        }
-        for i6 in 0..4 {
-          for i7 in 0..5 vec4 {
-            b5[15*i3 + 5*i4 + i7] = fma(b3[12*i3 + i4 + 3*i6], b6[20*i3 + 5*i6 + i7], b5[15*i3 + 5*i4 + i7])
+          r0 = 0.0
+          for i3 in 0..4 {
+            r0 = fma(b3[12*i0 + i1 + 3*i3], b2[20*i0 + i3 + 4*i2], r0)
           }
+          b5[15*i0 + 5*i1 + i2] = r0
         }
       }
     }
   }
 "#;
+        let program = lower(&g).unwrap();
+        assert_eq!(
+            program.kernels[1].op,
+            Some(KernelOp::Matmul {
+                a: BufferId(3),
+                b: BufferId(2),
+                c: BufferId(5),
+                batches: 2,
+                m: 3,
+                n: 5,
+                k: 4,
+                trans_a: true,
+                trans_b: true,
+            })
+        );
         assert!(text.contains(nn), "{text}");
         assert!(text.contains(tt), "{text}");
     }
@@ -924,15 +883,15 @@ mod tests {
   }
 "#;
         let by_col = r#"  kernel k1 reduce_mean {
-    for i0 in 0..6 vec4 {
+    for i0 in 0..6 {
       b2[i0] = 0.0
     }
     for i1 in 0..3 {
-      for i2 in 0..6 vec4 {
+      for i2 in 0..6 {
         b2[i2] = add(b2[i2], b0[6*i1 + i2])
       }
     }
-    for i3 in 0..6 vec4 {
+    for i3 in 0..6 {
       b2[i3] = div(b2[i3], 3.0)
     }
   }
@@ -950,7 +909,7 @@ mod tests {
         let text = lower_text(&g);
         assert!(
             text.contains(
-                "for i1 in 0..5 vec4 {\n        b1[5*i0 + i1] = select(cmp.eq(b0[i0], index(i1)), 1.0, 0.0)"
+                "for i1 in 0..5 {\n        b1[5*i0 + i1] = select(cmp.eq(b0[i0], index(i1)), 1.0, 0.0)"
             ),
             "{text}"
         );

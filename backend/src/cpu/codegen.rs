@@ -28,7 +28,9 @@ use cranelift_codegen::ir::{
 };
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use cranelift_module::{FuncId, Linkage, Module, ModuleError};
-use kiln_ir::kernel::{BufferId, Expr, Index, Kernel, LoopKind, Program, Scalar, Stmt, VarId};
+use kiln_ir::kernel::{
+    BufferId, Expr, Index, Kernel, LoopKind, Program, Scalar, Stmt, VType, VarId,
+};
 use kiln_ir::{BinaryOp, CmpOp, DType, UnaryOp};
 use std::collections::{BTreeMap, HashMap};
 
@@ -182,6 +184,16 @@ fn vector_type(dtype: DType) -> Type {
     }
 }
 
+/// The Cranelift type of a kernel value (explicit vectors have `LANES` lanes, see
+/// `check_vectors`).
+fn value_type(ty: VType) -> Type {
+    if ty.is_vector() {
+        vector_type(ty.dtype)
+    } else {
+        scalar_type(ty.dtype)
+    }
+}
+
 /// Buffer elements: aligned to their size, never trapping (bounds are proven by
 /// `Program::check`). No `aligned` flag: vector accesses are only 4-byte aligned.
 fn data_flags() -> MemFlagsData {
@@ -196,6 +208,34 @@ fn table_flags() -> MemFlagsData {
 /// Reinterpreting a mask's lanes between integer and float vectors.
 fn lane_flags() -> MemFlagsData {
     MemFlagsData::new().with_endianness(Endianness::Little)
+}
+
+/// The values a loop variable takes: `start, start + step, ...` below `end`.
+#[derive(Clone, Copy, Debug)]
+struct LoopRange {
+    start: i64,
+    end: i64,
+    step: i64,
+}
+
+impl LoopRange {
+    fn new(start: usize, end: usize, step: usize) -> LoopRange {
+        let int = |x: usize| i64::try_from(x).expect("Program::check bounds loops");
+        LoopRange {
+            start: int(start),
+            end: int(end),
+            step: int(step),
+        }
+    }
+
+    /// How many iterations run.
+    fn trips(self) -> i64 {
+        if self.start >= self.end {
+            0
+        } else {
+            (self.end - self.start - 1) / self.step + 1
+        }
+    }
 }
 
 struct FnGen<'a, 'f> {
@@ -216,7 +256,7 @@ struct FnGen<'a, 'f> {
     /// Inside an innermost loop: loads that do not depend on its variable, done
     /// before the loop (scalar value, and its splat for a vector loop).
     hoisted: HashMap<(BufferId, Index), (Value, Option<Value>)>,
-    /// Inside one innermost loop body: `var * stride * 4` by stride.
+    /// Inside one innermost loop body: `var * stride` by stride in bytes.
     scaled: HashMap<i64, Value>,
     innermost: Option<VarId>,
     /// Constants emitted in the entry block: `(bits, dtype, vector)`.
@@ -246,8 +286,9 @@ impl FnGen<'_, '_> {
             self.bases.insert(buffer, base);
         }
         self.emit_constants();
-        for &dtype in &self.kernel.locals {
-            let var = self.b.declare_var(scalar_type(dtype));
+        self.check_vectors()?;
+        for &ty in &self.kernel.locals {
+            let var = self.b.declare_var(value_type(ty));
             self.locals.push(var);
         }
         let body = &self.kernel.body;
@@ -257,15 +298,63 @@ impl FnGen<'_, '_> {
         Ok(())
     }
 
+    /// Explicit vector values (register tiles) are emitted for `f32x4` arithmetic:
+    /// loads, splats, locals, add/sub/mul/div/max, fma and stores. Cranelift's x86-64
+    /// backend has 128-bit vectors only (256-bit code is the AVX2 microkernel's), and
+    /// comparisons, selects, casts and unary ops on explicit vectors have no users yet.
+    fn check_vectors(&self) -> Result<(), BackendError> {
+        let mut problem: Option<String> = None;
+        for stmt in &self.kernel.body {
+            stmt.visit_exprs(&mut |expr| {
+                let ty = self.program.expr_type(self.kernel, expr);
+                if !ty.is_vector() || problem.is_some() {
+                    return;
+                }
+                if ty.lanes != LANES || ty.dtype != DType::F32 {
+                    problem = Some(format!(
+                        "{expr} is {ty}; only f32x{LANES} vectors are emitted"
+                    ));
+                } else if matches!(
+                    expr,
+                    Expr::Unary(..) | Expr::Compare(..) | Expr::Select(..) | Expr::Cast(..)
+                ) {
+                    problem = Some(format!("{expr}: no code for this op on explicit vectors"));
+                }
+            });
+        }
+        if let Some(local) = self
+            .kernel
+            .locals
+            .iter()
+            .find(|ty| ty.is_vector() && (ty.lanes != LANES || ty.dtype != DType::F32))
+        {
+            problem.get_or_insert(format!(
+                "a local of type {local}; only f32x{LANES} vectors are emitted"
+            ));
+        }
+        match problem {
+            Some(message) => Err(self.unsupported(message)),
+            None => Ok(()),
+        }
+    }
+
     fn stmts(&mut self, stmts: &[Stmt], mode: Mode) -> Result<(), BackendError> {
         for stmt in stmts {
             match stmt {
                 Stmt::Loop {
                     var,
-                    extent,
+                    start,
+                    end,
+                    step,
                     kind,
                     body,
-                } => self.emit_loop(*var, *extent, *kind, body)?,
+                } => {
+                    let range = LoopRange::new(*start, *end, *step);
+                    self.emit_loop(*var, range, *kind, body)?
+                }
+                Stmt::Call { routine, .. } => {
+                    return Err(self.unsupported(format!("call of {routine}")));
+                }
                 Stmt::Store {
                     buffer,
                     index,
@@ -291,20 +380,25 @@ impl FnGen<'_, '_> {
     fn emit_loop(
         &mut self,
         var: VarId,
-        extent: usize,
+        range: LoopRange,
         kind: LoopKind,
         body: &[Stmt],
     ) -> Result<(), BackendError> {
-        if extent == 0 {
+        let trips = range.trips();
+        if trips == 0 {
             return Ok(());
         }
-        let extent = i64::try_from(extent).expect("Program::check bounds extents");
         let innermost = !body.iter().any(|stmt| matches!(stmt, Stmt::Loop { .. }));
         if let LoopKind::Vector(width) = kind {
             if width != LANES {
                 return Err(self.unsupported(format!(
                     "vector width {width} (only {LANES} lanes are supported)"
                 )));
+            }
+            if range.step != 1 {
+                return Err(
+                    self.unsupported(format!("vector loop over {var} with step {}", range.step))
+                );
             }
             for stmt in body {
                 if let Stmt::Store { buffer, index, .. } = stmt {
@@ -316,9 +410,9 @@ impl FnGen<'_, '_> {
                 }
             }
         }
-        if extent == 1 {
-            let zero = self.b.ins().iconst(types::I64, 0);
-            self.vars.insert(var, zero);
+        if trips == 1 {
+            let first = self.b.ins().iconst(types::I64, range.start);
+            self.vars.insert(var, first);
             self.stmts(body, Mode::Scalar)?;
             self.vars.remove(&var);
             return Ok(());
@@ -326,16 +420,69 @@ impl FnGen<'_, '_> {
         if innermost {
             self.prepare_innermost(var, body, matches!(kind, LoopKind::Vector(_)));
         }
+        let LoopRange { start, end, step } = range;
         match kind {
-            LoopKind::Serial => self.counted_loop(var, 0, extent, 1, body, Mode::Scalar)?,
+            // Threads run parallel loops through the executable's pool when the
+            // kernel is launched as parallel; inline, the iterations run in order.
+            LoopKind::Serial | LoopKind::Parallel => {
+                self.counted_loop(var, range, 1, body, Mode::Scalar)?
+            }
+            LoopKind::Unroll(times) => {
+                let times = i64::from(times);
+                let main = trips / times * times;
+                if main > 0 {
+                    let main_end = start + main * step;
+                    self.counted_loop(
+                        var,
+                        LoopRange {
+                            start,
+                            end: main_end,
+                            step,
+                        },
+                        times,
+                        body,
+                        Mode::Scalar,
+                    )?;
+                    if main < trips {
+                        self.counted_loop(
+                            var,
+                            LoopRange {
+                                start: main_end,
+                                end,
+                                step,
+                            },
+                            1,
+                            body,
+                            Mode::Scalar,
+                        )?;
+                    }
+                } else {
+                    self.counted_loop(var, range, 1, body, Mode::Scalar)?;
+                }
+            }
             LoopKind::Vector(width) => {
                 let width = i64::from(width);
-                let main = extent - extent % width;
+                let main = trips - trips % width;
                 if main > 0 {
-                    self.counted_loop(var, 0, main, width, body, Mode::Vector(var))?;
+                    let vector = LoopRange {
+                        start,
+                        end: start + main,
+                        step: width,
+                    };
+                    self.counted_loop(var, vector, 1, body, Mode::Vector(var))?;
                 }
-                if main < extent {
-                    self.counted_loop(var, main, extent, 1, body, Mode::Scalar)?;
+                if main < trips {
+                    self.counted_loop(
+                        var,
+                        LoopRange {
+                            start: start + main,
+                            end,
+                            step: 1,
+                        },
+                        1,
+                        body,
+                        Mode::Scalar,
+                    )?;
                 }
             }
         }
@@ -347,29 +494,39 @@ impl FnGen<'_, '_> {
         Ok(())
     }
 
-    /// `for var in (start..end).step_by(step) { body }`, tested at the bottom; the
-    /// caller guarantees at least one iteration.
+    /// `for var in range { body }` with the body repeated `copies` times per trip
+    /// (for `var`, `var + step`, ...), tested at the bottom; the caller guarantees
+    /// at least one trip and that `copies` divides the trips.
     fn counted_loop(
         &mut self,
         var: VarId,
-        start: i64,
-        end: i64,
-        step: i64,
+        range: LoopRange,
+        copies: i64,
         body: &[Stmt],
         mode: Mode,
     ) -> Result<(), BackendError> {
         let header = self.b.create_block();
         let exit = self.b.create_block();
         let counter = self.b.append_block_param(header, types::I64);
-        let first = self.b.ins().iconst(types::I64, start);
+        let first = self.b.ins().iconst(types::I64, range.start);
         self.b.ins().jump(header, &[first.into()]);
         self.b.switch_to_block(header);
-        self.vars.insert(var, counter);
+        for copy in 0..copies {
+            let value = if copy == 0 {
+                counter
+            } else {
+                self.b.ins().iadd_imm_s(counter, copy * range.step)
+            };
+            self.vars.insert(var, value);
+            self.scaled.clear();
+            self.stmts(body, mode)?;
+        }
         self.scaled.clear();
-        self.stmts(body, mode)?;
-        self.scaled.clear();
-        let next = self.b.ins().iadd_imm_s(counter, step);
-        let more = self.b.ins().icmp_imm_s(IntCC::SignedLessThan, next, end);
+        let next = self.b.ins().iadd_imm_s(counter, range.step * copies);
+        let more = self
+            .b
+            .ins()
+            .icmp_imm_s(IntCC::SignedLessThan, next, range.end);
         self.b.ins().brif(more, header, &[next.into()], exit, &[]);
         self.b.switch_to_block(exit);
         self.vars.remove(&var);
@@ -389,7 +546,7 @@ impl FnGen<'_, '_> {
                 stored.push(*buffer);
             }
             stmt.visit_exprs(&mut |expr| {
-                if let Expr::Load { buffer, index } = expr {
+                if let Expr::Load { buffer, index, .. } = expr {
                     accesses.push((*buffer, index.without(var)));
                     if index.stride_of(var) == 0 {
                         loads.push((*buffer, index.clone()));
@@ -432,6 +589,7 @@ impl FnGen<'_, '_> {
                     Stmt::Loop { kind, body, .. } => {
                         walk(body, vector || matches!(kind, LoopKind::Vector(_)), wanted)
                     }
+                    Stmt::Call { .. } => {}
                     Stmt::Store { value, .. } | Stmt::Assign { value, .. } => {
                         value.visit(&mut |expr| {
                             if let Expr::Const(scalar) = expr {
@@ -483,15 +641,21 @@ impl FnGen<'_, '_> {
         }
     }
 
+    /// Bytes per element of `buffer` (from its dtype).
+    fn element_bytes(&self, buffer: BufferId) -> i64 {
+        self.program.buffer(buffer).ty.dtype.size_bytes() as i64
+    }
+
     fn full_address(&mut self, buffer: BufferId, index: &Index) -> Value {
+        let size = self.element_bytes(buffer);
         let mut address = self.bases[&buffer];
         for &(var, stride) in &index.terms {
             let counter = self.vars[&var];
-            let scaled = self.b.ins().imul_imm_s(counter, stride * 4);
+            let scaled = self.b.ins().imul_imm_s(counter, stride * size);
             address = self.b.ins().iadd(address, scaled);
         }
         if index.offset != 0 {
-            address = self.b.ins().iadd_imm_s(address, index.offset * 4);
+            address = self.b.ins().iadd_imm_s(address, index.offset * size);
         }
         address
     }
@@ -500,7 +664,7 @@ impl FnGen<'_, '_> {
     fn address(&mut self, buffer: BufferId, index: &Index) -> Value {
         if let Some(var) = self.innermost {
             if let Some(&partial) = self.partials.get(&(buffer, index.without(var))) {
-                let stride = index.stride_of(var);
+                let stride = index.stride_of(var) * self.element_bytes(buffer);
                 if stride == 0 {
                     return partial;
                 }
@@ -508,7 +672,7 @@ impl FnGen<'_, '_> {
                     Some(&scaled) => scaled,
                     None => {
                         let counter = self.vars[&var];
-                        let scaled = self.b.ins().imul_imm_s(counter, stride * 4);
+                        let scaled = self.b.ins().imul_imm_s(counter, stride);
                         self.scaled.insert(stride, scaled);
                         scaled
                     }
@@ -548,10 +712,8 @@ impl FnGen<'_, '_> {
                 let first = self.b.ins().load(scalar, data_flags(), address, 0);
                 let mut lanes = self.b.ins().splat(vector, first);
                 for lane in 1..LANES {
-                    let at = self
-                        .b
-                        .ins()
-                        .iadd_imm_s(address, stride * 4 * i64::from(lane));
+                    let offset = stride * self.element_bytes(buffer) * i64::from(lane);
+                    let at = self.b.ins().iadd_imm_s(address, offset);
                     let x = self.b.ins().load(scalar, data_flags(), at, 0);
                     lanes = self.b.ins().insertlane(lanes, x, lane as u8);
                 }
@@ -651,7 +813,24 @@ impl FnGen<'_, '_> {
 
     fn expr(&mut self, expr: &Expr, mode: Mode) -> Value {
         match expr {
-            Expr::Load { buffer, index } => self.load(*buffer, index, mode),
+            Expr::Load {
+                buffer,
+                index,
+                lanes: 1,
+            } => self.load(*buffer, index, mode),
+            Expr::Load { buffer, index, .. } => {
+                // An explicit vector: consecutive elements (check_vectors allowed it).
+                let dtype = self.program.buffer(*buffer).ty.dtype;
+                let address = self.address(*buffer, index);
+                self.b
+                    .ins()
+                    .load(vector_type(dtype), data_flags(), address, 0)
+            }
+            Expr::Splat(_, x) => {
+                let dtype = self.dtype(x);
+                let x = self.expr(x, mode);
+                self.b.ins().splat(vector_type(dtype), x)
+            }
             Expr::Const(value) => self.constant(*value, mode),
             Expr::LoopIndex(var) => {
                 let counter = self.vars[var];
@@ -671,8 +850,12 @@ impl FnGen<'_, '_> {
             }
             Expr::Local(local) => {
                 let x = self.b.use_var(self.locals[local.0 as usize]);
-                let dtype = self.kernel.locals[local.0 as usize];
-                self.splat_if(mode, dtype, x)
+                let ty = self.kernel.locals[local.0 as usize];
+                if ty.is_vector() {
+                    x
+                } else {
+                    self.splat_if(mode, ty.dtype, x)
+                }
             }
             Expr::Unary(op, x) => {
                 let dtype = self.dtype(x);

@@ -40,12 +40,27 @@ pub fn random_feeds(graph: &Graph, seed: u64) -> Feeds {
         .collect()
 }
 
+/// `program` scheduled for the host, as `kiln::compile` schedules it.
+pub fn schedule(program: kiln_ir::kernel::Program) -> kiln_ir::kernel::Program {
+    use kiln_passes::schedule::{run, ScheduleStep};
+    let target = kiln_ir::Target::baseline();
+    run(
+        &program,
+        &[ScheduleStep::Vectorize],
+        &target,
+        &mut |_, _| {},
+    )
+    .unwrap_or_else(|err| panic!("schedule: {err}\n{program}"))
+    .0
+}
+
 pub fn compile_graph(graph: &Graph) -> Executable {
     compile_graph_with(graph, &CompileOptions::default())
 }
 
 pub fn compile_graph_with(graph: &Graph, options: &CompileOptions) -> Executable {
-    let program = kiln_passes::lower::lower(graph).unwrap_or_else(|err| panic!("lower: {err}"));
+    let program =
+        schedule(kiln_passes::lower::lower(graph).unwrap_or_else(|err| panic!("lower: {err}")));
     compile_with(&program, options).unwrap_or_else(|err| panic!("compile: {err}\n{program}"))
 }
 

@@ -1,0 +1,207 @@
+//! Matmul scheduling: a kernel that lowering marked as a matmul
+//! (`KernelOp::Matmul`) calls the packed, register-blocked matmul routine instead of
+//! running its dot-product loop nest.
+//!
+//! The routine (`Routine::Matmul`) packs panels of A and B into a workspace and
+//! runs a microkernel on register tiles, BLIS-style; it keeps the loop nest's value
+//! bit for bit (each C element is the fma chain over k from +0, in order). This step
+//! picks, for the target:
+//!
+//! - the microkernel: 256-bit AVX2/FMA 6x16 when the target has it, else the
+//!   portable `f32x4` one;
+//! - the cache blocking: a kc×16 micro-panel of B fills half of L1, an mc×kc panel
+//!   of A half of L2, a kc×nc panel of B half of this thread's share of L3;
+//! - threads: with more than one, C's rows are split into one block per thread (a
+//!   multiple of the tile's rows) in a parallel loop, each task with its own
+//!   workspace; a product under [`PARALLEL_FLOPS`] is not split (waking threads costs
+//!   more than it saves). Batched matmuls run their batches one after the other.
+//!
+//! ```text
+//! kernel k0 matmul {                 ==>   kernel k0 matmul {
+//!   for i0 in 0..128 {                       for i0 in 0..2 parallel {
+//!     for i1 in 0..512 { ... fma ... }         call matmul.nn.avx2 m=128 n=512 k=784 ... rows=66*i0 (b0[0; 100352], ...)
+//! ```
+
+use kiln_ir::kernel::{
+    BufferId, Index, Kernel, KernelOp, LoopKind, Matmul, MicroKernel, Program, Routine, Rows,
+    Slice, Stmt, Storage, VarId,
+};
+use kiln_ir::{Target, TensorType};
+
+/// Products below this many multiply-adds run on one thread.
+pub const PARALLEL_FLOPS: usize = 1 << 18;
+
+/// Replaces the loop nest of every matmul kernel by calls of the matmul routine.
+pub fn run(program: &Program, target: &Target) -> Program {
+    let mut program = program.clone();
+    for position in 0..program.kernels.len() {
+        if let Some(KernelOp::Matmul {
+            a,
+            b,
+            c,
+            batches,
+            m,
+            n,
+            k,
+            trans_a,
+            trans_b,
+        }) = program.kernels[position].op.clone()
+        {
+            let shape = Shape {
+                a,
+                b,
+                c,
+                batches,
+                m,
+                n,
+                k,
+                trans_a,
+                trans_b,
+            };
+            let body = schedule(&mut program, &shape, target);
+            let kernel: &mut Kernel = &mut program.kernels[position];
+            kernel.body = body;
+            kernel.locals.clear();
+        }
+    }
+    program
+}
+
+struct Shape {
+    a: BufferId,
+    b: BufferId,
+    c: BufferId,
+    batches: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    trans_a: bool,
+    trans_b: bool,
+}
+
+/// The microkernel and cache blocking for `target`.
+pub fn blocking(
+    target: &Target,
+    m: usize,
+    n: usize,
+    k: usize,
+) -> (MicroKernel, usize, usize, usize) {
+    let kernel = if target.avx2_fma {
+        MicroKernel::Avx2Fma6x16
+    } else {
+        MicroKernel::F32x4
+    };
+    let probe = Matmul {
+        m,
+        n,
+        k,
+        trans_a: false,
+        trans_b: false,
+        rows: Rows::All,
+        kernel,
+        mc: 1,
+        kc: 1,
+        nc: 1,
+    };
+    let (mr, nr) = probe.tile();
+    let f32_bytes = 4;
+    let kc = (target.l1d_bytes / 2 / (nr * f32_bytes)).clamp(64, 512);
+    let mc = ((target.l2_bytes / 2 / (kc * f32_bytes)) / mr * mr).clamp(mr, 64 * mr);
+    let l3_share = target.l3_bytes / target.threads.max(1);
+    let nc = ((l3_share / 2 / (kc * f32_bytes)) / nr * nr).clamp(nr, 4096);
+    (kernel, mc, kc, nc)
+}
+
+fn schedule(program: &mut Program, shape: &Shape, target: &Target) -> Vec<Stmt> {
+    let &Shape {
+        a,
+        b,
+        c,
+        batches,
+        m,
+        n,
+        k,
+        trans_a,
+        trans_b,
+    } = shape;
+    let (kernel, mc, kc, nc) = blocking(target, m, n, k);
+    let mut call = Matmul {
+        m,
+        n,
+        k,
+        trans_a,
+        trans_b,
+        rows: Rows::All,
+        kernel,
+        mc,
+        kc,
+        nc,
+    };
+    let (mr, _) = call.tile();
+    let work = m.saturating_mul(n).saturating_mul(k);
+    let threads = target.threads.max(1);
+    let tasks = if batches == 1 && threads > 1 && work >= PARALLEL_FLOPS && m >= 2 * mr {
+        let rows = m.div_ceil(threads).div_ceil(mr) * mr;
+        Some((rows, m.div_ceil(rows)))
+    } else {
+        None
+    };
+    let ws_len = call.workspace_len();
+    let ws_tasks = tasks.map_or(1, |(_, count)| count);
+    let workspace = program.add_buffer(TensorType::f32([ws_tasks * ws_len]), Storage::Temp);
+    // Loop variables of the scheduled kernel are fresh: the old body is dropped.
+    let var = VarId(0);
+    let slice = |buffer: BufferId, offset: Index, len: usize| Slice {
+        buffer,
+        offset,
+        len,
+    };
+    let whole = |buffer: BufferId, len: usize| slice(buffer, Index::constant(0), len);
+    match tasks {
+        Some((rows, count)) if count > 1 => {
+            call.rows = Rows::Block { var, rows };
+            let args = vec![
+                whole(a, m * k),
+                whole(b, k * n),
+                whole(c, m * n),
+                slice(workspace, Index::new([(var, ws_len as i64)], 0), ws_len),
+            ];
+            vec![Stmt::for_range(
+                var,
+                count,
+                LoopKind::Parallel,
+                vec![Stmt::Call {
+                    routine: Routine::Matmul(call),
+                    args,
+                }],
+            )]
+        }
+        _ if batches > 1 => {
+            let per = |rows: usize, cols: usize| Index::new([(var, (rows * cols) as i64)], 0);
+            let args = vec![
+                slice(a, per(m, k), m * k),
+                slice(b, per(k, n), k * n),
+                slice(c, per(m, n), m * n),
+                whole(workspace, ws_len),
+            ];
+            vec![Stmt::for_range(
+                var,
+                batches,
+                LoopKind::Serial,
+                vec![Stmt::Call {
+                    routine: Routine::Matmul(call),
+                    args,
+                }],
+            )]
+        }
+        _ => vec![Stmt::Call {
+            routine: Routine::Matmul(call),
+            args: vec![
+                whole(a, m * k),
+                whole(b, k * n),
+                whole(c, m * n),
+                whole(workspace, ws_len),
+            ],
+        }],
+    }
+}
