@@ -6,6 +6,7 @@
 //! receives the table of buffer base pointers, JIT-compiled for the host.
 
 pub mod cpu;
+pub mod pool;
 pub mod runtime;
 
 pub use cpu::{CompileOptions, OptLevel};
