@@ -174,10 +174,13 @@ pub fn compile_with(
     if dumps("lower") {
         print_dump("lower", &program.to_string());
     }
-    let target = kiln_ir::Target::baseline();
+    let threads = options
+        .threads
+        .unwrap_or_else(kiln_backend::pool::available_threads);
+    let target = kiln_backend::cpu::target::host_target(threads);
     let (program, schedule) = schedule::run(
         &program,
-        &[ScheduleStep::Vectorize],
+        &[ScheduleStep::Parallel, ScheduleStep::Vectorize],
         &target,
         &mut |step, program| {
             if dumps(step) {
@@ -187,7 +190,11 @@ pub fn compile_with(
     )
     .map_err(kiln_backend::BackendError::from)?;
     let codegen_start = Instant::now();
-    let inner = kiln_backend::compile(&program)?;
+    let backend_options = kiln_backend::CompileOptions {
+        threads: target.threads,
+        ..kiln_backend::CompileOptions::default()
+    };
+    let inner = kiln_backend::compile_with(&program, &backend_options)?;
     let codegen = codegen_start.elapsed();
     Ok(Executable {
         inner,

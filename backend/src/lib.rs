@@ -25,6 +25,10 @@ pub enum BackendError {
     /// scheduling of the program).
     #[error("kernel {kernel}: {message}")]
     Unsupported { kernel: String, message: String },
+    /// The threads of the executable's pool could not be started (the environment's
+    /// limit, or `threads` was 0).
+    #[error("cannot start the executable's threads: {0}")]
+    Threads(String),
     /// Cranelift cannot target this machine.
     #[error("the host cpu is not supported: {0}")]
     Host(String),

@@ -18,9 +18,10 @@
 
 use crate::cpu::jit::JitCode;
 use crate::cpu::CompileOptions;
+use crate::pool::ThreadPool;
 use crate::BackendError;
 use kiln_ir::alloc::{try_collect, try_vec, OutOfMemory};
-use kiln_ir::kernel::{BufferId, Program, Storage};
+use kiln_ir::kernel::{BufferId, LoopKind, Program, Stmt, Storage};
 use kiln_ir::{DType, Feeds, Tensor, TensorType};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Deref;
@@ -239,6 +240,9 @@ pub struct Executable {
     update_steps: Vec<UpdateStep>,
     kernel_names: Vec<String>,
     stats: CompileStats,
+    /// The threads parallel loops run on (created with the executable, so a run never
+    /// spawns one); `None` when the program has no parallel loop or one thread.
+    pool: Option<ThreadPool>,
 }
 
 impl std::fmt::Debug for Executable {
@@ -300,6 +304,24 @@ impl Executable {
         let start = Instant::now();
         let code = JitCode::new(program, options)?;
         let codegen_time = start.elapsed();
+        let parallel = program.kernels.iter().any(|kernel| {
+            kernel.body.iter().any(|stmt| {
+                matches!(
+                    stmt,
+                    Stmt::Loop {
+                        kind: LoopKind::Parallel,
+                        ..
+                    }
+                )
+            })
+        });
+        let pool = if parallel && options.threads > 1 {
+            let pool = ThreadPool::new(options.threads)
+                .map_err(|err| BackendError::Threads(err.to_string()))?;
+            Some(pool)
+        } else {
+            None
+        };
         let mut buffers: Vec<Vec<u32>> = Vec::new();
         for buffer in &program.buffers {
             buffers.push(match &buffer.storage {
@@ -352,7 +374,13 @@ impl Executable {
             update_steps,
             kernel_names: program.kernels.iter().map(|k| k.name.clone()).collect(),
             stats,
+            pool,
         })
+    }
+
+    /// Threads the executable's parallel loops run on (1 when it has none).
+    pub fn threads(&self) -> usize {
+        self.pool.as_ref().map_or(1, ThreadPool::threads)
     }
 
     /// `(name, type)` of every input, in declaration order.
@@ -586,11 +614,16 @@ impl Executable {
     }
 
     fn launch(&mut self) {
-        let table: Vec<*mut u8> = self
+        let mut table: Vec<*mut u8> = self
             .buffers
             .iter_mut()
             .map(|words| words.as_mut_ptr().cast::<u8>())
             .collect();
+        // The slot after the buffers: the pool parallel loops run on (null: inline).
+        let pool = self.pool.as_ref().map_or(std::ptr::null(), |pool| {
+            std::ptr::from_ref(pool).cast::<u8>()
+        });
+        table.push(pool.cast_mut());
         for function in &self.code.functions {
             // SAFETY: the program passed `Program::check`, so every access of the
             // kernel lies inside a buffer of its declared length, and `table` points

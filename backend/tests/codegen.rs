@@ -14,6 +14,7 @@ fn disasm_options(opt_level: OptLevel) -> CompileOptions {
     CompileOptions {
         opt_level,
         disasm: true,
+        ..CompileOptions::default()
     }
 }
 
@@ -123,7 +124,7 @@ fn sixty_kernels_compile_quickly_and_both_opt_levels_agree() {
     for opt_level in [OptLevel::None, OptLevel::Speed] {
         let options = CompileOptions {
             opt_level,
-            disasm: false,
+            ..CompileOptions::default()
         };
         let start = Instant::now();
         let mut exe = compile_graph_with(&g, &options);

@@ -54,6 +54,9 @@ pub struct PipelineOptions {
     pub verify: bool,
     /// Steps whose name matches are dumped; `build` names the graph as given.
     pub dump: Option<Regex>,
+    /// Threads the compiled executable runs on (its schedule and its pool); `None`
+    /// for the available cores.
+    pub threads: Option<usize>,
 }
 
 impl Default for PipelineOptions {
@@ -64,6 +67,7 @@ impl Default for PipelineOptions {
             egraph: egraph::EgraphOptions::default(),
             verify: cfg!(debug_assertions),
             dump: None,
+            threads: None,
         }
     }
 }

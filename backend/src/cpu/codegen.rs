@@ -21,6 +21,7 @@
 //! is computed once per distinct stride.
 
 use super::intrinsics;
+use crate::pool;
 use crate::BackendError;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{
@@ -86,6 +87,35 @@ pub fn define_program<M: Module>(
     let pointer = module.target_config().pointer_type();
     let mut kernel_sig = module.make_signature();
     kernel_sig.params.push(AbiParam::new(pointer));
+    // An outlined parallel loop body: `fn(table, begin, end)` over trips begin..end.
+    let mut body_sig = module.make_signature();
+    body_sig.params.push(AbiParam::new(pointer));
+    body_sig.params.push(AbiParam::new(types::I64));
+    body_sig.params.push(AbiParam::new(types::I64));
+    let mut parallel_for_sig = module.make_signature();
+    for ty in [pointer, pointer, pointer, types::I64, types::I64] {
+        parallel_for_sig.params.push(AbiParam::new(ty));
+    }
+    let uses_threads = program.kernels.iter().any(|kernel| {
+        kernel.body.iter().any(|stmt| {
+            matches!(
+                stmt,
+                Stmt::Loop {
+                    kind: LoopKind::Parallel,
+                    ..
+                }
+            )
+        })
+    });
+    let parallel_for = if uses_threads {
+        Some(
+            module
+                .declare_function(pool::PARALLEL_FOR, Linkage::Import, &parallel_for_sig)
+                .map_err(module_error(pool::PARALLEL_FOR.to_string()))?,
+        )
+    } else {
+        None
+    };
 
     let mut ctx = module.make_context();
     let mut builder_ctx = FunctionBuilderContext::new();
@@ -93,6 +123,38 @@ pub fn define_program<M: Module>(
     for (position, kernel) in program.kernels.iter().enumerate() {
         let symbol = format!("{}k{position}", options.symbol_prefix);
         let what = format!("kernel k{position} ({})", kernel.name);
+        // Each top-level parallel loop's body becomes its own function first.
+        let mut outlined = BTreeMap::new();
+        for (index, stmt) in kernel.body.iter().enumerate() {
+            if let Stmt::Loop {
+                kind: LoopKind::Parallel,
+                ..
+            } = stmt
+            {
+                let body_symbol = format!("{symbol}_p{index}");
+                let body_what = format!("{what}, parallel loop {index}");
+                let func = module
+                    .declare_function(&body_symbol, Linkage::Local, &body_sig)
+                    .map_err(module_error(body_what.clone()))?;
+                module.clear_context(&mut ctx);
+                ctx.func.signature = body_sig.clone();
+                let (uses_exp, uses_log) = uses_intrinsics(kernel);
+                let exp_ref = uses_exp.then(|| module.declare_func_in_func(exp, &mut ctx.func));
+                let log_ref = uses_log.then(|| module.declare_func_in_func(log, &mut ctx.func));
+                {
+                    let builder = FunctionBuilder::new(&mut ctx.func, &mut builder_ctx);
+                    let mut gen = FnGen::new(builder, program, kernel, &body_what, pointer);
+                    gen.exp = exp_ref;
+                    gen.log = log_ref;
+                    gen.function(Entry::Outlined(stmt))?;
+                    gen.b.finalize(module.target_config());
+                }
+                module
+                    .define_function(func, &mut ctx)
+                    .map_err(module_error(body_what))?;
+                outlined.insert(index, func);
+            }
+        }
         let func = module
             .declare_function(&symbol, Linkage::Export, &kernel_sig)
             .map_err(module_error(what.clone()))?;
@@ -102,26 +164,22 @@ pub fn define_program<M: Module>(
         let (uses_exp, uses_log) = uses_intrinsics(kernel);
         let exp_ref = uses_exp.then(|| module.declare_func_in_func(exp, &mut ctx.func));
         let log_ref = uses_log.then(|| module.declare_func_in_func(log, &mut ctx.func));
+        let mut parallel = BTreeMap::new();
+        for (&index, &body) in &outlined {
+            parallel.insert(index, module.declare_func_in_func(body, &mut ctx.func));
+        }
+        let parallel_for_ref = match (parallel.is_empty(), parallel_for) {
+            (false, Some(id)) => Some(module.declare_func_in_func(id, &mut ctx.func)),
+            _ => None,
+        };
         {
             let builder = FunctionBuilder::new(&mut ctx.func, &mut builder_ctx);
-            let mut gen = FnGen {
-                b: builder,
-                program,
-                kernel,
-                kernel_label: &what,
-                pointer,
-                bases: BTreeMap::new(),
-                vars: BTreeMap::new(),
-                locals: Vec::new(),
-                exp: exp_ref,
-                log: log_ref,
-                partials: HashMap::new(),
-                hoisted: HashMap::new(),
-                scaled: HashMap::new(),
-                innermost: None,
-                constants: HashMap::new(),
-            };
-            gen.function()?;
+            let mut gen = FnGen::new(builder, program, kernel, &what, pointer);
+            gen.exp = exp_ref;
+            gen.log = log_ref;
+            gen.parallel = parallel;
+            gen.parallel_for = parallel_for_ref;
+            gen.function(Entry::Kernel)?;
             gen.b.finalize(module.target_config());
         }
         let clif = options.disasm.then(|| ctx.func.display().to_string());
@@ -261,9 +319,25 @@ struct FnGen<'a, 'f> {
     innermost: Option<VarId>,
     /// Constants emitted in the entry block: `(bits, dtype, vector)`.
     constants: HashMap<(u32, DType, bool), Value>,
+    /// The pointer table (the function's first parameter).
+    table: Option<Value>,
+    /// The outlined body of each top-level parallel loop, by statement position.
+    parallel: BTreeMap<usize, FuncRef>,
+    /// `kiln_parallel_for`, when the kernel has parallel loops.
+    parallel_for: Option<FuncRef>,
 }
 
-impl FnGen<'_, '_> {
+/// What function is being generated.
+#[derive(Clone, Copy)]
+enum Entry<'a> {
+    /// A kernel: `fn(table)`.
+    Kernel,
+    /// The body of a top-level parallel loop: `fn(table, begin, end)` runs trips
+    /// `begin..end` of the loop.
+    Outlined(&'a Stmt),
+}
+
+impl<'a> FnGen<'a, '_> {
     fn unsupported(&self, message: String) -> BackendError {
         BackendError::Unsupported {
             kernel: self.kernel_label.to_string(),
@@ -271,11 +345,44 @@ impl FnGen<'_, '_> {
         }
     }
 
-    fn function(&mut self) -> Result<(), BackendError> {
+    fn new<'f>(
+        b: FunctionBuilder<'f>,
+        program: &'a Program,
+        kernel: &'a Kernel,
+        kernel_label: &'a str,
+        pointer: Type,
+    ) -> FnGen<'a, 'f> {
+        FnGen {
+            b,
+            program,
+            kernel,
+            kernel_label,
+            pointer,
+            bases: BTreeMap::new(),
+            vars: BTreeMap::new(),
+            locals: Vec::new(),
+            exp: None,
+            log: None,
+            partials: HashMap::new(),
+            hoisted: HashMap::new(),
+            scaled: HashMap::new(),
+            innermost: None,
+            constants: HashMap::new(),
+            table: None,
+            parallel: BTreeMap::new(),
+            parallel_for: None,
+        }
+    }
+}
+
+impl FnGen<'_, '_> {
+    fn function(&mut self, what: Entry<'_>) -> Result<(), BackendError> {
         let entry = self.b.create_block();
         self.b.append_block_params_for_function_params(entry);
         self.b.switch_to_block(entry);
-        let table = self.b.block_params(entry)[0];
+        let params = self.b.block_params(entry).to_vec();
+        let table = params[0];
+        self.table = Some(table);
         for buffer in self.kernel.buffers() {
             let offset = i32::try_from(buffer.0 * self.pointer.bytes() as usize)
                 .map_err(|_| self.unsupported(format!("{buffer} is beyond the pointer table")))?;
@@ -291,10 +398,88 @@ impl FnGen<'_, '_> {
             let var = self.b.declare_var(value_type(ty));
             self.locals.push(var);
         }
-        let body = &self.kernel.body;
-        self.stmts(body, Mode::Scalar)?;
+        match what {
+            Entry::Kernel => {
+                let body = &self.kernel.body;
+                for (index, stmt) in body.iter().enumerate() {
+                    match self.parallel.get(&index) {
+                        Some(&outlined) => self.launch_parallel(stmt, outlined, table)?,
+                        None => self.stmts(std::slice::from_ref(stmt), Mode::Scalar)?,
+                    }
+                }
+            }
+            Entry::Outlined(stmt) => self.outlined_loop(stmt, params[1], params[2])?,
+        }
         self.b.ins().return_(&[]);
         self.b.seal_all_blocks();
+        Ok(())
+    }
+
+    /// Runs a top-level parallel loop's trips on the executable's pool:
+    /// `kiln_parallel_for(pool, body, table, trips, 1)`. The pool's address is the
+    /// table's slot after the buffers (null: every trip runs on this thread).
+    fn launch_parallel(
+        &mut self,
+        stmt: &Stmt,
+        outlined: FuncRef,
+        table: Value,
+    ) -> Result<(), BackendError> {
+        let Stmt::Loop {
+            start, end, step, ..
+        } = stmt
+        else {
+            unreachable!("only loops are outlined");
+        };
+        let trips = LoopRange::new(*start, *end, *step).trips();
+        if trips == 0 {
+            return Ok(());
+        }
+        let parallel_for = self
+            .parallel_for
+            .expect("kiln_parallel_for is declared for kernels with parallel loops");
+        let slot = i32::try_from(self.program.buffers.len() * self.pointer.bytes() as usize)
+            .map_err(|_| self.unsupported("the pool's slot is beyond the pointer table".into()))?;
+        let pool = self.b.ins().load(self.pointer, table_flags(), table, slot);
+        let body = self.b.ins().func_addr(self.pointer, outlined);
+        let trips = self.b.ins().iconst(types::I64, trips);
+        let grain = self.b.ins().iconst(types::I64, 1);
+        self.b
+            .ins()
+            .call(parallel_for, &[pool, body, table, trips, grain]);
+        Ok(())
+    }
+
+    /// The body of an outlined parallel loop for trips `begin..end` (the pool never
+    /// passes an empty range, but an empty one runs nothing).
+    fn outlined_loop(&mut self, stmt: &Stmt, begin: Value, end: Value) -> Result<(), BackendError> {
+        let Stmt::Loop {
+            var,
+            start,
+            step,
+            body,
+            ..
+        } = stmt
+        else {
+            unreachable!("only loops are outlined");
+        };
+        let range = LoopRange::new(*start, *start, *step);
+        let header = self.b.create_block();
+        let exit = self.b.create_block();
+        let trip = self.b.append_block_param(header, types::I64);
+        let any = self.b.ins().icmp(IntCC::SignedLessThan, begin, end);
+        self.b.ins().brif(any, header, &[begin.into()], exit, &[]);
+        self.b.switch_to_block(header);
+        let scaled = self.b.ins().imul_imm_s(trip, range.step);
+        let value = self.b.ins().iadd_imm_s(scaled, range.start);
+        self.vars.insert(*var, value);
+        self.scaled.clear();
+        self.stmts(body, Mode::Scalar)?;
+        self.scaled.clear();
+        self.vars.remove(var);
+        let next = self.b.ins().iadd_imm_s(trip, 1);
+        let more = self.b.ins().icmp(IntCC::SignedLessThan, next, end);
+        self.b.ins().brif(more, header, &[next.into()], exit, &[]);
+        self.b.switch_to_block(exit);
         Ok(())
     }
 

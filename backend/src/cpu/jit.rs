@@ -29,7 +29,10 @@ impl JitCode {
     pub fn new(program: &Program, options: &CompileOptions) -> Result<JitCode, BackendError> {
         let isa = host_isa(options.opt_level)?;
         let mut builder = JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
-        for (name, address) in intrinsics::symbols() {
+        for (name, address) in intrinsics::symbols()
+            .into_iter()
+            .chain(crate::pool::symbols())
+        {
             builder.symbol(name, address);
         }
         let mut module = JITModule::new(builder);

@@ -5,6 +5,7 @@
 pub mod codegen;
 pub mod intrinsics;
 pub mod jit;
+pub mod target;
 
 use crate::BackendError;
 use cranelift_codegen::isa::OwnedTargetIsa;
@@ -31,12 +32,25 @@ impl OptLevel {
 }
 
 /// How to compile a program.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CompileOptions {
     pub opt_level: OptLevel,
     /// Keep each kernel's Cranelift IR and machine-code listing (for tests and
     /// debugging; costs compile time).
     pub disasm: bool,
+    /// Threads the executable's parallel loops run on (the pool is made with the
+    /// executable). Default: the available cores.
+    pub threads: usize,
+}
+
+impl Default for CompileOptions {
+    fn default() -> CompileOptions {
+        CompileOptions {
+            opt_level: OptLevel::default(),
+            disasm: false,
+            threads: crate::pool::available_threads(),
+        }
+    }
 }
 
 /// The target ISA of this machine, with the host's SIMD features (AVX, FMA, ...)
