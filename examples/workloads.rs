@@ -1,0 +1,237 @@
+//! The standard workloads of ../shared/BENCHMARKS.md as a user runs them, one line
+//! of `key=value` results each (benches/compare.sh runs them beside the peers):
+//!
+//! ```text
+//! cargo run --release --example workloads -- W1 --threads 1 --n 1024
+//! W1 threads=1 n=1024 median_ms=… gflops=…
+//! cargo run --release --example workloads -- W2 --threads 2
+//! W2 threads=2 median_ms=… compile_ms=…
+//! cargo run --release --example workloads -- W8
+//! W8 max_rss_mib=… arena_mib=…
+//! ```
+//!
+//! W1 is sgemm `C = A·B` on square f32 matrices; W2 the MLP train step (batch 128,
+//! 784→512→512→10, ReLU, softmax cross-entropy, SGD lr 0.01); W8 the peak resident
+//! memory of this process after 20 W2 steps. Times are medians of at least 7 timed
+//! repetitions after warm-up; pin the process (`taskset -c 0`) to compare with the
+//! peers' one-thread numbers.
+
+use kiln::compile::compile_with;
+use kiln::frontend::models::mlp_classifier;
+use kiln::ir::{Graph, Rng, TensorType};
+use kiln::passes::pipeline::{self, PipelineOptions};
+use kiln::{Arg, Optimizer};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+const REPS: usize = 9;
+
+struct Args {
+    work: String,
+    threads: usize,
+    n: usize,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = std::env::args().skip(1);
+    let work = args
+        .next()
+        .ok_or("usage: workloads W1|W2|W8 [--threads N] [--n N]")?;
+    let mut parsed = Args {
+        work,
+        threads: kiln::backend::pool::available_threads(),
+        n: 1024,
+    };
+    while let Some(flag) = args.next() {
+        let value = args
+            .next()
+            .ok_or_else(|| format!("{flag} needs a value"))?;
+        let number: usize = value
+            .parse()
+            .map_err(|_| format!("{flag} {value}: expected a positive integer"))?;
+        match flag.as_str() {
+            "--threads" if number > 0 => parsed.threads = number,
+            "--n" if number > 0 => parsed.n = number,
+            _ => return Err(format!("unknown flag or bad value: {flag} {value}")),
+        }
+    }
+    Ok(parsed)
+}
+
+fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+/// Median time of one call of `f` over `REPS` timed repetitions of at least 0.1 s
+/// each, after warm-up.
+fn measure(mut f: impl FnMut()) -> Duration {
+    for _ in 0..3 {
+        f();
+    }
+    let start = Instant::now();
+    f();
+    let one = start.elapsed().max(Duration::from_micros(1));
+    let calls = (0.1 / one.as_secs_f64()).ceil().max(1.0) as u32;
+    let times = (0..REPS)
+        .map(|_| {
+            let start = Instant::now();
+            for _ in 0..calls {
+                f();
+            }
+            start.elapsed() / calls
+        })
+        .collect();
+    median(times)
+}
+
+fn options(threads: usize) -> PipelineOptions {
+    PipelineOptions {
+        threads: Some(threads),
+        ..PipelineOptions::default()
+    }
+}
+
+fn w1(threads: usize, n: usize) -> Result<(), String> {
+    let mut g = Graph::new("sgemm");
+    let a = g.input("a", TensorType::f32([n, n])).map_err(|e| e.to_string())?;
+    let b = g.input("b", TensorType::f32([n, n])).map_err(|e| e.to_string())?;
+    let c = g.matmul(a, b).map_err(|e| e.to_string())?;
+    g.set_output("c", c).map_err(|e| e.to_string())?;
+    let mut exe = compile_with(&g, pipeline::INFERENCE, &options(threads)).map_err(|e| e.to_string())?;
+    let mut rng = Rng::new(1);
+    let a: Vec<f32> = (0..n * n).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
+    let b: Vec<f32> = (0..n * n).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
+    let mut failed = None;
+    let time = measure(|| {
+        if let Err(err) = exe.run(&[("a", Arg::F32(&a)), ("b", Arg::F32(&b))]) {
+            failed = Some(err.to_string());
+        }
+    });
+    if let Some(err) = failed {
+        return Err(err);
+    }
+    let flops = 2.0 * (n as f64).powi(3);
+    println!(
+        "W1 threads={threads} n={n} median_ms={:.3} gflops={:.1}",
+        time.as_secs_f64() * 1e3,
+        flops / time.as_secs_f64() / 1e9
+    );
+    Ok(())
+}
+
+/// W2's model, its pipeline options and one batch of inputs.
+struct W2 {
+    model: kiln::frontend::Model,
+    options: PipelineOptions,
+    x: Vec<f32>,
+    labels: Vec<i32>,
+}
+
+impl W2 {
+    fn new(threads: usize) -> Result<W2, String> {
+        let (batch, sizes) = (128, [784, 512, 512, 10]);
+        let model = mlp_classifier("W2", batch, &sizes, true, 1).map_err(|e| e.to_string())?;
+        let mut options = options(threads);
+        options.loss = Some("loss".into());
+        options.optimizer = Some(Optimizer::Sgd {
+            learning_rate: 0.01,
+        });
+        let mut rng = Rng::new(3);
+        let x: Vec<f32> = (0..batch * sizes[0])
+            .map(|_| rng.uniform(0.0, 1.0) as f32)
+            .collect();
+        let labels: Vec<i32> = (0..batch).map(|_| rng.below(10) as i32).collect();
+        Ok(W2 {
+            model,
+            options,
+            x,
+            labels,
+        })
+    }
+
+    fn compile(&self) -> Result<kiln::Executable, String> {
+        let mut exe = compile_with(self.model.graph(), pipeline::TRAIN_STEP, &self.options)
+            .map_err(|e| e.to_string())?;
+        kiln::compile::set_params(&mut exe, &self.model).map_err(|e| e.to_string())?;
+        Ok(exe)
+    }
+
+    fn step(&self, exe: &mut kiln::Executable) -> Result<(), String> {
+        exe.run(&[("x", Arg::F32(&self.x)), ("labels", Arg::I32(&self.labels))])
+            .map_err(|e| e.to_string())
+    }
+}
+
+fn w2(threads: usize) -> Result<(), String> {
+    let w2 = W2::new(threads)?;
+    let mut compile_times = Vec::new();
+    for _ in 0..REPS {
+        let start = Instant::now();
+        w2.compile()?;
+        compile_times.push(start.elapsed());
+    }
+    let mut exe = w2.compile()?;
+    let mut failed = None;
+    let time = measure(|| {
+        if let Err(err) = w2.step(&mut exe) {
+            failed = Some(err);
+        }
+    });
+    if let Some(err) = failed {
+        return Err(err);
+    }
+    println!(
+        "W2 threads={threads} median_ms={:.3} compile_ms={:.2}",
+        time.as_secs_f64() * 1e3,
+        median(compile_times).as_secs_f64() * 1e3
+    );
+    Ok(())
+}
+
+/// Peak resident set of this process (VmHWM), in MiB.
+fn max_rss_mib() -> Result<f64, String> {
+    let status = std::fs::read_to_string("/proc/self/status").map_err(|e| e.to_string())?;
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("VmHWM:"))
+        .ok_or("no VmHWM in /proc/self/status")?;
+    let kib: f64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .ok_or("unreadable VmHWM")?;
+    Ok(kib / 1024.0)
+}
+
+fn w8(threads: usize) -> Result<(), String> {
+    let w2 = W2::new(threads)?;
+    let mut exe = w2.compile()?;
+    for _ in 0..20 {
+        w2.step(&mut exe)?;
+    }
+    println!(
+        "W8 max_rss_mib={:.1} arena_mib={:.2}",
+        max_rss_mib()?,
+        exe.allocated_bytes() as f64 / (1 << 20) as f64
+    );
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let result = parse_args().and_then(|args| match args.work.as_str() {
+        "W1" => w1(args.threads, args.n),
+        "W2" => w2(args.threads),
+        "W8" => w8(args.threads),
+        other => Err(format!(
+            "unknown workload {other:?}: W1, W2 and W8 run here (W3-W6 need the model language)"
+        )),
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
