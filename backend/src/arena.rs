@@ -348,7 +348,7 @@ fn reads_param_only_where_it_writes(kernel: &Kernel, param: BufferId, value: Buf
     let mut stores = 0;
     let mut safe = true;
     let mut scope: Vec<(VarId, usize)> = Vec::new();
-    walk_stores(&kernel.body, &mut scope, &mut |stmt, scope| match stmt {
+    walk_stmts(&kernel.body, &mut scope, &mut |stmt, scope| match stmt {
         Stmt::Store {
             buffer,
             index,
@@ -365,13 +365,11 @@ fn reads_param_only_where_it_writes(kernel: &Kernel, param: BufferId, value: Buf
     safe && stores == 1
 }
 
-/// Calls `f` on every statement with the loops around it (`(var, extent)`, outermost
-/// first).
-fn walk_stores(
-    stmts: &[Stmt],
-    scope: &mut Vec<(VarId, usize)>,
-    f: &mut dyn FnMut(&Stmt, &[(VarId, usize)]),
-) {
+/// The loops around a statement, `(var, extent)`, outermost first.
+type Scope = [(VarId, usize)];
+
+/// Calls `f` on every statement with the loops around it.
+fn walk_stmts(stmts: &[Stmt], scope: &mut Vec<(VarId, usize)>, f: &mut dyn FnMut(&Stmt, &Scope)) {
     for stmt in stmts {
         f(stmt, scope);
         if let Stmt::Loop {
@@ -379,7 +377,7 @@ fn walk_stores(
         } = stmt
         {
             scope.push((*var, *extent));
-            walk_stores(body, scope, f);
+            walk_stmts(body, scope, f);
             scope.pop();
         }
     }
@@ -408,7 +406,7 @@ fn loads_only_at(expr: &Expr, target: BufferId, at: &Index) -> bool {
 /// `scope`: every loop of more than one iteration has a term, and, taking terms by
 /// increasing stride magnitude, each stride exceeds the span the smaller ones reach
 /// (a mixed-radix number, so distinct iterations give distinct elements).
-fn is_injective(index: &Index, scope: &[(VarId, usize)]) -> bool {
+fn is_injective(index: &Index, scope: &Scope) -> bool {
     let mut digits: Vec<(u128, u128)> = Vec::new();
     for &(var, extent) in scope {
         if extent <= 1 {
