@@ -43,9 +43,7 @@ fn parse_args() -> Result<Args, String> {
         n: 1024,
     };
     while let Some(flag) = args.next() {
-        let value = args
-            .next()
-            .ok_or_else(|| format!("{flag} needs a value"))?;
+        let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
         let number: usize = value
             .parse()
             .map_err(|_| format!("{flag} {value}: expected a positive integer"))?;
@@ -94,11 +92,16 @@ fn options(threads: usize) -> PipelineOptions {
 
 fn w1(threads: usize, n: usize) -> Result<(), String> {
     let mut g = Graph::new("sgemm");
-    let a = g.input("a", TensorType::f32([n, n])).map_err(|e| e.to_string())?;
-    let b = g.input("b", TensorType::f32([n, n])).map_err(|e| e.to_string())?;
+    let a = g
+        .input("a", TensorType::f32([n, n]))
+        .map_err(|e| e.to_string())?;
+    let b = g
+        .input("b", TensorType::f32([n, n]))
+        .map_err(|e| e.to_string())?;
     let c = g.matmul(a, b).map_err(|e| e.to_string())?;
     g.set_output("c", c).map_err(|e| e.to_string())?;
-    let mut exe = compile_with(&g, pipeline::INFERENCE, &options(threads)).map_err(|e| e.to_string())?;
+    let mut exe =
+        compile_with(&g, pipeline::INFERENCE, &options(threads)).map_err(|e| e.to_string())?;
     let mut rng = Rng::new(1);
     let a: Vec<f32> = (0..n * n).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
     let b: Vec<f32> = (0..n * n).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();

@@ -77,7 +77,7 @@ pub enum Error {
 }
 
 /// Where compile time went: every pipeline step (with its own note, such as the
-/// e-graph's stop reason), lowering and code generation.
+/// e-graph's stop reason), lowering and code generation; and the memory a run needs.
 #[derive(Clone, Debug)]
 pub struct CompileReport {
     pub steps: Vec<StepReport>,
@@ -86,6 +86,10 @@ pub struct CompileReport {
     pub schedule: Vec<(ScheduleStep, Duration)>,
     pub codegen: Duration,
     pub total: Duration,
+    /// Bytes of the arena holding the inputs and intermediates of a run.
+    pub arena_bytes: usize,
+    /// What those buffers would take without the arena plan's reuse.
+    pub arena_unplanned_bytes: usize,
 }
 
 impl CompileReport {
@@ -96,8 +100,9 @@ impl CompileReport {
 }
 
 /// One line: each step's time and note, then verification, lowering, code generation
-/// and the total. A step stopped by a limit says so in its note (`egraph: node limit
-/// 80000 (partial: kept what was found) ...`).
+/// and the total, then the arena size against its size without reuse. A step stopped
+/// by a limit says so in its note (`egraph: node limit 80000 (partial: kept what was
+/// found) ...`).
 impl std::fmt::Display for CompileReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
@@ -119,9 +124,11 @@ impl std::fmt::Display for CompileReport {
         }
         write!(
             f,
-            "codegen {:.2} ms; total {:.2} ms",
+            "codegen {:.2} ms; total {:.2} ms; arena {} bytes ({} without reuse)",
             ms(self.codegen),
-            ms(self.total)
+            ms(self.total),
+            self.arena_bytes,
+            self.arena_unplanned_bytes
         )
     }
 }
@@ -196,16 +203,17 @@ pub fn compile_with(
     };
     let inner = kiln_backend::compile_with(&program, &backend_options)?;
     let codegen = codegen_start.elapsed();
-    Ok(Executable {
-        inner,
-        report: CompileReport {
-            steps,
-            lower,
-            schedule,
-            codegen,
-            total: start.elapsed(),
-        },
-    })
+    let stats = inner.stats();
+    let report = CompileReport {
+        steps,
+        lower,
+        schedule,
+        codegen,
+        total: start.elapsed(),
+        arena_bytes: stats.arena_bytes,
+        arena_unplanned_bytes: stats.arena_unplanned_bytes,
+    };
+    Ok(Executable { inner, report })
 }
 
 /// Compiles a graph to run as it is (inference): simplification, lowering, JIT.

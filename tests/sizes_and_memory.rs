@@ -1,6 +1,7 @@
 //! Sizes and memory end to end: the size limit refuses what no machine could hold with
 //! an error (never an abort), empty batches build, evaluate and compile, and compiled
-//! executables allocate run-time buffers only when they first run.
+//! executables allocate run-time buffers only when they first run, in one arena whose
+//! buffers share memory when they are not live at the same time.
 
 use kiln::frontend::init::Init;
 use kiln::frontend::models::mlp_classifier;
@@ -121,12 +122,49 @@ fn parameters_are_allocated_at_compile_time_and_the_rest_at_the_first_run() {
     exe.set_param("w", &[1.0; 1000]).unwrap();
     assert_eq!(exe.allocated_bytes(), 4000);
     exe.run(&[("x", Arg::F32(&[0.0; 1000]))]).unwrap();
-    assert_eq!(exe.allocated_bytes(), exe.stats().buffer_bytes);
-    assert!(exe.stats().buffer_bytes > 4000, "{:?}", exe.stats());
+    // The parameter plus one arena for the input and the intermediates, which is
+    // smaller than their sum: x and mul's result die at exp, whose result takes
+    // the place of one of them.
+    let stats = exe.stats().clone();
+    assert_eq!(exe.allocated_bytes(), stats.param_bytes + stats.arena_bytes);
+    assert_eq!(stats.param_bytes, 4000);
+    assert!(stats.arena_bytes > 0, "{stats:?}");
+    assert!(stats.arena_bytes < stats.arena_unplanned_bytes, "{stats:?}");
     assert_eq!(exe.output_f32("y").unwrap(), &[1000.0]);
-    // Later runs reuse the buffers.
+    // Later runs reuse the arena.
     exe.run(&[("x", Arg::F32(&[0.0; 1000]))]).unwrap();
-    assert_eq!(exe.allocated_bytes(), exe.stats().buffer_bytes);
+    assert_eq!(exe.allocated_bytes(), stats.param_bytes + stats.arena_bytes);
+}
+
+#[test]
+fn a_train_step_updates_in_place_and_its_arena_reuses_memory() {
+    let model = mlp_classifier("digits", 32, &[64, 64, 10], true, 7).unwrap();
+    let mut step = compile_train_step(&model, "loss", Optimizer::sgd(0.1).unwrap()).unwrap();
+    let stats = step.stats().clone();
+    // No kernel after an SGD update `w - lr * g` reads the old `w` (its gradient
+    // uses are earlier), so all four parameters are written in place.
+    assert_eq!(stats.in_place_updates, 4, "{stats:?}");
+    // Forward activations die as the backward pass consumes them: the arena holds
+    // about a third of what the buffers would take one by one.
+    assert!(
+        stats.arena_bytes * 2 < stats.arena_unplanned_bytes,
+        "{stats:?}"
+    );
+    assert!(
+        step.report
+            .to_string()
+            .contains(&format!("arena {} bytes", stats.arena_bytes)),
+        "{}",
+        step.report
+    );
+    let x = vec![0.5f32; 32 * 64];
+    let labels: Vec<i32> = (0..32).map(|i| i % 10).collect();
+    step.run(&[("x", Arg::F32(&x)), ("labels", Arg::I32(&labels))])
+        .unwrap();
+    assert_eq!(
+        step.allocated_bytes(),
+        stats.param_bytes + stats.arena_bytes
+    );
 }
 
 /// Every op on zero-extent operands, including results that are not empty (a matmul

@@ -5,6 +5,7 @@
 //! every kernel becomes one native function `extern "C" fn(*const *mut u8)` that
 //! receives the table of buffer base pointers, JIT-compiled for the host.
 
+pub mod arena;
 pub mod cpu;
 pub mod pool;
 pub mod runtime;

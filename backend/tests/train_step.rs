@@ -190,3 +190,46 @@ fn updates_that_swap_copy_or_show_parameters_apply_after_the_run() {
         }
     }
 }
+
+/// `p <- p - x` after `y = exp(p)`; with `late_read`, an output `p * x` is computed
+/// after the new value, so the new value must not overwrite `p` while it runs.
+fn update_with_optional_late_read(late_read: bool) -> Graph {
+    let mut g = Graph::new("in_place");
+    let ty = TensorType::f32([2, 9]);
+    let p = g.parameter("p", ty.clone()).unwrap();
+    let x = g.input("x", ty.clone()).unwrap();
+    let y = g.exp(p).unwrap();
+    g.set_output("y", y).unwrap();
+    let new_p = g.sub(p, x).unwrap();
+    g.set_update(p, new_p).unwrap();
+    if late_read {
+        let late = g.mul(p, x).unwrap();
+        g.set_output("late", late).unwrap();
+    }
+    g
+}
+
+#[test]
+fn an_update_is_written_in_place_unless_a_later_kernel_reads_the_old_parameter() {
+    for (late_read, in_place) in [(false, 1), (true, 0)] {
+        let g = update_with_optional_late_read(late_read);
+        let mut exe = compile_graph(&g);
+        let mut feeds = random_feeds(&g, 5);
+        // Several runs, so that each starts from the parameter the last one left.
+        for run in 0..3 {
+            let expected = evaluate(&g, &feeds, Precision::F32).unwrap();
+            let (outputs, updates) = exe.run_feeds(&feeds).unwrap();
+            for (name, value) in expected.outputs.iter().chain(&expected.updates) {
+                let actual = outputs.get(name).or(updates.get(name)).unwrap();
+                assert_eq!(actual.data(), value.data(), "run {run} {name}");
+            }
+            feeds.extend(expected.updates);
+            feeds.insert("x".to_string(), random_feeds(&g, 6 + run)["x"].clone());
+        }
+        assert_eq!(
+            exe.stats().in_place_updates,
+            in_place,
+            "late read {late_read}"
+        );
+    }
+}
