@@ -216,7 +216,7 @@ fn w8(threads: usize) -> Result<(), String> {
     println!(
         "W8 max_rss_mib={:.1} arena_mib={:.2}",
         max_rss_mib()?,
-        exe.allocated_bytes() as f64 / (1 << 20) as f64
+        exe.stats().arena_bytes as f64 / (1 << 20) as f64
     );
     Ok(())
 }
