@@ -1,22 +1,25 @@
-//! The portable microkernel in pure Cranelift IR: a 6×8 tile of C in twelve `f32x4`
+//! The portable microkernel in pure Cranelift IR: a 4×8 tile of C in eight `f32x4`
 //! accumulators, for hosts without AVX2/FMA (or targets other than x86-64).
 //!
-//! Same calling convention and packed layouts as [`super::avx2`], with 8 packed
-//! columns of B instead of 16: `fn(a_panel, b_panel, c, ldc_bytes, kc, flags, bias)`.
-//! Per k step: two `f32x4` loads of B, six scalar loads of A splatted, twelve
-//! `fma(a, b, acc)`. The accumulators are Cranelift variables, so the loop carries
-//! them in registers (12 accumulators + 2 B vectors + 1 broadcast fit the 16 `xmm`).
-//! The loop is not unrolled: at `opt_level=speed` Cranelift's scheduler made an
-//! unrolled kernel spill.
+//! Same calling convention and packed layouts as [`super::avx2`], with 4 packed rows
+//! of A and 8 packed columns of B: `fn(a_panel, b_panel, c, ldc_bytes, kc, flags,
+//! bias)`. Per k step: two `f32x4` loads of B, four scalar loads of A splatted, eight
+//! `fma(a, b, acc)`; k is unrolled by two. The accumulators are Cranelift variables.
+//!
+//! Why 4×8 and not 6×8: Cranelift's x64 `fma` ties a multiplicand to the result
+//! (`vfmadd213`/`vfmadd132`, never the accumulator-tied `vfmadd231`), so every
+//! shared broadcast costs a copy and each result lands in a new register; with
+//! twelve accumulators that exceeds the 16 `xmm` registers and spills in the loop
+//! (measured), with eight it does not.
 
 use super::flags;
-use cranelift_codegen::ir::condcodes::FloatCC;
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{types, Endianness, Function, InstBuilder, MemFlagsData, Value};
 use cranelift_codegen::isa::TargetFrontendConfig;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 
 /// Rows of the tile.
-pub const MR: usize = 6;
+pub const MR: usize = 4;
 /// Columns of the tile (two `f32x4`).
 pub const NR: usize = 8;
 
@@ -85,35 +88,27 @@ pub fn build(
     }
     b.ins().jump(k_header, &[]);
 
+    // Two k steps per iteration while two are left, then at most one more.
     b.switch_to_block(k_header);
     let left = b.use_var(remaining);
-    b.ins().brif(left, k_body, &[], epilogue, &[]);
+    let two_left = b.ins().icmp_imm_s(IntCC::SignedGreaterThanOrEqual, left, 2);
+    let last_check = b.create_block();
+    let last_step = b.create_block();
+    b.ins().brif(two_left, k_body, &[], last_check, &[]);
 
     b.switch_to_block(k_body);
-    let a_now = b.use_var(a_ptr);
-    let b_now = b.use_var(b_ptr);
-    let b_lo = b.ins().load(vec, data_flags(), b_now, 0);
-    let b_hi = b.ins().load(vec, data_flags(), b_now, 16);
-    for row in 0..MR {
-        let a_scalar = b
-            .ins()
-            .load(types::F32, data_flags(), a_now, (row * 4) as i32);
-        let a_splat = b.ins().splat(vec, a_scalar);
-        for (half, b_half) in [b_lo, b_hi].into_iter().enumerate() {
-            let var = acc[2 * row + half];
-            let old = b.use_var(var);
-            let new = b.ins().fma(a_splat, b_half, old);
-            b.def_var(var, new);
-        }
-    }
-    let a_next = b.ins().iadd_imm_s(a_now, (MR * 4) as i64);
-    let b_next = b.ins().iadd_imm_s(b_now, (NR * 4) as i64);
+    k_steps(&mut b, &acc, a_ptr, b_ptr, 2);
     let left = b.use_var(remaining);
-    let left_next = b.ins().iadd_imm_s(left, -1);
-    b.def_var(a_ptr, a_next);
-    b.def_var(b_ptr, b_next);
+    let left_next = b.ins().iadd_imm_s(left, -2);
     b.def_var(remaining, left_next);
     b.ins().jump(k_header, &[]);
+
+    b.switch_to_block(last_check);
+    let left = b.use_var(remaining);
+    b.ins().brif(left, last_step, &[], epilogue, &[]);
+    b.switch_to_block(last_step);
+    k_steps(&mut b, &acc, a_ptr, b_ptr, 1);
+    b.ins().jump(epilogue, &[]);
 
     b.switch_to_block(epilogue);
     let bias_block = b.create_block();
@@ -165,4 +160,37 @@ pub fn build(
     b.ins().return_(&[]);
     b.seal_all_blocks();
     b.finalize(config);
+}
+
+/// `steps` k steps from the panel cursors, which it advances.
+fn k_steps(
+    b: &mut FunctionBuilder,
+    acc: &[Variable],
+    a_ptr: Variable,
+    b_ptr: Variable,
+    steps: usize,
+) {
+    let vec = types::F32X4;
+    let a_now = b.use_var(a_ptr);
+    let b_now = b.use_var(b_ptr);
+    for step in 0..steps {
+        let b_offset = (step * NR * 4) as i32;
+        let b_lo = b.ins().load(vec, data_flags(), b_now, b_offset);
+        let b_hi = b.ins().load(vec, data_flags(), b_now, b_offset + 16);
+        for row in 0..MR {
+            let a_offset = ((step * MR + row) * 4) as i32;
+            let a_scalar = b.ins().load(types::F32, data_flags(), a_now, a_offset);
+            let a_splat = b.ins().splat(vec, a_scalar);
+            for (half, b_half) in [b_lo, b_hi].into_iter().enumerate() {
+                let var = acc[2 * row + half];
+                let old = b.use_var(var);
+                let new = b.ins().fma(a_splat, b_half, old);
+                b.def_var(var, new);
+            }
+        }
+    }
+    let a_next = b.ins().iadd_imm_s(a_now, (steps * MR * 4) as i64);
+    let b_next = b.ins().iadd_imm_s(b_now, (steps * NR * 4) as i64);
+    b.def_var(a_ptr, a_next);
+    b.def_var(b_ptr, b_next);
 }

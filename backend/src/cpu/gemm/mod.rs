@@ -1,7 +1,7 @@
 //! Matrix multiplication at the speed of the machine: a BLIS-style blocked GEMM whose
 //! loops and packing are Cranelift IR ([`driver`]) around one small microkernel per
 //! tile of C, either 256-bit AVX2/FMA machine code emitted with iced-x86 ([`avx2`],
-//! 6×16 tile) or pure Cranelift `f32x4` IR ([`f32x4`], 6×8 tile, the portable
+//! 6×16 tile) or pure Cranelift `f32x4` IR ([`f32x4`], 4×8 tile, the portable
 //! fallback). See DESIGN.md "Performance model" for why only the microkernel is
 //! machine code.
 //!
@@ -22,8 +22,8 @@
 //! `[0, m]`. `workspace` must hold [`GemmSpec::workspace_bytes`] bytes (64-byte
 //! alignment is best, 4 is enough) and belong to the calling thread: threads call the
 //! function on disjoint row ranges, each with its own workspace, and each packs its
-//! own copy of B. Splitting the rows at multiples of [`MR`] avoids partial tiles at
-//! the seam.
+//! own copy of B. Splitting the rows at multiples of [`MicroKernel::mr`] (or of 12,
+//! good for both kernels) avoids partial tiles at the seam.
 //!
 //! # Numeric contract
 //!
@@ -51,9 +51,6 @@ use cranelift_codegen::ir::{types, AbiParam, Signature};
 use cranelift_codegen::isa::{CallConv, TargetIsa};
 use cranelift_frontend::FunctionBuilderContext;
 use cranelift_module::{FuncId, Linkage, Module, ModuleError};
-
-/// Rows of a tile of C, for both microkernels; split row ranges at multiples of it.
-pub const MR: usize = 6;
 
 /// The microkernel's `flags` argument (both microkernels).
 pub mod flags {
@@ -119,7 +116,7 @@ pub struct GemmSpec {
 pub enum MicroKernel {
     /// 6×16 tile, 256-bit AVX2/FMA machine code (x86-64 with AVX2 and FMA).
     Avx2Fma6x16,
-    /// 6×8 tile of `f32x4`, pure Cranelift IR: any target Cranelift supports.
+    /// 4×8 tile of `f32x4`, pure Cranelift IR: any target Cranelift supports.
     F32x4,
 }
 
@@ -186,7 +183,8 @@ impl Blocking {
     /// threads' B panels a quarter of L3.
     pub fn from_cache_sizes(l1d: usize, l2: usize, l3: usize) -> Blocking {
         let kc = (l1d / 2 / (16 * 4)).max(16);
-        let mc = (l2 / 2 / (kc * 4) / MR * MR).max(MR);
+        // A multiple of both kernels' tile rows (6 and 4).
+        let mc = (l2 / 2 / (kc * 4) / 12 * 12).max(12);
         let nc = (l3 / 4 / (kc * 4) / 16 * 16).max(16);
         Blocking { mc, kc, nc }
     }

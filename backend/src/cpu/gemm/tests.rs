@@ -447,3 +447,35 @@ fn avx2_kernel_is_refused_for_a_target_without_avx2() {
         MicroKernel::host_best() == MicroKernel::Avx2Fma6x16
     );
 }
+
+#[test]
+fn several_gemms_share_one_module() {
+    let isa = host_isa(OptLevel::Speed).expect("the host is supported");
+    let builder = JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
+    let mut module = JITModule::new(builder);
+    let kernel = MicroKernel::host_best();
+    let specs = [spec(7, 17, 5, false, false), spec(13, 9, 20, true, true)];
+    let ids: Vec<FuncId> = specs
+        .iter()
+        .enumerate()
+        .map(|(index, spec)| {
+            define_gemm(&mut module, &format!("gemm{index}"), spec, kernel, &SMALL)
+                .expect("gemm compiles")
+        })
+        .collect();
+    assert!(define_gemm(&mut module, "gemm0", &specs[0], kernel, &SMALL).is_err());
+    module.finalize_definitions().expect("the module links");
+    for (spec, id) in specs.iter().zip(ids) {
+        let entry = Entry {
+            address: module.get_finalized_function(id) as usize,
+            spec: *spec,
+            workspace_bytes: spec.workspace_bytes(kernel, &SMALL),
+        };
+        let (a, b) = (values(spec.m * spec.k, 1), values(spec.k * spec.n, 2));
+        let mut c = vec![f32::NAN; spec.m * spec.n];
+        entry.run(&a, &b, &[], c.as_mut_ptr() as usize, (0, spec.m));
+        assert_same(&c, &reference(spec, &a, &b, &[]), "shared module");
+    }
+    // SAFETY: the functions are not called after this.
+    unsafe { module.free_memory() };
+}
