@@ -1,5 +1,5 @@
 //! Matrix multiplication at the speed of the machine: a BLIS-style blocked GEMM whose
-//! loops and packing are Cranelift IR ([`driver`]) around one small microkernel per
+//! loops and packing are Cranelift IR (`driver.rs`) around one small microkernel per
 //! tile of C, either 256-bit AVX2/FMA machine code emitted with iced-x86 ([`avx2`],
 //! 6×16 tile) or pure Cranelift `f32x4` IR ([`f32x4`], 4×8 tile, the portable
 //! fallback). See DESIGN.md "Performance model" for why only the microkernel is
@@ -25,6 +25,10 @@
 //! own copy of B. Splitting the rows at multiples of [`MicroKernel::mr`] (or of 12,
 //! good for both kernels) avoids partial tiles at the seam.
 //!
+//! Typical use: `define_gemm(&mut module, "kiln_mm3", &spec, MicroKernel::host_best(),
+//! &Blocking::default())`, then per thread a workspace of
+//! `spec.workspace_bytes(kernel, &blocking)` bytes.
+//!
 //! # Numeric contract
 //!
 //! Each `C[i][j]` is exactly the f32 chain `acc = +0.0; for p in 0..k { acc =
@@ -32,7 +36,9 @@
 //! acc : +0`, as the epilogue says), bit for bit with the interpreter: the k
 //! dimension is never split, the first KC block starts from +0.0 accumulators and
 //! every later one reloads C into them, and edge tiles go through a zero-padded
-//! scratch tile so that padding never mixes into valid elements.
+//! scratch tile so that padding never mixes into valid elements. A NaN result is a
+//! NaN wherever the chain's is; its payload is not part of the contract (tests
+//! compare NaNs as equal).
 //!
 //! # Workspace layout (per thread)
 //!
