@@ -26,7 +26,7 @@
 //! good for both kernels) avoids partial tiles at the seam.
 //!
 //! Typical use: `define_gemm(&mut module, "kiln_mm3", &spec, MicroKernel::host_best(),
-//! &Blocking::default())`, then per thread a workspace of
+//! &Blocking::host())`, then per thread a workspace of
 //! `spec.workspace_bytes(kernel, &blocking)` bytes.
 //!
 //! # Numeric contract
@@ -194,6 +194,65 @@ impl Blocking {
         let nc = (l3 / 4 / (kc * 4) / 16 * 16).max(16);
         Blocking { mc, kc, nc }
     }
+}
+
+impl Blocking {
+    /// Blocking for this machine's caches, read with CPUID (the deterministic cache
+    /// parameters: leaf 4 on Intel, 0x8000_001D on AMD; no file I/O), or
+    /// [`Blocking::default`] where they cannot be read.
+    pub fn host() -> Blocking {
+        match host_cache_sizes() {
+            Some((l1d, l2, l3)) => Blocking::from_cache_sizes(l1d, l2, l3),
+            None => Blocking::default(),
+        }
+    }
+}
+
+/// (L1d, L2, L3) bytes of the core this runs on; L3 is L2 where there is none.
+#[cfg(target_arch = "x86_64")]
+fn host_cache_sizes() -> Option<(usize, usize, usize)> {
+    use std::arch::x86_64::{__cpuid, __cpuid_count};
+    let vendor = __cpuid(0);
+    // "AuthenticAMD" and "HygonGenuine" describe caches in leaf 0x8000_001D.
+    let amd_like =
+        vendor.ebx == u32::from_le_bytes(*b"Auth") || vendor.ebx == u32::from_le_bytes(*b"Hygo");
+    let (leaf, available) = if amd_like {
+        (0x8000_001D, __cpuid(0x8000_0000).eax >= 0x8000_001D)
+    } else {
+        (4, vendor.eax >= 4)
+    };
+    if !available {
+        return None;
+    }
+    let (mut l1d, mut l2, mut l3) = (0, 0, 0);
+    for index in 0..16 {
+        let info = __cpuid_count(leaf, index);
+        let kind = info.eax & 0x1f;
+        // 0: no more caches; 2: instruction cache.
+        if kind == 0 {
+            break;
+        }
+        if kind == 2 {
+            continue;
+        }
+        let ways = (info.ebx >> 22) as usize + 1;
+        let partitions = ((info.ebx >> 12) & 0x3ff) as usize + 1;
+        let line = (info.ebx & 0xfff) as usize + 1;
+        let sets = info.ecx as usize + 1;
+        let bytes = ways * partitions * line * sets;
+        match (info.eax >> 5) & 7 {
+            1 => l1d = bytes,
+            2 => l2 = bytes,
+            3 => l3 = bytes,
+            _ => {}
+        }
+    }
+    (l1d > 0 && l2 > 0).then_some((l1d, l2, l3.max(l2)))
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn host_cache_sizes() -> Option<(usize, usize, usize)> {
+    None
 }
 
 impl Default for Blocking {

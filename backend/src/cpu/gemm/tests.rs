@@ -286,6 +286,16 @@ fn blocking_clamps_degenerate_values() {
 }
 
 #[test]
+fn host_blocking_is_usable() {
+    let blocking = Blocking::host();
+    assert!(blocking.kc >= 16 && blocking.mc >= 12 && blocking.nc >= 16);
+    assert_eq!((blocking.mc % 12, blocking.nc % 16), (0, 0));
+    for kernel in kernels() {
+        check(&spec(67, 70, 65, false, false), kernel, &blocking, 5);
+    }
+}
+
+#[test]
 fn two_threads_on_split_row_ranges_match_and_touch_only_their_rows() {
     for kernel in kernels() {
         for (split, &(m, n, k)) in [(36, (67, 70, 65)), (7, (13, 33, 31)), (0, (5, 17, 9))]
