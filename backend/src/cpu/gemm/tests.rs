@@ -238,12 +238,11 @@ fn every_transpose_and_odd_size_matches_the_fma_chain() {
                 let spec = spec(m, n, k, trans_a, trans_b);
                 check(&spec, kernel, &SMALL, seed as u64);
             }
-            check(
-                &spec(67, 70, 65, trans_a, trans_b),
-                kernel,
-                &Blocking::default(),
-                99,
-            );
+            // Several KC and MC blocks at the default blocking.
+            for &(m, n, k) in &[(67, 70, 65), (13, 40, 600), (300, 20, 10)] {
+                let spec = spec(m, n, k, trans_a, trans_b);
+                check(&spec, kernel, &Blocking::default(), 99);
+            }
         }
     }
 }
