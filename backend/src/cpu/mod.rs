@@ -1,8 +1,10 @@
 //! The CPU code generator: kernel IR to Cranelift IR ([`codegen`], written against
 //! `cranelift_module::Module` so JIT and AOT objects share it), the host ISA, the
-//! runtime intrinsics generated code calls, and the JIT ([`jit`]).
+//! runtime intrinsics generated code calls, the JIT ([`jit`]), and the blocked matrix
+//! multiplication with its AVX2 microkernel ([`gemm`]).
 
 pub mod codegen;
+pub mod gemm;
 pub mod intrinsics;
 pub mod jit;
 pub mod target;

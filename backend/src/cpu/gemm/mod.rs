@@ -1,0 +1,438 @@
+//! Matrix multiplication at the speed of the machine: a BLIS-style blocked GEMM whose
+//! loops and packing are Cranelift IR (`driver.rs`) around one small microkernel per
+//! tile of C, either 256-bit AVX2/FMA machine code emitted with iced-x86 ([`avx2`],
+//! 6×16 tile) or pure Cranelift `f32x4` IR ([`f32x4`], 4×8 tile, the portable
+//! fallback). See DESIGN.md "Performance model" for why only the microkernel is
+//! machine code.
+//!
+//! # Use
+//!
+//! [`define_gemm`] defines, in any `cranelift_module::Module` (so JIT and AOT share
+//! it), an exported function with the C signature
+//!
+//! ```text
+//! extern "C" fn(a: *const f32, b: *const f32, c: *mut f32, workspace: *mut u8,
+//!               row_begin: i64, row_end: i64 [, bias: *const f32])
+//! ```
+//!
+//! (the `bias` parameter exists only when the epilogue adds a bias). It computes rows
+//! `[row_begin, row_end)` of `C = op(A)·op(B)`, row-major, where `op` transposes when
+//! the spec's flag is set: A is m×k (or k×m when `trans_a`), B is k×n (or n×k when
+//! `trans_b`), C is m×n and those rows are fully overwritten. The range is clamped to
+//! `[0, m]`. `workspace` must hold [`GemmSpec::workspace_bytes`] bytes (64-byte
+//! alignment is best, 4 is enough) and belong to the calling thread: threads call the
+//! function on disjoint row ranges, each with its own workspace, and each packs its
+//! own copy of B. Splitting the rows at multiples of [`MicroKernel::mr`] (or of 12,
+//! good for both kernels) avoids partial tiles at the seam.
+//!
+//! Typical use: `define_gemm(&mut module, "kiln_mm3", &spec, MicroKernel::host_best(),
+//! &Blocking::host())`, then per thread a workspace of
+//! `spec.workspace_bytes(kernel, &blocking)` bytes.
+//!
+//! # Numeric contract
+//!
+//! Each `C[i][j]` is exactly the f32 chain `acc = +0.0; for p in 0..k { acc =
+//! fma(a[i][p], b[p][j], acc) }` (then `acc + bias[j]`, then kiln's relu `acc > 0 ?
+//! acc : +0`, as the epilogue says), bit for bit with the interpreter: the k
+//! dimension is never split, the first KC block starts from +0.0 accumulators and
+//! every later one reloads C into them, and edge tiles go through a zero-padded
+//! scratch tile so that padding never mixes into valid elements. A NaN result is a
+//! NaN wherever the chain's is; its payload is not part of the contract (tests
+//! compare NaNs as equal).
+//!
+//! # Workspace layout (per thread)
+//!
+//! Packed B panel (`kc × nc` floats, NR-column micro-panels), packed A block (`mc ×
+//! kc` floats, MR-row micro-panels), the scratch tile (`MR × NR`), and with a bias
+//! the zero-padded bias of the current B panel (`nc` floats), each 64-byte aligned.
+
+pub mod avx2;
+mod driver;
+pub mod f32x4;
+#[cfg(test)]
+mod tests;
+
+use crate::BackendError;
+use cranelift_codegen::ir::{types, AbiParam, Signature};
+use cranelift_codegen::isa::{CallConv, TargetIsa};
+use cranelift_frontend::FunctionBuilderContext;
+use cranelift_module::{FuncId, Linkage, Module, ModuleError};
+
+/// The microkernel's `flags` argument (both microkernels).
+pub mod flags {
+    /// Load C into the accumulators (every KC block after the first); otherwise
+    /// start from +0.0.
+    pub const ACCUMULATE: i64 = 1;
+    /// Add the (packed, zero padded) bias row to every row of the tile.
+    pub const ADD_BIAS: i64 = 2;
+    /// Apply kiln's relu, `x > 0 ? x : +0`, after the bias.
+    pub const RELU: i64 = 4;
+}
+
+/// What is applied to each finished element of C, while the tile is in registers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Epilogue {
+    /// C = op(A)·op(B).
+    #[default]
+    None,
+    /// C = op(A)·op(B) + bias, with `bias` a row vector of n elements added to every
+    /// row (one f32 addition after the fma chain).
+    Bias,
+    /// C = relu(op(A)·op(B)).
+    Relu,
+    /// C = relu(op(A)·op(B) + bias).
+    BiasRelu,
+}
+
+impl Epilogue {
+    /// Whether the function takes a `bias` pointer.
+    pub fn has_bias(self) -> bool {
+        matches!(self, Epilogue::Bias | Epilogue::BiasRelu)
+    }
+
+    pub fn has_relu(self) -> bool {
+        matches!(self, Epilogue::Relu | Epilogue::BiasRelu)
+    }
+
+    fn flags(self) -> i64 {
+        let bias = if self.has_bias() { flags::ADD_BIAS } else { 0 };
+        let relu = if self.has_relu() { flags::RELU } else { 0 };
+        bias | relu
+    }
+}
+
+/// One matrix multiplication with static sizes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GemmSpec {
+    /// Rows of op(A) and of C.
+    pub m: usize,
+    /// Columns of op(B) and of C.
+    pub n: usize,
+    /// Columns of op(A), rows of op(B): the length of each fma chain.
+    pub k: usize,
+    /// A is stored k×m (row-major) and used transposed.
+    pub trans_a: bool,
+    /// B is stored n×k (row-major) and used transposed.
+    pub trans_b: bool,
+    pub epilogue: Epilogue,
+}
+
+/// The innermost tile kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MicroKernel {
+    /// 6×16 tile, 256-bit AVX2/FMA machine code (x86-64 with AVX2 and FMA).
+    Avx2Fma6x16,
+    /// 4×8 tile of `f32x4`, pure Cranelift IR: any target Cranelift supports.
+    F32x4,
+}
+
+impl MicroKernel {
+    /// The fastest kernel this machine runs.
+    pub fn host_best() -> MicroKernel {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                return MicroKernel::Avx2Fma6x16;
+            }
+        }
+        MicroKernel::F32x4
+    }
+
+    /// Whether code for `isa` may use this kernel.
+    pub fn runs_on(self, isa: &dyn TargetIsa) -> bool {
+        match self {
+            MicroKernel::F32x4 => true,
+            MicroKernel::Avx2Fma6x16 => {
+                let flags = isa.isa_flags();
+                let has = |name: &str| {
+                    flags
+                        .iter()
+                        .any(|flag| flag.name == name && flag.as_bool() == Some(true))
+                };
+                isa.name() == "x64" && has("has_avx2") && has("has_fma")
+            }
+        }
+    }
+
+    /// Rows of the tile.
+    pub fn mr(self) -> usize {
+        match self {
+            MicroKernel::Avx2Fma6x16 => avx2::MR,
+            MicroKernel::F32x4 => f32x4::MR,
+        }
+    }
+
+    /// Columns of the tile.
+    pub fn nr(self) -> usize {
+        match self {
+            MicroKernel::Avx2Fma6x16 => avx2::NR,
+            MicroKernel::F32x4 => f32x4::NR,
+        }
+    }
+}
+
+/// Cache blocking: a KC×NR micro-panel of B stays in L1, an MC×KC block of A in L2,
+/// a KC×NC panel of B in L3. The driver rounds MC down to a multiple of the tile's
+/// rows and NC to a multiple of its columns (at least one tile) and clamps all three
+/// to the problem, so any values are valid; zero means "as small as possible".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Blocking {
+    pub mc: usize,
+    pub kc: usize,
+    pub nc: usize,
+}
+
+impl Blocking {
+    /// Blocking for caches of `l1d`, `l2` and `l3` bytes (per core for L1 and L2,
+    /// shared for L3): the 16-column B micro-panel fills half of L1 (the A
+    /// micro-panel and C tile use the rest), the A block half of L2, and each of two
+    /// threads' B panels a quarter of L3.
+    pub fn from_cache_sizes(l1d: usize, l2: usize, l3: usize) -> Blocking {
+        let kc = (l1d / 2 / (16 * 4)).max(16);
+        // A multiple of both kernels' tile rows (6 and 4).
+        let mc = (l2 / 2 / (kc * 4) / 12 * 12).max(12);
+        let nc = (l3 / 4 / (kc * 4) / 16 * 16).max(16);
+        Blocking { mc, kc, nc }
+    }
+}
+
+impl Blocking {
+    /// Blocking for this machine's caches, read with CPUID (the deterministic cache
+    /// parameters: leaf 4 on Intel, 0x8000_001D on AMD; no file I/O), or
+    /// [`Blocking::default`] where they cannot be read.
+    pub fn host() -> Blocking {
+        match host_cache_sizes() {
+            Some((l1d, l2, l3)) => Blocking::from_cache_sizes(l1d, l2, l3),
+            None => Blocking::default(),
+        }
+    }
+}
+
+/// (L1d, L2, L3) bytes of the core this runs on; L3 is L2 where there is none.
+#[cfg(target_arch = "x86_64")]
+fn host_cache_sizes() -> Option<(usize, usize, usize)> {
+    use std::arch::x86_64::{__cpuid, __cpuid_count};
+    let vendor = __cpuid(0);
+    // "AuthenticAMD" and "HygonGenuine" describe caches in leaf 0x8000_001D.
+    let amd_like =
+        vendor.ebx == u32::from_le_bytes(*b"Auth") || vendor.ebx == u32::from_le_bytes(*b"Hygo");
+    let (leaf, available) = if amd_like {
+        (0x8000_001D, __cpuid(0x8000_0000).eax >= 0x8000_001D)
+    } else {
+        (4, vendor.eax >= 4)
+    };
+    if !available {
+        return None;
+    }
+    let (mut l1d, mut l2, mut l3) = (0, 0, 0);
+    for index in 0..16 {
+        let info = __cpuid_count(leaf, index);
+        let kind = info.eax & 0x1f;
+        // 0: no more caches; 2: instruction cache.
+        if kind == 0 {
+            break;
+        }
+        if kind == 2 {
+            continue;
+        }
+        let ways = (info.ebx >> 22) as usize + 1;
+        let partitions = ((info.ebx >> 12) & 0x3ff) as usize + 1;
+        let line = (info.ebx & 0xfff) as usize + 1;
+        let sets = info.ecx as usize + 1;
+        let bytes = ways * partitions * line * sets;
+        match (info.eax >> 5) & 7 {
+            1 => l1d = bytes,
+            2 => l2 = bytes,
+            3 => l3 = bytes,
+            _ => {}
+        }
+    }
+    (l1d > 0 && l2 > 0).then_some((l1d, l2, l3.max(l2)))
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn host_cache_sizes() -> Option<(usize, usize, usize)> {
+    None
+}
+
+impl Default for Blocking {
+    /// 32 KiB L1d, 512 KiB L2, 32 MiB L3 (Zen 3): MC 252, KC 256, NC 8192.
+    fn default() -> Blocking {
+        Blocking::from_cache_sizes(32 << 10, 512 << 10, 32 << 20)
+    }
+}
+
+/// Block sizes and workspace layout for one spec and kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Plan {
+    mr: usize,
+    nr: usize,
+    mc: usize,
+    kc: usize,
+    nc: usize,
+    b_offset: usize,
+    a_offset: usize,
+    tile_offset: usize,
+    bias_offset: usize,
+    bytes: usize,
+}
+
+fn round_up(value: usize, multiple: usize) -> usize {
+    value.div_ceil(multiple).saturating_mul(multiple)
+}
+
+impl GemmSpec {
+    fn plan(&self, kernel: MicroKernel, blocking: &Blocking) -> Plan {
+        let (mr, nr) = (kernel.mr(), kernel.nr());
+        let kc = blocking.kc.clamp(1, self.k.max(1));
+        let mc = (blocking.mc / mr * mr).clamp(mr, round_up(self.m.max(1), mr));
+        let nc = (blocking.nc / nr * nr).clamp(nr, round_up(self.n.max(1), nr));
+        let floats = |count: usize| round_up(count.saturating_mul(4), 64);
+        let b_offset = 0;
+        let a_offset = b_offset + floats(kc.saturating_mul(nc));
+        let tile_offset = a_offset.saturating_add(floats(mc.saturating_mul(kc)));
+        let bias_offset = tile_offset.saturating_add(floats(mr * nr));
+        let bias_floats = if self.epilogue.has_bias() { nc } else { 0 };
+        let bytes = bias_offset.saturating_add(floats(bias_floats));
+        Plan {
+            mr,
+            nr,
+            mc,
+            kc,
+            nc,
+            b_offset,
+            a_offset,
+            tile_offset,
+            bias_offset,
+            bytes,
+        }
+    }
+
+    /// Bytes of workspace each calling thread needs: packed A block, packed B panel,
+    /// scratch tile (and packed bias). Zero when there is nothing to multiply.
+    pub fn workspace_bytes(&self, kernel: MicroKernel, blocking: &Blocking) -> usize {
+        if self.m == 0 || self.n == 0 || self.k == 0 {
+            return 0;
+        }
+        self.plan(kernel, blocking).bytes
+    }
+
+    /// Whether every byte offset the code computes fits in an i64.
+    fn fits(&self) -> bool {
+        let limit = (i64::MAX / 8) as u128;
+        let (m, n, k) = (self.m as u128, self.n as u128, self.k as u128);
+        [m * k, k * n, m * n, m, n, k]
+            .iter()
+            .all(|&count| count * 4 < limit)
+    }
+}
+
+/// The microkernel's signature: System V whatever the module's default, because the
+/// AVX2 bytes are written for it.
+fn microkernel_signature(pointer: types::Type) -> Signature {
+    let mut sig = Signature::new(CallConv::SystemV);
+    for ty in [
+        pointer,
+        pointer,
+        pointer,
+        types::I64,
+        types::I64,
+        types::I64,
+        pointer,
+    ] {
+        sig.params.push(AbiParam::new(ty));
+    }
+    sig
+}
+
+/// Defines `name` (exported, the driver) and `<name>_microkernel` (local) in
+/// `module`; see the module documentation for the function's signature and contract.
+/// Each call defines its own copy of the microkernel (a few hundred bytes).
+///
+/// Errors: the module's target cannot run `kernel` (the caller chose wrongly, see
+/// [`MicroKernel::host_best`]), the sizes are too large to address, or Cranelift
+/// rejected a function (a kiln bug).
+pub fn define_gemm<M: Module>(
+    module: &mut M,
+    name: &str,
+    spec: &GemmSpec,
+    kernel: MicroKernel,
+    blocking: &Blocking,
+) -> Result<FuncId, BackendError> {
+    if !kernel.runs_on(module.isa()) {
+        return Err(BackendError::Unsupported {
+            kernel: name.to_string(),
+            message: format!("the target cpu cannot run the {kernel:?} gemm microkernel"),
+        });
+    }
+    if !spec.fits() {
+        return Err(BackendError::Unsupported {
+            kernel: name.to_string(),
+            message: format!(
+                "gemm {}x{}x{} is too large to address",
+                spec.m, spec.n, spec.k
+            ),
+        });
+    }
+    let module_error = |what: String| {
+        move |err: ModuleError| BackendError::Cranelift {
+            what,
+            message: match &err {
+                ModuleError::Compilation(inner) => format!("{err}: {inner:?}"),
+                other => other.to_string(),
+            },
+        }
+    };
+    let pointer = module.target_config().pointer_type();
+    let plan = spec.plan(kernel, blocking);
+
+    let kernel_name = format!("{name}_microkernel");
+    let kernel_sig = microkernel_signature(pointer);
+    let kernel_id = module
+        .declare_function(&kernel_name, Linkage::Local, &kernel_sig)
+        .map_err(module_error(kernel_name.clone()))?;
+    let mut ctx = module.make_context();
+    let mut builder_ctx = FunctionBuilderContext::new();
+    match kernel {
+        MicroKernel::Avx2Fma6x16 => {
+            let bytes = avx2::microkernel_bytes()?;
+            // 64: the kernel's loop then starts at a known place in a cache line.
+            module
+                .define_function_bytes(kernel_id, 64, &bytes, &[])
+                .map_err(module_error(kernel_name.clone()))?;
+        }
+        MicroKernel::F32x4 => {
+            ctx.func.signature = kernel_sig.clone();
+            f32x4::build(&mut ctx.func, &mut builder_ctx, module.target_config());
+            module
+                .define_function(kernel_id, &mut ctx)
+                .map_err(module_error(kernel_name.clone()))?;
+            module.clear_context(&mut ctx);
+        }
+    }
+
+    let mut driver_sig = module.make_signature();
+    for ty in [pointer, pointer, pointer, pointer, types::I64, types::I64] {
+        driver_sig.params.push(AbiParam::new(ty));
+    }
+    if spec.epilogue.has_bias() {
+        driver_sig.params.push(AbiParam::new(pointer));
+    }
+    let driver_id = module
+        .declare_function(name, Linkage::Export, &driver_sig)
+        .map_err(module_error(name.to_string()))?;
+    ctx.func.signature = driver_sig;
+    let kernel_ref = module.declare_func_in_func(kernel_id, &mut ctx.func);
+    driver::build(
+        &mut ctx.func,
+        &mut builder_ctx,
+        spec,
+        &plan,
+        kernel_ref,
+        module.target_config(),
+    );
+    module
+        .define_function(driver_id, &mut ctx)
+        .map_err(module_error(name.to_string()))?;
+    Ok(driver_id)
+}

@@ -1,0 +1,490 @@
+//! GEMM tests: JIT-compiled functions against the scalar fma chain, bit for bit.
+
+use super::*;
+use crate::cpu::{host_isa, OptLevel};
+use cranelift_jit::{JITBuilder, JITModule};
+
+type GemmFn = unsafe extern "C" fn(*const f32, *const f32, *mut f32, *mut u8, i64, i64);
+type GemmBiasFn =
+    unsafe extern "C" fn(*const f32, *const f32, *mut f32, *mut u8, i64, i64, *const f32);
+
+/// A JIT-compiled GEMM; frees its code when dropped.
+struct Compiled {
+    module: Option<JITModule>,
+    entry: Entry,
+}
+
+/// The function's address and what calling it needs; shared by threads while the
+/// `Compiled` that owns the code lives.
+#[derive(Clone, Copy)]
+struct Entry {
+    address: usize,
+    spec: GemmSpec,
+    workspace_bytes: usize,
+}
+
+impl std::ops::Deref for Compiled {
+    type Target = Entry;
+    fn deref(&self) -> &Entry {
+        &self.entry
+    }
+}
+
+impl Drop for Compiled {
+    fn drop(&mut self) {
+        if let Some(module) = self.module.take() {
+            // SAFETY: the function is only called through `self`.
+            unsafe { module.free_memory() };
+        }
+    }
+}
+
+fn compile(
+    spec: &GemmSpec,
+    kernel: MicroKernel,
+    blocking: &Blocking,
+    opt_level: OptLevel,
+) -> Compiled {
+    let isa = host_isa(opt_level).expect("the host is supported");
+    let builder = JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
+    let mut module = JITModule::new(builder);
+    let func = define_gemm(&mut module, "gemm", spec, kernel, blocking).expect("gemm compiles");
+    module.finalize_definitions().expect("the module links");
+    let address = module.get_finalized_function(func) as usize;
+    Compiled {
+        module: Some(module),
+        entry: Entry {
+            address,
+            spec: *spec,
+            workspace_bytes: spec.workspace_bytes(kernel, blocking),
+        },
+    }
+}
+
+impl Entry {
+    /// Runs rows `[row_begin, row_end)` into `c` with a fresh workspace.
+    fn run(&self, a: &[f32], b: &[f32], bias: &[f32], c_address: usize, rows: (usize, usize)) {
+        // Unaligned on purpose (by 4 bytes): the kernel must not assume alignment.
+        let mut workspace = vec![0u8; self.workspace_bytes + 8];
+        let workspace_ptr = workspace[4..].as_mut_ptr();
+        let (row_begin, row_end) = (rows.0 as i64, rows.1 as i64);
+        let c = c_address as *mut f32;
+        // SAFETY: the function was defined with this signature; the buffers have the
+        // spec's sizes and the workspace its size.
+        unsafe {
+            if self.spec.epilogue.has_bias() {
+                let f: GemmBiasFn = std::mem::transmute(self.address);
+                f(
+                    a.as_ptr(),
+                    b.as_ptr(),
+                    c,
+                    workspace_ptr,
+                    row_begin,
+                    row_end,
+                    bias.as_ptr(),
+                );
+            } else {
+                let f: GemmFn = std::mem::transmute(self.address);
+                f(a.as_ptr(), b.as_ptr(), c, workspace_ptr, row_begin, row_end);
+            }
+        }
+    }
+}
+
+/// Deterministic values in [-1, 1) with full mantissas, so that any change in the
+/// order or the rounding of the chain shows.
+fn values(count: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..count)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// The interpreter's chain, then the epilogue.
+fn reference(spec: &GemmSpec, a: &[f32], b: &[f32], bias: &[f32]) -> Vec<f32> {
+    let (m, n, k) = (spec.m, spec.n, spec.k);
+    let mut c = vec![0.0; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let mut acc = 0.0f32;
+            for p in 0..k {
+                let a_ip = if spec.trans_a {
+                    a[p * m + i]
+                } else {
+                    a[i * k + p]
+                };
+                let b_pj = if spec.trans_b {
+                    b[j * k + p]
+                } else {
+                    b[p * n + j]
+                };
+                acc = a_ip.mul_add(b_pj, acc);
+            }
+            if spec.epilogue.has_bias() {
+                acc += bias[j];
+            }
+            if spec.epilogue.has_relu() {
+                acc = if acc > 0.0 { acc } else { 0.0 };
+            }
+            c[i * n + j] = acc;
+        }
+    }
+    c
+}
+
+/// Equal bits, or both NaN (NaN payloads are not part of kiln's contract).
+fn same(x: f32, y: f32) -> bool {
+    x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan())
+}
+
+fn assert_same(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}");
+    for (index, (&g, &w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            same(g, w),
+            "{what}: element {index} is {g:e} ({:#010x}), want {w:e} ({:#010x})",
+            g.to_bits(),
+            w.to_bits()
+        );
+    }
+}
+
+/// Both kernels where the host runs AVX2/FMA (as kiln's development machines do),
+/// else only the fallback.
+fn kernels() -> Vec<MicroKernel> {
+    let mut kernels = vec![MicroKernel::F32x4];
+    if MicroKernel::host_best() == MicroKernel::Avx2Fma6x16 {
+        kernels.push(MicroKernel::Avx2Fma6x16);
+    }
+    kernels
+}
+
+/// Several KC, MC and NC blocks even on small matrices.
+const SMALL: Blocking = Blocking {
+    mc: 12,
+    kc: 8,
+    nc: 32,
+};
+
+/// Computes the whole C (pre-filled with NaN, which must all be overwritten) split
+/// at `splits` and compares it with the reference.
+fn check(spec: &GemmSpec, kernel: MicroKernel, blocking: &Blocking, seed: u64) {
+    let a = values(spec.m * spec.k, seed);
+    let b = values(spec.k * spec.n, seed + 1);
+    let bias = values(spec.n, seed + 2);
+    check_with(spec, kernel, blocking, &a, &b, &bias, &[spec.m]);
+}
+
+fn check_with(
+    spec: &GemmSpec,
+    kernel: MicroKernel,
+    blocking: &Blocking,
+    a: &[f32],
+    b: &[f32],
+    bias: &[f32],
+    split_ends: &[usize],
+) {
+    let compiled = compile(spec, kernel, blocking, OptLevel::Speed);
+    let mut c = vec![f32::NAN; spec.m * spec.n];
+    let mut begin = 0;
+    for &end in split_ends {
+        compiled.run(a, b, bias, c.as_mut_ptr() as usize, (begin, end));
+        begin = end;
+    }
+    let what = format!("{spec:?} {kernel:?} {blocking:?}");
+    assert_same(&c, &reference(spec, a, b, bias), &what);
+}
+
+fn spec(m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool) -> GemmSpec {
+    GemmSpec {
+        m,
+        n,
+        k,
+        trans_a,
+        trans_b,
+        epilogue: Epilogue::None,
+    }
+}
+
+const SIZES: [(usize, usize, usize); 14] = [
+    (1, 1, 1),
+    (6, 16, 4),
+    (5, 7, 3),
+    (7, 17, 5),
+    (13, 33, 31),
+    (17, 31, 13),
+    (33, 16, 17),
+    (31, 1, 33),
+    (1, 64, 67),
+    (6, 8, 16),
+    (67, 70, 65),
+    (64, 64, 64),
+    (5, 13, 71),
+    (16, 6, 1),
+];
+
+#[test]
+fn every_transpose_and_odd_size_matches_the_fma_chain() {
+    for kernel in kernels() {
+        for (trans_a, trans_b) in [(false, false), (false, true), (true, false), (true, true)] {
+            for (seed, &(m, n, k)) in SIZES.iter().enumerate() {
+                let spec = spec(m, n, k, trans_a, trans_b);
+                check(&spec, kernel, &SMALL, seed as u64);
+            }
+            // Several KC and MC blocks at the default blocking.
+            for &(m, n, k) in &[(67, 70, 65), (13, 40, 600), (300, 20, 10)] {
+                let spec = spec(m, n, k, trans_a, trans_b);
+                check(&spec, kernel, &Blocking::default(), 99);
+            }
+        }
+    }
+}
+
+#[test]
+fn empty_dimensions_write_positive_zeros_or_nothing() {
+    for kernel in kernels() {
+        for &(m, n, k) in &[(0, 5, 7), (5, 0, 7), (5, 7, 0), (0, 0, 0), (13, 17, 0)] {
+            let spec = spec(m, n, k, false, false);
+            assert_eq!(spec.workspace_bytes(kernel, &SMALL), 0);
+            check(&spec, kernel, &SMALL, 7);
+        }
+    }
+}
+
+#[test]
+fn blocking_clamps_degenerate_values() {
+    let tiny = Blocking {
+        mc: 0,
+        kc: 0,
+        nc: 0,
+    };
+    let huge = Blocking {
+        mc: 1 << 40,
+        kc: 1 << 40,
+        nc: 1 << 40,
+    };
+    for kernel in kernels() {
+        check(&spec(13, 33, 9, false, true), kernel, &tiny, 3);
+        check(&spec(13, 33, 9, true, false), kernel, &huge, 4);
+    }
+    assert_eq!(
+        Blocking::default(),
+        Blocking {
+            mc: 252,
+            kc: 256,
+            nc: 8192
+        }
+    );
+}
+
+#[test]
+fn host_blocking_is_usable() {
+    let blocking = Blocking::host();
+    assert!(blocking.kc >= 16 && blocking.mc >= 12 && blocking.nc >= 16);
+    assert_eq!((blocking.mc % 12, blocking.nc % 16), (0, 0));
+    for kernel in kernels() {
+        check(&spec(67, 70, 65, false, false), kernel, &blocking, 5);
+    }
+}
+
+#[test]
+fn two_threads_on_split_row_ranges_match_and_touch_only_their_rows() {
+    for kernel in kernels() {
+        for (split, &(m, n, k)) in [(36, (67, 70, 65)), (7, (13, 33, 31)), (0, (5, 17, 9))]
+            .iter()
+            .map(|(split, size)| (*split, size))
+        {
+            let spec = spec(m, n, k, false, false);
+            let compiled = compile(&spec, kernel, &SMALL, OptLevel::Speed);
+            let a = values(m * k, 11);
+            let b = values(k * n, 12);
+            let sentinel = f32::from_bits(0x7fc0_1234);
+            let mut c = vec![sentinel; m * n];
+            let c_address = c.as_mut_ptr() as usize;
+            let entry = compiled.entry;
+            std::thread::scope(|scope| {
+                scope.spawn(|| entry.run(&a, &b, &[], c_address, (0, split)));
+                scope.spawn(|| entry.run(&a, &b, &[], c_address, (split, m)));
+            });
+            assert_same(&c, &reference(&spec, &a, &b, &[]), "two threads");
+
+            // One range alone leaves the other rows as they were.
+            let mut c = vec![sentinel; m * n];
+            compiled.run(&a, &b, &[], c.as_mut_ptr() as usize, (split, m));
+            assert!(c[..split * n]
+                .iter()
+                .all(|x| x.to_bits() == sentinel.to_bits()));
+            let want = reference(&spec, &a, &b, &[]);
+            assert_same(&c[split * n..], &want[split * n..], "second range");
+        }
+    }
+}
+
+#[test]
+fn out_of_range_rows_are_clamped() {
+    for kernel in kernels() {
+        let spec = spec(7, 9, 5, false, false);
+        let compiled = compile(&spec, kernel, &SMALL, OptLevel::Speed);
+        let (a, b) = (values(35, 1), values(45, 2));
+        let mut c = vec![f32::NAN; 63];
+        compiled.run(&a, &b, &[], c.as_mut_ptr() as usize, (0, 0));
+        let address = c.as_mut_ptr() as usize;
+        // SAFETY (of the run): the clamped range stays inside C.
+        let workspace = vec![0u8; compiled.workspace_bytes];
+        let f: GemmFn = unsafe { std::mem::transmute(compiled.address) };
+        unsafe {
+            f(
+                a.as_ptr(),
+                b.as_ptr(),
+                address as *mut f32,
+                workspace.as_ptr() as *mut u8,
+                -5,
+                1 << 40,
+            )
+        };
+        assert_same(&c, &reference(&spec, &a, &b, &[]), "clamped");
+    }
+}
+
+#[test]
+fn nan_and_infinity_propagate_as_in_the_chain() {
+    for kernel in kernels() {
+        let spec = spec(13, 19, 11, false, true);
+        let mut a = values(13 * 11, 5);
+        let mut b = values(11 * 19, 6);
+        a[3] = f32::NAN;
+        a[20] = f32::INFINITY;
+        a[40] = f32::NEG_INFINITY;
+        b[7] = f32::INFINITY;
+        b[50] = 0.0;
+        b[60] = f32::NAN;
+        a[100] = -0.0;
+        check_with(&spec, kernel, &SMALL, &a, &b, &[], &[13]);
+    }
+}
+
+#[test]
+fn negative_zero_products_sum_to_positive_zero() {
+    for kernel in kernels() {
+        let spec = spec(7, 17, 3, false, false);
+        let a = vec![-0.0; 21];
+        let b = vec![1.0; 51];
+        check_with(&spec, kernel, &SMALL, &a, &b, &[], &[7]);
+    }
+}
+
+#[test]
+fn epilogues_apply_bias_then_relu_to_the_final_chain() {
+    for kernel in kernels() {
+        for epilogue in [Epilogue::Bias, Epilogue::Relu, Epilogue::BiasRelu] {
+            for &(m, n, k) in &[(13, 33, 31), (6, 16, 8), (7, 9, 0), (67, 70, 65)] {
+                let spec = GemmSpec {
+                    epilogue,
+                    ..spec(m, n, k, false, true)
+                };
+                let mut a = values(m * k, 8);
+                let b = values(k * n, 9);
+                let mut bias = values(n, 10);
+                if k > 0 {
+                    a[0] = f32::NAN;
+                }
+                bias[0] = -0.0;
+                bias[n - 1] = f32::NAN;
+                check_with(&spec, kernel, &SMALL, &a, &b, &bias, &[m / 2, m]);
+            }
+        }
+    }
+}
+
+#[test]
+fn fallback_kernel_is_exact_without_mid_end_optimisation() {
+    for (seed, &(m, n, k)) in SIZES.iter().enumerate() {
+        let spec = spec(m, n, k, true, false);
+        let compiled = compile(&spec, MicroKernel::F32x4, &SMALL, OptLevel::None);
+        let a = values(m * k, seed as u64);
+        let b = values(k * n, seed as u64 + 1);
+        let mut c = vec![f32::NAN; m * n];
+        compiled.run(&a, &b, &[], c.as_mut_ptr() as usize, (0, m));
+        assert_same(&c, &reference(&spec, &a, &b, &[]), "opt none");
+    }
+}
+
+#[test]
+fn avx2_microkernel_is_256_bit_fma_code() {
+    use iced_x86::{Decoder, DecoderOptions, Mnemonic, Register};
+    let bytes = avx2::microkernel_bytes().expect("the kernel assembles");
+    let mut decoder = Decoder::with_ip(64, &bytes, 0, DecoderOptions::NONE);
+    let mut fmas = 0;
+    let mut last = Mnemonic::INVALID;
+    let mut before_last = Mnemonic::INVALID;
+    for instruction in &mut decoder {
+        assert!(!instruction.is_invalid(), "undecodable bytes");
+        if instruction.mnemonic() == Mnemonic::Vfmadd231ps {
+            assert!(instruction.op0_register().is_ymm());
+            assert_ne!(instruction.op0_register(), Register::None);
+            fmas += 1;
+        }
+        before_last = last;
+        last = instruction.mnemonic();
+    }
+    // Twelve per k step: four unrolled steps and one remainder step.
+    assert_eq!(fmas, 12 * 5);
+    assert_eq!((before_last, last), (Mnemonic::Vzeroupper, Mnemonic::Ret));
+}
+
+#[test]
+fn avx2_kernel_is_refused_for_a_target_without_avx2() {
+    use cranelift_codegen::settings::{self, Configurable};
+    let mut isa_builder =
+        cranelift_codegen::isa::lookup_by_name("x86_64-unknown-linux-gnu").expect("x64 is built");
+    isa_builder.set("has_avx2", "false").expect("a known flag");
+    let isa = isa_builder
+        .finish(settings::Flags::new(settings::builder()))
+        .expect("a valid isa");
+    assert!(!MicroKernel::Avx2Fma6x16.runs_on(&*isa));
+    assert!(MicroKernel::F32x4.runs_on(&*isa));
+    let host = host_isa(OptLevel::None).expect("the host is supported");
+    assert_eq!(
+        MicroKernel::Avx2Fma6x16.runs_on(&*host),
+        MicroKernel::host_best() == MicroKernel::Avx2Fma6x16
+    );
+}
+
+#[test]
+fn several_gemms_share_one_module() {
+    let isa = host_isa(OptLevel::Speed).expect("the host is supported");
+    let builder = JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
+    let mut module = JITModule::new(builder);
+    let kernel = MicroKernel::host_best();
+    let specs = [spec(7, 17, 5, false, false), spec(13, 9, 20, true, true)];
+    let ids: Vec<FuncId> = specs
+        .iter()
+        .enumerate()
+        .map(|(index, spec)| {
+            define_gemm(&mut module, &format!("gemm{index}"), spec, kernel, &SMALL)
+                .expect("gemm compiles")
+        })
+        .collect();
+    assert!(define_gemm(&mut module, "gemm0", &specs[0], kernel, &SMALL).is_err());
+    module.finalize_definitions().expect("the module links");
+    for (spec, id) in specs.iter().zip(ids) {
+        let entry = Entry {
+            address: module.get_finalized_function(id) as usize,
+            spec: *spec,
+            workspace_bytes: spec.workspace_bytes(kernel, &SMALL),
+        };
+        let (a, b) = (values(spec.m * spec.k, 1), values(spec.k * spec.n, 2));
+        let mut c = vec![f32::NAN; spec.m * spec.n];
+        entry.run(&a, &b, &[], c.as_mut_ptr() as usize, (0, spec.m));
+        assert_same(&c, &reference(spec, &a, &b, &[]), "shared module");
+    }
+    // SAFETY: the functions are not called after this.
+    unsafe { module.free_memory() };
+}
