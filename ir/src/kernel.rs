@@ -555,16 +555,20 @@ impl Matmul {
         }
     }
 
-    /// f32 elements of one task's workspace: a packed panel of A (mc×kc rounded up
-    /// to whole tiles), one of B (kc×nc likewise) and one C tile for the edges.
+    /// f32 elements of one task's workspace: a packed panel of B (kc×nc, nc rounded
+    /// up to whole tiles), one of A (mc×kc likewise) and one C tile for the edges,
+    /// each starting at a 64-byte boundary; none when there is nothing to multiply.
     pub fn workspace_len(&self) -> usize {
+        if self.m == 0 || self.n == 0 || self.k == 0 {
+            return 0;
+        }
         let (mr, nr) = self.tile();
-        let round = |x: usize, to: usize| x.div_ceil(to) * to;
-        let mc = round(self.mc.min(self.m).max(1), mr);
-        let nc = round(self.nc.min(self.n).max(1), nr);
-        let kc = self.kc.min(self.k).max(1);
-        // Panels start at 64-byte boundaries: 16 f32 of slack each.
-        mc * kc + nc * kc + mr * nr + 48
+        let round = |x: usize, to: usize| x.div_ceil(to).saturating_mul(to);
+        let mc = round(self.mc.min(self.m), mr);
+        let nc = round(self.nc.min(self.n), nr);
+        let kc = self.kc.min(self.k);
+        // 16 f32 are 64 bytes.
+        round(kc * nc, 16) + round(mc * kc, 16) + round(mr * nr, 16)
     }
 }
 

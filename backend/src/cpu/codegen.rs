@@ -29,8 +29,10 @@ use cranelift_codegen::ir::{
 };
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use cranelift_module::{FuncId, Linkage, Module, ModuleError};
+use super::gemm::{self, Blocking, Epilogue, GemmSpec};
 use kiln_ir::kernel::{
-    BufferId, Expr, Index, Kernel, LoopKind, Program, Scalar, Stmt, VType, VarId,
+    BufferId, Expr, Index, Kernel, LoopKind, Matmul, Program, Routine, Rows, Scalar, Slice, Stmt,
+    VType, VarId,
 };
 use kiln_ir::{BinaryOp, CmpOp, DType, UnaryOp};
 use std::collections::{BTreeMap, HashMap};
@@ -117,6 +119,7 @@ pub fn define_program<M: Module>(
         None
     };
 
+    let gemms = define_gemms(module, program, &options.symbol_prefix)?;
     let mut ctx = module.make_context();
     let mut builder_ctx = FunctionBuilderContext::new();
     let mut compiled = Vec::with_capacity(program.kernels.len());
@@ -141,11 +144,13 @@ pub fn define_program<M: Module>(
                 let (uses_exp, uses_log) = uses_intrinsics(kernel);
                 let exp_ref = uses_exp.then(|| module.declare_func_in_func(exp, &mut ctx.func));
                 let log_ref = uses_log.then(|| module.declare_func_in_func(log, &mut ctx.func));
+                let gemm_refs = declare_gemms(module, &gemms, kernel, &mut ctx.func);
                 {
                     let builder = FunctionBuilder::new(&mut ctx.func, &mut builder_ctx);
                     let mut gen = FnGen::new(builder, program, kernel, &body_what, pointer);
                     gen.exp = exp_ref;
                     gen.log = log_ref;
+                    gen.gemms = gemm_refs;
                     gen.function(Entry::Outlined(stmt))?;
                     gen.b.finalize(module.target_config());
                 }
@@ -164,6 +169,7 @@ pub fn define_program<M: Module>(
         let (uses_exp, uses_log) = uses_intrinsics(kernel);
         let exp_ref = uses_exp.then(|| module.declare_func_in_func(exp, &mut ctx.func));
         let log_ref = uses_log.then(|| module.declare_func_in_func(log, &mut ctx.func));
+        let gemm_refs = declare_gemms(module, &gemms, kernel, &mut ctx.func);
         let mut parallel = BTreeMap::new();
         for (&index, &body) in &outlined {
             parallel.insert(index, module.declare_func_in_func(body, &mut ctx.func));
@@ -178,6 +184,7 @@ pub fn define_program<M: Module>(
             gen.exp = exp_ref;
             gen.log = log_ref;
             gen.parallel = parallel;
+            gen.gemms = gemm_refs;
             gen.parallel_for = parallel_for_ref;
             gen.function(Entry::Kernel)?;
             gen.b.finalize(module.target_config());
@@ -198,6 +205,26 @@ pub fn define_program<M: Module>(
         });
     }
     Ok(compiled)
+}
+
+/// The gemm routines, declared in `func` if `kernel` calls any.
+fn declare_gemms<M: Module>(
+    module: &mut M,
+    gemms: &[(Matmul, FuncId)],
+    kernel: &Kernel,
+    func: &mut cranelift_codegen::ir::Function,
+) -> Vec<(Matmul, FuncRef)> {
+    let mut calls = false;
+    for stmt in &kernel.body {
+        stmt.visit(&mut |stmt| calls |= matches!(stmt, Stmt::Call { .. }));
+    }
+    if !calls {
+        return Vec::new();
+    }
+    gemms
+        .iter()
+        .map(|&(spec, id)| (spec, module.declare_func_in_func(id, func)))
+        .collect()
 }
 
 /// Cranelift's message, with the verifier's details when there are any.
@@ -325,6 +352,79 @@ struct FnGen<'a, 'f> {
     parallel: BTreeMap<usize, FuncRef>,
     /// `kiln_parallel_for`, when the kernel has parallel loops.
     parallel_for: Option<FuncRef>,
+    /// The matmul routines of the program (by `gemm_key`), declared in this function.
+    gemms: Vec<(Matmul, FuncRef)>,
+}
+
+/// The routine a matmul call needs: the rows it covers are a run-time argument.
+fn gemm_key(matmul: &Matmul) -> Matmul {
+    Matmul {
+        rows: Rows::All,
+        ..*matmul
+    }
+}
+
+/// Defines one gemm routine per distinct matmul the program calls.
+fn define_gemms<M: Module>(
+    module: &mut M,
+    program: &Program,
+    prefix: &str,
+) -> Result<Vec<(Matmul, FuncId)>, BackendError> {
+    let mut defined: Vec<(Matmul, FuncId)> = Vec::new();
+    for kernel in &program.kernels {
+        for stmt in &kernel.body {
+            let mut calls = Vec::new();
+            stmt.visit(&mut |stmt| {
+                if let Stmt::Call {
+                    routine: Routine::Matmul(matmul),
+                    args,
+                } = stmt
+                {
+                    calls.push((*matmul, args[3].len));
+                }
+            });
+            for (matmul, workspace_len) in calls {
+                let key = gemm_key(&matmul);
+                if defined.iter().any(|(spec, _)| *spec == key) {
+                    continue;
+                }
+                let spec = GemmSpec {
+                    m: matmul.m,
+                    n: matmul.n,
+                    k: matmul.k,
+                    trans_a: matmul.trans_a,
+                    trans_b: matmul.trans_b,
+                    epilogue: Epilogue::None,
+                };
+                let blocking = Blocking {
+                    mc: matmul.mc,
+                    kc: matmul.kc,
+                    nc: matmul.nc,
+                };
+                let name = format!("{prefix}gemm{}", defined.len());
+                // The schedule sized the workspace from the same blocking; more would
+                // be written past it.
+                let kernel = match matmul.kernel {
+                    kiln_ir::kernel::MicroKernel::Avx2Fma6x16 => gemm::MicroKernel::Avx2Fma6x16,
+                    kiln_ir::kernel::MicroKernel::F32x4 => gemm::MicroKernel::F32x4,
+                };
+                let needed = spec.workspace_bytes(kernel, &blocking);
+                if needed > workspace_len.saturating_mul(4) {
+                    return Err(BackendError::Unsupported {
+                        kernel: name,
+                        message: format!(
+                            "{} needs {needed} bytes of workspace, the program gives {}",
+                            Routine::Matmul(matmul),
+                            workspace_len * 4
+                        ),
+                    });
+                }
+                let func = gemm::define_gemm(module, &name, &spec, kernel, &blocking)?;
+                defined.push((key, func));
+            }
+        }
+    }
+    Ok(defined)
 }
 
 /// What function is being generated.
@@ -371,6 +471,7 @@ impl<'a> FnGen<'a, '_> {
             table: None,
             parallel: BTreeMap::new(),
             parallel_for: None,
+            gemms: Vec::new(),
         }
     }
 }
@@ -412,6 +513,39 @@ impl FnGen<'_, '_> {
         }
         self.b.ins().return_(&[]);
         self.b.seal_all_blocks();
+        Ok(())
+    }
+
+    /// `gemm(a, b, c, workspace, row_begin, row_end)` with the slices' addresses and
+    /// the call's rows (a block's end clamped to m).
+    fn matmul_call(&mut self, matmul: &Matmul, args: &[Slice]) -> Result<(), BackendError> {
+        let key = gemm_key(matmul);
+        let func = self
+            .gemms
+            .iter()
+            .find(|(spec, _)| *spec == key)
+            .map(|&(_, func)| func)
+            .expect("define_program declares every matmul routine the kernel calls");
+        let mut operands: Vec<Value> = args
+            .iter()
+            .map(|slice| self.full_address(slice.buffer, &slice.offset))
+            .collect();
+        let m = i64::try_from(matmul.m).expect("Program::check bounds sizes");
+        let (begin, end) = match matmul.rows {
+            Rows::All => (
+                self.b.ins().iconst(types::I64, 0),
+                self.b.ins().iconst(types::I64, m),
+            ),
+            Rows::Block { var, rows } => {
+                let rows = i64::try_from(rows).expect("Program::check bounds rows");
+                let begin = self.b.ins().imul_imm_s(self.vars[&var], rows);
+                let next = self.b.ins().iadd_imm_s(begin, rows);
+                let m = self.b.ins().iconst(types::I64, m);
+                (begin, self.b.ins().smin(next, m))
+            }
+        };
+        operands.extend([begin, end]);
+        self.b.ins().call(func, &operands);
         Ok(())
     }
 
@@ -537,8 +671,14 @@ impl FnGen<'_, '_> {
                     let range = LoopRange::new(*start, *end, *step);
                     self.emit_loop(*var, range, *kind, body)?
                 }
-                Stmt::Call { routine, .. } => {
-                    return Err(self.unsupported(format!("call of {routine}")));
+                Stmt::Call {
+                    routine: Routine::Matmul(matmul),
+                    args,
+                } => {
+                    if mode != Mode::Scalar {
+                        return Err(self.unsupported("a call inside a vector loop".into()));
+                    }
+                    self.matmul_call(matmul, args)?;
                 }
                 Stmt::Store {
                     buffer,
