@@ -7,6 +7,8 @@ pub mod error;
 pub mod graph;
 pub mod interp;
 pub mod kernel;
+pub mod kernel_interp;
+pub mod kernel_text;
 pub mod op;
 pub mod random;
 pub mod rng;
