@@ -49,7 +49,7 @@ pub fn parse(src: &str) -> Result<Program, ParseError> {
 // ---- tokens ------------------------------------------------------------------------
 
 #[derive(Clone, Debug, PartialEq)]
-enum Token {
+pub(crate) enum Token {
     /// Keywords, ids (`b3`, `i0`, `r2`), mnemonics (`cmp.lt`, `matmul.nn.avx2`),
     /// dtypes, `inf`, `NaN`, `true`, `false`.
     Word(String),
@@ -75,10 +75,10 @@ impl fmt::Display for Token {
     }
 }
 
-struct Spanned {
-    token: Token,
-    line: usize,
-    column: usize,
+pub(crate) struct Spanned {
+    pub(crate) token: Token,
+    pub(crate) line: usize,
+    pub(crate) column: usize,
 }
 
 fn error_at(line: usize, column: usize, message: impl Into<String>) -> ParseError {
@@ -89,7 +89,9 @@ fn error_at(line: usize, column: usize, message: impl Into<String>) -> ParseErro
     }
 }
 
-fn tokenize(src: &str) -> Result<Vec<Spanned>, ParseError> {
+/// The tokens of `src`, ending with [`Token::End`] (the file tests' directives use
+/// them too).
+pub(crate) fn tokenize(src: &str) -> Result<Vec<Spanned>, ParseError> {
     let chars: Vec<char> = src.chars().collect();
     let mut tokens = Vec::new();
     let (mut i, mut line, mut column) = (0, 1, 1);

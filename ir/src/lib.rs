@@ -7,6 +7,7 @@ pub mod error;
 pub mod graph;
 pub mod interp;
 pub mod kernel;
+pub mod kernel_filetest;
 pub mod kernel_interp;
 pub mod kernel_text;
 pub mod op;
