@@ -20,8 +20,7 @@
 
 use crate::alloc::{try_vec, OutOfMemory};
 use crate::kernel::{
-    BufferId, Expr, Index, Kernel, KernelError, Matmul, Program, Routine, Rows, Slice, Stmt,
-    Storage, VarId,
+    BufferId, Expr, Index, KernelError, Matmul, Program, Routine, Rows, Slice, Stmt, Storage, VarId,
 };
 use crate::scalar;
 use crate::tensor::Tensor;
@@ -82,7 +81,7 @@ pub fn run(program: &Program, inputs: &Values, params: &mut Values) -> Result<Va
             vars: Vec::new(),
             locals: vec![None; kernel.locals.len()],
         };
-        machine.stmts(kernel, &kernel.body, &mut frame)?;
+        machine.stmts(&kernel.body, &mut frame)?;
     }
     let mut outputs = Values::new();
     for output in &program.outputs {
@@ -293,19 +292,14 @@ impl<'a> Machine<'a> {
         }
     }
 
-    fn stmts(
-        &mut self,
-        kernel: &Kernel,
-        stmts: &[Stmt],
-        frame: &mut Frame,
-    ) -> Result<(), RunError> {
+    fn stmts(&mut self, stmts: &[Stmt], frame: &mut Frame) -> Result<(), RunError> {
         for stmt in stmts {
-            self.stmt(kernel, stmt, frame)?;
+            self.stmt(stmt, frame)?;
         }
         Ok(())
     }
 
-    fn stmt(&mut self, kernel: &Kernel, stmt: &Stmt, frame: &mut Frame) -> Result<(), RunError> {
+    fn stmt(&mut self, stmt: &Stmt, frame: &mut Frame) -> Result<(), RunError> {
         match stmt {
             Stmt::Loop {
                 var,
@@ -319,7 +313,7 @@ impl<'a> Machine<'a> {
                 // running them differently gives this result.
                 for value in (*start..*end).step_by(*step) {
                     frame.vars.push((*var, value as i64));
-                    let result = self.stmts(kernel, body, frame);
+                    let result = self.stmts(body, frame);
                     frame.vars.pop();
                     result?;
                 }
@@ -330,7 +324,7 @@ impl<'a> Machine<'a> {
                 index,
                 value,
             } => {
-                let value = self.expr(kernel, value, frame)?;
+                let value = self.expr(value, frame)?;
                 let element = frame.element(index);
                 let dtype = self.program.buffer(*buffer).ty.dtype;
                 for lane in 0..value.lanes {
@@ -339,7 +333,7 @@ impl<'a> Machine<'a> {
                 Ok(())
             }
             Stmt::Assign { local, value } => {
-                let value = self.expr(kernel, value, frame)?;
+                let value = self.expr(value, frame)?;
                 frame.locals[local.0 as usize] = Some(value);
                 Ok(())
             }
@@ -392,8 +386,8 @@ impl<'a> Machine<'a> {
         Ok(())
     }
 
-    fn expr(&self, kernel: &Kernel, expr: &Expr, frame: &Frame) -> Result<Value, RunError> {
-        let eval = |expr: &Expr| self.expr(kernel, expr, frame);
+    fn expr(&self, expr: &Expr, frame: &Frame) -> Result<Value, RunError> {
+        let eval = |expr: &Expr| self.expr(expr, frame);
         Ok(match expr {
             Expr::Load {
                 buffer,
