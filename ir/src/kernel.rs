@@ -28,7 +28,9 @@
 //! statements without reshaping the rest.
 //!
 //! [`Program::check`] verifies types, scoping and, because every bound is static,
-//! that no access (nor any call's slice) can leave its buffer.
+//! that no access (nor any call's slice) can leave its buffer. The printed form reads
+//! back with [`crate::kernel_text::parse`], and [`crate::kernel_interp::run`] defines
+//! what a program computes.
 //!
 //! ```text
 //! kernel k0 add {
