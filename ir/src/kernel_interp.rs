@@ -6,8 +6,8 @@
 //! two's complement i32, bool as a 0/1 word). Every element operation is computed by
 //! [`crate::scalar`], the one definition the graph interpreter's `Precision::F32`
 //! mode and the JIT's code share, so the three agree bit for bit (any NaN equals any
-//! NaN). Loops run `start, start + step, ...` below `end`; every [`LoopKind`] runs its
-//! iterations in order, since each kind only promises that other orders give the same
+//! NaN). Loops run `start, start + step, ...` below `end`; every loop kind runs its
+//! iterations in order, since each [`crate::kernel::LoopKind`] only promises that other orders give the same
 //! result. A value with `lanes > 1` is computed lane by lane.
 //!
 //! A matmul call is run by its definition, not its blocking: each C element of the

@@ -4,7 +4,8 @@
 //!
 //! Each seed's graph (`kiln_ir::random`, a quarter well conditioned, the rest with
 //! awkward constants and feeds and empty tensors, as the root differential test
-//! draws them; every fifth also as an SGD train step, for parameter updates) is
+//! draws them; every fifth also as an SGD train step, for parameter updates; and a
+//! few long vectors, so that the schedule makes parallel loops) is
 //! lowered and then scheduled for three targets: unscheduled, the baseline with two
 //! threads, and AVX2/FMA with four. A failure names the seed and prints the program.
 
@@ -19,9 +20,24 @@ use kiln_passes::pipeline::{self, PipelineOptions, Step};
 use kiln_passes::{lower, schedule};
 use std::collections::BTreeMap;
 
-const SEEDS: u64 = 300;
+/// Small graphs, then a few large vectors: flat loops over 2^16 elements and more
+/// are what the schedule splits into parallel tasks.
+const SEEDS: std::ops::Range<u64> = 0..300;
+const LARGE_SEEDS: std::ops::Range<u64> = 1000..1008;
+
+fn seeds() -> impl Iterator<Item = u64> {
+    SEEDS.chain(LARGE_SEEDS)
+}
 
 fn options(seed: u64) -> RandomGraphOptions {
+    if LARGE_SEEDS.contains(&seed) {
+        return RandomGraphOptions {
+            max_nodes: 4,
+            max_rank: 1,
+            max_extent: 100_000,
+            ..RandomGraphOptions::default()
+        };
+    }
     let awkward = !seed.is_multiple_of(4);
     RandomGraphOptions {
         max_nodes: 4 + (seed % 6) as usize,
@@ -113,8 +129,8 @@ fn mark_nans(program: &mut Program) {
 
 #[test]
 fn printing_then_parsing_lowered_programs_gives_them_back() {
-    let mut calls = 0;
-    for seed in 0..SEEDS {
+    let (mut calls, mut vector_loops, mut parallel_loops) = (0, 0, 0);
+    for seed in seeds() {
         let (graph, _) = graph_and_feeds(seed);
         for (what, program) in programs(seed, &graph) {
             let text = program.to_string();
@@ -129,10 +145,17 @@ fn printing_then_parsing_lowered_programs_gives_them_back() {
                 "seed {seed} ({what}) reads back differently:\n{text}"
             );
             calls += text.matches("call matmul").count();
+            vector_loops += text.matches(" vec4 {").count();
+            parallel_loops += text.matches(" parallel {").count();
         }
     }
-    // The sweep must reach the routine calls the matmul schedule makes.
-    assert!(calls > 0, "no program called a routine");
+    // The sweep must reach what the schedule makes: routine calls, vector loops and
+    // parallel loops.
+    println!("{calls} calls, {vector_loops} vector loops, {parallel_loops} parallel loops");
+    assert!(
+        calls > 0 && vector_loops > 0 && parallel_loops > 0,
+        "the schedule left every program plain"
+    );
 }
 
 /// The first element where the kernel interpreter and the graph interpreter differ.
@@ -170,7 +193,7 @@ fn compare(
 
 #[test]
 fn kernel_interpreter_matches_the_graph_interpreter() {
-    for seed in 0..SEEDS {
+    for seed in seeds() {
         let (graph, feeds) = graph_and_feeds(seed);
         let expected = evaluate(&graph, &feeds, Precision::F32)
             .unwrap_or_else(|err| panic!("seed {seed}: graph interpreter: {err}"));
