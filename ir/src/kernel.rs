@@ -28,7 +28,9 @@
 //! statements without reshaping the rest.
 //!
 //! [`Program::check`] verifies types, scoping and, because every bound is static,
-//! that no access (nor any call's slice) can leave its buffer.
+//! that no access (nor any call's slice) can leave its buffer. The printed form reads
+//! back with [`crate::kernel_text::parse`], and [`crate::kernel_interp::run`] defines
+//! what a program computes.
 //!
 //! ```text
 //! kernel k0 add {
@@ -39,6 +41,7 @@
 //! ```
 
 use crate::op::{BinaryOp, CmpOp, UnaryOp};
+use crate::text::quote;
 use crate::types::{DType, TensorType};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::{self, Write as _};
@@ -1302,30 +1305,44 @@ impl KernelChecker<'_> {
 
 impl fmt::Display for Program {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "program {:?} {{", self.name)?;
+        // Names are quoted as the graph text quotes them, so `kernel_text` reads them
+        // back with the same escapes.
+        writeln!(f, "program {} {{", quote(&self.name))?;
         for (index, buffer) in self.buffers.iter().enumerate() {
             write!(f, "  {}: {}", BufferId(index), buffer.ty)?;
             match &buffer.storage {
-                Storage::Input(name) => writeln!(f, " input {name:?}")?,
-                Storage::Param(name) => writeln!(f, " param {name:?}")?,
+                Storage::Input(name) => writeln!(f, " input {}", quote(name))?,
+                Storage::Param(name) => writeln!(f, " param {}", quote(name))?,
                 Storage::Temp => writeln!(f, " temp")?,
             }
         }
         for output in &self.outputs {
             writeln!(
                 f,
-                "  output {:?} = {}: {}",
-                output.name, output.buffer, output.ty
+                "  output {} = {}: {}",
+                quote(&output.name),
+                output.buffer,
+                output.ty
             )?;
         }
         for update in &self.updates {
-            writeln!(f, "  update {:?} = {}", update.param, update.value)?;
+            writeln!(f, "  update {} = {}", quote(&update.param), update.value)?;
         }
         for (index, kernel) in self.kernels.iter().enumerate() {
             writeln!(f)?;
-            writeln!(f, "  kernel k{index} {} {{", kernel.name)?;
+            // Kernel names are op mnemonics (`matmul.tn`); anything else is quoted so
+            // that the name stays one token.
+            let name = if is_kernel_name(&kernel.name) {
+                kernel.name.clone()
+            } else {
+                quote(&kernel.name)
+            };
+            writeln!(f, "  kernel k{index} {name} {{")?;
             for (local, ty) in kernel.locals.iter().enumerate() {
                 writeln!(f, "    local {}: {ty}", LocalId(local as u32))?;
+            }
+            if let Some(op) = &kernel.op {
+                writeln!(f, "    op {op}")?;
             }
             let mut text = String::new();
             for stmt in &kernel.body {
@@ -1335,6 +1352,40 @@ impl fmt::Display for Program {
             writeln!(f, "  }}")?;
         }
         writeln!(f, "}}")
+    }
+}
+
+/// Whether `name` prints bare as a kernel name: a word of the text form (letters,
+/// digits, `_` and `.`, starting with a letter or `_`).
+pub(crate) fn is_kernel_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+        && !name.contains("..")
+}
+
+impl fmt::Display for KernelOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KernelOp::Matmul {
+                a,
+                b,
+                c,
+                batches,
+                m,
+                n,
+                k,
+                trans_a,
+                trans_b,
+            } => write!(
+                f,
+                "matmul.{}{} a={a} b={b} c={c} batches={batches} m={m} n={n} k={k}",
+                if *trans_a { "t" } else { "n" },
+                if *trans_b { "t" } else { "n" },
+            ),
+        }
     }
 }
 
@@ -1439,6 +1490,35 @@ mod tests {
 }
 "#;
         assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn printer_shows_the_kernel_op_and_quotes_odd_names() {
+        let mut program = add_program();
+        program.name = "two words \"quoted\"".into();
+        program.kernels[0].name = "add then mul".into();
+        program.kernels[0].op = Some(KernelOp::Matmul {
+            a: BufferId(0),
+            b: BufferId(1),
+            c: BufferId(2),
+            batches: 1,
+            m: 2,
+            n: 3,
+            k: 1,
+            trans_a: false,
+            trans_b: true,
+        });
+        let text = program.to_string();
+        assert!(
+            text.starts_with("program \"two words \\\"quoted\\\"\" {\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "  kernel k0 \"add then mul\" {\n    op matmul.nt a=b0 b=b1 c=b2 batches=1 m=2 n=3 k=1\n"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

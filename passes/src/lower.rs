@@ -801,6 +801,7 @@ mod tests {
         let text = lower_text(&g);
         let nn = r#"  kernel k0 matmul {
     local r0: f32
+    op matmul.nn a=b0 b=b1 c=b4 batches=1 m=3 n=5 k=4
     for i0 in 0..3 {
       for i1 in 0..5 {
         r0 = 0.0
@@ -814,6 +815,7 @@ mod tests {
 "#;
         let tt = r#"  kernel k1 matmul.tt {
     local r0: f32
+    op matmul.tt a=b3 b=b2 c=b5 batches=2 m=3 n=5 k=4
     for i0 in 0..2 {
       for i1 in 0..3 {
         for i2 in 0..5 {
