@@ -187,7 +187,7 @@ pub fn compile_with(
     let target = kiln_backend::cpu::target::host_target(threads);
     let (program, schedule) = schedule::run(
         &program,
-        &[ScheduleStep::Parallel, ScheduleStep::Vectorize],
+        schedule::STEPS,
         &target,
         &mut |step, program| {
             if dumps(step) {

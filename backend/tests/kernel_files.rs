@@ -6,25 +6,10 @@
 //! or parser must reject are the interpreter harness's (`ir/tests/kernel_files.rs`).
 
 use kiln_backend::compile;
-use kiln_ir::kernel::{Program, Stmt};
+use kiln_ir::kernel::Program;
 use kiln_ir::kernel_filetest::{self, format_values};
 use kiln_ir::kernel_interp::{self, Values};
 use std::path::{Path, PathBuf};
-
-/// The backend cannot emit `Stmt::Call` yet (the matmul routine is being added), so
-/// files with a call are skipped, with a note in the test output. Set this to false
-/// when the routine lands: those files must then pass too.
-const SKIP_CALLS: bool = true;
-
-fn has_call(program: &Program) -> bool {
-    let mut found = false;
-    for kernel in &program.kernels {
-        for stmt in &kernel.body {
-            stmt.visit(&mut |stmt| found |= matches!(stmt, Stmt::Call { .. }));
-        }
-    }
-    found
-}
 
 fn kir_files() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ir/tests/kernels");
@@ -108,10 +93,6 @@ fn kernel_files_give_the_interpreters_results_through_the_jit() {
             continue;
         }
         let program = test.program().unwrap_or_else(|err| panic!("{name}: {err}"));
-        if SKIP_CALLS && has_call(&program) {
-            println!("skipped {name}: it calls a routine, which the backend cannot emit yet (SKIP_CALLS)");
-            continue;
-        }
         match check_file(&test, &program) {
             Ok(()) => ran += 1,
             Err(err) => failures.push(format!("{name}: {err}")),
@@ -120,5 +101,5 @@ fn kernel_files_give_the_interpreters_results_through_the_jit() {
     println!("{ran} files ran through the JIT");
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     // Guards against a glob that silently finds nothing.
-    assert!(ran >= 8, "only {ran} files ran through the JIT");
+    assert!(ran >= 11, "only {ran} files ran through the JIT");
 }

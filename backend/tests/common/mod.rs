@@ -42,16 +42,9 @@ pub fn random_feeds(graph: &Graph, seed: u64) -> Feeds {
 
 /// `program` scheduled for the host, as `kiln::compile` schedules it.
 pub fn schedule(program: kiln_ir::kernel::Program) -> kiln_ir::kernel::Program {
-    use kiln_passes::schedule::{run, ScheduleStep};
-    let target = kiln_ir::Target::baseline();
-    run(
-        &program,
-        &[ScheduleStep::Vectorize],
-        &target,
-        &mut |_, _| {},
-    )
-    .unwrap_or_else(|err| panic!("schedule: {err}\n{program}"))
-    .0
+    let target = kiln_backend::cpu::target::host_target(2);
+    kiln_passes::schedule::for_target(&program, &target)
+        .unwrap_or_else(|err| panic!("schedule: {err}\n{program}"))
 }
 
 pub fn compile_graph(graph: &Graph) -> Executable {
