@@ -194,9 +194,7 @@ impl Blocking {
         let nc = (l3 / 4 / (kc * 4) / 16 * 16).max(16);
         Blocking { mc, kc, nc }
     }
-}
 
-impl Blocking {
     /// Blocking for this machine's caches, read with CPUID (the deterministic cache
     /// parameters: leaf 4 on Intel, 0x8000_001D on AMD; no file I/O), or
     /// [`Blocking::default`] where they cannot be read.
