@@ -185,17 +185,13 @@ pub fn compile_with(
         .threads
         .unwrap_or_else(kiln_backend::pool::available_threads);
     let target = kiln_backend::cpu::target::host_target(threads);
-    let (program, schedule) = schedule::run(
-        &program,
-        schedule::STEPS,
-        &target,
-        &mut |step, program| {
+    let (program, schedule) =
+        schedule::run(&program, schedule::STEPS, &target, &mut |step, program| {
             if dumps(step) {
                 print_dump(step, &program.to_string());
             }
-        },
-    )
-    .map_err(kiln_backend::BackendError::from)?;
+        })
+        .map_err(kiln_backend::BackendError::from)?;
     let codegen_start = Instant::now();
     let backend_options = kiln_backend::CompileOptions {
         threads: target.threads,

@@ -47,15 +47,15 @@ fn a_node_limit_shows_in_the_compile_report_and_the_result_is_kept() {
     for part in ["egraph ", "dce ", "verify ", "lower ", "codegen ", "total "] {
         assert!(report.contains(part), "{part} missing from: {report}");
     }
-    // Eight 2x3 or 2x4 inputs and four 3x4 results, each in one 64-byte block: 12
-    // blocks without reuse. At the first matmul all inputs and y0 are live (9
-    // blocks); every later result takes the place of inputs already read.
-    assert_eq!(
-        (exe.report.arena_bytes, exe.report.arena_unplanned_bytes),
-        (9 * 64, 12 * 64)
-    );
+    // Eight inputs, four results and each matmul's packing workspace (its size
+    // depends on the host's microkernel): the plan reuses what earlier kernels are
+    // done with, and the report shows both figures.
+    let (arena, unplanned) = (exe.report.arena_bytes, exe.report.arena_unplanned_bytes);
+    assert!(0 < arena && arena < unplanned, "{report}");
     assert!(
-        report.ends_with("; arena 576 bytes (768 without reuse)"),
+        report.ends_with(&format!(
+            "; arena {arena} bytes ({unplanned} without reuse)"
+        )),
         "{report}"
     );
     // The folds the stopped run found are kept: one matmul kernel per output, no

@@ -5,7 +5,6 @@
 mod common;
 
 use common::{compile_graph_with, random_feeds};
-use kiln_backend::cpu::host_has_fma;
 use kiln_backend::{Arg, CompileOptions, OptLevel};
 use kiln_ir::{Graph, TensorType};
 use std::time::{Duration, Instant};
@@ -44,7 +43,10 @@ fn matmul_kernels_call_the_gemm_routine_and_never_a_libcall() {
             .filter(|line| line.trim_start().starts_with("call"))
             .collect();
         assert_eq!(calls.len(), 1, "{opt_level:?}:\n{listing}");
-        assert!(!listing.contains("fma"), "{opt_level:?}: fma is not a libcall\n{listing}");
+        assert!(
+            !listing.contains("fma"),
+            "{opt_level:?}: fma is not a libcall\n{listing}"
+        );
     }
 }
 

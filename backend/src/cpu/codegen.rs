@@ -20,6 +20,7 @@
 //! (from buffers the loop does not store to) are done; in the body, `var * stride`
 //! is computed once per distinct stride.
 
+use super::gemm::{self, Blocking, Epilogue, GemmSpec};
 use super::intrinsics;
 use crate::pool;
 use crate::BackendError;
@@ -29,7 +30,6 @@ use cranelift_codegen::ir::{
 };
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use cranelift_module::{FuncId, Linkage, Module, ModuleError};
-use super::gemm::{self, Blocking, Epilogue, GemmSpec};
 use kiln_ir::kernel::{
     BufferId, Expr, Index, Kernel, LoopKind, Matmul, Program, Routine, Rows, Scalar, Slice, Stmt,
     VType, VarId,
