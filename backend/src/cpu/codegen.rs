@@ -11,7 +11,8 @@
 //! vector load, with zero stride a scalar load and a splat, otherwise a gather of four
 //! scalar loads; stores need unit stride. A scalar loop handles the remainder.
 //! Comparisons yield lane masks that are narrowed to 0/1 words; `select` and `relu`
-//! rebuild masks for `bitselect`. `exp`/`log` call [`super::intrinsics`], lane by lane.
+//! rebuild masks for `bitselect`. `exp`/`log` are inline polynomials ([`super::math`],
+//! the algorithms of `kiln_ir::scalar`) on scalars and vectors alike.
 //!
 //! Cranelift at `opt_level=none` hoists nothing, so the generator does the usual
 //! loop-invariant work itself: constants (and their splats) are emitted once in the
@@ -20,11 +21,11 @@
 //! (from buffers the loop does not store to) are done; in the body, `var * stride`
 //! is computed once per distinct stride.
 
-use super::intrinsics;
+use super::math;
 use crate::BackendError;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{
-    types, AbiParam, ConstantData, Endianness, FuncRef, InstBuilder, MemFlagsData, Type, Value,
+    types, AbiParam, ConstantData, Endianness, InstBuilder, MemFlagsData, Type, Value,
 };
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use cranelift_module::{FuncId, Linkage, Module, ModuleError};
@@ -59,7 +60,7 @@ pub struct CodegenOptions {
     pub disasm: bool,
 }
 
-/// Declares the intrinsics and defines one exported function per kernel of
+/// Defines one exported function per kernel of
 /// `program` (which must pass `Program::check`).
 pub fn define_program<M: Module>(
     module: &mut M,
@@ -72,15 +73,6 @@ pub fn define_program<M: Module>(
             message: describe(&err),
         }
     };
-    let mut unary_sig = module.make_signature();
-    unary_sig.params.push(AbiParam::new(types::F32));
-    unary_sig.returns.push(AbiParam::new(types::F32));
-    let exp = module
-        .declare_function(intrinsics::EXP_F32, Linkage::Import, &unary_sig)
-        .map_err(module_error(intrinsics::EXP_F32.to_string()))?;
-    let log = module
-        .declare_function(intrinsics::LOG_F32, Linkage::Import, &unary_sig)
-        .map_err(module_error(intrinsics::LOG_F32.to_string()))?;
     let pointer = module.target_config().pointer_type();
     let mut kernel_sig = module.make_signature();
     kernel_sig.params.push(AbiParam::new(pointer));
@@ -97,9 +89,6 @@ pub fn define_program<M: Module>(
         module.clear_context(&mut ctx);
         ctx.func.signature = kernel_sig.clone();
         ctx.set_disasm(options.disasm);
-        let (uses_exp, uses_log) = uses_intrinsics(kernel);
-        let exp_ref = uses_exp.then(|| module.declare_func_in_func(exp, &mut ctx.func));
-        let log_ref = uses_log.then(|| module.declare_func_in_func(log, &mut ctx.func));
         {
             let builder = FunctionBuilder::new(&mut ctx.func, &mut builder_ctx);
             let mut gen = FnGen {
@@ -111,8 +100,6 @@ pub fn define_program<M: Module>(
                 bases: BTreeMap::new(),
                 vars: BTreeMap::new(),
                 locals: Vec::new(),
-                exp: exp_ref,
-                log: log_ref,
                 partials: HashMap::new(),
                 hoisted: HashMap::new(),
                 scaled: HashMap::new(),
@@ -146,18 +133,6 @@ fn describe(err: &ModuleError) -> String {
         ModuleError::Compilation(inner) => format!("{err}: {inner:?}"),
         other => other.to_string(),
     }
-}
-
-fn uses_intrinsics(kernel: &Kernel) -> (bool, bool) {
-    let (mut exp, mut log) = (false, false);
-    for stmt in &kernel.body {
-        stmt.visit_exprs(&mut |expr| match expr {
-            Expr::Unary(UnaryOp::Exp, _) => exp = true,
-            Expr::Unary(UnaryOp::Log, _) => log = true,
-            _ => {}
-        });
-    }
-    (exp, log)
 }
 
 /// Whether an expression is evaluated per element or four lanes at a time.
@@ -208,8 +183,6 @@ struct FnGen<'a, 'f> {
     /// The current value (i64) of every loop variable in scope.
     vars: BTreeMap<VarId, Value>,
     locals: Vec<Variable>,
-    exp: Option<FuncRef>,
-    log: Option<FuncRef>,
     /// Inside an innermost loop over `innermost`: the address of each access with
     /// that variable's term left out, computed before the loop.
     partials: HashMap<(BufferId, Index), Value>,
@@ -629,26 +602,6 @@ impl FnGen<'_, '_> {
         }
     }
 
-    fn call_unary(&mut self, func: Option<FuncRef>, x: Value, mode: Mode) -> Value {
-        let func = func.expect("intrinsics used by the kernel were declared");
-        match mode {
-            Mode::Scalar => {
-                let call = self.b.ins().call(func, &[x]);
-                self.b.inst_results(call)[0]
-            }
-            Mode::Vector(_) => {
-                let mut lanes = x;
-                for lane in 0..LANES as u8 {
-                    let element = self.b.ins().extractlane(x, lane);
-                    let call = self.b.ins().call(func, &[element]);
-                    let result = self.b.inst_results(call)[0];
-                    lanes = self.b.ins().insertlane(lanes, result, lane);
-                }
-                lanes
-            }
-        }
-    }
-
     fn expr(&mut self, expr: &Expr, mode: Mode) -> Value {
         match expr {
             Expr::Load { buffer, index } => self.load(*buffer, index, mode),
@@ -724,8 +677,9 @@ impl FnGen<'_, '_> {
         match (op, dtype) {
             (UnaryOp::Neg, DType::F32) => self.b.ins().fneg(x),
             (UnaryOp::Neg, _) => self.b.ins().ineg(x),
-            (UnaryOp::Exp, _) => self.call_unary(self.exp, x, mode),
-            (UnaryOp::Log, _) => self.call_unary(self.log, x, mode),
+            // The typing rules keep exp and log to f32 (scalar or f32x4 by `x`'s type).
+            (UnaryOp::Exp, _) => math::emit_exp(&mut self.b, x),
+            (UnaryOp::Log, _) => math::emit_log(&mut self.b, x),
             // relu(NaN) is 0 in the interpreter (`x > 0 ? x : 0`), which `fmax` would
             // not give, so it is a compare and select.
             (UnaryOp::Relu, DType::F32) => {

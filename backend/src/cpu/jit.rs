@@ -1,8 +1,8 @@
-//! JIT compilation for the host: a `cranelift_jit::JITModule` with the intrinsics in
-//! its symbol table, one function per kernel, and the finalized function pointers.
+//! JIT compilation for the host: a `cranelift_jit::JITModule`, one function per
+//! kernel, and the finalized function pointers. Generated code calls nothing.
 
 use super::codegen::{self, CodegenOptions, KernelCode};
-use super::{host_isa, intrinsics, CompileOptions};
+use super::{host_isa, CompileOptions};
 use crate::BackendError;
 use cranelift_jit::{JITBuilder, JITModule};
 use kiln_ir::kernel::Program;
@@ -28,10 +28,7 @@ impl JitCode {
     /// JIT-compiles every kernel of `program` (which must pass `Program::check`).
     pub fn new(program: &Program, options: &CompileOptions) -> Result<JitCode, BackendError> {
         let isa = host_isa(options.opt_level)?;
-        let mut builder = JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
-        for (name, address) in intrinsics::symbols() {
-            builder.symbol(name, address);
-        }
+        let builder = JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
         let mut module = JITModule::new(builder);
         let codegen_options = CodegenOptions {
             symbol_prefix: "kiln_".to_string(),

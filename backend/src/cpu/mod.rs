@@ -1,10 +1,10 @@
 //! The CPU code generator: kernel IR to Cranelift IR ([`codegen`], written against
-//! `cranelift_module::Module` so JIT and AOT objects share it), the host ISA, the
-//! runtime intrinsics generated code calls, and the JIT ([`jit`]).
+//! `cranelift_module::Module` so JIT and AOT objects share it), inline `exp`/`log`
+//! ([`math`]), the host ISA, and the JIT ([`jit`]).
 
 pub mod codegen;
-pub mod intrinsics;
 pub mod jit;
+pub mod math;
 
 use crate::BackendError;
 use cranelift_codegen::isa::OwnedTargetIsa;
@@ -47,8 +47,8 @@ pub fn host_isa(opt_level: OptLevel) -> Result<OwnedTargetIsa, BackendError> {
     flags
         .set("opt_level", opt_level.setting())
         .map_err(setting_error)?;
-    // JIT code is placed anywhere in memory and calls Rust functions by absolute
-    // address, so no PC-relative calls.
+    // JIT code is placed anywhere in memory and calls libcalls (`fmaf` on a host
+    // without FMA) by absolute address, so no PC-relative calls.
     flags.set("is_pic", "false").map_err(setting_error)?;
     flags
         .set("use_colocated_libcalls", "false")
