@@ -25,7 +25,7 @@ fn arguments() -> Vec<f32> {
         -100.0,
         -103.27893,
         -103.28,
-        -103.9720,
+        -103.972,
         -103.972_08,
         -104.0,
         -150.0,
@@ -55,7 +55,7 @@ fn arguments() -> Vec<f32> {
     let shifted: Vec<f32> = xs[..xs.len().min(64)].to_vec();
     xs.push(0.25);
     xs.extend(shifted);
-    if xs.len() % 4 == 0 {
+    if xs.len().is_multiple_of(4) {
         xs.push(3.0);
     }
     xs
