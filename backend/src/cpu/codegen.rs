@@ -11,7 +11,8 @@
 //! vector load, with zero stride a scalar load and a splat, otherwise a gather of four
 //! scalar loads; stores need unit stride. A scalar loop handles the remainder.
 //! Comparisons yield lane masks that are narrowed to 0/1 words; `select` and `relu`
-//! rebuild masks for `bitselect`. `exp`/`log` call [`super::intrinsics`], lane by lane.
+//! rebuild masks for `bitselect`. `exp`/`log` are inline polynomials ([`super::math`],
+//! the algorithms of `kiln_ir::scalar`) on scalars and vectors alike.
 //!
 //! Cranelift at `opt_level=none` hoists nothing, so the generator does the usual
 //! loop-invariant work itself: constants (and their splats) are emitted once in the
@@ -21,7 +22,7 @@
 //! is computed once per distinct stride.
 
 use super::gemm::{self, Blocking, Epilogue, GemmSpec};
-use super::intrinsics;
+use super::math;
 use crate::pool;
 use crate::BackendError;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
@@ -64,7 +65,7 @@ pub struct CodegenOptions {
     pub disasm: bool,
 }
 
-/// Declares the intrinsics and defines one exported function per kernel of
+/// Defines one exported function per kernel of
 /// `program` (which must pass `Program::check`).
 pub fn define_program<M: Module>(
     module: &mut M,
@@ -77,15 +78,6 @@ pub fn define_program<M: Module>(
             message: describe(&err),
         }
     };
-    let mut unary_sig = module.make_signature();
-    unary_sig.params.push(AbiParam::new(types::F32));
-    unary_sig.returns.push(AbiParam::new(types::F32));
-    let exp = module
-        .declare_function(intrinsics::EXP_F32, Linkage::Import, &unary_sig)
-        .map_err(module_error(intrinsics::EXP_F32.to_string()))?;
-    let log = module
-        .declare_function(intrinsics::LOG_F32, Linkage::Import, &unary_sig)
-        .map_err(module_error(intrinsics::LOG_F32.to_string()))?;
     let pointer = module.target_config().pointer_type();
     let mut kernel_sig = module.make_signature();
     kernel_sig.params.push(AbiParam::new(pointer));
@@ -141,15 +133,10 @@ pub fn define_program<M: Module>(
                     .map_err(module_error(body_what.clone()))?;
                 module.clear_context(&mut ctx);
                 ctx.func.signature = body_sig.clone();
-                let (uses_exp, uses_log) = uses_intrinsics(kernel);
-                let exp_ref = uses_exp.then(|| module.declare_func_in_func(exp, &mut ctx.func));
-                let log_ref = uses_log.then(|| module.declare_func_in_func(log, &mut ctx.func));
                 let gemm_refs = declare_gemms(module, &gemms, kernel, &mut ctx.func);
                 {
                     let builder = FunctionBuilder::new(&mut ctx.func, &mut builder_ctx);
                     let mut gen = FnGen::new(builder, program, kernel, &body_what, pointer);
-                    gen.exp = exp_ref;
-                    gen.log = log_ref;
                     gen.gemms = gemm_refs;
                     gen.function(Entry::Outlined(stmt))?;
                     gen.b.finalize(module.target_config());
@@ -166,9 +153,6 @@ pub fn define_program<M: Module>(
         module.clear_context(&mut ctx);
         ctx.func.signature = kernel_sig.clone();
         ctx.set_disasm(options.disasm);
-        let (uses_exp, uses_log) = uses_intrinsics(kernel);
-        let exp_ref = uses_exp.then(|| module.declare_func_in_func(exp, &mut ctx.func));
-        let log_ref = uses_log.then(|| module.declare_func_in_func(log, &mut ctx.func));
         let gemm_refs = declare_gemms(module, &gemms, kernel, &mut ctx.func);
         let mut parallel = BTreeMap::new();
         for (&index, &body) in &outlined {
@@ -181,8 +165,6 @@ pub fn define_program<M: Module>(
         {
             let builder = FunctionBuilder::new(&mut ctx.func, &mut builder_ctx);
             let mut gen = FnGen::new(builder, program, kernel, &what, pointer);
-            gen.exp = exp_ref;
-            gen.log = log_ref;
             gen.parallel = parallel;
             gen.gemms = gemm_refs;
             gen.parallel_for = parallel_for_ref;
@@ -233,18 +215,6 @@ fn describe(err: &ModuleError) -> String {
         ModuleError::Compilation(inner) => format!("{err}: {inner:?}"),
         other => other.to_string(),
     }
-}
-
-fn uses_intrinsics(kernel: &Kernel) -> (bool, bool) {
-    let (mut exp, mut log) = (false, false);
-    for stmt in &kernel.body {
-        stmt.visit_exprs(&mut |expr| match expr {
-            Expr::Unary(UnaryOp::Exp, _) => exp = true,
-            Expr::Unary(UnaryOp::Log, _) => log = true,
-            _ => {}
-        });
-    }
-    (exp, log)
 }
 
 /// Whether an expression is evaluated per element or four lanes at a time.
@@ -333,8 +303,6 @@ struct FnGen<'a, 'f> {
     /// The current value (i64) of every loop variable in scope.
     vars: BTreeMap<VarId, Value>,
     locals: Vec<Variable>,
-    exp: Option<FuncRef>,
-    log: Option<FuncRef>,
     /// Inside an innermost loop over `innermost`: the address of each access with
     /// that variable's term left out, computed before the loop.
     partials: HashMap<(BufferId, Index), Value>,
@@ -461,8 +429,6 @@ impl<'a> FnGen<'a, '_> {
             bases: BTreeMap::new(),
             vars: BTreeMap::new(),
             locals: Vec::new(),
-            exp: None,
-            log: None,
             partials: HashMap::new(),
             hoisted: HashMap::new(),
             scaled: HashMap::new(),
@@ -1116,26 +1082,6 @@ impl FnGen<'_, '_> {
         }
     }
 
-    fn call_unary(&mut self, func: Option<FuncRef>, x: Value, mode: Mode) -> Value {
-        let func = func.expect("intrinsics used by the kernel were declared");
-        match mode {
-            Mode::Scalar => {
-                let call = self.b.ins().call(func, &[x]);
-                self.b.inst_results(call)[0]
-            }
-            Mode::Vector(_) => {
-                let mut lanes = x;
-                for lane in 0..LANES as u8 {
-                    let element = self.b.ins().extractlane(x, lane);
-                    let call = self.b.ins().call(func, &[element]);
-                    let result = self.b.inst_results(call)[0];
-                    lanes = self.b.ins().insertlane(lanes, result, lane);
-                }
-                lanes
-            }
-        }
-    }
-
     fn expr(&mut self, expr: &Expr, mode: Mode) -> Value {
         match expr {
             Expr::Load {
@@ -1232,8 +1178,9 @@ impl FnGen<'_, '_> {
         match (op, dtype) {
             (UnaryOp::Neg, DType::F32) => self.b.ins().fneg(x),
             (UnaryOp::Neg, _) => self.b.ins().ineg(x),
-            (UnaryOp::Exp, _) => self.call_unary(self.exp, x, mode),
-            (UnaryOp::Log, _) => self.call_unary(self.log, x, mode),
+            // The typing rules keep exp and log to f32 (scalar or f32x4 by `x`'s type).
+            (UnaryOp::Exp, _) => math::emit_exp(&mut self.b, x),
+            (UnaryOp::Log, _) => math::emit_log(&mut self.b, x),
             // relu(NaN) is 0 in the interpreter (`x > 0 ? x : 0`), which `fmax` would
             // not give, so it is a compare and select.
             (UnaryOp::Relu, DType::F32) => {

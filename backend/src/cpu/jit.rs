@@ -1,8 +1,8 @@
-//! JIT compilation for the host: a `cranelift_jit::JITModule` with the intrinsics in
-//! its symbol table, one function per kernel, and the finalized function pointers.
+//! JIT compilation for the host: a `cranelift_jit::JITModule`, one function per
+//! kernel, and the finalized function pointers. Generated code calls nothing.
 
 use super::codegen::{self, CodegenOptions, KernelCode};
-use super::{host_isa, intrinsics, CompileOptions};
+use super::{host_isa, CompileOptions};
 use crate::BackendError;
 use cranelift_jit::{JITBuilder, JITModule};
 use kiln_ir::kernel::Program;
@@ -29,10 +29,7 @@ impl JitCode {
     pub fn new(program: &Program, options: &CompileOptions) -> Result<JitCode, BackendError> {
         let isa = host_isa(options.opt_level)?;
         let mut builder = JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
-        for (name, address) in intrinsics::symbols()
-            .into_iter()
-            .chain(crate::pool::symbols())
-        {
+        for (name, address) in crate::pool::symbols() {
             builder.symbol(name, address);
         }
         let mut module = JITModule::new(builder);

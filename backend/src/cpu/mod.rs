@@ -1,12 +1,12 @@
 //! The CPU code generator: kernel IR to Cranelift IR ([`codegen`], written against
-//! `cranelift_module::Module` so JIT and AOT objects share it), the host ISA, the
-//! runtime intrinsics generated code calls, the JIT ([`jit`]), and the blocked matrix
+//! `cranelift_module::Module` so JIT and AOT objects share it), inline `exp`/`log`
+//! ([`math`]), the host ISA and [`target`], the JIT ([`jit`]), and the blocked matrix
 //! multiplication with its AVX2 microkernel ([`gemm`]).
 
 pub mod codegen;
 pub mod gemm;
-pub mod intrinsics;
 pub mod jit;
+pub mod math;
 pub mod target;
 
 use crate::BackendError;
@@ -63,8 +63,8 @@ pub fn host_isa(opt_level: OptLevel) -> Result<OwnedTargetIsa, BackendError> {
     flags
         .set("opt_level", opt_level.setting())
         .map_err(setting_error)?;
-    // JIT code is placed anywhere in memory and calls Rust functions by absolute
-    // address, so no PC-relative calls.
+    // JIT code is placed anywhere in memory and calls libcalls (`fmaf` on a host
+    // without FMA) by absolute address, so no PC-relative calls.
     flags.set("is_pic", "false").map_err(setting_error)?;
     flags
         .set("use_colocated_libcalls", "false")
