@@ -184,7 +184,10 @@ pub fn compile_with(
     let threads = options
         .threads
         .unwrap_or_else(kiln_backend::pool::available_threads);
-    let target = kiln_backend::cpu::target::host_target(threads);
+    let target = match &options.target {
+        Some(target) => target.clone(),
+        None => kiln_backend::cpu::target::host_target(threads),
+    };
     let (program, schedule) =
         schedule::run(&program, schedule::STEPS, &target, &mut |step, program| {
             if dumps(step) {

@@ -57,6 +57,10 @@ pub struct PipelineOptions {
     /// Threads the compiled executable runs on (its schedule and its pool); `None`
     /// for the available cores.
     pub threads: Option<usize>,
+    /// Schedule for this target instead of the host (tests of the portable paths,
+    /// cross compiles); its `threads` then replace `threads`. The host must be able to
+    /// run what it picks (an AVX2 target on a host without AVX2 is refused).
+    pub target: Option<kiln_ir::Target>,
 }
 
 impl Default for PipelineOptions {
@@ -68,6 +72,7 @@ impl Default for PipelineOptions {
             verify: cfg!(debug_assertions),
             dump: None,
             threads: None,
+            target: None,
         }
     }
 }
