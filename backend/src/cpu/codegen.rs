@@ -372,10 +372,7 @@ fn define_gemms<M: Module>(
                 let name = format!("{prefix}gemm{}", defined.len());
                 // The schedule sized the workspace from the same blocking; more would
                 // be written past it.
-                let kernel = match matmul.kernel {
-                    kiln_ir::kernel::MicroKernel::Avx2Fma6x16 => gemm::MicroKernel::Avx2Fma6x16,
-                    kiln_ir::kernel::MicroKernel::F32x4 => gemm::MicroKernel::F32x4,
-                };
+                let kernel = matmul.kernel;
                 let needed = spec.workspace_bytes(kernel, &blocking);
                 if needed > workspace_len.saturating_mul(4) {
                     return Err(BackendError::Unsupported {

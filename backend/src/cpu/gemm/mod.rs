@@ -22,10 +22,10 @@
 //! `[0, m]`. `workspace` must hold [`GemmSpec::workspace_bytes`] bytes (64-byte
 //! alignment is best, 4 is enough) and belong to the calling thread: threads call the
 //! function on disjoint row ranges, each with its own workspace, and each packs its
-//! own copy of B. Splitting the rows at multiples of [`MicroKernel::mr`] (or of 12,
+//! own copy of B. Splitting the rows at multiples of [`MicroKernelCode::mr`] (or of 12,
 //! good for both kernels) avoids partial tiles at the seam.
 //!
-//! Typical use: `define_gemm(&mut module, "kiln_mm3", &spec, MicroKernel::host_best(),
+//! Typical use: `define_gemm(&mut module, "kiln_mm3", &spec, MicroKernel::Avx2Fma6x16,
 //! &Blocking::host())`, then per thread a workspace of
 //! `spec.workspace_bytes(kernel, &blocking)` bytes.
 //!
@@ -117,29 +117,21 @@ pub struct GemmSpec {
     pub epilogue: Epilogue,
 }
 
-/// The innermost tile kernel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MicroKernel {
-    /// 6×16 tile, 256-bit AVX2/FMA machine code (x86-64 with AVX2 and FMA).
-    Avx2Fma6x16,
-    /// 4×8 tile of `f32x4`, pure Cranelift IR: any target Cranelift supports.
-    F32x4,
+/// The innermost tile kernel (the kernel IR's choice, made by the schedule).
+pub use kiln_ir::kernel::MicroKernel;
+
+/// What the code generator knows of each microkernel beyond the kernel IR.
+pub trait MicroKernelCode {
+    /// Whether code for `isa` may use this kernel.
+    fn runs_on(self, isa: &dyn TargetIsa) -> bool;
+    /// Rows of the tile.
+    fn mr(self) -> usize;
+    /// Columns of the tile.
+    fn nr(self) -> usize;
 }
 
-impl MicroKernel {
-    /// The fastest kernel this machine runs.
-    pub fn host_best() -> MicroKernel {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                return MicroKernel::Avx2Fma6x16;
-            }
-        }
-        MicroKernel::F32x4
-    }
-
-    /// Whether code for `isa` may use this kernel.
-    pub fn runs_on(self, isa: &dyn TargetIsa) -> bool {
+impl MicroKernelCode for MicroKernel {
+    fn runs_on(self, isa: &dyn TargetIsa) -> bool {
         match self {
             MicroKernel::F32x4 => true,
             MicroKernel::Avx2Fma6x16 => {
@@ -154,16 +146,14 @@ impl MicroKernel {
         }
     }
 
-    /// Rows of the tile.
-    pub fn mr(self) -> usize {
+    fn mr(self) -> usize {
         match self {
             MicroKernel::Avx2Fma6x16 => avx2::MR,
             MicroKernel::F32x4 => f32x4::MR,
         }
     }
 
-    /// Columns of the tile.
-    pub fn nr(self) -> usize {
+    fn nr(self) -> usize {
         match self {
             MicroKernel::Avx2Fma6x16 => avx2::NR,
             MicroKernel::F32x4 => f32x4::NR,
@@ -195,62 +185,11 @@ impl Blocking {
         Blocking { mc, kc, nc }
     }
 
-    /// Blocking for this machine's caches, read with CPUID (the deterministic cache
-    /// parameters: leaf 4 on Intel, 0x8000_001D on AMD; no file I/O), or
-    /// [`Blocking::default`] where they cannot be read.
+    /// Blocking for this machine's caches (read by `cpu::target::host_target`).
     pub fn host() -> Blocking {
-        match host_cache_sizes() {
-            Some((l1d, l2, l3)) => Blocking::from_cache_sizes(l1d, l2, l3),
-            None => Blocking::default(),
-        }
+        let target = crate::cpu::target::host_target(1);
+        Blocking::from_cache_sizes(target.l1d_bytes, target.l2_bytes, target.l3_bytes)
     }
-}
-
-/// (L1d, L2, L3) bytes of the core this runs on; L3 is L2 where there is none.
-#[cfg(target_arch = "x86_64")]
-fn host_cache_sizes() -> Option<(usize, usize, usize)> {
-    use std::arch::x86_64::{__cpuid, __cpuid_count};
-    let vendor = __cpuid(0);
-    // "AuthenticAMD" and "HygonGenuine" describe caches in leaf 0x8000_001D.
-    let amd_like =
-        vendor.ebx == u32::from_le_bytes(*b"Auth") || vendor.ebx == u32::from_le_bytes(*b"Hygo");
-    let (leaf, available) = if amd_like {
-        (0x8000_001D, __cpuid(0x8000_0000).eax >= 0x8000_001D)
-    } else {
-        (4, vendor.eax >= 4)
-    };
-    if !available {
-        return None;
-    }
-    let (mut l1d, mut l2, mut l3) = (0, 0, 0);
-    for index in 0..16 {
-        let info = __cpuid_count(leaf, index);
-        let kind = info.eax & 0x1f;
-        // 0: no more caches; 2: instruction cache.
-        if kind == 0 {
-            break;
-        }
-        if kind == 2 {
-            continue;
-        }
-        let ways = (info.ebx >> 22) as usize + 1;
-        let partitions = ((info.ebx >> 12) & 0x3ff) as usize + 1;
-        let line = (info.ebx & 0xfff) as usize + 1;
-        let sets = info.ecx as usize + 1;
-        let bytes = ways * partitions * line * sets;
-        match (info.eax >> 5) & 7 {
-            1 => l1d = bytes,
-            2 => l2 = bytes,
-            3 => l3 = bytes,
-            _ => {}
-        }
-    }
-    (l1d > 0 && l2 > 0).then_some((l1d, l2, l3.max(l2)))
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn host_cache_sizes() -> Option<(usize, usize, usize)> {
-    None
 }
 
 impl Default for Blocking {
@@ -348,7 +287,7 @@ fn microkernel_signature(pointer: types::Type) -> Signature {
 /// Each call defines its own copy of the microkernel (a few hundred bytes).
 ///
 /// Errors: the module's target cannot run `kernel` (the caller chose wrongly, see
-/// [`MicroKernel::host_best`]), the sizes are too large to address, or Cranelift
+/// `cpu::target::host_target`), the sizes are too large to address, or Cranelift
 /// rejected a function (a kiln bug).
 pub fn define_gemm<M: Module>(
     module: &mut M,

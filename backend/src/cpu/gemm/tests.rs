@@ -160,7 +160,7 @@ fn assert_same(got: &[f32], want: &[f32], what: &str) {
 /// else only the fallback.
 fn kernels() -> Vec<MicroKernel> {
     let mut kernels = vec![MicroKernel::F32x4];
-    if MicroKernel::host_best() == MicroKernel::Avx2Fma6x16 {
+    if crate::cpu::target::host_target(1).avx2_fma {
         kernels.push(MicroKernel::Avx2Fma6x16);
     }
     kernels
@@ -453,7 +453,7 @@ fn avx2_kernel_is_refused_for_a_target_without_avx2() {
     let host = host_isa(OptLevel::None).expect("the host is supported");
     assert_eq!(
         MicroKernel::Avx2Fma6x16.runs_on(&*host),
-        MicroKernel::host_best() == MicroKernel::Avx2Fma6x16
+        crate::cpu::target::host_target(1).avx2_fma
     );
 }
 
@@ -462,7 +462,11 @@ fn several_gemms_share_one_module() {
     let isa = host_isa(OptLevel::Speed).expect("the host is supported");
     let builder = JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
     let mut module = JITModule::new(builder);
-    let kernel = MicroKernel::host_best();
+    let kernel = if crate::cpu::target::host_target(1).avx2_fma {
+        MicroKernel::Avx2Fma6x16
+    } else {
+        MicroKernel::F32x4
+    };
     let specs = [spec(7, 17, 5, false, false), spec(13, 9, 20, true, true)];
     let ids: Vec<FuncId> = specs
         .iter()
@@ -487,4 +491,42 @@ fn several_gemms_share_one_module() {
     }
     // SAFETY: the functions are not called after this.
     unsafe { module.free_memory() };
+}
+
+#[test]
+fn the_kernel_ir_and_the_code_agree_on_tile_sizes() {
+    use kiln_ir::kernel::{Matmul, Rows};
+    for kernel in [MicroKernel::Avx2Fma6x16, MicroKernel::F32x4] {
+        let call = Matmul {
+            m: 1,
+            n: 1,
+            k: 1,
+            trans_a: false,
+            trans_b: false,
+            rows: Rows::All,
+            kernel,
+            mc: kernel.mr(),
+            kc: 1,
+            nc: kernel.nr(),
+        };
+        assert_eq!(call.tile(), (kernel.mr(), kernel.nr()), "{kernel:?}");
+        // The schedule sizes workspaces with the kernel IR's formula; the code must
+        // never need more.
+        let spec = spec(37, 53, 29, true, false);
+        let blocking = Blocking {
+            mc: 2 * kernel.mr(),
+            kc: 8,
+            nc: 2 * kernel.nr(),
+        };
+        let call = Matmul {
+            m: 37,
+            n: 53,
+            k: 29,
+            mc: blocking.mc,
+            kc: blocking.kc,
+            nc: blocking.nc,
+            ..call
+        };
+        assert!(spec.workspace_bytes(kernel, &blocking) <= call.workspace_len() * 4);
+    }
 }
