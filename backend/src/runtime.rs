@@ -336,8 +336,9 @@ impl Executable {
     /// (zeroed); the other buffers wait for the first run (see the module docs).
     pub fn new(program: &Program, options: &CompileOptions) -> Result<Executable, BackendError> {
         program.check()?;
+        let plan = arena::plan(program);
         let start = Instant::now();
-        let code = JitCode::new(program, options)?;
+        let code = JitCode::new(program, &plan, options)?;
         let codegen_time = start.elapsed();
         let parallel = program.kernels.iter().any(|kernel| {
             kernel.body.iter().any(|stmt| {
@@ -384,7 +385,6 @@ impl Executable {
             .iter()
             .map(|output| bind(&output.name, output.buffer, &output.ty))
             .collect();
-        let plan = arena::plan(program);
         let param_bytes = buffers
             .iter()
             .map(|words| words.len().saturating_mul(std::mem::size_of::<u32>()))
@@ -674,7 +674,6 @@ impl Executable {
             arg.write_to(&mut arena[arena_range(offset, arg.len())]);
         }
         self.launch();
-        self.apply_updates();
         Ok(())
     }
 
@@ -701,40 +700,19 @@ impl Executable {
             std::ptr::from_ref(pool).cast::<u8>()
         });
         table.push(pool.cast_mut());
-        for function in &self.code.functions {
-            // SAFETY: the program passed `Program::check`, so every access of the
-            // kernel lies inside a buffer of its declared length, and `table` points
-            // at memory of at least those lengths that the kernel may use as the
-            // plan says (see the module docs). The code is alive as long as
-            // `self.code`.
-            unsafe { function(table.as_ptr()) };
-        }
-    }
-
-    /// Gives each updated parameter its new value; never allocates (the staging
-    /// copies were allocated with the arena). In-place updates are already done.
-    fn apply_updates(&mut self) {
-        let staged = self.update_steps.iter().filter_map(|step| match *step {
-            UpdateStep::Staged { param, value } => Some((param, value)),
-            _ => None,
-        });
-        for ((_, value), copy) in staged.clone().zip(self.staging.iter_mut()) {
-            copy.copy_from_slice(&self.buffers[value.0]);
-        }
-        let arena = arena_words(&self.arena);
-        for step in &self.update_steps {
-            if let UpdateStep::Copy { param, value } = *step {
-                let Placement::Arena { offset } = self.placements[value.0] else {
-                    unreachable!("the plan copies only from the arena");
-                };
-                let target = &mut self.buffers[param.0];
-                let range = arena_range(offset, target.len());
-                target.copy_from_slice(&arena[range]);
-            }
-        }
-        for ((param, _), copy) in staged.zip(&self.staging) {
-            self.buffers[param.0].copy_from_slice(copy);
-        }
+        // Then the staging copies of staged updates, in plan order (`cpu::entry`).
+        table.extend(
+            self.staging
+                .iter_mut()
+                .map(|words| words.as_mut_ptr().cast::<u8>()),
+        );
+        // SAFETY: the program passed `Program::check`, so every access of every
+        // kernel lies inside a buffer of its declared length; `table` points at
+        // memory of at least those lengths that the kernels may use as the plan says
+        // (see the module docs), and at staging copies of the staged values' sizes.
+        // The step runs the kernels and the plan's update copies; the code is alive
+        // as long as `self.code`.
+        unsafe { (self.code.step)(table.as_ptr()) };
     }
 
     /// Convenience for differential tests: sets the parameters and inputs named in

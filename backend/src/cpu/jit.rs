@@ -2,7 +2,8 @@
 //! kernel, and the finalized function pointers. Generated code calls nothing.
 
 use super::codegen::{self, CodegenOptions, KernelCode};
-use super::{host_isa, CompileOptions};
+use super::{entry, host_isa, CompileOptions};
+use crate::arena::ArenaPlan;
 use crate::BackendError;
 use cranelift_jit::{JITBuilder, JITModule};
 use kiln_ir::kernel::Program;
@@ -15,7 +16,8 @@ pub type KernelFn = unsafe extern "C" fn(table: *const *mut u8);
 pub struct JitCode {
     /// Owns the executable memory; `None` only while dropping.
     module: Option<JITModule>,
-    pub functions: Vec<KernelFn>,
+    /// The whole step: every kernel in order, then the parameter updates.
+    pub step: KernelFn,
     pub kernels: Vec<KernelCode>,
 }
 
@@ -26,7 +28,11 @@ unsafe impl Send for JitCode {}
 
 impl JitCode {
     /// JIT-compiles every kernel of `program` (which must pass `Program::check`).
-    pub fn new(program: &Program, options: &CompileOptions) -> Result<JitCode, BackendError> {
+    pub fn new(
+        program: &Program,
+        plan: &ArenaPlan,
+        options: &CompileOptions,
+    ) -> Result<JitCode, BackendError> {
         let isa = host_isa(options.opt_level)?;
         let mut builder = JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
         for (name, address) in crate::pool::symbols() {
@@ -37,9 +43,13 @@ impl JitCode {
             symbol_prefix: "kiln_".to_string(),
             disasm: options.disasm,
         };
-        let defined = codegen::define_program(&mut module, program, &codegen_options);
-        let kernels = match defined {
-            Ok(kernels) => kernels,
+        let defined =
+            codegen::define_program(&mut module, program, &codegen_options).and_then(|kernels| {
+                let step = entry::define_entry(&mut module, program, &kernels, plan, "kiln_")?;
+                Ok((kernels, step))
+            });
+        let (kernels, step) = match defined {
+            Ok(defined) => defined,
             Err(err) => {
                 // SAFETY: no function of this module was handed out.
                 unsafe { module.free_memory() };
@@ -54,18 +64,13 @@ impl JitCode {
                 message: err.to_string(),
             });
         }
-        let functions = kernels
-            .iter()
-            .map(|kernel| {
-                let address = module.get_finalized_function(kernel.func);
-                // SAFETY: codegen defined this function with the signature
-                // `fn(*const *mut u8)` in the host's default (C) calling convention.
-                unsafe { std::mem::transmute::<*const u8, KernelFn>(address) }
-            })
-            .collect();
+        let address = module.get_finalized_function(step);
+        // SAFETY: `entry` defined this function with the signature
+        // `fn(*const *mut u8)` in the host's default (C) calling convention.
+        let step = unsafe { std::mem::transmute::<*const u8, KernelFn>(address) };
         Ok(JitCode {
             module: Some(module),
-            functions,
+            step,
             kernels,
         })
     }

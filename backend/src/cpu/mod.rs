@@ -4,6 +4,7 @@
 //! multiplication with its AVX2 microkernel ([`gemm`]).
 
 pub mod codegen;
+pub mod entry;
 pub mod gemm;
 pub mod jit;
 pub mod math;
