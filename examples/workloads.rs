@@ -86,6 +86,10 @@ fn measure(mut f: impl FnMut()) -> Duration {
 fn options(threads: usize) -> PipelineOptions {
     PipelineOptions {
         threads: Some(threads),
+        // `KILN_DUMP=<regex>` shows the IR after matching steps, as for `kiln::compile`.
+        dump: std::env::var("KILN_DUMP")
+            .ok()
+            .and_then(|pattern| regex::Regex::new(&pattern).ok()),
         ..PipelineOptions::default()
     }
 }
