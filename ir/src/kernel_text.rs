@@ -681,7 +681,7 @@ impl Parser {
         let word = self.word("a routine such as matmul.nn.f32x4")?;
         let parsed = word.strip_prefix("matmul.").and_then(|rest| {
             let (flags, kernel) = rest.split_once('.')?;
-            let kernel = [MicroKernel::Avx2Fma6x16, MicroKernel::F32x4]
+            let kernel = MicroKernel::ALL
                 .into_iter()
                 .find(|candidate| candidate.name() == kernel)?;
             Some((transposes(flags)?, kernel))
@@ -690,7 +690,9 @@ impl Parser {
             error_at(
                 here.0,
                 here.1,
-                format!("expected a routine matmul.<nn|nt|tn|tt>.<avx2|f32x4>, found '{word}'"),
+                format!(
+                    "expected a routine matmul.<nn|nt|tn|tt>.<avx512|avx2|f32x4>, found '{word}'"
+                ),
             )
         })?;
         let mut sizes = [0usize; 6];

@@ -10,6 +10,8 @@ use std::fmt;
 /// The machine a program is scheduled for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
+    /// 512-bit AVX-512F: the 6x32 matmul microkernel may be used.
+    pub avx512f: bool,
     /// 256-bit AVX2 with FMA: the 6x16 matmul microkernel may be used.
     pub avx2_fma: bool,
     /// f32 lanes of the vectors the code generator emits for loops (Cranelift's
@@ -28,6 +30,7 @@ impl Target {
     /// thread.
     pub fn baseline() -> Target {
         Target {
+            avx512f: false,
             avx2_fma: false,
             vector_lanes: 4,
             l1d_bytes: 32 << 10,
@@ -49,7 +52,13 @@ impl fmt::Display for Target {
         write!(
             f,
             "{} f32x{} l1d={}K l2={}K l3={}K threads={}",
-            if self.avx2_fma { "avx2+fma" } else { "sse" },
+            if self.avx512f {
+                "avx512f"
+            } else if self.avx2_fma {
+                "avx2+fma"
+            } else {
+                "sse"
+            },
             self.vector_lanes,
             self.l1d_bytes >> 10,
             self.l2_bytes >> 10,

@@ -12,6 +12,8 @@ pub fn host_target(threads: usize) -> Target {
     {
         target.avx2_fma =
             std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+        // The 512-bit microkernel is only chosen once the backend can emit it.
+        target.avx512f = super::gemm::AVX512_READY && std::is_x86_feature_detected!("avx512f");
         for cache in x86::data_caches() {
             match cache.level {
                 1 => target.l1d_bytes = cache.bytes,

@@ -86,7 +86,9 @@ pub fn blocking(
     n: usize,
     k: usize,
 ) -> (MicroKernel, usize, usize, usize) {
-    let kernel = if target.avx2_fma {
+    let kernel = if target.avx512f {
+        MicroKernel::Avx512F6x32
+    } else if target.avx2_fma {
         MicroKernel::Avx2Fma6x16
     } else {
         MicroKernel::F32x4

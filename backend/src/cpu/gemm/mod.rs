@@ -130,10 +130,14 @@ pub trait MicroKernelCode {
     fn nr(self) -> usize;
 }
 
+/// Whether the 512-bit microkernel is emitted (the host target offers it only then).
+pub const AVX512_READY: bool = false;
+
 impl MicroKernelCode for MicroKernel {
     fn runs_on(self, isa: &dyn TargetIsa) -> bool {
         match self {
             MicroKernel::F32x4 => true,
+            MicroKernel::Avx512F6x32 => false,
             MicroKernel::Avx2Fma6x16 => {
                 let flags = isa.isa_flags();
                 let has = |name: &str| {
@@ -148,6 +152,7 @@ impl MicroKernelCode for MicroKernel {
 
     fn mr(self) -> usize {
         match self {
+            MicroKernel::Avx512F6x32 => 6,
             MicroKernel::Avx2Fma6x16 => avx2::MR,
             MicroKernel::F32x4 => f32x4::MR,
         }
@@ -155,6 +160,7 @@ impl MicroKernelCode for MicroKernel {
 
     fn nr(self) -> usize {
         match self {
+            MicroKernel::Avx512F6x32 => 32,
             MicroKernel::Avx2Fma6x16 => avx2::NR,
             MicroKernel::F32x4 => f32x4::NR,
         }
@@ -331,6 +337,7 @@ pub fn define_gemm<M: Module>(
     let mut ctx = module.make_context();
     let mut builder_ctx = FunctionBuilderContext::new();
     match kernel {
+        MicroKernel::Avx512F6x32 => unreachable!("runs_on refused the 512-bit kernel above"),
         MicroKernel::Avx2Fma6x16 => {
             let bytes = avx2::microkernel_bytes()?;
             // 64: the kernel's loop then starts at a known place in a cache line.
