@@ -34,6 +34,7 @@ const TRAIN_EVERY: u64 = 5;
 fn target() -> Target {
     Target {
         avx2_fma: false,
+        avx512f: false,
         ..host_target(2)
     }
 }

@@ -30,7 +30,11 @@ const SIZES: [usize; 9] = [1, 2, 5, 6, 7, 13, 16, 17, 33];
 /// The four targets: the host's AVX2 microkernel and the portable fallback, on one
 /// thread and on two.
 fn targets() -> Vec<(&'static str, Target)> {
-    let avx2 = host_target(1);
+    // The 512-bit kernel is added below where the host offers it.
+    let avx2 = Target {
+        avx512f: false,
+        ..host_target(1)
+    };
     // Without AVX2 on the host both halves run the fallback; still correct, only
     // less covered.
     if !avx2.avx2_fma {
@@ -38,14 +42,21 @@ fn targets() -> Vec<(&'static str, Target)> {
     }
     let f32x4 = Target {
         avx2_fma: false,
+        avx512f: false,
         ..avx2.clone()
     };
-    vec![
+    let mut targets = vec![
         ("avx2, 1 thread", avx2.clone()),
         ("avx2, 2 threads", avx2.with_threads(2)),
         ("f32x4, 1 thread", f32x4.clone()),
         ("f32x4, 2 threads", f32x4.with_threads(2)),
-    ]
+    ];
+    let host = host_target(1);
+    if host.avx512f {
+        targets.push(("avx512, 1 thread", host.clone()));
+        targets.push(("avx512, 2 threads", host.with_threads(2)));
+    }
+    targets
 }
 
 /// One matmul of a test graph: extents, batch count and transposes.
@@ -86,7 +97,7 @@ impl Product {
     fn is_parallel(&self, target: &Target) -> bool {
         let (kernel, ..) = schedule::matmul::blocking(target, self.m, self.n, self.k);
         let rows = match kernel {
-            MicroKernel::Avx2Fma6x16 => 6,
+            MicroKernel::Avx512F6x32 | MicroKernel::Avx2Fma6x16 => 6,
             MicroKernel::F32x4 => 4,
         };
         self.batches == 1
@@ -199,7 +210,9 @@ fn check(product: Product, seed: u64, awkward: bool) {
             ..PipelineOptions::default()
         };
         let parallel = product.is_parallel(&target);
-        let microkernel = if target.avx2_fma {
+        let microkernel = if target.avx512f {
+            MicroKernel::Avx512F6x32
+        } else if target.avx2_fma {
             MicroKernel::Avx2Fma6x16
         } else {
             MicroKernel::F32x4

@@ -26,20 +26,31 @@ const STEPS: usize = 3;
 /// The four targets: the host's AVX2 microkernel and the portable fallback, on one
 /// thread and on two.
 fn targets() -> Vec<(&'static str, Target)> {
-    let avx2 = host_target(1);
+    // The 512-bit kernel is added below where the host offers it.
+    let avx2 = Target {
+        avx512f: false,
+        ..host_target(1)
+    };
     if !avx2.avx2_fma {
         eprintln!("warning: the host has no AVX2/FMA; the 6x16 microkernel is not tested");
     }
     let f32x4 = Target {
         avx2_fma: false,
+        avx512f: false,
         ..avx2.clone()
     };
-    vec![
+    let mut targets = vec![
         ("avx2, 1 thread", avx2.clone()),
         ("avx2, 2 threads", avx2.with_threads(2)),
         ("f32x4, 1 thread", f32x4.clone()),
         ("f32x4, 2 threads", f32x4.with_threads(2)),
-    ]
+    ];
+    let host = host_target(1);
+    if host.avx512f {
+        targets.push(("avx512, 1 thread", host.clone()));
+        targets.push(("avx512, 2 threads", host.with_threads(2)));
+    }
+    targets
 }
 
 fn options(target: Option<Target>) -> PipelineOptions {
@@ -170,7 +181,9 @@ fn the_digits_train_step_is_bit_identical_on_every_target_and_the_interpreter() 
                 });
             }
         }
-        let microkernel = if target.avx2_fma {
+        let microkernel = if target.avx512f {
+            MicroKernel::Avx512F6x32
+        } else if target.avx2_fma {
             MicroKernel::Avx2Fma6x16
         } else {
             MicroKernel::F32x4
