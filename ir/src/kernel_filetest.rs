@@ -29,7 +29,7 @@
 
 use crate::kernel::Program;
 use crate::kernel_interp::Values;
-use crate::kernel_text::{tokenize, Token};
+use crate::lex::{tokenize, Spanned, Token};
 use crate::tensor::Tensor;
 use crate::text::ParseError;
 use crate::types::{DType, TensorType};
@@ -105,14 +105,14 @@ fn directive(
     line: usize,
     column: usize,
 ) -> Result<(), ParseError> {
-    let at = |token: &crate::kernel_text::Spanned| (line, column + token.column - 1);
-    let tokens = tokenize(body).map_err(|err| ParseError {
+    let at = |token: &Spanned| (line, column + token.column - 1);
+    let tokens = tokenize(body, &crate::kernel_text::SYNTAX).map_err(|err| ParseError {
         line,
         column: column + err.column - 1,
         message: err.message,
     })?;
     let mut position = 0;
-    let error = |token: &crate::kernel_text::Spanned, what: &str| {
+    let error = |token: &Spanned, what: &str| {
         let (line, column) = at(token);
         ParseError {
             line,

@@ -28,16 +28,16 @@ use crate::kernel::{
     Buffer, BufferId, Expr, Index, Kernel, KernelOp, LocalId, LoopKind, Matmul, MicroKernel,
     Output, Program, Routine, Rows, Scalar, Slice, Stmt, Storage, Update, VType, VarId,
 };
+use crate::lex::{error_at, Cursor, Syntax, Token};
 use crate::op::{BinaryOp, CmpOp, UnaryOp};
-use crate::text::{quote, ParseError};
+use crate::text::ParseError;
 use crate::types::{DType, TensorType};
-use std::fmt;
+use std::ops::{Deref, DerefMut};
 
 /// Parses a program in the kernel IR's text form.
 pub fn parse(src: &str) -> Result<Program, ParseError> {
     let mut parser = Parser {
-        tokens: tokenize(src)?,
-        position: 0,
+        cursor: Cursor::new(src, &SYNTAX)?,
     };
     let program = parser.program()?;
     if parser.peek().token != Token::End {
@@ -48,168 +48,14 @@ pub fn parse(src: &str) -> Result<Program, ParseError> {
 
 // ---- tokens ------------------------------------------------------------------------
 
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) enum Token {
-    /// Keywords, ids (`b3`, `i0`, `r2`), mnemonics (`cmp.lt`, `matmul.nn.avx2`),
-    /// dtypes, `inf`, `NaN`, `true`, `false`.
-    Word(String),
-    Str(String),
-    /// Starts with a digit: `12`, `1.5`, `1e-7`, `3i`.
-    Number(String),
-    /// `..` of a loop range.
-    DotDot,
-    Punct(char),
-    End,
-}
-
-impl fmt::Display for Token {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Token::Word(word) => write!(f, "'{word}'"),
-            Token::Str(text) => write!(f, "string {}", quote(text)),
-            Token::Number(number) => write!(f, "number {number}"),
-            Token::DotDot => f.write_str("'..'"),
-            Token::Punct(c) => write!(f, "'{c}'"),
-            Token::End => f.write_str("end of input"),
-        }
-    }
-}
-
-pub(crate) struct Spanned {
-    pub(crate) token: Token,
-    pub(crate) line: usize,
-    pub(crate) column: usize,
-}
-
-fn error_at(line: usize, column: usize, message: impl Into<String>) -> ParseError {
-    ParseError {
-        line,
-        column,
-        message: message.into(),
-    }
-}
-
-/// The tokens of `src`, ending with [`Token::End`] (the file tests' directives use
-/// them too).
-pub(crate) fn tokenize(src: &str) -> Result<Vec<Spanned>, ParseError> {
-    let chars: Vec<char> = src.chars().collect();
-    let mut tokens = Vec::new();
-    let (mut i, mut line, mut column) = (0, 1, 1);
-    // A '.' belongs to a word or number unless it starts a `..`.
-    let dot_in_token = |at: usize| chars[at] == '.' && chars.get(at + 1) != Some(&'.');
-    while i < chars.len() {
-        let c = chars[i];
-        let (start_line, start_column) = (line, column);
-        let mut advance = |n: usize, i: &mut usize| {
-            for _ in 0..n {
-                if chars[*i] == '\n' {
-                    line += 1;
-                    column = 1;
-                } else {
-                    column += 1;
-                }
-                *i += 1;
-            }
-        };
-        if c.is_whitespace() {
-            advance(1, &mut i);
-            continue;
-        }
-        if c == '/' && chars.get(i + 1) == Some(&'/') {
-            while i < chars.len() && chars[i] != '\n' {
-                advance(1, &mut i);
-            }
-            continue;
-        }
-        let token = if c == '"' {
-            let mut text = String::new();
-            advance(1, &mut i);
-            loop {
-                match chars.get(i) {
-                    None => return Err(error_at(start_line, start_column, "unterminated string")),
-                    Some('"') => {
-                        advance(1, &mut i);
-                        break;
-                    }
-                    Some('\\') => {
-                        let escaped = match chars.get(i + 1) {
-                            Some('"') => '"',
-                            Some('\\') => '\\',
-                            Some('n') => '\n',
-                            _ => {
-                                return Err(error_at(
-                                    line,
-                                    column,
-                                    "unknown escape in string: expected \\\", \\\\ or \\n",
-                                ))
-                            }
-                        };
-                        text.push(escaped);
-                        advance(2, &mut i);
-                    }
-                    Some(&c) => {
-                        text.push(c);
-                        advance(1, &mut i);
-                    }
-                }
-            }
-            Token::Str(text)
-        } else if c.is_ascii_digit() {
-            let mut length = 1;
-            while let Some(&n) = chars.get(i + length) {
-                // `1e-7`: a sign right after an exponent marker is part of the number.
-                let exponent_sign = matches!(n, '-' | '+')
-                    && matches!(chars[i + length - 1], 'e' | 'E')
-                    && chars[i..i + length - 1]
-                        .iter()
-                        .all(|c| c.is_ascii_digit() || *c == '.');
-                if n.is_ascii_alphanumeric() || exponent_sign || dot_in_token(i + length) {
-                    length += 1;
-                } else {
-                    break;
-                }
-            }
-            let number: String = chars[i..i + length].iter().collect();
-            advance(length, &mut i);
-            Token::Number(number)
-        } else if c.is_ascii_alphabetic() || c == '_' {
-            let mut length = 1;
-            while let Some(&n) = chars.get(i + length) {
-                if n.is_ascii_alphanumeric() || n == '_' || dot_in_token(i + length) {
-                    length += 1;
-                } else {
-                    break;
-                }
-            }
-            let word: String = chars[i..i + length].iter().collect();
-            advance(length, &mut i);
-            Token::Word(word)
-        } else if c == '.' && chars.get(i + 1) == Some(&'.') {
-            advance(2, &mut i);
-            Token::DotDot
-        } else if "{}[](),:;=*+-".contains(c) {
-            advance(1, &mut i);
-            Token::Punct(c)
-        } else {
-            return Err(error_at(
-                line,
-                column,
-                format!("unexpected character {c:?}"),
-            ));
-        };
-        tokens.push(Spanned {
-            token,
-            line: start_line,
-            column: start_column,
-        });
-    }
-    tokens.push(Spanned {
-        token: Token::End,
-        line,
-        column,
-    });
-    Ok(tokens)
-}
+/// The kernel text's tokens: no `%` value names (ids are words such as `b3`), `..`
+/// for loop ranges, and the operators of index expressions (the file tests'
+/// directives use them too).
+pub(crate) const SYNTAX: Syntax = Syntax {
+    punct: "{}[](),:;=*+-",
+    value_names: false,
+    ranges: true,
+};
 
 /// The number after `prefix` in an id such as `b3` or `i12`, if `word` is one.
 fn id_number(word: &str, prefix: char) -> Option<u64> {
@@ -222,114 +68,25 @@ fn id_number(word: &str, prefix: char) -> Option<u64> {
 
 // ---- parser ------------------------------------------------------------------------
 
+/// The kernel text's parser: the shared cursor and the steps only this grammar takes.
 struct Parser {
-    tokens: Vec<Spanned>,
-    position: usize,
+    cursor: Cursor,
+}
+
+impl Deref for Parser {
+    type Target = Cursor;
+    fn deref(&self) -> &Cursor {
+        &self.cursor
+    }
+}
+
+impl DerefMut for Parser {
+    fn deref_mut(&mut self) -> &mut Cursor {
+        &mut self.cursor
+    }
 }
 
 impl Parser {
-    fn peek(&self) -> &Spanned {
-        &self.tokens[self.position]
-    }
-
-    fn peek_word(&self) -> Option<&str> {
-        match &self.peek().token {
-            Token::Word(word) => Some(word),
-            _ => None,
-        }
-    }
-
-    fn next(&mut self) -> Token {
-        let token = self.tokens[self.position].token.clone();
-        if self.position + 1 < self.tokens.len() {
-            self.position += 1;
-        }
-        token
-    }
-
-    fn error(&self, message: impl Into<String>) -> ParseError {
-        let here = self.peek();
-        error_at(here.line, here.column, message)
-    }
-
-    fn expected(&self, what: &str) -> ParseError {
-        self.error(format!("expected {what}, found {}", self.peek().token))
-    }
-
-    fn punct(&mut self, c: char, context: &str) -> Result<(), ParseError> {
-        if self.peek().token == Token::Punct(c) {
-            self.next();
-            Ok(())
-        } else {
-            Err(self.expected(&format!("'{c}' {context}")))
-        }
-    }
-
-    fn eat_punct(&mut self, c: char) -> bool {
-        let found = self.peek().token == Token::Punct(c);
-        if found {
-            self.next();
-        }
-        found
-    }
-
-    fn keyword(&mut self, keyword: &str, context: &str) -> Result<(), ParseError> {
-        if self.peek_word() == Some(keyword) {
-            self.next();
-            Ok(())
-        } else {
-            Err(self.expected(&format!("'{keyword}' {context}")))
-        }
-    }
-
-    fn eat_keyword(&mut self, keyword: &str) -> bool {
-        let found = self.peek_word() == Some(keyword);
-        if found {
-            self.next();
-        }
-        found
-    }
-
-    fn word(&mut self, what: &str) -> Result<String, ParseError> {
-        match self.peek_word() {
-            Some(word) => {
-                let word = word.to_string();
-                self.next();
-                Ok(word)
-            }
-            None => Err(self.expected(what)),
-        }
-    }
-
-    fn string(&mut self, what: &str) -> Result<String, ParseError> {
-        match &self.peek().token {
-            Token::Str(text) => {
-                let text = text.clone();
-                self.next();
-                Ok(text)
-            }
-            _ => Err(self.expected(what)),
-        }
-    }
-
-    /// A non-negative integer that fits `T`.
-    fn integer<T: TryFrom<u64>>(&mut self, what: &str) -> Result<T, ParseError> {
-        match &self.peek().token {
-            Token::Number(number) => {
-                let value = number
-                    .bytes()
-                    .all(|byte| byte.is_ascii_digit())
-                    .then(|| number.parse::<u64>().ok())
-                    .flatten()
-                    .and_then(|value| T::try_from(value).ok())
-                    .ok_or_else(|| self.error(format!("expected {what}, found number {number}")))?;
-                self.next();
-                Ok(value)
-            }
-            _ => Err(self.expected(what)),
-        }
-    }
-
     /// An id such as `b3`: `prefix` and a number that fits `T`.
     fn id<T: TryFrom<u64>>(&mut self, prefix: char, what: &str) -> Result<T, ParseError> {
         let number = self

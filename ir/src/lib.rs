@@ -10,6 +10,7 @@ pub mod kernel;
 pub mod kernel_filetest;
 pub mod kernel_interp;
 pub mod kernel_text;
+mod lex;
 pub mod op;
 pub mod random;
 pub mod rng;

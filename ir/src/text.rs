@@ -17,10 +17,12 @@
 
 use crate::error::IrError;
 use crate::graph::{Graph, NodeId};
+use crate::lex::{error_at, Cursor, Syntax, Token};
 use crate::op::{BinaryOp, CmpOp, Op, ReduceOp, UnaryOp};
 use crate::types::{DType, TensorType};
 use std::collections::HashMap;
 use std::fmt::{self, Write};
+use std::ops::{Deref, DerefMut};
 use thiserror::Error;
 
 /// A syntax or typing error in IR text (the user's mistake), at a 1-based line and
@@ -165,232 +167,33 @@ pub fn print(graph: &Graph) -> String {
 
 // ---- parsing -----------------------------------------------------------------------
 
-#[derive(Clone, Debug, PartialEq)]
-enum Token {
-    /// Words: keywords, mnemonics (`cmp.gt`, `reduce_sum`), dtypes, `inf`, `nan`.
-    Word(String),
-    /// `%name`.
-    Value(String),
-    Str(String),
-    Number(String),
-    Punct(char),
-    End,
-}
+/// The graph text's tokens: `%name` values, and no operators, so a sign starts a number
+/// (`-3`, `-inf`) and a '.' always joins a word (`cmp.gt`) or number.
+pub(crate) const SYNTAX: Syntax = Syntax {
+    punct: "={}[],:",
+    value_names: true,
+    ranges: false,
+};
 
-impl fmt::Display for Token {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Token::Word(word) => write!(f, "'{word}'"),
-            Token::Value(name) => write!(f, "'%{name}'"),
-            Token::Str(text) => write!(f, "string {}", quote(text)),
-            Token::Number(number) => write!(f, "number {number}"),
-            Token::Punct(c) => write!(f, "'{c}'"),
-            Token::End => f.write_str("end of input"),
-        }
-    }
-}
-
-struct Spanned {
-    token: Token,
-    line: usize,
-    column: usize,
-}
-
-fn error_at(line: usize, column: usize, message: impl Into<String>) -> ParseError {
-    ParseError {
-        line,
-        column,
-        message: message.into(),
-    }
-}
-
-fn tokenize(src: &str) -> Result<Vec<Spanned>, ParseError> {
-    let chars: Vec<char> = src.chars().collect();
-    let mut tokens = Vec::new();
-    let (mut i, mut line, mut column) = (0, 1, 1);
-    let word_char = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '.';
-    while i < chars.len() {
-        let c = chars[i];
-        let (start_line, start_column) = (line, column);
-        let mut advance = |n: usize, i: &mut usize| {
-            for _ in 0..n {
-                if chars[*i] == '\n' {
-                    line += 1;
-                    column = 1;
-                } else {
-                    column += 1;
-                }
-                *i += 1;
-            }
-        };
-        if c.is_whitespace() {
-            advance(1, &mut i);
-            continue;
-        }
-        if c == '/' && chars.get(i + 1) == Some(&'/') {
-            while i < chars.len() && chars[i] != '\n' {
-                advance(1, &mut i);
-            }
-            continue;
-        }
-        let token = if c == '%' {
-            let length = chars[i + 1..]
-                .iter()
-                .take_while(|&&c| c.is_ascii_alphanumeric() || c == '_')
-                .count();
-            if length == 0 {
-                return Err(error_at(line, column, "expected a value name after '%'"));
-            }
-            let name: String = chars[i + 1..i + 1 + length].iter().collect();
-            advance(1 + length, &mut i);
-            Token::Value(name)
-        } else if c == '"' {
-            let mut text = String::new();
-            advance(1, &mut i);
-            loop {
-                match chars.get(i) {
-                    None => return Err(error_at(start_line, start_column, "unterminated string")),
-                    Some('"') => {
-                        advance(1, &mut i);
-                        break;
-                    }
-                    Some('\\') => {
-                        let escaped = match chars.get(i + 1) {
-                            Some('"') => '"',
-                            Some('\\') => '\\',
-                            Some('n') => '\n',
-                            _ => {
-                                return Err(error_at(
-                                    line,
-                                    column,
-                                    "unknown escape in string: expected \\\", \\\\ or \\n",
-                                ))
-                            }
-                        };
-                        text.push(escaped);
-                        advance(2, &mut i);
-                    }
-                    Some(&c) => {
-                        text.push(c);
-                        advance(1, &mut i);
-                    }
-                }
-            }
-            Token::Str(text)
-        } else if c.is_ascii_digit()
-            || (matches!(c, '-' | '+')
-                && chars
-                    .get(i + 1)
-                    .is_some_and(|n| n.is_ascii_digit() || *n == 'i' || *n == 'n'))
-        {
-            let mut length = 1;
-            while let Some(&n) = chars.get(i + length) {
-                let exponent_sign =
-                    matches!(n, '-' | '+') && matches!(chars[i + length - 1], 'e' | 'E');
-                if n.is_ascii_alphanumeric() || n == '.' || exponent_sign {
-                    length += 1;
-                } else {
-                    break;
-                }
-            }
-            let number: String = chars[i..i + length].iter().collect();
-            advance(length, &mut i);
-            Token::Number(number)
-        } else if c.is_ascii_alphabetic() || c == '_' {
-            let length = chars[i..].iter().take_while(|&&c| word_char(c)).count();
-            let word: String = chars[i..i + length].iter().collect();
-            advance(length, &mut i);
-            Token::Word(word)
-        } else if "={}[],:".contains(c) {
-            advance(1, &mut i);
-            Token::Punct(c)
-        } else {
-            return Err(error_at(
-                line,
-                column,
-                format!("unexpected character {c:?}"),
-            ));
-        };
-        tokens.push(Spanned {
-            token,
-            line: start_line,
-            column: start_column,
-        });
-    }
-    tokens.push(Spanned {
-        token: Token::End,
-        line,
-        column,
-    });
-    Ok(tokens)
-}
-
+/// The graph text's parser: the shared cursor and the steps only this grammar takes.
 struct Parser {
-    tokens: Vec<Spanned>,
-    position: usize,
+    cursor: Cursor,
+}
+
+impl Deref for Parser {
+    type Target = Cursor;
+    fn deref(&self) -> &Cursor {
+        &self.cursor
+    }
+}
+
+impl DerefMut for Parser {
+    fn deref_mut(&mut self) -> &mut Cursor {
+        &mut self.cursor
+    }
 }
 
 impl Parser {
-    fn peek(&self) -> &Spanned {
-        &self.tokens[self.position]
-    }
-
-    fn next(&mut self) -> &Spanned {
-        let token = &self.tokens[self.position];
-        if self.position + 1 < self.tokens.len() {
-            self.position += 1;
-        }
-        token
-    }
-
-    fn error(&self, message: impl Into<String>) -> ParseError {
-        let here = self.peek();
-        error_at(here.line, here.column, message)
-    }
-
-    fn expected(&self, what: &str) -> ParseError {
-        self.error(format!("expected {what}, found {}", self.peek().token))
-    }
-
-    fn punct(&mut self, c: char, context: &str) -> Result<(), ParseError> {
-        if self.peek().token == Token::Punct(c) {
-            self.next();
-            Ok(())
-        } else {
-            Err(self.expected(&format!("'{c}' {context}")))
-        }
-    }
-
-    fn eat_punct(&mut self, c: char) -> bool {
-        let found = self.peek().token == Token::Punct(c);
-        if found {
-            self.next();
-        }
-        found
-    }
-
-    fn word(&mut self, what: &str) -> Result<String, ParseError> {
-        match &self.peek().token {
-            Token::Word(word) => {
-                let word = word.clone();
-                self.next();
-                Ok(word)
-            }
-            _ => Err(self.expected(what)),
-        }
-    }
-
-    fn string(&mut self, what: &str) -> Result<String, ParseError> {
-        match &self.peek().token {
-            Token::Str(text) => {
-                let text = text.clone();
-                self.next();
-                Ok(text)
-            }
-            _ => Err(self.expected(what)),
-        }
-    }
-
     fn value_name(&mut self, what: &str) -> Result<(String, usize, usize), ParseError> {
         let here = self.peek();
         match &here.token {
@@ -398,24 +201,6 @@ impl Parser {
                 let found = (name.clone(), here.line, here.column);
                 self.next();
                 Ok(found)
-            }
-            _ => Err(self.expected(what)),
-        }
-    }
-
-    fn integer(&mut self, what: &str) -> Result<usize, ParseError> {
-        match &self.peek().token {
-            Token::Number(number) => {
-                // `usize::from_str` also takes a leading '+', which the printer never
-                // writes; keep the grammar as strict as the printer.
-                let value = number
-                    .bytes()
-                    .all(|byte| byte.is_ascii_digit())
-                    .then(|| number.parse().ok())
-                    .flatten()
-                    .ok_or_else(|| self.error(format!("expected {what}, found number {number}")))?;
-                self.next();
-                Ok(value)
             }
             _ => Err(self.expected(what)),
         }
@@ -523,16 +308,15 @@ fn op_from_mnemonic(mnemonic: &str) -> Option<Op> {
 /// line:column of the offending token.
 pub fn parse(src: &str) -> Result<Graph, ParseError> {
     let mut parser = Parser {
-        tokens: tokenize(src)?,
-        position: 0,
+        cursor: Cursor::new(src, &SYNTAX)?,
     };
+    let at = parser.here();
     match parser.word("'graph'")?.as_str() {
         "graph" => {}
         other => {
-            let at = &parser.tokens[parser.position - 1];
             return Err(error_at(
-                at.line,
-                at.column,
+                at.0,
+                at.1,
                 format!("expected 'graph', found '{other}'"),
             ));
         }
