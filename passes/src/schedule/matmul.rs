@@ -35,48 +35,14 @@ pub const PARALLEL_FLOPS: usize = 1 << 18;
 pub fn run(program: &Program, target: &Target) -> Program {
     let mut program = program.clone();
     for position in 0..program.kernels.len() {
-        if let Some(KernelOp::Matmul {
-            a,
-            b,
-            c,
-            batches,
-            m,
-            n,
-            k,
-            trans_a,
-            trans_b,
-        }) = program.kernels[position].op.clone()
-        {
-            let shape = Shape {
-                a,
-                b,
-                c,
-                batches,
-                m,
-                n,
-                k,
-                trans_a,
-                trans_b,
-            };
-            let body = schedule(&mut program, &shape, target);
+        if let Some(op @ KernelOp::Matmul { .. }) = program.kernels[position].op.clone() {
+            let body = schedule(&mut program, &op, target);
             let kernel: &mut Kernel = &mut program.kernels[position];
             kernel.body = body;
             kernel.locals.clear();
         }
     }
     program
-}
-
-struct Shape {
-    a: BufferId,
-    b: BufferId,
-    c: BufferId,
-    batches: usize,
-    m: usize,
-    n: usize,
-    k: usize,
-    trans_a: bool,
-    trans_b: bool,
 }
 
 /// The microkernel and cache blocking for `target`.
@@ -114,8 +80,8 @@ pub fn blocking(
     (kernel, mc, kc, nc)
 }
 
-fn schedule(program: &mut Program, shape: &Shape, target: &Target) -> Vec<Stmt> {
-    let &Shape {
+fn schedule(program: &mut Program, op: &KernelOp, target: &Target) -> Vec<Stmt> {
+    let &KernelOp::Matmul {
         a,
         b,
         c,
@@ -125,7 +91,7 @@ fn schedule(program: &mut Program, shape: &Shape, target: &Target) -> Vec<Stmt> 
         k,
         trans_a,
         trans_b,
-    } = shape;
+    } = op;
     let (kernel, mc, kc, nc) = blocking(target, m, n, k);
     let mut call = Matmul {
         m,
