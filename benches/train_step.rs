@@ -1,8 +1,11 @@
 //! Benchmarks W2 (MLP train step: batch 128, 784-512-512-10, ReLU, softmax
 //! cross-entropy, SGD lr 0.01) and W7 (its compile time, graph to callable code) of
-//! ../shared/BENCHMARKS.md, plus the digits MLP of the example. Prints medians of
-//! timed repetitions after warm-up; run the peers with ../shared/bench/run.sh in the
-//! same session to compare.
+//! ../shared/BENCHMARKS.md, plus the digits MLP of the example, through the facade's
+//! `compile_train_step`, with each compile phase's time. `examples/workloads.rs -- W2`
+//! (what benches/compare.sh runs) times the same W2 the same way
+//! (benches/support/timing.rs) without the phases. Prints medians of timed
+//! repetitions after warm-up; run the peers with ../shared/bench/run.sh in the same
+//! session to compare.
 //!
 //! `cargo bench --bench train_step`
 
@@ -11,33 +14,9 @@ use kiln::{compile_train_step, Arg, Optimizer};
 use kiln_ir::Rng;
 use std::time::{Duration, Instant};
 
-const REPS: usize = 7;
-
-fn median(mut times: Vec<Duration>) -> Duration {
-    times.sort();
-    times[times.len() / 2]
-}
-
-/// Median time of `f` over `REPS` repetitions, each long enough (>= 0.2 s) to time.
-fn measure(mut f: impl FnMut()) -> Duration {
-    for _ in 0..3 {
-        f();
-    }
-    let start = Instant::now();
-    f();
-    let one = start.elapsed().max(Duration::from_micros(1));
-    let calls = (Duration::from_millis(200).as_secs_f64() / one.as_secs_f64()).ceil() as u32;
-    let times = (0..REPS)
-        .map(|_| {
-            let start = Instant::now();
-            for _ in 0..calls {
-                f();
-            }
-            start.elapsed() / calls
-        })
-        .collect();
-    median(times)
-}
+#[path = "support/timing.rs"]
+mod timing;
+use timing::{measure, median, REPS};
 
 fn bench_mlp(label: &str, batch: usize, sizes: &[usize], learning_rate: f64) {
     let model = mlp_classifier(label, batch, sizes, true, 1).expect("valid model");

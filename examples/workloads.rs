@@ -22,9 +22,11 @@ use kiln::ir::{Graph, Rng, TensorType};
 use kiln::passes::pipeline::{self, PipelineOptions};
 use kiln::{Arg, Optimizer};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-const REPS: usize = 9;
+#[path = "../benches/support/timing.rs"]
+mod timing;
+use timing::{measure, median, REPS};
 
 struct Args {
     work: String,
@@ -54,33 +56,6 @@ fn parse_args() -> Result<Args, String> {
         }
     }
     Ok(parsed)
-}
-
-fn median(mut times: Vec<Duration>) -> Duration {
-    times.sort();
-    times[times.len() / 2]
-}
-
-/// Median time of one call of `f` over `REPS` timed repetitions of at least 0.1 s
-/// each, after warm-up.
-fn measure(mut f: impl FnMut()) -> Duration {
-    for _ in 0..3 {
-        f();
-    }
-    let start = Instant::now();
-    f();
-    let one = start.elapsed().max(Duration::from_micros(1));
-    let calls = (0.1 / one.as_secs_f64()).ceil().max(1.0) as u32;
-    let times = (0..REPS)
-        .map(|_| {
-            let start = Instant::now();
-            for _ in 0..calls {
-                f();
-            }
-            start.elapsed() / calls
-        })
-        .collect();
-    median(times)
 }
 
 fn options(threads: usize) -> PipelineOptions {
