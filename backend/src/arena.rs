@@ -33,7 +33,7 @@
 //! output "y" = b4        b4 temp  [2,3]  @0      arena 192 bytes, unplanned 256
 //! ```
 
-use kiln_ir::kernel::{BufferId, Expr, Index, Kernel, Program, Stmt, Storage, VarId};
+use kiln_ir::kernel::{loop_trips, BufferId, Expr, Index, Kernel, Program, Stmt, Storage, VarId};
 use kiln_ir::DType;
 use std::collections::{BTreeSet, HashMap};
 
@@ -401,7 +401,7 @@ fn walk_stmts(
             ..
         } = stmt
         {
-            let trips = end.saturating_sub(*start).div_ceil(*step);
+            let trips = loop_trips(*start, *end, *step);
             scope.push((*var, trips, *step));
             walk_stmts(body, scope, f);
             scope.pop();

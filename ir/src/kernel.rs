@@ -637,6 +637,11 @@ pub enum Stmt {
     Assign { local: LocalId, value: Expr },
 }
 
+/// How many iterations `for var in start..end step step` runs (`step` at least 1).
+pub fn loop_trips(start: usize, end: usize, step: usize) -> usize {
+    end.saturating_sub(start).div_ceil(step)
+}
+
 impl Stmt {
     /// `for var in 0..end` with step 1.
     pub fn for_range(var: VarId, end: usize, kind: LoopKind, body: Vec<Stmt>) -> Stmt {
@@ -994,8 +999,9 @@ impl KernelChecker<'_> {
                     }
                     LoopKind::Serial => {}
                 }
-                let bounds = (start < end).then(|| {
-                    let last = start + (end - 1 - start) / step * step;
+                let trips = loop_trips(*start, *end, *step);
+                let bounds = (trips > 0).then(|| {
+                    let last = start + (trips - 1) * step;
                     (*start as i128, last as i128)
                 });
                 self.scope.push(Range { var: *var, bounds });
