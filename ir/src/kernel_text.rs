@@ -28,17 +28,14 @@ use crate::kernel::{
     Buffer, BufferId, Expr, Index, Kernel, KernelOp, LocalId, LoopKind, Matmul, MicroKernel,
     Output, Program, Routine, Rows, Scalar, Slice, Stmt, Storage, Update, VType, VarId,
 };
-use crate::lex::{error_at, Cursor, Syntax, Token};
+use crate::lex::{self, error_at, Syntax, Token};
 use crate::op::{BinaryOp, CmpOp, UnaryOp};
 use crate::text::ParseError;
 use crate::types::{DType, TensorType};
-use std::ops::{Deref, DerefMut};
 
 /// Parses a program in the kernel IR's text form.
 pub fn parse(src: &str) -> Result<Program, ParseError> {
-    let mut parser = Parser {
-        cursor: Cursor::new(src, &SYNTAX)?,
-    };
+    let mut parser = Parser::new(src, &SYNTAX)?;
     let program = parser.program()?;
     if parser.peek().token != Token::End {
         return Err(parser.expected("end of input after the program"));
@@ -68,23 +65,10 @@ fn id_number(word: &str, prefix: char) -> Option<u64> {
 
 // ---- parser ------------------------------------------------------------------------
 
-/// The kernel text's parser: the shared cursor and the steps only this grammar takes.
-struct Parser {
-    cursor: Cursor,
-}
+/// The kernel text's grammar, whose own parsing steps are `impl Parser` below.
+struct KernelText;
 
-impl Deref for Parser {
-    type Target = Cursor;
-    fn deref(&self) -> &Cursor {
-        &self.cursor
-    }
-}
-
-impl DerefMut for Parser {
-    fn deref_mut(&mut self) -> &mut Cursor {
-        &mut self.cursor
-    }
-}
+type Parser = lex::Parser<KernelText>;
 
 impl Parser {
     /// An id such as `b3`: `prefix` and a number that fits `T`.

@@ -5,6 +5,7 @@
 
 use crate::text::{quote, ParseError};
 use std::fmt;
+use std::marker::PhantomData;
 
 /// What a language's tokens look like beyond what both languages share.
 pub(crate) struct Syntax {
@@ -205,17 +206,20 @@ pub(crate) fn tokenize(src: &str, syntax: &Syntax) -> Result<Vec<Spanned>, Parse
 }
 
 /// A recursive-descent parser's position in its tokens, with the steps both parsers
-/// take. Errors say what was expected and what was found, at the found token.
-pub(crate) struct Cursor {
+/// take here; each grammar `G` (a marker type) adds its own in an `impl Parser<G>` in
+/// its module. Errors say what was expected and what was found, at the found token.
+pub(crate) struct Parser<G> {
     tokens: Vec<Spanned>,
     position: usize,
+    grammar: PhantomData<G>,
 }
 
-impl Cursor {
+impl<G> Parser<G> {
     pub(crate) fn new(src: &str, syntax: &Syntax) -> Result<Self, ParseError> {
-        Ok(Cursor {
+        Ok(Parser {
             tokens: tokenize(src, syntax)?,
             position: 0,
+            grammar: PhantomData,
         })
     }
 

@@ -17,12 +17,11 @@
 
 use crate::error::IrError;
 use crate::graph::{Graph, NodeId};
-use crate::lex::{error_at, Cursor, Syntax, Token};
+use crate::lex::{self, error_at, Syntax, Token};
 use crate::op::{BinaryOp, CmpOp, Op, ReduceOp, UnaryOp};
 use crate::types::{DType, TensorType};
 use std::collections::HashMap;
 use std::fmt::{self, Write};
-use std::ops::{Deref, DerefMut};
 use thiserror::Error;
 
 /// A syntax or typing error in IR text (the user's mistake), at a 1-based line and
@@ -175,23 +174,10 @@ pub(crate) const SYNTAX: Syntax = Syntax {
     ranges: false,
 };
 
-/// The graph text's parser: the shared cursor and the steps only this grammar takes.
-struct Parser {
-    cursor: Cursor,
-}
+/// The graph text's grammar, whose own parsing steps are `impl Parser` below.
+struct GraphText;
 
-impl Deref for Parser {
-    type Target = Cursor;
-    fn deref(&self) -> &Cursor {
-        &self.cursor
-    }
-}
-
-impl DerefMut for Parser {
-    fn deref_mut(&mut self) -> &mut Cursor {
-        &mut self.cursor
-    }
-}
+type Parser = lex::Parser<GraphText>;
 
 impl Parser {
     fn value_name(&mut self, what: &str) -> Result<(String, usize, usize), ParseError> {
@@ -307,9 +293,7 @@ fn op_from_mnemonic(mnemonic: &str) -> Option<Op> {
 /// Parses IR text. Every node is type-checked as it is added; errors carry the
 /// line:column of the offending token.
 pub fn parse(src: &str) -> Result<Graph, ParseError> {
-    let mut parser = Parser {
-        cursor: Cursor::new(src, &SYNTAX)?,
-    };
+    let mut parser = Parser::new(src, &SYNTAX)?;
     let at = parser.here();
     match parser.word("'graph'")?.as_str() {
         "graph" => {}
