@@ -18,9 +18,12 @@ use kiln::passes::pipeline::{self, PipelineOptions, Step};
 use kiln_ir::random::{
     self, random_awkward_feeds, random_feeds, random_graph, RandomGraphOptions, AWKWARD_F32,
 };
-use kiln_ir::{evaluate, scalar, text, DType, Evaluation, Feeds, Graph, Precision, Rng, Tensor};
-use std::collections::BTreeMap;
+use kiln_ir::{evaluate, text, DType, Feeds, Graph, Precision, Rng};
 use std::time::Instant;
+
+#[path = "support/compare.rs"]
+mod compare;
+use compare::compare;
 
 /// Graphs in the sweep.
 const GRAPHS: u64 = 10_000;
@@ -92,45 +95,6 @@ fn every_awkward_value(graph: &Graph) -> Feeds {
         }
     }
     feeds
-}
-
-/// Compares compiled results with the interpreter's, naming the first difference.
-fn compare(
-    what: &str,
-    expected: &Evaluation,
-    outputs: &BTreeMap<String, Tensor>,
-    updates: &BTreeMap<String, Tensor>,
-) -> Result<(), String> {
-    for (kind, want, got) in [
-        ("output", &expected.outputs, outputs),
-        ("update", &expected.updates, updates),
-    ] {
-        let want_names: Vec<&String> = want.keys().collect();
-        let got_names: Vec<&String> = got.keys().collect();
-        if want_names != got_names {
-            return Err(format!(
-                "{what}: {kind} names {got_names:?}, interpreter {want_names:?}"
-            ));
-        }
-        for (name, value) in want {
-            let actual = &got[name];
-            if actual.ty() != value.ty() {
-                return Err(format!(
-                    "{what}: {kind} {name} has type {}, interpreter {}",
-                    actual.ty(),
-                    value.ty()
-                ));
-            }
-            for (index, (a, e)) in actual.data().iter().zip(value.data()).enumerate() {
-                if !scalar::same(*a, *e) {
-                    return Err(format!(
-                        "{what}: {kind} {name}[{index}] is {a:?} compiled, {e:?} in the interpreter"
-                    ));
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Compiles and runs `graph` (and, when asked, its train step) and compares with the

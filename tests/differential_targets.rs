@@ -19,9 +19,12 @@ use kiln::compile::compile_with;
 use kiln::passes::optimizer::Optimizer;
 use kiln::passes::pipeline::{self, PipelineOptions, Step};
 use kiln_ir::random::{self, random_awkward_feeds, random_feeds, random_graph, RandomGraphOptions};
-use kiln_ir::{evaluate, scalar, text, Evaluation, Feeds, Graph, Precision, Rng, Target, Tensor};
-use std::collections::BTreeMap;
+use kiln_ir::{evaluate, text, Feeds, Graph, Precision, Rng, Target};
 use std::time::Instant;
+
+#[path = "support/compare.rs"]
+mod compare;
+use compare::compare;
 
 /// Small graphs in the sweep.
 const SMALL_GRAPHS: u64 = 1000;
@@ -64,45 +67,6 @@ fn large_options(seed: u64) -> RandomGraphOptions {
         max_extent: if rank_two { 300 } else { 64 },
         ..RandomGraphOptions::default()
     }
-}
-
-/// Compares compiled results with the interpreter's, naming the first difference.
-fn compare(
-    what: &str,
-    expected: &Evaluation,
-    outputs: &BTreeMap<String, Tensor>,
-    updates: &BTreeMap<String, Tensor>,
-) -> Result<(), String> {
-    for (kind, want, got) in [
-        ("output", &expected.outputs, outputs),
-        ("update", &expected.updates, updates),
-    ] {
-        if want.keys().ne(got.keys()) {
-            return Err(format!(
-                "{what}: {kind} names {:?}, interpreter {:?}",
-                got.keys().collect::<Vec<_>>(),
-                want.keys().collect::<Vec<_>>()
-            ));
-        }
-        for (name, value) in want {
-            let actual = &got[name];
-            if actual.ty() != value.ty() {
-                return Err(format!(
-                    "{what}: {kind} {name} has type {}, interpreter {}",
-                    actual.ty(),
-                    value.ty()
-                ));
-            }
-            for (index, (a, e)) in actual.data().iter().zip(value.data()).enumerate() {
-                if !scalar::same(*a, *e) {
-                    return Err(format!(
-                        "{what}: {kind} {name}[{index}] is {a:?} compiled, {e:?} in the interpreter"
-                    ));
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 /// What a graph's compilations ran on: whether any executable had a pool (a

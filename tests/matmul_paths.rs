@@ -14,7 +14,6 @@
 //! microkernel, in row blocks of a parallel loop exactly when the product is large
 //! and there are two threads, and the executable then runs on a pool of two threads.
 
-use kiln::backend::cpu::target::host_target;
 use kiln::compile::compile_with;
 use kiln::passes::pipeline::{self, PipelineOptions};
 use kiln::passes::schedule::{self, matmul::PARALLEL_FLOPS};
@@ -23,41 +22,13 @@ use kiln_ir::random::AWKWARD_F32;
 use kiln_ir::{evaluate, scalar, Feeds, Graph, Precision, Rng, Target, Tensor, TensorType};
 use std::time::Instant;
 
+#[path = "support/targets.rs"]
+mod targets;
+use targets::targets;
+
 /// Extents that are 1, below, at and above the tiles' rows (6, 4) and columns (16,
 /// 8) and the 4 vector lanes, and prime.
 const SIZES: [usize; 9] = [1, 2, 5, 6, 7, 13, 16, 17, 33];
-
-/// The four targets: the host's AVX2 microkernel and the portable fallback, on one
-/// thread and on two.
-fn targets() -> Vec<(&'static str, Target)> {
-    // The 512-bit kernel is added below where the host offers it.
-    let avx2 = Target {
-        avx512f: false,
-        ..host_target(1)
-    };
-    // Without AVX2 on the host both halves run the fallback; still correct, only
-    // less covered.
-    if !avx2.avx2_fma {
-        eprintln!("warning: the host has no AVX2/FMA; the 6x16 microkernel is not tested");
-    }
-    let f32x4 = Target {
-        avx2_fma: false,
-        avx512f: false,
-        ..avx2.clone()
-    };
-    let mut targets = vec![
-        ("avx2, 1 thread", avx2.clone()),
-        ("avx2, 2 threads", avx2.with_threads(2)),
-        ("f32x4, 1 thread", f32x4.clone()),
-        ("f32x4, 2 threads", f32x4.with_threads(2)),
-    ];
-    let host = host_target(1);
-    if host.avx512f {
-        targets.push(("avx512, 1 thread", host.clone()));
-        targets.push(("avx512, 2 threads", host.with_threads(2)));
-    }
-    targets
-}
 
 /// One matmul of a test graph: extents, batch count and transposes.
 #[derive(Clone, Copy, Debug)]

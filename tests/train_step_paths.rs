@@ -8,7 +8,6 @@
 //! as `tests/differential.rs` builds it) three times, feeding each step's updates
 //! back as the next step's parameters.
 
-use kiln::backend::cpu::target::host_target;
 use kiln::compile::{compile_with, set_params};
 use kiln::frontend::models::mlp_classifier;
 use kiln::passes::pipeline::{self, PipelineOptions, Step};
@@ -19,39 +18,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
+#[path = "support/targets.rs"]
+mod targets;
+use targets::targets;
+
 const SIZES: [usize; 4] = [64, 128, 128, 10];
 const BATCH: usize = 32;
 const STEPS: usize = 3;
-
-/// The four targets: the host's AVX2 microkernel and the portable fallback, on one
-/// thread and on two.
-fn targets() -> Vec<(&'static str, Target)> {
-    // The 512-bit kernel is added below where the host offers it.
-    let avx2 = Target {
-        avx512f: false,
-        ..host_target(1)
-    };
-    if !avx2.avx2_fma {
-        eprintln!("warning: the host has no AVX2/FMA; the 6x16 microkernel is not tested");
-    }
-    let f32x4 = Target {
-        avx2_fma: false,
-        avx512f: false,
-        ..avx2.clone()
-    };
-    let mut targets = vec![
-        ("avx2, 1 thread", avx2.clone()),
-        ("avx2, 2 threads", avx2.with_threads(2)),
-        ("f32x4, 1 thread", f32x4.clone()),
-        ("f32x4, 2 threads", f32x4.with_threads(2)),
-    ];
-    let host = host_target(1);
-    if host.avx512f {
-        targets.push(("avx512, 1 thread", host.clone()));
-        targets.push(("avx512, 2 threads", host.with_threads(2)));
-    }
-    targets
-}
 
 fn options(target: Option<Target>) -> PipelineOptions {
     PipelineOptions {

@@ -1,0 +1,44 @@
+//! The differential tests' comparison of compiled results with the interpreter's,
+//! shared through `#[path]` by tests/differential.rs and tests/differential_targets.rs.
+
+use kiln_ir::{scalar, Evaluation, Tensor};
+use std::collections::BTreeMap;
+
+/// Compares compiled results with the interpreter's, naming the first difference.
+pub fn compare(
+    what: &str,
+    expected: &Evaluation,
+    outputs: &BTreeMap<String, Tensor>,
+    updates: &BTreeMap<String, Tensor>,
+) -> Result<(), String> {
+    for (kind, want, got) in [
+        ("output", &expected.outputs, outputs),
+        ("update", &expected.updates, updates),
+    ] {
+        if want.keys().ne(got.keys()) {
+            return Err(format!(
+                "{what}: {kind} names {:?}, interpreter {:?}",
+                got.keys().collect::<Vec<_>>(),
+                want.keys().collect::<Vec<_>>()
+            ));
+        }
+        for (name, value) in want {
+            let actual = &got[name];
+            if actual.ty() != value.ty() {
+                return Err(format!(
+                    "{what}: {kind} {name} has type {}, interpreter {}",
+                    actual.ty(),
+                    value.ty()
+                ));
+            }
+            for (index, (a, e)) in actual.data().iter().zip(value.data()).enumerate() {
+                if !scalar::same(*a, *e) {
+                    return Err(format!(
+                        "{what}: {kind} {name}[{index}] is {a:?} compiled, {e:?} in the interpreter"
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
