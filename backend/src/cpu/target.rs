@@ -1,6 +1,6 @@
-//! The host as a [`Target`]: AVX2/FMA from the CPU's feature flags, data cache sizes
-//! from `cpuid`'s cache descriptors (leaf 4 on Intel, 0x8000_001D on AMD), and the
-//! code generator's vector width (Cranelift's x86-64 backend: 128-bit, 4 f32 lanes).
+//! The host as a [`Target`]: AVX2/FMA and AVX-512F from the CPU's feature flags, data
+//! cache sizes from `cpuid`'s cache descriptors (leaf 4 on Intel, 0x8000_001D on
+//! AMD), and the code generator's vector width (Cranelift's x86-64 backend: 128-bit, 4 f32 lanes).
 //! Anything that cannot be read keeps [`Target::baseline`]'s value.
 
 use kiln_ir::Target;
@@ -12,8 +12,7 @@ pub fn host_target(threads: usize) -> Target {
     {
         target.avx2_fma =
             std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
-        // The 512-bit microkernel is only chosen once the backend can emit it.
-        target.avx512f = super::gemm::AVX512_READY && std::is_x86_feature_detected!("avx512f");
+        target.avx512f = std::is_x86_feature_detected!("avx512f");
         for cache in x86::data_caches() {
             match cache.level {
                 1 => target.l1d_bytes = cache.bytes,

@@ -1,7 +1,8 @@
 //! Matrix multiplication at the speed of the machine: a BLIS-style blocked GEMM whose
 //! loops and packing are Cranelift IR (`driver.rs`) around one small microkernel per
-//! tile of C, either 256-bit AVX2/FMA machine code emitted with iced-x86 ([`avx2`],
-//! 6×16 tile) or pure Cranelift `f32x4` IR ([`f32x4`], 4×8 tile, the portable
+//! tile of C, either 512-bit AVX-512F ([`avx512`], 6×32 tile) or 256-bit AVX2/FMA
+//! ([`avx2`], 6×16 tile) machine code emitted with iced-x86 from one generator
+//! (`x86_kernel.rs`), or pure Cranelift `f32x4` IR ([`f32x4`], 4×8 tile, the portable
 //! fallback). See DESIGN.md "Performance model" for why only the microkernel is
 //! machine code.
 //!
@@ -47,10 +48,12 @@
 //! the zero-padded bias of the current B panel (`nc` floats), each 64-byte aligned.
 
 pub mod avx2;
+pub mod avx512;
 mod driver;
 pub mod f32x4;
 #[cfg(test)]
 mod tests;
+mod x86_kernel;
 
 use crate::BackendError;
 use cranelift_codegen::ir::{types, AbiParam, Signature};
@@ -58,7 +61,7 @@ use cranelift_codegen::isa::{CallConv, TargetIsa};
 use cranelift_frontend::FunctionBuilderContext;
 use cranelift_module::{FuncId, Linkage, Module, ModuleError};
 
-/// The microkernel's `flags` argument (both microkernels).
+/// The microkernel's `flags` argument (every microkernel).
 pub mod flags {
     /// Load C into the accumulators (every KC block after the first); otherwise
     /// start from +0.0.
@@ -130,29 +133,24 @@ pub trait MicroKernelCode {
     fn nr(self) -> usize;
 }
 
-/// Whether the 512-bit microkernel is emitted (the host target offers it only then).
-pub const AVX512_READY: bool = false;
-
 impl MicroKernelCode for MicroKernel {
     fn runs_on(self, isa: &dyn TargetIsa) -> bool {
+        // The x64 settings that cranelift-native enables from the host's cpuid.
+        let has = |name: &str| {
+            isa.isa_flags()
+                .iter()
+                .any(|flag| flag.name == name && flag.as_bool() == Some(true))
+        };
         match self {
             MicroKernel::F32x4 => true,
-            MicroKernel::Avx512F6x32 => false,
-            MicroKernel::Avx2Fma6x16 => {
-                let flags = isa.isa_flags();
-                let has = |name: &str| {
-                    flags
-                        .iter()
-                        .any(|flag| flag.name == name && flag.as_bool() == Some(true))
-                };
-                isa.name() == "x64" && has("has_avx2") && has("has_fma")
-            }
+            MicroKernel::Avx512F6x32 => isa.name() == "x64" && has("has_avx512f"),
+            MicroKernel::Avx2Fma6x16 => isa.name() == "x64" && has("has_avx2") && has("has_fma"),
         }
     }
 
     fn mr(self) -> usize {
         match self {
-            MicroKernel::Avx512F6x32 => 6,
+            MicroKernel::Avx512F6x32 => avx512::MR,
             MicroKernel::Avx2Fma6x16 => avx2::MR,
             MicroKernel::F32x4 => f32x4::MR,
         }
@@ -160,7 +158,7 @@ impl MicroKernelCode for MicroKernel {
 
     fn nr(self) -> usize {
         match self {
-            MicroKernel::Avx512F6x32 => 32,
+            MicroKernel::Avx512F6x32 => avx512::NR,
             MicroKernel::Avx2Fma6x16 => avx2::NR,
             MicroKernel::F32x4 => f32x4::NR,
         }
@@ -271,7 +269,7 @@ impl GemmSpec {
 }
 
 /// The microkernel's signature: System V whatever the module's default, because the
-/// AVX2 bytes are written for it.
+/// AVX2 and AVX-512 bytes are written for it.
 fn microkernel_signature(pointer: types::Type) -> Signature {
     let mut sig = Signature::new(CallConv::SystemV);
     for ty in [
@@ -337,9 +335,12 @@ pub fn define_gemm<M: Module>(
     let mut ctx = module.make_context();
     let mut builder_ctx = FunctionBuilderContext::new();
     match kernel {
-        MicroKernel::Avx512F6x32 => unreachable!("runs_on refused the 512-bit kernel above"),
-        MicroKernel::Avx2Fma6x16 => {
-            let bytes = avx2::microkernel_bytes()?;
+        MicroKernel::Avx512F6x32 | MicroKernel::Avx2Fma6x16 => {
+            let bytes = if kernel == MicroKernel::Avx512F6x32 {
+                avx512::microkernel_bytes()?
+            } else {
+                avx2::microkernel_bytes()?
+            };
             // 64: the kernel's loop then starts at a known place in a cache line.
             module
                 .define_function_bytes(kernel_id, 64, &bytes, &[])

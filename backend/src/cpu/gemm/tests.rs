@@ -156,14 +156,23 @@ fn assert_same(got: &[f32], want: &[f32], what: &str) {
     }
 }
 
-/// Both kernels where the host runs AVX2/FMA (as kiln's development machines do),
-/// else only the fallback.
+/// Every kernel the host runs, slowest first: the fallback always, AVX2/FMA where the
+/// host has it (as kiln's development machines do), AVX-512F where it has that too.
 fn kernels() -> Vec<MicroKernel> {
+    let host = crate::cpu::target::host_target(1);
     let mut kernels = vec![MicroKernel::F32x4];
-    if crate::cpu::target::host_target(1).avx2_fma {
+    if host.avx2_fma {
         kernels.push(MicroKernel::Avx2Fma6x16);
     }
+    if host.avx512f {
+        kernels.push(MicroKernel::Avx512F6x32);
+    }
     kernels
+}
+
+/// The fastest kernel the host runs (the one the schedule picks).
+fn best_kernel() -> MicroKernel {
+    *kernels().last().expect("the fallback is always there")
 }
 
 /// Several KC, MC and NC blocks even on small matrices.
@@ -213,7 +222,7 @@ fn spec(m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool) -> GemmSpec 
     }
 }
 
-const SIZES: [(usize, usize, usize); 14] = [
+const SIZES: [(usize, usize, usize); 16] = [
     (1, 1, 1),
     (6, 16, 4),
     (5, 7, 3),
@@ -228,6 +237,9 @@ const SIZES: [(usize, usize, usize); 14] = [
     (64, 64, 64),
     (5, 13, 71),
     (16, 6, 1),
+    // Whole 16-column tiles that are not whole 32-column ones, and several of both.
+    (7, 48, 9),
+    (13, 96, 21),
 ];
 
 #[test]
@@ -417,44 +429,86 @@ fn fallback_kernel_is_exact_without_mid_end_optimisation() {
 }
 
 #[test]
-fn avx2_microkernel_is_256_bit_fma_code() {
-    use iced_x86::{Decoder, DecoderOptions, Mnemonic, Register};
-    let bytes = avx2::microkernel_bytes().expect("the kernel assembles");
-    let mut decoder = Decoder::with_ip(64, &bytes, 0, DecoderOptions::NONE);
-    let mut fmas = 0;
-    let mut last = Mnemonic::INVALID;
-    let mut before_last = Mnemonic::INVALID;
-    for instruction in &mut decoder {
-        assert!(!instruction.is_invalid(), "undecodable bytes");
-        if instruction.mnemonic() == Mnemonic::Vfmadd231ps {
-            assert!(instruction.op0_register().is_ymm());
-            assert_ne!(instruction.op0_register(), Register::None);
-            fmas += 1;
+fn x86_microkernels_are_fma_code_of_their_width_and_isa() {
+    use iced_x86::{CpuidFeature, Decoder, DecoderOptions, Mnemonic};
+    use CpuidFeature::{AVX, AVX512F, FMA, INTEL386, INTEL8086, X64};
+    let kernels = [
+        (
+            avx2::microkernel_bytes(),
+            32,
+            [INTEL8086, INTEL386, X64, AVX, FMA],
+        ),
+        // AVX for the zeroing `vxorps xmm` and `vzeroupper`; nothing beyond AVX-512F.
+        (
+            avx512::microkernel_bytes(),
+            64,
+            [INTEL8086, INTEL386, X64, AVX, AVX512F],
+        ),
+    ];
+    for (bytes, vector_bytes, allowed) in kernels {
+        let bytes = bytes.expect("the kernel assembles");
+        let mut decoder = Decoder::with_ip(64, &bytes, 0, DecoderOptions::NONE);
+        let mut fmas = 0;
+        let mut broadcasts = 0;
+        let mut last = Mnemonic::INVALID;
+        let mut before_last = Mnemonic::INVALID;
+        for instruction in &mut decoder {
+            assert!(!instruction.is_invalid(), "undecodable bytes");
+            for feature in instruction.cpuid_features() {
+                assert!(allowed.contains(feature), "{instruction} needs {feature:?}");
+            }
+            let register_bytes = instruction.op0_register().size();
+            match instruction.mnemonic() {
+                Mnemonic::Vfmadd231ps => {
+                    assert_eq!(register_bytes, vector_bytes, "{instruction}");
+                    fmas += 1;
+                }
+                Mnemonic::Vbroadcastss => {
+                    assert_eq!(register_bytes, vector_bytes, "{instruction}");
+                    assert_eq!(instruction.memory_size().size(), 4, "from memory");
+                    broadcasts += 1;
+                }
+                _ => {}
+            }
+            before_last = last;
+            last = instruction.mnemonic();
         }
-        before_last = last;
-        last = instruction.mnemonic();
+        // Per k step 12 fmas and 6 broadcasts: four unrolled steps and one remainder.
+        assert_eq!(
+            (fmas, broadcasts),
+            (12 * 5, 6 * 5),
+            "{vector_bytes}-byte kernel"
+        );
+        assert_eq!((before_last, last), (Mnemonic::Vzeroupper, Mnemonic::Ret));
     }
-    // Twelve per k step: four unrolled steps and one remainder step.
-    assert_eq!(fmas, 12 * 5);
-    assert_eq!((before_last, last), (Mnemonic::Vzeroupper, Mnemonic::Ret));
 }
 
 #[test]
-fn avx2_kernel_is_refused_for_a_target_without_avx2() {
+fn x86_kernels_are_refused_for_a_target_without_their_features() {
     use cranelift_codegen::settings::{self, Configurable};
-    let mut isa_builder =
-        cranelift_codegen::isa::lookup_by_name("x86_64-unknown-linux-gnu").expect("x64 is built");
-    isa_builder.set("has_avx2", "false").expect("a known flag");
-    let isa = isa_builder
-        .finish(settings::Flags::new(settings::builder()))
-        .expect("a valid isa");
-    assert!(!MicroKernel::Avx2Fma6x16.runs_on(&*isa));
-    assert!(MicroKernel::F32x4.runs_on(&*isa));
+    let isa_without = |flag: &str| {
+        let mut isa_builder = cranelift_codegen::isa::lookup_by_name("x86_64-unknown-linux-gnu")
+            .expect("x64 is built");
+        isa_builder.set("has_avx2", "true").expect("a known flag");
+        isa_builder.set("has_fma", "true").expect("a known flag");
+        isa_builder
+            .set("has_avx512f", "true")
+            .expect("a known flag");
+        isa_builder.set(flag, "false").expect("a known flag");
+        isa_builder
+            .finish(settings::Flags::new(settings::builder()))
+            .expect("a valid isa")
+    };
+    let without_avx2 = isa_without("has_avx2");
+    assert!(!MicroKernel::Avx2Fma6x16.runs_on(&*without_avx2));
+    assert!(MicroKernel::F32x4.runs_on(&*without_avx2));
+    let without_avx512 = isa_without("has_avx512f");
+    assert!(!MicroKernel::Avx512F6x32.runs_on(&*without_avx512));
+    assert!(MicroKernel::Avx2Fma6x16.runs_on(&*without_avx512));
     let host = host_isa(OptLevel::None).expect("the host is supported");
-    assert_eq!(
-        MicroKernel::Avx2Fma6x16.runs_on(&*host),
-        crate::cpu::target::host_target(1).avx2_fma
-    );
+    let target = crate::cpu::target::host_target(1);
+    assert_eq!(MicroKernel::Avx2Fma6x16.runs_on(&*host), target.avx2_fma);
+    assert_eq!(MicroKernel::Avx512F6x32.runs_on(&*host), target.avx512f);
 }
 
 #[test]
@@ -462,11 +516,7 @@ fn several_gemms_share_one_module() {
     let isa = host_isa(OptLevel::Speed).expect("the host is supported");
     let builder = JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
     let mut module = JITModule::new(builder);
-    let kernel = if crate::cpu::target::host_target(1).avx2_fma {
-        MicroKernel::Avx2Fma6x16
-    } else {
-        MicroKernel::F32x4
-    };
+    let kernel = best_kernel();
     let specs = [spec(7, 17, 5, false, false), spec(13, 9, 20, true, true)];
     let ids: Vec<FuncId> = specs
         .iter()
@@ -496,7 +546,7 @@ fn several_gemms_share_one_module() {
 #[test]
 fn the_kernel_ir_and_the_code_agree_on_tile_sizes() {
     use kiln_ir::kernel::{Matmul, Rows};
-    for kernel in [MicroKernel::Avx2Fma6x16, MicroKernel::F32x4] {
+    for kernel in MicroKernel::ALL {
         let call = Matmul {
             m: 1,
             n: 1,
