@@ -68,7 +68,8 @@ impl Product {
     fn is_parallel(&self, target: &Target) -> bool {
         let (kernel, ..) = schedule::matmul::blocking(target, self.m, self.n, self.k);
         let rows = match kernel {
-            MicroKernel::Avx512F6x32 | MicroKernel::Avx2Fma6x16 => 6,
+            MicroKernel::Avx512F12x32 => 12,
+            MicroKernel::Avx2Fma6x16 => 6,
             MicroKernel::F32x4 => 4,
         };
         self.batches == 1
@@ -182,7 +183,7 @@ fn check(product: Product, seed: u64, awkward: bool) {
         };
         let parallel = product.is_parallel(&target);
         let microkernel = if target.avx512f {
-            MicroKernel::Avx512F6x32
+            MicroKernel::Avx512F12x32
         } else if target.avx2_fma {
             MicroKernel::Avx2Fma6x16
         } else {

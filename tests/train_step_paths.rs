@@ -155,7 +155,7 @@ fn the_digits_train_step_is_bit_identical_on_every_target_and_the_interpreter() 
             }
         }
         let microkernel = if target.avx512f {
-            MicroKernel::Avx512F6x32
+            MicroKernel::Avx512F12x32
         } else if target.avx2_fma {
             MicroKernel::Avx2Fma6x16
         } else {

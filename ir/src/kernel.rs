@@ -494,8 +494,8 @@ pub enum Rows {
 /// The microkernel a matmul call runs, picked by the schedule for its target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MicroKernel {
-    /// 6x32 register tile of 512-bit AVX-512F code.
-    Avx512F6x32,
+    /// 12x32 register tile of 512-bit AVX-512F code.
+    Avx512F12x32,
     /// 6x16 register tile of 256-bit AVX2/FMA code.
     Avx2Fma6x16,
     /// Pure Cranelift `f32x4` code: the portable fallback.
@@ -505,14 +505,14 @@ pub enum MicroKernel {
 impl MicroKernel {
     /// Every microkernel, fastest first.
     pub const ALL: [MicroKernel; 3] = [
-        MicroKernel::Avx512F6x32,
+        MicroKernel::Avx512F12x32,
         MicroKernel::Avx2Fma6x16,
         MicroKernel::F32x4,
     ];
 
     pub fn name(self) -> &'static str {
         match self {
-            MicroKernel::Avx512F6x32 => "avx512",
+            MicroKernel::Avx512F12x32 => "avx512",
             MicroKernel::Avx2Fma6x16 => "avx2",
             MicroKernel::F32x4 => "f32x4",
         }
@@ -563,7 +563,7 @@ impl Matmul {
     /// Microkernel tile: rows and columns of C held in registers.
     pub fn tile(&self) -> (usize, usize) {
         match self.kernel {
-            MicroKernel::Avx512F6x32 => (6, 32),
+            MicroKernel::Avx512F12x32 => (12, 32),
             MicroKernel::Avx2Fma6x16 => (6, 16),
             MicroKernel::F32x4 => (4, 8),
         }

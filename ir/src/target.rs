@@ -10,7 +10,7 @@ use std::fmt;
 /// The machine a program is scheduled for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
-    /// 512-bit AVX-512F: the 6x32 matmul microkernel may be used.
+    /// 512-bit AVX-512F: the 12x32 matmul microkernel may be used.
     pub avx512f: bool,
     /// 256-bit AVX2 with FMA: the 6x16 matmul microkernel may be used.
     pub avx2_fma: bool,

@@ -7,7 +7,7 @@
 //! bit for bit (each C element is the fma chain over k from +0, in order). This step
 //! picks, for the target:
 //!
-//! - the microkernel: 256-bit AVX2/FMA 6x16 when the target has it, else the
+//! - the microkernel: 512-bit AVX-512F 12x32, else 256-bit AVX2/FMA 6x16 when the target has it, else the
 //!   portable `f32x4` one;
 //! - the cache blocking: a kc×16 micro-panel of B fills half of L1, an mc×kc panel
 //!   of A half of L2, a kc×nc panel of B half of this thread's share of L3;
@@ -53,7 +53,7 @@ pub fn blocking(
     k: usize,
 ) -> (MicroKernel, usize, usize, usize) {
     let kernel = if target.avx512f {
-        MicroKernel::Avx512F6x32
+        MicroKernel::Avx512F12x32
     } else if target.avx2_fma {
         MicroKernel::Avx2Fma6x16
     } else {

@@ -6,11 +6,13 @@ use super::x86_kernel;
 use crate::BackendError;
 
 /// Rows of the tile.
-pub const MR: usize = x86_kernel::MR;
+pub const MR: usize = 6;
 /// Columns of the tile (two `ymm` of 8 floats).
 pub const NR: usize = 16;
 
+const _: () = assert!(x86_kernel::fits(MR, x86_kernel::YMM.len()));
+
 /// The microkernel's machine code (position independent, no relocations).
 pub fn microkernel_bytes() -> Result<Vec<u8>, BackendError> {
-    x86_kernel::assemble(x86_kernel::YMM, NR).map_err(x86_kernel::error("avx2"))
+    x86_kernel::assemble(&x86_kernel::YMM, MR, NR).map_err(x86_kernel::error("avx2"))
 }

@@ -1,6 +1,6 @@
 //! Matrix multiplication at the speed of the machine: a BLIS-style blocked GEMM whose
 //! loops and packing are Cranelift IR (`driver.rs`) around one small microkernel per
-//! tile of C, either 512-bit AVX-512F ([`avx512`], 6×32 tile) or 256-bit AVX2/FMA
+//! tile of C, either 512-bit AVX-512F ([`avx512`], 12×32 tile) or 256-bit AVX2/FMA
 //! ([`avx2`], 6×16 tile) machine code emitted with iced-x86 from one generator
 //! (`x86_kernel.rs`), or pure Cranelift `f32x4` IR ([`f32x4`], 4×8 tile, the portable
 //! fallback). See DESIGN.md "Performance model" for why only the microkernel is
@@ -143,14 +143,14 @@ impl MicroKernelCode for MicroKernel {
         };
         match self {
             MicroKernel::F32x4 => true,
-            MicroKernel::Avx512F6x32 => isa.name() == "x64" && has("has_avx512f"),
+            MicroKernel::Avx512F12x32 => isa.name() == "x64" && has("has_avx512f"),
             MicroKernel::Avx2Fma6x16 => isa.name() == "x64" && has("has_avx2") && has("has_fma"),
         }
     }
 
     fn mr(self) -> usize {
         match self {
-            MicroKernel::Avx512F6x32 => avx512::MR,
+            MicroKernel::Avx512F12x32 => avx512::MR,
             MicroKernel::Avx2Fma6x16 => avx2::MR,
             MicroKernel::F32x4 => f32x4::MR,
         }
@@ -158,7 +158,7 @@ impl MicroKernelCode for MicroKernel {
 
     fn nr(self) -> usize {
         match self {
-            MicroKernel::Avx512F6x32 => avx512::NR,
+            MicroKernel::Avx512F12x32 => avx512::NR,
             MicroKernel::Avx2Fma6x16 => avx2::NR,
             MicroKernel::F32x4 => f32x4::NR,
         }
@@ -335,8 +335,8 @@ pub fn define_gemm<M: Module>(
     let mut ctx = module.make_context();
     let mut builder_ctx = FunctionBuilderContext::new();
     match kernel {
-        MicroKernel::Avx512F6x32 | MicroKernel::Avx2Fma6x16 => {
-            let bytes = if kernel == MicroKernel::Avx512F6x32 {
+        MicroKernel::Avx512F12x32 | MicroKernel::Avx2Fma6x16 => {
+            let bytes = if kernel == MicroKernel::Avx512F12x32 {
                 avx512::microkernel_bytes()?
             } else {
                 avx2::microkernel_bytes()?

@@ -165,7 +165,7 @@ fn kernels() -> Vec<MicroKernel> {
         kernels.push(MicroKernel::Avx2Fma6x16);
     }
     if host.avx512f {
-        kernels.push(MicroKernel::Avx512F6x32);
+        kernels.push(MicroKernel::Avx512F12x32);
     }
     kernels
 }
@@ -431,21 +431,24 @@ fn fallback_kernel_is_exact_without_mid_end_optimisation() {
 #[test]
 fn x86_microkernels_are_fma_code_of_their_width_and_isa() {
     use iced_x86::{CpuidFeature, Decoder, DecoderOptions, Mnemonic};
-    use CpuidFeature::{AVX, AVX512F, FMA, INTEL386, INTEL8086, X64};
+    use CpuidFeature::{AVX, AVX512F, FMA, INTEL386, INTEL8086, SSE, X64};
+    // SSE for the `prefetcht1` of the next tiles' C.
     let kernels = [
         (
             avx2::microkernel_bytes(),
             32,
-            [INTEL8086, INTEL386, X64, AVX, FMA],
+            avx2::MR,
+            [INTEL8086, INTEL386, X64, SSE, AVX, FMA],
         ),
         // AVX for the zeroing `vxorps xmm` and `vzeroupper`; nothing beyond AVX-512F.
         (
             avx512::microkernel_bytes(),
             64,
-            [INTEL8086, INTEL386, X64, AVX, AVX512F],
+            avx512::MR,
+            [INTEL8086, INTEL386, X64, SSE, AVX, AVX512F],
         ),
     ];
-    for (bytes, vector_bytes, allowed) in kernels {
+    for (bytes, vector_bytes, mr, allowed) in kernels {
         let bytes = bytes.expect("the kernel assembles");
         let mut decoder = Decoder::with_ip(64, &bytes, 0, DecoderOptions::NONE);
         let mut fmas = 0;
@@ -473,10 +476,11 @@ fn x86_microkernels_are_fma_code_of_their_width_and_isa() {
             before_last = last;
             last = instruction.mnemonic();
         }
-        // Per k step 12 fmas and 6 broadcasts: four unrolled steps and one remainder.
+        // Per k step 2 fmas and 1 broadcast a row: four unrolled steps and one
+        // remainder.
         assert_eq!(
             (fmas, broadcasts),
-            (12 * 5, 6 * 5),
+            (2 * mr * 5, mr * 5),
             "{vector_bytes}-byte kernel"
         );
         assert_eq!((before_last, last), (Mnemonic::Vzeroupper, Mnemonic::Ret));
@@ -503,12 +507,12 @@ fn x86_kernels_are_refused_for_a_target_without_their_features() {
     assert!(!MicroKernel::Avx2Fma6x16.runs_on(&*without_avx2));
     assert!(MicroKernel::F32x4.runs_on(&*without_avx2));
     let without_avx512 = isa_without("has_avx512f");
-    assert!(!MicroKernel::Avx512F6x32.runs_on(&*without_avx512));
+    assert!(!MicroKernel::Avx512F12x32.runs_on(&*without_avx512));
     assert!(MicroKernel::Avx2Fma6x16.runs_on(&*without_avx512));
     let host = host_isa(OptLevel::None).expect("the host is supported");
     let target = crate::cpu::target::host_target(1);
     assert_eq!(MicroKernel::Avx2Fma6x16.runs_on(&*host), target.avx2_fma);
-    assert_eq!(MicroKernel::Avx512F6x32.runs_on(&*host), target.avx512f);
+    assert_eq!(MicroKernel::Avx512F12x32.runs_on(&*host), target.avx512f);
 }
 
 #[test]

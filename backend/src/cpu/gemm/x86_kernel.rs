@@ -1,30 +1,30 @@
 //! The x86-64 FMA microkernel generator shared by [`super::avx2`] (6×16 in `ymm`)
-//! and [`super::avx512`] (6×32 in `zmm`): one instruction sequence, parameterised by
+//! and [`super::avx512`] (12×32 in `zmm`): one instruction sequence, parameterised by
 //! the vector register type, emitted with iced-x86's `CodeAssembler` (Cranelift's
 //! x86-64 backend has no 256- or 512-bit vectors, see DESIGN.md "Performance model").
 //!
 //! Calling convention (System V), shared with the [`super::f32x4`] fallback:
 //! `fn(a_panel: rdi, b_panel: rsi, c: rdx, ldc_bytes: rcx, kc: r8, flags: r9, bias: [rsp+8])`.
-//! `a_panel` holds `kc` columns of 6 packed rows (`a_panel[p*6 + r]`), `b_panel` `kc`
+//! `a_panel` holds `kc` columns of MR packed rows (`a_panel[p*MR + r]`), `b_panel` `kc`
 //! rows of NR packed columns (`b_panel[p*NR + c]`), NR being two vectors of floats.
-//! The tile `c` is 6 rows of NR floats, `ldc_bytes` apart; `bias` holds NR floats.
+//! The tile `c` is MR rows of NR floats, `ldc_bytes` apart; `bias` holds NR floats.
 //! See [`super::flags`] for the flag bits.
 //!
-//! Per k step: two loads of the B row, six `vbroadcastss` of A, twelve
+//! Per k step: two loads of the B row, then per row one `vbroadcastss` of A and two
 //! `vfmadd231ps acc, b, a`, which is `fma(a, b, acc)` with one rounding, so each
-//! accumulator lane follows the scalar fma chain in increasing k. k is unrolled by 4
-//! with a remainder loop. The broadcasts alternate between two registers so that
-//! consecutive rows do not wait on one another.
+//! accumulator lane follows the scalar fma chain in increasing k. The 12-row `zmm`
+//! tile keeps 24 accumulators (the 6-row `ymm` one 12): enough independent chains
+//! for the FMA latency on two ports, and half the B loads per FMA of a 6-row tile.
+//! k is unrolled by 4 with a remainder loop. The broadcasts alternate between two
+//! registers so that consecutive rows do not wait on one another.
 
 use super::flags;
 use crate::BackendError;
 use iced_x86::code_asm::asm_traits::{
-    CodeAsmVaddps, CodeAsmVbroadcastss, CodeAsmVfmadd231ps, CodeAsmVmaxps, CodeAsmVmovups,
+    CodeAsmVaddps, CodeAsmVbroadcastss, CodeAsmVfmadd231ps, CodeAsmVmaxps, CodeAsmVmovaps,
+    CodeAsmVmovups,
 };
 use iced_x86::code_asm::*;
-
-/// Rows of the tile (both widths).
-pub const MR: usize = 6;
 
 /// How far the kernel unrolls k.
 const UNROLL: i32 = 4;
@@ -44,11 +44,12 @@ pub(super) const YMM: [AsmRegisterYmm; 16] = [
     ymm15,
 ];
 
-/// The first sixteen 512-bit registers, for [`assemble`]: the 6-row tile needs no
-/// more, and the AVX zeroing idiom reaches only these.
-pub(super) const ZMM: [AsmRegisterZmm; 16] = [
+/// The thirty-two 512-bit registers, for [`assemble`]: AVX-512 doubles the
+/// register file, which is what lets the 512-bit tile be twice as tall.
+pub(super) const ZMM: [AsmRegisterZmm; 32] = [
     zmm0, zmm1, zmm2, zmm3, zmm4, zmm5, zmm6, zmm7, zmm8, zmm9, zmm10, zmm11, zmm12, zmm13, zmm14,
-    zmm15,
+    zmm15, zmm16, zmm17, zmm18, zmm19, zmm20, zmm21, zmm22, zmm23, zmm24, zmm25, zmm26, zmm27,
+    zmm28, zmm29, zmm30, zmm31,
 ];
 
 /// Turns an assembler error into the backend's, naming the kernel `what`; the
@@ -60,10 +61,34 @@ pub(super) fn error(what: &'static str) -> impl Fn(IcedError) -> BackendError {
     }
 }
 
-/// C row `row` of the tile: rows 0..3 are `[rdx + {0,1,2}*rcx]`, rows 3..6
-/// `[r10 + {0,1,2}*rcx]` with `r10 = rdx + 3*rcx`, so no row needs a multiply.
+/// Whether a tile of `mr` rows fits the generator with `registers` vector
+/// registers: the C row bases and the registers of [`assemble`].
+pub(super) const fn fits(mr: usize, registers: usize) -> bool {
+    mr <= 3 * C_BASES.len() && 4 + 2 * mr <= registers
+}
+
+/// Base registers of the C rows, three rows each: `rdx`, then `r10 = rdx + 3*rcx`,
+/// `r11 = rdx + 6*rcx` and `rax = rdx + 9*rcx` (set by [`c_bases`]).
+const C_BASES: [AsmRegister64; 4] = [rdx, r10, r11, rax];
+
+/// Points the C row bases after `rdx` at rows 3, 6, 9 (as many as `mr` rows use).
+/// `r11` is the k loop's counter and `rax` is free outside the loop, so this runs
+/// before the loop (to load C) and again after it (to store C).
+fn c_bases(asm: &mut CodeAssembler, mr: usize) -> Result<(), IcedError> {
+    for (index, &base) in C_BASES.iter().enumerate().skip(1) {
+        if 3 * index >= mr {
+            break;
+        }
+        asm.lea(base, ptr(C_BASES[index - 1] + rcx * 2))?;
+        asm.add(base, rcx)?;
+    }
+    Ok(())
+}
+
+/// C row `row` of the tile: `[base + {0,1,2}*rcx]` with the base of [`C_BASES`]
+/// for its group of three, so no row needs a multiply.
 fn c_row(row: usize) -> AsmMemoryOperand {
-    let base = if row < 3 { rdx } else { r10 };
+    let base = C_BASES[row / 3];
     match row % 3 {
         0 => ptr(base),
         1 => ptr(base + rcx),
@@ -72,13 +97,16 @@ fn c_row(row: usize) -> AsmMemoryOperand {
 }
 
 /// The kernel's machine code (position independent, no relocations) for a tile of
-/// `nr` columns, two vectors of `nr / 2` floats. `vectors` ([`YMM`] or [`ZMM`]) are
-/// the sixteen registers `0..16` of one width: accumulators `0..12` (row `r` in `2r,
-/// 2r+1`), the B row in `12, 13`, the A broadcasts in `14, 15`.
-pub(super) fn assemble<R: Copy>(vectors: [R; 16], nr: usize) -> Result<Vec<u8>, IcedError>
+/// `mr` rows (at most 12) and `nr` columns, two vectors of `nr / 2` floats.
+/// `vectors` ([`YMM`] or [`ZMM`]) are registers of one width: the B row in `0, 1`,
+/// the A broadcasts in `2, 3`, and the accumulators from 4 on (row `r` in `4 + 2r,
+/// 5 + 2r`), so every register the AVX zeroing idiom must reach is among the first
+/// sixteen. The callers check at compile time that the tile fits ([`fits`]).
+pub(super) fn assemble<R: Copy>(vectors: &[R], mr: usize, nr: usize) -> Result<Vec<u8>, IcedError>
 where
     CodeAssembler: CodeAsmVmovups<R, AsmMemoryOperand>
         + CodeAsmVmovups<AsmMemoryOperand, R>
+        + CodeAsmVmovaps<R, R>
         + CodeAsmVbroadcastss<R, AsmMemoryOperand>
         + CodeAsmVfmadd231ps<R, R, R>
         + CodeAsmVaddps<R, R, R>
@@ -86,17 +114,17 @@ where
 {
     // Byte offset of a row's second vector.
     let high = (nr / 2 * 4) as i32;
-    let acc: [R; 12] = std::array::from_fn(|index| vectors[index]);
-    let (b_lo, b_hi) = (vectors[12], vectors[13]);
-    let broadcast = [vectors[14], vectors[15]];
+    let (b_lo, b_hi) = (vectors[0], vectors[1]);
+    let broadcast = [vectors[2], vectors[3]];
+    let acc = &vectors[4..4 + 2 * mr];
     // The width of the register sets the size of every vector memory access.
     let k_step = |asm: &mut CodeAssembler, step: i32| -> Result<(), IcedError> {
         let b_offset = step * (nr as i32) * 4;
         asm.vmovups(b_lo, ptr(rsi) + b_offset)?;
         asm.vmovups(b_hi, ptr(rsi) + (b_offset + high))?;
-        for row in 0..MR {
+        for row in 0..mr {
             let a = broadcast[row % 2];
-            let a_offset = (step * MR as i32 + row as i32) * 4;
+            let a_offset = (step * mr as i32 + row as i32) * 4;
             asm.vbroadcastss(a, dword_ptr(rdi + a_offset))?;
             asm.vfmadd231ps(acc[2 * row], b_lo, a)?;
             asm.vfmadd231ps(acc[2 * row + 1], b_hi, a)?;
@@ -114,32 +142,45 @@ where
     let mut no_bias = asm.create_label();
     let mut store = asm.create_label();
 
-    asm.lea(r10, ptr(rcx + rcx * 2))?;
-    asm.add(r10, rdx)?;
-    asm.mov(rax, qword_ptr(rsp + 8))?;
-
     asm.test(r9, flags::ACCUMULATE as i32)?;
     asm.jz(zero_init)?;
-    for row in 0..MR {
+    c_bases(&mut asm, mr)?;
+    for row in 0..mr {
         asm.vmovups(acc[2 * row], c_row(row))?;
         asm.vmovups(acc[2 * row + 1], c_row(row) + high)?;
     }
     asm.jmp(k_loops)?;
     asm.set_label(&mut zero_init)?;
-    // +0.0 in every lane: the chain's starting value.
-    for half in &HALVES[..12] {
-        asm.vxorps(*half, *half, *half)?;
+    // +0.0 in every lane: the chain's starting value. The AVX idiom reaches the
+    // first sixteen registers; the rest copy one of them (AVX-512F's `vmovaps`).
+    for (index, &reg) in acc.iter().enumerate() {
+        match HALVES.get(4 + index) {
+            Some(&half) => asm.vxorps(half, half, half)?,
+            None => asm.vmovaps(reg, acc[0])?,
+        }
     }
 
     asm.set_label(&mut k_loops)?;
+    // rax walks the C rows below the tile, one per unrolled step: the driver's next
+    // tiles in its row loop. Their C (loaded when accumulating, stored in any case)
+    // is otherwise fetched from L3 with the kernel stalled; into L2 only, since rows
+    // a power of two apart share few L1 sets and would evict the B micro-panel.
+    asm.imul_3(rax, rcx, mr as i32)?;
+    asm.add(rax, rdx)?;
     asm.mov(r11, r8)?;
     asm.shr(r11, 2)?;
     asm.jz(remainder)?;
     asm.set_label(&mut unrolled)?;
     for step in 0..UNROLL {
         k_step(&mut asm, step)?;
+        if step == 0 {
+            for line in (0..nr * 4).step_by(64) {
+                asm.prefetcht1(byte_ptr(rax + line as i32))?;
+            }
+        }
     }
-    asm.add(rdi, UNROLL * (MR * 4) as i32)?;
+    asm.add(rax, rcx)?;
+    asm.add(rdi, UNROLL * (mr * 4) as i32)?;
     asm.add(rsi, UNROLL * (nr * 4) as i32)?;
     asm.dec(r11)?;
     asm.jnz(unrolled)?;
@@ -150,7 +191,7 @@ where
     asm.jz(epilogue)?;
     asm.set_label(&mut remainder_loop)?;
     k_step(&mut asm, 0)?;
-    asm.add(rdi, (MR * 4) as i32)?;
+    asm.add(rdi, (mr * 4) as i32)?;
     asm.add(rsi, (nr * 4) as i32)?;
     asm.dec(r11)?;
     asm.jnz(remainder_loop)?;
@@ -158,9 +199,11 @@ where
     asm.set_label(&mut epilogue)?;
     asm.test(r9, flags::ADD_BIAS as i32)?;
     asm.jz(no_bias)?;
-    asm.vmovups(b_lo, ptr(rax))?;
-    asm.vmovups(b_hi, ptr(rax) + high)?;
-    for row in 0..MR {
+    // The bias pointer, the seventh argument; `kc` in r8 is no longer needed.
+    asm.mov(r8, qword_ptr(rsp + 8))?;
+    asm.vmovups(b_lo, ptr(r8))?;
+    asm.vmovups(b_hi, ptr(r8) + high)?;
+    for row in 0..mr {
         // acc + bias, the operand order of the scalar `chain + bias[j]`.
         asm.vaddps(acc[2 * row], acc[2 * row], b_lo)?;
         asm.vaddps(acc[2 * row + 1], acc[2 * row + 1], b_hi)?;
@@ -170,13 +213,15 @@ where
     asm.jz(store)?;
     // `vmaxps x, x, 0` gives the second operand when x is NaN and when both are
     // zeros, so it is exactly kiln's relu `x > 0 ? x : +0`.
-    asm.vxorps(HALVES[12], HALVES[12], HALVES[12])?;
-    for reg in acc {
+    asm.vxorps(HALVES[0], HALVES[0], HALVES[0])?;
+    for &reg in acc {
         asm.vmaxps(reg, reg, b_lo)?;
     }
 
     asm.set_label(&mut store)?;
-    for row in 0..MR {
+    // The loop used r11 as its counter.
+    c_bases(&mut asm, mr)?;
+    for row in 0..mr {
         asm.vmovups(c_row(row), acc[2 * row])?;
         asm.vmovups(c_row(row) + high, acc[2 * row + 1])?;
     }
