@@ -17,14 +17,14 @@
 use kiln::compile::compile_with;
 use kiln::passes::pipeline::{self, PipelineOptions};
 use kiln::passes::schedule::{self, matmul::PARALLEL_FLOPS};
-use kiln_ir::kernel::{LoopKind, Matmul, MicroKernel, Program, Routine, Rows, Stmt};
+use kiln_ir::kernel::{MicroKernel, Program, Rows};
 use kiln_ir::random::AWKWARD_F32;
 use kiln_ir::{evaluate, scalar, Feeds, Graph, Precision, Rng, Target, Tensor, TensorType};
 use std::time::Instant;
 
 #[path = "support/targets.rs"]
 mod targets;
-use targets::targets;
+use targets::{matmul_calls, targets};
 
 /// Extents that are 1, below, at and above the tiles' rows (6, 4) and columns (16,
 /// 8) and the 4 vector lanes, and prime.
@@ -141,32 +141,6 @@ fn scheduled(graph: &Graph, options: &PipelineOptions) -> Program {
         pipeline::run(graph, pipeline::INFERENCE, options, &mut |_, _| {}).unwrap();
     let program = kiln::passes::lower::lower(&optimized).unwrap();
     schedule::for_target(&program, options.target.as_ref().unwrap()).unwrap()
-}
-
-/// Every matmul routine call of `program`, with whether it sits in a parallel loop.
-fn matmul_calls(program: &Program) -> Vec<(Matmul, bool)> {
-    let mut calls = Vec::new();
-    for kernel in &program.kernels {
-        for stmt in &kernel.body {
-            let parallel = matches!(
-                stmt,
-                Stmt::Loop {
-                    kind: LoopKind::Parallel,
-                    ..
-                }
-            );
-            stmt.visit(&mut |inner| {
-                if let Stmt::Call {
-                    routine: Routine::Matmul(matmul),
-                    ..
-                } = inner
-                {
-                    calls.push((*matmul, parallel));
-                }
-            });
-        }
-    }
-    calls
 }
 
 /// Compiles `product` for every target and compares every output with the

@@ -12,7 +12,7 @@ use kiln::compile::{compile_with, set_params};
 use kiln::frontend::models::mlp_classifier;
 use kiln::passes::pipeline::{self, PipelineOptions, Step};
 use kiln::{Dataset, Optimizer};
-use kiln_ir::kernel::{LoopKind, MicroKernel, Routine, Stmt};
+use kiln_ir::kernel::MicroKernel;
 use kiln_ir::{evaluate, Feeds, Precision, Target, Tensor, TensorType};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -20,7 +20,7 @@ use std::time::Instant;
 
 #[path = "support/targets.rs"]
 mod targets;
-use targets::targets;
+use targets::{matmul_calls, targets};
 
 const SIZES: [usize; 4] = [64, 128, 128, 10];
 const BATCH: usize = 32;
@@ -131,29 +131,9 @@ fn the_digits_train_step_is_bit_identical_on_every_target_and_the_interpreter() 
         .unwrap();
         let program = kiln::passes::lower::lower(&optimized).unwrap();
         let program = kiln::passes::schedule::for_target(&program, &target).unwrap();
-        let mut kernels = Vec::new();
-        let mut parallel_calls = 0;
-        for kernel in &program.kernels {
-            for stmt in &kernel.body {
-                let parallel = matches!(
-                    stmt,
-                    Stmt::Loop {
-                        kind: LoopKind::Parallel,
-                        ..
-                    }
-                );
-                stmt.visit(&mut |inner| {
-                    if let Stmt::Call {
-                        routine: Routine::Matmul(matmul),
-                        ..
-                    } = inner
-                    {
-                        kernels.push(matmul.kernel);
-                        parallel_calls += usize::from(parallel);
-                    }
-                });
-            }
-        }
+        let calls = matmul_calls(&program);
+        let kernels: Vec<MicroKernel> = calls.iter().map(|(call, _)| call.kernel).collect();
+        let parallel_calls = calls.iter().filter(|(_, parallel)| *parallel).count();
         let microkernel = if target.avx512f {
             MicroKernel::Avx512F12x32
         } else if target.avx2_fma {

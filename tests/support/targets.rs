@@ -1,7 +1,9 @@
-//! The targets the path tests run on, shared through `#[path]` by
-//! tests/matmul_paths.rs and tests/train_step_paths.rs.
+//! The targets the path tests run on, and how they find the routine calls the
+//! schedule made, shared through `#[path]` by tests/matmul_paths.rs and
+//! tests/train_step_paths.rs.
 
 use kiln::backend::cpu::target::host_target;
+use kiln_ir::kernel::{LoopKind, Matmul, Program, Routine, Stmt};
 use kiln_ir::Target;
 
 /// The four targets: the host's AVX2 microkernel and the portable fallback, on one
@@ -34,4 +36,30 @@ pub fn targets() -> Vec<(&'static str, Target)> {
         targets.push(("avx512, 2 threads", host.with_threads(2)));
     }
     targets
+}
+
+/// Every matmul routine call of `program`, with whether it sits in a parallel loop.
+pub fn matmul_calls(program: &Program) -> Vec<(Matmul, bool)> {
+    let mut calls = Vec::new();
+    for kernel in &program.kernels {
+        for stmt in &kernel.body {
+            let parallel = matches!(
+                stmt,
+                Stmt::Loop {
+                    kind: LoopKind::Parallel,
+                    ..
+                }
+            );
+            stmt.visit(&mut |inner| {
+                if let Stmt::Call {
+                    routine: Routine::Matmul(matmul),
+                    ..
+                } = inner
+                {
+                    calls.push((*matmul, parallel));
+                }
+            });
+        }
+    }
+    calls
 }
