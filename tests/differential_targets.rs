@@ -24,7 +24,7 @@ use std::time::Instant;
 
 #[path = "support/compare.rs"]
 mod compare;
-use compare::compare;
+use compare::{compare, or_panic};
 
 /// Small graphs in the sweep.
 const SMALL_GRAPHS: u64 = 1000;
@@ -138,17 +138,7 @@ fn check_seed(seed: u64, options: &RandomGraphOptions) -> Result<Paths, String> 
     };
     let train = seed.is_multiple_of(TRAIN_EVERY);
     // A panic is a failure too: catch it so the report names the seed.
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        check_graph(&graph, &feeds, train)
-    }))
-    .unwrap_or_else(|panic| {
-        let message = panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_default();
-        Err(format!("panic: {message}"))
-    });
+    let outcome = or_panic(|| check_graph(&graph, &feeds, train));
     outcome.map_err(|err| format!("seed {seed} ({options:?}): {err}\n{}", text::print(&graph)))
 }
 

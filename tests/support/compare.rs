@@ -1,5 +1,6 @@
 //! The differential tests' comparison of compiled results with the interpreter's,
-//! shared through `#[path]` by tests/differential.rs and tests/differential_targets.rs.
+//! and their panic catching, shared through `#[path]` by tests/differential.rs and
+//! tests/differential_targets.rs.
 
 use kiln_ir::{scalar, Evaluation, Tensor};
 use std::collections::BTreeMap;
@@ -41,4 +42,17 @@ pub fn compare(
         }
     }
     Ok(())
+}
+
+/// Runs `check`, turning a panic into an error with the panic's message, so a
+/// failure report can still name the seed that caused it.
+pub fn or_panic<T>(check: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(check)).unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        Err(format!("panic: {message}"))
+    })
 }
