@@ -27,7 +27,7 @@ use crate::cpu::CompileOptions;
 use crate::pool::ThreadPool;
 use crate::BackendError;
 use kiln_ir::alloc::{try_collect, try_vec, OutOfMemory};
-use kiln_ir::kernel::{BufferId, LoopKind, Program, Stmt, Storage};
+use kiln_ir::kernel::{BufferId, Program, Storage};
 use kiln_ir::{DType, Feeds, Tensor, TensorType};
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Deref;
@@ -340,17 +340,7 @@ impl Executable {
         let start = Instant::now();
         let code = JitCode::new(program, &plan, options)?;
         let codegen_time = start.elapsed();
-        let parallel = program.kernels.iter().any(|kernel| {
-            kernel.body.iter().any(|stmt| {
-                matches!(
-                    stmt,
-                    Stmt::Loop {
-                        kind: LoopKind::Parallel,
-                        ..
-                    }
-                )
-            })
-        });
+        let parallel = program.has_parallel_loops();
         let pool = if parallel && options.threads > 1 {
             let pool = ThreadPool::new(options.threads)
                 .map_err(|err| BackendError::Threads(err.to_string()))?;

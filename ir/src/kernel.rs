@@ -797,6 +797,22 @@ impl Program {
         })
     }
 
+    /// Whether any kernel has a (top-level) parallel loop, so that the program needs
+    /// a thread pool to run on more than one thread.
+    pub fn has_parallel_loops(&self) -> bool {
+        self.kernels.iter().any(|kernel| {
+            kernel.body.iter().any(|stmt| {
+                matches!(
+                    stmt,
+                    Stmt::Loop {
+                        kind: LoopKind::Parallel,
+                        ..
+                    }
+                )
+            })
+        })
+    }
+
     /// The buffer of parameter `name`.
     pub fn param_buffer(&self, name: &str) -> Option<BufferId> {
         self.params()

@@ -90,17 +90,7 @@ pub fn define_program<M: Module>(
     for ty in [pointer, pointer, pointer, types::I64, types::I64] {
         parallel_for_sig.params.push(AbiParam::new(ty));
     }
-    let uses_threads = program.kernels.iter().any(|kernel| {
-        kernel.body.iter().any(|stmt| {
-            matches!(
-                stmt,
-                Stmt::Loop {
-                    kind: LoopKind::Parallel,
-                    ..
-                }
-            )
-        })
-    });
+    let uses_threads = program.has_parallel_loops();
     let parallel_for = if uses_threads {
         Some(
             module
