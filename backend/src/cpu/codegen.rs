@@ -542,6 +542,7 @@ impl FnGen<'_, '_> {
         let Stmt::Loop {
             var,
             start,
+            end: loop_end,
             step,
             body,
             ..
@@ -549,7 +550,8 @@ impl FnGen<'_, '_> {
         else {
             unreachable!("only loops are outlined");
         };
-        let range = LoopRange::new(*start, *start, *step);
+        // Trip `t` runs the iteration `start + t * step`.
+        let range = LoopRange::new(*start, *loop_end, *step);
         let header = self.b.create_block();
         let exit = self.b.create_block();
         let trip = self.b.append_block_param(header, types::I64);

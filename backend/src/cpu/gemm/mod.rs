@@ -27,7 +27,7 @@
 //! good for both kernels) avoids partial tiles at the seam.
 //!
 //! Typical use: `define_gemm(&mut module, "kiln_mm3", &spec, MicroKernel::Avx2Fma6x16,
-//! &Blocking::host())`, then per thread a workspace of
+//! &blocking)` with the schedule's blocking, then per thread a workspace of
 //! `spec.workspace_bytes(kernel, &blocking)` bytes.
 //!
 //! # Numeric contract
@@ -176,30 +176,17 @@ pub struct Blocking {
     pub nc: usize,
 }
 
-impl Blocking {
-    /// Blocking for caches of `l1d`, `l2` and `l3` bytes (per core for L1 and L2,
-    /// shared for L3): the 16-column B micro-panel fills half of L1 (the A
-    /// micro-panel and C tile use the rest), the A block half of L2, and each of two
-    /// threads' B panels a quarter of L3.
-    pub fn from_cache_sizes(l1d: usize, l2: usize, l3: usize) -> Blocking {
-        let kc = (l1d / 2 / (16 * 4)).max(16);
-        // A multiple of both kernels' tile rows (6 and 4).
-        let mc = (l2 / 2 / (kc * 4) / 12 * 12).max(12);
-        let nc = (l3 / 4 / (kc * 4) / 16 * 16).max(16);
-        Blocking { mc, kc, nc }
-    }
-
-    /// Blocking for this machine's caches (read by `cpu::target::host_target`).
-    pub fn host() -> Blocking {
-        let target = crate::cpu::target::host_target(1);
-        Blocking::from_cache_sizes(target.l1d_bytes, target.l2_bytes, target.l3_bytes)
-    }
-}
-
 impl Default for Blocking {
-    /// 32 KiB L1d, 512 KiB L2, 32 MiB L3 (Zen 3): MC 252, KC 256, NC 8192.
+    /// MC 252, KC 256, NC 8192: a 16-column B micro-panel in half of a 32 KiB L1d, the
+    /// A block in half of a 512 KiB L2 (Zen 3). Compiled programs get their blocking
+    /// from the schedule (`kiln_passes::schedule::matmul::blocking`), which derives it
+    /// from the target's caches and the chosen kernel's tile.
     fn default() -> Blocking {
-        Blocking::from_cache_sizes(32 << 10, 512 << 10, 32 << 20)
+        Blocking {
+            mc: 252,
+            kc: 256,
+            nc: 8192,
+        }
     }
 }
 

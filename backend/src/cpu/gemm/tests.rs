@@ -297,10 +297,12 @@ fn blocking_clamps_degenerate_values() {
 }
 
 #[test]
-fn host_blocking_is_usable() {
-    let blocking = Blocking::host();
-    assert!(blocking.kc >= 16 && blocking.mc >= 12 && blocking.nc >= 16);
-    assert_eq!((blocking.mc % 12, blocking.nc % 16), (0, 0));
+fn the_schedules_host_blocking_is_usable() {
+    let target = crate::cpu::target::host_target(1);
+    let (chosen, mc, kc, nc) = kiln_passes::schedule::matmul::blocking(&target, 67, 70, 65);
+    assert!(kc >= 16 && mc >= chosen.mr() && nc >= chosen.nr());
+    assert_eq!((mc % chosen.mr(), nc % chosen.nr()), (0, 0));
+    let blocking = Blocking { mc, kc, nc };
     for kernel in kernels() {
         check(&spec(67, 70, 65, false, false), kernel, &blocking, 5);
     }
