@@ -40,6 +40,7 @@ use kiln_ir::scalar;
 use kiln_ir::types::strides;
 use kiln_ir::{verify, BinaryOp, CmpOp, DType, Graph, IrError, NodeId, Op, ReduceOp, TensorType};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::rc::Rc;
 use thiserror::Error;
 
 /// Why a graph cannot be lowered.
@@ -84,6 +85,8 @@ pub fn lower(graph: &Graph) -> Result<Program, LowerError> {
         graph,
         program: Program::new(graph.name.clone()),
         values: BTreeMap::new(),
+        fusable: BTreeSet::new(),
+        fused: Vec::new(),
     };
     lowering.run();
     Ok(lowering.program)
@@ -95,12 +98,55 @@ enum Value {
     /// Every element is this constant; no buffer.
     Const(Scalar),
     Buffer(BufferId),
+    /// Computed inside its one consumer's kernel: an index into `Lowering::fused`.
+    Fused(usize),
+}
+
+/// A node fused into its consumer: the expression of one element, not yet placed in
+/// a kernel.
+struct Fused {
+    /// The op's mnemonic, for the name of the kernel it ends up in.
+    name: String,
+    ty: TensorType,
+    /// What `body` reads, with strides over `ty`'s shape.
+    sources: Vec<Source>,
+    body: Body,
+}
+
+/// An element's value from the values of its sources at that element.
+type Body = Rc<dyn Fn(Vec<Expr>) -> Expr>;
+
+/// How a kernel's element expression combines its reads (after fused values were
+/// expanded into the reads they make).
+enum Tree {
+    /// The read at this position of the kernel's sources.
+    Read(usize),
+    Apply(Body, Vec<Tree>),
+}
+
+impl Tree {
+    fn eval(self, reads: &mut [Option<Expr>]) -> Expr {
+        match self {
+            Tree::Read(position) => reads[position]
+                .take()
+                .expect("each read is used by exactly one leaf of the tree"),
+            Tree::Apply(body, children) => body(
+                children
+                    .into_iter()
+                    .map(|child| child.eval(reads))
+                    .collect(),
+            ),
+        }
+    }
 }
 
 struct Lowering<'g> {
     graph: &'g Graph,
     program: Program,
     values: BTreeMap<NodeId, Value>,
+    /// Nodes computed in their consumer's kernel instead of a buffer (see [`fusable`]).
+    fusable: BTreeSet<NodeId>,
+    fused: Vec<Fused>,
 }
 
 /// Fresh loop variables and locals for one kernel.
@@ -132,6 +178,7 @@ impl KernelBuilder {
 }
 
 /// What a map nest reads at each point of its iteration space.
+#[derive(Clone)]
 enum Source {
     /// A value read with these per-axis strides (in elements).
     Operand(Value, Vec<i64>),
@@ -203,7 +250,71 @@ fn read(value: Value, index: Index) -> Expr {
     match value {
         Value::Const(scalar) => Expr::Const(scalar),
         Value::Buffer(buffer) => Expr::load(buffer, index),
+        Value::Fused(_) => unreachable!("fused values are expanded or materialised first"),
     }
+}
+
+/// Which axis of a tensor of `shape` each axis of a nest over `nest_shape` walks, when
+/// the nest reads the tensor with `strides`: `None` for an axis the read does not move
+/// along (stride 0). `None` overall when some stride is not one axis's row-major
+/// stride (the read does not walk the tensor's axes one to one), so that an
+/// expression over the tensor's axes cannot be re-indexed by the nest's.
+fn axis_map(strides: &[i64], nest_shape: &[usize], shape: &[usize]) -> Option<Vec<Option<usize>>> {
+    let tensor_strides = row_major(shape);
+    let mut used = vec![false; shape.len()];
+    let mut map = Vec::with_capacity(strides.len());
+    for (&stride, &extent) in strides.iter().zip(nest_shape) {
+        if stride == 0 || extent == 1 {
+            map.push(None);
+            continue;
+        }
+        let axis = (0..shape.len())
+            .find(|&axis| !used[axis] && shape[axis] == extent && tensor_strides[axis] == stride)?;
+        used[axis] = true;
+        map.push(Some(axis));
+    }
+    Some(map)
+}
+
+/// The nodes that lowering computes inside their consumer's kernel: an elementwise
+/// op, broadcast or transpose that is not an output or update, whose value is read
+/// exactly once, by an elementwise op or a transpose (which read each element once,
+/// so nothing is recomputed), or — for a broadcast or transpose — by a broadcast.
+/// Fusing saves a kernel launch, a pass over memory, and the buffer.
+fn fusable(graph: &Graph, live: &BTreeSet<NodeId>) -> BTreeSet<NodeId> {
+    let is_map = |op: &Op| {
+        matches!(
+            op,
+            Op::Unary(_) | Op::Binary(_) | Op::Compare(_) | Op::Select | Op::Cast { .. }
+        )
+    };
+    let is_move = |op: &Op| matches!(op, Op::Broadcast { .. } | Op::Transpose { .. });
+    let mut reads: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
+    for &user in live {
+        for operand in graph.operands(user) {
+            reads.entry(operand).or_default().push(user);
+        }
+    }
+    let pinned: BTreeSet<NodeId> = graph
+        .outputs()
+        .iter()
+        .map(|&(_, id)| id)
+        .chain(graph.updates().iter().map(|&(_, value)| value))
+        .collect();
+    live.iter()
+        .copied()
+        .filter(|id| {
+            let op = graph.op(*id);
+            let users = reads.get(id).map_or(&[][..], Vec::as_slice);
+            let [user] = users else { return false };
+            let user_op = graph.op(*user);
+            (is_map(op) || is_move(op))
+                && !pinned.contains(id)
+                && (is_map(user_op)
+                    || matches!(user_op, Op::Transpose { .. })
+                    || (is_move(op) && matches!(user_op, Op::Broadcast { .. })))
+        })
+        .collect()
 }
 
 /// The identity of a reduction and its accumulation step.
@@ -239,6 +350,7 @@ impl Lowering<'_> {
             self.values.insert(id, Value::Buffer(buffer));
         }
         let live = self.live_nodes();
+        self.fusable = fusable(graph, &live);
         for id in graph.topo_order() {
             if live.contains(&id) && !self.values.contains_key(&id) {
                 let value = self.node(id);
@@ -280,7 +392,7 @@ impl Lowering<'_> {
 
     /// The buffer holding `id`'s value, filling one if it is a constant.
     fn materialise(&mut self, id: NodeId) -> BufferId {
-        match self.values[&id] {
+        match self.concrete(id) {
             Value::Buffer(buffer) => buffer,
             Value::Const(scalar) => {
                 let ty = self.graph.ty(id).clone();
@@ -288,7 +400,34 @@ impl Lowering<'_> {
                 self.emit_map("fill", &ty.shape, out, Vec::new(), |_| Expr::Const(scalar));
                 out
             }
+            Value::Fused(_) => unreachable!("concrete values are not fused"),
         }
+    }
+
+    /// `id`'s value as a constant or a buffer: a fused value gets its own kernel here
+    /// (for readers that need a buffer, such as matmul and reductions).
+    fn concrete(&mut self, id: NodeId) -> Value {
+        let value = self.value(id);
+        let Value::Fused(fused) = value else {
+            return value;
+        };
+        let buffer = self.materialise_fused(fused);
+        self.values.insert(id, Value::Buffer(buffer));
+        Value::Buffer(buffer)
+    }
+
+    /// Emits the kernel computing fused value `fused` into a new buffer.
+    fn materialise_fused(&mut self, fused: usize) -> BufferId {
+        let Fused {
+            name,
+            ty,
+            sources,
+            body,
+        } = &self.fused[fused];
+        let (name, ty, sources, body) = (name.clone(), ty.clone(), sources.clone(), body.clone());
+        let out = self.program.add_buffer(ty.clone(), Storage::Temp);
+        self.emit_map(&name, &ty.shape, out, sources, move |reads| body(reads));
+        out
     }
 
     /// An output bound to a parameter's buffer would show the updated value after
@@ -346,7 +485,7 @@ impl Lowering<'_> {
                 unreachable!("inputs and parameters get buffers first")
             }
             Op::Constant { value } => Value::Const(Scalar::from_f64(*value, ty.dtype)),
-            Op::Reshape { .. } => self.value(operands[0]),
+            Op::Reshape { .. } => self.concrete(operands[0]),
             Op::Unary(_) | Op::Binary(_) | Op::Compare(_) | Op::Select | Op::Cast { .. } => {
                 let values: Vec<Value> = operands.iter().map(|&o| self.value(o)).collect();
                 if let Some(folded) = fold_constant(&node.op, &values, ty.dtype) {
@@ -359,7 +498,7 @@ impl Lowering<'_> {
                     .collect();
                 let op = node.op.clone();
                 let from = graph.ty(operands[0]).dtype;
-                self.emit_new(name, &ty, sources, move |mut reads| match op {
+                self.define(id, name, &ty, sources, move |mut reads| match op.clone() {
                     Op::Unary(unary) => Expr::unary(unary, reads.remove(0)),
                     Op::Binary(binary) => {
                         let a = reads.remove(0);
@@ -387,24 +526,24 @@ impl Lowering<'_> {
                     .map(|(stride, &extent)| if extent == 1 { 0 } else { stride })
                     .collect();
                 let source = Source::Operand(self.value(operands[0]), read_strides);
-                self.copy_like(name, &ty, source)
+                self.copy_like(id, name, &ty, source)
             }
             Op::Transpose { perm } => {
                 let x_strides = row_major(&graph.ty(operands[0]).shape);
                 let read_strides = perm.iter().map(|&axis| x_strides[axis]).collect();
                 let source = Source::Operand(self.value(operands[0]), read_strides);
-                self.copy_like(name, &ty, source)
+                self.copy_like(id, name, &ty, source)
             }
             Op::Reduce { op, axes } => {
                 let x = graph.ty(operands[0]).clone();
-                let value = self.value(operands[0]);
+                let value = self.concrete(operands[0]);
                 Value::Buffer(self.reduce(name, *op, axes, &x, value, &ty))
             }
             Op::MatMul {
                 transpose_a,
                 transpose_b,
             } => {
-                let (a, b) = (self.value(operands[0]), self.value(operands[1]));
+                let (a, b) = (self.concrete(operands[0]), self.concrete(operands[1]));
                 let a_ty = graph.ty(operands[0]).clone();
                 let b_ty = graph.ty(operands[1]).clone();
                 Value::Buffer(self.matmul(
@@ -419,7 +558,7 @@ impl Lowering<'_> {
                 let mut label_strides = row_major(&labels.shape);
                 label_strides.push(0);
                 let sources = vec![
-                    Source::Operand(self.value(operands[0]), label_strides),
+                    Source::Operand(self.concrete(operands[0]), label_strides),
                     Source::AxisIndex(ty.rank() - 1),
                 ];
                 self.emit_new(name, &ty, sources, |mut reads| {
@@ -436,11 +575,87 @@ impl Lowering<'_> {
     }
 
     /// A movement op: a constant stays a constant, anything else is copied.
-    fn copy_like(&mut self, name: &str, ty: &TensorType, source: Source) -> Value {
+    fn copy_like(&mut self, id: NodeId, name: &str, ty: &TensorType, source: Source) -> Value {
         if let Source::Operand(Value::Const(scalar), _) = source {
             return Value::Const(scalar);
         }
-        self.emit_new(name, ty, vec![source], |mut reads| reads.remove(0))
+        self.define(id, name, ty, vec![source], |mut reads| reads.remove(0))
+    }
+
+    /// Node `id`'s value, `body` of `sources` at each element: fused into its consumer
+    /// when it is [`fusable`], else computed by its own kernel into a new buffer.
+    fn define(
+        &mut self,
+        id: NodeId,
+        name: &str,
+        ty: &TensorType,
+        sources: Vec<Source>,
+        body: impl Fn(Vec<Expr>) -> Expr + 'static,
+    ) -> Value {
+        if !self.fusable.contains(&id) {
+            return self.emit_new(name, ty, sources, body);
+        }
+        self.fused.push(Fused {
+            name: name.to_string(),
+            ty: ty.clone(),
+            sources,
+            body: Rc::new(body),
+        });
+        Value::Fused(self.fused.len() - 1)
+    }
+
+    /// Appends to `leaves` the reads that `source` makes at each element of a nest
+    /// over `shape`, expanding fused values into the reads of their own sources, and
+    /// returns how the source's value is computed from them. `names` collects the
+    /// mnemonics of the expanded ops, innermost first. A fused value whose reads
+    /// cannot be re-indexed by the nest is computed into a buffer first.
+    fn expand(
+        &mut self,
+        source: Source,
+        shape: &[usize],
+        leaves: &mut Vec<Source>,
+        names: &mut Vec<String>,
+    ) -> Tree {
+        let Source::Operand(Value::Fused(fused), strides) = source else {
+            leaves.push(source);
+            return Tree::Read(leaves.len() - 1);
+        };
+        let entry = &self.fused[fused];
+        let remapped: Option<Vec<Source>> =
+            axis_map(&strides, shape, &entry.ty.shape).and_then(|map| {
+                entry
+                    .sources
+                    .iter()
+                    .map(|inner| match inner {
+                        Source::Operand(value, inner_strides) => Some(Source::Operand(
+                            *value,
+                            map.iter()
+                                .map(|axis| axis.map_or(0, |axis| inner_strides[axis]))
+                                .collect(),
+                        )),
+                        Source::AxisIndex(axis) => map
+                            .iter()
+                            .position(|&mapped| mapped == Some(*axis))
+                            .map(Source::AxisIndex),
+                    })
+                    .collect()
+            });
+        match remapped {
+            Some(inner) => {
+                let (name, body) = (entry.name.clone(), entry.body.clone());
+                let children = inner
+                    .into_iter()
+                    .map(|inner| self.expand(inner, shape, leaves, names))
+                    .collect();
+                names.push(name);
+                Tree::Apply(body, children)
+            }
+            None => {
+                let buffer = self.materialise_fused(fused);
+                leaves.push(Source::Operand(Value::Buffer(buffer), strides));
+                Tree::Read(leaves.len() - 1)
+            }
+        }
     }
 
     /// A map kernel into a fresh temporary buffer of type `ty`.
@@ -469,6 +684,18 @@ impl Lowering<'_> {
         if shape.contains(&0) {
             return;
         }
+        let mut sources_read = Vec::new();
+        let mut fused_names = Vec::new();
+        let trees: Vec<Tree> = sources
+            .into_iter()
+            .map(|source| self.expand(source, shape, &mut sources_read, &mut fused_names))
+            .collect();
+        let sources = sources_read;
+        let name = if fused_names.is_empty() {
+            name.to_string()
+        } else {
+            format!("fused.{}.{name}", fused_names.join("."))
+        };
         let mut kernel = KernelBuilder::default();
         let mut accesses = vec![row_major(shape)];
         for source in &sources {
@@ -483,27 +710,33 @@ impl Lowering<'_> {
         }
         let mut nest = nest(&mut kernel, shape, &accesses);
         let out_index = nest.indices.remove(0);
-        let reads = sources
+        let mut reads: Vec<Option<Expr>> = sources
             .into_iter()
             .zip(nest.indices)
-            .map(|(source, index)| match source {
-                Source::Operand(value, _) => read(value, index),
-                // The merge rule never folds the counted axis into another, so its index
-                // is exactly its loop variable, or nothing when it has extent 1.
-                Source::AxisIndex(_) => match index.terms.as_slice() {
-                    [] => Expr::Const(Scalar::I32(0)),
-                    [(var, 1)] => Expr::LoopIndex(*var),
-                    _ => unreachable!("an axis index never merges with other axes"),
-                },
+            .map(|(source, index)| {
+                Some(match source {
+                    Source::Operand(value, _) => read(value, index),
+                    // The merge rule never folds the counted axis into another, so its index
+                    // is exactly its loop variable, or nothing when it has extent 1.
+                    Source::AxisIndex(_) => match index.terms.as_slice() {
+                        [] => Expr::Const(Scalar::I32(0)),
+                        [(var, 1)] => Expr::LoopIndex(*var),
+                        _ => unreachable!("an axis index never merges with other axes"),
+                    },
+                })
             })
+            .collect();
+        let values = trees
+            .into_iter()
+            .map(|tree| tree.eval(&mut reads))
             .collect();
         let store = Stmt::Store {
             buffer: out,
             index: out_index,
-            value: body(reads),
+            value: body(values),
         };
         let stmts = wrap(&nest.loops, vec![store]);
-        self.program.kernels.push(kernel.finish(name, stmts));
+        self.program.kernels.push(kernel.finish(&name, stmts));
     }
 
     fn reduce(
@@ -697,7 +930,7 @@ fn fold_constant(op: &Op, values: &[Value], dtype: DType) -> Option<Scalar> {
         .iter()
         .map(|value| match value {
             Value::Const(scalar) => Some(*scalar),
-            Value::Buffer(_) => None,
+            Value::Buffer(_) | Value::Fused(_) => None,
         })
         .collect::<Option<_>>()?;
     let x: Vec<f64> = scalars.iter().map(|&scalar| scalar.to_f64()).collect();
@@ -718,7 +951,7 @@ mod tests {
     }
 
     #[test]
-    fn elementwise_ops_merge_into_one_loop() {
+    fn an_elementwise_chain_fuses_into_one_loop() {
         let mut g = Graph::new("ew");
         let a = g.input("a", TensorType::f32([2, 3])).unwrap();
         let b = g.input("b", TensorType::f32([2, 3])).unwrap();
@@ -729,18 +962,11 @@ mod tests {
   b0: f32[2,3] input "a"
   b1: f32[2,3] input "b"
   b2: f32[2,3] temp
-  b3: f32[2,3] temp
-  output "y" = b3: f32[2,3]
+  output "y" = b2: f32[2,3]
 
-  kernel k0 add {
+  kernel k0 fused.add.relu {
     for i0 in 0..6 {
-      b2[i0] = add(b0[i0], b1[i0])
-    }
-  }
-
-  kernel k1 relu {
-    for i0 in 0..6 {
-      b3[i0] = relu(b2[i0])
+      b2[i0] = relu(add(b0[i0], b1[i0]))
     }
   }
 }
@@ -749,11 +975,33 @@ mod tests {
     }
 
     #[test]
+    fn a_value_read_twice_or_shown_as_an_output_is_not_fused() {
+        let mut g = Graph::new("shared");
+        let a = g.input("a", TensorType::f32([4])).unwrap();
+        let e = g.exp(a).unwrap();
+        let twice = g.mul(e, e).unwrap();
+        let n = g.neg(a).unwrap();
+        let r = g.relu(n).unwrap();
+        g.set_output("twice", twice).unwrap();
+        g.set_output("n", n).unwrap();
+        g.set_output("r", r).unwrap();
+        let text = lower_text(&g);
+        // exp is computed once, not once per read; neg keeps its buffer for "n".
+        assert!(text.contains("b1[i0] = exp(b0[i0])"), "{text}");
+        assert!(text.contains("mul(b1[i0], b1[i0])"), "{text}");
+        assert!(text.contains("b3[i0] = neg(b0[i0])"), "{text}");
+        assert!(text.contains("b4[i0] = relu(b3[i0])"), "{text}");
+        assert_eq!(text.matches("  kernel ").count(), 4, "{text}");
+    }
+
+    #[test]
     fn broadcast_is_a_zero_stride_and_transpose_permutes_strides() {
         let mut g = Graph::new("moves");
         let bias = g.input("bias", TensorType::f32([1, 5])).unwrap();
         let wide = g.add(Op::Broadcast { shape: vec![3, 5] }, &[bias]).unwrap();
         let turned = g.add(Op::Transpose { perm: vec![1, 0] }, &[wide]).unwrap();
+        // An output of its own, so the broadcast gets a kernel and a buffer.
+        g.set_output("wide", wide).unwrap();
         g.set_output("t", turned).unwrap();
         let text = lower_text(&g);
         assert!(
@@ -768,6 +1016,47 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn fused_reads_compose_broadcasts_and_transposes() {
+        let mut g = Graph::new("compose");
+        let x = g.input("x", TensorType::f32([3, 5])).unwrap();
+        let bias = g.input("bias", TensorType::f32([1, 5])).unwrap();
+        let wide = g.add(Op::Broadcast { shape: vec![3, 5] }, &[bias]).unwrap();
+        let sum = g.add_(x, wide).unwrap();
+        let turned = g.add(Op::Transpose { perm: vec![1, 0] }, &[sum]).unwrap();
+        let y = g.relu(turned).unwrap();
+        g.set_output("y", y).unwrap();
+        let text = lower_text(&g);
+        // One kernel over y's [5, 3]: x read transposed, the bias along y's rows.
+        assert!(
+            text.contains(
+                "    for i0 in 0..5 {\n      for i1 in 0..3 {\n        b2[3*i0 + i1] = relu(add(b0[i0 + 5*i1], b1[i0]))\n"
+            ),
+            "{text}"
+        );
+        assert_eq!(text.matches("  kernel ").count(), 1, "{text}");
+        assert!(text.contains("kernel k0 fused.broadcast.add.transpose.relu"), "{text}");
+    }
+
+    #[test]
+    fn a_fused_value_behind_a_reshape_or_reduce_gets_a_buffer() {
+        let mut g = Graph::new("behind");
+        let x = g.input("x", TensorType::f32([2, 3])).unwrap();
+        let e = g.exp(x).unwrap();
+        let flat = g.reshape(e, vec![6]).unwrap();
+        let y = g.relu(flat).unwrap();
+        let n = g.neg(x).unwrap();
+        let s = g
+            .add(Op::Reduce { op: ReduceOp::Sum, axes: vec![1] }, &[n])
+            .unwrap();
+        g.set_output("y", y).unwrap();
+        g.set_output("s", s).unwrap();
+        let text = lower_text(&g);
+        assert!(text.contains("= exp(b0[i0])"), "{text}");
+        assert!(text.contains("= neg(b0[i0])"), "{text}");
+        assert!(!text.contains("fused"), "{text}");
     }
 
     #[test]
