@@ -3,7 +3,8 @@
 //! and the portable f32x4 one (the host without AVX2), each on one thread and on two;
 //! all four transpose variants; extents that leave every tile and vector remainder,
 //! empty extents, a product above `PARALLEL_FLOPS` split into uneven row blocks, a
-//! contraction longer than two KC blocks, more rows than one MC block, and batches.
+//! contraction longer than two KC blocks, more rows than one MC block, and batches;
+//! and the bias/relu epilogues the schedule fuses into the call.
 //! Every output element must equal `evaluate(.., Precision::F32)` bit for bit (any NaN
 //! equals any NaN), on random values and on awkward ones (±0, subnormals, ±inf, NaN,
 //! values near f32::MAX).
@@ -37,6 +38,9 @@ struct Product {
     m: usize,
     n: usize,
     k: usize,
+    /// Follow the products by relu(c + bias), c + bias, relu(c) and nothing (for the
+    /// nn, tn, nt and tt variants), which become the calls' epilogues.
+    epilogues: bool,
 }
 
 impl Product {
@@ -46,6 +50,20 @@ impl Product {
             m,
             n,
             k,
+            epilogues: false,
+        }
+    }
+
+    /// The epilogue the variant's call should have: (bias, relu).
+    fn epilogue(&self, trans_a: bool, trans_b: bool) -> (bool, bool) {
+        if !self.epilogues {
+            return (false, false);
+        }
+        match (trans_a, trans_b) {
+            (false, false) => (true, true),
+            (true, false) => (true, false),
+            (false, true) => (false, true),
+            (true, true) => (false, false),
         }
     }
 
@@ -102,7 +120,18 @@ fn graph_of(product: Product) -> Graph {
                 TensorType::f32(product.shape(k, n, trans_b)),
             )
             .unwrap();
-        let c = graph.matmul_t(a, b, trans_a, trans_b).unwrap();
+        let mut c = graph.matmul_t(a, b, trans_a, trans_b).unwrap();
+        let (bias, relu) = product.epilogue(trans_a, trans_b);
+        if bias {
+            let row = graph
+                .input(&format!("bias_{tag}"), TensorType::f32([1, n]))
+                .unwrap();
+            let rows = graph.broadcast(row, vec![m, n]).unwrap();
+            c = graph.add_(c, rows).unwrap();
+        }
+        if relu {
+            c = graph.relu(c).unwrap();
+        }
         graph.set_output(&format!("c_{tag}"), c).unwrap();
     }
     graph
@@ -179,6 +208,12 @@ fn check(product: Product, seed: u64, awkward: bool) {
         }
         for (call, in_parallel_loop) in &calls {
             assert_eq!(call.kernel, microkernel, "{what}: microkernel");
+            let epilogue = product.epilogue(call.trans_a, call.trans_b);
+            assert_eq!(
+                (call.epilogue.bias, call.epilogue.relu),
+                epilogue,
+                "{what}: epilogue of {call:?}"
+            );
             assert_eq!(*in_parallel_loop, parallel, "{what}: parallel loop");
             assert_eq!(
                 matches!(call.rows, Rows::Block { .. }),
@@ -310,4 +345,27 @@ fn batched_products_match_the_interpreter() {
         23,
         false,
     );
+}
+
+#[test]
+fn bias_and_relu_epilogues_match_the_interpreter() {
+    // Odd sizes, one row, one column, several KC blocks, and a product large enough
+    // to split over two threads; awkward values reach the bias and relu as well.
+    let with = |m, n, k| Product {
+        epilogues: true,
+        ..Product::new(m, n, k)
+    };
+    for (seed, product) in [
+        with(13, 17, 7),
+        with(1, 33, 5),
+        with(7, 1, 16),
+        with(5, 21, 700),
+        with(67, 129, 71),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        check(product, 30 + seed as u64, false);
+        check(product, 40 + seed as u64, true);
+    }
 }

@@ -519,11 +519,52 @@ impl MicroKernel {
     }
 }
 
+/// What a matmul applies to each finished element of C (its fma chain `acc`), in
+/// this order: `acc + bias[j]` (an f32 add), then relu (`x > 0 ? x : +0`). The
+/// routine applies it while the tile of C is still in registers, so a bias-add and
+/// activation after a matmul cost no pass over memory.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Epilogue {
+    /// Add a row vector of n elements (the call's fifth argument) to every row.
+    pub bias: bool,
+    pub relu: bool,
+}
+
+impl Epilogue {
+    /// Whether C is the plain product.
+    pub fn is_none(self) -> bool {
+        !self.bias && !self.relu
+    }
+
+    /// `bias`, `relu`, `bias.relu`, or `none`: the text form.
+    pub fn name(self) -> &'static str {
+        match (self.bias, self.relu) {
+            (false, false) => "none",
+            (true, false) => "bias",
+            (false, true) => "relu",
+            (true, true) => "bias.relu",
+        }
+    }
+
+    /// The epilogue named `name` (see [`Epilogue::name`]).
+    pub fn from_name(name: &str) -> Option<Epilogue> {
+        let (bias, relu) = match name {
+            "none" => (false, false),
+            "bias" => (true, false),
+            "relu" => (false, true),
+            "bias.relu" => (true, true),
+            _ => return None,
+        };
+        Some(Epilogue { bias, relu })
+    }
+}
+
 /// A packed, register-blocked f32 matmul `C = op(A) * op(B)` (row-major, `op`
-/// transposes when its flag is set) with arguments `[a, b, c, workspace]`: A is m×k
-/// (k×m transposed), B k×n (n×k transposed), C m×n, fully overwritten. Each C
-/// element is the f32 fma chain over k in increasing order from +0, exactly as the
-/// loop nest it replaces, whatever the blocking.
+/// transposes when its flag is set) with arguments `[a, b, c, workspace]`, and the
+/// bias as a fifth when the epilogue adds one: A is m×k (k×m transposed), B k×n
+/// (n×k transposed), C m×n, fully overwritten. Each C element is the f32 fma chain
+/// over k in increasing order from +0, exactly as the loop nest it replaces, whatever
+/// the blocking, then the [`Epilogue`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Matmul {
     pub m: usize,
@@ -537,6 +578,7 @@ pub struct Matmul {
     pub mc: usize,
     pub kc: usize,
     pub nc: usize,
+    pub epilogue: Epilogue,
 }
 
 /// A named routine a kernel calls on buffer slices.
@@ -549,12 +591,18 @@ impl Routine {
     /// Element counts of the arguments, in order, and whether each is written.
     pub fn params(&self) -> Vec<(&'static str, usize, bool)> {
         match self {
-            Routine::Matmul(mm) => vec![
-                ("a", mm.m * mm.k, false),
-                ("b", mm.k * mm.n, false),
-                ("c", mm.m * mm.n, true),
-                ("workspace", mm.workspace_len(), true),
-            ],
+            Routine::Matmul(mm) => {
+                let mut params = vec![
+                    ("a", mm.m * mm.k, false),
+                    ("b", mm.k * mm.n, false),
+                    ("c", mm.m * mm.n, true),
+                    ("workspace", mm.workspace_len(), true),
+                ];
+                if mm.epilogue.bias {
+                    params.push(("bias", mm.n, false));
+                }
+                params
+            }
         }
     }
 }
@@ -570,8 +618,9 @@ impl Matmul {
     }
 
     /// f32 elements of one task's workspace: a packed panel of B (kc×nc, nc rounded
-    /// up to whole tiles), one of A (mc×kc likewise) and one C tile for the edges,
-    /// each starting at a 64-byte boundary; none when there is nothing to multiply.
+    /// up to whole tiles), one of A (mc×kc likewise), one C tile for the edges and,
+    /// with a bias, the panel's bias (nc), each starting at a 64-byte boundary; none
+    /// when there is nothing to multiply.
     pub fn workspace_len(&self) -> usize {
         if self.m == 0 || self.n == 0 || self.k == 0 {
             return 0;
@@ -581,8 +630,9 @@ impl Matmul {
         let mc = round(self.mc.min(self.m), mr);
         let nc = round(self.nc.min(self.n), nr);
         let kc = self.kc.min(self.k);
+        let bias = if self.epilogue.bias { nc } else { 0 };
         // 16 f32 are 64 bytes.
-        round(kc * nc, 16) + round(mc * kc, 16) + round(mr * nr, 16)
+        round(kc * nc, 16) + round(mc * kc, 16) + round(mr * nr, 16) + round(bias, 16)
     }
 }
 
@@ -605,6 +655,9 @@ impl fmt::Display for Routine {
                 )?;
                 if let Rows::Block { var, rows } = mm.rows {
                     write!(f, " rows={rows}*{var}")?;
+                }
+                if !mm.epilogue.is_none() {
+                    write!(f, " epilogue={}", mm.epilogue.name())?;
                 }
                 Ok(())
             }
@@ -704,6 +757,11 @@ pub enum KernelOp {
         k: usize,
         trans_a: bool,
         trans_b: bool,
+        /// The epilogue's bias, n elements added to every row of C (see
+        /// [`Epilogue`]); only with one batch.
+        bias: Option<BufferId>,
+        /// Then relu; only with one batch.
+        relu: bool,
     },
 }
 
@@ -1412,12 +1470,23 @@ impl fmt::Display for KernelOp {
                 k,
                 trans_a,
                 trans_b,
-            } => write!(
-                f,
-                "matmul.{}{} a={a} b={b} c={c} batches={batches} m={m} n={n} k={k}",
-                if *trans_a { "t" } else { "n" },
-                if *trans_b { "t" } else { "n" },
-            ),
+                bias,
+                relu,
+            } => {
+                write!(
+                    f,
+                    "matmul.{}{} a={a} b={b} c={c} batches={batches} m={m} n={n} k={k}",
+                    if *trans_a { "t" } else { "n" },
+                    if *trans_b { "t" } else { "n" },
+                )?;
+                if let Some(bias) = bias {
+                    write!(f, " bias={bias}")?;
+                }
+                if *relu {
+                    write!(f, " relu")?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -1540,6 +1609,8 @@ mod tests {
             k: 1,
             trans_a: false,
             trans_b: true,
+            bias: None,
+            relu: false,
         });
         let text = program.to_string();
         assert!(

@@ -25,6 +25,7 @@ use crate::kernel::{
 use crate::scalar;
 use crate::tensor::Tensor;
 use crate::types::{DType, TensorType};
+use crate::{BinaryOp, UnaryOp};
 use std::collections::BTreeMap;
 use thiserror::Error;
 
@@ -344,10 +345,12 @@ impl<'a> Machine<'a> {
     }
 
     /// C = op(A) * op(B) for the rows the call covers, each element the f32 fma chain
-    /// over k in increasing order from +0.
+    /// over k in increasing order from +0, then the epilogue.
     fn matmul(&mut self, mm: &Matmul, args: &[Slice], frame: &Frame) -> Result<(), RunError> {
-        let [a, b, c, _workspace] = args else {
-            panic!("the check gives a matmul four arguments");
+        let (a, b, c, bias) = match args {
+            [a, b, c, _workspace] => (a, b, c, None),
+            [a, b, c, _workspace, bias] => (a, b, c, Some(bias)),
+            _ => panic!("the check gives a matmul four arguments, five with a bias"),
         };
         let (a_start, b_start, c_start) = (
             frame.element(&a.offset),
@@ -379,6 +382,14 @@ impl<'a> Machine<'a> {
                     let x = f32::from_bits(self.read(frame, a.buffer, a_start + a_element)?);
                     let y = f32::from_bits(self.read(frame, b.buffer, b_start + b_element)?);
                     acc = scalar::fma_f32(x, y, acc);
+                }
+                if let Some(bias) = bias {
+                    let element = frame.element(&bias.offset) + j;
+                    let add = f32::from_bits(self.read(frame, bias.buffer, element)?);
+                    acc = scalar::binary(BinaryOp::Add, DType::F32, acc.into(), add.into()) as f32;
+                }
+                if mm.epilogue.relu {
+                    acc = scalar::unary(UnaryOp::Relu, DType::F32, acc.into()) as f32;
                 }
                 self.write(c.buffer, c_start + i * mm.n + j, acc.to_bits());
             }

@@ -25,8 +25,9 @@
 //! `//` starts a comment that runs to the end of the line.
 
 use crate::kernel::{
-    Buffer, BufferId, Expr, Index, Kernel, KernelOp, LocalId, LoopKind, Matmul, MicroKernel,
-    Output, Program, Routine, Rows, Scalar, Slice, Stmt, Storage, Update, VType, VarId,
+    Buffer, BufferId, Epilogue, Expr, Index, Kernel, KernelOp, LocalId, LoopKind, Matmul,
+    MicroKernel, Output, Program, Routine, Rows, Scalar, Slice, Stmt, Storage, Update, VType,
+    VarId,
 };
 use crate::lex::{self, error_at, Syntax, Token};
 use crate::op::{BinaryOp, CmpOp, UnaryOp};
@@ -301,6 +302,16 @@ impl Parser {
         let n = self.integer("n")?;
         self.attribute("k")?;
         let k = self.integer("k")?;
+        let bias = if self.peek_word() == Some("bias") {
+            self.attribute("bias")?;
+            Some(self.buffer_id()?)
+        } else {
+            None
+        };
+        let relu = self.peek_word() == Some("relu");
+        if relu {
+            self.word("relu")?;
+        }
         Ok(KernelOp::Matmul {
             a,
             b,
@@ -311,6 +322,8 @@ impl Parser {
             k,
             trans_a,
             trans_b,
+            bias,
+            relu,
         })
     }
 
@@ -451,6 +464,20 @@ impl Parser {
         } else {
             Rows::All
         };
+        let epilogue = if self.peek_word() == Some("epilogue") {
+            self.attribute("epilogue")?;
+            let here = (self.peek().line, self.peek().column);
+            let name = self.word("an epilogue")?;
+            Epilogue::from_name(&name).ok_or_else(|| {
+                error_at(
+                    here.0,
+                    here.1,
+                    format!("unknown epilogue '{name}': expected bias, relu or bias.relu"),
+                )
+            })?
+        } else {
+            Epilogue::default()
+        };
         self.punct('(', "to open the arguments")?;
         let mut args = Vec::new();
         if !self.eat_punct(')') {
@@ -483,6 +510,7 @@ impl Parser {
             mc,
             kc,
             nc,
+            epilogue,
         });
         Ok(Stmt::Call { routine, args })
     }

@@ -916,6 +916,8 @@ impl Lowering<'_> {
                 k,
                 trans_a: transpose_a,
                 trans_b: transpose_b,
+                bias: None,
+                relu: false,
             });
         }
         self.program.kernels.push(kernel);
@@ -1037,7 +1039,10 @@ mod tests {
             "{text}"
         );
         assert_eq!(text.matches("  kernel ").count(), 1, "{text}");
-        assert!(text.contains("kernel k0 fused.broadcast.add.transpose.relu"), "{text}");
+        assert!(
+            text.contains("kernel k0 fused.broadcast.add.transpose.relu"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -1049,7 +1054,13 @@ mod tests {
         let y = g.relu(flat).unwrap();
         let n = g.neg(x).unwrap();
         let s = g
-            .add(Op::Reduce { op: ReduceOp::Sum, axes: vec![1] }, &[n])
+            .add(
+                Op::Reduce {
+                    op: ReduceOp::Sum,
+                    axes: vec![1],
+                },
+                &[n],
+            )
             .unwrap();
         g.set_output("y", y).unwrap();
         g.set_output("s", s).unwrap();
@@ -1131,6 +1142,8 @@ mod tests {
                 k: 4,
                 trans_a: true,
                 trans_b: true,
+                bias: None,
+                relu: false,
             })
         );
         assert!(text.contains(nn), "{text}");

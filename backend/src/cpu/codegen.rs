@@ -352,7 +352,12 @@ fn define_gemms<M: Module>(
                     k: matmul.k,
                     trans_a: matmul.trans_a,
                     trans_b: matmul.trans_b,
-                    epilogue: Epilogue::None,
+                    epilogue: match (matmul.epilogue.bias, matmul.epilogue.relu) {
+                        (false, false) => Epilogue::None,
+                        (true, false) => Epilogue::Bias,
+                        (false, true) => Epilogue::Relu,
+                        (true, true) => Epilogue::BiasRelu,
+                    },
                 };
                 let blocking = Blocking {
                     mc: matmul.mc,
@@ -469,8 +474,8 @@ impl FnGen<'_, '_> {
         Ok(())
     }
 
-    /// `gemm(a, b, c, workspace, row_begin, row_end)` with the slices' addresses and
-    /// the call's rows (a block's end clamped to m).
+    /// `gemm(a, b, c, workspace, row_begin, row_end [, bias])` with the slices'
+    /// addresses and the call's rows (a block's end clamped to m).
     fn matmul_call(&mut self, matmul: &Matmul, args: &[Slice]) -> Result<(), BackendError> {
         let key = gemm_key(matmul);
         let func = self
@@ -497,7 +502,8 @@ impl FnGen<'_, '_> {
                 (begin, self.b.ins().smin(next, m))
             }
         };
-        operands.extend([begin, end]);
+        // The bias, when the epilogue has one, comes after the rows.
+        operands.splice(4..4, [begin, end]);
         self.b.ins().call(func, &operands);
         Ok(())
     }

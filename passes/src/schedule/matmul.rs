@@ -23,8 +23,8 @@
 //! ```
 
 use kiln_ir::kernel::{
-    BufferId, Index, Kernel, KernelOp, LoopKind, Matmul, MicroKernel, Program, Routine, Rows,
-    Slice, Stmt, Storage, VarId,
+    BufferId, Epilogue, Index, Kernel, KernelOp, LoopKind, Matmul, MicroKernel, Program, Routine,
+    Rows, Slice, Stmt, Storage, VarId,
 };
 use kiln_ir::{Target, TensorType};
 
@@ -70,6 +70,7 @@ pub fn blocking(
         mc: 1,
         kc: 1,
         nc: 1,
+        epilogue: Epilogue::default(),
     };
     let (mr, nr) = probe.tile();
     let f32_bytes = 4;
@@ -91,6 +92,8 @@ fn schedule(program: &mut Program, op: &KernelOp, target: &Target) -> Vec<Stmt> 
         k,
         trans_a,
         trans_b,
+        bias,
+        relu,
     } = op;
     let (kernel, mc, kc, nc) = blocking(target, m, n, k);
     let mut call = Matmul {
@@ -104,6 +107,10 @@ fn schedule(program: &mut Program, op: &KernelOp, target: &Target) -> Vec<Stmt> 
         mc,
         kc,
         nc,
+        epilogue: Epilogue {
+            bias: bias.is_some(),
+            relu,
+        },
     };
     let (mr, _) = call.tile();
     let work = m.saturating_mul(n).saturating_mul(k);
@@ -125,15 +132,20 @@ fn schedule(program: &mut Program, op: &KernelOp, target: &Target) -> Vec<Stmt> 
         len,
     };
     let whole = |buffer: BufferId, len: usize| slice(buffer, Index::constant(0), len);
+    // The epilogue's bias, for every call (the lowering gives a bias to one batch only).
+    let bias = bias.map(|bias| whole(bias, n));
     match tasks {
         Some((rows, count)) if count > 1 => {
             call.rows = Rows::Block { var, rows };
-            let args = vec![
+            let args = [
                 whole(a, m * k),
                 whole(b, k * n),
                 whole(c, m * n),
                 slice(workspace, Index::new([(var, ws_len as i64)], 0), ws_len),
-            ];
+            ]
+            .into_iter()
+            .chain(bias)
+            .collect();
             vec![Stmt::for_range(
                 var,
                 count,
@@ -146,12 +158,15 @@ fn schedule(program: &mut Program, op: &KernelOp, target: &Target) -> Vec<Stmt> 
         }
         _ if batches > 1 => {
             let per = |rows: usize, cols: usize| Index::new([(var, (rows * cols) as i64)], 0);
-            let args = vec![
+            let args = [
                 slice(a, per(m, k), m * k),
                 slice(b, per(k, n), k * n),
                 slice(c, per(m, n), m * n),
                 whole(workspace, ws_len),
-            ];
+            ]
+            .into_iter()
+            .chain(bias)
+            .collect();
             vec![Stmt::for_range(
                 var,
                 batches,
@@ -164,12 +179,15 @@ fn schedule(program: &mut Program, op: &KernelOp, target: &Target) -> Vec<Stmt> 
         }
         _ => vec![Stmt::Call {
             routine: Routine::Matmul(call),
-            args: vec![
+            args: [
                 whole(a, m * k),
                 whole(b, k * n),
                 whole(c, m * n),
                 whole(workspace, ws_len),
-            ],
+            ]
+            .into_iter()
+            .chain(bias)
+            .collect(),
         }],
     }
 }

@@ -6,6 +6,8 @@
 //! for bit (same operations, same order of each accumulation) and only changes how
 //! the work is laid out:
 //!
+//! - [`epilogue`]: a bias-add and/or relu kernel that alone reads a matmul's result
+//!   becomes the matmul's epilogue (the routine applies it to each tile in registers);
 //! - [`matmul`]: a kernel that computes a matmul (`KernelOp::Matmul`) calls the packed,
 //!   register-blocked routine with the target's microkernel and cache blocking, over
 //!   row blocks in a parallel loop when the target has threads;
@@ -23,6 +25,7 @@
 //!     for i1 in 0..512 { r0 = 0.0 ...             call matmul.nn.avx2 m=128 ... rows=66*i0 (...)
 //! ```
 
+pub mod epilogue;
 pub mod matmul;
 pub mod parallel;
 pub mod vectorize;
@@ -34,6 +37,7 @@ use std::time::{Duration, Instant};
 /// One named step of scheduling.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ScheduleStep {
+    Epilogue,
     Matmul,
     Vectorize,
     Parallel,
@@ -42,6 +46,7 @@ pub enum ScheduleStep {
 impl ScheduleStep {
     pub fn name(self) -> &'static str {
         match self {
+            ScheduleStep::Epilogue => "schedule.epilogue",
             ScheduleStep::Matmul => "schedule.matmul",
             ScheduleStep::Vectorize => "schedule.vectorize",
             ScheduleStep::Parallel => "schedule.parallel",
@@ -50,6 +55,7 @@ impl ScheduleStep {
 
     fn apply(self, program: &Program, target: &Target) -> Program {
         match self {
+            ScheduleStep::Epilogue => epilogue::run(program, target),
             ScheduleStep::Matmul => matmul::run(program, target),
             ScheduleStep::Vectorize => vectorize::run(program, target),
             ScheduleStep::Parallel => parallel::run(program, target),
@@ -59,6 +65,7 @@ impl ScheduleStep {
 
 /// Every step, in the order they run.
 pub const STEPS: &[ScheduleStep] = &[
+    ScheduleStep::Epilogue,
     ScheduleStep::Matmul,
     ScheduleStep::Parallel,
     ScheduleStep::Vectorize,

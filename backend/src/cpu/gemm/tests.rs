@@ -564,6 +564,7 @@ fn the_kernel_ir_and_the_code_agree_on_tile_sizes() {
             mc: kernel.mr(),
             kc: 1,
             nc: kernel.nr(),
+            epilogue: Default::default(),
         };
         assert_eq!(call.tile(), (kernel.mr(), kernel.nr()), "{kernel:?}");
         // The schedule sizes workspaces with the kernel IR's formula; the code must
