@@ -1,6 +1,7 @@
 //! The GEMM driver in Cranelift IR: BLIS-style blocking loops, packing of A and B
-//! into the microkernel's panel layout, edge tiles through a scratch tile, and the
-//! call of the microkernel on every full tile.
+//! into the microkernel's panel layout, and the call of a microkernel on every tile:
+//! the full one, an edge variant that reads and writes only the tile's valid part
+//! of C, or, where no variant fits, the full one on a scratch tile.
 //!
 //! Loop nest (sizes static, the row range a runtime argument):
 //!
@@ -20,9 +21,11 @@
 //! The KC blocks run in increasing order and every block after the first reloads C
 //! into the accumulators, so each element of C is one fma chain in increasing k.
 
-use super::{GemmSpec, Plan};
+use super::{GemmSpec, Plan, TileShape};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
-use cranelift_codegen::ir::{types, FuncRef, Function, InstBuilder, MemFlagsData, Value};
+use cranelift_codegen::ir::{
+    types, BlockArg, ConstantData, FuncRef, Function, InstBuilder, MemFlagsData, Value,
+};
 use cranelift_codegen::isa::TargetFrontendConfig;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 
@@ -63,19 +66,44 @@ impl Emit<'_> {
         step: usize,
         body: impl FnOnce(&mut Self, Value),
     ) {
+        self.for_each(start, end, step, [], |e, iv, []| body(e, iv));
+    }
+
+    /// [`Self::for_range`] that also walks `pointers`: each `(first, stride)` starts
+    /// at `first` and advances by `stride` bytes every iteration, and the body gets
+    /// their current values. They are loop-carried because Cranelift recomputes an
+    /// address derived from the induction variable in every iteration (product and
+    /// all, often from spilled operands) instead of strength-reducing it.
+    fn for_each<const N: usize>(
+        &mut self,
+        start: Value,
+        end: Value,
+        step: usize,
+        pointers: [(Value, Value); N],
+        body: impl FnOnce(&mut Self, Value, [Value; N]),
+    ) {
         let header = self.b.create_block();
         let body_block = self.b.create_block();
         let exit = self.b.create_block();
         let iv = self.b.append_block_param(header, types::I64);
-        self.b.ins().jump(header, &[start.into()]);
+        let current = pointers.map(|_| self.b.append_block_param(header, types::I64));
+        let args: Vec<BlockArg> = std::iter::once(start)
+            .chain(pointers.iter().map(|&(first, _)| first))
+            .map(BlockArg::from)
+            .collect();
+        self.b.ins().jump(header, &args);
         self.b.switch_to_block(header);
         let more = self.b.ins().icmp(IntCC::SignedLessThan, iv, end);
         self.b.ins().brif(more, body_block, &[], exit, &[]);
         self.b.switch_to_block(body_block);
-        body(self, iv);
+        body(self, iv, current);
         let step = i64::try_from(step).expect("sizes were checked to fit in i64");
         let next = self.b.ins().iadd_imm_s(iv, step);
-        self.b.ins().jump(header, &[next.into()]);
+        let mut args = vec![BlockArg::from(next)];
+        for (&pointer, &(_, stride)) in current.iter().zip(&pointers) {
+            args.push(self.b.ins().iadd(pointer, stride).into());
+        }
+        self.b.ins().jump(header, &args);
         self.b.switch_to_block(exit);
     }
 
@@ -118,6 +146,18 @@ impl Emit<'_> {
         self.b.ins().store(data_flags(), value, address, offset);
     }
 
+    /// `(base, offset)` addressing `base + bytes`: the offset in the instruction
+    /// where it fits in 32 bits, an addition otherwise.
+    fn at(&mut self, base: Value, bytes: usize) -> (Value, i32) {
+        match i32::try_from(bytes) {
+            Ok(offset) => (base, offset),
+            Err(_) => {
+                let bytes = self.iconst(bytes);
+                (self.b.ins().iadd(base, bytes), 0)
+            }
+        }
+    }
+
     /// Packs `count` (≤ the panel block) rows of a `kc`-deep block into micro-panels
     /// of `r` rows: element (i, p) of the block is read at
     /// `src + i * index_stride + p * depth_stride` and written to
@@ -133,41 +173,38 @@ impl Emit<'_> {
         r: usize,
         dst: Value,
     ) {
+        let layout = PanelLayout {
+            index_stride,
+            depth_stride,
+            r,
+        };
         let r_const = i64::try_from(r).expect("the tile is small");
         let panels = self.b.ins().udiv_imm_u(count, r_const);
         let full_end = self.b.ins().imul_imm_s(panels, r_const);
         let zero = self.iconst(0);
         let panel_bytes = self.b.ins().imul_imm_s(kc, r_const * 4);
-        self.for_range(zero, full_end, r, |e, i0| {
-            let src_panel = e.offset(src, i0, index_stride);
-            let panel_index = e.b.ins().udiv_imm_u(i0, r_const);
-            let dst_panel_offset = e.b.ins().imul(panel_index, panel_bytes);
-            let dst_panel = e.b.ins().iadd(dst, dst_panel_offset);
-            let zero = e.iconst(0);
-            e.for_range(zero, kc, 1, |e, p| {
-                let from = e.offset(src_panel, p, depth_stride);
-                let to = e.offset(dst_panel, p, r * 4);
-                if index_stride == 4 {
-                    // Contiguous rows: four at a time.
-                    for chunk in 0..r / 4 {
-                        let offset = (chunk * 16) as i32;
-                        let value = e.b.ins().load(types::F32X4, data_flags(), from, offset);
-                        e.store(value, to, offset);
-                    }
-                    for ii in (r / 4) * 4..r {
-                        let value = e.load_f32(from, (ii * 4) as i32);
-                        e.store(value, to, (ii * 4) as i32);
-                    }
-                } else {
-                    for ii in 0..r {
-                        let row = e.iconst(ii * index_stride);
-                        let address = e.b.ins().iadd(from, row);
-                        let value = e.load_f32(address, 0);
-                        e.store(value, to, (ii * 4) as i32);
-                    }
-                }
+        let src_stride = self.iconst(r * index_stride);
+        if index_stride == 4 {
+            // Rows contiguous: depth by depth, so that the block is read in address
+            // order (one sequential stream per depth that the prefetchers follow)
+            // rather than `r` rows of every depth per panel with a large stride.
+            let one_depth = [(src, self.iconst(depth_stride)), (dst, self.iconst(r * 4))];
+            self.for_each(zero, kc, 1, one_depth, |e, _, [from, to]| {
+                let zero = e.iconst(0);
+                let panels = [(from, src_stride), (to, panel_bytes)];
+                e.for_each(zero, full_end, r, panels, |e, _, [from, to]| {
+                    e.copy_row(from, to, r);
+                });
             });
-        });
+        } else {
+            self.for_each(
+                zero,
+                full_end,
+                r,
+                [(src, src_stride), (dst, panel_bytes)],
+                |e, _, [src_panel, dst_panel]| e.pack_rows(&layout, src_panel, dst_panel, kc, r),
+            );
+        }
         let remaining = self.b.ins().isub(count, full_end);
         let has_partial = self
             .b
@@ -177,30 +214,123 @@ impl Emit<'_> {
             let dst_panel_offset = e.b.ins().imul(panels, panel_bytes);
             let dst_panel = e.b.ins().iadd(dst, dst_panel_offset);
             let zero_f32 = e.b.ins().f32const(0.0);
+            let zero_vector = e.b.ins().splat(types::F32X4, zero_f32);
             let zero = e.iconst(0);
-            e.for_range(zero, kc, 1, |e, p| {
-                let to = e.offset(dst_panel, p, r * 4);
-                for ii in 0..r {
-                    e.store(zero_f32, to, (ii * 4) as i32);
+            let panel_row = e.iconst(r * 4);
+            e.for_each(zero, kc, 1, [(dst_panel, panel_row)], |e, _, [to]| {
+                for chunk in 0..r / 4 {
+                    e.store(zero_vector, to, (chunk * 16) as i32);
+                }
+                for row in r / 4 * 4..r {
+                    e.store(zero_f32, to, (row * 4) as i32);
                 }
             });
             let src_rows = e.offset(src, full_end, index_stride);
+            // Whole groups of four rows as in a full panel, then row by row.
+            let groups_end = e.b.ins().band_imm_s(remaining, !3);
             let zero = e.iconst(0);
-            e.for_range(zero, remaining, 1, |e, ii| {
-                let from_row = e.offset(src_rows, ii, index_stride);
-                let to_row = e.offset(dst_panel, ii, 4);
-                let zero = e.iconst(0);
-                e.for_range(zero, kc, 1, |e, p| {
-                    let from = e.offset(from_row, p, depth_stride);
-                    let to = e.offset(to_row, p, r * 4);
-                    let value = e.load_f32(from, 0);
-                    e.store(value, to, 0);
-                });
-            });
+            let (group_src, group_dst) = (e.iconst(4 * index_stride), e.iconst(16));
+            e.for_each(
+                zero,
+                groups_end,
+                4,
+                [(src_rows, group_src), (dst_panel, group_dst)],
+                |e, _, [from, to]| e.pack_rows(&layout, from, to, kc, 4),
+            );
+            let from = e.offset(src_rows, groups_end, index_stride);
+            let to = e.offset(dst_panel, groups_end, 4);
+            let (row_src, row_dst) = (e.iconst(index_stride), e.iconst(4));
+            e.for_each(
+                groups_end,
+                remaining,
+                1,
+                [(from, row_src), (to, row_dst)],
+                |e, _, [from, to]| e.pack_rows(&layout, from, to, kc, 1),
+            );
         });
     }
 
-    /// Copies a `rows × cols` block between two row-major matrices.
+    /// Packs `rows` rows (from `src`) into one panel at `dst`, all `kc` depths, with
+    /// vectors where it can: four rows at a time where the rows are contiguous, and
+    /// where the depths are, 4×4 blocks transposed in registers. Rows past the last
+    /// group of four, and a kc remainder of the transposed path, go element by
+    /// element.
+    fn pack_rows(&mut self, layout: &PanelLayout, src: Value, dst: Value, kc: Value, rows: usize) {
+        let PanelLayout {
+            index_stride,
+            depth_stride,
+            r,
+        } = *layout;
+        let groups = rows / 4;
+        // Elements (row, depth) of `rows_to_copy` and `0..depths` from `from`.
+        let copy_elements = |e: &mut Self,
+                             from: Value,
+                             to: Value,
+                             rows_to_copy: std::ops::Range<usize>,
+                             depths: usize| {
+            for depth in 0..depths {
+                for row in rows_to_copy.clone() {
+                    let (from, offset) = e.at(from, row * index_stride + depth * depth_stride);
+                    let value = e.load_f32(from, offset);
+                    let (to, offset) = e.at(to, (depth * r + row) * 4);
+                    e.store(value, to, offset);
+                }
+            }
+        };
+        let zero = self.iconst(0);
+        let one_depth = [(src, self.iconst(depth_stride)), (dst, self.iconst(r * 4))];
+        if index_stride == 4 {
+            self.for_each(zero, kc, 1, one_depth, |e, _, [from, to]| {
+                e.copy_row(from, to, rows);
+            });
+            return;
+        }
+        if depth_stride != 4 || groups == 0 {
+            // Element by element: neither axis contiguous (not a layout the driver
+            // packs, but correct), or too few rows for a transposition.
+            self.for_each(zero, kc, 1, one_depth, |e, _, [from, to]| {
+                copy_elements(e, from, to, 0..rows, 1);
+            });
+            return;
+        }
+        let kc_whole = self.b.ins().band_imm_s(kc, !3);
+        let four_depths = [(src, self.iconst(16)), (dst, self.iconst(4 * r * 4))];
+        self.for_each(zero, kc_whole, 4, four_depths, |e, _, [from, to]| {
+            for group in 0..groups {
+                let rows: [Value; 4] = std::array::from_fn(|q| {
+                    let (from, offset) = e.at(from, (4 * group + q) * index_stride);
+                    e.b.ins().load(types::I8X16, data_flags(), from, offset)
+                });
+                for (depth, column) in transpose4(e, rows).into_iter().enumerate() {
+                    let (to, offset) = e.at(to, (depth * r + 4 * group) * 4);
+                    e.store(column, to, offset);
+                }
+            }
+            copy_elements(e, from, to, 4 * groups..rows, 4);
+        });
+        let from = self.offset(src, kc_whole, 4);
+        let to = self.offset(dst, kc_whole, r * 4);
+        let rest = [(from, one_depth[0].1), (to, one_depth[1].1)];
+        self.for_each(kc_whole, kc, 1, rest, |e, _, [from, to]| {
+            copy_elements(e, from, to, 0..rows, 1);
+        });
+    }
+
+    /// Copies `count` contiguous floats from `from` to `to`, four at a time.
+    fn copy_row(&mut self, from: Value, to: Value, count: usize) {
+        for group in 0..count / 4 {
+            let (from, offset) = self.at(from, group * 16);
+            let value = self.b.ins().load(types::F32X4, data_flags(), from, offset);
+            self.store(value, to, (group * 16) as i32);
+        }
+        for index in count / 4 * 4..count {
+            let value = self.load_f32(from, (index * 4) as i32);
+            self.store(value, to, (index * 4) as i32);
+        }
+    }
+
+    /// Copies a `rows × cols` block between two row-major matrices, four columns at
+    /// a time and then one by one.
     fn copy_block(
         &mut self,
         from: Value,
@@ -211,28 +341,77 @@ impl Emit<'_> {
         cols: Value,
     ) {
         let zero = self.iconst(0);
-        self.for_range(zero, rows, 1, |e, row| {
-            let from_row = e.offset(from, row, from_row_bytes);
-            let to_row = e.offset(to, row, to_row_bytes);
+        let cols_whole = self.b.ins().band_imm_s(cols, !3);
+        let row_strides = [
+            (from, self.iconst(from_row_bytes)),
+            (to, self.iconst(to_row_bytes)),
+        ];
+        self.for_each(zero, rows, 1, row_strides, |e, _, [from_row, to_row]| {
             let zero = e.iconst(0);
-            e.for_range(zero, cols, 1, |e, col| {
-                let from_address = e.offset(from_row, col, 4);
-                let to_address = e.offset(to_row, col, 4);
-                let value = e.load_f32(from_address, 0);
-                e.store(value, to_address, 0);
+            let four = [(from_row, e.iconst(16)), (to_row, e.iconst(16))];
+            e.for_each(zero, cols_whole, 4, four, |e, _, [from, to]| {
+                let value = e.b.ins().load(types::F32X4, data_flags(), from, 0);
+                e.store(value, to, 0);
+            });
+            let from = e.offset(from_row, cols_whole, 4);
+            let to = e.offset(to_row, cols_whole, 4);
+            let one = [(from, e.iconst(4)), (to, e.iconst(4))];
+            e.for_each(cols_whole, cols, 1, one, |e, _, [from, to]| {
+                let value = e.load_f32(from, 0);
+                e.store(value, to, 0);
             });
         });
     }
 }
 
+/// Where [`Emit::pack`] reads a block and how wide its panels are.
+#[derive(Clone, Copy)]
+struct PanelLayout {
+    /// Bytes between consecutive rows (i) of the block.
+    index_stride: usize,
+    /// Bytes between consecutive depths (p) of a row.
+    depth_stride: usize,
+    /// Rows of a panel.
+    r: usize,
+}
+
+/// Byte masks of `shuffle` that x64 lowers to one instruction each: interleave the
+/// low (`punpckldq`) or high (`punpckhdq`) 32-bit halves of two vectors, and the low
+/// (`punpcklqdq`) or high (`punpckhqdq`) 64-bit halves.
+const INTERLEAVE_LOW_32: u128 = 0x1716_1514_0706_0504_1312_1110_0302_0100;
+const INTERLEAVE_HIGH_32: u128 = 0x1f1e_1d1c_0f0e_0d0c_1b1a_1918_0b0a_0908;
+const INTERLEAVE_LOW_64: u128 = 0x1716_1514_1312_1110_0706_0504_0302_0100;
+const INTERLEAVE_HIGH_64: u128 = 0x1f1e_1d1c_1b1a_1918_0f0e_0d0c_0b0a_0908;
+
+/// Transposes four `i8x16` vectors of four f32 each (rows of a 4×4 block) into its
+/// columns, with eight single-instruction shuffles.
+fn transpose4(e: &mut Emit, rows: [Value; 4]) -> [Value; 4] {
+    let mut shuffle = |x: Value, y: Value, mask: u128| {
+        let mask = ConstantData::from(&mask.to_le_bytes()[..]);
+        let mask = e.b.func.dfg.immediates.push(mask);
+        e.b.ins().shuffle(x, y, mask)
+    };
+    let low01 = shuffle(rows[0], rows[1], INTERLEAVE_LOW_32);
+    let high01 = shuffle(rows[0], rows[1], INTERLEAVE_HIGH_32);
+    let low23 = shuffle(rows[2], rows[3], INTERLEAVE_LOW_32);
+    let high23 = shuffle(rows[2], rows[3], INTERLEAVE_HIGH_32);
+    [
+        shuffle(low01, low23, INTERLEAVE_LOW_64),
+        shuffle(low01, low23, INTERLEAVE_HIGH_64),
+        shuffle(high01, high23, INTERLEAVE_LOW_64),
+        shuffle(high01, high23, INTERLEAVE_HIGH_64),
+    ]
+}
+
 /// Fills `func` (whose signature is the driver's, see [`super::define_gemm`]) with
-/// the blocked GEMM calling `microkernel`.
+/// the blocked GEMM calling `kernels`: the full tile's first, then the edge shapes
+/// it calls directly on C.
 pub(super) fn build(
     func: &mut Function,
     builder_ctx: &mut FunctionBuilderContext,
     spec: &GemmSpec,
     plan: &Plan,
-    microkernel: FuncRef,
+    kernels: &[(TileShape, FuncRef)],
     config: TargetFrontendConfig,
 ) {
     let mut e = Emit {
@@ -353,7 +532,6 @@ pub(super) fn build(
             let last = e.b.ins().uextend(types::I64, last);
             let epilogue = e.b.ins().imul_imm_s(last, epilogue_flags);
             let kernel_flags = e.b.ins().bor(accumulate, epilogue);
-            let kc_bytes = e.b.ins().imul_imm_s(kc_cur, 4);
 
             e.for_range(row_begin, row_end, plan.mc, |e, ic| {
                 let mc_limit = e.iconst(plan.mc);
@@ -377,68 +555,41 @@ pub(super) fn build(
                     e.offset(by_row, jc, 4)
                 };
                 let zero = e.iconst(0);
-                e.for_range(zero, nc_cur, nr, |e, jr| {
+                let b_panel_bytes = e.b.ins().imul_imm_s(kc_cur, (nr * 4) as i64);
+                let a_panel_bytes = e.b.ins().imul_imm_s(kc_cur, (mr * 4) as i64);
+                let tile_columns = e.iconst(nr * 4);
+                let columns = [
+                    (b_packed, b_panel_bytes),
+                    (bias_packed, tile_columns),
+                    (c_block, tile_columns),
+                ];
+                e.for_each(zero, nc_cur, nr, columns, |e, jr, pointers| {
+                    let [b_panel, bias_panel, c_column] = pointers;
                     let nr_limit = e.iconst(nr);
                     let cols_left = e.b.ins().isub(nc_cur, jr);
                     let nr_valid = e.min(nr_limit, cols_left);
-                    let b_panel = {
-                        let offset = e.b.ins().imul(jr, kc_bytes);
-                        e.b.ins().iadd(b_packed, offset)
-                    };
-                    let bias_panel = e.offset(bias_packed, jr, 4);
-                    let c_column = e.offset(c_block, jr, 4);
                     let zero = e.iconst(0);
-                    e.for_range(zero, mc_cur, mr, |e, ir| {
+                    let tile_rows = e.iconst(mr * n * 4);
+                    let rows = [(a_packed, a_panel_bytes), (c_column, tile_rows)];
+                    e.for_each(zero, mc_cur, mr, rows, |e, ir, [a_panel, c_tile]| {
                         let mr_limit = e.iconst(mr);
                         let rows_left = e.b.ins().isub(mc_cur, ir);
                         let mr_valid = e.min(mr_limit, rows_left);
-                        let a_panel = {
-                            let offset = e.b.ins().imul(ir, kc_bytes);
-                            e.b.ins().iadd(a_packed, offset)
+                        let args = KernelArgs {
+                            a_panel,
+                            b_panel,
+                            kc: kc_cur,
+                            flags: kernel_flags,
+                            bias_panel,
                         };
-                        let c_tile = e.offset(c_column, ir, n * 4);
-                        let full_rows = e.b.ins().icmp(IntCC::Equal, mr_valid, mr_limit);
-                        let full_cols = e.b.ins().icmp(IntCC::Equal, nr_valid, nr_limit);
-                        let full = e.b.ins().band(full_rows, full_cols);
-                        e.if_else(
-                            full,
-                            |e| {
-                                let ldc = e.iconst(n * 4);
-                                e.b.ins().call(
-                                    microkernel,
-                                    &[
-                                        a_panel,
-                                        b_panel,
-                                        c_tile,
-                                        ldc,
-                                        kc_cur,
-                                        kernel_flags,
-                                        bias_panel,
-                                    ],
-                                );
-                            },
-                            |e| {
-                                // An edge tile: the kernel writes a full tile into the
-                                // scratch tile, and only the valid part is C's.
-                                e.if_then(not_first, |e| {
-                                    e.copy_block(c_tile, n * 4, tile, nr * 4, mr_valid, nr_valid);
-                                });
-                                let ldc = e.iconst(nr * 4);
-                                e.b.ins().call(
-                                    microkernel,
-                                    &[
-                                        a_panel,
-                                        b_panel,
-                                        tile,
-                                        ldc,
-                                        kc_cur,
-                                        kernel_flags,
-                                        bias_panel,
-                                    ],
-                                );
-                                e.copy_block(tile, nr * 4, c_tile, n * 4, mr_valid, nr_valid);
-                            },
-                        );
+                        let tile = EdgeTile {
+                            c_tile,
+                            rows: mr_valid,
+                            cols: nr_valid,
+                            scratch: tile,
+                            reload: not_first,
+                        };
+                        call_kernel(e, kernels[0], kernels, &args, &tile, n * 4);
                     });
                 });
             });
@@ -447,6 +598,90 @@ pub(super) fn build(
     e.b.ins().return_(&[]);
     e.b.seal_all_blocks();
     e.b.finalize(config);
+}
+
+/// The microkernel arguments of one tile but C's.
+struct KernelArgs {
+    a_panel: Value,
+    b_panel: Value,
+    kc: Value,
+    flags: Value,
+    bias_panel: Value,
+}
+
+/// The part of C one tile covers, and the scratch tile for when no kernel fits it.
+struct EdgeTile {
+    c_tile: Value,
+    /// Valid rows and columns (runtime values, at most the tile's).
+    rows: Value,
+    cols: Value,
+    scratch: Value,
+    /// Whether C holds an earlier KC block's sums (the scratch tile must get them).
+    reload: Value,
+}
+
+/// Calls the first of `candidates` whose shape is the tile's valid part directly on
+/// C (`ldc` bytes between rows); when none is, the `full` kernel writes the scratch
+/// tile and only the valid part is copied to C.
+fn call_kernel(
+    e: &mut Emit,
+    full: (TileShape, FuncRef),
+    candidates: &[(TileShape, FuncRef)],
+    args: &KernelArgs,
+    tile: &EdgeTile,
+    ldc: usize,
+) {
+    let call = |e: &mut Emit, kernel: FuncRef, c: Value, ldc: usize| {
+        let ldc = e.iconst(ldc);
+        e.b.ins().call(
+            kernel,
+            &[
+                args.a_panel,
+                args.b_panel,
+                c,
+                ldc,
+                args.kc,
+                args.flags,
+                args.bias_panel,
+            ],
+        );
+    };
+    let Some(((shape, kernel), rest)) = candidates.split_first() else {
+        let (shape, kernel) = full;
+        let tile_ldc = shape.cols * 4;
+        e.if_then(tile.reload, |e| {
+            e.copy_block(
+                tile.c_tile,
+                ldc,
+                tile.scratch,
+                tile_ldc,
+                tile.rows,
+                tile.cols,
+            );
+        });
+        call(e, kernel, tile.scratch, tile_ldc);
+        e.copy_block(
+            tile.scratch,
+            tile_ldc,
+            tile.c_tile,
+            ldc,
+            tile.rows,
+            tile.cols,
+        );
+        return;
+    };
+    let rows =
+        e.b.ins()
+            .icmp_imm_s(IntCC::Equal, tile.rows, shape.rows as i64);
+    let cols =
+        e.b.ins()
+            .icmp_imm_s(IntCC::Equal, tile.cols, shape.cols as i64);
+    let fits = e.b.ins().band(rows, cols);
+    e.if_else(
+        fits,
+        |e| call(e, *kernel, tile.c_tile, ldc),
+        |e| call_kernel(e, full, rest, args, tile, ldc),
+    );
 }
 
 /// kiln's relu, `x > 0 ? x : +0` (NaN and -0 give +0).

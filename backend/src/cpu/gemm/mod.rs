@@ -36,10 +36,11 @@
 //! fma(a[i][p], b[p][j], acc) }` (then `acc + bias[j]`, then kiln's relu `acc > 0 ?
 //! acc : +0`, as the epilogue says), bit for bit with the interpreter: the k
 //! dimension is never split, the first KC block starts from +0.0 accumulators and
-//! every later one reloads C into them, and edge tiles go through a zero-padded
-//! scratch tile so that padding never mixes into valid elements. A NaN result is a
-//! NaN wherever the chain's is; its payload is not part of the contract (tests
-//! compare NaNs as equal).
+//! every later one reloads C into them, and edge tiles either run a kernel that
+//! reads and writes only their part of C (x86, see [`TileShape`]) or go through a
+//! zero-padded scratch tile, so that padding never mixes into valid elements. A NaN
+//! result is a NaN wherever the chain's is; its payload is not part of the contract
+//! (tests compare NaNs as equal).
 //!
 //! # Workspace layout (per thread)
 //!
@@ -56,7 +57,7 @@ mod tests;
 mod x86_kernel;
 
 use crate::BackendError;
-use cranelift_codegen::ir::{types, AbiParam, Signature};
+use cranelift_codegen::ir::{types, AbiParam, FuncRef, Signature};
 use cranelift_codegen::isa::{CallConv, TargetIsa};
 use cranelift_frontend::FunctionBuilderContext;
 use cranelift_module::{FuncId, Linkage, Module, ModuleError};
@@ -163,6 +164,16 @@ impl MicroKernelCode for MicroKernel {
             MicroKernel::F32x4 => f32x4::NR,
         }
     }
+}
+
+/// The part of a tile a microkernel computes and writes: its first `rows` rows and
+/// `cols` columns. The full tile is `mr × nr`; an edge shape reads the same packed
+/// panels (strides `mr` and `nr`) and leaves the rest of C alone, so the driver calls
+/// it directly on C instead of going through the scratch tile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TileShape {
+    pub rows: usize,
+    pub cols: usize,
 }
 
 /// Cache blocking: a KC×NR micro-panel of B stays in L1, an MC×KC block of A in L2,
@@ -273,9 +284,16 @@ fn microkernel_signature(pointer: types::Type) -> Signature {
     sig
 }
 
+/// How a microkernel is defined: x86 machine code, or the portable kernel's IR.
+enum KernelCode {
+    Bytes(Vec<u8>),
+    F32x4,
+}
+
 /// Defines `name` (exported, the driver) and `<name>_microkernel` (local) in
 /// `module`; see the module documentation for the function's signature and contract.
-/// Each call defines its own copy of the microkernel (a few hundred bytes).
+/// Each call defines its own copy of the microkernel (a few hundred bytes), and of
+/// the edge variants its sizes call for (`<name>_microkernel_<rows>x<cols>`).
 ///
 /// Errors: the module's target cannot run `kernel` (the caller chose wrongly, see
 /// `cpu::target::host_target`), the sizes are too large to address, or Cranelift
@@ -314,33 +332,63 @@ pub fn define_gemm<M: Module>(
     let pointer = module.target_config().pointer_type();
     let plan = spec.plan(kernel, blocking);
 
-    let kernel_name = format!("{name}_microkernel");
     let kernel_sig = microkernel_signature(pointer);
-    let kernel_id = module
-        .declare_function(&kernel_name, Linkage::Local, &kernel_sig)
-        .map_err(module_error(kernel_name.clone()))?;
     let mut ctx = module.make_context();
     let mut builder_ctx = FunctionBuilderContext::new();
-    match kernel {
-        MicroKernel::Avx512F12x32 | MicroKernel::Avx2Fma6x16 => {
-            let bytes = if kernel == MicroKernel::Avx512F12x32 {
-                avx512::microkernel_bytes()?
-            } else {
-                avx2::microkernel_bytes()?
-            };
-            // 64: the kernel's loop then starts at a known place in a cache line.
-            module
-                .define_function_bytes(kernel_id, 64, &bytes, &[])
-                .map_err(module_error(kernel_name.clone()))?;
+    // The full tile, then the edge shapes the sizes make static: the rows of C after
+    // the last whole tile of rows (`m % mr`, the last tile of every range split at
+    // multiples of `mr`) and the columns after the last whole tile of columns
+    // (`n % nr`: column blocks start at multiples of `nr`), and their corner. Other
+    // edge tiles (odd row splits, shapes a kernel has no code for) use the scratch
+    // tile.
+    let full = TileShape {
+        rows: plan.mr,
+        cols: plan.nr,
+    };
+    let mut shapes = vec![full];
+    for rows in [plan.mr, spec.m % plan.mr] {
+        for cols in [plan.nr, spec.n % plan.nr] {
+            let shape = TileShape { rows, cols };
+            if rows > 0 && cols > 0 && !shapes.contains(&shape) {
+                shapes.push(shape);
+            }
         }
-        MicroKernel::F32x4 => {
-            ctx.func.signature = kernel_sig.clone();
-            f32x4::build(&mut ctx.func, &mut builder_ctx, module.target_config());
-            module
-                .define_function(kernel_id, &mut ctx)
-                .map_err(module_error(kernel_name.clone()))?;
-            module.clear_context(&mut ctx);
+    }
+    let mut kernels = Vec::new();
+    for shape in shapes {
+        let code = match kernel {
+            MicroKernel::Avx512F12x32 => avx512::microkernel_bytes(shape)?.map(KernelCode::Bytes),
+            MicroKernel::Avx2Fma6x16 => avx2::microkernel_bytes(shape)?.map(KernelCode::Bytes),
+            // The portable kernel has no edge shapes.
+            MicroKernel::F32x4 => (shape == full).then_some(KernelCode::F32x4),
+        };
+        let Some(code) = code else { continue };
+        // The full tile keeps the plain name, which profiles show.
+        let kernel_name = if shape == full {
+            format!("{name}_microkernel")
+        } else {
+            format!("{name}_microkernel_{}x{}", shape.rows, shape.cols)
+        };
+        let kernel_id = module
+            .declare_function(&kernel_name, Linkage::Local, &kernel_sig)
+            .map_err(module_error(kernel_name.clone()))?;
+        match code {
+            KernelCode::Bytes(bytes) => {
+                // 64: the kernel's loop then starts at a known place in a cache line.
+                module
+                    .define_function_bytes(kernel_id, 64, &bytes, &[])
+                    .map_err(module_error(kernel_name.clone()))?;
+            }
+            KernelCode::F32x4 => {
+                ctx.func.signature = kernel_sig.clone();
+                f32x4::build(&mut ctx.func, &mut builder_ctx, module.target_config());
+                module
+                    .define_function(kernel_id, &mut ctx)
+                    .map_err(module_error(kernel_name.clone()))?;
+                module.clear_context(&mut ctx);
+            }
         }
+        kernels.push((shape, kernel_id));
     }
 
     let mut driver_sig = module.make_signature();
@@ -354,13 +402,16 @@ pub fn define_gemm<M: Module>(
         .declare_function(name, Linkage::Export, &driver_sig)
         .map_err(module_error(name.to_string()))?;
     ctx.func.signature = driver_sig;
-    let kernel_ref = module.declare_func_in_func(kernel_id, &mut ctx.func);
+    let kernel_refs: Vec<(TileShape, FuncRef)> = kernels
+        .iter()
+        .map(|&(shape, id)| (shape, module.declare_func_in_func(id, &mut ctx.func)))
+        .collect();
     driver::build(
         &mut ctx.func,
         &mut builder_ctx,
         spec,
         &plan,
-        kernel_ref,
+        &kernel_refs,
         module.target_config(),
     );
     module

@@ -201,15 +201,29 @@ fn check_with(
     split_ends: &[usize],
 ) {
     let compiled = compile(spec, kernel, blocking, OptLevel::Speed);
-    let mut c = vec![f32::NAN; spec.m * spec.n];
+    // A guard after C: edge tiles written directly (masked columns, exact rows)
+    // must stop at C's last element.
+    let len = spec.m * spec.n;
+    let mut c = vec![f32::NAN; len + GUARD];
+    c[len..].fill(GUARD_VALUE);
     let mut begin = 0;
     for &end in split_ends {
         compiled.run(a, b, bias, c.as_mut_ptr() as usize, (begin, end));
         begin = end;
     }
-    let what = format!("{spec:?} {kernel:?} {blocking:?}");
-    assert_same(&c, &reference(spec, a, b, bias), &what);
+    let what = format!("{spec:?} {kernel:?} {blocking:?} split at {split_ends:?}");
+    assert_same(&c[..len], &reference(spec, a, b, bias), &what);
+    assert!(
+        c[len..]
+            .iter()
+            .all(|x| x.to_bits() == GUARD_VALUE.to_bits()),
+        "{what}: wrote past C"
+    );
 }
+
+/// Floats after C that no run may write, and their value (a NaN no kernel makes).
+const GUARD: usize = 64;
+const GUARD_VALUE: f32 = f32::from_bits(0x7fc0_4321);
 
 fn spec(m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool) -> GemmSpec {
     GemmSpec {
@@ -437,21 +451,29 @@ fn x86_microkernels_are_fma_code_of_their_width_and_isa() {
     // SSE for the `prefetcht1` of the next tiles' C.
     let kernels = [
         (
-            avx2::microkernel_bytes(),
+            avx2::microkernel_bytes(TileShape {
+                rows: avx2::MR,
+                cols: avx2::NR,
+            }),
             32,
             avx2::MR,
             [INTEL8086, INTEL386, X64, SSE, AVX, FMA],
         ),
         // AVX for the zeroing `vxorps xmm` and `vzeroupper`; nothing beyond AVX-512F.
         (
-            avx512::microkernel_bytes(),
+            avx512::microkernel_bytes(TileShape {
+                rows: avx512::MR,
+                cols: avx512::NR,
+            }),
             64,
             avx512::MR,
             [INTEL8086, INTEL386, X64, SSE, AVX, AVX512F],
         ),
     ];
     for (bytes, vector_bytes, mr, allowed) in kernels {
-        let bytes = bytes.expect("the kernel assembles");
+        let bytes = bytes
+            .expect("the kernel assembles")
+            .expect("every kernel has a full tile");
         let mut decoder = Decoder::with_ip(64, &bytes, 0, DecoderOptions::NONE);
         let mut fmas = 0;
         let mut broadcasts = 0;
@@ -585,5 +607,138 @@ fn the_kernel_ir_and_the_code_agree_on_tile_sizes() {
             ..call
         };
         assert!(spec.workspace_bytes(kernel, &blocking) <= call.workspace_len() * 4);
+    }
+}
+
+/// The x86 kernels the host runs, with their tile.
+fn x86_kernels() -> Vec<MicroKernel> {
+    kernels()
+        .into_iter()
+        .filter(|&kernel| kernel != MicroKernel::F32x4)
+        .collect()
+}
+
+#[test]
+fn exact_row_edge_kernels_match_for_every_remainder() {
+    for kernel in x86_kernels() {
+        let (mr, nr) = (kernel.mr(), kernel.nr());
+        for rows in 1..mr {
+            let m = 2 * mr + rows;
+            for (trans_a, trans_b) in [(false, false), (true, true)] {
+                // Whole column tiles, and a column edge too (the corner kernel).
+                for n in [2 * nr, nr + 3] {
+                    let spec = spec(m, n, 13, trans_a, trans_b);
+                    let (a, b) = (values(m * 13, rows as u64), values(13 * n, 50));
+                    let bias = values(n, 51);
+                    // Splits at multiples of MR reach the edge kernel; an odd split
+                    // the scratch tile.
+                    for splits in [vec![m], vec![mr, m], vec![mr + 1, m]] {
+                        check_with(&spec, kernel, &SMALL, &a, &b, &bias, &splits);
+                    }
+                }
+            }
+            let spec = GemmSpec {
+                epilogue: Epilogue::BiasRelu,
+                ..spec(m, 2 * nr, 9, false, true)
+            };
+            check(&spec, kernel, &SMALL, rows as u64);
+        }
+    }
+}
+
+#[test]
+fn column_edges_match_for_every_width() {
+    for kernel in x86_kernels() {
+        let (mr, nr) = (kernel.mr(), kernel.nr());
+        for cols in 1..nr {
+            // Masked on AVX-512; one whole vector or the scratch tile on AVX2.
+            for m in [mr, 2 * mr + 1] {
+                let n = nr + cols;
+                check(&spec(m, n, 11, false, false), kernel, &SMALL, cols as u64);
+                let spec = GemmSpec {
+                    epilogue: Epilogue::Bias,
+                    ..spec(m, n, 6, true, false)
+                };
+                check(&spec, kernel, &SMALL, cols as u64 + 100);
+            }
+        }
+    }
+}
+
+#[test]
+fn packing_handles_kc_remainders_and_partial_panels() {
+    // kc blocks of 5, 6 and 7 leave remainders 1..3 of the transposed 4×4 packing;
+    // m and n leave every partial panel size with and without whole groups of four.
+    for kernel in kernels() {
+        for kc in [5, 6, 7] {
+            let blocking = Blocking {
+                mc: 2 * kernel.mr(),
+                kc,
+                nc: kernel.nr(),
+            };
+            for (trans_a, trans_b) in [(false, false), (false, true), (true, false), (true, true)] {
+                for extra in 1..kernel.mr().max(8) {
+                    let (m, n) = (kernel.mr() + extra, kernel.nr() + extra);
+                    for k in [kc - 1, kc + 2, 2 * kc + 3] {
+                        check(
+                            &spec(m, n, k, trans_a, trans_b),
+                            kernel,
+                            &blocking,
+                            (m * k) as u64,
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn x86_edge_kernels_compute_only_their_shape() {
+    use iced_x86::{Code, Decoder, DecoderOptions, Mnemonic, OpKind, Register};
+    let cases: [(
+        fn(TileShape) -> Result<Option<Vec<u8>>, BackendError>,
+        usize,
+        usize,
+        bool,
+    ); 2] = [
+        (avx2::microkernel_bytes, avx2::MR, avx2::NR, false),
+        (avx512::microkernel_bytes, avx512::MR, avx512::NR, true),
+    ];
+    for (bytes_of, mr, nr, maskable) in cases {
+        let lanes = nr / 2;
+        for rows in 1..=mr {
+            for cols in 1..=nr {
+                let shape = TileShape { rows, cols };
+                let bytes = bytes_of(shape).expect("the kernel assembles");
+                let masked = cols % lanes != 0;
+                let Some(bytes) = bytes else {
+                    assert!(masked && !maskable, "{shape:?} has code");
+                    continue;
+                };
+                let vectors = cols.div_ceil(lanes);
+                let mut fmas = 0;
+                let mut masked_moves = 0;
+                for instruction in Decoder::with_ip(64, &bytes, 0, DecoderOptions::NONE) {
+                    assert!(!instruction.is_invalid(), "undecodable bytes");
+                    if instruction.mnemonic() == Mnemonic::Vfmadd231ps {
+                        fmas += 1;
+                    }
+                    if instruction.op_mask() == Register::K1 {
+                        assert_eq!(instruction.mnemonic(), Mnemonic::Vmovups);
+                        // Loads zero the lanes outside the mask.
+                        let load = instruction.op0_kind() == OpKind::Register;
+                        assert!(!load || instruction.zeroing_masking());
+                        masked_moves += 1;
+                    }
+                    assert_ne!(instruction.code(), Code::INVALID);
+                }
+                // Four unrolled k steps and one remainder.
+                assert_eq!(fmas, 5 * rows * vectors, "{shape:?}");
+                // A load (accumulating) and a store of each row's last vector.
+                let want = if masked { 2 * rows } else { 0 };
+                assert_eq!(masked_moves, want, "{shape:?}");
+            }
+        }
     }
 }

@@ -8,7 +8,9 @@
 //! `a_panel` holds `kc` columns of MR packed rows (`a_panel[p*MR + r]`), `b_panel` `kc`
 //! rows of NR packed columns (`b_panel[p*NR + c]`), NR being two vectors of floats.
 //! The tile `c` is MR rows of NR floats, `ldc_bytes` apart; `bias` holds NR floats.
-//! See [`super::flags`] for the flag bits.
+//! See [`super::flags`] for the flag bits. An edge variant (a [`TileShape`] smaller
+//! than the tile) takes the same arguments and panels but reads and writes only its
+//! rows and columns of `c`.
 //!
 //! Per k step: two loads of the B row, then per row one `vbroadcastss` of A and two
 //! `vfmadd231ps acc, b, a`, which is `fma(a, b, acc)` with one rounding, so each
@@ -18,7 +20,7 @@
 //! k is unrolled by 4 with a remainder loop. The broadcasts alternate between two
 //! registers so that consecutive rows do not wait on one another.
 
-use super::flags;
+use super::{flags, TileShape};
 use crate::BackendError;
 use iced_x86::code_asm::asm_traits::{
     CodeAsmVaddps, CodeAsmVbroadcastss, CodeAsmVfmadd231ps, CodeAsmVmaxps, CodeAsmVmovaps,
@@ -96,13 +98,50 @@ fn c_row(row: usize) -> AsmMemoryOperand {
     }
 }
 
-/// The kernel's machine code (position independent, no relocations) for a tile of
-/// `mr` rows (at most 12) and `nr` columns, two vectors of `nr / 2` floats.
+/// A vector register type the generator can use: [`YMM`] or [`ZMM`].
+pub(super) trait Vector: Copy {
+    /// Whether edge columns may be opmask-masked: true for `zmm` (AVX-512F), false
+    /// for `ymm`, where `{k1}` would need AVX-512VL, which the AVX2 kernel must not.
+    const MASKABLE: bool;
+    /// The register with the `{k1}{z}` decoration: a load that zeroes the lanes
+    /// outside the mask and does not fault on them.
+    fn k1_zeroing(self) -> Self;
+}
+
+impl Vector for AsmRegisterYmm {
+    const MASKABLE: bool = false;
+    fn k1_zeroing(self) -> Self {
+        self.k1().z()
+    }
+}
+
+impl Vector for AsmRegisterZmm {
+    const MASKABLE: bool = true;
+    fn k1_zeroing(self) -> Self {
+        self.k1().z()
+    }
+}
+
+/// The kernel's machine code (position independent, no relocations) for the first
+/// `shape.rows` rows and `shape.cols` columns of a tile of `mr` rows (at most 12) and
+/// `nr` columns, two vectors of `nr / 2` floats: the A and B panels keep the full
+/// tile's layout (strides `mr` and `nr`), and only the shape's part of C is read and
+/// written, so the driver calls an edge shape directly on C. A shape of at most half
+/// the columns uses one vector a row; columns that are not a whole number of vectors
+/// are masked with `k1` (AVX-512F). `None` when the shape needs a mask that
+/// `vectors` cannot take (the AVX2 kernel: the driver then uses its scratch tile).
+///
 /// `vectors` ([`YMM`] or [`ZMM`]) are registers of one width: the B row in `0, 1`,
-/// the A broadcasts in `2, 3`, and the accumulators from 4 on (row `r` in `4 + 2r,
-/// 5 + 2r`), so every register the AVX zeroing idiom must reach is among the first
-/// sixteen. The callers check at compile time that the tile fits ([`fits`]).
-pub(super) fn assemble<R: Copy>(vectors: &[R], mr: usize, nr: usize) -> Result<Vec<u8>, IcedError>
+/// the A broadcasts in `2, 3`, and the accumulators from 4 on (row `r`, vector `v` in
+/// `4 + r * vectors_per_row + v`), so every register the AVX zeroing idiom must reach
+/// is among the first sixteen. The callers check at compile time that the full tile
+/// fits ([`fits`]); an edge shape uses fewer registers.
+pub(super) fn assemble<R: Vector>(
+    vectors: &[R],
+    mr: usize,
+    nr: usize,
+    shape: TileShape,
+) -> Result<Option<Vec<u8>>, IcedError>
 where
     CodeAssembler: CodeAsmVmovups<R, AsmMemoryOperand>
         + CodeAsmVmovups<AsmMemoryOperand, R>
@@ -112,25 +151,38 @@ where
         + CodeAsmVaddps<R, R, R>
         + CodeAsmVmaxps<R, R, R>,
 {
+    let TileShape { rows, cols } = shape;
+    let lanes = nr / 2;
+    let per_row = cols.div_ceil(lanes).clamp(1, 2);
+    // Lanes of the row's last vector that belong to C.
+    let tail = cols - (per_row - 1) * lanes;
+    let masked = tail < lanes;
+    if masked && !R::MASKABLE {
+        return Ok(None);
+    }
     // Byte offset of a row's second vector.
-    let high = (nr / 2 * 4) as i32;
-    let (b_lo, b_hi) = (vectors[0], vectors[1]);
+    let high = (lanes * 4) as i32;
+    let b = [vectors[0], vectors[1]];
     let broadcast = [vectors[2], vectors[3]];
-    let acc = &vectors[4..4 + 2 * mr];
+    let acc = &vectors[4..4 + per_row * rows];
     // The width of the register sets the size of every vector memory access.
     let k_step = |asm: &mut CodeAssembler, step: i32| -> Result<(), IcedError> {
         let b_offset = step * (nr as i32) * 4;
-        asm.vmovups(b_lo, ptr(rsi) + b_offset)?;
-        asm.vmovups(b_hi, ptr(rsi) + (b_offset + high))?;
-        for row in 0..mr {
+        for (v, &b) in b.iter().enumerate().take(per_row) {
+            asm.vmovups(b, ptr(rsi) + (b_offset + v as i32 * high))?;
+        }
+        for row in 0..rows {
             let a = broadcast[row % 2];
             let a_offset = (step * mr as i32 + row as i32) * 4;
             asm.vbroadcastss(a, dword_ptr(rdi + a_offset))?;
-            asm.vfmadd231ps(acc[2 * row], b_lo, a)?;
-            asm.vfmadd231ps(acc[2 * row + 1], b_hi, a)?;
+            for (v, &b) in b.iter().enumerate().take(per_row) {
+                asm.vfmadd231ps(acc[per_row * row + v], b, a)?;
+            }
         }
         Ok(())
     };
+    // Whether vector `v` of a row is the masked one.
+    let is_masked = |v: usize| masked && v + 1 == per_row;
 
     let mut asm = CodeAssembler::new(64)?;
     let mut zero_init = asm.create_label();
@@ -142,12 +194,20 @@ where
     let mut no_bias = asm.create_label();
     let mut store = asm.create_label();
 
+    if masked {
+        // Lanes 0..tail of the last vector (rax is free until `c_bases`).
+        asm.mov(eax, (1u32 << tail) - 1)?;
+        asm.kmovw(k1, eax)?;
+    }
     asm.test(r9, flags::ACCUMULATE as i32)?;
     asm.jz(zero_init)?;
-    c_bases(&mut asm, mr)?;
-    for row in 0..mr {
-        asm.vmovups(acc[2 * row], c_row(row))?;
-        asm.vmovups(acc[2 * row + 1], c_row(row) + high)?;
+    c_bases(&mut asm, rows)?;
+    for row in 0..rows {
+        for v in 0..per_row {
+            let reg = acc[per_row * row + v];
+            let reg = if is_masked(v) { reg.k1_zeroing() } else { reg };
+            asm.vmovups(reg, c_row(row) + v as i32 * high)?;
+        }
     }
     asm.jmp(k_loops)?;
     asm.set_label(&mut zero_init)?;
@@ -164,22 +224,28 @@ where
     // rax walks the C rows below the tile, one per unrolled step: the driver's next
     // tiles in its row loop. Their C (loaded when accumulating, stored in any case)
     // is otherwise fetched from L3 with the kernel stalled; into L2 only, since rows
-    // a power of two apart share few L1 sets and would evict the B micro-panel.
-    asm.imul_3(rax, rcx, mr as i32)?;
-    asm.add(rax, rdx)?;
+    // a power of two apart share few L1 sets and would evict the B micro-panel. A
+    // shape of fewer rows is the last tile of its column: nothing below to fetch.
+    let prefetch = rows == mr;
+    if prefetch {
+        asm.imul_3(rax, rcx, mr as i32)?;
+        asm.add(rax, rdx)?;
+    }
     asm.mov(r11, r8)?;
     asm.shr(r11, 2)?;
     asm.jz(remainder)?;
     asm.set_label(&mut unrolled)?;
     for step in 0..UNROLL {
         k_step(&mut asm, step)?;
-        if step == 0 {
-            for line in (0..nr * 4).step_by(64) {
+        if step == 0 && prefetch {
+            for line in (0..cols * 4).step_by(64) {
                 asm.prefetcht1(byte_ptr(rax + line as i32))?;
             }
         }
     }
-    asm.add(rax, rcx)?;
+    if prefetch {
+        asm.add(rax, rcx)?;
+    }
     asm.add(rdi, UNROLL * (mr * 4) as i32)?;
     asm.add(rsi, UNROLL * (nr * 4) as i32)?;
     asm.dec(r11)?;
@@ -199,14 +265,18 @@ where
     asm.set_label(&mut epilogue)?;
     asm.test(r9, flags::ADD_BIAS as i32)?;
     asm.jz(no_bias)?;
-    // The bias pointer, the seventh argument; `kc` in r8 is no longer needed.
+    // The bias pointer, the seventh argument; `kc` in r8 is no longer needed. The
+    // bias is zero padded to whole tiles, so no load needs a mask.
     asm.mov(r8, qword_ptr(rsp + 8))?;
-    asm.vmovups(b_lo, ptr(r8))?;
-    asm.vmovups(b_hi, ptr(r8) + high)?;
-    for row in 0..mr {
-        // acc + bias, the operand order of the scalar `chain + bias[j]`.
-        asm.vaddps(acc[2 * row], acc[2 * row], b_lo)?;
-        asm.vaddps(acc[2 * row + 1], acc[2 * row + 1], b_hi)?;
+    for (v, &b) in b.iter().enumerate().take(per_row) {
+        asm.vmovups(b, ptr(r8) + v as i32 * high)?;
+    }
+    for row in 0..rows {
+        for (v, &b) in b.iter().enumerate().take(per_row) {
+            // acc + bias, the operand order of the scalar `chain + bias[j]`.
+            let reg = acc[per_row * row + v];
+            asm.vaddps(reg, reg, b)?;
+        }
     }
     asm.set_label(&mut no_bias)?;
     asm.test(r9, flags::RELU as i32)?;
@@ -215,18 +285,21 @@ where
     // zeros, so it is exactly kiln's relu `x > 0 ? x : +0`.
     asm.vxorps(HALVES[0], HALVES[0], HALVES[0])?;
     for &reg in acc {
-        asm.vmaxps(reg, reg, b_lo)?;
+        asm.vmaxps(reg, reg, b[0])?;
     }
 
     asm.set_label(&mut store)?;
     // The loop used r11 as its counter.
-    c_bases(&mut asm, mr)?;
-    for row in 0..mr {
-        asm.vmovups(c_row(row), acc[2 * row])?;
-        asm.vmovups(c_row(row) + high, acc[2 * row + 1])?;
+    c_bases(&mut asm, rows)?;
+    for row in 0..rows {
+        for v in 0..per_row {
+            let to = c_row(row) + v as i32 * high;
+            let to = if is_masked(v) { to.k1() } else { to };
+            asm.vmovups(to, acc[per_row * row + v])?;
+        }
     }
     // Leaving dirty upper halves would slow the caller's 128-bit SSE code.
     asm.vzeroupper()?;
     asm.ret()?;
-    asm.assemble(0)
+    asm.assemble(0).map(Some)
 }
