@@ -21,7 +21,7 @@
 //! (from buffers the loop does not store to) are done; in the body, `var * stride`
 //! is computed once per distinct stride.
 
-use super::gemm::{self, Blocking, Epilogue, GemmSpec};
+use super::gemm::{self, Blocking, GemmSpec};
 use super::math;
 use crate::pool;
 use crate::BackendError;
@@ -352,12 +352,7 @@ fn define_gemms<M: Module>(
                     k: matmul.k,
                     trans_a: matmul.trans_a,
                     trans_b: matmul.trans_b,
-                    epilogue: match (matmul.epilogue.bias, matmul.epilogue.relu) {
-                        (false, false) => Epilogue::None,
-                        (true, false) => Epilogue::Bias,
-                        (false, true) => Epilogue::Relu,
-                        (true, true) => Epilogue::BiasRelu,
-                    },
+                    epilogue: matmul.epilogue,
                 };
                 let blocking = Blocking {
                     mc: matmul.mc,

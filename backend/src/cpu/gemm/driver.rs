@@ -424,7 +424,7 @@ pub(super) fn build(
     let (a, b, c, workspace, row_begin, row_end) = (
         params[0], params[1], params[2], params[3], params[4], params[5],
     );
-    let bias = spec.epilogue.has_bias().then(|| params[6]);
+    let bias = spec.epilogue.bias.then(|| params[6]);
     let (m, n, k) = (spec.m, spec.n, spec.k);
 
     // Clamp the row range to [0, m] so that a bad range cannot write outside C.
@@ -454,7 +454,7 @@ pub(super) fn build(
                     let bias_value = e.load_f32(bias_address, 0);
                     value = e.b.ins().fadd(value, bias_value);
                 }
-                if spec.epilogue.has_relu() {
+                if spec.epilogue.relu {
                     value = relu(e, value);
                 }
                 let address = e.offset(row, j, 4);
@@ -486,7 +486,7 @@ pub(super) fn build(
     // (index = column j); depth is p.
     let (a_index_stride, a_depth_stride) = if spec.trans_a { (4, m * 4) } else { (k * 4, 4) };
     let (b_index_stride, b_depth_stride) = if spec.trans_b { (k * 4, 4) } else { (4, n * 4) };
-    let epilogue_flags = spec.epilogue.flags();
+    let epilogue_flags = super::epilogue_flags(spec.epilogue);
 
     let n_value = e.iconst(n);
     let k_value = e.iconst(k);

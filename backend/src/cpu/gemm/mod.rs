@@ -73,36 +73,15 @@ pub mod flags {
     pub const RELU: i64 = 4;
 }
 
-/// What is applied to each finished element of C, while the tile is in registers.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Epilogue {
-    /// C = op(A)·op(B).
-    #[default]
-    None,
-    /// C = op(A)·op(B) + bias, with `bias` a row vector of n elements added to every
-    /// row (one f32 addition after the fma chain).
-    Bias,
-    /// C = relu(op(A)·op(B)).
-    Relu,
-    /// C = relu(op(A)·op(B) + bias).
-    BiasRelu,
-}
+/// What is applied to each finished element of C while the tile is in registers
+/// (the kernel IR's choice, made by the schedule): `+ bias[j]`, then relu.
+pub use kiln_ir::kernel::Epilogue;
 
-impl Epilogue {
-    /// Whether the function takes a `bias` pointer.
-    pub fn has_bias(self) -> bool {
-        matches!(self, Epilogue::Bias | Epilogue::BiasRelu)
-    }
-
-    pub fn has_relu(self) -> bool {
-        matches!(self, Epilogue::Relu | Epilogue::BiasRelu)
-    }
-
-    fn flags(self) -> i64 {
-        let bias = if self.has_bias() { flags::ADD_BIAS } else { 0 };
-        let relu = if self.has_relu() { flags::RELU } else { 0 };
-        bias | relu
-    }
+/// The microkernel flags that apply `epilogue`.
+pub(super) fn epilogue_flags(epilogue: Epilogue) -> i64 {
+    let bias = if epilogue.bias { flags::ADD_BIAS } else { 0 };
+    let relu = if epilogue.relu { flags::RELU } else { 0 };
+    bias | relu
 }
 
 /// One matrix multiplication with static sizes.
@@ -231,7 +210,7 @@ impl GemmSpec {
         let a_offset = b_offset + floats(kc.saturating_mul(nc));
         let tile_offset = a_offset.saturating_add(floats(mc.saturating_mul(kc)));
         let bias_offset = tile_offset.saturating_add(floats(mr * nr));
-        let bias_floats = if self.epilogue.has_bias() { nc } else { 0 };
+        let bias_floats = if self.epilogue.bias { nc } else { 0 };
         let bytes = bias_offset.saturating_add(floats(bias_floats));
         Plan {
             mr,
@@ -395,7 +374,7 @@ pub fn define_gemm<M: Module>(
     for ty in [pointer, pointer, pointer, pointer, types::I64, types::I64] {
         driver_sig.params.push(AbiParam::new(ty));
     }
-    if spec.epilogue.has_bias() {
+    if spec.epilogue.bias {
         driver_sig.params.push(AbiParam::new(pointer));
     }
     let driver_id = module

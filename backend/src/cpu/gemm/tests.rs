@@ -4,6 +4,19 @@ use super::*;
 use crate::cpu::{host_isa, OptLevel};
 use cranelift_jit::{JITBuilder, JITModule};
 
+const BIAS: Epilogue = Epilogue {
+    bias: true,
+    relu: false,
+};
+const RELU: Epilogue = Epilogue {
+    bias: false,
+    relu: true,
+};
+const BIAS_RELU: Epilogue = Epilogue {
+    bias: true,
+    relu: true,
+};
+
 type GemmFn = unsafe extern "C" fn(*const f32, *const f32, *mut f32, *mut u8, i64, i64);
 type GemmBiasFn =
     unsafe extern "C" fn(*const f32, *const f32, *mut f32, *mut u8, i64, i64, *const f32);
@@ -72,7 +85,7 @@ impl Entry {
         // SAFETY: the function was defined with this signature; the buffers have the
         // spec's sizes and the workspace its size.
         unsafe {
-            if self.spec.epilogue.has_bias() {
+            if self.spec.epilogue.bias {
                 let f: GemmBiasFn = std::mem::transmute(self.address);
                 f(
                     a.as_ptr(),
@@ -127,10 +140,10 @@ fn reference(spec: &GemmSpec, a: &[f32], b: &[f32], bias: &[f32]) -> Vec<f32> {
                 };
                 acc = a_ip.mul_add(b_pj, acc);
             }
-            if spec.epilogue.has_bias() {
+            if spec.epilogue.bias {
                 acc += bias[j];
             }
-            if spec.epilogue.has_relu() {
+            if spec.epilogue.relu {
                 acc = if acc > 0.0 { acc } else { 0.0 };
             }
             c[i * n + j] = acc;
@@ -232,7 +245,7 @@ fn spec(m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool) -> GemmSpec 
         k,
         trans_a,
         trans_b,
-        epilogue: Epilogue::None,
+        epilogue: Epilogue::default(),
     }
 }
 
@@ -411,7 +424,7 @@ fn negative_zero_products_sum_to_positive_zero() {
 #[test]
 fn epilogues_apply_bias_then_relu_to_the_final_chain() {
     for kernel in kernels() {
-        for epilogue in [Epilogue::Bias, Epilogue::Relu, Epilogue::BiasRelu] {
+        for epilogue in [BIAS, RELU, BIAS_RELU] {
             for &(m, n, k) in &[(13, 33, 31), (6, 16, 8), (7, 9, 0), (67, 70, 65)] {
                 let spec = GemmSpec {
                     epilogue,
@@ -638,7 +651,7 @@ fn exact_row_edge_kernels_match_for_every_remainder() {
                 }
             }
             let spec = GemmSpec {
-                epilogue: Epilogue::BiasRelu,
+                epilogue: BIAS_RELU,
                 ..spec(m, 2 * nr, 9, false, true)
             };
             check(&spec, kernel, &SMALL, rows as u64);
@@ -656,7 +669,7 @@ fn column_edges_match_for_every_width() {
                 let n = nr + cols;
                 check(&spec(m, n, 11, false, false), kernel, &SMALL, cols as u64);
                 let spec = GemmSpec {
-                    epilogue: Epilogue::Bias,
+                    epilogue: BIAS,
                     ..spec(m, n, 6, true, false)
                 };
                 check(&spec, kernel, &SMALL, cols as u64 + 100);
