@@ -18,7 +18,7 @@
 use kiln::compile::compile_with;
 use kiln::passes::pipeline::{self, PipelineOptions};
 use kiln::passes::schedule::{self, matmul::PARALLEL_FLOPS};
-use kiln_ir::kernel::{MicroKernel, Program, Rows};
+use kiln_ir::kernel::{MicroKernel, Program, Split};
 use kiln_ir::random::AWKWARD_F32;
 use kiln_ir::{evaluate, scalar, Feeds, Graph, Precision, Rng, Target, Tensor, TensorType};
 use std::time::Instant;
@@ -83,17 +83,25 @@ impl Product {
         shape
     }
 
-    fn is_parallel(&self, target: &Target) -> bool {
+    /// How the schedule should split the product over the target's threads: by
+    /// columns (true) or rows (false), or not at all. The shorter of m and n stays
+    /// whole, so that each thread repeats the packing of the smaller operand.
+    fn split(&self, target: &Target) -> Option<bool> {
         let (kernel, ..) = schedule::matmul::blocking(target, self.m, self.n, self.k);
-        let rows = match kernel {
-            MicroKernel::Avx512F12x32 => 12,
-            MicroKernel::Avx2Fma6x16 => 6,
-            MicroKernel::F32x4 => 4,
+        let (mr, nr) = match kernel {
+            MicroKernel::Avx512F12x32 => (12, 32),
+            MicroKernel::Avx2Fma6x16 => (6, 16),
+            MicroKernel::F32x4 => (4, 8),
         };
-        self.batches == 1
-            && target.threads > 1
-            && self.m * self.n * self.k >= PARALLEL_FLOPS
-            && self.m >= 2 * rows
+        if self.batches != 1 || target.threads < 2 || self.m * self.n * self.k < PARALLEL_FLOPS {
+            return None;
+        }
+        match (self.m >= 2 * mr, self.n >= 2 * nr) {
+            (true, true) => Some(self.m < self.n),
+            (true, false) => Some(false),
+            (false, true) => Some(true),
+            (false, false) => None,
+        }
     }
 }
 
@@ -184,7 +192,8 @@ fn check(product: Product, seed: u64, awkward: bool) {
             target: Some(target.clone()),
             ..PipelineOptions::default()
         };
-        let parallel = product.is_parallel(&target);
+        let split = product.split(&target);
+        let parallel = split.is_some();
         let microkernel = if target.avx512f {
             MicroKernel::Avx512F12x32
         } else if target.avx2_fma {
@@ -215,15 +224,18 @@ fn check(product: Product, seed: u64, awkward: bool) {
                 "{what}: epilogue of {call:?}"
             );
             assert_eq!(*in_parallel_loop, parallel, "{what}: parallel loop");
-            assert_eq!(
-                matches!(call.rows, Rows::Block { .. }),
-                parallel,
-                "{what}: row blocks"
-            );
-            if let Rows::Block { rows, .. } = call.rows {
-                // Whole tiles per block, and more than one block.
-                assert_eq!(rows % call.tile().0, 0, "{what}: block of {rows} rows");
-                assert!(rows < product.m, "{what}: block of {rows} rows");
+            match (call.split, split) {
+                (Split::All, None) => {}
+                (Split::Rows { rows, .. }, Some(false)) => {
+                    // Whole tiles per block, and more than one block.
+                    assert_eq!(rows % call.tile().0, 0, "{what}: block of {rows} rows");
+                    assert!(rows < product.m, "{what}: block of {rows} rows");
+                }
+                (Split::Cols { cols, .. }, Some(true)) => {
+                    assert_eq!(cols % call.tile().1, 0, "{what}: block of {cols} columns");
+                    assert!(cols < product.n, "{what}: block of {cols} columns");
+                }
+                (got, want) => panic!("{what}: split {got:?}, expected by columns: {want:?}"),
             }
         }
         let mut exe = compile_with(&graph, pipeline::INFERENCE, &options).unwrap();
@@ -283,13 +295,15 @@ fn empty_extents_match_the_interpreter() {
 }
 
 #[test]
-fn a_large_product_splits_into_uneven_row_blocks_exactly() {
-    // 67 rows, a prime, so row blocks are uneven: 36 + 31 with the 6-row and the
-    // 4-row tile on two threads; 613 653 multiply-adds.
-    let product = Product::new(67, 129, 71);
-    assert!(product.m * product.n * product.k >= PARALLEL_FLOPS);
-    check(product, 7, false);
-    check(product, 8, true);
+fn large_products_split_into_uneven_row_or_column_blocks_exactly() {
+    // Primes, so blocks are uneven. 129 x 67: more rows than columns, split by rows
+    // (72 + 57 with the 6-row tile); 67 x 129: split by columns (80 + 49 with the
+    // 16-column tile). 613 653 multiply-adds each.
+    for product in [Product::new(129, 67, 71), Product::new(67, 129, 71)] {
+        assert!(product.m * product.n * product.k >= PARALLEL_FLOPS);
+        check(product, 7, false);
+        check(product, 8, true);
+    }
 }
 
 #[test]

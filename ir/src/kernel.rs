@@ -481,14 +481,28 @@ impl fmt::Display for Slice {
     }
 }
 
-/// Which rows of C a matmul call computes.
+/// Which part of C a matmul call computes: one task's block when the parallel loop
+/// around the call splits C between threads (each task's workspace slice its own).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Rows {
-    /// All `m` rows.
+pub enum Split {
+    /// All of C.
     All,
-    /// Rows `var * rows .. min(m, (var + 1) * rows)`: one task of a parallel loop
-    /// over row blocks; its workspace slice is the task's own.
-    Block { var: VarId, rows: usize },
+    /// Rows `var * rows .. min(m, (var + 1) * rows)`: each task packs all of B.
+    Rows { var: VarId, rows: usize },
+    /// Columns `var * cols .. min(n, (var + 1) * cols)`: each task packs all of A,
+    /// which costs less than packing B twice when A has fewer rows than B columns.
+    Cols { var: VarId, cols: usize },
+}
+
+impl Split {
+    /// The task variable and block size, for a split.
+    pub fn block(self) -> Option<(VarId, usize)> {
+        match self {
+            Split::All => None,
+            Split::Rows { var, rows } => Some((var, rows)),
+            Split::Cols { var, cols } => Some((var, cols)),
+        }
+    }
 }
 
 /// The microkernel a matmul call runs, picked by the schedule for its target.
@@ -572,7 +586,7 @@ pub struct Matmul {
     pub k: usize,
     pub trans_a: bool,
     pub trans_b: bool,
-    pub rows: Rows,
+    pub split: Split,
     pub kernel: MicroKernel,
     /// Cache blocking: rows of A, depth, and columns of B per packed panel.
     pub mc: usize,
@@ -653,8 +667,10 @@ impl fmt::Display for Routine {
                     mm.kc,
                     mm.nc
                 )?;
-                if let Rows::Block { var, rows } = mm.rows {
-                    write!(f, " rows={rows}*{var}")?;
+                match mm.split {
+                    Split::All => {}
+                    Split::Rows { var, rows } => write!(f, " rows={rows}*{var}")?,
+                    Split::Cols { var, cols } => write!(f, " cols={cols}*{var}")?,
                 }
                 if !mm.epilogue.is_none() {
                     write!(f, " epilogue={}", mm.epilogue.name())?;
@@ -1163,22 +1179,27 @@ impl KernelChecker<'_> {
                         "{routine}: blocking must be positive multiples of the {mr}x{nr} tile"
                     ));
                 }
-                if let Rows::Block { var, rows } = mm.rows {
+                if let Some((var, size)) = mm.split.block() {
                     let range = self
                         .scope
                         .iter()
                         .find(|range| range.var == var)
                         .ok_or_else(|| format!("{routine} uses {var} outside its loop"))?;
-                    if rows == 0 || rows % mr != 0 {
-                        return Err(format!("{routine}: row blocks must be multiples of {mr}"));
+                    let (what, tile, extent) = match mm.split {
+                        Split::Cols { .. } => ("column", nr, mm.n),
+                        _ => ("row", mr, mm.m),
+                    };
+                    if size == 0 || size % tile != 0 {
+                        return Err(format!(
+                            "{routine}: {what} blocks must be multiples of {tile}"
+                        ));
                     }
-                    // Tasks beyond the rows of C would compute nothing; more likely a
+                    // Tasks beyond the end of C would compute nothing; more likely a
                     // scheduling bug.
                     if let Some((_, last)) = range.bounds {
-                        if last as usize * rows >= mm.m.max(1) {
+                        if last as usize * size >= extent.max(1) {
                             return Err(format!(
-                                "{routine}: task {last} starts beyond row {}",
-                                mm.m
+                                "{routine}: task {last} starts beyond {what} {extent}"
                             ));
                         }
                     }

@@ -20,7 +20,8 @@
 
 use crate::alloc::{try_vec, OutOfMemory};
 use crate::kernel::{
-    BufferId, Expr, Index, KernelError, Matmul, Program, Routine, Rows, Slice, Stmt, Storage, VarId,
+    BufferId, Expr, Index, KernelError, Matmul, Program, Routine, Slice, Split, Stmt, Storage,
+    VarId,
 };
 use crate::scalar;
 use crate::tensor::Tensor;
@@ -357,16 +358,18 @@ impl<'a> Machine<'a> {
             frame.element(&b.offset),
             frame.element(&c.offset),
         );
-        let rows = match mm.rows {
-            Rows::All => 0..mm.m,
-            Rows::Block { var, rows } => {
-                let task = usize::try_from(frame.var(var)).expect("loop variables are >= 0");
-                let first = (task * rows).min(mm.m);
-                first..((task + 1) * rows).min(mm.m)
-            }
+        let block = |var: VarId, size: usize, extent: usize| {
+            let task = usize::try_from(frame.var(var)).expect("loop variables are >= 0");
+            let first = (task * size).min(extent);
+            first..((task + 1) * size).min(extent)
+        };
+        let (rows, cols) = match mm.split {
+            Split::All => (0..mm.m, 0..mm.n),
+            Split::Rows { var, rows } => (block(var, rows, mm.m), 0..mm.n),
+            Split::Cols { var, cols } => (0..mm.m, block(var, cols, mm.n)),
         };
         for i in rows {
-            for j in 0..mm.n {
+            for j in cols.clone() {
                 let mut acc = 0.0f32;
                 for p in 0..mm.k {
                     let a_element = if mm.trans_a {

@@ -26,7 +26,7 @@
 
 use crate::kernel::{
     Buffer, BufferId, Epilogue, Expr, Index, Kernel, KernelOp, LocalId, LoopKind, Matmul,
-    MicroKernel, Output, Program, Routine, Rows, Scalar, Slice, Stmt, Storage, Update, VType,
+    MicroKernel, Output, Program, Routine, Scalar, Slice, Split, Stmt, Storage, Update, VType,
     VarId,
 };
 use crate::lex::{self, error_at, Syntax, Token};
@@ -455,14 +455,23 @@ impl Parser {
             *size = self.integer(key)?;
         }
         let [m, n, k, mc, kc, nc] = sizes;
-        let rows = if self.peek_word() == Some("rows") {
-            self.attribute("rows")?;
-            let rows = self.integer("the rows of a block")?;
-            self.punct('*', "between the rows of a block and its loop variable")?;
-            let var = self.var_id()?;
-            Rows::Block { var, rows }
-        } else {
-            Rows::All
+        let split = match self.peek_word() {
+            Some(axis @ ("rows" | "cols")) => {
+                let axis = axis.to_string();
+                self.attribute(&axis)?;
+                let size = self.integer(&format!("the {axis} of a block"))?;
+                self.punct(
+                    '*',
+                    &format!("between the {axis} of a block and its loop variable"),
+                )?;
+                let var = self.var_id()?;
+                if axis == "rows" {
+                    Split::Rows { var, rows: size }
+                } else {
+                    Split::Cols { var, cols: size }
+                }
+            }
+            _ => Split::All,
         };
         let epilogue = if self.peek_word() == Some("epilogue") {
             self.attribute("epilogue")?;
@@ -505,7 +514,7 @@ impl Parser {
             k,
             trans_a,
             trans_b,
-            rows,
+            split,
             kernel,
             mc,
             kc,

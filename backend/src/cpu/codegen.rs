@@ -32,7 +32,7 @@ use cranelift_codegen::ir::{
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use cranelift_module::{FuncId, Linkage, Module, ModuleError};
 use kiln_ir::kernel::{
-    BufferId, Expr, Index, Kernel, LoopKind, Matmul, Program, Routine, Rows, Scalar, Slice, Stmt,
+    BufferId, Expr, Index, Kernel, LoopKind, Matmul, Program, Routine, Scalar, Slice, Split, Stmt,
     VType, VarId,
 };
 use kiln_ir::{BinaryOp, CmpOp, DType, UnaryOp};
@@ -314,10 +314,10 @@ struct FnGen<'a, 'f> {
     gemms: Vec<(Matmul, FuncRef)>,
 }
 
-/// The routine a matmul call needs: the rows it covers are a run-time argument.
+/// The routine a matmul call needs: the block it covers is a run-time argument.
 fn gemm_key(matmul: &Matmul) -> Matmul {
     Matmul {
-        rows: Rows::All,
+        split: Split::All,
         ..*matmul
     }
 }
@@ -469,8 +469,9 @@ impl FnGen<'_, '_> {
         Ok(())
     }
 
-    /// `gemm(a, b, c, workspace, row_begin, row_end [, bias])` with the slices'
-    /// addresses and the call's rows (a block's end clamped to m).
+    /// `gemm(a, b, c, workspace, row_begin, row_end, col_begin, col_end [, bias])`
+    /// with the slices' addresses and the call's block of C (a block's end clamped to
+    /// m or n).
     fn matmul_call(&mut self, matmul: &Matmul, args: &[Slice]) -> Result<(), BackendError> {
         let key = gemm_key(matmul);
         let func = self
@@ -483,22 +484,29 @@ impl FnGen<'_, '_> {
             .iter()
             .map(|slice| self.full_address(slice.buffer, &slice.offset))
             .collect();
-        let m = i64::try_from(matmul.m).expect("Program::check bounds sizes");
-        let (begin, end) = match matmul.rows {
-            Rows::All => (
-                self.b.ins().iconst(types::I64, 0),
-                self.b.ins().iconst(types::I64, m),
-            ),
-            Rows::Block { var, rows } => {
-                let rows = i64::try_from(rows).expect("Program::check bounds rows");
-                let begin = self.b.ins().imul_imm_s(self.vars[&var], rows);
-                let next = self.b.ins().iadd_imm_s(begin, rows);
-                let m = self.b.ins().iconst(types::I64, m);
-                (begin, self.b.ins().smin(next, m))
-            }
+        let whole = |e: &mut Self, extent: usize| {
+            let extent = i64::try_from(extent).expect("Program::check bounds sizes");
+            [
+                e.b.ins().iconst(types::I64, 0),
+                e.b.ins().iconst(types::I64, extent),
+            ]
         };
-        // The bias, when the epilogue has one, comes after the rows.
-        operands.splice(4..4, [begin, end]);
+        // Task `var`'s block `var * size .. min(extent, (var + 1) * size)`.
+        let block = |e: &mut Self, var: VarId, size: usize, extent: usize| {
+            let size = i64::try_from(size).expect("Program::check bounds blocks");
+            let extent = i64::try_from(extent).expect("Program::check bounds sizes");
+            let begin = e.b.ins().imul_imm_s(e.vars[&var], size);
+            let next = e.b.ins().iadd_imm_s(begin, size);
+            let extent = e.b.ins().iconst(types::I64, extent);
+            [begin, e.b.ins().smin(next, extent)]
+        };
+        let (rows, cols) = match matmul.split {
+            Split::All => (whole(self, matmul.m), whole(self, matmul.n)),
+            Split::Rows { var, rows } => (block(self, var, rows, matmul.m), whole(self, matmul.n)),
+            Split::Cols { var, cols } => (whole(self, matmul.m), block(self, var, cols, matmul.n)),
+        };
+        // The bias, when the epilogue has one, comes after the ranges.
+        operands.splice(4..4, rows.into_iter().chain(cols));
         self.b.ins().call(func, &operands);
         Ok(())
     }

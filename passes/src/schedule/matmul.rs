@@ -7,24 +7,26 @@
 //! bit for bit (each C element is the fma chain over k from +0, in order). This step
 //! picks, for the target:
 //!
-//! - the microkernel: 512-bit AVX-512F 12x32, else 256-bit AVX2/FMA 6x16 when the target has it, else the
-//!   portable `f32x4` one;
+//! - the microkernel: 512-bit AVX-512F 12x32, else 256-bit AVX2/FMA 6x16 when the
+//!   target has it, else the portable `f32x4` one;
 //! - the cache blocking: a kc×16 micro-panel of B fills half of L1, an mc×kc panel
 //!   of A half of L2, a kc×nc panel of B half of this thread's share of L3;
-//! - threads: with more than one, C's rows are split into one block per thread (a
-//!   multiple of the tile's rows) in a parallel loop, each task with its own
-//!   workspace; a product under [`PARALLEL_FLOPS`] is not split (waking threads costs
-//!   more than it saves). Batched matmuls run their batches one after the other.
+//! - threads: with more than one, C is split into one block per thread in a parallel
+//!   loop, each task with its own workspace: by columns (a multiple of the tile's
+//!   columns) when C has fewer rows than columns, else by rows, so that the tasks
+//!   repeat the packing of the smaller operand; a product under [`PARALLEL_FLOPS`]
+//!   is not split (waking threads costs more than it saves). Batched matmuls run
+//!   their batches one after the other.
 //!
 //! ```text
 //! kernel k0 matmul {                 ==>   kernel k0 matmul {
 //!   for i0 in 0..128 {                       for i0 in 0..2 parallel {
-//!     for i1 in 0..512 { ... fma ... }         call matmul.nn.avx2 m=128 n=512 k=784 ... rows=66*i0 (b0[0; 100352], ...)
+//!     for i1 in 0..512 { ... fma ... }         call matmul.nn.avx2 m=128 n=512 k=784 ... cols=256*i0 (b0[0; 100352], ...)
 //! ```
 
 use kiln_ir::kernel::{
     BufferId, Epilogue, Index, Kernel, KernelOp, LoopKind, Matmul, MicroKernel, Program, Routine,
-    Rows, Slice, Stmt, Storage, VarId,
+    Slice, Split, Stmt, Storage, VarId,
 };
 use kiln_ir::{Target, TensorType};
 
@@ -65,7 +67,7 @@ pub fn blocking(
         k,
         trans_a: false,
         trans_b: false,
-        rows: Rows::All,
+        split: Split::All,
         kernel,
         mc: 1,
         kc: 1,
@@ -79,6 +81,39 @@ pub fn blocking(
     let l3_share = target.l3_bytes / target.threads.max(1);
     let nc = ((l3_share / 2 / (kc * f32_bytes)) / nr * nr).clamp(nr, 4096);
     (kernel, mc, kc, nc)
+}
+
+/// How a single matmul `call` splits over `threads` as tasks numbered by `var`: the
+/// split and the number of tasks, or `None` to run on one thread (batches, small products,
+/// or both axes shorter than two tiles). Splitting rows makes every task pack all of
+/// B (k×n), splitting columns all of A (m×k): the shorter of m and n is kept whole.
+fn split(call: &Matmul, batches: usize, threads: usize, var: VarId) -> Option<(Split, usize)> {
+    let (m, n, k) = (call.m, call.n, call.k);
+    let (mr, nr) = call.tile();
+    let work = m.saturating_mul(n).saturating_mul(k);
+    if batches != 1 || threads < 2 || work < PARALLEL_FLOPS {
+        return None;
+    }
+    let by_rows = |m: usize| {
+        let rows = m.div_ceil(threads).div_ceil(mr) * mr;
+        (false, rows, m.div_ceil(rows))
+    };
+    let by_cols = |n: usize| {
+        let cols = n.div_ceil(threads).div_ceil(nr) * nr;
+        (true, cols, n.div_ceil(cols))
+    };
+    let (cols, size, count) = match (m >= 2 * mr, n >= 2 * nr) {
+        (true, true) if m < n => by_cols(n),
+        (true, _) => by_rows(m),
+        (false, true) => by_cols(n),
+        (false, false) => return None,
+    };
+    let split = if cols {
+        Split::Cols { var, cols: size }
+    } else {
+        Split::Rows { var, rows: size }
+    };
+    Some((split, count))
 }
 
 fn schedule(program: &mut Program, op: &KernelOp, target: &Target) -> Vec<Stmt> {
@@ -102,7 +137,7 @@ fn schedule(program: &mut Program, op: &KernelOp, target: &Target) -> Vec<Stmt> 
         k,
         trans_a,
         trans_b,
-        rows: Rows::All,
+        split: Split::All,
         kernel,
         mc,
         kc,
@@ -112,20 +147,12 @@ fn schedule(program: &mut Program, op: &KernelOp, target: &Target) -> Vec<Stmt> 
             relu,
         },
     };
-    let (mr, _) = call.tile();
-    let work = m.saturating_mul(n).saturating_mul(k);
-    let threads = target.threads.max(1);
-    let tasks = if batches == 1 && threads > 1 && work >= PARALLEL_FLOPS && m >= 2 * mr {
-        let rows = m.div_ceil(threads).div_ceil(mr) * mr;
-        Some((rows, m.div_ceil(rows)))
-    } else {
-        None
-    };
+    // Loop variables of the scheduled kernel are fresh: the old body is dropped.
+    let var = VarId(0);
+    let tasks = split(&call, batches, target.threads.max(1), var);
     let ws_len = call.workspace_len();
     let ws_tasks = tasks.map_or(1, |(_, count)| count);
     let workspace = program.add_buffer(TensorType::f32([ws_tasks * ws_len]), Storage::Temp);
-    // Loop variables of the scheduled kernel are fresh: the old body is dropped.
-    let var = VarId(0);
     let slice = |buffer: BufferId, offset: Index, len: usize| Slice {
         buffer,
         offset,
@@ -135,8 +162,8 @@ fn schedule(program: &mut Program, op: &KernelOp, target: &Target) -> Vec<Stmt> 
     // The epilogue's bias, for every call (the lowering gives a bias to one batch only).
     let bias = bias.map(|bias| whole(bias, n));
     match tasks {
-        Some((rows, count)) if count > 1 => {
-            call.rows = Rows::Block { var, rows };
+        Some((split, count)) if count > 1 => {
+            call.split = split;
             let args = [
                 whole(a, m * k),
                 whole(b, k * n),

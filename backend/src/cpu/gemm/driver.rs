@@ -421,18 +421,22 @@ pub(super) fn build(
     e.b.append_block_params_for_function_params(entry);
     e.b.switch_to_block(entry);
     let params = e.b.block_params(entry).to_vec();
-    let (a, b, c, workspace, row_begin, row_end) = (
-        params[0], params[1], params[2], params[3], params[4], params[5],
-    );
-    let bias = spec.epilogue.bias.then(|| params[6]);
+    let (a, b, c, workspace) = (params[0], params[1], params[2], params[3]);
+    let bias = spec.epilogue.bias.then(|| params[8]);
     let (m, n, k) = (spec.m, spec.n, spec.k);
 
-    // Clamp the row range to [0, m] so that a bad range cannot write outside C.
+    // Clamp the ranges to [0, m] and [0, n] so that a bad range cannot write outside
+    // C; an end below its begin is an empty range.
     let zero = e.iconst(0);
-    let m_value = e.iconst(m);
-    let row_begin = e.b.ins().smax(row_begin, zero);
-    let row_begin = e.min(row_begin, m_value);
-    let row_end = e.min(row_end, m_value);
+    let mut clamp = |begin: Value, end: Value, extent: usize| {
+        let extent = e.iconst(extent);
+        let begin = e.b.ins().smax(begin, zero);
+        let begin = e.min(begin, extent);
+        let end = e.min(end, extent);
+        (begin, end)
+    };
+    let (row_begin, row_end) = clamp(params[4], params[5], m);
+    let (col_begin, col_end) = clamp(params[6], params[7], n);
 
     if m == 0 || n == 0 {
         // Nothing to write; the workspace may be empty.
@@ -443,11 +447,9 @@ pub(super) fn build(
     }
     if k == 0 {
         // No products: every element is the empty chain +0.0, then the epilogue.
-        let n_value = e.iconst(n);
         e.for_range(row_begin, row_end, 1, |e, i| {
             let row = e.offset(c, i, n * 4);
-            let zero = e.iconst(0);
-            e.for_range(zero, n_value, 1, |e, j| {
+            e.for_range(col_begin, col_end, 1, |e, j| {
                 let mut value = e.b.ins().f32const(0.0);
                 if let Some(bias) = bias {
                     let bias_address = e.offset(bias, j, 4);
@@ -468,9 +470,13 @@ pub(super) fn build(
     }
 
     // An empty range returns before packing B.
-    let empty =
+    let no_rows =
         e.b.ins()
             .icmp(IntCC::SignedGreaterThanOrEqual, row_begin, row_end);
+    let no_cols =
+        e.b.ins()
+            .icmp(IntCC::SignedGreaterThanOrEqual, col_begin, col_end);
+    let empty = e.b.ins().bor(no_rows, no_cols);
     let done = e.b.create_block();
     let work = e.b.create_block();
     e.b.ins().brif(empty, done, &[], work, &[]);
@@ -488,11 +494,10 @@ pub(super) fn build(
     let (b_index_stride, b_depth_stride) = if spec.trans_b { (k * 4, 4) } else { (4, n * 4) };
     let epilogue_flags = super::epilogue_flags(spec.epilogue);
 
-    let n_value = e.iconst(n);
     let k_value = e.iconst(k);
-    e.for_range(zero, n_value, plan.nc, |e, jc| {
+    e.for_range(col_begin, col_end, plan.nc, |e, jc| {
         let nc_limit = e.iconst(plan.nc);
-        let n_left = e.b.ins().isub(n_value, jc);
+        let n_left = e.b.ins().isub(col_end, jc);
         let nc_cur = e.min(nc_limit, n_left);
         if let Some(bias) = bias {
             // Zero padded so that the kernel can read a full NR columns at an edge.

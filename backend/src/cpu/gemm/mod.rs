@@ -13,18 +13,21 @@
 //!
 //! ```text
 //! extern "C" fn(a: *const f32, b: *const f32, c: *mut f32, workspace: *mut u8,
-//!               row_begin: i64, row_end: i64 [, bias: *const f32])
+//!               row_begin: i64, row_end: i64, col_begin: i64, col_end: i64
+//!               [, bias: *const f32])
 //! ```
 //!
-//! (the `bias` parameter exists only when the epilogue adds a bias). It computes rows
-//! `[row_begin, row_end)` of `C = op(A)·op(B)`, row-major, where `op` transposes when
-//! the spec's flag is set: A is m×k (or k×m when `trans_a`), B is k×n (or n×k when
-//! `trans_b`), C is m×n and those rows are fully overwritten. The range is clamped to
-//! `[0, m]`. `workspace` must hold [`GemmSpec::workspace_bytes`] bytes (64-byte
-//! alignment is best, 4 is enough) and belong to the calling thread: threads call the
-//! function on disjoint row ranges, each with its own workspace, and each packs its
-//! own copy of B. Splitting the rows at multiples of [`MicroKernelCode::mr`] (or of 12,
-//! good for both kernels) avoids partial tiles at the seam.
+//! (the `bias` parameter exists only when the epilogue adds a bias). It computes the
+//! block of rows `[row_begin, row_end)` and columns `[col_begin, col_end)` of `C =
+//! op(A)·op(B)`, row-major, where `op` transposes when the spec's flag is set: A is
+//! m×k (or k×m when `trans_a`), B is k×n (or n×k when `trans_b`), C is m×n and that
+//! block is fully overwritten. The ranges are clamped to `[0, m]` and `[0, n]`.
+//! `workspace` must hold [`GemmSpec::workspace_bytes`] bytes (64-byte alignment is
+//! best, 4 is enough) and belong to the calling thread: threads call the function on
+//! disjoint blocks, each with its own workspace; each packs the A rows and B columns
+//! of its block, so a split by rows repeats B's packing and a split by columns A's.
+//! Splitting at multiples of [`MicroKernelCode::mr`] rows or
+//! [`MicroKernelCode::nr`] columns avoids partial tiles at the seam.
 //!
 //! Typical use: `define_gemm(&mut module, "kiln_mm3", &spec, MicroKernel::Avx2Fma6x16,
 //! &blocking)` with the schedule's blocking, then per thread a workspace of
@@ -371,7 +374,16 @@ pub fn define_gemm<M: Module>(
     }
 
     let mut driver_sig = module.make_signature();
-    for ty in [pointer, pointer, pointer, pointer, types::I64, types::I64] {
+    for ty in [
+        pointer,
+        pointer,
+        pointer,
+        pointer,
+        types::I64,
+        types::I64,
+        types::I64,
+        types::I64,
+    ] {
         driver_sig.params.push(AbiParam::new(ty));
     }
     if spec.epilogue.bias {

@@ -17,9 +17,9 @@ const BIAS_RELU: Epilogue = Epilogue {
     relu: true,
 };
 
-type GemmFn = unsafe extern "C" fn(*const f32, *const f32, *mut f32, *mut u8, i64, i64);
+type GemmFn = unsafe extern "C" fn(*const f32, *const f32, *mut f32, *mut u8, i64, i64, i64, i64);
 type GemmBiasFn =
-    unsafe extern "C" fn(*const f32, *const f32, *mut f32, *mut u8, i64, i64, *const f32);
+    unsafe extern "C" fn(*const f32, *const f32, *mut f32, *mut u8, i64, i64, i64, i64, *const f32);
 
 /// A JIT-compiled GEMM; frees its code when dropped.
 struct Compiled {
@@ -75,12 +75,28 @@ fn compile(
 }
 
 impl Entry {
-    /// Runs rows `[row_begin, row_end)` into `c` with a fresh workspace.
+    /// Runs rows `[row_begin, row_end)` of C (all columns) into `c` with a fresh
+    /// workspace.
     fn run(&self, a: &[f32], b: &[f32], bias: &[f32], c_address: usize, rows: (usize, usize)) {
+        self.run_block(a, b, bias, c_address, rows, (0, self.spec.n));
+    }
+
+    /// Runs the block of rows `[row_begin, row_end)` and columns `[col_begin,
+    /// col_end)` into `c` with a fresh workspace.
+    fn run_block(
+        &self,
+        a: &[f32],
+        b: &[f32],
+        bias: &[f32],
+        c_address: usize,
+        rows: (usize, usize),
+        cols: (usize, usize),
+    ) {
         // Unaligned on purpose (by 4 bytes): the kernel must not assume alignment.
         let mut workspace = vec![0u8; self.workspace_bytes + 8];
         let workspace_ptr = workspace[4..].as_mut_ptr();
         let (row_begin, row_end) = (rows.0 as i64, rows.1 as i64);
+        let (col_begin, col_end) = (cols.0 as i64, cols.1 as i64);
         let c = c_address as *mut f32;
         // SAFETY: the function was defined with this signature; the buffers have the
         // spec's sizes and the workspace its size.
@@ -94,11 +110,22 @@ impl Entry {
                     workspace_ptr,
                     row_begin,
                     row_end,
+                    col_begin,
+                    col_end,
                     bias.as_ptr(),
                 );
             } else {
                 let f: GemmFn = std::mem::transmute(self.address);
-                f(a.as_ptr(), b.as_ptr(), c, workspace_ptr, row_begin, row_end);
+                f(
+                    a.as_ptr(),
+                    b.as_ptr(),
+                    c,
+                    workspace_ptr,
+                    row_begin,
+                    row_end,
+                    col_begin,
+                    col_end,
+                );
             }
         }
     }
@@ -369,6 +396,50 @@ fn two_threads_on_split_row_ranges_match_and_touch_only_their_rows() {
 }
 
 #[test]
+fn two_threads_on_split_column_ranges_match_and_touch_only_their_columns() {
+    // Splits at a multiple of every kernel's NR and not; the bias is indexed by the
+    // absolute column.
+    for kernel in kernels() {
+        for (split, &(m, n, k)) in [(32, (29, 70, 65)), (13, (7, 33, 31)), (0, (5, 17, 9))]
+            .iter()
+            .map(|(split, size)| (*split, size))
+        {
+            for epilogue in [Epilogue::default(), BIAS_RELU] {
+                let spec = GemmSpec {
+                    epilogue,
+                    ..spec(m, n, k, false, true)
+                };
+                let compiled = compile(&spec, kernel, &SMALL, OptLevel::Speed);
+                let (a, b, bias) = (values(m * k, 21), values(k * n, 22), values(n, 23));
+                let sentinel = f32::from_bits(0x7fc0_1234);
+                let mut c = vec![sentinel; m * n];
+                let c_address = c.as_mut_ptr() as usize;
+                let entry = compiled.entry;
+                std::thread::scope(|scope| {
+                    scope.spawn(|| entry.run_block(&a, &b, &bias, c_address, (0, m), (0, split)));
+                    scope.spawn(|| entry.run_block(&a, &b, &bias, c_address, (0, m), (split, n)));
+                });
+                let want = reference(&spec, &a, &b, &bias);
+                assert_same(&c, &want, &format!("{kernel:?} {spec:?} two threads"));
+
+                // One range alone leaves the other columns as they were.
+                let mut c = vec![sentinel; m * n];
+                compiled.run_block(&a, &b, &bias, c.as_mut_ptr() as usize, (0, m), (split, n));
+                for (row, (got, want)) in c.chunks(n).zip(want.chunks(n)).enumerate() {
+                    assert!(
+                        got[..split]
+                            .iter()
+                            .all(|x| x.to_bits() == sentinel.to_bits()),
+                        "{kernel:?} {spec:?}: row {row} written left of the block"
+                    );
+                    assert_same(&got[split..], &want[split..], "second block");
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn out_of_range_rows_are_clamped() {
     for kernel in kernels() {
         let spec = spec(7, 9, 5, false, false);
@@ -388,6 +459,8 @@ fn out_of_range_rows_are_clamped() {
                 workspace.as_ptr() as *mut u8,
                 -5,
                 1 << 40,
+                -3,
+                1 << 41,
             )
         };
         assert_same(&c, &reference(&spec, &a, &b, &[]), "clamped");
@@ -586,7 +659,7 @@ fn several_gemms_share_one_module() {
 
 #[test]
 fn the_kernel_ir_and_the_code_agree_on_tile_sizes() {
-    use kiln_ir::kernel::{Matmul, Rows};
+    use kiln_ir::kernel::{Matmul, Split};
     for kernel in MicroKernel::ALL {
         let call = Matmul {
             m: 1,
@@ -594,7 +667,7 @@ fn the_kernel_ir_and_the_code_agree_on_tile_sizes() {
             k: 1,
             trans_a: false,
             trans_b: false,
-            rows: Rows::All,
+            split: Split::All,
             kernel,
             mc: kernel.mr(),
             kc: 1,
