@@ -1,5 +1,5 @@
 //! Lowering: a verified tensor graph becomes a kernel-IR program, one kernel per
-//! computing node, in the graph's topological order.
+//! computing node (or fused chain of them), in the graph's topological order.
 //!
 //! Assumes a graph that passes `verify`. Guarantees a program that passes
 //! `Program::check`: every input and parameter keeps a buffer of its own (used or not),
@@ -24,11 +24,19 @@
 //!   the matmul (`KernelOp::Matmul`) so a schedule can call a packed routine instead.
 //! - An output that reads a parameter which an update replaces is copied, so it still
 //!   shows the value the run started from.
+//! - Fusion: an elementwise op, broadcast or transpose whose value is read exactly
+//!   once, by an elementwise op or a transpose (or, for a broadcast or transpose, by a
+//!   broadcast), and that is no output or update, gets no kernel and no buffer: its
+//!   expression is computed inside its reader's loop, its reads re-indexed through the
+//!   reader's strides ([`fusable`], [`Lowering::expand`]). Each element is still
+//!   computed once, with the same operations in the same order, so values do not
+//!   change. The kernel is named after the ops in it (`fused.add.relu`). A value read
+//!   twice keeps its buffer: recomputing it would cost more than the pass it saves.
 //!
 //! ```text
-//! %2 = add %0, %1 : f32[2,3]         kernel k0 add {
-//!                             ==>      for i0 in 0..6 {
-//!                                        b2[i0] = add(b0[i0], b1[i0])
+//! %2 = add %0, %1 : f32[2,3]         kernel k0 fused.add.relu {
+//! %3 = relu %2 : f32[2,3]     ==>      for i0 in 0..6 {
+//!                                        b2[i0] = relu(add(b0[i0], b1[i0]))
 //! ```
 
 use kiln_ir::kernel::{
