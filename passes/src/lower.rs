@@ -28,7 +28,7 @@
 //!   once, by an elementwise op or a transpose (or, for a broadcast or transpose, by a
 //!   broadcast), and that is no output or update, gets no kernel and no buffer: its
 //!   expression is computed inside its reader's loop, its reads re-indexed through the
-//!   reader's strides ([`fusable`], [`Lowering::expand`]). Each element is still
+//!   reader's strides (`fusable`, `Lowering::expand`). Each element is still
 //!   computed once, with the same operations in the same order, so values do not
 //!   change. The kernel is named after the ops in it (`fused.add.relu`). A value read
 //!   twice keeps its buffer: recomputing it would cost more than the pass it saves.
