@@ -308,12 +308,13 @@ fn large_products_split_into_uneven_row_or_column_blocks_exactly() {
 
 #[test]
 fn long_contractions_and_tall_products_cross_the_cache_blocks_exactly() {
-    // The blocking depends on the target (tile, caches), not on the extents: take
-    // the largest KC and MC of the four, so every target's blocks are crossed.
+    // The blocking depends on the target (tile, caches) and on k, which is split into
+    // equal blocks: take the largest KC and MC of the four for a long k, so every
+    // target's blocks are crossed.
     let blockings: Vec<(usize, usize)> = targets()
         .iter()
         .map(|(_, target)| {
-            let (_, mc, kc, _) = schedule::matmul::blocking(target, 1, 1, 1);
+            let (_, mc, kc, _) = schedule::matmul::blocking(target, 1, 1, 1 << 20);
             (mc, kc)
         })
         .collect();

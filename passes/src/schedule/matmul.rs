@@ -9,8 +9,9 @@
 //!
 //! - the microkernel: 512-bit AVX-512F 12x32, else 256-bit AVX2/FMA 6x16 when the
 //!   target has it, else the portable `f32x4` one;
-//! - the cache blocking: a kc×16 micro-panel of B fills half of L1, an mc×kc panel
-//!   of A half of L2, a kc×nc panel of B half of this thread's share of L3;
+//! - the cache blocking: a kc×nr micro-panel of B fills at most half of L1 (k split
+//!   into equal blocks), an mc×kc panel of A half of L2, a kc×nc panel of B half of
+//!   this thread's share of L3;
 //! - threads: with more than one, C is split into one block per thread in a parallel
 //!   loop, each task with its own workspace: by columns (a multiple of the tile's
 //!   columns) when C has fewer rows than columns, else by rows, so that the tasks
@@ -77,6 +78,9 @@ pub fn blocking(
     let (mr, nr) = probe.tile();
     let f32_bytes = 4;
     let kc = (target.l1d_bytes / 2 / (nr * f32_bytes)).clamp(64, 512);
+    // Equal KC blocks (784 as 4 x 196, not 4 x 192 + 16): every block loads and
+    // stores each tile of C, so a short last block costs that for few products.
+    let kc = k.div_ceil(k.div_ceil(kc).max(1)).max(1);
     let mc = ((target.l2_bytes / 2 / (kc * f32_bytes)) / mr * mr).clamp(mr, 64 * mr);
     let l3_share = target.l3_bytes / target.threads.max(1);
     let nc = ((l3_share / 2 / (kc * f32_bytes)) / nr * nr).clamp(nr, 4096);
