@@ -33,7 +33,10 @@
 //! output "y" = b4        b4 temp  [2,3]  @0      arena 192 bytes, unplanned 256
 //! ```
 
-use kiln_ir::kernel::{loop_trips, BufferId, Expr, Index, Kernel, Program, Stmt, Storage, VarId};
+use kiln_ir::kernel::{
+    loop_trips, BufferId, Expr, Index, Kernel, Matmul, Program, Routine, Slice, Stmt, Storage,
+    VarId,
+};
 use kiln_ir::DType;
 use std::collections::{BTreeSet, HashMap};
 
@@ -370,7 +373,15 @@ fn reads_param_only_where_it_writes(kernel: &Kernel, param: BufferId, value: Buf
         Stmt::Store { value: expr, .. } | Stmt::Assign { value: expr, .. } => {
             safe &= !loads_buffer(expr, param);
         }
-        // A routine's order of reads and writes is its own: never share storage.
+        // A matmul whose update epilogue reads `param` and writes `value` element
+        // by element (the routine reads each element of the parameter just before
+        // it writes the same element of C, and never after) is that one store.
+        Stmt::Call {
+            routine: Routine::Matmul(matmul),
+            args,
+        } if steps_in_place(matmul, args, param, value) => stores += 1,
+        // Any other routine's order of reads and writes is its own: never share
+        // storage.
         Stmt::Call { args, .. } => {
             safe &= args
                 .iter()
@@ -379,6 +390,23 @@ fn reads_param_only_where_it_writes(kernel: &Kernel, param: BufferId, value: Buf
         Stmt::Loop { .. } => {}
     });
     safe && stores == 1
+}
+
+/// Whether a matmul call writes C = `value` from the parameter `param` of its update
+/// epilogue at the same elements (equal slices), and passes neither otherwise.
+fn steps_in_place(matmul: &Matmul, args: &[Slice], param: BufferId, value: BufferId) -> bool {
+    let (Some(c), Some(from)) = (args.get(2), args.last()) else {
+        return false;
+    };
+    let last = args.len() - 1;
+    matmul.epilogue.update.is_some()
+        && c.buffer == value
+        && from.buffer == param
+        && c.offset == from.offset
+        && c.len == from.len
+        && args.iter().enumerate().all(|(at, slice)| {
+            at == 2 || at == last || (slice.buffer != param && slice.buffer != value)
+        })
 }
 
 /// The loops around a statement, `(var, trips, step)`, outermost first.

@@ -533,34 +533,43 @@ impl MicroKernel {
     }
 }
 
-/// What a matmul applies to each finished element of C (its fma chain `acc`), in
-/// this order: `acc + bias[j]` (an f32 add), then relu (`x > 0 ? x : +0`). The
-/// routine applies it while the tile of C is still in registers, so a bias-add and
-/// activation after a matmul cost no pass over memory.
+/// What a matmul applies to each finished element of C (its fma chain `acc`): either
+/// `acc + bias[j]` (an f32 add) and/or relu (`x > 0 ? x : +0`), in that order, or a
+/// gradient-descent step `param[i][j] - scale * acc` (an f32 multiply, then an f32
+/// subtract: the SGD update of a weight whose gradient the matmul computes). The
+/// routine applies it to each tile of C while it is in registers or L1, so the
+/// following elementwise pass over memory disappears.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Epilogue {
     /// Add a row vector of n elements (the call's fifth argument) to every row.
     pub bias: bool,
     pub relu: bool,
+    /// The f32 bits of `scale` for the descent step, whose m×n `param` is the call's
+    /// last argument. Only alone, and only when k fits one KC block (the routine
+    /// has then no partial sums to keep while it overwrites C).
+    pub update: Option<u32>,
 }
 
 impl Epilogue {
     /// Whether C is the plain product.
     pub fn is_none(self) -> bool {
-        !self.bias && !self.relu
+        !self.bias && !self.relu && self.update.is_none()
     }
 
-    /// `bias`, `relu`, `bias.relu`, or `none`: the text form.
-    pub fn name(self) -> &'static str {
-        match (self.bias, self.relu) {
-            (false, false) => "none",
-            (true, false) => "bias",
-            (false, true) => "relu",
-            (true, true) => "bias.relu",
+    /// The descent step's scale.
+    pub fn update_scale(self) -> Option<f32> {
+        self.update.map(f32::from_bits)
+    }
+
+    /// The epilogue `param - scale * acc`.
+    pub fn update(scale: f32) -> Epilogue {
+        Epilogue {
+            update: Some(scale.to_bits()),
+            ..Epilogue::default()
         }
     }
 
-    /// The epilogue named `name` (see [`Epilogue::name`]).
+    /// The epilogue named `name` (see the `Display` form), except `update(..)`.
     pub fn from_name(name: &str) -> Option<Epilogue> {
         let (bias, relu) = match name {
             "none" => (false, false),
@@ -569,7 +578,26 @@ impl Epilogue {
             "bias.relu" => (true, true),
             _ => return None,
         };
-        Some(Epilogue { bias, relu })
+        Some(Epilogue {
+            bias,
+            relu,
+            update: None,
+        })
+    }
+}
+
+impl fmt::Display for Epilogue {
+    /// `bias`, `relu`, `bias.relu`, `update(0.01)` or `none`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(scale) = self.update_scale() {
+            return write!(f, "update({})", Scalar::F32(scale));
+        }
+        f.write_str(match (self.bias, self.relu) {
+            (false, false) => "none",
+            (true, false) => "bias",
+            (false, true) => "relu",
+            (true, true) => "bias.relu",
+        })
     }
 }
 
@@ -614,6 +642,9 @@ impl Routine {
                 ];
                 if mm.epilogue.bias {
                     params.push(("bias", mm.n, false));
+                }
+                if mm.epilogue.update.is_some() {
+                    params.push(("param", mm.m * mm.n, false));
                 }
                 params
             }
@@ -673,7 +704,7 @@ impl fmt::Display for Routine {
                     Split::Cols { var, cols } => write!(f, " cols={cols}*{var}")?,
                 }
                 if !mm.epilogue.is_none() {
-                    write!(f, " epilogue={}", mm.epilogue.name())?;
+                    write!(f, " epilogue={}", mm.epilogue)?;
                 }
                 Ok(())
             }
@@ -778,6 +809,9 @@ pub enum KernelOp {
         bias: Option<BufferId>,
         /// Then relu; only with one batch.
         relu: bool,
+        /// Instead, the descent step `param - scale * c` (see [`Epilogue`]): the
+        /// parameter's buffer and the f32 bits of the scale; only with one batch.
+        update: Option<(BufferId, u32)>,
     },
 }
 
@@ -1179,6 +1213,15 @@ impl KernelChecker<'_> {
                         "{routine}: blocking must be positive multiples of the {mr}x{nr} tile"
                     ));
                 }
+                if mm.epilogue.update.is_some() && (mm.epilogue.bias || mm.epilogue.relu) {
+                    return Err(format!("{routine}: an update epilogue comes alone"));
+                }
+                if mm.epilogue.update.is_some() && mm.kc < mm.k {
+                    return Err(format!(
+                        "{routine}: an update epilogue needs k in one KC block (kc >= {})",
+                        mm.k
+                    ));
+                }
                 if let Some((var, size)) = mm.split.block() {
                     let range = self
                         .scope
@@ -1493,6 +1536,7 @@ impl fmt::Display for KernelOp {
                 trans_b,
                 bias,
                 relu,
+                update,
             } => {
                 write!(
                     f,
@@ -1505,6 +1549,13 @@ impl fmt::Display for KernelOp {
                 }
                 if *relu {
                     write!(f, " relu")?;
+                }
+                if let Some((param, scale)) = update {
+                    write!(
+                        f,
+                        " update={param} scale={}",
+                        Scalar::F32(f32::from_bits(*scale))
+                    )?;
                 }
                 Ok(())
             }
@@ -1632,6 +1683,7 @@ mod tests {
             trans_b: true,
             bias: None,
             relu: false,
+            update: None,
         });
         let text = program.to_string();
         assert!(

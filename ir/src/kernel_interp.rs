@@ -348,11 +348,14 @@ impl<'a> Machine<'a> {
     /// C = op(A) * op(B) for the rows the call covers, each element the f32 fma chain
     /// over k in increasing order from +0, then the epilogue.
     fn matmul(&mut self, mm: &Matmul, args: &[Slice], frame: &Frame) -> Result<(), RunError> {
-        let (a, b, c, bias) = match args {
-            [a, b, c, _workspace] => (a, b, c, None),
-            [a, b, c, _workspace, bias] => (a, b, c, Some(bias)),
-            _ => panic!("the check gives a matmul four arguments, five with a bias"),
+        let (a, b, c) = match args {
+            [a, b, c, ..] => (a, b, c),
+            _ => panic!("the check gives a matmul its arguments"),
         };
+        // After the workspace: the bias, then the parameter, when the epilogue has them.
+        let mut extra = args[4..].iter();
+        let bias = if mm.epilogue.bias { extra.next() } else { None };
+        let param = mm.epilogue.update.and_then(|_| extra.next());
         let (a_start, b_start, c_start) = (
             frame.element(&a.offset),
             frame.element(&b.offset),
@@ -393,6 +396,12 @@ impl<'a> Machine<'a> {
                 }
                 if mm.epilogue.relu {
                     acc = scalar::unary(UnaryOp::Relu, DType::F32, acc.into()) as f32;
+                }
+                if let (Some(scale), Some(param)) = (mm.epilogue.update_scale(), param) {
+                    let element = frame.element(&param.offset) + i * mm.n + j;
+                    let old = f32::from_bits(self.read(frame, param.buffer, element)?);
+                    let step = scalar::binary(BinaryOp::Mul, DType::F32, scale.into(), acc.into());
+                    acc = scalar::binary(BinaryOp::Sub, DType::F32, old.into(), step) as f32;
                 }
                 self.write(c.buffer, c_start + i * mm.n + j, acc.to_bits());
             }

@@ -312,6 +312,14 @@ impl Parser {
         if relu {
             self.word("relu")?;
         }
+        let update = if self.peek_word() == Some("update") {
+            self.attribute("update")?;
+            let param = self.buffer_id()?;
+            self.attribute("scale")?;
+            Some((param, self.f32_constant("the update's scale")?.to_bits()))
+        } else {
+            None
+        };
         Ok(KernelOp::Matmul {
             a,
             b,
@@ -324,6 +332,7 @@ impl Parser {
             trans_b,
             bias,
             relu,
+            update,
         })
     }
 
@@ -477,13 +486,23 @@ impl Parser {
             self.attribute("epilogue")?;
             let here = (self.peek().line, self.peek().column);
             let name = self.word("an epilogue")?;
-            Epilogue::from_name(&name).ok_or_else(|| {
-                error_at(
-                    here.0,
-                    here.1,
-                    format!("unknown epilogue '{name}': expected bias, relu or bias.relu"),
-                )
-            })?
+            if name == "update" {
+                self.punct('(', "to open the update's scale")?;
+                let scale = self.f32_constant("the update's scale")?;
+                self.punct(')', "after the update's scale")?;
+                Epilogue::update(scale)
+            } else {
+                Epilogue::from_name(&name).ok_or_else(|| {
+                    error_at(
+                        here.0,
+                        here.1,
+                        format!(
+                            "unknown epilogue '{name}': expected bias, relu, bias.relu or \
+                             update(<scale>)"
+                        ),
+                    )
+                })?
+            }
         } else {
             Epilogue::default()
         };
@@ -592,6 +611,14 @@ impl Parser {
     }
 
     // ---- expressions -------------------------------------------------------------------
+
+    /// An f32 constant such as `0.01` or `-1e-3`.
+    fn f32_constant(&mut self, what: &str) -> Result<f32, ParseError> {
+        match self.expr()? {
+            Expr::Const(Scalar::F32(value)) => Ok(value),
+            _ => Err(self.error(format!("expected {what}, an f32 constant"))),
+        }
+    }
 
     fn expr(&mut self) -> Result<Expr, ParseError> {
         let here = (self.peek().line, self.peek().column);

@@ -926,6 +926,7 @@ impl Lowering<'_> {
                 trans_b: transpose_b,
                 bias: None,
                 relu: false,
+                update: None,
             });
         }
         self.program.kernels.push(kernel);
@@ -1152,6 +1153,7 @@ mod tests {
                 trans_b: true,
                 bias: None,
                 relu: false,
+                update: None,
             })
         );
         assert!(text.contains(nn), "{text}");

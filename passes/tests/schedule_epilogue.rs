@@ -172,3 +172,50 @@ fn a_bias_along_the_other_axis_or_a_full_matrix_is_not_a_row_bias() {
         assert_same_values(&g, 3);
     }
 }
+
+/// `w - 0.01 * (xᵀ·g)` (or `(xᵀ·g) * 0.01`), the SGD step of a weight whose gradient
+/// is a matmul over a batch of `batch` rows.
+fn descent_graph(batch: usize, m: usize, n: usize, scale_first: bool) -> Graph {
+    let mut g = Graph::new("descent");
+    let x = g.input("x", TensorType::f32([batch, m])).unwrap();
+    let grad_out = g.input("g", TensorType::f32([batch, n])).unwrap();
+    let w = g.input("w", TensorType::f32([m, n])).unwrap();
+    let grad = g.matmul_t(x, grad_out, true, false).unwrap();
+    let lr = g.constant(0.01, TensorType::f32([m, n])).unwrap();
+    let step = if scale_first {
+        g.binary(BinaryOp::Mul, lr, grad).unwrap()
+    } else {
+        g.binary(BinaryOp::Mul, grad, lr).unwrap()
+    };
+    let new = g.binary(BinaryOp::Sub, w, step).unwrap();
+    g.set_output("y", new).unwrap();
+    g
+}
+
+#[test]
+fn a_descent_step_after_a_gradient_matmul_becomes_its_epilogue() {
+    for (seed, (batch, m, n)) in [(7, 5, 3), (32, 13, 17), (1, 9, 40), (128, 37, 33)]
+        .into_iter()
+        .enumerate()
+    {
+        for scale_first in [true, false] {
+            let graph = descent_graph(batch, m, n, scale_first);
+            let program = fused(&graph);
+            assert_eq!(program.kernels.len(), 1, "{program}");
+            let Some(KernelOp::Matmul { update, .. }) = program.kernels[0].op else {
+                panic!("{program}");
+            };
+            assert_eq!(update.map(|(_, scale)| f32::from_bits(scale)), Some(0.01));
+            assert_same_values(&graph, seed as u64);
+        }
+    }
+}
+
+#[test]
+fn a_descent_step_over_more_than_one_kc_block_keeps_its_own_kernel() {
+    // k = 5000 rows of the batch: more than one KC block on any target.
+    let graph = descent_graph(5000, 3, 4, true);
+    let program = fused(&graph);
+    assert_eq!(program.kernels.len(), 2, "{program}");
+    assert_same_values(&graph, 9);
+}

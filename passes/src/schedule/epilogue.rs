@@ -1,7 +1,10 @@
 //! Epilogue fusion: a kernel that adds a bias row to a matmul's result and/or applies
-//! relu to it, when nothing else reads that result, becomes the matmul's epilogue,
-//! applied by the matmul routine while each tile of C is still in registers (see
-//! [`kiln_ir::kernel::Epilogue`]). One kernel and one pass over C disappear.
+//! relu to it, or takes a gradient-descent step with it (`param - scale * c`, the
+//! SGD update of a weight whose gradient the matmul computes, when k fits one KC
+//! block of the target's blocking), when nothing else reads that result, becomes the
+//! matmul's epilogue, applied by the matmul routine to each tile of C while it is in
+//! registers or L1 (see [`kiln_ir::kernel::Epilogue`]). One kernel and one pass over
+//! C disappear.
 //!
 //! The matmul kernel's plain loop nest then stores `relu(acc + bias[j])` (or the parts
 //! present) instead of `acc`, into the consumer's buffer, and its `KernelOp` records
@@ -21,16 +24,16 @@
 //! the element being stored and the bias at its column.
 
 use kiln_ir::kernel::{
-    BufferId, Expr, Index, Kernel, KernelOp, LoopKind, Program, Stmt, Storage, VarId,
+    BufferId, Expr, Index, Kernel, KernelOp, LoopKind, Program, Scalar, Stmt, Storage, VarId,
 };
 use kiln_ir::{BinaryOp, DType, Target, UnaryOp};
 
-/// Fuses every bias-add/relu consumer it can into its matmul.
-pub fn run(program: &Program, _target: &Target) -> Program {
+/// Fuses every bias-add/relu or descent-step consumer it can into its matmul.
+pub fn run(program: &Program, target: &Target) -> Program {
     let mut program = program.clone();
     let mut position = 0;
     while position < program.kernels.len() {
-        if let Some(fusion) = find(&program, position) {
+        if let Some(fusion) = find(&program, position, target) {
             apply(&mut program, position, &fusion);
         }
         position += 1;
@@ -45,9 +48,11 @@ struct Fusion {
     out: BufferId,
     bias: Option<BufferId>,
     relu: bool,
+    /// The parameter and the f32 bits of the scale of a descent step.
+    update: Option<(BufferId, u32)>,
 }
 
-fn find(program: &Program, position: usize) -> Option<Fusion> {
+fn find(program: &Program, position: usize, target: &Target) -> Option<Fusion> {
     let Some(KernelOp::Matmul {
         a,
         b,
@@ -55,8 +60,10 @@ fn find(program: &Program, position: usize) -> Option<Fusion> {
         batches: 1,
         m,
         n,
+        k,
         bias: None,
         relu: false,
+        update: None,
         ..
     }) = program.kernels[position].op
     else {
@@ -88,6 +95,35 @@ fn find(program: &Program, position: usize) -> Option<Fusion> {
     if !row_major(&loops, index, elements) {
         return None;
     }
+    let f32_of = |buffer: BufferId, len: usize| {
+        let ty = &program.buffer(buffer).ty;
+        ty.dtype == DType::F32 && ty.num_elements() == len
+    };
+    if !f32_of(out, elements) || [a, b, c].contains(&out) {
+        return None;
+    }
+    let between = &program.kernels[position + 1..consumer];
+    // The matmul now writes `out` where it runs: nothing in between may see `out`
+    // or change what the epilogue reads.
+    let untouched = |read: BufferId| {
+        read != out && read != c && !between.iter().any(|kernel| writes(kernel, read))
+    };
+    if between.iter().any(|kernel| kernel.buffers().contains(&out)) {
+        return None;
+    }
+    if let Some((param, scale)) = descent_step(value, c, index) {
+        // One KC block: the routine overwrites C (in place of the parameter) with no
+        // partial sums to keep.
+        let (_, _, kc, _) = super::matmul::blocking(target, m, n, k);
+        let fits = kc >= k && f32_of(param, elements) && untouched(param);
+        return fits.then_some(Fusion {
+            consumer,
+            out,
+            bias: None,
+            relu: false,
+            update: Some((param, scale.to_bits())),
+        });
+    }
     let (relu, sum) = match value {
         Expr::Unary(UnaryOp::Relu, x) => (true, &**x),
         other => (false, other),
@@ -106,22 +142,7 @@ fn find(program: &Program, position: usize) -> Option<Fusion> {
         product if relu && reads(product, c, index) => None,
         _ => return None,
     };
-    let f32_of = |buffer: BufferId, len: usize| {
-        let ty = &program.buffer(buffer).ty;
-        ty.dtype == DType::F32 && ty.num_elements() == len
-    };
-    if !f32_of(out, elements) || bias.is_some_and(|bias| !f32_of(bias, n)) {
-        return None;
-    }
-    // The matmul now writes `out` where it runs: nothing in between may see `out`
-    // or change the bias, and neither may be an operand the matmul reads.
-    if [a, b, c].contains(&out) || bias.is_some_and(|bias| [out, c].contains(&bias)) {
-        return None;
-    }
-    let between = &program.kernels[position + 1..consumer];
-    if between.iter().any(|kernel| {
-        kernel.buffers().contains(&out) || bias.is_some_and(|bias| writes(kernel, bias))
-    }) {
+    if bias.is_some_and(|bias| !f32_of(bias, n) || !untouched(bias)) {
         return None;
     }
     Some(Fusion {
@@ -129,6 +150,7 @@ fn find(program: &Program, position: usize) -> Option<Fusion> {
         out,
         bias,
         relu,
+        update: None,
     })
 }
 
@@ -210,6 +232,26 @@ fn column_index(loops: &[(VarId, usize)], index: &Index, n: usize) -> Option<Ind
     Some(Index::new(column, 0))
 }
 
+/// `param[index] - scale * c[index]` (the product in either order): the parameter
+/// and the scale.
+fn descent_step(value: &Expr, c: BufferId, index: &Index) -> Option<(BufferId, f32)> {
+    let Expr::Binary(BinaryOp::Sub, param, step) = value else {
+        return None;
+    };
+    let param = read_buffer(param, &Some(index.clone()))?;
+    let Expr::Binary(BinaryOp::Mul, x, y) = &**step else {
+        return None;
+    };
+    match (&**x, &**y) {
+        (Expr::Const(Scalar::F32(scale)), product) | (product, Expr::Const(Scalar::F32(scale)))
+            if reads(product, c, index) =>
+        {
+            Some((param, *scale))
+        }
+        _ => None,
+    }
+}
+
 /// Whether `expr` is one element of `buffer` at exactly `index`.
 fn reads(expr: &Expr, buffer: BufferId, index: &Index) -> bool {
     matches!(expr, Expr::Load { buffer: read, index: at, lanes: 1 } if *read == buffer && same(at, index))
@@ -263,7 +305,12 @@ fn writes(kernel: &Kernel, buffer: BufferId) -> bool {
 fn apply(program: &mut Program, position: usize, fusion: &Fusion) {
     let kernel = &mut program.kernels[position];
     let Some(KernelOp::Matmul {
-        c, n, bias, relu, ..
+        c,
+        n,
+        bias,
+        relu,
+        update,
+        ..
     }) = &mut kernel.op
     else {
         unreachable!("find only fuses into matmul kernels");
@@ -272,6 +319,7 @@ fn apply(program: &mut Program, position: usize, fusion: &Fusion) {
     *c = fusion.out;
     *bias = fusion.bias;
     *relu = fusion.relu;
+    *update = fusion.update;
     let loops = nest_of_matmul(&kernel.body);
     for stmt in &mut kernel.body {
         rewrite_store(stmt, old_c, &|index, value| {
@@ -283,6 +331,14 @@ fn apply(program: &mut Program, position: usize, fusion: &Fusion) {
             }
             if fusion.relu {
                 value = Expr::unary(UnaryOp::Relu, value);
+            }
+            if let Some((param, scale)) = fusion.update {
+                let step = Expr::binary(
+                    BinaryOp::Mul,
+                    Expr::Const(Scalar::F32(f32::from_bits(scale))),
+                    value,
+                );
+                value = Expr::binary(BinaryOp::Sub, Expr::load(param, index.clone()), step);
             }
             (fusion.out, value)
         });

@@ -133,6 +133,7 @@ fn schedule(program: &mut Program, op: &KernelOp, target: &Target) -> Vec<Stmt> 
         trans_b,
         bias,
         relu,
+        update,
     } = op;
     let (kernel, mc, kc, nc) = blocking(target, m, n, k);
     let mut call = Matmul {
@@ -149,6 +150,7 @@ fn schedule(program: &mut Program, op: &KernelOp, target: &Target) -> Vec<Stmt> 
         epilogue: Epilogue {
             bias: bias.is_some(),
             relu,
+            update: update.map(|(_, scale)| scale),
         },
     };
     // Loop variables of the scheduled kernel are fresh: the old body is dropped.
@@ -163,8 +165,12 @@ fn schedule(program: &mut Program, op: &KernelOp, target: &Target) -> Vec<Stmt> 
         len,
     };
     let whole = |buffer: BufferId, len: usize| slice(buffer, Index::constant(0), len);
-    // The epilogue's bias, for every call (the lowering gives a bias to one batch only).
-    let bias = bias.map(|bias| whole(bias, n));
+    // The epilogue's bias and parameter, for every call (only a single batch has them).
+    let extra: Vec<Slice> = bias
+        .map(|bias| whole(bias, n))
+        .into_iter()
+        .chain(update.map(|(param, _)| whole(param, m * n)))
+        .collect();
     match tasks {
         Some((split, count)) if count > 1 => {
             call.split = split;
@@ -175,7 +181,7 @@ fn schedule(program: &mut Program, op: &KernelOp, target: &Target) -> Vec<Stmt> 
                 slice(workspace, Index::new([(var, ws_len as i64)], 0), ws_len),
             ]
             .into_iter()
-            .chain(bias)
+            .chain(extra.iter().cloned())
             .collect();
             vec![Stmt::for_range(
                 var,
@@ -196,7 +202,7 @@ fn schedule(program: &mut Program, op: &KernelOp, target: &Target) -> Vec<Stmt> 
                 whole(workspace, ws_len),
             ]
             .into_iter()
-            .chain(bias)
+            .chain(extra.iter().cloned())
             .collect();
             vec![Stmt::for_range(
                 var,
@@ -217,7 +223,7 @@ fn schedule(program: &mut Program, op: &KernelOp, target: &Target) -> Vec<Stmt> 
                 whole(workspace, ws_len),
             ]
             .into_iter()
-            .chain(bias)
+            .chain(extra.iter().cloned())
             .collect(),
         }],
     }

@@ -423,6 +423,10 @@ pub(super) fn build(
     let params = e.b.block_params(entry).to_vec();
     let (a, b, c, workspace) = (params[0], params[1], params[2], params[3]);
     let bias = spec.epilogue.bias.then(|| params[8]);
+    let update = spec
+        .epilogue
+        .update_scale()
+        .map(|scale| (params[8 + usize::from(spec.epilogue.bias)], scale));
     let (m, n, k) = (spec.m, spec.n, spec.k);
 
     // Clamp the ranges to [0, m] and [0, n] so that a bad range cannot write outside
@@ -458,6 +462,13 @@ pub(super) fn build(
                 }
                 if spec.epilogue.relu {
                     value = relu(e, value);
+                }
+                if let Some((param, scale)) = update {
+                    let param_row = e.offset(param, i, n * 4);
+                    let param_address = e.offset(param_row, j, 4);
+                    let old = e.load_f32(param_address, 0);
+                    let scale = e.b.ins().f32const(scale);
+                    value = descent_step(e, old, scale, value);
                 }
                 let address = e.offset(row, j, 4);
                 e.store(value, address, 0);
@@ -594,7 +605,16 @@ pub(super) fn build(
                             scratch: tile,
                             reload: not_first,
                         };
-                        call_kernel(e, kernels[0], kernels, &args, &tile, n * 4);
+                        match update {
+                            Some((param, scale)) => {
+                                let param_tile = {
+                                    let offset = e.b.ins().isub(c_tile, c);
+                                    e.b.ins().iadd(param, offset)
+                                };
+                                update_tile(e, kernels[0], &args, &tile, param_tile, scale, n * 4);
+                            }
+                            None => call_kernel(e, kernels[0], kernels, &args, &tile, n * 4),
+                        }
                     });
                 });
             });
@@ -687,6 +707,96 @@ fn call_kernel(
         |e| call(e, *kernel, tile.c_tile, ldc),
         |e| call_kernel(e, full, rest, args, tile, ldc),
     );
+}
+
+/// The descent-step epilogue of one tile: the full kernel writes the tile's sums to
+/// the scratch tile (k is one KC block, so nothing accumulates), then each valid
+/// element of C becomes `param - scale * sum` while the sums are in L1. A whole tile
+/// is straight-line vector code; an edge tile loops over its valid part.
+fn update_tile(
+    e: &mut Emit,
+    (shape, kernel): (TileShape, FuncRef),
+    args: &KernelArgs,
+    tile: &EdgeTile,
+    param: Value,
+    scale: f32,
+    ldc: usize,
+) {
+    let scratch_ldc = shape.cols * 4;
+    let scratch_ldc_value = e.iconst(scratch_ldc);
+    e.b.ins().call(
+        kernel,
+        &[
+            args.a_panel,
+            args.b_panel,
+            tile.scratch,
+            scratch_ldc_value,
+            args.kc,
+            args.flags,
+            args.bias_panel,
+        ],
+    );
+    let rows =
+        e.b.ins()
+            .icmp_imm_s(IntCC::Equal, tile.rows, shape.rows as i64);
+    let cols =
+        e.b.ins()
+            .icmp_imm_s(IntCC::Equal, tile.cols, shape.cols as i64);
+    let full = e.b.ins().band(rows, cols);
+    let scale_value = e.b.ins().f32const(scale);
+    let scales = e.b.ins().splat(types::F32X4, scale_value);
+    e.if_else(
+        full,
+        |e| {
+            for row in 0..shape.rows {
+                for column in (0..shape.cols).step_by(4) {
+                    let at = |row_bytes: usize| (row * row_bytes + column * 4) as i32;
+                    let sum =
+                        e.b.ins()
+                            .load(types::F32X4, data_flags(), tile.scratch, at(scratch_ldc));
+                    let old = e.b.ins().load(types::F32X4, data_flags(), param, at(ldc));
+                    let new = descent_step(e, old, scales, sum);
+                    e.store(new, tile.c_tile, at(ldc));
+                }
+            }
+        },
+        |e| {
+            let zero = e.iconst(0);
+            let ldc_value = e.iconst(ldc);
+            let row_strides = [
+                (tile.scratch, scratch_ldc_value),
+                (param, ldc_value),
+                (tile.c_tile, ldc_value),
+            ];
+            e.for_each(
+                zero,
+                tile.rows,
+                1,
+                row_strides,
+                |e, _, [sums, olds, news]| {
+                    let zero = e.iconst(0);
+                    let step = [
+                        (sums, e.iconst(4)),
+                        (olds, e.iconst(4)),
+                        (news, e.iconst(4)),
+                    ];
+                    e.for_each(zero, tile.cols, 1, step, |e, _, [sum, old, new]| {
+                        let sum = e.load_f32(sum, 0);
+                        let old = e.load_f32(old, 0);
+                        let value = descent_step(e, old, scale_value, sum);
+                        e.store(value, new, 0);
+                    });
+                },
+            );
+        },
+    );
+}
+
+/// `old - scale * sum`: an f32 multiply and an f32 subtract, each rounded, as the
+/// graph's `sub(param, mul(scale, grad))` (never one fused operation).
+fn descent_step(e: &mut Emit, old: Value, scale: Value, sum: Value) -> Value {
+    let step = e.b.ins().fmul(scale, sum);
+    e.b.ins().fsub(old, step)
 }
 
 /// kiln's relu, `x > 0 ? x : +0` (NaN and -0 give +0).

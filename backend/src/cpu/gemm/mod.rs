@@ -14,10 +14,12 @@
 //! ```text
 //! extern "C" fn(a: *const f32, b: *const f32, c: *mut f32, workspace: *mut u8,
 //!               row_begin: i64, row_end: i64, col_begin: i64, col_end: i64
-//!               [, bias: *const f32])
+//!               [, bias: *const f32] [, param: *const f32])
 //! ```
 //!
-//! (the `bias` parameter exists only when the epilogue adds a bias). It computes the
+//! (`bias` exists only when the epilogue adds a bias, `param` only with an update
+//! epilogue, which needs k in one KC block; `param` may be C itself, as each of its
+//! elements is read just before the same element of C is written). It computes the
 //! block of rows `[row_begin, row_end)` and columns `[col_begin, col_end)` of `C =
 //! op(A)·op(B)`, row-major, where `op` transposes when the spec's flag is set: A is
 //! m×k (or k×m when `trans_a`), B is k×n (or n×k when `trans_b`), C is m×n and that
@@ -313,6 +315,17 @@ pub fn define_gemm<M: Module>(
     };
     let pointer = module.target_config().pointer_type();
     let plan = spec.plan(kernel, blocking);
+    if spec.epilogue.update.is_some() && plan.kc < spec.k {
+        // The driver overwrites C with the step after the first KC block: a second
+        // block would need sums it no longer has.
+        return Err(BackendError::Unsupported {
+            kernel: name.to_string(),
+            message: format!(
+                "an update epilogue needs k = {} in one KC block, the blocking has {}",
+                spec.k, plan.kc
+            ),
+        });
+    }
 
     let kernel_sig = microkernel_signature(pointer);
     let mut ctx = module.make_context();
@@ -387,6 +400,9 @@ pub fn define_gemm<M: Module>(
         driver_sig.params.push(AbiParam::new(ty));
     }
     if spec.epilogue.bias {
+        driver_sig.params.push(AbiParam::new(pointer));
+    }
+    if spec.epilogue.update.is_some() {
         driver_sig.params.push(AbiParam::new(pointer));
     }
     let driver_id = module

@@ -7,14 +7,17 @@ use cranelift_jit::{JITBuilder, JITModule};
 const BIAS: Epilogue = Epilogue {
     bias: true,
     relu: false,
+    update: None,
 };
 const RELU: Epilogue = Epilogue {
     bias: false,
     relu: true,
+    update: None,
 };
 const BIAS_RELU: Epilogue = Epilogue {
     bias: true,
     relu: true,
+    update: None,
 };
 
 type GemmFn = unsafe extern "C" fn(*const f32, *const f32, *mut f32, *mut u8, i64, i64, i64, i64);
@@ -827,4 +830,94 @@ fn x86_edge_kernels_compute_only_their_shape() {
             }
         }
     }
+}
+
+type GemmUpdateFn =
+    unsafe extern "C" fn(*const f32, *const f32, *mut f32, *mut u8, i64, i64, i64, i64, *const f32);
+
+impl Entry {
+    /// Runs the block `rows` × `cols` of an update-epilogue gemm: C = param - scale ·
+    /// A·B, with `param` at `param_address` (C's own address for in place).
+    fn run_update(
+        &self,
+        a: &[f32],
+        b: &[f32],
+        param_address: usize,
+        c_address: usize,
+        rows: (usize, usize),
+        cols: (usize, usize),
+    ) {
+        let mut workspace = vec![0u8; self.workspace_bytes + 8];
+        // SAFETY: the function was defined with this signature (update, no bias); the
+        // buffers have the spec's sizes and the workspace its size.
+        unsafe {
+            let f: GemmUpdateFn = std::mem::transmute(self.address);
+            f(
+                a.as_ptr(),
+                b.as_ptr(),
+                c_address as *mut f32,
+                workspace[4..].as_mut_ptr(),
+                rows.0 as i64,
+                rows.1 as i64,
+                cols.0 as i64,
+                cols.1 as i64,
+                param_address as *const f32,
+            );
+        }
+    }
+}
+
+#[test]
+fn the_update_epilogue_takes_one_descent_step_per_element() {
+    // Whole tiles, edge rows and columns, k = 1, and one KC block of the blocking.
+    let blocking = Blocking { kc: 128, ..SMALL };
+    let scale = 0.01f32;
+    for kernel in kernels() {
+        for &(m, n, k) in &[(13, 37, 11), (7, 5, 1), (29, 70, 65), (24, 64, 128)] {
+            for (trans_a, trans_b) in [(false, false), (true, false), (false, true)] {
+                let spec = GemmSpec {
+                    epilogue: Epilogue::update(scale),
+                    ..spec(m, n, k, trans_a, trans_b)
+                };
+                let compiled = compile(&spec, kernel, &blocking, OptLevel::Speed);
+                let (a, b) = (values(m * k, 31), values(k * n, 32));
+                let param = values(m * n, 33);
+                let product = reference(&spec, &a, &b, &[]);
+                let want: Vec<f32> = param
+                    .iter()
+                    .zip(&product)
+                    .map(|(&old, &sum)| old - scale * sum)
+                    .collect();
+                let what = format!("{kernel:?} {spec:?}");
+                // Into a separate C, in two column blocks.
+                let mut c = vec![f32::NAN; m * n];
+                let (param_address, c_address) = (param.as_ptr() as usize, c.as_mut_ptr() as usize);
+                let half = n / 2;
+                compiled.run_update(&a, &b, param_address, c_address, (0, m), (0, half));
+                compiled.run_update(&a, &b, param_address, c_address, (0, m), (half, n));
+                assert_same(&c, &want, &format!("{what} into C"));
+                // In place, as the arena places a parameter's update, in two row blocks.
+                let mut in_place = param.clone();
+                let address = in_place.as_mut_ptr() as usize;
+                compiled.run_update(&a, &b, address, address, (0, m / 2), (0, n));
+                compiled.run_update(&a, &b, address, address, (m / 2, m), (0, n));
+                assert_same(&in_place, &want, &format!("{what} in place"));
+            }
+        }
+    }
+}
+
+#[test]
+fn an_update_epilogue_over_two_kc_blocks_is_refused() {
+    let spec = GemmSpec {
+        epilogue: Epilogue::update(0.5),
+        ..spec(4, 8, 9, false, false)
+    };
+    let isa = host_isa(OptLevel::None).expect("the host is supported");
+    let mut module = JITModule::new(JITBuilder::with_isa(
+        isa,
+        cranelift_module::default_libcall_names(),
+    ));
+    let err = define_gemm(&mut module, "gemm", &spec, MicroKernel::F32x4, &SMALL).unwrap_err();
+    assert!(err.to_string().contains("one KC block"), "{err}");
 }
