@@ -634,6 +634,25 @@ struct KernelArgs {
     bias_panel: Value,
 }
 
+impl KernelArgs {
+    /// Calls `kernel` on the tile of C at `c`, rows `ldc` bytes apart.
+    fn call(&self, e: &mut Emit, kernel: FuncRef, c: Value, ldc: usize) {
+        let ldc = e.iconst(ldc);
+        e.b.ins().call(
+            kernel,
+            &[
+                self.a_panel,
+                self.b_panel,
+                c,
+                ldc,
+                self.kc,
+                self.flags,
+                self.bias_panel,
+            ],
+        );
+    }
+}
+
 /// The part of C one tile covers, and the scratch tile for when no kernel fits it.
 struct EdgeTile {
     c_tile: Value,
@@ -643,6 +662,19 @@ struct EdgeTile {
     scratch: Value,
     /// Whether C holds an earlier KC block's sums (the scratch tile must get them).
     reload: Value,
+}
+
+impl EdgeTile {
+    /// Whether the valid part is exactly `shape` (a runtime condition).
+    fn fits(&self, e: &mut Emit, shape: TileShape) -> Value {
+        let rows =
+            e.b.ins()
+                .icmp_imm_s(IntCC::Equal, self.rows, shape.rows as i64);
+        let cols =
+            e.b.ins()
+                .icmp_imm_s(IntCC::Equal, self.cols, shape.cols as i64);
+        e.b.ins().band(rows, cols)
+    }
 }
 
 /// Calls the first of `candidates` whose shape is the tile's valid part directly on
@@ -656,21 +688,7 @@ fn call_kernel(
     tile: &EdgeTile,
     ldc: usize,
 ) {
-    let call = |e: &mut Emit, kernel: FuncRef, c: Value, ldc: usize| {
-        let ldc = e.iconst(ldc);
-        e.b.ins().call(
-            kernel,
-            &[
-                args.a_panel,
-                args.b_panel,
-                c,
-                ldc,
-                args.kc,
-                args.flags,
-                args.bias_panel,
-            ],
-        );
-    };
+    let call = |e: &mut Emit, kernel: FuncRef, c: Value, ldc: usize| args.call(e, kernel, c, ldc);
     let Some(((shape, kernel), rest)) = candidates.split_first() else {
         let (shape, kernel) = full;
         let tile_ldc = shape.cols * 4;
@@ -695,13 +713,7 @@ fn call_kernel(
         );
         return;
     };
-    let rows =
-        e.b.ins()
-            .icmp_imm_s(IntCC::Equal, tile.rows, shape.rows as i64);
-    let cols =
-        e.b.ins()
-            .icmp_imm_s(IntCC::Equal, tile.cols, shape.cols as i64);
-    let fits = e.b.ins().band(rows, cols);
+    let fits = tile.fits(e, *shape);
     e.if_else(
         fits,
         |e| call(e, *kernel, tile.c_tile, ldc),
@@ -723,26 +735,9 @@ fn update_tile(
     ldc: usize,
 ) {
     let scratch_ldc = shape.cols * 4;
+    args.call(e, kernel, tile.scratch, scratch_ldc);
     let scratch_ldc_value = e.iconst(scratch_ldc);
-    e.b.ins().call(
-        kernel,
-        &[
-            args.a_panel,
-            args.b_panel,
-            tile.scratch,
-            scratch_ldc_value,
-            args.kc,
-            args.flags,
-            args.bias_panel,
-        ],
-    );
-    let rows =
-        e.b.ins()
-            .icmp_imm_s(IntCC::Equal, tile.rows, shape.rows as i64);
-    let cols =
-        e.b.ins()
-            .icmp_imm_s(IntCC::Equal, tile.cols, shape.cols as i64);
-    let full = e.b.ins().band(rows, cols);
+    let full = tile.fits(e, shape);
     let scale_value = e.b.ins().f32const(scale);
     let scales = e.b.ins().splat(types::F32X4, scale_value);
     e.if_else(

@@ -387,16 +387,8 @@ pub fn define_gemm<M: Module>(
     }
 
     let mut driver_sig = module.make_signature();
-    for ty in [
-        pointer,
-        pointer,
-        pointer,
-        pointer,
-        types::I64,
-        types::I64,
-        types::I64,
-        types::I64,
-    ] {
+    // a, b, c, workspace; the row and column ranges.
+    for ty in [pointer; 4].into_iter().chain([types::I64; 4]) {
         driver_sig.params.push(AbiParam::new(ty));
     }
     if spec.epilogue.bias {
