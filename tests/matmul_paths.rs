@@ -88,7 +88,7 @@ impl Product {
         let rows = match kernel {
             MicroKernel::Avx512F12x32 => 12,
             MicroKernel::Avx2Fma6x16 => 6,
-            MicroKernel::F32x4 => 4,
+            MicroKernel::F32x4 => 5,
         };
         self.batches == 1
             && target.threads > 1
