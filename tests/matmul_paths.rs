@@ -91,7 +91,7 @@ impl Product {
         let (mr, nr) = match kernel {
             MicroKernel::Avx512F12x32 => (12, 32),
             MicroKernel::Avx2Fma6x16 => (6, 16),
-            MicroKernel::F32x4 => (4, 8),
+            MicroKernel::F32x4 => (5, 8),
         };
         if self.batches != 1 || target.threads < 2 || self.m * self.n * self.k < PARALLEL_FLOPS {
             return None;

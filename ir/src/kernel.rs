@@ -658,7 +658,7 @@ impl Matmul {
         match self.kernel {
             MicroKernel::Avx512F12x32 => (12, 32),
             MicroKernel::Avx2Fma6x16 => (6, 16),
-            MicroKernel::F32x4 => (4, 8),
+            MicroKernel::F32x4 => (5, 8),
         }
     }
 

@@ -437,7 +437,7 @@ impl Parser {
         })
     }
 
-    /// `matmul.nn.f32x4 m=3 n=5 k=4 mc=4 kc=4 nc=8 rows=4*i0 (b0[0; 12], ...)`, after
+    /// `matmul.nn.f32x4 m=3 n=5 k=4 mc=5 kc=4 nc=8 rows=5*i0 (b0[0; 12], ...)`, after
     /// `call`.
     fn call(&mut self) -> Result<Stmt, ParseError> {
         let here = (self.peek().line, self.peek().column);

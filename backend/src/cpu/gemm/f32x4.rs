@@ -1,7 +1,7 @@
-//! The portable microkernel in pure Cranelift IR: a 4×8 tile of C in eight `f32x4`
+//! The portable microkernel in pure Cranelift IR: a 5×8 tile of C in ten `f32x4`
 //! accumulators, for hosts without AVX2/FMA (or targets other than x86-64).
 //!
-//! Same calling convention and packed layouts as [`super::avx2`], with 4 packed rows
+//! Same calling convention and packed layouts as [`super::avx2`], with 5 packed rows
 //! of A and 8 packed columns of B: `fn(a_panel, b_panel, c, ldc_bytes, kc, flags,
 //! bias)`. Per k step: two `f32x4` loads of B and, for each accumulator, a splat of
 //! a scalar load of A and one `fma(a, b, acc)`.
@@ -20,23 +20,33 @@
 //!   each next to its use; otherwise it schedules them at the top of the block and
 //!   folds none.
 //!
-//! The loop is then, per two k steps, 16 `vbroadcastss` from memory, 4 `vmovups`,
-//! 16 `vfmadd213ps`, 3 `lea`, a test-and-branch and a jump: no copies and no spills,
-//! at `opt_level` speed and none alike. The previous version (one splat per row, k
-//! unrolled by two in one block, accumulators in variables) had per two k steps 8
-//! `vmovss` and 8 register `vbroadcastss`, 18 register copies and 10 stack moves.
+//! The loop is then, per two k steps, 20 `vbroadcastss` from memory, 4 `vmovups`,
+//! 20 `vfmadd213ps`, 3 `add`, a test-and-branch and a jump: no copies and no spills,
+//! at `opt_level` speed and none alike, in 13 of the 16 xmm registers. The first
+//! version (one splat per row, k unrolled by two in one block, accumulators in
+//! variables) had per two k steps 8 `vmovss` and 8 register `vbroadcastss`, 18
+//! register copies and 10 stack moves.
 //!
-//! Measured on one core of a Sapphire Rapids Xeon, 1024³ sgemm through
-//! `define_gemm` with the schedule's blocking, GFLOP/s per CPU-second, runs
-//! interleaved in one session: previous kernel 20-23, this one 30-31, the 128-bit
-//! FMA peak (`shared/bench/peak.c` line (b), twelve accumulators) 40-43, so ~0.75.
-//! The loop alone (the same instructions in a standalone asm harness) runs as
-//! fast as eight independent chains of bare `vfmadd213ps`, which reach only
-//! 0.79-0.87 of that peak: the tile's eight accumulators are the only independent
-//! chains (the numeric contract fixes each element's fma order), one chain
-//! sustains ~4.8 GFLOP/s there (~4.6 cycles per fma), and the peak needs 9-10.
-//! More throughput needs a larger tile; a 6×8 tile built this way (12 accumulators)
-//! still spilled one accumulator in the loop with regalloc2 0.15 and was no faster.
+//! Measured on one core of a Sapphire Rapids Xeon (2 vCPUs shared with other
+//! work, so every figure is a median of runs interleaved with the peak in one
+//! session), GFLOP/s per CPU-second against the 128-bit FMA peak
+//! (`shared/bench/peak.c` line (b), twelve accumulators, 38-39 GFLOP/s):
+//! - 1024³ sgemm through `define_gemm` with the schedule's blocking, 12 rounds in
+//!   the quietest session: the 4×8 tile 25.7 (0.67), this 5×8 tile 29.8 (0.78,
+//!   best rounds 0.83-0.97), a 3×12 tile 28.4 (0.74). In busier sessions the 5×8
+//!   tile stays ahead, 0.62-0.68 against the 4×8 tile's 0.59-0.64.
+//! - The microkernel alone on L1-resident panels (kc 512): 5×8 33.8-35.8
+//!   (0.88-0.93), 4×8 29-31 (0.75-0.8).
+//!
+//! The 4×8 tile's eight accumulators were its only independent fma chains (the
+//! numeric contract fixes each element's fma order); at ~4.6 cycles per fma and
+//! two FMA ports the peak needs 9-10, and eight bare chains reach only 0.79-0.87
+//! of it. This tile has ten. Larger tiles do not fit: 6×8 and 4×12 (twelve
+//! accumulators) spill one accumulator in the loop with regalloc2 0.15, and 3×12
+//! (nine chains, three B vectors) is spill-free but slower. What is left is the
+//! front end: each fma needs a fresh register for the multiplicand it overwrites,
+//! so the loop issues ~2.45 instructions per fma (~4.9 per cycle at the peak),
+//! which makes it more sensitive than the peak loop to a busy sibling core.
 
 use super::flags;
 use cranelift_codegen::ir::condcodes::FloatCC;
@@ -47,9 +57,14 @@ use cranelift_codegen::isa::TargetFrontendConfig;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 
 /// Rows of the tile.
-pub const MR: usize = 4;
-/// Columns of the tile (two `f32x4`).
+pub const MR: usize = 5;
+/// Columns of the tile (two `f32x4`). The code takes up to three vectors per row
+/// (a 3×12 tile was measured, see the module comment).
 pub const NR: usize = 8;
+/// `f32x4` vectors per row of the tile.
+const NV: usize = NR / 4;
+/// Accumulators: one per vector of the tile.
+const ACC: usize = MR * NV;
 
 /// Packed panels and C tiles are only 4-byte aligned; the caller guarantees bounds.
 fn data_flags() -> MemFlagsData {
@@ -86,13 +101,13 @@ pub fn build(
     let ptr = types::I64;
     let vec = types::F32X4;
 
-    let acc: Vec<Variable> = (0..MR * 2).map(|_| b.declare_var(vec)).collect();
+    let acc: Vec<Variable> = (0..ACC).map(|_| b.declare_var(vec)).collect();
     let even_head = b.create_block();
     let odd_head = b.create_block();
     let even_body = b.create_block();
     let loop_exit = b.create_block();
     let done = b.create_block();
-    for _ in 0..MR * 2 {
+    for _ in 0..ACC {
         b.append_block_param(even_head, vec);
         b.append_block_param(odd_head, vec);
     }
@@ -141,10 +156,11 @@ pub fn build(
 
         b.switch_to_block(load_block);
         let rows = row_pointers(&mut b, c, ldc);
-        let mut loaded = Vec::with_capacity(MR * 2);
+        let mut loaded = Vec::with_capacity(ACC);
         for row in &rows {
-            for half in 0..2 {
-                loaded.push(b.ins().load(vec, data_flags(), *row, half * 16));
+            for part in 0..NV {
+                let offset = (part * 16) as i32;
+                loaded.push(b.ins().load(vec, data_flags(), *row, offset));
             }
         }
         b.ins().jump(head, &loop_args(&cursors, &order(loaded)));
@@ -152,7 +168,7 @@ pub fn build(
         b.switch_to_block(zero_block);
         let zero_scalar = b.ins().f32const(0.0);
         let zero = b.ins().splat(vec, zero_scalar);
-        b.ins().jump(head, &loop_args(&cursors, &[zero; MR * 2]));
+        b.ins().jump(head, &loop_args(&cursors, &[zero; ACC]));
     }
 
     // The even head has `left` k steps to do, always an even number, and the even
@@ -163,7 +179,7 @@ pub fn build(
     // the allocator would again give both heads the same registers).
     b.switch_to_block(even_head);
     let state = b.block_params(even_head).to_vec();
-    let (even_acc, cursors) = state.split_at(MR * 2);
+    let (even_acc, cursors) = state.split_at(ACC);
     let (even_acc, a_now, b_now, left) = (even_acc.to_vec(), cursors[0], cursors[1], cursors[2]);
     b.ins().brif(left, even_body, &[], loop_exit, &[]);
 
@@ -175,7 +191,7 @@ pub fn build(
 
     b.switch_to_block(odd_head);
     let state = b.block_params(odd_head).to_vec();
-    let (odd_acc, cursors) = state.split_at(MR * 2);
+    let (odd_acc, cursors) = state.split_at(ACC);
     let (a_now, b_now, left) = (cursors[0], cursors[1], cursors[2]);
     let odd_acc: Vec<Value> = odd_acc.iter().rev().copied().collect();
     let new = k_step(&mut b, &odd_acc, a_now, b_now, 1, false);
@@ -200,13 +216,13 @@ pub fn build(
     b.ins().brif(add_bias, bias_block, &[], relu_check, &[]);
 
     b.switch_to_block(bias_block);
-    let bias_lo = b.ins().load(vec, data_flags(), bias, 0);
-    let bias_hi = b.ins().load(vec, data_flags(), bias, 16);
+    let bias_parts: Vec<Value> = (0..NV)
+        .map(|part| b.ins().load(vec, data_flags(), bias, (part * 16) as i32))
+        .collect();
     for (index, var) in acc.iter().enumerate() {
         let old = b.use_var(*var);
-        let bias_half = if index % 2 == 0 { bias_lo } else { bias_hi };
         // acc + bias, the operand order of the scalar `chain + bias[j]`.
-        let new = b.ins().fadd(old, bias_half);
+        let new = b.ins().fadd(old, bias_parts[index % NV]);
         b.def_var(*var, new);
     }
     b.ins().jump(relu_check, &[]);
@@ -235,10 +251,10 @@ pub fn build(
     b.switch_to_block(store_block);
     let rows = row_pointers(&mut b, c, ldc);
     for row in 0..MR {
-        for half in 0..2 {
-            let value: Value = b.use_var(acc[2 * row + half]);
+        for part in 0..NV {
+            let value: Value = b.use_var(acc[NV * row + part]);
             b.ins()
-                .store(data_flags(), value, rows[row], (half * 16) as i32);
+                .store(data_flags(), value, rows[row], (part * 16) as i32);
         }
     }
     b.ins().return_(&[]);
@@ -284,30 +300,34 @@ fn k_step(
 ) -> Vec<Value> {
     let vec = types::F32X4;
     let b_offset = (step * B_STEP) as i32;
-    let b_lo = b.ins().load(vec, panel_flags(), b_now, b_offset);
-    let b_hi = b.ins().load(vec, panel_flags(), b_now, b_offset + 16);
+    let b_parts: Vec<Value> = (0..NV)
+        .map(|part| {
+            b.ins()
+                .load(vec, panel_flags(), b_now, b_offset + (part * 16) as i32)
+        })
+        .collect();
     let mut new = old.to_vec();
     let order: Vec<usize> = if reverse {
-        (0..MR * 2).rev().collect()
+        (0..ACC).rev().collect()
     } else {
-        (0..MR * 2).collect()
+        (0..ACC).collect()
     };
     for index in order {
-        let (row, half) = (index / 2, index % 2);
+        let (row, part) = (index / NV, index % NV);
         let a_offset = (step * A_STEP) as i32 + (row * 4) as i32;
         // A splat for each fma: x64's fma overwrites its first multiplicand, so a
         // splat used twice would be copied first, and a load used twice is not
-        // folded into `vbroadcastss`. The second load differs from the first in a
-        // true `aligned` flag only so that GVN keeps both.
-        let flags = if half == 0 {
-            panel_flags()
-        } else {
-            panel_flags().with_aligned()
+        // folded into `vbroadcastss`. The loads of one row differ only in their
+        // flags (`aligned`, an explicit little-endian order, both true of the packed
+        // panel on x64) so that GVN keeps each.
+        let flags = match part {
+            0 => panel_flags(),
+            1 => panel_flags().with_aligned(),
+            _ => panel_flags().with_endianness(Endianness::Little),
         };
         let a_scalar = b.ins().load(types::F32, flags, a_now, a_offset);
         let a_splat = b.ins().splat(vec, a_scalar);
-        let b_half = if half == 0 { b_lo } else { b_hi };
-        new[index] = b.ins().fma(a_splat, b_half, old[index]);
+        new[index] = b.ins().fma(a_splat, b_parts[part], old[index]);
     }
     new
 }

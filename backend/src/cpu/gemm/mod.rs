@@ -2,7 +2,7 @@
 //! loops and packing are Cranelift IR (`driver.rs`) around one small microkernel per
 //! tile of C, either 512-bit AVX-512F ([`avx512`], 12×32 tile) or 256-bit AVX2/FMA
 //! ([`avx2`], 6×16 tile) machine code emitted with iced-x86 from one generator
-//! (`x86_kernel.rs`), or pure Cranelift `f32x4` IR ([`f32x4`], 4×8 tile, the portable
+//! (`x86_kernel.rs`), or pure Cranelift `f32x4` IR ([`f32x4`], 5×8 tile, the portable
 //! fallback). See DESIGN.md "Performance model" for why only the microkernel is
 //! machine code.
 //!
