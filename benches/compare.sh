@@ -2,7 +2,8 @@
 # kiln and the peers (numpy, torch, jax) side by side, with ratios kiln/peer.
 #
 # Usage: benches/compare.sh [--threads 1,2] [--n 512,1024,2048] [--only W1,W2,W7,W8]
-#                           [--libs numpy,torch,jax] [--max-wait SECONDS] [--report]
+#                           [--libs numpy,torch,jax] [--max-wait SECONDS] [--rounds R]
+#                           [--report]
 #
 #   --threads   thread counts to run (default 1,2); 1 = taskset -c 0, 2 = taskset -c 0,1,
 #               with the env vars of ../shared/bench/run_all.py (env_for) for kiln too
@@ -11,6 +12,9 @@
 #   --libs      peers (default numpy,torch,jax; torch_compile is accepted, slow)
 #   --max-wait  before each measurement, wait at most this long for the other processes
 #               on the machine to go idle (run_all.py's wait_for_quiet; default 120)
+#   --rounds    repeat the W1/W2 measurements (kiln, then each peer) R times and report
+#               each value's median over the rounds (default 1); this machine's speed
+#               drifts by tens of percent within minutes, so 3 or more give steadier ratios
 #   --report    measure nothing: rebuild the table from the last run's records
 #               (rows with no record are left out)
 #
@@ -48,6 +52,7 @@ n_list=512,1024,2048
 only=W1,W2,W7,W8
 libs=numpy,torch,jax
 max_wait=120
+rounds=1
 report_only=
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -56,6 +61,7 @@ while [ $# -gt 0 ]; do
     --only) only=$2; shift 2 ;;
     --libs) libs=$2; shift 2 ;;
     --max-wait) max_wait=$2; shift 2 ;;
+    --rounds) rounds=$2; shift 2 ;;
     --report) report_only=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
@@ -175,6 +181,8 @@ peers() {  # peers THREADS WORK LIBS [N]
 }
 
 # ---------------------------------------------------------------- W1, W2 (and W7)
+for round in $(seq "$rounds"); do
+[ "$rounds" -gt 1 ] && log "==== round $round of $rounds"
 for t in ${threads_list//,/ }; do
   if has "$only" W1; then
     for n in ${n_list//,/ }; do
@@ -188,6 +196,7 @@ for t in ${threads_list//,/ }; do
     kiln "$t" W2 --threads "$t"
     peers "$t" W2 "$(libs_for W2)"
   fi
+done
 done
 
 # ---------------------------------------------------------------- W8
@@ -208,9 +217,23 @@ ns = [int(n) for n in ns.split(",")]; libs = libs.split(",")
 def jsonl(name):
     p = os.path.join(out, name)
     return [json.loads(l) for l in open(p) if l.strip()] if os.path.exists(p) else []
-recs = {}
-for r in jsonl("kiln.jsonl") + jsonl("peers.jsonl"):   # the last record of a key wins
-    recs[(r["lib"], r["work"], r.get("n") or 0, r["threads"])] = r
+runs = {}   # every record of a key in this run: one per round
+for r in jsonl("kiln.jsonl") + jsonl("peers.jsonl"):
+    runs.setdefault((r["lib"], r["work"], r.get("n") or 0, r["threads"]), []).append(r)
+rounds = max((len(v) for v in runs.values()), default=0)
+FIELDS = {"W1": ("gflops", "gflops_median"), "W2": ("median_ms", "median_s")}
+def median_record(rs):
+    """The record with the median value (the lower middle) of its workload's measure."""
+    good = [r for r in rs if not r.get("failed")]
+    if not good:
+        return rs[-1]
+    fields = FIELDS.get(good[0]["work"], ())
+    field = next((f for f in fields if good[0].get(f) is not None), None)
+    if field is None:
+        return good[-1]
+    good.sort(key=lambda r: r[field])
+    return good[(len(good) - 1) // 2]
+recs = {key: median_record(rs) for key, rs in runs.items()}
 rss = {}
 for r in jsonl("rss.jsonl"):
     rss[(r["lib"], r["what"])] = r
@@ -306,7 +329,7 @@ o.append("| workload | threads | kiln | " + " | ".join(peer_libs) + " | "
 o.append("|" + "---|" * (3 + 2 * len(peer_libs)))
 o += rows
 o.append("")
-o.append("Medians. Ratios: W1 = kiln GFLOP/s ÷ peer GFLOP/s (≥ 1.0 is a win); W2, W7, W8 = "
+o.append(f"Medians (of each run's median, over {rounds} round(s)). Ratios: W1 = kiln GFLOP/s ÷ peer GFLOP/s (≥ 1.0 is a win); W2, W7, W8 = "
          "kiln ÷ peer (≤ 1.0 is a win). W7: kiln = median of 9 compiles of the W2 train step "
          "(graph → callable code); peer = first call of the jitted/compiled step (cold compile "
          "+ one step). W8: max RSS of a process running 20 W2 steps at one thread (kiln: "
