@@ -785,12 +785,9 @@ fn packing_handles_kc_remainders_and_partial_panels() {
 #[test]
 fn x86_edge_kernels_compute_only_their_shape() {
     use iced_x86::{Code, Decoder, DecoderOptions, Mnemonic, OpKind, Register};
-    let cases: [(
-        fn(TileShape) -> Result<Option<Vec<u8>>, BackendError>,
-        usize,
-        usize,
-        bool,
-    ); 2] = [
+    // The machine code of a shape, the kernel's tile, and whether it has opmasks.
+    type BytesOf = fn(TileShape) -> Result<Option<Vec<u8>>, BackendError>;
+    let cases: [(BytesOf, usize, usize, bool); 2] = [
         (avx2::microkernel_bytes, avx2::MR, avx2::NR, false),
         (avx512::microkernel_bytes, avx512::MR, avx512::NR, true),
     ];
