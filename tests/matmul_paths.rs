@@ -1,19 +1,20 @@
 //! The scheduled matmul routine computes exactly what the interpreter computes, on
 //! every path the schedule can pick: the AVX2/FMA 6x16 microkernel (the host target)
-//! and the portable f32x4 one (the host without AVX2), each on one thread and on two;
-//! all four transpose variants; extents that leave every tile and vector remainder,
-//! empty extents, a product above `PARALLEL_FLOPS` split into uneven row blocks, a
-//! contraction longer than two KC blocks, more rows than one MC block, and batches;
-//! and the bias/relu epilogues the schedule fuses into the call.
-//! Every output element must equal `evaluate(.., Precision::F32)` bit for bit (any NaN
-//! equals any NaN), on random values and on awkward ones (±0, subnormals, ±inf, NaN,
-//! values near f32::MAX).
+//! and the portable f32x4 one (the host without AVX2), each on one thread and on two,
+//! and the AVX-512F one where the host has it; all four transpose variants; extents
+//! that leave every tile and vector remainder, empty extents, products above
+//! `PARALLEL_FLOPS` split into uneven row or column blocks, a contraction longer than
+//! two KC blocks, more rows than one MC block, and batches; and the bias/relu
+//! epilogues the schedule fuses into the call. Every output element must equal
+//! `evaluate(.., Precision::F32)` bit for bit (any NaN equals any NaN), on random
+//! values and on awkward ones (±0, subnormals, ±inf, NaN, values near f32::MAX).
 //!
 //! Each compilation's schedule is checked too, so the test cannot pass by taking a
 //! different path: the program `compile_with` schedules (rebuilt here with the same
 //! steps, options and target) calls the matmul routine with the target's
-//! microkernel, in row blocks of a parallel loop exactly when the product is large
-//! and there are two threads, and the executable then runs on a pool of two threads.
+//! microkernel, in row or column blocks (columns when C has fewer rows than columns)
+//! of a parallel loop exactly when the product is large and there are two threads,
+//! and the executable then runs on a pool of two threads.
 
 use kiln::compile::compile_with;
 use kiln::passes::pipeline::{self, PipelineOptions};

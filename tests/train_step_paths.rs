@@ -2,7 +2,7 @@
 //! 0.1, as in `examples/mlp_digits.rs`) computes the same bits on every schedule:
 //! compiled for the AVX2 6x16 microkernel and for the portable f32x4 one, each on
 //! one thread and on two (its first layer's products, 2^18 multiply-adds and more,
-//! then run in row blocks on the pool), three steps on one batch of the real digits
+//! then run in row or column blocks on the pool), three steps on one batch of the real digits
 //! leave every parameter and every step's loss bit-identical across the four, and
 //! equal to the interpreter running the train-step graph (autodiff and the optimizer,
 //! as `tests/differential.rs` builds it) three times, feeding each step's updates
@@ -154,7 +154,7 @@ fn the_digits_train_step_is_bit_identical_on_every_target_and_the_interpreter() 
         assert_eq!(
             parallel_calls > 0,
             target.threads > 1,
-            "{label}: row blocks"
+            "{label}: blocks on the pool"
         );
 
         let mut exe = compile_with(model.graph(), pipeline::TRAIN_STEP, &options).unwrap();

@@ -10,7 +10,7 @@
 //!   becomes the matmul's epilogue (the routine applies it to each tile in registers);
 //! - [`matmul`]: a kernel that computes a matmul (`KernelOp::Matmul`) calls the packed,
 //!   register-blocked routine with the target's microkernel and cache blocking, over
-//!   row blocks in a parallel loop when the target has threads;
+//!   row or column blocks in a parallel loop when the target has threads;
 //! - [`vectorize`]: innermost loops of independent stores run in the target's SIMD
 //!   lanes;
 //! - [`parallel`]: large elementwise loops are split into blocks that run on the
@@ -22,7 +22,7 @@
 //! ```text
 //! kernel k2 matmul {                          kernel k2 matmul {
 //!   for i0 in 0..128 {                  ==>     for i0 in 0..2 parallel {
-//!     for i1 in 0..512 { r0 = 0.0 ...             call matmul.nn.avx2 m=128 ... rows=66*i0 (...)
+//!     for i1 in 0..512 { r0 = 0.0 ...             call matmul.nn.avx2 m=128 ... cols=256*i0 (...)
 //! ```
 
 pub mod epilogue;
