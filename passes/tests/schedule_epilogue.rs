@@ -194,9 +194,15 @@ fn descent_graph(batch: usize, m: usize, n: usize, scale_first: bool) -> Graph {
 
 #[test]
 fn a_descent_step_after_a_gradient_matmul_becomes_its_epilogue() {
-    for (seed, (batch, m, n)) in [(7, 5, 3), (32, 13, 17), (1, 9, 40), (128, 37, 33)]
-        .into_iter()
-        .enumerate()
+    for (seed, (batch, m, n)) in [
+        (7, 5, 3),
+        (32, 13, 17),
+        (1, 9, 40),
+        (128, 37, 33),
+        (0, 5, 3),
+    ]
+    .into_iter()
+    .enumerate()
     {
         for scale_first in [true, false] {
             let graph = descent_graph(batch, m, n, scale_first);

@@ -866,11 +866,18 @@ impl Entry {
 
 #[test]
 fn the_update_epilogue_takes_one_descent_step_per_element() {
-    // Whole tiles, edge rows and columns, k = 1, and one KC block of the blocking.
+    // Whole tiles, edge rows and columns, k = 1, one KC block of the blocking, and
+    // k = 0 (every sum the empty chain +0).
     let blocking = Blocking { kc: 128, ..SMALL };
     let scale = 0.01f32;
     for kernel in kernels() {
-        for &(m, n, k) in &[(13, 37, 11), (7, 5, 1), (29, 70, 65), (24, 64, 128)] {
+        for &(m, n, k) in &[
+            (13, 37, 11),
+            (7, 5, 1),
+            (29, 70, 65),
+            (24, 64, 128),
+            (5, 9, 0),
+        ] {
             for (trans_a, trans_b) in [(false, false), (true, false), (false, true)] {
                 let spec = GemmSpec {
                     epilogue: Epilogue::update(scale),
