@@ -60,9 +60,10 @@ fn epilogues(program: &Program) -> Vec<(bool, bool)> {
     program
         .kernels
         .iter()
-        .filter_map(|kernel| match kernel.op {
-            Some(KernelOp::Matmul { bias, relu, .. }) => Some((bias.is_some(), relu)),
-            None => None,
+        .filter_map(|kernel| {
+            kernel
+                .op
+                .map(|KernelOp::Matmul { bias, relu, .. }| (bias.is_some(), relu))
         })
         .collect()
 }
