@@ -63,7 +63,8 @@ fn epilogues(program: &Program) -> Vec<(bool, bool)> {
         .filter_map(|kernel| {
             kernel
                 .op
-                .map(|KernelOp::Matmul { bias, relu, .. }| (bias.is_some(), relu))
+                .as_ref()
+                .map(|KernelOp::Matmul { bias, relu, .. }| (bias.is_some(), *relu))
         })
         .collect()
 }
