@@ -34,8 +34,8 @@
 //! ```
 
 use kiln_ir::kernel::{
-    loop_trips, BufferId, Expr, Index, Kernel, Matmul, Program, Routine, Slice, Stmt, Storage,
-    VarId,
+    loop_trips, Accesses, BufferId, Expr, Index, Kernel, Matmul, Program, Routine, Slice, Stmt,
+    Storage, VarId,
 };
 use kiln_ir::DType;
 use std::collections::{BTreeSet, HashMap};
@@ -129,47 +129,13 @@ impl ArenaPlan {
     }
 }
 
-/// The buffers each kernel loads from and stores to.
-struct Accesses {
-    reads: BTreeSet<BufferId>,
-    writes: BTreeSet<BufferId>,
-}
-
-fn accesses(kernel: &Kernel) -> Accesses {
-    let mut reads = BTreeSet::new();
-    let mut writes = BTreeSet::new();
-    for stmt in &kernel.body {
-        stmt.visit(&mut |stmt| match stmt {
-            Stmt::Store { buffer, .. } => {
-                writes.insert(*buffer);
-            }
-            Stmt::Call { routine, args } => {
-                for ((_, _, written), slice) in routine.params().iter().zip(args) {
-                    if *written {
-                        writes.insert(slice.buffer);
-                    } else {
-                        reads.insert(slice.buffer);
-                    }
-                }
-            }
-            Stmt::Loop { .. } | Stmt::Assign { .. } => {}
-        });
-        stmt.visit_exprs(&mut |expr| {
-            if let Expr::Load { buffer, .. } = expr {
-                reads.insert(*buffer);
-            }
-        });
-    }
-    Accesses { reads, writes }
-}
-
 fn aligned(bytes: usize) -> usize {
     bytes.div_ceil(ALIGNMENT).saturating_mul(ALIGNMENT)
 }
 
 /// Plans the arena and the updates of `program`, which must pass `Program::check`.
 pub fn plan(program: &Program) -> ArenaPlan {
-    let access: Vec<Accesses> = program.kernels.iter().map(accesses).collect();
+    let access: Vec<Accesses> = program.kernels.iter().map(Kernel::accesses).collect();
     let end = program.kernels.len();
     let updates = plan_updates(program, &access);
     let mut in_place: HashMap<BufferId, BufferId> = HashMap::new();
@@ -823,10 +789,10 @@ mod tests {
                     let writer = program
                         .kernels
                         .iter()
-                        .position(|k| accesses(k).writes.contains(&value))
+                        .position(|k| k.accesses().writes.contains(&value))
                         .expect("an in-place value is written");
                     for later in &program.kernels[writer + 1..] {
-                        assert!(!accesses(later).reads.contains(&param));
+                        assert!(!later.accesses().reads.contains(&param));
                     }
                 }
                 UpdateStep::Staged { .. } => {}

@@ -815,25 +815,49 @@ pub enum KernelOp {
     },
 }
 
+/// The buffers a kernel loads from (or passes to a routine to read) and stores to
+/// (or passes to a routine that writes them), see [`Kernel::accesses`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Accesses {
+    pub reads: BTreeSet<BufferId>,
+    pub writes: BTreeSet<BufferId>,
+}
+
 impl Kernel {
     /// The buffers the kernel reads or writes, in increasing order.
     pub fn buffers(&self) -> Vec<BufferId> {
-        let mut used = BTreeSet::new();
+        let Accesses { reads, writes } = self.accesses();
+        reads.union(&writes).copied().collect()
+    }
+
+    /// What the kernel reads and writes. A routine argument counts by its parameter's
+    /// `written` flag only: a written argument is a write, even if the routine also
+    /// reads it (C when accumulating, its workspace).
+    pub fn accesses(&self) -> Accesses {
+        let mut accesses = Accesses::default();
         for stmt in &self.body {
             stmt.visit(&mut |stmt| match stmt {
                 Stmt::Store { buffer, .. } => {
-                    used.insert(*buffer);
+                    accesses.writes.insert(*buffer);
                 }
-                Stmt::Call { args, .. } => used.extend(args.iter().map(|slice| slice.buffer)),
+                Stmt::Call { routine, args } => {
+                    for ((_, _, written), slice) in routine.params().iter().zip(args) {
+                        if *written {
+                            accesses.writes.insert(slice.buffer);
+                        } else {
+                            accesses.reads.insert(slice.buffer);
+                        }
+                    }
+                }
                 Stmt::Loop { .. } | Stmt::Assign { .. } => {}
             });
             stmt.visit_exprs(&mut |expr| {
                 if let Expr::Load { buffer, .. } = expr {
-                    used.insert(*buffer);
+                    accesses.reads.insert(*buffer);
                 }
             });
         }
-        used.into_iter().collect()
+        accesses
     }
 }
 

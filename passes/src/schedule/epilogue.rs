@@ -24,7 +24,7 @@
 //! the element being stored and the bias at its column.
 
 use kiln_ir::kernel::{
-    BufferId, Expr, Index, Kernel, KernelOp, LoopKind, Program, Scalar, Stmt, Storage, VarId,
+    BufferId, Expr, Index, KernelOp, LoopKind, Program, Scalar, Stmt, Storage, VarId,
 };
 use kiln_ir::{BinaryOp, DType, Target, UnaryOp};
 
@@ -106,7 +106,11 @@ fn find(program: &Program, position: usize, target: &Target) -> Option<Fusion> {
     // The matmul now writes `out` where it runs: nothing in between may see `out`
     // or change what the epilogue reads.
     let untouched = |read: BufferId| {
-        read != out && read != c && !between.iter().any(|kernel| writes(kernel, read))
+        read != out
+            && read != c
+            && !between
+                .iter()
+                .any(|kernel| kernel.accesses().writes.contains(&read))
     };
     if between.iter().any(|kernel| kernel.buffers().contains(&out)) {
         return None;
@@ -133,7 +137,7 @@ fn find(program: &Program, position: usize, target: &Target) -> Option<Fusion> {
         Expr::Binary(BinaryOp::Add, x, y) => {
             let bias = match (&**x, &**y) {
                 (product, row) | (row, product) if reads(product, c, index) => {
-                    read_buffer(row, &column)?
+                    read_buffer(row, column.as_ref()?)?
                 }
                 _ => return None,
             };
@@ -238,7 +242,7 @@ fn descent_step(value: &Expr, c: BufferId, index: &Index) -> Option<(BufferId, f
     let Expr::Binary(BinaryOp::Sub, param, step) = value else {
         return None;
     };
-    let param = read_buffer(param, &Some(index.clone()))?;
+    let param = read_buffer(param, index)?;
     let Expr::Binary(BinaryOp::Mul, x, y) = &**step else {
         return None;
     };
@@ -254,20 +258,17 @@ fn descent_step(value: &Expr, c: BufferId, index: &Index) -> Option<(BufferId, f
 
 /// Whether `expr` is one element of `buffer` at exactly `index`.
 fn reads(expr: &Expr, buffer: BufferId, index: &Index) -> bool {
-    matches!(expr, Expr::Load { buffer: read, index: at, lanes: 1 } if *read == buffer && same(at, index))
+    read_buffer(expr, index) == Some(buffer)
 }
 
 /// The buffer `expr` reads one element of at `index`, if that is all it is.
-fn read_buffer(expr: &Expr, index: &Option<Index>) -> Option<BufferId> {
-    match (expr, index) {
-        (
-            Expr::Load {
-                buffer,
-                index: at,
-                lanes: 1,
-            },
-            Some(index),
-        ) if same(at, index) => Some(*buffer),
+fn read_buffer(expr: &Expr, index: &Index) -> Option<BufferId> {
+    match expr {
+        Expr::Load {
+            buffer,
+            index: at,
+            lanes: 1,
+        } if same(at, index) => Some(*buffer),
         _ => None,
     }
 }
@@ -279,25 +280,6 @@ fn same(x: &Index, y: &Index) -> bool {
         && x.terms
             .iter()
             .all(|&(var, stride)| y.stride_of(var) == stride)
-}
-
-/// Whether `kernel` stores to `buffer` or passes it to a routine that writes it.
-fn writes(kernel: &Kernel, buffer: BufferId) -> bool {
-    let mut found = false;
-    for stmt in &kernel.body {
-        stmt.visit(&mut |stmt| match stmt {
-            Stmt::Store { buffer: to, .. } => found |= *to == buffer,
-            Stmt::Call { routine, args } => {
-                found |= routine
-                    .params()
-                    .iter()
-                    .zip(args)
-                    .any(|(&(_, _, written), arg)| written && arg.buffer == buffer);
-            }
-            Stmt::Loop { .. } | Stmt::Assign { .. } => {}
-        });
-    }
-    found
 }
 
 /// Makes `fusion.consumer`'s expression the epilogue of matmul `position` and drops
