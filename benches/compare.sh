@@ -23,7 +23,9 @@
 # kiln's W1/W2 and right after each the peers' same workload through
 # ../shared/bench/run_all.py (so the peers are measured exactly as BENCHMARKS.md's
 # numbers were), then W8 (max RSS: kiln under /usr/bin/time -v, peers via
-# `run_all.py --rss`). Prints a markdown table and writes it to bench-results/compare.md;
+# `run_all.py --rss`); with W1 at one thread, each round also measures the portable
+# f32x4 microkernel (`--isa f32x4`, n=1024) right after peak.c, for its share of the
+# 128-bit FMA peak. Prints a markdown table and writes it to bench-results/compare.md;
 # raw records go to bench-results/compare/ (kiln.jsonl, peers.jsonl, rss.jsonl, peak.txt,
 # logs; a previous run's files are kept with a timestamp suffix).
 #
@@ -93,7 +95,7 @@ command -v taskset >/dev/null || { echo "taskset (util-linux) is needed" >&2; ex
 if [ -z "$report_only" ]; then
 mkdir -p "$OUT"
 ts=$(date -u +%Y%m%d-%H%M%S)
-for f in kiln.jsonl peers.jsonl rss.jsonl peak.txt run.log; do
+for f in kiln.jsonl peers.jsonl rss.jsonl peak.txt peak_rounds.txt run.log; do
   if [ -f "$OUT/$f" ]; then mv "$OUT/$f" "$OUT/${f%.*}.$ts.${f##*.}"; fi
 done
 export BENCH_OUT=$OUT   # run_all.py --rss writes $BENCH_OUT/rss.jsonl
@@ -156,8 +158,10 @@ if p.returncode != 0 or not line:
 else:
     for kv in line[-1].split()[1:]:
         k, v = kv.split("=", 1)
-        rec[k] = float(v) if k != "threads" else int(v)
+        rec[k] = v if k == "isa" else float(v) if k != "threads" else int(v)
     rec["threads"] = threads
+    if "isa" in rec:  # a limited target is its own workload (W1/f32x4)
+        rec["work"] = f"{work}/{rec['isa']}"
     rec["line"] = line[-1]
 for l in p.stderr.splitlines():
     if "Maximum resident set size" in l:
@@ -190,6 +194,12 @@ for t in ${threads_list//,/ }; do
       kiln "$t" W1 --threads "$t" --n "$n"
       peers "$t" W1 "$(libs_for W1)" "$n"
     done
+    if [ "$t" = 1 ]; then
+      # the portable f32x4 microkernel against the 128-bit FMA peak measured just before
+      log "== W1 n=1024 threads=1 isa=f32x4, after the one-core peak"
+      taskset -c 0 "$OUT/peak" | tee -a "$OUT/peak_rounds.txt" | grep -F '(b)' | tee -a "$OUT/run.log"
+      kiln 1 W1 --threads 1 --n 1024 --isa f32x4
+    fi
   fi
   if has "$only" W2 || has "$only" W7; then
     log "== W2 threads=$t"
@@ -221,7 +231,8 @@ runs = {}   # every record of a key in this run: one per round
 for r in jsonl("kiln.jsonl") + jsonl("peers.jsonl"):
     runs.setdefault((r["lib"], r["work"], r.get("n") or 0, r["threads"]), []).append(r)
 rounds = max((len(v) for v in runs.values()), default=0)
-FIELDS = {"W1": ("gflops", "gflops_median"), "W2": ("median_ms", "median_s")}
+FIELDS = {"W1": ("gflops", "gflops_median"), "W1/f32x4": ("gflops",),
+          "W2": ("median_ms", "median_s")}
 def median_record(rs):
     """The record with the median value (the lower middle) of its workload's measure."""
     good = [r for r in rs if not r.get("failed")]
@@ -335,6 +346,17 @@ o.append(f"Medians (of each run's median, over {rounds} round(s)). Ratios: W1 = 
          "+ one step). W8: max RSS of a process running 20 W2 steps at one thread (kiln: "
          "/usr/bin/time -v; peers: run_all.py --rss). ⚠ = other processes used > 0.2 cores "
          "while it was measured (value suspect).")
+f4 = sorted(r["gflops"] for r in runs.get(("kiln", "W1/f32x4", 1024, 1), [])
+            if not r.get("failed"))
+peaks128 = sorted(float(m.group(1)) for m in re.finditer(
+    r"\(b\) FP32 128-bit FMA x12 acc\s+median\s+([\d.]+)", read("peak_rounds.txt")))
+if "W1" in only and f4 and peaks128:
+    f4m, pkm = f4[(len(f4) - 1) // 2], peaks128[(len(peaks128) - 1) // 2]
+    o.append(f"\nkiln's portable f32x4 microkernel (`W1 --threads 1 --n 1024 --isa f32x4`, "
+             f"the path for hosts without AVX2): {f4m:.1f} GFLOP/s, {f4m / pkm:.2f} of the "
+             f"128-bit FMA peak measured just before it ({pkm:.1f} GFLOP/s, peak.c (b)); "
+             f"medians over {len(f4)} round(s), each round "
+             + ", ".join(f"{g:.1f}" for g in sorted(f4)) + ".")
 if "W8" in only and kr and not kr.get("failed"):
     o.append(f"kiln W8: arena {kr.get('arena_mib', 0):.2f} MiB, VmHWM printed by the example "
              f"{kr.get('max_rss_mib', 0):.1f} MiB.")

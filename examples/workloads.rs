@@ -10,15 +10,20 @@
 //! W8 max_rss_mib=… arena_mib=…
 //! ```
 //!
+//! `--isa avx512|avx2|f32x4` schedules for less than the host has (the default is the
+//! host): `W1 --isa f32x4` measures the portable Cranelift microkernel, whose target is
+//! a share of the 128-bit FMA peak (`../shared/bench/peak.c`, line (b)).
+//!
 //! W1 is sgemm `C = A·B` on square f32 matrices; W2 the MLP train step (batch 128,
 //! 784→512→512→10, ReLU, softmax cross-entropy, SGD lr 0.01); W8 the peak resident
 //! memory of this process after 20 W2 steps. Times are medians of at least 7 timed
 //! repetitions after warm-up; pin the process (`taskset -c 0`) to compare with the
 //! peers' one-thread numbers.
 
+use kiln::backend::cpu::target::host_target;
 use kiln::compile::compile_with;
 use kiln::frontend::models::mlp_classifier;
-use kiln::ir::{Graph, Rng, TensorType};
+use kiln::ir::{Graph, Rng, Target, TensorType};
 use kiln::passes::pipeline::{self, PipelineOptions};
 use kiln::{Arg, Optimizer};
 use std::process::ExitCode;
@@ -32,20 +37,26 @@ struct Args {
     work: String,
     threads: usize,
     n: usize,
+    isa: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut args = std::env::args().skip(1);
     let work = args
         .next()
-        .ok_or("usage: workloads W1|W2|W8 [--threads N] [--n N]")?;
+        .ok_or("usage: workloads W1|W2|W8 [--threads N] [--n N] [--isa avx512|avx2|f32x4]")?;
     let mut parsed = Args {
         work,
         threads: kiln::backend::pool::available_threads(),
         n: 1024,
+        isa: None,
     };
     while let Some(flag) = args.next() {
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        if flag == "--isa" {
+            parsed.isa = Some(value);
+            continue;
+        }
         let number: usize = value
             .parse()
             .map_err(|_| format!("{flag} {value}: expected a positive integer"))?;
@@ -58,18 +69,38 @@ fn parse_args() -> Result<Args, String> {
     Ok(parsed)
 }
 
-fn options(threads: usize) -> PipelineOptions {
-    PipelineOptions {
-        threads: Some(threads),
+/// The host target for `threads` threads, limited to `isa`'s instructions.
+fn target(threads: usize, isa: Option<&str>) -> Result<Option<Target>, String> {
+    let mut target = host_target(threads);
+    match isa {
+        None => return Ok(None),
+        Some("avx512") if target.avx512f => {}
+        Some("avx2") if target.avx2_fma => target.avx512f = false,
+        Some("f32x4") => (target.avx512f, target.avx2_fma) = (false, false),
+        Some(other @ ("avx512" | "avx2")) => {
+            return Err(format!(
+                "--isa {other}: this host does not have it ({target})"
+            ))
+        }
+        Some(other) => return Err(format!("--isa {other}: expected avx512, avx2 or f32x4")),
+    }
+    Ok(Some(target))
+}
+
+fn options(args: &Args) -> Result<PipelineOptions, String> {
+    Ok(PipelineOptions {
+        threads: Some(args.threads),
+        target: target(args.threads, args.isa.as_deref())?,
         // `KILN_DUMP=<regex>` shows the IR after matching steps, as for `kiln::compile`.
         dump: std::env::var("KILN_DUMP")
             .ok()
             .and_then(|pattern| regex::Regex::new(&pattern).ok()),
         ..PipelineOptions::default()
-    }
+    })
 }
 
-fn w1(threads: usize, n: usize) -> Result<(), String> {
+fn w1(args: &Args) -> Result<(), String> {
+    let (threads, n) = (args.threads, args.n);
     let mut g = Graph::new("sgemm");
     let a = g
         .input("a", TensorType::f32([n, n]))
@@ -80,7 +111,7 @@ fn w1(threads: usize, n: usize) -> Result<(), String> {
     let c = g.matmul(a, b).map_err(|e| e.to_string())?;
     g.set_output("c", c).map_err(|e| e.to_string())?;
     let mut exe =
-        compile_with(&g, pipeline::INFERENCE, &options(threads)).map_err(|e| e.to_string())?;
+        compile_with(&g, pipeline::INFERENCE, &options(args)?).map_err(|e| e.to_string())?;
     let mut rng = Rng::new(1);
     let a: Vec<f32> = (0..n * n).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
     let b: Vec<f32> = (0..n * n).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
@@ -95,11 +126,20 @@ fn w1(threads: usize, n: usize) -> Result<(), String> {
     }
     let flops = 2.0 * (n as f64).powi(3);
     println!(
-        "W1 threads={threads} n={n} median_ms={:.3} gflops={:.1}",
+        "W1 threads={threads} n={n}{} median_ms={:.3} gflops={:.1}",
+        isa_field(args),
         time.as_secs_f64() * 1e3,
         flops / time.as_secs_f64() / 1e9
     );
     Ok(())
+}
+
+/// ` isa=…` when the target was limited, so that results say what they measured.
+fn isa_field(args: &Args) -> String {
+    args.isa
+        .as_ref()
+        .map(|isa| format!(" isa={isa}"))
+        .unwrap_or_default()
 }
 
 /// W2's model, its pipeline options and one batch of inputs.
@@ -111,10 +151,10 @@ struct W2 {
 }
 
 impl W2 {
-    fn new(threads: usize) -> Result<W2, String> {
+    fn new(args: &Args) -> Result<W2, String> {
         let (batch, sizes) = (128, [784, 512, 512, 10]);
         let model = mlp_classifier("W2", batch, &sizes, true, 1).map_err(|e| e.to_string())?;
-        let mut options = options(threads);
+        let mut options = options(args)?;
         options.loss = Some("loss".into());
         options.optimizer = Some(Optimizer::Sgd {
             learning_rate: 0.01,
@@ -145,8 +185,9 @@ impl W2 {
     }
 }
 
-fn w2(threads: usize) -> Result<(), String> {
-    let w2 = W2::new(threads)?;
+fn w2(args: &Args) -> Result<(), String> {
+    let threads = args.threads;
+    let w2 = W2::new(args)?;
     let mut compile_times = Vec::new();
     for _ in 0..REPS {
         let start = Instant::now();
@@ -164,7 +205,8 @@ fn w2(threads: usize) -> Result<(), String> {
         return Err(err);
     }
     println!(
-        "W2 threads={threads} median_ms={:.3} compile_ms={:.2}",
+        "W2 threads={threads}{} median_ms={:.3} compile_ms={:.2}",
+        isa_field(args),
         time.as_secs_f64() * 1e3,
         median(compile_times).as_secs_f64() * 1e3
     );
@@ -186,8 +228,8 @@ fn max_rss_mib() -> Result<f64, String> {
     Ok(kib / 1024.0)
 }
 
-fn w8(threads: usize) -> Result<(), String> {
-    let w2 = W2::new(threads)?;
+fn w8(args: &Args) -> Result<(), String> {
+    let w2 = W2::new(args)?;
     let mut exe = w2.compile()?;
     for _ in 0..20 {
         w2.step(&mut exe)?;
@@ -202,9 +244,9 @@ fn w8(threads: usize) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let result = parse_args().and_then(|args| match args.work.as_str() {
-        "W1" => w1(args.threads, args.n),
-        "W2" => w2(args.threads),
-        "W8" => w8(args.threads),
+        "W1" => w1(&args),
+        "W2" => w2(&args),
+        "W8" => w8(&args),
         other => Err(format!(
             "unknown workload {other:?}: W1, W2 and W8 run here (W3-W6 need the model language)"
         )),
