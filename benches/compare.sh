@@ -8,7 +8,8 @@
 #   --threads   thread counts to run (default 1,2); 1 = taskset -c 0, 2 = taskset -c 0,1,
 #               with the env vars of ../shared/bench/run_all.py (env_for) for kiln too
 #   --n         W1 sizes (default 512,1024,2048)
-#   --only      workloads (default W1,W2,W7,W8; W7 is W2's compile time, so it runs W2)
+#   --only      workloads (default W1,W2,W7,W8; W7 is W2's compile time, so it runs W2;
+#               W3-W6, the model-file workloads, are measured when named here)
 #   --libs      peers (default numpy,torch,jax; torch_compile is accepted, slow)
 #   --max-wait  before each measurement, wait at most this long for the other processes
 #               on the machine to go idle (run_all.py's wait_for_quiet; default 120)
@@ -206,6 +207,13 @@ for t in ${threads_list//,/ }; do
     kiln "$t" W2 --threads "$t"
     peers "$t" W2 "$(libs_for W2)"
   fi
+  for w in W3 W4 W5 W6; do
+    if has "$only" "$w"; then
+      log "== $w threads=$t"
+      kiln "$t" "$w" --threads "$t"
+      peers "$t" "$w" "$(libs_for "$w")"
+    fi
+  done
 done
 done
 
@@ -232,7 +240,9 @@ for r in jsonl("kiln.jsonl") + jsonl("peers.jsonl"):
     runs.setdefault((r["lib"], r["work"], r.get("n") or 0, r["threads"]), []).append(r)
 rounds = max((len(v) for v in runs.values()), default=0)
 FIELDS = {"W1": ("gflops", "gflops_median"), "W1/f32x4": ("gflops",),
-          "W2": ("median_ms", "median_s")}
+          "W2": ("median_ms", "median_s"), "W3": ("median_ms", "median_s"),
+          "W4": ("median_ms", "median_s"), "W5": ("median_ms", "median_s"),
+          "W6": ("median_ms", "median_s")}
 def median_record(rs):
     """The record with the median value (the lower middle) of its workload's measure."""
     good = [r for r in rs if not r.get("failed")]
@@ -299,6 +309,12 @@ for t in threads:
         k = val(recs.get(("kiln", "W2", 0, t)), "median_ms")
         ps = [val(recs.get((l, "W2", 0, t)), "median_s", 1e3) for l in peer_libs]
         row("W2 ms/step", t, k, ps)
+    for w, what in (("W3", "LeNet train step"), ("W4", "conv2d forward"),
+                    ("W5", "LSTM fwd+bwd"), ("W6", "transformer block fwd+bwd")):
+        if w in only:
+            k = val(recs.get(("kiln", w, 0, t)), "median_ms")
+            ps = [val(recs.get((l, w, 0, t)), "median_s", 1e3) for l in peer_libs]
+            row(f"{w} {what}, ms", t, k, ps)
     if "W7" in only:
         k = val(recs.get(("kiln", "W2", 0, t)), "compile_ms")
         ps = [val(recs.get((l, "W2", 0, t)), "first_call_s", 1e3) if l in ("jax", "torch_compile")

@@ -6,9 +6,16 @@
 //! W1 threads=1 n=1024 median_ms=… gflops=…
 //! cargo run --release --example workloads -- W2 --threads 2
 //! W2 threads=2 median_ms=… compile_ms=…
+//! cargo run --release --example workloads -- W3 --threads 1
+//! W3 threads=1 median_ms=… compile_ms=…
 //! cargo run --release --example workloads -- W8
 //! W8 max_rss_mib=… arena_mib=…
 //! ```
+//!
+//! W3 (LeNet-5 train step), W4 (a 3x3 convolution), W5 (an LSTM, forward and
+//! backward) and W6 (a transformer encoder block, forward and backward) are declared
+//! in model files: `examples/models/lenet.kiln`, `conv_w4.kiln`, `lstm_w5.kiln` and
+//! `transformer_block_w6.kiln`.
 //!
 //! `--isa avx512|avx2|f32x4` schedules for less than the host has (the default is the
 //! host): `W1 --isa f32x4` measures the portable Cranelift microkernel, whose target is
@@ -22,6 +29,7 @@
 
 use kiln::backend::cpu::target::host_target;
 use kiln::compile::compile_with;
+use kiln::frontend::lang::ElaborateOptions;
 use kiln::frontend::models::mlp_classifier;
 use kiln::ir::{Graph, Rng, Target, TensorType};
 use kiln::passes::pipeline::{self, PipelineOptions};
@@ -42,9 +50,9 @@ struct Args {
 
 fn parse_args() -> Result<Args, String> {
     let mut args = std::env::args().skip(1);
-    let work = args
-        .next()
-        .ok_or("usage: workloads W1|W2|W8 [--threads N] [--n N] [--isa avx512|avx2|f32x4]")?;
+    let work = args.next().ok_or(
+        "usage: workloads W1|W2|W3|W4|W5|W6|W8 [--threads N] [--n N] [--isa avx512|avx2|f32x4]",
+    )?;
     let mut parsed = Args {
         work,
         threads: kiln::backend::pool::available_threads(),
@@ -242,14 +250,89 @@ fn w8(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
+/// A workload declared in a model file under examples/models: its train step when
+/// the file says `train`, else its forward and backward (the gradients of output
+/// `loss`) when it has that output, else its forward. Inputs are random (labels valid for the
+/// model's classes); prints `W3 threads=1 median_ms=… compile_ms=…`.
+fn model_file_workload(args: &Args, file: &str) -> Result<(), String> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/models")
+        .join(file);
+    let loaded = kiln::model_file::load(&path, &ElaborateOptions::default())
+        .map_err(|err| err.render(false))?;
+    let mut options = options(args)?;
+    let steps = match &loaded.train {
+        Some(train) => {
+            options.loss = Some(train.loss.clone());
+            options.optimizer =
+                Some(kiln::model_file::optimizer(train).map_err(|e| e.to_string())?);
+            pipeline::TRAIN_STEP
+        }
+        // Forward and backward, without an update: the gradient of output `loss`.
+        None if loaded.outputs.iter().any(|name| name == "loss") => {
+            options.loss = Some("loss".to_string());
+            pipeline::GRADIENTS
+        }
+        None => pipeline::INFERENCE,
+    };
+    let graph = loaded.model.graph();
+    let compile = || -> Result<kiln::Executable, String> {
+        let mut exe = compile_with(graph, steps, &options).map_err(|e| e.to_string())?;
+        kiln::compile::set_params(&mut exe, &loaded.model).map_err(|e| e.to_string())?;
+        Ok(exe)
+    };
+    let mut compile_times = Vec::new();
+    for _ in 0..REPS {
+        let start = Instant::now();
+        compile()?;
+        compile_times.push(start.elapsed());
+    }
+    let mut exe = compile()?;
+    let mut rng = Rng::new(5);
+    let mut feeds = kiln::ir::Feeds::new();
+    for &id in graph.inputs() {
+        let ty = graph.ty(id).clone();
+        let classes = kiln::ir::random::one_hot_depth(graph, id).unwrap_or(1);
+        let data = (0..ty.num_elements())
+            .map(|_| match ty.dtype {
+                kiln::ir::DType::I32 => rng.below(classes) as f64,
+                _ => f64::from(rng.uniform(-1.0, 1.0) as f32),
+            })
+            .collect();
+        let name = graph.leaf_name(id).unwrap_or_default().to_string();
+        let tensor = kiln::ir::Tensor::new(ty, data).map_err(|e| e.to_string())?;
+        feeds.insert(name, tensor);
+    }
+    let mut failed = None;
+    let time = measure(|| {
+        if let Err(err) = exe.run_feeds(&feeds) {
+            failed = Some(err.to_string());
+        }
+    });
+    if let Some(err) = failed {
+        return Err(err);
+    }
+    println!(
+        "{} threads={}{} median_ms={:.3} compile_ms={:.2}",
+        args.work,
+        args.threads,
+        isa_field(args),
+        time.as_secs_f64() * 1e3,
+        median(compile_times).as_secs_f64() * 1e3
+    );
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let result = parse_args().and_then(|args| match args.work.as_str() {
         "W1" => w1(&args),
         "W2" => w2(&args),
+        "W3" => model_file_workload(&args, "lenet.kiln"),
+        "W4" => model_file_workload(&args, "conv_w4.kiln"),
+        "W5" => model_file_workload(&args, "lstm_w5.kiln"),
+        "W6" => model_file_workload(&args, "transformer_block_w6.kiln"),
         "W8" => w8(&args),
-        other => Err(format!(
-            "unknown workload {other:?}: W1, W2 and W8 run here (W3-W6 need the model language)"
-        )),
+        other => Err(format!("unknown workload {other:?}: W1-W6 and W8 run here")),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

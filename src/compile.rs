@@ -74,6 +74,12 @@ pub enum Error {
     /// A bad optimizer hyperparameter (user's mistake).
     #[error(transparent)]
     Optimizer(#[from] OptimizerError),
+    /// The reference interpreter could not evaluate a graph (a gradient check).
+    #[error("interpreter: {0}")]
+    Interpret(#[from] kiln_ir::InterpError),
+    /// A tensor could not be made (a gradient check's random values).
+    #[error(transparent)]
+    Tensor(#[from] kiln_ir::TensorError),
 }
 
 /// Where compile time went: every pipeline step (with its own note, such as the

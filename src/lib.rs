@@ -7,7 +7,9 @@
 
 pub mod compile;
 pub mod data;
+pub mod gradcheck;
 pub mod metrics;
+pub mod model_file;
 pub mod trainer;
 
 pub use compile::{compile, compile_train_step, CompileReport, Error, Executable};

@@ -29,7 +29,7 @@ use compare::{compare, or_panic};
 /// Small graphs in the sweep.
 const SMALL_GRAPHS: u64 = 1000;
 /// Larger graphs in the sweep.
-const LARGE_GRAPHS: u64 = 200;
+const LARGE_GRAPHS: u64 = 320;
 /// Every this many seeds a graph is also compiled as a train step.
 const TRAIN_EVERY: u64 = 5;
 

@@ -38,3 +38,43 @@ fn digits_mlp_ir_after_each_step() {
         insta::assert_snapshot!(format!("digits_mlp_{index}_{step}"), text);
     }
 }
+
+/// The IR of every model file under examples/models, as built and after the whole
+/// pipeline (a training step for a file that says `train`).
+#[test]
+fn every_example_model_file_ir_as_built_and_compiled() {
+    let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/models");
+    let mut paths: Vec<_> = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "kiln"))
+        .collect();
+    paths.sort();
+    assert!(!paths.is_empty());
+    let built_and_compiled = Regex::new("^(build|dce)$").unwrap();
+    for path in paths {
+        let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let file = kiln::model_file::load(&path, &Default::default()).unwrap();
+        let mut options = PipelineOptions {
+            dump: Some(built_and_compiled.clone()),
+            verify: true,
+            ..PipelineOptions::default()
+        };
+        let steps = match &file.train {
+            Some(train) => {
+                options.loss = Some(train.loss.clone());
+                options.optimizer = Some(kiln::model_file::optimizer(train).unwrap());
+                pipeline::TRAIN_STEP
+            }
+            None => pipeline::INFERENCE,
+        };
+        let mut dumps = Vec::new();
+        pipeline::run(file.model.graph(), steps, &options, &mut |step, text| {
+            dumps.push((step.to_string(), text.to_string()))
+        })
+        .unwrap();
+        for (step, text) in dumps {
+            insta::assert_snapshot!(format!("model_file_{stem}_{step}"), text);
+        }
+    }
+}

@@ -430,3 +430,57 @@ fn reshapes_alias_and_constants_fold_or_fill() {
     g.set_output("empty_max", empty_max).unwrap();
     check_graph(&g, 9);
 }
+
+#[test]
+fn slices_pads_and_concatenations_at_odd_sizes() {
+    for (seed, &n) in ODD_SIZES.iter().enumerate() {
+        let mut g = Graph::new(format!("relayout_{n}"));
+        let x = g.input("x", TensorType::f32([n, 5])).unwrap();
+        let ints = g.input("ints", TensorType::i32([n, 5])).unwrap();
+        // Strided slices of a buffer, of a fused value and of an i32 value.
+        let strided = g.slice(x, &[n / 2, 1], &[n, 5], &[2, 3]).unwrap();
+        g.set_output("strided", strided).unwrap();
+        let e = g.exp(x).unwrap();
+        let of_fused = g.slice(e, &[0, 2], &[n, 4], &[1, 1]).unwrap();
+        g.set_output("of_fused", of_fused).unwrap();
+        let int_rows = g.slice(ints, &[0, 0], &[n, 5], &[2, 1]).unwrap();
+        g.set_output("int_rows", int_rows).unwrap();
+        // Pads with borders, interior gaps and a non-zero (and an infinite) value.
+        let padded = g.pad(x, &[1, 0], &[2, 3], &[1, 2], -1.5).unwrap();
+        g.set_output("padded", padded).unwrap();
+        let neg_inf = g
+            .pad(e, &[0, 1], &[1, 0], &[0, 0], f64::NEG_INFINITY)
+            .unwrap();
+        g.set_output("neg_inf", neg_inf).unwrap();
+        let int_pad = g.pad(ints, &[2, 0], &[0, 1], &[0, 1], 7.0).unwrap();
+        g.set_output("int_pad", int_pad).unwrap();
+        // Concatenations along each axis, of buffers and of constants, read further.
+        let rows = g.concat(x, e, 0).unwrap();
+        let relu = g.relu(rows).unwrap();
+        g.set_output("rows", relu).unwrap();
+        let half = g.constant(0.5, TensorType::f32([n, 2])).unwrap();
+        let cols = g.concat(half, x, 1).unwrap();
+        g.set_output("cols", cols).unwrap();
+        check_graph(&g, seed as u64);
+    }
+}
+
+#[test]
+fn relayouts_of_constants_and_empty_results() {
+    let mut g = Graph::new("relayout_consts");
+    let c = g.constant(2.0, TensorType::f32([4, 3])).unwrap();
+    let sliced = g.slice(c, &[1, 0], &[4, 3], &[2, 1]).unwrap();
+    g.set_output("sliced", sliced).unwrap();
+    // Padding a splat with its own value stays a splat; -0 with +0 does not.
+    let same = g.pad(c, &[1, 1], &[1, 1], &[1, 1], 2.0).unwrap();
+    g.set_output("same", same).unwrap();
+    let minus_zero = g.constant(-0.0, TensorType::f32([2, 2])).unwrap();
+    let plus_around = g.pad(minus_zero, &[1, 0], &[0, 1], &[0, 0], 0.0).unwrap();
+    g.set_output("plus_around", plus_around).unwrap();
+    let x = g.input("x", TensorType::f32([3, 4])).unwrap();
+    let empty = g.slice(x, &[2, 0], &[2, 4], &[1, 1]).unwrap();
+    g.set_output("empty", empty).unwrap();
+    let grown = g.pad(empty, &[1, 0], &[0, 0], &[3, 0], 1.0).unwrap();
+    g.set_output("grown", grown).unwrap();
+    check_graph(&g, 3);
+}

@@ -87,8 +87,9 @@ fn f32_ops_on_awkward_pairs_match_the_interpreter_bit_for_bit() {
     .into_iter()
     .collect();
     let compared = check(&g, &feeds);
-    // 5 binary, 4 unary, 6 compare-selects and 2 casts, on every pair.
-    assert_eq!(compared, 17 * n);
+    // Every binary and unary op, 6 compare-selects and 2 casts, on every pair.
+    let ops = BinaryOp::ALL.len() + UnaryOp::ALL.len() + CmpOp::ALL.len() + 2;
+    assert_eq!(compared, ops * n);
     // The values that pin the contract, spelled out.
     let mut exe = compile_graph(&g);
     let (out, _) = exe.run_feeds(&feeds).unwrap();

@@ -31,6 +31,9 @@ pub enum FrontendError {
         expected: String,
         found: TensorType,
     },
+    /// A layer got an argument outside its domain (bounds out of order, a NaN).
+    #[error("{context}: {message}")]
+    Argument { context: String, message: String },
     /// A parameter's initial values could not be held in memory (the environment's
     /// limit, not a kiln bug); `context` names the parameter.
     #[error("{context}: {source}")]

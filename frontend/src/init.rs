@@ -20,6 +20,9 @@ pub enum Init {
     HeUniform,
     /// `N(0, std^2)`.
     Normal { std: f32 },
+    /// `U(-bound, bound)`; PyTorch's default for `Linear` weights and biases is
+    /// `bound = 1 / sqrt(fan_in)` (see [`Init::torch_linear`]).
+    Uniform { bound: f32 },
 }
 
 /// `(fan_in, fan_out)` of a parameter shape: the last two axes of a matrix (with any
@@ -62,6 +65,22 @@ impl Init {
                 let std = f64::from(std);
                 draw(count, rng, what, |rng| (rng.normal() * std) as f32)
             }
+            Init::Uniform { bound } => {
+                let bound = f64::from(bound);
+                draw(count, rng, what, |rng| rng.uniform(-bound, bound) as f32)
+            }
+        }
+    }
+
+    /// PyTorch's initialisation of a `Linear` layer's weight and bias with
+    /// `in_features` inputs: `U(-1/sqrt(in), 1/sqrt(in))` (its Kaiming-uniform with
+    /// `a = sqrt(5)`), or zeros for a layer with no inputs.
+    pub fn torch_linear(in_features: usize) -> Init {
+        if in_features == 0 {
+            return Init::Zeros;
+        }
+        Init::Uniform {
+            bound: (1.0 / (in_features as f64).sqrt()) as f32,
         }
     }
 }

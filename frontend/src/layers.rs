@@ -10,7 +10,7 @@ use kiln_ir::{BinaryOp, DType, NodeId};
 #[derive(Clone, Debug)]
 pub struct Linear {
     weight: NodeId,
-    bias: NodeId,
+    bias: Option<NodeId>,
     in_features: usize,
     out_features: usize,
 }
@@ -24,12 +24,34 @@ impl Linear {
         out_features: usize,
         init: Init,
     ) -> Result<Linear, FrontendError> {
+        Linear::with_bias(
+            builder,
+            name,
+            in_features,
+            out_features,
+            init,
+            Some(Init::Zeros),
+        )
+    }
+
+    /// Declares `<name>.weight` (drawn from `init`) and, unless `bias` is `None`,
+    /// `<name>.bias` (drawn from it), in that order.
+    pub fn with_bias(
+        builder: &mut ModelBuilder,
+        name: &str,
+        in_features: usize,
+        out_features: usize,
+        init: Init,
+        bias: Option<Init>,
+    ) -> Result<Linear, FrontendError> {
         let weight = builder.parameter(
             &format!("{name}.weight"),
             &[in_features, out_features],
             init,
         )?;
-        let bias = builder.parameter(&format!("{name}.bias"), &[out_features], Init::Zeros)?;
+        let bias = bias
+            .map(|init| builder.parameter(&format!("{name}.bias"), &[out_features], init))
+            .transpose()?;
         Ok(Linear {
             weight,
             bias,
@@ -43,8 +65,8 @@ impl Linear {
         self.weight
     }
 
-    /// The `[out]` bias parameter.
-    pub fn bias(&self) -> NodeId {
+    /// The `[out]` bias parameter, if the layer has one.
+    pub fn bias(&self) -> Option<NodeId> {
         self.bias
     }
 
@@ -56,22 +78,45 @@ impl Linear {
         self.out_features
     }
 
-    /// Applies the layer to a `[batch, in]` f32 value of the builder that declared it.
+    /// Applies the layer to an f32 value `[…, in]` of rank 2 or more (PyTorch's
+    /// `[*, in]`: leading axes are batch axes) of the builder that declared it.
     pub fn forward(&self, builder: &mut ModelBuilder, x: NodeId) -> Result<NodeId, FrontendError> {
         // Checked first so that a layer from another builder is named as the mistake,
         // rather than an operand that happens to be foreign too.
         builder.check_own(self.weight, "linear layer")?;
         let x_ty = builder.ty(x)?.clone();
         let in_features = self.in_features;
-        if x_ty.dtype != DType::F32 || x_ty.rank() != 2 || x_ty.shape[1] != in_features {
+        if x_ty.dtype != DType::F32 || x_ty.rank() < 2 || x_ty.shape.last() != Some(&in_features) {
             return Err(FrontendError::Operand {
                 context: "linear".to_string(),
-                expected: format!("f32[batch,{in_features}]"),
+                expected: format!("f32[batch,{in_features}] (or more leading axes)"),
                 found: x_ty,
             });
         }
-        let product = builder.graph().matmul(x, self.weight).context("linear")?;
-        builder.binary(BinaryOp::Add, product, self.bias)
+        let leading = &x_ty.shape[..x_ty.rank() - 1];
+        let rows = leading.iter().product();
+        let flat = if x_ty.rank() == 2 {
+            x
+        } else {
+            builder
+                .graph()
+                .reshape(x, vec![rows, in_features])
+                .context("linear")?
+        };
+        let product = builder
+            .graph()
+            .matmul(flat, self.weight)
+            .context("linear")?;
+        let y = match self.bias {
+            Some(bias) => builder.binary(BinaryOp::Add, product, bias)?,
+            None => product,
+        };
+        if x_ty.rank() == 2 {
+            return Ok(y);
+        }
+        let mut shape = leading.to_vec();
+        shape.push(self.out_features);
+        builder.graph().reshape(y, shape).context("linear")
     }
 }
 
@@ -87,35 +132,10 @@ pub fn linear(
     Linear::new(builder, name, in_features, out_features, init)?.forward(builder, x)
 }
 
-pub fn relu(builder: &mut ModelBuilder, x: NodeId) -> Result<NodeId, FrontendError> {
-    builder.graph().relu(x).context("relu")
-}
-
-/// Softmax over the last axis, stabilised by subtracting the row maximum.
-pub fn softmax(builder: &mut ModelBuilder, x: NodeId) -> Result<NodeId, FrontendError> {
-    let x_ty = builder.ty(x)?.clone();
-    let shape = x_ty.shape.clone();
-    let last = shape
-        .len()
-        .checked_sub(1)
-        .ok_or_else(|| FrontendError::Operand {
-            context: "softmax".to_string(),
-            expected: "a tensor of rank 1 or more".to_string(),
-            found: x_ty,
-        })?;
-    let graph = builder.graph();
-    let max = graph.reduce_max(x, &[last]).context("softmax")?;
-    let max = graph.broadcast(max, shape.clone()).context("softmax")?;
-    let shifted = graph.sub(x, max).context("softmax")?;
-    let exp = graph.exp(shifted).context("softmax")?;
-    let total = graph.reduce_sum(exp, &[last]).context("softmax")?;
-    let total = graph.broadcast(total, shape).context("softmax")?;
-    graph.div(exp, total).context("softmax")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::activations::{relu, softmax};
     use kiln_ir::TensorType;
 
     #[test]
@@ -131,7 +151,7 @@ mod tests {
         let err = linear(&mut builder, "fc", foreign, 4, Init::Zeros).unwrap_err();
         assert_eq!(err.to_string(), "value: node %5 belongs to another graph");
         assert!(relu(&mut builder, foreign).is_err());
-        assert!(softmax(&mut builder, foreign).is_err());
+        assert!(softmax(&mut builder, foreign, -1).is_err());
     }
 
     #[test]

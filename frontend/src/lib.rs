@@ -4,11 +4,15 @@
 //! Composite layers are built from IR primitives here, so autodiff and the rewriter
 //! see through them.
 
+pub mod activations;
 pub mod builder;
+pub mod conv;
 pub mod init;
+pub mod lang;
 pub mod layers;
 pub mod loss;
 pub mod models;
+pub mod sequence;
 
 pub use builder::{FrontendError, Model, ModelBuilder};
 pub use init::Init;

@@ -1,8 +1,9 @@
 //! Ready-made networks built from the layer library.
 
+use crate::activations::relu;
 use crate::builder::{FrontendError, Model, ModelBuilder};
 use crate::init::Init;
-use crate::layers::{linear, relu};
+use crate::layers::linear;
 use crate::loss::softmax_cross_entropy;
 use kiln_ir::TensorType;
 

@@ -2,7 +2,8 @@
 //! that takes one answers an id from another model with an error naming it, and
 //! lookups keyed by ids find nothing for a foreign id, even where its index exists.
 
-use kiln_frontend::layers::{linear, relu, softmax, Linear};
+use kiln_frontend::activations::{relu, softmax};
+use kiln_frontend::layers::{linear, Linear};
 use kiln_frontend::loss::{mean_squared_error, softmax_cross_entropy};
 use kiln_frontend::{FrontendError, Init, ModelBuilder};
 use kiln_ir::{evaluate, BinaryOp, Feeds, IrError, NodeId, Precision, Tensor, TensorType};
@@ -37,7 +38,7 @@ fn every_builder_api_rejects_a_foreign_value() {
     assert!(is_foreign(own.broadcast_to(x, &[4, 2, 3])));
     assert!(is_foreign(own.binary(BinaryOp::Add, x, x)));
     assert!(is_foreign(relu(&mut own, x)));
-    assert!(is_foreign(softmax(&mut own, x)));
+    assert!(is_foreign(softmax(&mut own, x, -1)));
     assert!(is_foreign(linear(&mut own, "fc", x, 2, Init::Zeros)));
     assert!(is_foreign(softmax_cross_entropy(&mut own, x, y)));
     assert!(is_foreign(mean_squared_error(&mut own, x, x)));

@@ -589,6 +589,46 @@ impl Graph {
         self.unary(UnaryOp::Relu, x)
     }
 
+    pub fn sqrt(&mut self, x: NodeId) -> Result<NodeId, IrError> {
+        self.unary(UnaryOp::Sqrt, x)
+    }
+
+    pub fn rsqrt(&mut self, x: NodeId) -> Result<NodeId, IrError> {
+        self.unary(UnaryOp::Rsqrt, x)
+    }
+
+    pub fn abs(&mut self, x: NodeId) -> Result<NodeId, IrError> {
+        self.unary(UnaryOp::Abs, x)
+    }
+
+    pub fn sign(&mut self, x: NodeId) -> Result<NodeId, IrError> {
+        self.unary(UnaryOp::Sign, x)
+    }
+
+    pub fn sigmoid(&mut self, x: NodeId) -> Result<NodeId, IrError> {
+        self.unary(UnaryOp::Sigmoid, x)
+    }
+
+    pub fn tanh(&mut self, x: NodeId) -> Result<NodeId, IrError> {
+        self.unary(UnaryOp::Tanh, x)
+    }
+
+    pub fn softplus(&mut self, x: NodeId) -> Result<NodeId, IrError> {
+        self.unary(UnaryOp::Softplus, x)
+    }
+
+    pub fn expm1(&mut self, x: NodeId) -> Result<NodeId, IrError> {
+        self.unary(UnaryOp::Expm1, x)
+    }
+
+    pub fn log1p(&mut self, x: NodeId) -> Result<NodeId, IrError> {
+        self.unary(UnaryOp::Log1p, x)
+    }
+
+    pub fn erf(&mut self, x: NodeId) -> Result<NodeId, IrError> {
+        self.unary(UnaryOp::Erf, x)
+    }
+
     pub fn add_(&mut self, a: NodeId, b: NodeId) -> Result<NodeId, IrError> {
         self.binary(BinaryOp::Add, a, b)
     }
@@ -607,6 +647,14 @@ impl Graph {
 
     pub fn max(&mut self, a: NodeId, b: NodeId) -> Result<NodeId, IrError> {
         self.binary(BinaryOp::Max, a, b)
+    }
+
+    pub fn min(&mut self, a: NodeId, b: NodeId) -> Result<NodeId, IrError> {
+        self.binary(BinaryOp::Min, a, b)
+    }
+
+    pub fn pow(&mut self, a: NodeId, b: NodeId) -> Result<NodeId, IrError> {
+        self.binary(BinaryOp::Pow, a, b)
     }
 
     pub fn compare(&mut self, op: CmpOp, a: NodeId, b: NodeId) -> Result<NodeId, IrError> {
@@ -697,6 +745,46 @@ impl Graph {
 
     pub fn one_hot(&mut self, labels: NodeId, depth: usize) -> Result<NodeId, IrError> {
         self.add(Op::OneHot { depth }, &[labels])
+    }
+
+    /// Elements `starts[i], starts[i] + steps[i], …` below `ends[i]` on each axis.
+    pub fn slice(
+        &mut self,
+        x: NodeId,
+        starts: &[usize],
+        ends: &[usize],
+        steps: &[usize],
+    ) -> Result<NodeId, IrError> {
+        let op = Op::Slice {
+            starts: starts.to_vec(),
+            ends: ends.to_vec(),
+            steps: steps.to_vec(),
+        };
+        self.add(op, &[x])
+    }
+
+    /// `x` with `low`/`high` elements of `value` around each axis and `interior`
+    /// between neighbours.
+    pub fn pad(
+        &mut self,
+        x: NodeId,
+        low: &[usize],
+        high: &[usize],
+        interior: &[usize],
+        value: f64,
+    ) -> Result<NodeId, IrError> {
+        let op = Op::Pad {
+            low: low.to_vec(),
+            high: high.to_vec(),
+            interior: interior.to_vec(),
+            value,
+        };
+        self.add(op, &[x])
+    }
+
+    /// `a` then `b` along `axis`.
+    pub fn concat(&mut self, a: NodeId, b: NodeId, axis: usize) -> Result<NodeId, IrError> {
+        self.add(Op::Concat { axis }, &[a, b])
     }
 
     /// A constant with the type of `like` (same dtype and shape).

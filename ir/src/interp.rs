@@ -251,6 +251,63 @@ pub fn apply(
             }
             data
         }
+        Op::Slice { starts, steps, .. } => {
+            let x = operands[0];
+            let x_strides = strides(&x.shape);
+            let offset: usize = dot(starts, &x_strides);
+            let read_strides: Vec<usize> = steps
+                .iter()
+                .zip(&x_strides)
+                .map(|(step, stride)| step * stride)
+                .collect();
+            map_indices(&ty.shape, |index| {
+                x.data[offset + dot(index, &read_strides)]
+            })?
+        }
+        Op::Pad {
+            low,
+            interior,
+            value,
+            ..
+        } => {
+            let x = operands[0];
+            // The padding value is a value of the dtype, as a constant is.
+            let mut data = try_vec(scalar::to_dtype(*value, ty.dtype), ty.num_elements(), what)?;
+            let out_strides = strides(&ty.shape);
+            let offset = dot(low, &out_strides);
+            let write_strides: Vec<usize> = interior
+                .iter()
+                .zip(&out_strides)
+                .map(|(gap, stride)| (gap + 1) * stride)
+                .collect();
+            let mut position = 0;
+            map_indices(&x.shape, |index| {
+                data[offset + dot(index, &write_strides)] = x.data[position];
+                position += 1;
+                0.0
+            })?;
+            data
+        }
+        Op::Concat { axis } => {
+            let (a, b) = (operands[0], operands[1]);
+            let (a_strides, b_strides) = (strides(&a.shape), strides(&b.shape));
+            let split = a.shape[*axis];
+            map_indices(&ty.shape, |index| {
+                if index[*axis] < split {
+                    a.data[dot(index, &a_strides)]
+                } else {
+                    let offset = (index[*axis] - split) * b_strides[*axis];
+                    let rest: usize = index
+                        .iter()
+                        .zip(&b_strides)
+                        .enumerate()
+                        .filter(|&(i, _)| i != *axis)
+                        .map(|(_, (i, s))| i * s)
+                        .sum();
+                    b.data[offset + rest]
+                }
+            })?
+        }
     };
     Ok(Tensor {
         dtype: ty.dtype,

@@ -15,6 +15,24 @@ pub enum UnaryOp {
     Exp,
     Log,
     Relu,
+    /// IEEE square root (NaN below zero, -0 for -0).
+    Sqrt,
+    /// `1 / sqrt(x)`, two roundings.
+    Rsqrt,
+    Abs,
+    /// -1, +1, or the operand itself for ±0 and NaN.
+    Sign,
+    /// `1 / (1 + exp(-x))`.
+    Sigmoid,
+    Tanh,
+    /// `ln(1 + exp(x))`.
+    Softplus,
+    /// `exp(x) - 1`, accurate near 0.
+    Expm1,
+    /// `ln(1 + x)`, accurate near 0.
+    Log1p,
+    /// The error function.
+    Erf,
 }
 
 /// Elementwise binary ops on operands of one type.
@@ -25,6 +43,10 @@ pub enum BinaryOp {
     Mul,
     Div,
     Max,
+    /// NaN if either operand is NaN, and -0 < +0 (Cranelift's `fmin`).
+    Min,
+    /// `a` to the power `b`, with C99's special cases (see `scalar::pow_f32`).
+    Pow,
 }
 
 /// Elementwise comparisons; the result is `bool`.
@@ -97,10 +119,48 @@ pub enum Op {
     OneHot {
         depth: usize,
     },
+    /// Per axis, the elements `start, start + step, …` below `end`:
+    /// `ceil((end − start) / step)` of them (`start ≤ end ≤ extent`, `step ≥ 1`).
+    Slice {
+        starts: Vec<usize>,
+        ends: Vec<usize>,
+        steps: Vec<usize>,
+    },
+    /// XLA's pad: per axis, `low` elements of `value` before, `interior` between
+    /// each pair of elements and `high` after, so an extent `n` becomes
+    /// `low + n + max(n − 1, 0)·interior + high`. The adjoint of a strided slice.
+    Pad {
+        low: Vec<usize>,
+        high: Vec<usize>,
+        interior: Vec<usize>,
+        /// In JSON as text (`"-inf"`), as JSON numbers have no infinities or NaN.
+        #[serde(with = "crate::serial::float_text")]
+        value: f64,
+    },
+    /// The two operands one after the other along `axis`; their other extents and
+    /// dtypes agree.
+    Concat {
+        axis: usize,
+    },
 }
 
 impl UnaryOp {
-    pub const ALL: [UnaryOp; 4] = [UnaryOp::Neg, UnaryOp::Exp, UnaryOp::Log, UnaryOp::Relu];
+    pub const ALL: [UnaryOp; 14] = [
+        UnaryOp::Neg,
+        UnaryOp::Exp,
+        UnaryOp::Log,
+        UnaryOp::Relu,
+        UnaryOp::Sqrt,
+        UnaryOp::Rsqrt,
+        UnaryOp::Abs,
+        UnaryOp::Sign,
+        UnaryOp::Sigmoid,
+        UnaryOp::Tanh,
+        UnaryOp::Softplus,
+        UnaryOp::Expm1,
+        UnaryOp::Log1p,
+        UnaryOp::Erf,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -108,6 +168,16 @@ impl UnaryOp {
             UnaryOp::Exp => "exp",
             UnaryOp::Log => "log",
             UnaryOp::Relu => "relu",
+            UnaryOp::Sqrt => "sqrt",
+            UnaryOp::Rsqrt => "rsqrt",
+            UnaryOp::Abs => "abs",
+            UnaryOp::Sign => "sign",
+            UnaryOp::Sigmoid => "sigmoid",
+            UnaryOp::Tanh => "tanh",
+            UnaryOp::Softplus => "softplus",
+            UnaryOp::Expm1 => "expm1",
+            UnaryOp::Log1p => "log1p",
+            UnaryOp::Erf => "erf",
         }
     }
 
@@ -125,22 +195,37 @@ impl UnaryOp {
                     0.0
                 }
             }
+            UnaryOp::Sqrt => x.sqrt(),
+            UnaryOp::Rsqrt => 1.0 / x.sqrt(),
+            UnaryOp::Abs => x.abs(),
+            UnaryOp::Sign => crate::scalar::sign_f64(x),
+            UnaryOp::Sigmoid => crate::scalar::sigmoid_f64(x),
+            UnaryOp::Tanh => x.tanh(),
+            UnaryOp::Softplus => crate::scalar::softplus_f64(x),
+            UnaryOp::Expm1 => x.exp_m1(),
+            UnaryOp::Log1p => x.ln_1p(),
+            UnaryOp::Erf => libm::erf(x),
         }
     }
 
     /// Whether the op is defined on integers as well as floats.
     pub fn accepts_int(self) -> bool {
-        matches!(self, UnaryOp::Neg | UnaryOp::Relu)
+        matches!(
+            self,
+            UnaryOp::Neg | UnaryOp::Relu | UnaryOp::Abs | UnaryOp::Sign
+        )
     }
 }
 
 impl BinaryOp {
-    pub const ALL: [BinaryOp; 5] = [
+    pub const ALL: [BinaryOp; 7] = [
         BinaryOp::Add,
         BinaryOp::Sub,
         BinaryOp::Mul,
         BinaryOp::Div,
         BinaryOp::Max,
+        BinaryOp::Min,
+        BinaryOp::Pow,
     ];
 
     pub fn name(self) -> &'static str {
@@ -150,6 +235,8 @@ impl BinaryOp {
             BinaryOp::Mul => "mul",
             BinaryOp::Div => "div",
             BinaryOp::Max => "max",
+            BinaryOp::Min => "min",
+            BinaryOp::Pow => "pow",
         }
     }
 
@@ -163,12 +250,14 @@ impl BinaryOp {
             BinaryOp::Mul => a * b,
             BinaryOp::Div => a / b,
             BinaryOp::Max => crate::scalar::max_f64(a, b),
+            BinaryOp::Min => crate::scalar::min_f64(a, b),
+            BinaryOp::Pow => a.powf(b),
         }
     }
 
-    /// Integer division could trap on zero, so `div` is for floats only.
+    /// Integer division could trap on zero, so `div` is for floats only, as is `pow`.
     pub fn accepts_int(self) -> bool {
-        !matches!(self, BinaryOp::Div)
+        !matches!(self, BinaryOp::Div | BinaryOp::Pow)
     }
 }
 
@@ -218,7 +307,7 @@ impl ReduceOp {
 }
 
 /// Every mnemonic of the text IR, one per op (and per matmul flag combination).
-pub const MNEMONICS: [&str; 31] = [
+pub const MNEMONICS: [&str; 46] = [
     "input",
     "param",
     "const",
@@ -226,11 +315,23 @@ pub const MNEMONICS: [&str; 31] = [
     "exp",
     "log",
     "relu",
+    "sqrt",
+    "rsqrt",
+    "abs",
+    "sign",
+    "sigmoid",
+    "tanh",
+    "softplus",
+    "expm1",
+    "log1p",
+    "erf",
     "add",
     "sub",
     "mul",
     "div",
     "max",
+    "min",
+    "pow",
     "cmp.eq",
     "cmp.ne",
     "cmp.lt",
@@ -250,6 +351,9 @@ pub const MNEMONICS: [&str; 31] = [
     "matmul.nt",
     "matmul.tt",
     "one_hot",
+    "slice",
+    "pad",
+    "concat",
 ];
 
 impl Op {
@@ -285,6 +389,9 @@ impl Op {
                 (true, true) => "matmul.tt",
             },
             Op::OneHot { .. } => "one_hot",
+            Op::Slice { .. } => "slice",
+            Op::Pad { .. } => "pad",
+            Op::Concat { .. } => "concat",
         }
     }
 
@@ -298,8 +405,10 @@ impl Op {
             | Op::Reduce { .. }
             | Op::Reshape { .. }
             | Op::Transpose { .. }
-            | Op::OneHot { .. } => 1,
-            Op::Binary(_) | Op::Compare(_) | Op::MatMul { .. } => 2,
+            | Op::OneHot { .. }
+            | Op::Slice { .. }
+            | Op::Pad { .. } => 1,
+            Op::Binary(_) | Op::Compare(_) | Op::MatMul { .. } | Op::Concat { .. } => 2,
             Op::Select => 3,
         }
     }
@@ -316,11 +425,12 @@ impl Op {
         matches!(self, Op::Reduce { .. })
     }
 
-    /// Ops that only move or replicate elements.
+    /// Ops that only move or replicate elements, each output element one input
+    /// element (so labels read through them keep their meaning).
     pub fn is_movement(&self) -> bool {
         matches!(
             self,
-            Op::Broadcast { .. } | Op::Reshape { .. } | Op::Transpose { .. }
+            Op::Broadcast { .. } | Op::Reshape { .. } | Op::Transpose { .. } | Op::Slice { .. }
         )
     }
 
@@ -477,10 +587,82 @@ impl Op {
                 shape.push(*depth);
                 Ok(TensorType::f32(shape))
             }
+            Op::Slice {
+                starts,
+                ends,
+                steps,
+            } => {
+                let x = operands[0];
+                let rank = x.rank();
+                if starts.len() != rank || ends.len() != rank || steps.len() != rank {
+                    return Err(bad(format!(
+                        "starts, ends and steps need one entry per axis of {x}, found {}, {} and {}",
+                        starts.len(),
+                        ends.len(),
+                        steps.len()
+                    )));
+                }
+                let mut shape = Vec::with_capacity(rank);
+                for axis in 0..rank {
+                    let (start, end, step) = (starts[axis], ends[axis], steps[axis]);
+                    if step == 0 || start > end || end > x.shape[axis] {
+                        return Err(bad(format!(
+                            "axis {axis} of {x}: {start}..{end} step {step} needs start ≤ end ≤ {} and step ≥ 1",
+                            x.shape[axis]
+                        )));
+                    }
+                    shape.push((end - start).div_ceil(step));
+                }
+                Ok(x.with_shape(shape))
+            }
+            Op::Pad {
+                low,
+                high,
+                interior,
+                ..
+            } => {
+                let x = operands[0];
+                let rank = x.rank();
+                if low.len() != rank || high.len() != rank || interior.len() != rank {
+                    return Err(bad(format!(
+                        "low, high and interior need one entry per axis of {x}, found {}, {} and {}",
+                        low.len(),
+                        high.len(),
+                        interior.len()
+                    )));
+                }
+                let shape: Option<Vec<usize>> = (0..rank)
+                    .map(|axis| pad_extent(x.shape[axis], low[axis], high[axis], interior[axis]))
+                    .collect();
+                let shape =
+                    shape.ok_or_else(|| bad(format!("padding {x} overflows its extents")))?;
+                Ok(x.with_shape(shape))
+            }
+            Op::Concat { axis } => {
+                let (a, b) = (operands[0], operands[1]);
+                let joinable = a.dtype == b.dtype
+                    && a.rank() == b.rank()
+                    && *axis < a.rank()
+                    && (0..a.rank()).all(|i| i == *axis || a.shape[i] == b.shape[i]);
+                if !joinable {
+                    return Err(bad(format!(
+                        "cannot join {a} and {b} along axis {axis}: dtypes, ranks and the other extents must agree"
+                    )));
+                }
+                let mut shape = a.shape.clone();
+                shape[*axis] = a.shape[*axis].saturating_add(b.shape[*axis]);
+                Ok(a.with_shape(shape))
+            }
         }?;
         check_size(op, &ty.shape)?;
         Ok(ty)
     }
+}
+
+/// The extent of an axis of `n` elements after [`Op::Pad`], or `None` on overflow.
+pub fn pad_extent(n: usize, low: usize, high: usize, interior: usize) -> Option<usize> {
+    let gaps = n.saturating_sub(1).checked_mul(interior)?;
+    low.checked_add(n)?.checked_add(gaps)?.checked_add(high)
 }
 
 /// `(rows, cols)` of the matrix in the last two axes, read transposed if asked.

@@ -64,6 +64,8 @@ const EXP_ARGUMENT_MAX: f64 = 4.0;
 const LOG_ARGUMENT_MIN: f64 = 1.0 / 16.0;
 /// Divisors are at least this far from zero.
 const DIVISOR_MIN: f64 = 0.25;
+/// `pow`'s exponent lies in `[-POW_EXPONENT_MAX, POW_EXPONENT_MAX]`.
+const POW_EXPONENT_MAX: f64 = 2.0;
 /// The most elements a sum, mean or matmul adds up: f32 sums of more terms differ
 /// from the interpreter's f64 sums by more than differential tests allow.
 const SUM_LENGTH_MAX: usize = 256;
@@ -243,7 +245,7 @@ fn random_label(rng: &mut Rng, depth: usize) -> f64 {
 }
 
 /// The largest `one_hot` depth that reads `id`, looking through movement ops.
-fn one_hot_depth(graph: &Graph, id: NodeId) -> Option<usize> {
+pub fn one_hot_depth(graph: &Graph, id: NodeId) -> Option<usize> {
     let mut depth = None;
     let mut stack = vec![id];
     while let Some(node) = stack.pop() {
@@ -306,11 +308,13 @@ enum Step {
     Transpose,
     MatMul,
     OneHot,
+    /// A slice, a pad or a concatenation.
+    Relayout,
 }
 
 impl Step {
     /// Each step with its relative frequency.
-    const WEIGHTED: [(Step, usize); 11] = [
+    const WEIGHTED: [(Step, usize); 12] = [
         (Step::Unary, 4),
         (Step::Binary, 5),
         (Step::CompareSelect, 2),
@@ -322,12 +326,13 @@ impl Step {
         (Step::Transpose, 2),
         (Step::MatMul, 3),
         (Step::OneHot, 1),
+        (Step::Relayout, 2),
     ];
 
     /// The most op nodes the step adds, helpers (rescaling, reshapes) included.
     fn max_cost(self) -> usize {
         match self {
-            Step::Reshape | Step::Transpose | Step::OneHot => 1,
+            Step::Reshape | Step::Transpose | Step::OneHot | Step::Relayout => 1,
             Step::Unary | Step::CompareSelect | Step::Cast | Step::Broadcast | Step::Reduce => 2,
             Step::Binary | Step::MatMul => 3,
             Step::Normalize => 5,
@@ -642,6 +647,7 @@ impl<'a> Builder<'a> {
             Step::Transpose => self.transpose(),
             Step::MatMul => self.matmul(),
             Step::OneHot => self.one_hot(),
+            Step::Relayout => self.relayout(),
         }
     }
 
@@ -673,20 +679,21 @@ impl<'a> Builder<'a> {
         let x = self.numeric();
         let x = self.sometimes_constant(x);
         if !x.is_f32() {
-            let op = self.pick(&[UnaryOp::Neg, UnaryOp::Relu]);
+            let op = self.pick(&[UnaryOp::Neg, UnaryOp::Relu, UnaryOp::Abs, UnaryOp::Sign]);
             self.push(Op::Unary(op), &[&x]);
             return;
         }
         match self.pick(&UnaryOp::ALL) {
-            UnaryOp::Exp => {
+            op @ (UnaryOp::Exp | UnaryOp::Expm1) => {
                 let x = self
                     .choose(|value| value.is_f32() && value.hi <= EXP_ARGUMENT_MAX)
                     .expect("f32 inputs lie in [-2, 2]");
-                self.push(Op::Unary(UnaryOp::Exp), &[&x]);
+                self.push(Op::Unary(op), &[&x]);
             }
-            UnaryOp::Log => {
+            // Kept away from their poles and from the region where they are NaN.
+            op @ (UnaryOp::Log | UnaryOp::Log1p | UnaryOp::Sqrt | UnaryOp::Rsqrt) => {
                 let x = self.at_least(x, LOG_ARGUMENT_MIN);
-                self.push(Op::Unary(UnaryOp::Log), &[&x]);
+                self.push(Op::Unary(op), &[&x]);
             }
             op => {
                 self.push(Op::Unary(op), &[&x]);
@@ -700,7 +707,13 @@ impl<'a> Builder<'a> {
         let op = if x.is_f32() {
             self.pick(&BinaryOp::ALL)
         } else {
-            self.pick(&[BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Max])
+            self.pick(&[
+                BinaryOp::Add,
+                BinaryOp::Sub,
+                BinaryOp::Mul,
+                BinaryOp::Max,
+                BinaryOp::Min,
+            ])
         };
         let y = self.operand(&x.ty);
         // Either operand order, so a constant or a parameter can come first.
@@ -709,6 +722,21 @@ impl<'a> Builder<'a> {
             self.at_least(b, DIVISOR_MIN)
         } else {
             b
+        };
+        // A positive base and a small exponent keep the power finite and smooth; an
+        // exponent that may be large is replaced by a constant (no op, so the step
+        // stays within its cost).
+        let (a, b) = if op == BinaryOp::Pow {
+            let base = self.at_least(a, LOG_ARGUMENT_MIN);
+            let exponent = if b.magnitude() <= POW_EXPONENT_MAX {
+                b
+            } else {
+                let value = self.pick(&[-1.5, 0.5, 2.0]);
+                self.new_constant(value, b.ty.clone())
+            };
+            (base, exponent)
+        } else {
+            (a, b)
         };
         let result = self.push(Op::Binary(op), &[&a, &b]);
         self.rescale(result);
@@ -898,6 +926,60 @@ impl<'a> Builder<'a> {
         shape
     }
 
+    /// A slice (random bounds and steps), a pad (small borders and gaps) or the
+    /// concatenation of a value with another of its type along a random axis.
+    fn relayout(&mut self) {
+        let x = self
+            .choose(|value| value.ty.rank() >= 1 && value.ty.dtype != DType::Bool)
+            .unwrap_or_else(|| self.any_f32());
+        let rank = x.ty.rank();
+        match self.rng.below(3) {
+            0 => {
+                let (mut starts, mut ends, mut steps) = (Vec::new(), Vec::new(), Vec::new());
+                for &extent in &x.ty.shape {
+                    // At least one element unless the axis is empty.
+                    let (start, end) = if extent == 0 {
+                        (0, 0)
+                    } else {
+                        let start = self.rng.below(extent);
+                        (start, start + 1 + self.rng.below(extent - start))
+                    };
+                    starts.push(start);
+                    ends.push(end);
+                    steps.push(1 + self.rng.below(3));
+                }
+                self.push(
+                    Op::Slice {
+                        starts,
+                        ends,
+                        steps,
+                    },
+                    &[&x],
+                );
+            }
+            1 => {
+                let mut border = || (0..rank).map(|_| self.rng.below(3)).collect::<Vec<_>>();
+                let (low, high) = (border(), border());
+                let interior = (0..rank).map(|_| self.rng.below(2)).collect();
+                let value = self.pick(&[0.0, 1.0, -2.0]);
+                self.push(
+                    Op::Pad {
+                        low,
+                        high,
+                        interior,
+                        value,
+                    },
+                    &[&x],
+                );
+            }
+            _ => {
+                let y = self.operand(&x.ty);
+                let axis = self.rng.below(rank);
+                self.push(Op::Concat { axis }, &[&x, &y]);
+            }
+        }
+    }
+
     fn transpose(&mut self) {
         let x = self
             .choose(|value| value.ty.rank() >= 2)
@@ -1044,6 +1126,20 @@ fn interval(op: &Op, operands: &[&Value], result: &TensorType) -> (f64, f64) {
                 UnaryOp::Exp => (x.lo.exp(), x.hi.exp()),
                 UnaryOp::Log => (x.lo.ln(), x.hi.ln()),
                 UnaryOp::Relu => (x.lo.max(0.0), x.hi.max(0.0)),
+                UnaryOp::Abs if x.lo >= 0.0 => (x.lo, x.hi),
+                UnaryOp::Abs if x.hi <= 0.0 => (-x.hi, -x.lo),
+                UnaryOp::Abs => (0.0, x.hi.max(-x.lo)),
+                // Decreasing.
+                UnaryOp::Rsqrt => (unary.apply(x.hi), unary.apply(x.lo)),
+                // Non-decreasing.
+                UnaryOp::Sqrt
+                | UnaryOp::Sign
+                | UnaryOp::Sigmoid
+                | UnaryOp::Tanh
+                | UnaryOp::Softplus
+                | UnaryOp::Expm1
+                | UnaryOp::Log1p
+                | UnaryOp::Erf => (unary.apply(x.lo), unary.apply(x.hi)),
             }
         }
         Op::Binary(binary) => {
@@ -1055,6 +1151,14 @@ fn interval(op: &Op, operands: &[&Value], result: &TensorType) -> (f64, f64) {
                 // The divisor's interval excludes zero.
                 BinaryOp::Div => span([a.lo / b.lo, a.lo / b.hi, a.hi / b.lo, a.hi / b.hi]),
                 BinaryOp::Max => (a.lo.max(b.lo), a.hi.max(b.hi)),
+                BinaryOp::Min => (a.lo.min(b.lo), a.hi.min(b.hi)),
+                // A positive base: monotone in each operand, so a corner is extreme.
+                BinaryOp::Pow => span([
+                    a.lo.powf(b.lo),
+                    a.lo.powf(b.hi),
+                    a.hi.powf(b.lo),
+                    a.hi.powf(b.hi),
+                ]),
             }
         }
         Op::Compare(_) | Op::OneHot { .. } => (0.0, 1.0),
@@ -1071,9 +1175,14 @@ fn interval(op: &Op, operands: &[&Value], result: &TensorType) -> (f64, f64) {
                 DType::F32 => (x.lo, x.hi),
             }
         }
-        Op::Broadcast { .. } | Op::Reshape { .. } | Op::Transpose { .. } => {
+        Op::Broadcast { .. } | Op::Reshape { .. } | Op::Transpose { .. } | Op::Slice { .. } => {
             (operands[0].lo, operands[0].hi)
         }
+        Op::Pad { value, .. } => (operands[0].lo.min(*value), operands[0].hi.max(*value)),
+        Op::Concat { .. } => (
+            operands[0].lo.min(operands[1].lo),
+            operands[0].hi.max(operands[1].hi),
+        ),
         Op::Reduce { op, axes } => {
             let x = operands[0];
             match op {

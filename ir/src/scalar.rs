@@ -70,9 +70,16 @@
 //! |f| whenever k ≠ 0) and added to the small part, so the cancellation for x just
 //! below 2 or just above ½ costs no accuracy. Selects give log(±0) = -inf,
 //! log(x < 0) = NaN (-inf included), log(+inf) = +inf and log(NaN) = NaN; log(1) = +0.
+//!
+//! The special functions built on these (expm1, log1p, tanh, sigmoid, softplus, erf
+//! and pow) live in `scalar/special.rs` under the same contract, with their own
+//! measured bounds.
 
 use crate::op::{BinaryOp, CmpOp, Op, ReduceOp, UnaryOp};
 use crate::types::DType;
+
+mod special;
+pub use special::*;
 
 /// `value` as a value of `dtype`: rounded to f32, converted to i32 with Rust's `as`
 /// (truncating, saturating, NaN to 0), or to bool as `value != 0`. This is how a
@@ -222,35 +229,104 @@ pub fn max_f64(a: f64, b: f64) -> f64 {
     }
 }
 
-/// Unary `op` on an element of `dtype` (f32, or i32 for `neg` and `relu`).
+/// Cranelift's `fmin` on f32: NaN-propagating, and -0 < +0.
+pub fn min_f32(a: f32, b: f32) -> f32 {
+    min_f64(f64::from(a), f64::from(b)) as f32
+}
+
+/// [`min_f32`]'s rule in f64 (also the interpreter's `Precision::F64` mode).
+pub fn min_f64(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else if a == b {
+        // Equal values differ at most in the sign of a zero; -0 is the smaller.
+        if a.is_sign_negative() {
+            a
+        } else {
+            b
+        }
+    } else if a < b {
+        a
+    } else {
+        b
+    }
+}
+
+/// kiln's `sign`: -1 below zero, +1 above, and the operand itself for ±0 and NaN
+/// (on f32 and, widened exactly, in f64).
+pub fn sign_f64(x: f64) -> f64 {
+    if x > 0.0 {
+        1.0
+    } else if x < 0.0 {
+        -1.0
+    } else {
+        x
+    }
+}
+
+/// The logistic function in f64 (the interpreter's `Precision::F64` mode), without
+/// overflow: `exp` is only taken of `-|x|`.
+pub fn sigmoid_f64(x: f64) -> f64 {
+    let e = (-x.abs()).exp();
+    if x < 0.0 {
+        e / (1.0 + e)
+    } else {
+        1.0 / (1.0 + e)
+    }
+}
+
+/// `ln(1 + exp(x))` in f64 (the interpreter's `Precision::F64` mode), as
+/// `max(x, 0) + ln(1 + exp(-|x|))` so that neither tail overflows or cancels.
+pub fn softplus_f64(x: f64) -> f64 {
+    if x.is_nan() {
+        return x;
+    }
+    x.max(0.0) + (-x.abs()).exp().ln_1p()
+}
+
+/// Unary `op` on an element of `dtype` (f32, or i32 for `neg`, `relu`, `abs` and
+/// `sign`).
 pub fn unary(op: UnaryOp, dtype: DType, x: f64) -> f64 {
     match dtype {
-        DType::F32 => {
-            let x = x as f32;
-            f64::from(match op {
-                UnaryOp::Neg => -x,
-                UnaryOp::Exp => exp_f32(x),
-                UnaryOp::Log => log_f32(x),
-                UnaryOp::Relu => {
-                    if x > 0.0 {
-                        x
-                    } else {
-                        0.0
-                    }
-                }
-            })
-        }
+        DType::F32 => f64::from(unary_f32(op, x as f32)),
         DType::I32 | DType::Bool => {
             let x = x as i32;
             f64::from(match op {
                 UnaryOp::Neg => x.wrapping_neg(),
                 UnaryOp::Relu => x.max(0),
-                // The typing rules keep exp and log to f32; the value is what the
+                UnaryOp::Abs => x.wrapping_abs(),
+                UnaryOp::Sign => x.signum(),
+                // The typing rules keep the other ops to f32; the value is what the
                 // generated code would compute on the integer read as f32.
-                UnaryOp::Exp => exp_f32(x as f32) as i32,
-                UnaryOp::Log => log_f32(x as f32) as i32,
+                _ => unary_f32(op, x as f32) as i32,
             })
         }
+    }
+}
+
+/// Unary `op` on an f32 element, as compiled code computes it.
+pub fn unary_f32(op: UnaryOp, x: f32) -> f32 {
+    match op {
+        UnaryOp::Neg => -x,
+        UnaryOp::Exp => exp_f32(x),
+        UnaryOp::Log => log_f32(x),
+        UnaryOp::Relu => {
+            if x > 0.0 {
+                x
+            } else {
+                0.0
+            }
+        }
+        UnaryOp::Sqrt => x.sqrt(),
+        UnaryOp::Rsqrt => 1.0 / x.sqrt(),
+        UnaryOp::Abs => x.abs(),
+        UnaryOp::Sign => sign_f64(f64::from(x)) as f32,
+        UnaryOp::Sigmoid => sigmoid_f32(x),
+        UnaryOp::Tanh => tanh_f32(x),
+        UnaryOp::Softplus => softplus_f32(x),
+        UnaryOp::Expm1 => expm1_f32(x),
+        UnaryOp::Log1p => log1p_f32(x),
+        UnaryOp::Erf => erf_f32(x),
     }
 }
 
@@ -265,6 +341,8 @@ pub fn binary(op: BinaryOp, dtype: DType, a: f64, b: f64) -> f64 {
                 BinaryOp::Mul => a * b,
                 BinaryOp::Div => a / b,
                 BinaryOp::Max => max_f32(a, b),
+                BinaryOp::Min => min_f32(a, b),
+                BinaryOp::Pow => pow_f32(a, b),
             })
         }
         DType::I32 => {
@@ -274,8 +352,9 @@ pub fn binary(op: BinaryOp, dtype: DType, a: f64, b: f64) -> f64 {
                 BinaryOp::Sub => a.wrapping_sub(b),
                 BinaryOp::Mul => a.wrapping_mul(b),
                 // Integer division is rejected by the typing rules (it could trap).
-                BinaryOp::Div => 0,
+                BinaryOp::Div | BinaryOp::Pow => 0,
                 BinaryOp::Max => a.max(b),
+                BinaryOp::Min => a.min(b),
             })
         }
         // Only `max` reaches bools (a reduce_max over a mask): their union.

@@ -159,6 +159,32 @@ fn op_from_json(value: Value) -> Result<Op, String> {
     serde_json::from_value(value).map_err(|err| format!("invalid op: {err}"))
 }
 
+/// An f64 field of an op written as a float literal (`"1.5"`, `"-inf"`, `"nan"`) and
+/// read from such a string or a plain JSON number: `#[serde(with = ...)]`.
+pub(crate) mod float_text {
+    use serde::{de, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &f64, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&crate::text::float_literal(*value))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+        match serde_json::Value::deserialize(deserializer)? {
+            serde_json::Value::Number(number) => number
+                .as_f64()
+                .ok_or_else(|| de::Error::custom("a number out of f64's range")),
+            serde_json::Value::String(text) => super::parse_float(&text).ok_or_else(|| {
+                de::Error::custom(format!(
+                    "{text:?} is not a float literal such as \"1.5\", \"-inf\" or \"nan\""
+                ))
+            }),
+            other => Err(de::Error::custom(format!(
+                "{other} is not a number or a float literal"
+            ))),
+        }
+    }
+}
+
 /// The inverse of `float_literal`: decimal numbers, `inf`, `-inf` and `nan`.
 fn parse_float(text: &str) -> Option<f64> {
     match text {

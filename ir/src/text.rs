@@ -149,6 +149,37 @@ pub fn print(graph: &Graph) -> String {
             Op::OneHot { depth } => {
                 let _ = write!(out, " depth={depth}");
             }
+            Op::Slice {
+                starts,
+                ends,
+                steps,
+            } => {
+                let _ = write!(
+                    out,
+                    " starts={} ends={} steps={}",
+                    list(starts),
+                    list(ends),
+                    list(steps)
+                );
+            }
+            Op::Pad {
+                low,
+                high,
+                interior,
+                value,
+            } => {
+                let _ = write!(
+                    out,
+                    " low={} high={} interior={} value={}",
+                    list(low),
+                    list(high),
+                    list(interior),
+                    float_literal(*value)
+                );
+            }
+            Op::Concat { axis } => {
+                let _ = write!(out, " axis={axis}");
+            }
             _ => {}
         }
         let _ = writeln!(out, " : {}", node.ty);
@@ -267,6 +298,18 @@ fn op_from_mnemonic(mnemonic: &str) -> Option<Op> {
         "reshape" => Op::Reshape { shape: Vec::new() },
         "transpose" => Op::Transpose { perm: Vec::new() },
         "one_hot" => Op::OneHot { depth: 0 },
+        "slice" => Op::Slice {
+            starts: Vec::new(),
+            ends: Vec::new(),
+            steps: Vec::new(),
+        },
+        "pad" => Op::Pad {
+            low: Vec::new(),
+            high: Vec::new(),
+            interior: Vec::new(),
+            value: 0.0,
+        },
+        "concat" => Op::Concat { axis: 0 },
         "matmul" | "matmul.tn" | "matmul.nt" | "matmul.tt" => Op::MatMul {
             transpose_a: mnemonic == "matmul.tn" || mnemonic == "matmul.tt",
             transpose_b: mnemonic == "matmul.nt" || mnemonic == "matmul.tt",
@@ -399,6 +442,37 @@ pub fn parse(src: &str) -> Result<Graph, ParseError> {
                     Op::OneHot { depth } => {
                         parser.attribute("depth")?;
                         *depth = parser.integer("the depth")?;
+                    }
+                    Op::Slice {
+                        starts,
+                        ends,
+                        steps,
+                    } => {
+                        parser.attribute("starts")?;
+                        *starts = parser.int_list("the starts")?;
+                        parser.attribute("ends")?;
+                        *ends = parser.int_list("the ends")?;
+                        parser.attribute("steps")?;
+                        *steps = parser.int_list("the steps")?;
+                    }
+                    Op::Pad {
+                        low,
+                        high,
+                        interior,
+                        value,
+                    } => {
+                        parser.attribute("low")?;
+                        *low = parser.int_list("the low padding")?;
+                        parser.attribute("high")?;
+                        *high = parser.int_list("the high padding")?;
+                        parser.attribute("interior")?;
+                        *interior = parser.int_list("the interior padding")?;
+                        parser.attribute("value")?;
+                        *value = parser.float()?;
+                    }
+                    Op::Concat { axis } => {
+                        parser.attribute("axis")?;
+                        *axis = parser.integer("the axis")?;
                     }
                     _ => {}
                 }

@@ -131,6 +131,89 @@ fn relu_zeroes_negatives_of_floats_and_ints() {
     assert_tensor(&y, TensorType::i32([3]), &[0.0, 0.0, 9.0]);
 }
 
+/// The bits of `build` on `x` in both precisions (so the sign of a zero shows).
+fn bits_in_both_precisions(
+    x: &Tensor,
+    build: impl Fn(&mut Graph, NodeId) -> NodeId,
+) -> [Vec<u64>; 2] {
+    [Precision::F64, Precision::F32].map(|precision| {
+        on_one_at(precision, x, &build)
+            .data()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect()
+    })
+}
+
+#[test]
+fn sqrt_and_rsqrt_of_known_points_and_outside_their_domain() {
+    let x = f32s(&[5], &[4.0, 0.25, 0.0, -0.0, f64::INFINITY]);
+    let y = on_one(&x, |g, x| g.sqrt(x).unwrap());
+    assert_tensor(
+        &y,
+        TensorType::f32([5]),
+        &[2.0, 0.5, 0.0, -0.0, f64::INFINITY],
+    );
+    assert!(y.data()[3].is_sign_negative(), "sqrt(-0) is -0: {y}");
+    let y = on_one(&x, |g, x| g.rsqrt(x).unwrap());
+    let expected = [0.5, 2.0, f64::INFINITY, f64::NEG_INFINITY, 0.0];
+    assert_tensor(&y, TensorType::f32([5]), &expected);
+    for build in [Graph::sqrt, Graph::rsqrt] {
+        let y = on_one(&f32s(&[2], &[-1.0, f64::NAN]), |g, x| build(g, x).unwrap());
+        assert_tensor(&y, TensorType::f32([2]), &[f64::NAN, f64::NAN]);
+    }
+}
+
+#[test]
+fn abs_and_sign_of_floats_keep_zeros_and_nan_and_wrap_on_ints() {
+    let x = f32s(&[5], &[-2.5, 3.0, -0.0, 0.0, f64::NAN]);
+    let y = on_one(&x, |g, x| g.abs(x).unwrap());
+    assert_tensor(&y, TensorType::f32([5]), &[2.5, 3.0, 0.0, 0.0, f64::NAN]);
+    let y = on_one(&x, |g, x| g.sign(x).unwrap());
+    assert_tensor(&y, TensorType::f32([5]), &[-1.0, 1.0, -0.0, 0.0, f64::NAN]);
+    // sign(-0) is -0, sign(+0) is +0, in both precisions.
+    for bits in bits_in_both_precisions(&x, |g, x| g.sign(x).unwrap()) {
+        assert_eq!(bits[2..4], [(-0.0f64).to_bits(), 0]);
+    }
+    let ints = i32s(&[4], &[-7.0, 0.0, 9.0, f64::from(i32::MIN)]);
+    let y = on_one(&ints, |g, x| g.abs(x).unwrap());
+    let wrapped = f64::from(i32::MIN);
+    assert_tensor(&y, TensorType::i32([4]), &[7.0, 0.0, 9.0, wrapped]);
+    let y = on_one(&ints, |g, x| g.sign(x).unwrap());
+    assert_tensor(&y, TensorType::i32([4]), &[-1.0, 0.0, 1.0, -1.0]);
+}
+
+#[test]
+fn smooth_activations_at_known_points() {
+    let x = f32s(&[3], &[0.0, 1.0, -2.0]);
+    let sigmoid = |v: f64| 1.0 / (1.0 + (-v).exp());
+    let y = on_one(&x, |g, x| g.sigmoid(x).unwrap());
+    assert_near(&y, &[0.5, sigmoid(1.0), sigmoid(-2.0)]);
+    let y = on_one(&x, |g, x| g.tanh(x).unwrap());
+    assert_near(&y, &[0.0, 1f64.tanh(), (-2f64).tanh()]);
+    let y = on_one(&x, |g, x| g.softplus(x).unwrap());
+    let softplus = |v: f64| (1.0 + v.exp()).ln();
+    assert_near(&y, &[std::f64::consts::LN_2, softplus(1.0), softplus(-2.0)]);
+    let y = on_one(&x, |g, x| g.expm1(x).unwrap());
+    assert_near(&y, &[0.0, 1f64.exp() - 1.0, (-2f64).exp() - 1.0]);
+    let y = on_one(&f32s(&[3], &[0.0, 1.0, -0.5]), |g, x| g.log1p(x).unwrap());
+    assert_near(&y, &[0.0, std::f64::consts::LN_2, 0.5f64.ln()]);
+    // erf(1) and erf(-0.5) to 16 digits (Abramowitz and Stegun, table 7.1).
+    let y = on_one(&f32s(&[3], &[0.0, 1.0, -0.5]), |g, x| g.erf(x).unwrap());
+    assert_near(
+        &y,
+        &[0.0, 0.842_700_792_949_714_9, -0.520_499_877_813_046_5],
+    );
+    // The tails saturate without overflow: no NaN from inf / inf.
+    let tails = f32s(&[2], &[-1000.0, 1000.0]);
+    let y = on_one(&tails, |g, x| g.sigmoid(x).unwrap());
+    assert_tensor(&y, TensorType::f32([2]), &[0.0, 1.0]);
+    let y = on_one(&tails, |g, x| g.softplus(x).unwrap());
+    assert_tensor(&y, TensorType::f32([2]), &[0.0, 1000.0]);
+    let y = on_one(&tails, |g, x| g.tanh(x).unwrap());
+    assert_tensor(&y, TensorType::f32([2]), &[-1.0, 1.0]);
+}
+
 // ---- binary -----------------------------------------------------------------------
 
 fn binary_f32(build: impl FnOnce(&mut Graph, NodeId, NodeId) -> NodeId) -> Tensor {
@@ -195,6 +278,62 @@ fn max_with_a_nan_operand_is_nan() {
         let y = evaluate(&graph, &feeds(&[("a", &a), ("b", &b)]), precision).unwrap();
         let bits: Vec<u64> = y.outputs["y"].data().iter().map(|v| v.to_bits()).collect();
         assert_eq!(bits, [(-5.0f64).to_bits(), 0, 0], "{precision:?}");
+    }
+}
+
+#[test]
+fn min_is_nan_propagating_and_orders_negative_zero_first() {
+    let a = f32s(&[5], &[f64::NAN, 1.0, -5.0, -0.0, 0.0]);
+    let b = f32s(&[5], &[1.0, f64::NAN, -7.0, 0.0, -0.0]);
+    for precision in [Precision::F64, Precision::F32] {
+        let mut graph = Graph::new("min");
+        let (a_id, b_id) = (
+            graph.input("a", a.ty()).unwrap(),
+            graph.input("b", b.ty()).unwrap(),
+        );
+        let y = graph.min(a_id, b_id).unwrap();
+        graph.set_output("y", y).unwrap();
+        let y = evaluate(&graph, &feeds(&[("a", &a), ("b", &b)]), precision).unwrap();
+        let data = y.outputs["y"].data();
+        assert!(
+            data[0].is_nan() && data[1].is_nan(),
+            "{precision:?}: {data:?}"
+        );
+        let bits: Vec<u64> = data[2..].iter().map(|v| v.to_bits()).collect();
+        let minus_zero = (-0.0f64).to_bits();
+        assert_eq!(bits, [(-7.0f64).to_bits(), minus_zero, minus_zero]);
+    }
+    let y = on_two(
+        &i32s(&[2], &[3.0, -4.0]),
+        &i32s(&[2], &[-1.0, 2.0]),
+        |g, a, b| g.min(a, b).unwrap(),
+    );
+    assert_tensor(&y, TensorType::i32([2]), &[-1.0, -4.0]);
+}
+
+#[test]
+fn pow_of_known_points_and_c99_special_cases() {
+    let a = f32s(&[8], &[2.0, 4.0, -2.0, -2.0, -2.0, f64::NAN, 1.0, 0.0]);
+    let b = f32s(&[8], &[3.0, 0.5, 2.0, 3.0, 0.5, 0.0, f64::NAN, -1.0]);
+    let expected = [8.0, 2.0, 4.0, -8.0, f64::NAN, 1.0, 1.0, f64::INFINITY];
+    for precision in [Precision::F64, Precision::F32] {
+        let mut graph = Graph::new("pow");
+        let (a_id, b_id) = (
+            graph.input("a", a.ty()).unwrap(),
+            graph.input("b", b.ty()).unwrap(),
+        );
+        let y = graph.pow(a_id, b_id).unwrap();
+        graph.set_output("y", y).unwrap();
+        let y = evaluate(&graph, &feeds(&[("a", &a), ("b", &b)]), precision).unwrap();
+        let y = &y.outputs["y"];
+        assert_eq!(y.ty(), TensorType::f32([8]));
+        // f32's pow is exp(b·log|a|), within a few ulps; the special cases are exact.
+        for (index, (&got, &want)) in y.data().iter().zip(&expected).enumerate() {
+            let close = (got - want).abs() <= 1e-6 * want.abs();
+            let same = got == want || (got.is_nan() && want.is_nan());
+            let ok = same || (precision == Precision::F32 && want.is_finite() && close);
+            assert!(ok, "{precision:?} element {index}: {got} != {want}");
+        }
     }
 }
 

@@ -207,7 +207,7 @@ impl GraphGen {
 
     /// One random op node (sometimes with the leaves or helper nodes it needs).
     fn step(&mut self) {
-        match self.below(13) {
+        match self.below(14) {
             0 => {
                 let x = self.numeric(true);
                 let ops: Vec<UnaryOp> = UnaryOp::ALL
@@ -348,6 +348,56 @@ impl GraphGen {
                 let dtype = self.dtype();
                 let shape = self.shape();
                 self.constant(TensorType::new(dtype, shape));
+            }
+            12 => {
+                let x = self
+                    .pick_where(|ty| ty.rank() >= 1)
+                    .unwrap_or_else(|| self.numeric(true));
+                let ty = self.ty(x);
+                let rank = ty.rank();
+                if rank == 0 {
+                    return;
+                }
+                match self.below(3) {
+                    0 => {
+                        let starts: Vec<usize> =
+                            ty.shape.iter().map(|&n| self.below(n + 1)).collect();
+                        let ends: Vec<usize> = starts
+                            .iter()
+                            .zip(&ty.shape)
+                            .map(|(&start, &n)| start + self.below(n - start + 1))
+                            .collect();
+                        let steps = (0..rank).map(|_| 1 + self.below(3)).collect();
+                        self.add(
+                            Op::Slice {
+                                starts,
+                                ends,
+                                steps,
+                            },
+                            &[x],
+                        );
+                    }
+                    1 => {
+                        let low = (0..rank).map(|_| self.below(3)).collect();
+                        let high = (0..rank).map(|_| self.below(3)).collect();
+                        let interior = (0..rank).map(|_| self.below(2)).collect();
+                        let value = self.choose(&[0.0, -1.5, f64::INFINITY]);
+                        self.add(
+                            Op::Pad {
+                                low,
+                                high,
+                                interior,
+                                value,
+                            },
+                            &[x],
+                        );
+                    }
+                    _ => {
+                        let y = self.operand_of_type(&ty);
+                        let axis = self.below(rank);
+                        self.add(Op::Concat { axis }, &[x, y]);
+                    }
+                }
             }
             _ => {
                 let dtype = self.dtype();

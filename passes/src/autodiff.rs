@@ -1,9 +1,11 @@
 //! The autodiff pass: reverse-mode differentiation of one scalar loss, as a graph pass.
 //!
 //! What it does: appends the backward graph to a copy of the input and adds, for every
-//! parameter in declaration order, an output `grad.<name>` holding d loss / d param.
-//! A parameter the loss does not depend on gets a zero constant of its type. Existing
-//! outputs and updates are kept.
+//! parameter in declaration order, an output `grad.<name>` holding d loss / d param,
+//! then the same for every input named in [`AutodiffOptions::inputs`] (in that order;
+//! an adversarial example needs d loss / d image). A parameter or input the loss does
+//! not depend on gets a zero constant of its type. Existing outputs and updates are
+//! kept.
 //!
 //! What it assumes: the loss is a named output of type f32 with exactly one element
 //! (any rank, e.g. `f32[]` or `f32[1,1]`). Only f32 values carry gradients: casts to or
@@ -42,6 +44,18 @@ use thiserror::Error;
 pub struct AutodiffOptions {
     /// The name of a graph output: f32 with exactly one element.
     pub loss: String,
+    /// f32 inputs to differentiate with respect to as well, by name.
+    pub inputs: Vec<String>,
+}
+
+impl AutodiffOptions {
+    /// Gradients of `loss` with respect to the parameters only.
+    pub fn loss(loss: impl Into<String>) -> AutodiffOptions {
+        AutodiffOptions {
+            loss: loss.into(),
+            inputs: Vec::new(),
+        }
+    }
 }
 
 /// Why the backward graph could not be built.
@@ -56,10 +70,49 @@ pub enum AutodiffError {
     /// The loss has more or fewer than one element (user's mistake).
     #[error("loss {name:?} must have exactly one element, found {ty}")]
     LossNotScalar { name: String, ty: String },
+    /// A name in [`AutodiffOptions::inputs`] that is no input of the graph (user's
+    /// mistake).
+    #[error("{0:?} is not an input of the graph, so it has no gradient")]
+    UnknownInput(String),
+    /// An input asked for whose dtype carries no gradient (user's mistake).
+    #[error("input {name:?} must be f32 to have a gradient, found {ty}")]
+    InputNotF32 { name: String, ty: String },
     /// Building a backward node failed. A gradient output whose name is already taken
     /// is the user's mistake; any other IR error here is a kiln bug in a derivative rule.
     #[error("building the backward graph: {0}")]
     Ir(#[from] IrError),
+}
+
+/// The cotangent `g` to the first operand where `first_wins`, else to the second:
+/// the rule of `max` and `min`.
+fn to_the_winner(
+    graph: &mut Graph,
+    first_wins: NodeId,
+    g: NodeId,
+    needs: &[bool],
+) -> Result<Vec<Option<NodeId>>, IrError> {
+    let zero = graph.constant_like(0.0, g)?;
+    let da = if needs[0] {
+        Some(graph.select(first_wins, g, zero)?)
+    } else {
+        None
+    };
+    let db = if needs[1] {
+        Some(graph.select(first_wins, zero, g)?)
+    } else {
+        None
+    };
+    Ok(vec![da, db])
+}
+
+/// How many elements of an axis `count` elements `step` apart span: from the first
+/// to the last inclusive.
+pub(crate) fn spanned(count: usize, step: usize) -> usize {
+    if count == 0 {
+        0
+    } else {
+        (count - 1) * step + 1
+    }
 }
 
 /// The name of the output holding the gradient of parameter `param`.
@@ -87,8 +140,24 @@ pub fn run(graph: &Graph, options: &AutodiffOptions) -> Result<Graph, AutodiffEr
         });
     }
 
+    let mut inputs = Vec::with_capacity(options.inputs.len());
+    for name in &options.inputs {
+        let input = graph
+            .input_by_name(name)
+            .ok_or_else(|| AutodiffError::UnknownInput(name.clone()))?;
+        let ty = graph.ty(input);
+        if ty.dtype != DType::F32 {
+            return Err(AutodiffError::InputNotF32 {
+                name: name.clone(),
+                ty: ty.to_string(),
+            });
+        }
+        inputs.push(input);
+    }
+
     let order = graph.topo_order();
-    let on_path = nodes_on_parameter_paths(graph, &order, loss);
+    let sources: BTreeSet<NodeId> = graph.params().iter().chain(&inputs).copied().collect();
+    let on_path = nodes_on_source_paths(graph, &order, &sources, loss);
     let mut result = graph.clone();
     let mut cotangents: BTreeMap<NodeId, NodeId> = BTreeMap::new();
     if on_path.contains(&loss) {
@@ -127,39 +196,47 @@ pub fn run(graph: &Graph, options: &AutodiffOptions) -> Result<Graph, AutodiffEr
         }
     }
 
-    for &param in graph.params() {
-        let name = graph.leaf_name(param).expect("parameters are named");
-        let grad = match cotangents.get(&param) {
+    for &source in graph.params().iter().chain(&inputs) {
+        let name = graph
+            .leaf_name(source)
+            .expect("parameters and inputs are named");
+        let grad = match cotangents.get(&source) {
             Some(&grad) => grad,
-            None => result.constant_like(0.0, param)?,
+            None => result.constant_like(0.0, source)?,
         };
         result.set_output(&grad_name(name), grad)?;
     }
     Ok(result)
 }
 
-/// The f32 nodes that depend on a parameter and that the loss depends on through f32
-/// nodes only: exactly the nodes whose cotangent reaches a parameter's gradient.
-fn nodes_on_parameter_paths(graph: &Graph, order: &[NodeId], loss: NodeId) -> BTreeSet<NodeId> {
-    let mut depends_on_param: BTreeSet<NodeId> = BTreeSet::new();
+/// The f32 nodes that depend on a source (a parameter or an input asked for) and that
+/// the loss depends on through f32 nodes only: exactly the nodes whose cotangent
+/// reaches a source's gradient.
+fn nodes_on_source_paths(
+    graph: &Graph,
+    order: &[NodeId],
+    sources: &BTreeSet<NodeId>,
+    loss: NodeId,
+) -> BTreeSet<NodeId> {
+    let mut depends_on_source: BTreeSet<NodeId> = BTreeSet::new();
     for &node in order {
         if graph.ty(node).dtype != DType::F32 {
             continue;
         }
         let depends = match graph.op(node) {
-            Op::Parameter { .. } => true,
+            _ if sources.contains(&node) => true,
             op if op.is_leaf() => false,
             _ => graph
                 .operands(node)
                 .iter()
-                .any(|operand| depends_on_param.contains(operand)),
+                .any(|operand| depends_on_source.contains(operand)),
         };
         if depends {
-            depends_on_param.insert(node);
+            depends_on_source.insert(node);
         }
     }
     let mut on_path: BTreeSet<NodeId> = BTreeSet::new();
-    if depends_on_param.contains(&loss) {
+    if depends_on_source.contains(&loss) {
         on_path.insert(loss);
     }
     for &node in order.iter().rev() {
@@ -167,7 +244,7 @@ fn nodes_on_parameter_paths(graph: &Graph, order: &[NodeId], loss: NodeId) -> BT
             continue;
         }
         for operand in graph.operands(node) {
-            if depends_on_param.contains(&operand) {
+            if depends_on_source.contains(&operand) {
                 on_path.insert(operand);
             }
         }
@@ -197,7 +274,7 @@ fn accumulate(
 /// `g` of that value, returns the cotangent contribution for each operand, in operand
 /// order; `None` where the operand gets no gradient (not f32, not differentiable
 /// with respect to it, or not needed: `needs[i]` is false, so no dead node is built).
-fn vjp(
+pub(crate) fn vjp(
     graph: &mut Graph,
     op: &Op,
     operands: &[NodeId],
@@ -218,6 +295,66 @@ fn vjp(
                     let zero = graph.constant_like(0.0, x)?;
                     let positive = graph.compare(CmpOp::Gt, x, zero)?;
                     graph.select(positive, g, zero)?
+                }
+                // d sqrt(x) = dx / (2 sqrt(x)): infinite at 0, as in PyTorch.
+                UnaryOp::Sqrt => {
+                    let twice = graph.add_(output, output)?;
+                    graph.div(g, twice)?
+                }
+                // d x^(-1/2) = -1/2 x^(-3/2) dx = -1/2 y^3 dx.
+                UnaryOp::Rsqrt => {
+                    let square = graph.mul(output, output)?;
+                    let cube = graph.mul(square, output)?;
+                    let half = graph.constant_like(-0.5, x)?;
+                    let slope = graph.mul(cube, half)?;
+                    graph.mul(g, slope)?
+                }
+                // sign(0) = 0: the subgradient PyTorch picks.
+                UnaryOp::Abs => {
+                    let sign = graph.sign(x)?;
+                    graph.mul(g, sign)?
+                }
+                // Piecewise constant.
+                UnaryOp::Sign => return Ok(vec![None]),
+                // d σ(x) = σ(x) (1 - σ(x)) dx.
+                UnaryOp::Sigmoid => {
+                    let one = graph.constant_like(1.0, x)?;
+                    let rest = graph.sub(one, output)?;
+                    let slope = graph.mul(output, rest)?;
+                    graph.mul(g, slope)?
+                }
+                // d tanh(x) = (1 - tanh(x)^2) dx.
+                UnaryOp::Tanh => {
+                    let one = graph.constant_like(1.0, x)?;
+                    let square = graph.mul(output, output)?;
+                    let slope = graph.sub(one, square)?;
+                    graph.mul(g, slope)?
+                }
+                // d ln(1 + e^x) = σ(x) dx.
+                UnaryOp::Softplus => {
+                    let slope = graph.sigmoid(x)?;
+                    graph.mul(g, slope)?
+                }
+                // d (e^x - 1) = e^x dx = (y + 1) dx.
+                UnaryOp::Expm1 => {
+                    let one = graph.constant_like(1.0, x)?;
+                    let slope = graph.add_(output, one)?;
+                    graph.mul(g, slope)?
+                }
+                // d ln(1 + x) = dx / (1 + x).
+                UnaryOp::Log1p => {
+                    let one = graph.constant_like(1.0, x)?;
+                    let base = graph.add_(x, one)?;
+                    graph.div(g, base)?
+                }
+                // d erf(x) = 2/√π e^(-x²) dx.
+                UnaryOp::Erf => {
+                    let square = graph.mul(x, x)?;
+                    let minus = graph.neg(square)?;
+                    let gauss = graph.exp(minus)?;
+                    let scale = graph.constant_like(std::f64::consts::FRAC_2_SQRT_PI, x)?;
+                    let slope = graph.mul(gauss, scale)?;
+                    graph.mul(g, slope)?
                 }
             };
             vec![Some(dx)]
@@ -256,17 +393,39 @@ fn vjp(
                     };
                     vec![Some(g_over_b), db]
                 }
+                // Ties go to the first operand, so exactly one operand receives g.
                 BinaryOp::Max => {
-                    // Ties go to the first operand, so exactly one operand receives g.
                     let first_wins = graph.compare(CmpOp::Ge, a, b)?;
+                    to_the_winner(graph, first_wins, g, needs)?
+                }
+                BinaryOp::Min => {
+                    let first_wins = graph.compare(CmpOp::Le, a, b)?;
+                    to_the_winner(graph, first_wins, g, needs)?
+                }
+                BinaryOp::Pow => {
+                    // PyTorch's rules: d/da = b a^(b-1), zero where b = 0 (so that
+                    // a^0 has no NaN slope at a = 0); d/db = a^b ln a, zero where
+                    // a = 0 and b >= 0 (the limit from the right).
                     let zero = graph.constant_like(0.0, g)?;
                     let da = if needs[0] {
-                        Some(graph.select(first_wins, g, zero)?)
+                        let one = graph.constant_like(1.0, b)?;
+                        let lowered = graph.sub(b, one)?;
+                        let power = graph.pow(a, lowered)?;
+                        let slope = graph.mul(b, power)?;
+                        let scaled = graph.mul(g, slope)?;
+                        let constant = graph.compare(CmpOp::Eq, b, zero)?;
+                        Some(graph.select(constant, zero, scaled)?)
                     } else {
                         None
                     };
                     let db = if needs[1] {
-                        Some(graph.select(first_wins, zero, g)?)
+                        let ln = graph.log(a)?;
+                        let slope = graph.mul(output, ln)?;
+                        let scaled = graph.mul(g, slope)?;
+                        let at_zero = graph.compare(CmpOp::Eq, a, zero)?;
+                        let upward = graph.compare(CmpOp::Ge, b, zero)?;
+                        let from_right = graph.select(upward, zero, scaled)?;
+                        Some(graph.select(at_zero, from_right, scaled)?)
                     } else {
                         None
                     };
@@ -278,6 +437,49 @@ fn vjp(
         // their operands: no gradient.
         Op::Compare(_) => vec![None, None],
         Op::OneHot { .. } => vec![None],
+        // A slice's cotangent goes back to the elements it read, zeros elsewhere: a
+        // pad with the step's gaps as interior padding.
+        Op::Slice { starts, steps, .. } => {
+            let x_shape = graph.ty(operands[0]).shape.clone();
+            let g_shape = graph.ty(g).shape.clone();
+            let interior: Vec<usize> = steps.iter().map(|step| step - 1).collect();
+            let high: Vec<usize> = (0..x_shape.len())
+                .map(|axis| x_shape[axis] - starts[axis] - spanned(g_shape[axis], steps[axis]))
+                .collect();
+            vec![Some(graph.pad(g, starts, &high, &interior, 0.0)?)]
+        }
+        // A pad's cotangent is the part of it at the operand's elements.
+        Op::Pad { low, interior, .. } => {
+            let x_shape = graph.ty(operands[0]).shape.clone();
+            let steps: Vec<usize> = interior.iter().map(|gap| gap + 1).collect();
+            let ends: Vec<usize> = (0..x_shape.len())
+                .map(|axis| low[axis] + spanned(x_shape[axis], steps[axis]))
+                .collect();
+            vec![Some(graph.slice(g, low, &ends, &steps)?)]
+        }
+        Op::Concat { axis } => {
+            let shape = graph.ty(g).shape.clone();
+            let split = graph.ty(operands[0]).shape[*axis];
+            let unit_steps = vec![1; shape.len()];
+            let part = |graph: &mut Graph, from: usize, to: usize| {
+                let mut starts = vec![0; shape.len()];
+                let mut ends = shape.clone();
+                starts[*axis] = from;
+                ends[*axis] = to;
+                graph.slice(g, &starts, &ends, &unit_steps)
+            };
+            let da = if needs[0] {
+                Some(part(graph, 0, split)?)
+            } else {
+                None
+            };
+            let db = if needs[1] {
+                Some(part(graph, split, shape[*axis])?)
+            } else {
+                None
+            };
+            vec![da, db]
+        }
         Op::Select => {
             let cond = operands[0];
             let zero = graph.constant_like(0.0, g)?;
@@ -464,9 +666,7 @@ mod tests {
 
     fn differentiate(src: &str) -> String {
         let graph = text::parse(src).expect("test graph parses");
-        let options = AutodiffOptions {
-            loss: "loss".to_string(),
-        };
+        let options = AutodiffOptions::loss("loss");
         text::print(&run(&graph, &options).expect("autodiff succeeds"))
     }
 

@@ -4,6 +4,7 @@
 pub mod autodiff;
 pub mod dce;
 pub mod egraph;
+pub mod jvp;
 pub mod optimizer;
 pub mod pipeline;
 pub mod schedule;

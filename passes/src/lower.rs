@@ -561,6 +561,10 @@ impl Lowering<'_> {
                     &ty,
                 ))
             }
+            Op::Slice { .. } | Op::Pad { .. } | Op::Concat { .. } => {
+                let op = node.op.clone();
+                self.relayout(&op, &operands, &ty)
+            }
             Op::OneHot { .. } => {
                 let labels = graph.ty(operands[0]);
                 let mut label_strides = row_major(&labels.shape);
@@ -579,6 +583,133 @@ impl Lowering<'_> {
                     )
                 })
             }
+        }
+    }
+
+    /// Copies `src` (read at `src_offset + Σ i·src_strides`) to `out` (written at
+    /// `out_offset + Σ i·out_strides`) for every index `i` of `shape`: the kernel of
+    /// slices, pads and concatenations, whose reads or writes start inside a buffer.
+    #[allow(clippy::too_many_arguments)]
+    fn copy_strided(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        out: (BufferId, &[i64], i64),
+        src: (Value, &[i64], i64),
+    ) {
+        if shape.contains(&0) {
+            return;
+        }
+        let (out_buffer, out_strides, out_offset) = out;
+        let (src_value, src_strides, src_offset) = src;
+        let mut kernel = KernelBuilder::default();
+        let accesses = [out_strides.to_vec(), src_strides.to_vec()];
+        let mut nest = nest(&mut kernel, shape, &accesses);
+        let mut src_index = nest.indices.remove(1);
+        let mut out_index = nest.indices.remove(0);
+        out_index.offset = out_offset;
+        src_index.offset = src_offset;
+        let store = Stmt::Store {
+            buffer: out_buffer,
+            index: out_index,
+            value: read(src_value, src_index),
+        };
+        let stmts = wrap(&nest.loops, vec![store]);
+        self.program.kernels.push(kernel.finish(name, stmts));
+    }
+
+    /// `id`'s value where a kernel can read it at any offset: a constant or a buffer.
+    fn readable(&mut self, id: NodeId) -> Value {
+        self.concrete(id)
+    }
+
+    /// A slice, pad or concatenation into a new buffer of type `ty`.
+    fn relayout(&mut self, op: &Op, operands: &[NodeId], ty: &TensorType) -> Value {
+        let name = op.mnemonic();
+        let out_strides = row_major(&ty.shape);
+        let dot = |index: &[usize], strides: &[i64]| -> i64 {
+            index
+                .iter()
+                .zip(strides)
+                .map(|(&i, &s)| as_i64(i) * s)
+                .sum()
+        };
+        match op {
+            Op::Slice { starts, steps, .. } => {
+                let x = self.readable(operands[0]);
+                if let Value::Const(scalar) = x {
+                    return Value::Const(scalar);
+                }
+                let x_strides = row_major(&self.graph.ty(operands[0]).shape);
+                let read_strides: Vec<i64> = steps
+                    .iter()
+                    .zip(&x_strides)
+                    .map(|(&step, &stride)| as_i64(step) * stride)
+                    .collect();
+                let out = self.program.add_buffer(ty.clone(), Storage::Temp);
+                let offset = dot(starts, &x_strides);
+                self.copy_strided(
+                    name,
+                    &ty.shape,
+                    (out, &out_strides, 0),
+                    (x, &read_strides, offset),
+                );
+                Value::Buffer(out)
+            }
+            Op::Pad {
+                low,
+                interior,
+                value,
+                ..
+            } => {
+                let x = self.readable(operands[0]);
+                let fill = Scalar::from_f64(*value, ty.dtype);
+                // A splat padded with its own value (the same bits: -0 is not +0) is
+                // that splat.
+                if let Value::Const(scalar) = x {
+                    if scalar.to_bits() == fill.to_bits() && scalar.dtype() == fill.dtype() {
+                        return Value::Const(scalar);
+                    }
+                }
+                let out = self.program.add_buffer(ty.clone(), Storage::Temp);
+                self.emit_map("pad.fill", &ty.shape, out, Vec::new(), move |_| {
+                    Expr::Const(fill)
+                });
+                let x_shape = self.graph.ty(operands[0]).shape.clone();
+                let write_strides: Vec<i64> = interior
+                    .iter()
+                    .zip(&out_strides)
+                    .map(|(&gap, &stride)| (as_i64(gap) + 1) * stride)
+                    .collect();
+                let offset = dot(low, &out_strides);
+                let x_strides = row_major(&x_shape);
+                self.copy_strided(
+                    name,
+                    &x_shape,
+                    (out, &write_strides, offset),
+                    (x, &x_strides, 0),
+                );
+                Value::Buffer(out)
+            }
+            Op::Concat { axis } => {
+                let out = self.program.add_buffer(ty.clone(), Storage::Temp);
+                let mut start = 0;
+                for &operand in operands {
+                    let part = self.readable(operand);
+                    let shape = self.graph.ty(operand).shape.clone();
+                    let strides = row_major(&shape);
+                    let offset = as_i64(start) * out_strides[*axis];
+                    self.copy_strided(
+                        name,
+                        &shape,
+                        (out, &out_strides, offset),
+                        (part, &strides, 0),
+                    );
+                    start += shape[*axis];
+                }
+                Value::Buffer(out)
+            }
+            _ => unreachable!("relayout is called for slice, pad and concat"),
         }
     }
 

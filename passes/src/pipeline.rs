@@ -39,6 +39,11 @@ impl Step {
 /// The steps that turn a forward graph with a loss output into a training step.
 pub const TRAIN_STEP: &[Step] = &[Step::Autodiff, Step::Optimizer, Step::Egraph, Step::Dce];
 
+/// The loss and its gradients (`grad.<param>`, and `grad.<input>` for the inputs in
+/// [`PipelineOptions::grad_inputs`]), without an update: for gradient checks and
+/// adversarial examples.
+pub const GRADIENTS: &[Step] = &[Step::Autodiff, Step::Egraph, Step::Dce];
+
 /// The steps for a graph that is run as it is (inference).
 pub const INFERENCE: &[Step] = &[Step::Egraph, Step::Dce];
 
@@ -47,6 +52,8 @@ pub const INFERENCE: &[Step] = &[Step::Egraph, Step::Dce];
 pub struct PipelineOptions {
     /// The output differentiated by `autodiff`.
     pub loss: Option<String>,
+    /// f32 inputs whose gradients `autodiff` adds as outputs `grad.<input>` too.
+    pub grad_inputs: Vec<String>,
     /// The update rule added by `optimizer`.
     pub optimizer: Option<optimizer::Optimizer>,
     pub egraph: egraph::EgraphOptions,
@@ -67,6 +74,7 @@ impl Default for PipelineOptions {
     fn default() -> PipelineOptions {
         PipelineOptions {
             loss: None,
+            grad_inputs: Vec::new(),
             optimizer: None,
             egraph: egraph::EgraphOptions::default(),
             verify: cfg!(debug_assertions),
@@ -133,7 +141,8 @@ pub fn run(
                 let loss = options.loss.clone().ok_or_else(|| {
                     step_error(step, "no loss output named in the pipeline options")
                 })?;
-                autodiff::run(&graph, &autodiff::AutodiffOptions { loss })
+                let inputs = options.grad_inputs.clone();
+                autodiff::run(&graph, &autodiff::AutodiffOptions { loss, inputs })
                     .map_err(|err| step_error(step, err))?
             }
             Step::Optimizer => {

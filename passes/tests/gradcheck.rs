@@ -126,9 +126,7 @@ impl Case {
 }
 
 fn loss_options() -> AutodiffOptions {
-    AutodiffOptions {
-        loss: "loss".to_string(),
-    }
+    AutodiffOptions::loss("loss")
 }
 
 fn eval_loss(graph: &Graph, feeds: &Feeds) -> f64 {
@@ -203,6 +201,15 @@ fn unary_ops_match_finite_differences() {
         (UnaryOp::Exp, Values::Normal),
         (UnaryOp::Log, Values::Positive),
         (UnaryOp::Relu, Values::AwayFromZero),
+        (UnaryOp::Sqrt, Values::Positive),
+        (UnaryOp::Rsqrt, Values::Positive),
+        (UnaryOp::Abs, Values::AwayFromZero),
+        (UnaryOp::Sigmoid, Values::Normal),
+        (UnaryOp::Tanh, Values::Normal),
+        (UnaryOp::Softplus, Values::Normal),
+        (UnaryOp::Expm1, Values::Normal),
+        (UnaryOp::Log1p, Values::Positive),
+        (UnaryOp::Erf, Values::Normal),
     ];
     for (op, values) in cases {
         // relu may see only negative inputs on a small shape, so the non-zero check
@@ -239,12 +246,18 @@ fn binary_ops_match_finite_differences() {
             let mut case = Case::new(seed);
             let rank = 1 + case.rng.below(3);
             let shape = case.shape(rank);
-            let a = case.param("a", &shape, Values::Normal);
+            // pow's base is positive, so both of its gradients are finite.
+            let base = if op == BinaryOp::Pow {
+                Values::Positive
+            } else {
+                Values::Normal
+            };
+            let a = case.param("a", &shape, base);
             let count: usize = shape.iter().product();
             let b_data = match op {
                 BinaryOp::Div => case.values(count, Values::AwayFromZero),
-                // Keep max's operands apart so no perturbation crosses a tie.
-                BinaryOp::Max => {
+                // Keep max's and min's operands apart so no perturbation crosses a tie.
+                BinaryOp::Max | BinaryOp::Min => {
                     let a_data = case.feeds["a"].data().to_vec();
                     let gaps = case.values(count, Values::AwayFromZero);
                     a_data.iter().zip(gaps).map(|(a, gap)| a + gap).collect()
@@ -266,8 +279,13 @@ fn binary_ops_with_one_parameter_operand() {
         for param_first in [true, false] {
             let mut case = Case::new(7);
             let shape = case.shape(2);
-            let p = case.param("p", &shape, Values::AwayFromZero);
-            let x_data = case.values(shape.iter().product(), Values::AwayFromZero);
+            let values = if op == BinaryOp::Pow {
+                Values::Positive
+            } else {
+                Values::AwayFromZero
+            };
+            let p = case.param("p", &shape, values);
+            let x_data = case.values(shape.iter().product(), values);
             // Offset max's input so the parameter never ties with it.
             let x_data = x_data.iter().map(|v| v * 3.0).collect();
             let x = case.input_data("x", TensorType::f32(shape.clone()), x_data);
@@ -291,6 +309,64 @@ fn max_gives_ties_to_the_first_operand() {
     let w = feeds["weights"].data();
     assert_eq!(evaluation.outputs["grad.a"].data(), vec![w[0], w[1], 0.0]);
     assert_eq!(evaluation.outputs["grad.b"].data(), vec![0.0, 0.0, w[2]]);
+}
+
+#[test]
+fn slices_pads_and_concatenations_match_finite_differences() {
+    for seed in SEEDS {
+        let mut case = Case::new(seed);
+        let x = case.param("x", &[5, 7], Values::Normal);
+        let y = case.param("y", &[4, 3], Values::Normal);
+        // A strided slice, a pad with gaps (the slice's adjoint) and a concatenation,
+        // chained so each one's gradient flows through the others.
+        let sliced = case.graph.slice(x, &[1, 0], &[5, 7], &[2, 3]).unwrap();
+        let padded = case
+            .graph
+            .pad(sliced, &[1, 0], &[0, 2], &[1, 0], 0.5)
+            .unwrap();
+        let joined = case.graph.concat(padded, y, 1).unwrap();
+        let out = case.graph.tanh(joined).unwrap();
+        let (graph, feeds) = case.finish(out);
+        let grads = check_gradients(&graph, &feeds);
+        // x's elements outside the slice get nothing.
+        assert_eq!(grads["x"].data()[1], 0.0);
+        assert!(largest(&grads) > 1e-3);
+    }
+}
+
+#[test]
+fn min_gives_ties_to_the_first_operand() {
+    let mut case = Case::new(3);
+    let a = case.param_data("a", &[3], vec![1.0, 2.0, -1.0]);
+    let b = case.param_data("b", &[3], vec![1.0, 1.0, 0.0]);
+    let y = case.graph.min(a, b).unwrap();
+    let (graph, feeds) = case.finish(y);
+    let result = autodiff::run(&graph, &loss_options()).unwrap();
+    let evaluation = evaluate(&result, &feeds, Precision::F64).unwrap();
+    let w = feeds["weights"].data();
+    assert_eq!(evaluation.outputs["grad.a"].data(), vec![w[0], 0.0, w[2]]);
+    assert_eq!(evaluation.outputs["grad.b"].data(), vec![0.0, w[1], 0.0]);
+}
+
+#[test]
+fn pow_gradients_follow_pytorch_at_zero_base_and_zero_exponent() {
+    // d/da a^0 is 0 even at a = 0 (not 0 * 0^-1 = NaN); d/db 0^b is 0 for b >= 0
+    // (the limit from the right), and a^b ln a elsewhere, NaN for a negative base.
+    let mut case = Case::new(3);
+    let a = case.param_data("a", &[4], vec![0.0, 0.0, 2.0, -2.0]);
+    let b = case.param_data("b", &[4], vec![0.0, 2.0, 3.0, 2.0]);
+    let y = case.graph.pow(a, b).unwrap();
+    let (graph, feeds) = case.finish(y);
+    let result = autodiff::run(&graph, &loss_options()).unwrap();
+    let evaluation = evaluate(&result, &feeds, Precision::F64).unwrap();
+    let w = feeds["weights"].data();
+    let da = evaluation.outputs["grad.a"].data();
+    assert_eq!(da[..3], [0.0, 0.0, w[2] * 3.0 * 4.0]);
+    assert_eq!(da[3], w[3] * 2.0 * -2.0);
+    let db = evaluation.outputs["grad.b"].data();
+    assert_eq!(db[..2], [0.0, 0.0]);
+    assert!((db[2] - w[2] * 8.0 * 2f64.ln()).abs() < 1e-12, "{db:?}");
+    assert!(db[3].is_nan(), "{db:?}");
 }
 
 #[test]
@@ -679,14 +755,110 @@ fn the_pass_is_deterministic() {
 #[test]
 fn a_loss_that_is_not_an_output_is_rejected() {
     let (graph, _, _) = mlp(1);
-    let options = AutodiffOptions {
-        loss: "cost".to_string(),
-    };
+    let options = AutodiffOptions::loss("cost");
     let err = autodiff::run(&graph, &options).unwrap_err();
     assert_eq!(err, AutodiffError::LossNotAnOutput("cost".to_string()));
     assert_eq!(
         err.to_string(),
         "loss \"cost\" is not an output of the graph"
+    );
+}
+
+#[test]
+fn input_gradients_match_finite_differences_and_parameters_keep_theirs() {
+    // loss = Σ w · tanh(x·p): d/dx for an adversarial step, d/dp as before.
+    let mut case = Case::new(11);
+    let x = case.input("x", &[3, 4]);
+    let p = case.param("p", &[4, 2], Values::Normal);
+    let product = case.graph.matmul(x, p).unwrap();
+    let y = case.graph.tanh(product).unwrap();
+    let (graph, feeds) = case.finish(y);
+    let options = AutodiffOptions {
+        loss: "loss".to_string(),
+        inputs: vec!["x".to_string()],
+    };
+    let result = autodiff::run(&graph, &options).unwrap();
+    verify(&result).unwrap();
+    let evaluation = evaluate(&result, &feeds, Precision::F64).unwrap();
+    let by_parameters_only = evaluate(
+        &autodiff::run(&graph, &loss_options()).unwrap(),
+        &feeds,
+        Precision::F64,
+    )
+    .unwrap();
+    assert_eq!(
+        evaluation.outputs["grad.p"],
+        by_parameters_only.outputs["grad.p"]
+    );
+    assert!(!by_parameters_only.outputs.contains_key("grad.x"));
+    let grad = &evaluation.outputs["grad.x"];
+    assert_eq!(grad.ty(), TensorType::f32([3, 4]));
+    for index in 0..grad.len() {
+        let nudged = |delta: f64| {
+            let mut moved = feeds.clone();
+            moved
+                .get_mut("x")
+                .unwrap()
+                .edit(|data| data[index] += delta)
+                .unwrap();
+            eval_loss(&graph, &moved)
+        };
+        let numeric = (nudged(EPS) - nudged(-EPS)) / (2.0 * EPS);
+        let analytic = grad.data()[index];
+        assert!(
+            (analytic - numeric).abs() < TOLERANCE * analytic.abs().max(1.0),
+            "d loss / d x[{index}]: autodiff {analytic}, finite differences {numeric}"
+        );
+    }
+}
+
+#[test]
+fn input_gradients_of_unused_missing_and_integer_inputs() {
+    let mut graph = Graph::new("inputs");
+    let x = graph.input("x", TensorType::f32([2])).unwrap();
+    graph.input("unused", TensorType::f32([3])).unwrap();
+    graph.input("labels", TensorType::i32([2])).unwrap();
+    let y = graph.exp(x).unwrap();
+    let sum = graph.reduce_sum(y, &[0]).unwrap();
+    graph.set_output("loss", sum).unwrap();
+    let options = |inputs: &[&str]| AutodiffOptions {
+        loss: "loss".to_string(),
+        inputs: inputs.iter().map(|name| name.to_string()).collect(),
+    };
+    // An input the loss does not read gets zeros, as an unused parameter does.
+    let result = autodiff::run(&graph, &options(&["unused", "x"])).unwrap();
+    let feeds: Feeds = [
+        (
+            "x",
+            Tensor::new(TensorType::f32([2]), vec![0.0, 1.0]).unwrap(),
+        ),
+        (
+            "unused",
+            Tensor::new(TensorType::f32([3]), vec![1.0; 3]).unwrap(),
+        ),
+        (
+            "labels",
+            Tensor::new(TensorType::i32([2]), vec![0.0; 2]).unwrap(),
+        ),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_string(), value))
+    .collect();
+    let evaluation = evaluate(&result, &feeds, Precision::F64).unwrap();
+    assert_eq!(evaluation.outputs["grad.unused"].data(), [0.0; 3]);
+    assert_eq!(
+        evaluation.outputs["grad.x"].data(),
+        [1.0, std::f64::consts::E]
+    );
+    let err = autodiff::run(&graph, &options(&["image"])).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "\"image\" is not an input of the graph, so it has no gradient"
+    );
+    let err = autodiff::run(&graph, &options(&["labels"])).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "input \"labels\" must be f32 to have a gradient, found i32[2]"
     );
 }
 

@@ -37,9 +37,7 @@ fn optimizer_snapshots() {
 #[test]
 fn autodiff_snapshots() {
     insta::glob!("autodiff/*.kiln", |path| {
-        let options = autodiff::AutodiffOptions {
-            loss: "loss".to_string(),
-        };
+        let options = autodiff::AutodiffOptions::loss("loss");
         let result = autodiff::run(&parse_input(path), &options).unwrap();
         insta::assert_snapshot!(snapshot(&result));
     });

@@ -1190,6 +1190,41 @@ impl FnGen<'_, '_> {
                 let zero = self.constant(Scalar::I32(0), mode);
                 self.b.ins().smax(x, zero)
             }
+            // IEEE square root, correctly rounded, as Rust's `f32::sqrt`.
+            (UnaryOp::Sqrt, _) => self.b.ins().sqrt(x),
+            (UnaryOp::Rsqrt, _) => {
+                let one = self.constant(Scalar::F32(1.0), mode);
+                let root = self.b.ins().sqrt(x);
+                self.b.ins().fdiv(one, root)
+            }
+            (UnaryOp::Abs, DType::F32) => self.b.ins().fabs(x),
+            // Wrapping: |i32::MIN| is i32::MIN, as `wrapping_abs`.
+            (UnaryOp::Abs, _) => self.b.ins().iabs(x),
+            // ±0 and NaN are their own sign: two compares, each picking a constant.
+            (UnaryOp::Sign, DType::F32) => {
+                let zero = self.constant(Scalar::F32(0.0), mode);
+                let one = self.constant(Scalar::F32(1.0), mode);
+                let minus_one = self.constant(Scalar::F32(-1.0), mode);
+                let negative = self.b.ins().fcmp(FloatCC::LessThan, x, zero);
+                let below = self.choose(negative, minus_one, x, mode);
+                let positive = self.b.ins().fcmp(FloatCC::GreaterThan, x, zero);
+                self.choose(positive, one, below, mode)
+            }
+            // Clamped to [-1, 1]: the sign of an integer.
+            (UnaryOp::Sign, _) => {
+                let one = self.constant(Scalar::I32(1), mode);
+                let minus_one = self.constant(Scalar::I32(-1), mode);
+                let floor = self.b.ins().smax(x, minus_one);
+                self.b.ins().smin(floor, one)
+            }
+            // The typing rules keep these to f32; each is emitted inline, operation
+            // for operation as its `kiln_ir::scalar` algorithm.
+            (UnaryOp::Sigmoid, _) => math::emit_sigmoid(&mut self.b, x),
+            (UnaryOp::Tanh, _) => math::emit_tanh(&mut self.b, x),
+            (UnaryOp::Softplus, _) => math::emit_softplus(&mut self.b, x),
+            (UnaryOp::Expm1, _) => math::emit_expm1(&mut self.b, x),
+            (UnaryOp::Log1p, _) => math::emit_log1p(&mut self.b, x),
+            (UnaryOp::Erf, _) => math::emit_erf(&mut self.b, x),
         }
     }
 
@@ -1202,12 +1237,19 @@ impl FnGen<'_, '_> {
             (BinaryOp::Div, _) => ins.fdiv(a, b),
             // Cranelift's fmax returns NaN if either operand is NaN, as the interpreter.
             (BinaryOp::Max, DType::F32) => ins.fmax(a, b),
+            // Likewise fmin, with -0 < +0.
+            (BinaryOp::Min, DType::F32) => ins.fmin(a, b),
+            (BinaryOp::Pow, _) => math::emit_pow(&mut self.b, a, b),
             (BinaryOp::Add, _) => ins.iadd(a, b),
             (BinaryOp::Sub, _) => ins.isub(a, b),
             (BinaryOp::Mul, _) => ins.imul(a, b),
             (BinaryOp::Max, DType::I32) => ins.smax(a, b),
             // Bools are 0/1 words: their maximum is their union.
             (BinaryOp::Max, DType::Bool) => ins.bor(a, b),
+            (BinaryOp::Min, DType::I32) => ins.smin(a, b),
+            // Only `max` reaches bools (a reduce_max over a mask); their minimum
+            // would be their intersection.
+            (BinaryOp::Min, DType::Bool) => ins.band(a, b),
         }
     }
 

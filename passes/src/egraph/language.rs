@@ -155,11 +155,23 @@ define_language! {
         "exp" = Exp(Id),
         "log" = Log(Id),
         "relu" = Relu(Id),
+        "sqrt" = Sqrt(Id),
+        "rsqrt" = Rsqrt(Id),
+        "abs" = Abs(Id),
+        "sign" = Sign(Id),
+        "sigmoid" = Sigmoid(Id),
+        "tanh" = Tanh(Id),
+        "softplus" = Softplus(Id),
+        "expm1" = Expm1(Id),
+        "log1p" = Log1p(Id),
+        "erf" = Erf(Id),
         "add" = Add([Id; 2]),
         "sub" = Sub([Id; 2]),
         "mul" = Mul([Id; 2]),
         "div" = Div([Id; 2]),
         "max" = Max([Id; 2]),
+        "min" = Min([Id; 2]),
+        "pow" = Pow([Id; 2]),
         "cmp.eq" = CmpEq([Id; 2]),
         "cmp.ne" = CmpNe([Id; 2]),
         "cmp.lt" = CmpLt([Id; 2]),
@@ -179,6 +191,9 @@ define_language! {
         "matmul.nt" = MatMulNt([Id; 2]),
         "matmul.tt" = MatMulTt([Id; 2]),
         "one_hot" = OneHot([Id; 2]),
+        "slice" = Slice([Id; 4]),
+        "pad" = Pad([Id; 5]),
+        "concat" = Concat([Id; 3]),
         Num(i64),
         Float(Float),
         Dims(Dims),
@@ -307,11 +322,23 @@ pub fn node_op(egraph: &KilnEGraph, node: &KilnLang) -> Option<NodeOp> {
         L::Exp(x) => value(Op::Unary(UnaryOp::Exp), &[*x]),
         L::Log(x) => value(Op::Unary(UnaryOp::Log), &[*x]),
         L::Relu(x) => value(Op::Unary(UnaryOp::Relu), &[*x]),
+        L::Sqrt(x) => value(Op::Unary(UnaryOp::Sqrt), &[*x]),
+        L::Rsqrt(x) => value(Op::Unary(UnaryOp::Rsqrt), &[*x]),
+        L::Abs(x) => value(Op::Unary(UnaryOp::Abs), &[*x]),
+        L::Sign(x) => value(Op::Unary(UnaryOp::Sign), &[*x]),
+        L::Sigmoid(x) => value(Op::Unary(UnaryOp::Sigmoid), &[*x]),
+        L::Tanh(x) => value(Op::Unary(UnaryOp::Tanh), &[*x]),
+        L::Softplus(x) => value(Op::Unary(UnaryOp::Softplus), &[*x]),
+        L::Expm1(x) => value(Op::Unary(UnaryOp::Expm1), &[*x]),
+        L::Log1p(x) => value(Op::Unary(UnaryOp::Log1p), &[*x]),
+        L::Erf(x) => value(Op::Unary(UnaryOp::Erf), &[*x]),
         L::Add(ab) => value(Op::Binary(BinaryOp::Add), ab),
         L::Sub(ab) => value(Op::Binary(BinaryOp::Sub), ab),
         L::Mul(ab) => value(Op::Binary(BinaryOp::Mul), ab),
         L::Div(ab) => value(Op::Binary(BinaryOp::Div), ab),
         L::Max(ab) => value(Op::Binary(BinaryOp::Max), ab),
+        L::Min(ab) => value(Op::Binary(BinaryOp::Min), ab),
+        L::Pow(ab) => value(Op::Binary(BinaryOp::Pow), ab),
         L::CmpEq(ab) => value(Op::Compare(CmpOp::Eq), ab),
         L::CmpNe(ab) => value(Op::Compare(CmpOp::Ne), ab),
         L::CmpLt(ab) => value(Op::Compare(CmpOp::Lt), ab),
@@ -350,6 +377,33 @@ pub fn node_op(egraph: &KilnEGraph, node: &KilnLang) -> Option<NodeOp> {
         L::MatMulTn(ab) => value(matmul(true, false), ab),
         L::MatMulNt(ab) => value(matmul(false, true), ab),
         L::MatMulTt(ab) => value(matmul(true, true), ab),
+        L::Slice([x, starts, ends, steps]) => value(
+            Op::Slice {
+                starts: dims(egraph, *starts),
+                ends: dims(egraph, *ends),
+                steps: dims(egraph, *steps),
+            },
+            &[*x],
+        ),
+        L::Pad([x, low, high, interior, fill]) => value(
+            Op::Pad {
+                low: dims(egraph, *low),
+                high: dims(egraph, *high),
+                interior: dims(egraph, *interior),
+                value: match leaf(egraph, *fill) {
+                    L::Float(value) => value.value(),
+                    other => leaf_bug("float", other),
+                },
+            },
+            &[*x],
+        ),
+        L::Concat([a, b, axis]) => {
+            let axis = match leaf(egraph, *axis) {
+                L::Num(axis) => usize::try_from(*axis).expect("concat axes come from usize"),
+                other => leaf_bug("integer", other),
+            };
+            value(Op::Concat { axis }, &[*a, *b])
+        }
         L::OneHot([x, depth]) => {
             let depth = match leaf(egraph, *depth) {
                 L::Num(depth) => usize::try_from(*depth).expect("one_hot depths come from usize"),
@@ -392,6 +446,16 @@ pub fn op_node(egraph: &mut KilnEGraph, op: &Op, operands: &[Id], ty: &TensorTyp
             UnaryOp::Exp => L::Exp(one()),
             UnaryOp::Log => L::Log(one()),
             UnaryOp::Relu => L::Relu(one()),
+            UnaryOp::Sqrt => L::Sqrt(one()),
+            UnaryOp::Rsqrt => L::Rsqrt(one()),
+            UnaryOp::Abs => L::Abs(one()),
+            UnaryOp::Sign => L::Sign(one()),
+            UnaryOp::Sigmoid => L::Sigmoid(one()),
+            UnaryOp::Tanh => L::Tanh(one()),
+            UnaryOp::Softplus => L::Softplus(one()),
+            UnaryOp::Expm1 => L::Expm1(one()),
+            UnaryOp::Log1p => L::Log1p(one()),
+            UnaryOp::Erf => L::Erf(one()),
         },
         Op::Binary(binary) => match binary {
             BinaryOp::Add => L::Add(two()),
@@ -399,6 +463,8 @@ pub fn op_node(egraph: &mut KilnEGraph, op: &Op, operands: &[Id], ty: &TensorTyp
             BinaryOp::Mul => L::Mul(two()),
             BinaryOp::Div => L::Div(two()),
             BinaryOp::Max => L::Max(two()),
+            BinaryOp::Min => L::Min(two()),
+            BinaryOp::Pow => L::Pow(two()),
         },
         Op::Compare(cmp) => match cmp {
             CmpOp::Eq => L::CmpEq(two()),
@@ -433,6 +499,32 @@ pub fn op_node(egraph: &mut KilnEGraph, op: &Op, operands: &[Id], ty: &TensorTyp
         Op::OneHot { depth } => {
             let depth = i64::try_from(*depth).expect("a one_hot depth fits in i64");
             L::OneHot([one(), egraph.add(L::Num(depth))])
+        }
+        Op::Slice {
+            starts,
+            ends,
+            steps,
+        } => L::Slice([
+            one(),
+            egraph.add(L::Dims(Dims(starts.clone()))),
+            egraph.add(L::Dims(Dims(ends.clone()))),
+            egraph.add(L::Dims(Dims(steps.clone()))),
+        ]),
+        Op::Pad {
+            low,
+            high,
+            interior,
+            value,
+        } => L::Pad([
+            one(),
+            egraph.add(L::Dims(Dims(low.clone()))),
+            egraph.add(L::Dims(Dims(high.clone()))),
+            egraph.add(L::Dims(Dims(interior.clone()))),
+            egraph.add(L::Float(Float::new(*value))),
+        ]),
+        Op::Concat { axis } => {
+            let axis = i64::try_from(*axis).expect("a concat axis fits in i64");
+            L::Concat([operands[0], operands[1], egraph.add(L::Num(axis))])
         }
     }
 }

@@ -1,0 +1,573 @@
+//! Convolution and pooling over channels-first tensors (PyTorch's NCHW and NCL), as
+//! compositions of IR primitives: padding, strided slices, concatenation and one
+//! matmul per group (im2col). Autodiff derives their gradients from the adjoints of
+//! those primitives (a strided slice's is an interior pad), so they are exact and
+//! need no rules of their own; a dedicated convolution kernel is a later step.
+//!
+//! Sizes follow PyTorch: an axis of `i` elements, padded by `low + high`, with a
+//! kernel of `k` taps `d` apart and stride `s`, gives
+//! `o = floor((i + low + high − d·(k − 1) − 1) / s) + 1` outputs (with symmetric
+//! padding `p`, `floor((i + 2p − d(k−1) − 1)/s) + 1`).
+
+use crate::builder::{Context, FrontendError, ModelBuilder};
+use crate::init::Init;
+use kiln_ir::{BinaryOp, DType, NodeId, TensorType};
+
+/// How a convolution or pooling pads each spatial axis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Padding {
+    /// No padding (PyTorch's `padding='valid'` or `0`).
+    Valid,
+    /// Enough zeros that the output has the input's extent at stride 1 (PyTorch's
+    /// `padding='same'`: `d·(k − 1)` in all, the odd one after).
+    Same,
+    /// `p` on both sides.
+    Explicit(usize),
+}
+
+/// Stride, padding, dilation and groups of a 2-D convolution, per spatial axis
+/// `[height, width]` where they differ. A 1-D convolution ([`conv1d`]) reads the
+/// width entries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvOptions {
+    pub stride: [usize; 2],
+    pub padding: Padding,
+    pub dilation: [usize; 2],
+    pub groups: usize,
+}
+
+impl Default for ConvOptions {
+    fn default() -> ConvOptions {
+        ConvOptions {
+            stride: [1, 1],
+            padding: Padding::Valid,
+            dilation: [1, 1],
+            groups: 1,
+        }
+    }
+}
+
+fn operand_error(context: &str, expected: impl Into<String>, found: &TensorType) -> FrontendError {
+    FrontendError::Operand {
+        context: context.to_string(),
+        expected: expected.into(),
+        found: found.clone(),
+    }
+}
+
+fn argument_error(context: &str, message: impl Into<String>) -> FrontendError {
+    FrontendError::Argument {
+        context: context.to_string(),
+        message: message.into(),
+    }
+}
+
+/// `(low, high)` padding of an axis for a kernel of `taps` taps `dilation` apart.
+fn pads(padding: Padding, taps: usize, dilation: usize) -> (usize, usize) {
+    match padding {
+        Padding::Valid => (0, 0),
+        Padding::Explicit(p) => (p, p),
+        Padding::Same => {
+            let total = dilation * taps.saturating_sub(1);
+            (total / 2, total - total / 2)
+        }
+    }
+}
+
+/// The output extent of a padded axis, or an error when the kernel does not fit.
+fn out_extent(
+    context: &str,
+    padded: usize,
+    taps: usize,
+    dilation: usize,
+    stride: usize,
+) -> Result<usize, FrontendError> {
+    let span = dilation * (taps - 1) + 1;
+    if padded < span {
+        return Err(argument_error(
+            context,
+            format!("a kernel spanning {span} elements does not fit a padded extent of {padded}"),
+        ));
+    }
+    Ok((padded - span) / stride + 1)
+}
+
+/// `x` ([N, C, H, W]) padded on its two spatial axes.
+fn pad_spatial(
+    builder: &mut ModelBuilder,
+    x: NodeId,
+    low: [usize; 2],
+    high: [usize; 2],
+    value: f64,
+    context: &str,
+) -> Result<NodeId, FrontendError> {
+    if low == [0, 0] && high == [0, 0] {
+        return Ok(x);
+    }
+    builder
+        .graph()
+        .pad(
+            x,
+            &[0, 0, low[0], low[1]],
+            &[0, 0, high[0], high[1]],
+            &[0; 4],
+            value,
+        )
+        .context(context)
+}
+
+/// The `taps[0]·taps[1]` strided windows of padded `x` ([N, C, Hp, Wp]), each
+/// `[N, C, Ho, Wo]`, in row-major tap order.
+fn windows(
+    builder: &mut ModelBuilder,
+    x: NodeId,
+    taps: [usize; 2],
+    out: [usize; 2],
+    options: &ConvOptions,
+    context: &str,
+) -> Result<Vec<NodeId>, FrontendError> {
+    let shape = builder.ty(x)?.shape.clone();
+    let mut windows = Vec::with_capacity(taps[0] * taps[1]);
+    for i in 0..taps[0] {
+        for j in 0..taps[1] {
+            let starts = [0, 0, i * options.dilation[0], j * options.dilation[1]];
+            let ends = [
+                shape[0],
+                shape[1],
+                starts[2] + (out[0] - 1) * options.stride[0] + 1,
+                starts[3] + (out[1] - 1) * options.stride[1] + 1,
+            ];
+            let steps = [1, 1, options.stride[0], options.stride[1]];
+            windows.push(
+                builder
+                    .graph()
+                    .slice(x, &starts, &ends, &steps)
+                    .context(context)?,
+            );
+        }
+    }
+    Ok(windows)
+}
+
+fn check_options(context: &str, options: &ConvOptions) -> Result<(), FrontendError> {
+    if options.stride.contains(&0) || options.dilation.contains(&0) || options.groups == 0 {
+        return Err(argument_error(
+            context,
+            format!(
+                "stride {:?}, dilation {:?} and groups {} must all be at least 1",
+                options.stride, options.dilation, options.groups
+            ),
+        ));
+    }
+    if options.padding == Padding::Same && options.stride != [1, 1] {
+        return Err(argument_error(
+            context,
+            "padding 'same' needs stride 1 (as in PyTorch)",
+        ));
+    }
+    Ok(())
+}
+
+/// The 2-D convolution (cross-correlation, as PyTorch's `conv2d`) of `x: [N, C, H, W]`
+/// with `weight: [O, C / groups, kh, kw]`, plus `bias: [O]` if given: `[N, O, Ho, Wo]`.
+pub fn conv2d(
+    builder: &mut ModelBuilder,
+    x: NodeId,
+    weight: NodeId,
+    bias: Option<NodeId>,
+    options: &ConvOptions,
+) -> Result<NodeId, FrontendError> {
+    let context = "conv2d";
+    check_options(context, options)?;
+    let x_ty = builder.ty(x)?.clone();
+    let w_ty = builder.ty(weight)?.clone();
+    if x_ty.dtype != DType::F32 || x_ty.rank() != 4 {
+        return Err(operand_error(context, "an input f32[N, C, H, W]", &x_ty));
+    }
+    let groups = options.groups;
+    let [n, c, h, w] = [x_ty.shape[0], x_ty.shape[1], x_ty.shape[2], x_ty.shape[3]];
+    let fits = w_ty.dtype == DType::F32
+        && w_ty.rank() == 4
+        && c.is_multiple_of(groups)
+        && w_ty.shape[0].is_multiple_of(groups)
+        && w_ty.shape[1] == c / groups
+        && w_ty.shape[2] >= 1
+        && w_ty.shape[3] >= 1;
+    if !fits {
+        return Err(operand_error(
+            context,
+            format!("a weight f32[O, {}, kh, kw] with O divisible by groups = {groups} (and C = {c} too)", c / groups.max(1)),
+            &w_ty,
+        ));
+    }
+    let (o, taps) = (w_ty.shape[0], [w_ty.shape[2], w_ty.shape[3]]);
+    let (c_group, o_group) = (c / groups, o / groups);
+    let (low_h, high_h) = pads(options.padding, taps[0], options.dilation[0]);
+    let (low_w, high_w) = pads(options.padding, taps[1], options.dilation[1]);
+    let out = [
+        out_extent(
+            context,
+            h + low_h + high_h,
+            taps[0],
+            options.dilation[0],
+            options.stride[0],
+        )?,
+        out_extent(
+            context,
+            w + low_w + high_w,
+            taps[1],
+            options.dilation[1],
+            options.stride[1],
+        )?,
+    ];
+    let padded = pad_spatial(builder, x, [low_h, low_w], [high_h, high_w], 0.0, context)?;
+    let rows = n * out[0] * out[1];
+    let patch = taps[0] * taps[1] * c_group;
+    let mut per_group = Vec::with_capacity(groups);
+    for group in 0..groups {
+        let graph = builder.graph();
+        let xs = if groups == 1 {
+            padded
+        } else {
+            let shape = graph.ty(padded).shape.clone();
+            graph
+                .slice(
+                    padded,
+                    &[0, group * c_group, 0, 0],
+                    &[shape[0], (group + 1) * c_group, shape[2], shape[3]],
+                    &[1; 4],
+                )
+                .context(context)?
+        };
+        // im2col: the windows side by side on the channel axis, one row per output
+        // position, then one matmul with the weight laid out to match.
+        let parts = windows(builder, xs, taps, out, options, context)?;
+        let graph = builder.graph();
+        let mut columns = parts[0];
+        for &part in &parts[1..] {
+            columns = graph.concat(columns, part, 1).context(context)?;
+        }
+        let columns = graph.transpose(columns, &[0, 2, 3, 1]).context(context)?;
+        let columns = graph.reshape(columns, vec![rows, patch]).context(context)?;
+        let wg = if groups == 1 {
+            weight
+        } else {
+            graph
+                .slice(
+                    weight,
+                    &[group * o_group, 0, 0, 0],
+                    &[(group + 1) * o_group, c_group, taps[0], taps[1]],
+                    &[1; 4],
+                )
+                .context(context)?
+        };
+        let wg = graph.transpose(wg, &[2, 3, 1, 0]).context(context)?;
+        let wg = graph.reshape(wg, vec![patch, o_group]).context(context)?;
+        per_group.push(graph.matmul(columns, wg).context(context)?);
+    }
+    let graph = builder.graph();
+    let mut y = per_group[0];
+    for &part in &per_group[1..] {
+        y = graph.concat(y, part, 1).context(context)?;
+    }
+    let y = graph
+        .reshape(y, vec![n, out[0], out[1], o])
+        .context(context)?;
+    let y = graph.transpose(y, &[0, 3, 1, 2]).context(context)?;
+    match bias {
+        Some(bias) => {
+            let b_ty = builder.ty(bias)?.clone();
+            if b_ty.shape != [o] || b_ty.dtype != DType::F32 {
+                return Err(operand_error(context, format!("a bias f32[{o}]"), &b_ty));
+            }
+            let bias = builder
+                .graph()
+                .reshape(bias, vec![1, o, 1, 1])
+                .context(context)?;
+            builder.binary(BinaryOp::Add, y, bias)
+        }
+        None => Ok(y),
+    }
+}
+
+/// [`conv2d`] over one spatial axis: `x: [N, C, L]`, `weight: [O, C / groups, k]`.
+pub fn conv1d(
+    builder: &mut ModelBuilder,
+    x: NodeId,
+    weight: NodeId,
+    bias: Option<NodeId>,
+    options: &ConvOptions,
+) -> Result<NodeId, FrontendError> {
+    let context = "conv1d";
+    let x_ty = builder.ty(x)?.clone();
+    let w_ty = builder.ty(weight)?.clone();
+    if x_ty.rank() != 3 {
+        return Err(operand_error(context, "an input f32[N, C, L]", &x_ty));
+    }
+    if w_ty.rank() != 3 {
+        return Err(operand_error(
+            context,
+            "a weight f32[O, C / groups, k]",
+            &w_ty,
+        ));
+    }
+    let graph = builder.graph();
+    let x = graph
+        .reshape(x, vec![x_ty.shape[0], x_ty.shape[1], 1, x_ty.shape[2]])
+        .context(context)?;
+    let weight = graph
+        .reshape(weight, vec![w_ty.shape[0], w_ty.shape[1], 1, w_ty.shape[2]])
+        .context(context)?;
+    let options = ConvOptions {
+        stride: [1, options.stride[1]],
+        dilation: [1, options.dilation[1]],
+        padding: options.padding,
+        groups: options.groups,
+    };
+    // The height axis of 1 gets no padding: pad only along the length.
+    let y = conv2d_width_padded(builder, x, weight, bias, &options)?;
+    let y_ty = builder.ty(y)?.clone();
+    builder
+        .graph()
+        .reshape(y, vec![y_ty.shape[0], y_ty.shape[1], y_ty.shape[3]])
+        .context(context)
+}
+
+/// [`conv2d`] with the padding applied to the width axis only (a 1-D convolution
+/// seen as 2-D with height 1).
+fn conv2d_width_padded(
+    builder: &mut ModelBuilder,
+    x: NodeId,
+    weight: NodeId,
+    bias: Option<NodeId>,
+    options: &ConvOptions,
+) -> Result<NodeId, FrontendError> {
+    check_options("conv1d", options)?;
+    let taps = builder.ty(weight)?.shape[3];
+    let (low, high) = pads(options.padding, taps, options.dilation[1]);
+    let x = pad_spatial(builder, x, [0, low], [0, high], 0.0, "conv1d")?;
+    let unpadded = ConvOptions {
+        padding: Padding::Valid,
+        ..*options
+    };
+    conv2d(builder, x, weight, bias, &unpadded)
+}
+
+/// Which reduction a pooling takes over its window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pool {
+    /// The maximum (padding with -inf, so it never wins).
+    Max,
+    /// The mean over the whole window, padding included (PyTorch's default
+    /// `count_include_pad=True`).
+    Average,
+}
+
+/// Max or average pooling of `x: [N, C, H, W]` with a `kernel` window, `stride`
+/// (PyTorch's default is the kernel) and symmetric `padding`.
+pub fn pool2d(
+    builder: &mut ModelBuilder,
+    x: NodeId,
+    pool: Pool,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: usize,
+) -> Result<NodeId, FrontendError> {
+    let context = match pool {
+        Pool::Max => "max_pool2d",
+        Pool::Average => "avg_pool2d",
+    };
+    let x_ty = builder.ty(x)?.clone();
+    if x_ty.dtype != DType::F32 || x_ty.rank() != 4 {
+        return Err(operand_error(context, "an input f32[N, C, H, W]", &x_ty));
+    }
+    if kernel.contains(&0) || stride.contains(&0) {
+        return Err(argument_error(
+            context,
+            format!("kernel {kernel:?} and stride {stride:?} must be at least 1"),
+        ));
+    }
+    if 2 * padding > kernel[0].min(kernel[1]) {
+        return Err(argument_error(
+            context,
+            format!(
+                "padding {padding} is more than half the kernel {kernel:?} (as PyTorch refuses)"
+            ),
+        ));
+    }
+    let options = ConvOptions {
+        stride,
+        padding: Padding::Explicit(padding),
+        dilation: [1, 1],
+        groups: 1,
+    };
+    let out = [
+        out_extent(
+            context,
+            x_ty.shape[2] + 2 * padding,
+            kernel[0],
+            1,
+            stride[0],
+        )?,
+        out_extent(
+            context,
+            x_ty.shape[3] + 2 * padding,
+            kernel[1],
+            1,
+            stride[1],
+        )?,
+    ];
+    let fill = match pool {
+        Pool::Max => f64::NEG_INFINITY,
+        Pool::Average => 0.0,
+    };
+    let padded = pad_spatial(builder, x, [padding; 2], [padding; 2], fill, context)?;
+    let parts = windows(builder, padded, kernel, out, &options, context)?;
+    let graph = builder.graph();
+    let mut y = parts[0];
+    for &part in &parts[1..] {
+        y = match pool {
+            Pool::Max => graph.max(y, part),
+            Pool::Average => graph.add_(y, part),
+        }
+        .context(context)?;
+    }
+    if pool == Pool::Average {
+        let count = graph
+            .constant_like((kernel[0] * kernel[1]) as f64, y)
+            .context(context)?;
+        y = graph.div(y, count).context(context)?;
+    }
+    Ok(y)
+}
+
+/// [`pool2d`] over one spatial axis: `x: [N, C, L]`.
+pub fn pool1d(
+    builder: &mut ModelBuilder,
+    x: NodeId,
+    pool: Pool,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+) -> Result<NodeId, FrontendError> {
+    let context = match pool {
+        Pool::Max => "max_pool1d",
+        Pool::Average => "avg_pool1d",
+    };
+    let x_ty = builder.ty(x)?.clone();
+    if x_ty.rank() != 3 {
+        return Err(operand_error(context, "an input f32[N, C, L]", &x_ty));
+    }
+    let [n, c, l] = [x_ty.shape[0], x_ty.shape[1], x_ty.shape[2]];
+    if 2 * padding > kernel {
+        return Err(argument_error(
+            context,
+            format!("padding {padding} is more than half the kernel {kernel}"),
+        ));
+    }
+    let fill = match pool {
+        Pool::Max => f64::NEG_INFINITY,
+        Pool::Average => 0.0,
+    };
+    let graph = builder.graph();
+    let x = graph.reshape(x, vec![n, c, 1, l]).context(context)?;
+    let x = pad_spatial(builder, x, [0, padding], [0, padding], fill, context)?;
+    let y = pool2d(builder, x, pool, [1, kernel], [1, stride], 0)?;
+    let y_ty = builder.ty(y)?.clone();
+    builder
+        .graph()
+        .reshape(y, vec![n, c, y_ty.shape[3]])
+        .context(context)
+}
+
+/// `[N, d1, d2, …] -> [N, d1·d2·…]` (PyTorch's `flatten(x, 1)`).
+pub fn flatten(builder: &mut ModelBuilder, x: NodeId) -> Result<NodeId, FrontendError> {
+    let ty = builder.ty(x)?.clone();
+    let Some((&first, rest)) = ty.shape.split_first() else {
+        return Err(operand_error("flatten", "a tensor of rank 1 or more", &ty));
+    };
+    let features = rest.iter().product();
+    builder
+        .graph()
+        .reshape(x, vec![first, features])
+        .context("flatten")
+}
+
+/// A 2-D convolution layer: `<name>.weight: [O, C / groups, kh, kw]` and
+/// `<name>.bias: [O]`, PyTorch's `nn.Conv2d` (its default initialisation
+/// `U(±1/sqrt(fan_in))`, `fan_in = C / groups · kh · kw`, unless told otherwise).
+#[derive(Clone, Debug)]
+pub struct Conv2d {
+    weight: NodeId,
+    bias: Option<NodeId>,
+    options: ConvOptions,
+    one_d: bool,
+}
+
+impl Conv2d {
+    /// Declares the layer's parameters. `kernel` is `[kh, kw]`; a 1-D layer
+    /// (`Conv1d`) is `[1, k]` with `one_d`, applied to `[N, C, L]`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        builder: &mut ModelBuilder,
+        name: &str,
+        in_channels: usize,
+        out_channels: usize,
+        kernel: [usize; 2],
+        options: ConvOptions,
+        bias: bool,
+        one_d: bool,
+    ) -> Result<Conv2d, FrontendError> {
+        let context = if one_d { "Conv1d" } else { "Conv2d" };
+        check_options(context, &options)?;
+        let groups = options.groups;
+        if !in_channels.is_multiple_of(groups)
+            || !out_channels.is_multiple_of(groups)
+            || kernel.contains(&0)
+        {
+            return Err(argument_error(
+                context,
+                format!(
+                    "in_channels {in_channels} and out_channels {out_channels} must divide into groups = {groups}, and the kernel {kernel:?} be at least 1"
+                ),
+            ));
+        }
+        let fan_in = in_channels / groups * kernel[0] * kernel[1];
+        let init = Init::torch_linear(fan_in);
+        let shape: Vec<usize> = if one_d {
+            vec![out_channels, in_channels / groups, kernel[1]]
+        } else {
+            vec![out_channels, in_channels / groups, kernel[0], kernel[1]]
+        };
+        let weight = builder.parameter(&format!("{name}.weight"), &shape, init)?;
+        let bias = if bias {
+            Some(builder.parameter(&format!("{name}.bias"), &[out_channels], init)?)
+        } else {
+            None
+        };
+        Ok(Conv2d {
+            weight,
+            bias,
+            options,
+            one_d,
+        })
+    }
+
+    pub fn weight(&self) -> NodeId {
+        self.weight
+    }
+
+    pub fn bias(&self) -> Option<NodeId> {
+        self.bias
+    }
+
+    /// Applies the layer to `[N, C, H, W]` (or `[N, C, L]` for a 1-D layer).
+    pub fn forward(&self, builder: &mut ModelBuilder, x: NodeId) -> Result<NodeId, FrontendError> {
+        builder.check_own(self.weight, "convolution layer")?;
+        if self.one_d {
+            conv1d(builder, x, self.weight, self.bias, &self.options)
+        } else {
+            conv2d(builder, x, self.weight, self.bias, &self.options)
+        }
+    }
+}

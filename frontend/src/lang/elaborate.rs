@@ -1,0 +1,924 @@
+//! From the syntax tree to a graph: binds the dimensions, declares every layer's
+//! parameters in declaration order (so one seed always gives the same weights),
+//! evaluates the forward statements through the builder, which checks shapes as it
+//! goes, and points every error at the expression that caused it.
+
+use super::ast::*;
+use super::builtins;
+use super::diagnostic::{ModelError, Span};
+use crate::builder::{FrontendError, Model, ModelBuilder};
+use crate::conv::{Conv2d, ConvOptions};
+use crate::layers::Linear;
+use crate::sequence::{Embedding, LayerNorm, Lstm, MultiheadAttention};
+use kiln_ir::{DType, NodeId, TensorType};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+/// A model file made into a graph.
+#[derive(Clone, Debug)]
+pub struct ModelFile {
+    /// The model's name in the file.
+    pub name: String,
+    /// The graph and its initial parameters.
+    pub model: Model,
+    /// Every dimension with the value it was bound to.
+    pub dims: BTreeMap<String, usize>,
+    /// The outputs, in the order the file names them.
+    pub outputs: Vec<String>,
+    /// What `train` says, if the model has it.
+    pub train: Option<TrainSpec>,
+}
+
+/// The model's `train` statement.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainSpec {
+    /// The output that is minimised.
+    pub loss: String,
+    pub optimizer: OptimizerSpec,
+    /// Examples per step.
+    pub batch: usize,
+}
+
+/// An optimizer and its hyperparameters, as the file states them.
+#[derive(Clone, Debug, PartialEq)]
+pub enum OptimizerSpec {
+    /// `sgd(lr = …)`.
+    Sgd { lr: f64 },
+}
+
+impl std::fmt::Display for OptimizerSpec {
+    /// As the file writes it: `sgd(lr = 0.1)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OptimizerSpec::Sgd { lr } => write!(f, "sgd(lr = {lr})"),
+        }
+    }
+}
+
+/// What the caller decides about a model file.
+#[derive(Clone, Debug, Default)]
+pub struct ElaborateOptions {
+    /// Which model of the file; `None` when it has exactly one.
+    pub model: Option<String>,
+    /// Dimension values that replace the file's defaults.
+    pub dims: BTreeMap<String, usize>,
+    /// The seed of the parameters' initial values.
+    pub seed: u64,
+}
+
+/// A value while the forward statements are evaluated.
+#[derive(Clone, Debug)]
+pub enum Value {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Tensor(NodeId),
+    Layer(Rc<LayerGroup>),
+}
+
+impl Value {
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Value::Bool(_) => "a truth value",
+            Value::Int(_) => "a whole number",
+            Value::Float(_) => "a number",
+            Value::Str(_) => "a string",
+            Value::Tensor(_) => "a tensor",
+            Value::Layer(_) => "a layer",
+        }
+    }
+}
+
+/// The instances a layer declaration made: one, or `N` for `Kind(…) * N`.
+#[derive(Debug)]
+pub struct LayerGroup {
+    pub name: String,
+    pub instances: Vec<Layer>,
+    pub repeated: bool,
+}
+
+#[derive(Clone, Debug)]
+pub enum Layer {
+    Linear(Linear),
+    Conv(Conv2d),
+    LayerNorm(LayerNorm),
+    Attention(MultiheadAttention),
+    Lstm(Lstm),
+    Embedding(Embedding),
+    Block {
+        /// Index into the file's blocks.
+        def: usize,
+        /// Its numeric parameters and its layers.
+        scope: Scope,
+    },
+}
+
+pub type Scope = BTreeMap<String, Value>;
+
+/// The layer types every file has.
+const BUILT_IN_LAYERS: &str =
+    "`Linear`, `Conv2d`, `Conv1d`, `LayerNorm`, `MultiheadAttention`, `LSTM`, `Embedding`";
+
+/// Elaborates the chosen model of `file`.
+pub fn elaborate(file: &File, options: &ElaborateOptions) -> Result<ModelFile, ModelError> {
+    let def = choose_model(file, options.model.as_deref())?;
+    let mut elaborator = Elaborator {
+        file,
+        builder: ModelBuilder::new(&def.name.name, options.seed),
+        blocks_open: Vec::new(),
+    };
+    let mut scope = Scope::new();
+    let dims = elaborator.dims(def, &options.dims, &mut scope)?;
+    for input in &def.inputs {
+        elaborator.input(input, &mut scope)?;
+    }
+    for layer in &def.layers {
+        elaborator.declare(layer, "", &mut scope)?;
+    }
+    let mut outputs = Vec::new();
+    for stmt in &def.forward.body {
+        match stmt {
+            Stmt::Assign(name, expr) => {
+                let value = elaborator.eval(expr, &scope)?;
+                scope.insert(name.name.clone(), value);
+            }
+            Stmt::Return(expr) => {
+                return Err(
+                    ModelError::new(expr.span.clone(), "`return` in a model's forward")
+                        .expected("`output name, …`: a model names its outputs"),
+                );
+            }
+            Stmt::Output(names) => {
+                for name in names {
+                    elaborator.output(name, &scope, &mut outputs)?;
+                }
+            }
+        }
+    }
+    let train = match &def.train {
+        Some(train) => Some(elaborator.train(def, train, &scope, &mut outputs)?),
+        None => None,
+    };
+    if outputs.is_empty() {
+        return Err(
+            ModelError::new(def.forward.span.clone(), "the forward outputs nothing")
+                .expected("`output name` for at least one value"),
+        );
+    }
+    let model = elaborator
+        .builder
+        .finish()
+        .map_err(|err| ModelError::new(def.name.span.clone(), err.to_string()))?;
+    Ok(ModelFile {
+        name: def.name.name.clone(),
+        model,
+        dims,
+        outputs,
+        train,
+    })
+}
+
+fn choose_model<'f>(file: &'f File, name: Option<&str>) -> Result<&'f ModelDef, ModelError> {
+    let names = || {
+        file.models
+            .iter()
+            .map(|model| format!("`{}`", model.name.name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match name {
+        Some(name) => file
+            .models
+            .iter()
+            .find(|model| model.name.name == name)
+            .ok_or_else(|| {
+                ModelError::new(0..0, format!("the file has no model `{name}`"))
+                    .expected(format!("one of {}", names()))
+            }),
+        None => match file.models.as_slice() {
+            [only] => Ok(only),
+            [] => Err(ModelError::new(0..0, "the file declares no model")
+                .expected("`model Name(…) { … }`")),
+            [_, second, ..] => Err(ModelError::new(
+                second.name.span.clone(),
+                "the file declares several models; say which one",
+            )
+            .expected(format!("one of {}", names()))),
+        },
+    }
+}
+
+pub(super) struct Elaborator<'f> {
+    file: &'f File,
+    builder: ModelBuilder,
+    /// The blocks being instantiated, innermost last: a block that contains itself
+    /// would never finish.
+    blocks_open: Vec<usize>,
+}
+
+/// A builder error at `span`.
+pub fn at(span: &Span) -> impl Fn(FrontendError) -> ModelError + '_ {
+    move |err| ModelError::new(span.clone(), err.to_string())
+}
+
+impl Elaborator<'_> {
+    fn dims(
+        &mut self,
+        def: &ModelDef,
+        overrides: &BTreeMap<String, usize>,
+        scope: &mut Scope,
+    ) -> Result<BTreeMap<String, usize>, ModelError> {
+        for name in overrides.keys() {
+            if !def.dims.iter().any(|(dim, _)| &dim.name == name) {
+                let known: Vec<&str> = def.dims.iter().map(|(dim, _)| dim.name.as_str()).collect();
+                let expected = if known.is_empty() {
+                    "no override: the model declares no dimensions".to_string()
+                } else {
+                    format!("one of {}", known.join(", "))
+                };
+                return Err(ModelError::new(
+                    def.name.span.clone(),
+                    format!("model `{}` has no dimension `{name}`", def.name.name),
+                )
+                .expected(expected));
+            }
+        }
+        let mut dims = BTreeMap::new();
+        for (dim, default) in &def.dims {
+            let value = match overrides.get(&dim.name) {
+                Some(&value) => value,
+                None => {
+                    let value = self.eval(default, scope)?;
+                    builtins::size(&value, &default.span, "a dimension")?
+                }
+            };
+            if value == 0 {
+                return Err(ModelError::new(
+                    dim.span.clone(),
+                    format!("dimension `{}` is 0", dim.name),
+                )
+                .expected("a dimension of at least 1"));
+            }
+            scope.insert(dim.name.clone(), Value::Int(value as i64));
+            dims.insert(dim.name.clone(), value);
+        }
+        Ok(dims)
+    }
+
+    fn input(&mut self, input: &InputDecl, scope: &mut Scope) -> Result<(), ModelError> {
+        let dtype = match input.dtype.name.as_str() {
+            "f32" => DType::F32,
+            "i32" => DType::I32,
+            other => {
+                return Err(ModelError::new(
+                    input.dtype.span.clone(),
+                    format!("unknown dtype `{other}`"),
+                )
+                .expected("`f32` or `i32`"))
+            }
+        };
+        let mut shape = Vec::with_capacity(input.shape.len());
+        for extent in &input.shape {
+            let value = self.eval(extent, scope)?;
+            shape.push(builtins::size(&value, &extent.span, "an extent")?);
+        }
+        self.define(&input.name, scope)?;
+        let id = self
+            .builder
+            .input(&input.name.name, TensorType::new(dtype, shape))
+            .map_err(at(&input.name.span))?;
+        scope.insert(input.name.name.clone(), Value::Tensor(id));
+        Ok(())
+    }
+
+    /// Refuses a second declaration of a name in one scope.
+    fn define(&self, name: &Ident, scope: &Scope) -> Result<(), ModelError> {
+        if scope.contains_key(&name.name) {
+            return Err(ModelError::new(
+                name.span.clone(),
+                format!("`{}` is declared twice", name.name),
+            )
+            .expected("a new name"));
+        }
+        Ok(())
+    }
+
+    /// Declares the layer(s) of `decl` under `prefix` (`""` or `blocks.0.`).
+    fn declare(
+        &mut self,
+        decl: &LayerDecl,
+        prefix: &str,
+        scope: &mut Scope,
+    ) -> Result<(), ModelError> {
+        self.define(&decl.name, scope)?;
+        let count = match &decl.repeat {
+            Some(expr) => {
+                let value = self.eval(expr, scope)?;
+                let count = builtins::size(&value, &expr.span, "a repeat count")?;
+                if count == 0 {
+                    return Err(
+                        ModelError::new(expr.span.clone(), "zero instances of a layer")
+                            .expected("a repeat count of at least 1"),
+                    );
+                }
+                count
+            }
+            None => 1,
+        };
+        let mut instances = Vec::with_capacity(count);
+        for index in 0..count {
+            let path = match decl.repeat {
+                Some(_) => format!("{prefix}{}.{index}", decl.name.name),
+                None => format!("{prefix}{}", decl.name.name),
+            };
+            instances.push(self.instantiate(decl, &path, scope)?);
+        }
+        let group = LayerGroup {
+            name: decl.name.name.clone(),
+            instances,
+            repeated: decl.repeat.is_some(),
+        };
+        scope.insert(decl.name.name.clone(), Value::Layer(Rc::new(group)));
+        Ok(())
+    }
+
+    /// One instance of `decl`'s layer type, its parameters named under `path`.
+    fn instantiate(
+        &mut self,
+        decl: &LayerDecl,
+        path: &str,
+        scope: &Scope,
+    ) -> Result<Layer, ModelError> {
+        let kind = &decl.kind;
+        if kind.name == "Linear" {
+            let args = self.bind(
+                "Linear",
+                &["in_features", "out_features", "bias", "init", "bias_init"],
+                2,
+                &decl.args,
+                scope,
+                &kind.span,
+            )?;
+            let in_features = args.size(0, "in_features")?;
+            let out_features = args.size(1, "out_features")?;
+            let has_bias = args.flag(2, "bias", true)?;
+            let init = args.init(3, in_features)?;
+            let bias_init = args.init(4, in_features)?;
+            let linear = Linear::with_bias(
+                &mut self.builder,
+                path,
+                in_features,
+                out_features,
+                init,
+                has_bias.then_some(bias_init),
+            )
+            .map_err(at(&decl.span))?;
+            return Ok(Layer::Linear(linear));
+        }
+        if kind.name == "Conv2d" || kind.name == "Conv1d" {
+            return self.conv(decl, path, scope).map(Layer::Conv);
+        }
+        match kind.name.as_str() {
+            "LayerNorm" => {
+                let names = ["normalized_shape", "eps"];
+                let args = self.bind(&kind.name, &names, 1, &decl.args, scope, &kind.span)?;
+                let (features, eps) = (args.size(0, names[0])?, args.float(1, names[1], 1e-5)?);
+                let layer = LayerNorm::new(&mut self.builder, path, features, eps);
+                return layer.map(Layer::LayerNorm).map_err(at(&decl.span));
+            }
+            "MultiheadAttention" => {
+                let names = ["embed_dim", "num_heads"];
+                let args = self.bind(&kind.name, &names, 2, &decl.args, scope, &kind.span)?;
+                let (dim, heads) = (args.size(0, names[0])?, args.size(1, names[1])?);
+                let layer = MultiheadAttention::new(&mut self.builder, path, dim, heads);
+                return layer.map(Layer::Attention).map_err(at(&decl.span));
+            }
+            "Embedding" => {
+                let names = ["num_embeddings", "embedding_dim"];
+                let args = self.bind(&kind.name, &names, 2, &decl.args, scope, &kind.span)?;
+                let (num, dim) = (args.size(0, names[0])?, args.size(1, names[1])?);
+                let layer = Embedding::new(&mut self.builder, path, num, dim);
+                return layer.map(Layer::Embedding).map_err(at(&decl.span));
+            }
+            "LSTM" => {
+                let names = ["input_size", "hidden_size"];
+                let args = self.bind(&kind.name, &names, 2, &decl.args, scope, &kind.span)?;
+                let (input, hidden) = (args.size(0, names[0])?, args.size(1, names[1])?);
+                let layer = Lstm::new(&mut self.builder, path, input, hidden);
+                return layer.map(Layer::Lstm).map_err(at(&decl.span));
+            }
+            _ => {}
+        }
+        let Some(def) = self
+            .file
+            .blocks
+            .iter()
+            .position(|block| block.name.name == kind.name)
+        else {
+            let blocks: Vec<String> = self
+                .file
+                .blocks
+                .iter()
+                .map(|block| format!("`{}`", block.name.name))
+                .collect();
+            let expected = if blocks.is_empty() {
+                format!("{BUILT_IN_LAYERS}, or a block defined in this file")
+            } else {
+                format!(
+                    "{BUILT_IN_LAYERS} or a block of this file ({})",
+                    blocks.join(", ")
+                )
+            };
+            return Err(ModelError::new(
+                kind.span.clone(),
+                format!("unknown layer `{}`", kind.name),
+            )
+            .expected(expected));
+        };
+        if self.blocks_open.contains(&def) {
+            return Err(ModelError::new(
+                kind.span.clone(),
+                format!("block `{}` contains itself", kind.name),
+            )
+            .expected("blocks that nest without a cycle"));
+        }
+        let block = &self.file.blocks[def];
+        let names: Vec<&str> = block
+            .params
+            .iter()
+            .map(|param| param.name.as_str())
+            .collect();
+        let args = self.bind(
+            &kind.name,
+            &names,
+            names.len(),
+            &decl.args,
+            scope,
+            &kind.span,
+        )?;
+        let mut inner = Scope::new();
+        for (index, param) in block.params.iter().enumerate() {
+            let value = args.number(index, &param.name)?;
+            inner.insert(param.name.clone(), value);
+        }
+        self.blocks_open.push(def);
+        for layer in &block.layers {
+            self.declare(layer, &format!("{path}."), &mut inner)?;
+        }
+        self.blocks_open.pop();
+        Ok(Layer::Block { def, scope: inner })
+    }
+
+    /// A `Conv2d(…)` or `Conv1d(…)` layer (PyTorch's arguments; sizes are square).
+    fn conv(&mut self, decl: &LayerDecl, path: &str, scope: &Scope) -> Result<Conv2d, ModelError> {
+        let kind = &decl.kind;
+        let one_d = kind.name == "Conv1d";
+        let names = [
+            "in_channels",
+            "out_channels",
+            "kernel_size",
+            "stride",
+            "padding",
+            "dilation",
+            "groups",
+            "bias",
+        ];
+        let args = self.bind(&kind.name, &names, 3, &decl.args, scope, &kind.span)?;
+        let or_one = |slot: usize| -> Result<usize, ModelError> {
+            match args.int(slot, names[slot], None)? {
+                None => Ok(1),
+                Some(_) => args.size(slot, names[slot]),
+            }
+        };
+        let pair = |value: usize| if one_d { [1, value] } else { [value; 2] };
+        let options = ConvOptions {
+            stride: pair(or_one(3)?),
+            padding: args.padding(4)?,
+            dilation: pair(or_one(5)?),
+            groups: or_one(6)?,
+        };
+        Conv2d::new(
+            &mut self.builder,
+            path,
+            args.size(0, "in_channels")?,
+            args.size(1, "out_channels")?,
+            pair(args.size(2, "kernel_size")?),
+            options,
+            args.flag(7, "bias", true)?,
+            one_d,
+        )
+        .map_err(at(&decl.span))
+    }
+
+    /// Applies a layer group: every instance in turn for a repeated one.
+    pub fn apply(
+        &mut self,
+        group: &LayerGroup,
+        args: &[Arg],
+        scope: &Scope,
+        span: &Span,
+    ) -> Result<Value, ModelError> {
+        if group.repeated && group.instances.len() > 1 {
+            let [arg] = args else {
+                return Err(ModelError::new(
+                    span.clone(),
+                    format!(
+                        "`{}` applies its {} instances in turn, to one tensor",
+                        group.name,
+                        group.instances.len()
+                    ),
+                )
+                .expected(format!(
+                    "one argument, or `{}[i](…)` for one instance",
+                    group.name
+                )));
+            };
+            let mut value = self.eval(&arg.value, scope)?;
+            for layer in &group.instances {
+                value = self.apply_one(layer, &[value], &arg.value.span, span)?;
+            }
+            return Ok(value);
+        }
+        let mut values = Vec::with_capacity(args.len());
+        for arg in args {
+            if let Some(name) = &arg.name {
+                return Err(
+                    ModelError::new(name.span.clone(), "a named argument to a layer")
+                        .expected("the layer's inputs, by position"),
+                );
+            }
+            values.push(self.eval(&arg.value, scope)?);
+        }
+        let first = args
+            .first()
+            .map_or(span.clone(), |arg| arg.value.span.clone());
+        self.apply_one(&group.instances[0], &values, &first, span)
+    }
+
+    fn apply_one(
+        &mut self,
+        layer: &Layer,
+        args: &[Value],
+        arg_span: &Span,
+        span: &Span,
+    ) -> Result<Value, ModelError> {
+        match layer {
+            Layer::Linear(linear) => {
+                let [Value::Tensor(x)] = args else {
+                    return Err(
+                        ModelError::new(span.clone(), "a linear layer takes one tensor")
+                            .expected("one tensor argument"),
+                    );
+                };
+                let y = linear.forward(&mut self.builder, *x).map_err(at(span))?;
+                Ok(Value::Tensor(y))
+            }
+            Layer::Conv(_)
+            | Layer::LayerNorm(_)
+            | Layer::Attention(_)
+            | Layer::Lstm(_)
+            | Layer::Embedding(_) => {
+                let [Value::Tensor(x)] = args else {
+                    return Err(ModelError::new(span.clone(), "this layer takes one tensor")
+                        .expected("one tensor argument"));
+                };
+                let builder = &mut self.builder;
+                let y = match layer {
+                    Layer::Conv(conv) => conv.forward(builder, *x),
+                    Layer::LayerNorm(norm) => norm.forward(builder, *x),
+                    Layer::Attention(attention) => attention.forward(builder, *x),
+                    Layer::Lstm(lstm) => lstm.forward(builder, *x),
+                    Layer::Embedding(embedding) => embedding.forward(builder, *x),
+                    _ => unreachable!("matched above"),
+                };
+                Ok(Value::Tensor(y.map_err(at(span))?))
+            }
+            Layer::Block { def, scope } => {
+                let block = &self.file.blocks[*def];
+                let params = &block.forward.params;
+                if args.len() != params.len() {
+                    return Err(ModelError::new(
+                        span.clone(),
+                        format!(
+                            "block `{}` takes {} tensor(s), given {}",
+                            block.name.name,
+                            params.len(),
+                            args.len()
+                        ),
+                    )
+                    .expected(format!("forward({})", names(params))));
+                }
+                let mut inner = scope.clone();
+                for (param, value) in params.iter().zip(args) {
+                    if !matches!(value, Value::Tensor(_)) {
+                        return Err(ModelError::new(
+                            arg_span.clone(),
+                            format!(
+                                "`{}` of block `{}` is given {}",
+                                param.name,
+                                block.name.name,
+                                value.describe()
+                            ),
+                        )
+                        .expected("a tensor"));
+                    }
+                    inner.insert(param.name.clone(), value.clone());
+                }
+                for stmt in &block.forward.body {
+                    match stmt {
+                        Stmt::Assign(name, expr) => {
+                            let value = self.eval(expr, &inner)?;
+                            inner.insert(name.name.clone(), value);
+                        }
+                        Stmt::Return(expr) => return self.eval(expr, &inner),
+                        Stmt::Output(names) => {
+                            return Err(ModelError::new(
+                                names[0].span.clone(),
+                                "`output` in a block",
+                            )
+                            .expected("`return value`: only a model has outputs"));
+                        }
+                    }
+                }
+                Err(ModelError::new(
+                    block.forward.span.clone(),
+                    format!("block `{}` returns nothing", block.name.name),
+                )
+                .expected("`return value` at the end of its forward"))
+            }
+        }
+    }
+
+    fn output(
+        &mut self,
+        name: &Ident,
+        scope: &Scope,
+        outputs: &mut Vec<String>,
+    ) -> Result<(), ModelError> {
+        let value = scope.get(&name.name).ok_or_else(|| unknown(name))?;
+        let Value::Tensor(id) = value else {
+            return Err(ModelError::new(
+                name.span.clone(),
+                format!("`{}` is {}, not a tensor", name.name, value.describe()),
+            )
+            .expected("a tensor to output"));
+        };
+        if outputs.contains(&name.name) {
+            return Err(ModelError::new(
+                name.span.clone(),
+                format!("`{}` is output twice", name.name),
+            )
+            .expected("each output once"));
+        }
+        self.builder
+            .output(&name.name, *id)
+            .map_err(at(&name.span))?;
+        outputs.push(name.name.clone());
+        Ok(())
+    }
+
+    fn train(
+        &mut self,
+        def: &ModelDef,
+        train: &TrainDecl,
+        scope: &Scope,
+        outputs: &mut Vec<String>,
+    ) -> Result<TrainSpec, ModelError> {
+        let loss = &train.loss;
+        let loss_ty = match scope.get(&loss.name) {
+            Some(Value::Tensor(id)) => self.builder.ty(*id).map_err(at(&loss.span))?.clone(),
+            Some(other) => {
+                return Err(ModelError::new(
+                    loss.span.clone(),
+                    format!("`{}` is {}, not a tensor", loss.name, other.describe()),
+                )
+                .expected("the loss: an f32 tensor with one element"))
+            }
+            None => return Err(unknown(loss)),
+        };
+        if loss_ty.dtype != DType::F32 || loss_ty.num_elements() != 1 {
+            return Err(ModelError::new(
+                loss.span.clone(),
+                format!("the loss `{}` is {loss_ty}", loss.name),
+            )
+            .expected("an f32 tensor with one element, like `cross_entropy(logits, labels)`"));
+        }
+        if !outputs.contains(&loss.name) {
+            self.output(loss, scope, outputs)?;
+        }
+        let optimizer = match train.optimizer.name.as_str() {
+            "sgd" => {
+                let args =
+                    self.bind("sgd", &["lr"], 1, &train.args, scope, &train.optimizer.span)?;
+                let lr = args.positive(0, "lr")?;
+                OptimizerSpec::Sgd { lr }
+            }
+            other => {
+                return Err(ModelError::new(
+                    train.optimizer.span.clone(),
+                    format!("unknown optimizer `{other}`"),
+                )
+                .expected("`sgd(lr = …)`"))
+            }
+        };
+        let batch = match &train.batch {
+            Some(expr) => {
+                let value = self.eval(expr, scope)?;
+                builtins::size(&value, &expr.span, "a batch size")?
+            }
+            None => {
+                let first = def.inputs.first().ok_or_else(|| {
+                    ModelError::new(train.span.clone(), "no batch size: the model has no input")
+                        .expected("`batch N` after the optimizer")
+                })?;
+                let Some(Value::Tensor(id)) = scope.get(&first.name.name) else {
+                    return Err(unknown(&first.name));
+                };
+                let ty = self.builder.ty(*id).map_err(at(&first.name.span))?;
+                *ty.shape.first().ok_or_else(|| {
+                    ModelError::new(
+                        train.span.clone(),
+                        format!(
+                            "no batch size: the first input `{}` is a scalar",
+                            first.name.name
+                        ),
+                    )
+                    .expected("`batch N` after the optimizer")
+                })?
+            }
+        };
+        Ok(TrainSpec {
+            loss: loss.name.clone(),
+            optimizer,
+            batch,
+        })
+    }
+
+    /// Evaluates an expression.
+    pub fn eval(&mut self, expr: &Expr, scope: &Scope) -> Result<Value, ModelError> {
+        let span = &expr.span;
+        match &expr.kind {
+            ExprKind::Int(value) => Ok(Value::Int(*value)),
+            ExprKind::Float(value) => Ok(Value::Float(*value)),
+            ExprKind::Str(text) => Ok(Value::Str(text.clone())),
+            ExprKind::Name(name)
+                if !scope.contains_key(name) && (name == "true" || name == "false") =>
+            {
+                Ok(Value::Bool(name == "true"))
+            }
+            ExprKind::Name(name) => scope.get(name).cloned().ok_or_else(|| {
+                let ident = Ident {
+                    name: name.clone(),
+                    span: span.clone(),
+                };
+                if builtins::is_function(name) {
+                    ModelError::new(span.clone(), format!("`{name}` is a function"))
+                        .expected(format!("a call, like `{name}(x)`"))
+                } else {
+                    unknown(&ident)
+                }
+            }),
+            ExprKind::Neg(operand) => {
+                let value = self.eval(operand, scope)?;
+                builtins::negate(&mut self.builder, value, span)
+            }
+            ExprKind::Binary(op, left, right) => {
+                let a = self.eval(left, scope)?;
+                let b = self.eval(right, scope)?;
+                builtins::binary(
+                    &mut self.builder,
+                    *op,
+                    (a, &left.span),
+                    (b, &right.span),
+                    span,
+                )
+            }
+            ExprKind::Index(base, index) => {
+                let group = match self.eval(base, scope)? {
+                    Value::Layer(group) if group.repeated => group,
+                    other => {
+                        return Err(ModelError::new(
+                            base.span.clone(),
+                            format!(
+                                "only a repeated layer can be indexed, this is {}",
+                                other.describe()
+                            ),
+                        )
+                        .expected("a layer declared as `Kind(…) * N`"))
+                    }
+                };
+                let value = self.eval(index, scope)?;
+                let position = builtins::size(&value, &index.span, "an instance index")?;
+                if position >= group.instances.len() {
+                    return Err(ModelError::new(
+                        index.span.clone(),
+                        format!(
+                            "`{}` has {} instances, index {position} is past them",
+                            group.name,
+                            group.instances.len()
+                        ),
+                    )
+                    .expected(format!("an index below {}", group.instances.len())));
+                }
+                // A view of one instance: the same parameter handles, applied alone.
+                Ok(Value::Layer(Rc::new(LayerGroup {
+                    name: format!("{}[{position}]", group.name),
+                    instances: vec![group.instances[position].clone()],
+                    repeated: false,
+                })))
+            }
+            ExprKind::Call(callee, args) => match &callee.kind {
+                ExprKind::Name(name) if !scope.contains_key(name) => {
+                    builtins::call(self, name, args, scope, &callee.span, span)
+                }
+                _ => match self.eval(callee, scope)? {
+                    Value::Layer(group) => self.apply(&group, args, scope, span),
+                    other => Err(ModelError::new(
+                        callee.span.clone(),
+                        format!("{} cannot be called", other.describe()),
+                    )
+                    .expected("a function or a layer")),
+                },
+            },
+        }
+    }
+
+    /// Binds `args` to the parameters `names` (the first `required` without
+    /// defaults), by position then by name.
+    pub fn bind(
+        &mut self,
+        what: &str,
+        names: &[&str],
+        required: usize,
+        args: &[Arg],
+        scope: &Scope,
+        span: &Span,
+    ) -> Result<builtins::Bound, ModelError> {
+        let mut slots: Vec<Option<(Value, Span)>> = vec![None; names.len()];
+        let mut named_seen = false;
+        for (position, arg) in args.iter().enumerate() {
+            let slot = match &arg.name {
+                Some(name) => {
+                    named_seen = true;
+                    names.iter().position(|n| *n == name.name).ok_or_else(|| {
+                        ModelError::new(
+                            name.span.clone(),
+                            format!("`{what}` has no argument `{}`", name.name),
+                        )
+                        .expected(format!("one of {}", names.join(", ")))
+                    })?
+                }
+                None if named_seen => {
+                    return Err(ModelError::new(
+                        arg.value.span.clone(),
+                        "a positional argument after a named one",
+                    )
+                    .expected("positional arguments first"))
+                }
+                None if position >= names.len() => {
+                    return Err(ModelError::new(
+                        arg.value.span.clone(),
+                        format!("`{what}` takes at most {} arguments", names.len()),
+                    )
+                    .expected(format!("({})", names.join(", "))))
+                }
+                None => position,
+            };
+            if slots[slot].is_some() {
+                return Err(ModelError::new(
+                    arg.value.span.clone(),
+                    format!("argument `{}` of `{what}` is given twice", names[slot]),
+                )
+                .expected("each argument once"));
+            }
+            let value = self.eval(&arg.value, scope)?;
+            slots[slot] = Some((value, arg.value.span.clone()));
+        }
+        if let Some(missing) = (0..required).find(|&slot| slots[slot].is_none()) {
+            return Err(ModelError::new(
+                span.clone(),
+                format!("`{what}` needs its argument `{}`", names[missing]),
+            )
+            .expected(format!("({})", names[..required].join(", "))));
+        }
+        Ok(builtins::Bound::new(what, slots))
+    }
+
+    pub fn builder(&mut self) -> &mut ModelBuilder {
+        &mut self.builder
+    }
+}
+
+fn names(params: &[Ident]) -> String {
+    params
+        .iter()
+        .map(|param| param.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn unknown(name: &Ident) -> ModelError {
+    ModelError::new(name.span.clone(), format!("unknown name `{}`", name.name))
+        .expected("an input, a dimension, a layer or a value assigned before")
+}

@@ -1,0 +1,369 @@
+//! Layers of the sequence models: embeddings, layer normalisation, multi-head
+//! self-attention and the LSTM, with PyTorch's parameter names, shapes and default initialisations,
+//! built from IR primitives (an LSTM is unrolled over its time steps, every step
+//! sharing the layer's weights).
+
+use crate::builder::{Context, FrontendError, ModelBuilder};
+use crate::init::Init;
+use kiln_ir::{BinaryOp, DType, NodeId, Op, TensorType};
+
+fn operand_error(context: &str, expected: String, found: TensorType) -> FrontendError {
+    FrontendError::Operand {
+        context: context.to_string(),
+        expected,
+        found,
+    }
+}
+
+/// `x @ wᵀ` for `x: [rows, in]` and a PyTorch-layout weight `w: [out, in]`.
+fn times_transposed(
+    builder: &mut ModelBuilder,
+    x: NodeId,
+    w: NodeId,
+    context: &str,
+) -> Result<NodeId, FrontendError> {
+    let op = Op::MatMul {
+        transpose_a: false,
+        transpose_b: true,
+    };
+    builder.graph().add(op, &[x, w]).context(context)
+}
+
+/// `x` sliced to `from..to` along its last axis.
+fn last_axis(
+    builder: &mut ModelBuilder,
+    x: NodeId,
+    from: usize,
+    to: usize,
+    context: &str,
+) -> Result<NodeId, FrontendError> {
+    let shape = builder.ty(x)?.shape.clone();
+    let rank = shape.len();
+    let mut starts = vec![0; rank];
+    let mut ends = shape;
+    starts[rank - 1] = from;
+    ends[rank - 1] = to;
+    builder
+        .graph()
+        .slice(x, &starts, &ends, &vec![1; rank])
+        .context(context)
+}
+
+/// Layer normalisation over the last axis (PyTorch's `nn.LayerNorm(d)`):
+/// `(x − mean) / sqrt(var + eps) · weight + bias`, the variance biased (divided by
+/// `d`); `weight` starts at ones and `bias` at zeros.
+#[derive(Clone, Debug)]
+pub struct LayerNorm {
+    weight: NodeId,
+    bias: NodeId,
+    features: usize,
+    eps: f64,
+}
+
+impl LayerNorm {
+    pub fn new(
+        builder: &mut ModelBuilder,
+        name: &str,
+        features: usize,
+        eps: f64,
+    ) -> Result<LayerNorm, FrontendError> {
+        if !(eps.is_finite() && eps > 0.0) {
+            return Err(FrontendError::Argument {
+                context: "LayerNorm".to_string(),
+                message: format!("eps {eps} must be a positive number"),
+            });
+        }
+        let weight =
+            builder.parameter(&format!("{name}.weight"), &[features], Init::Constant(1.0))?;
+        let bias = builder.parameter(&format!("{name}.bias"), &[features], Init::Zeros)?;
+        Ok(LayerNorm {
+            weight,
+            bias,
+            features,
+            eps,
+        })
+    }
+
+    pub fn forward(&self, builder: &mut ModelBuilder, x: NodeId) -> Result<NodeId, FrontendError> {
+        let context = "layer_norm";
+        builder.check_own(self.weight, "LayerNorm layer")?;
+        let ty = builder.ty(x)?.clone();
+        if ty.dtype != DType::F32 || ty.shape.last() != Some(&self.features) {
+            let expected = format!("f32[…, {}]", self.features);
+            return Err(operand_error(context, expected, ty));
+        }
+        let last = ty.rank() - 1;
+        let graph = builder.graph();
+        let mean = graph.reduce_mean(x, &[last]).context(context)?;
+        let mean = graph.broadcast(mean, ty.shape.clone()).context(context)?;
+        let centred = graph.sub(x, mean).context(context)?;
+        let square = graph.mul(centred, centred).context(context)?;
+        let var = graph.reduce_mean(square, &[last]).context(context)?;
+        let eps = graph.constant_like(self.eps, var).context(context)?;
+        let var = graph.add_(var, eps).context(context)?;
+        let scale = graph.rsqrt(var).context(context)?;
+        let scale = graph.broadcast(scale, ty.shape.clone()).context(context)?;
+        let normal = graph.mul(centred, scale).context(context)?;
+        let scaled = builder.binary(BinaryOp::Mul, normal, self.weight)?;
+        builder.binary(BinaryOp::Add, scaled, self.bias)
+    }
+}
+
+/// Multi-head self-attention over `x: [B, S, d]` (PyTorch's
+/// `nn.MultiheadAttention(d, heads, batch_first=True)` applied as `attn(x, x, x)`):
+/// `in_proj_weight: [3d, d]` (Glorot-uniform) and `in_proj_bias: [3d]` (zeros) make
+/// the queries, keys and values; each head attends with
+/// `softmax(q kᵀ / sqrt(d / heads)) v`; `out_proj.weight: [d, d]` and
+/// `out_proj.bias` (zeros) mix the heads.
+#[derive(Clone, Debug)]
+pub struct MultiheadAttention {
+    in_weight: NodeId,
+    in_bias: NodeId,
+    out_weight: NodeId,
+    out_bias: NodeId,
+    dim: usize,
+    heads: usize,
+}
+
+impl MultiheadAttention {
+    pub fn new(
+        builder: &mut ModelBuilder,
+        name: &str,
+        dim: usize,
+        heads: usize,
+    ) -> Result<MultiheadAttention, FrontendError> {
+        if heads == 0 || !dim.is_multiple_of(heads) {
+            return Err(FrontendError::Argument {
+                context: "MultiheadAttention".to_string(),
+                message: format!("embed_dim {dim} must divide into num_heads = {heads} heads"),
+            });
+        }
+        // Glorot over the three projections stacked, as PyTorch's xavier_uniform_ on
+        // the [3d, d] matrix.
+        let in_weight = builder.parameter(
+            &format!("{name}.in_proj_weight"),
+            &[3 * dim, dim],
+            Init::GlorotUniform,
+        )?;
+        let in_bias =
+            builder.parameter(&format!("{name}.in_proj_bias"), &[3 * dim], Init::Zeros)?;
+        let out_weight = builder.parameter(
+            &format!("{name}.out_proj.weight"),
+            &[dim, dim],
+            Init::torch_linear(dim),
+        )?;
+        let out_bias = builder.parameter(&format!("{name}.out_proj.bias"), &[dim], Init::Zeros)?;
+        Ok(MultiheadAttention {
+            in_weight,
+            in_bias,
+            out_weight,
+            out_bias,
+            dim,
+            heads,
+        })
+    }
+
+    pub fn forward(&self, builder: &mut ModelBuilder, x: NodeId) -> Result<NodeId, FrontendError> {
+        let context = "multihead_attention";
+        builder.check_own(self.in_weight, "MultiheadAttention layer")?;
+        let ty = builder.ty(x)?.clone();
+        let d = self.dim;
+        if ty.dtype != DType::F32 || ty.rank() != 3 || ty.shape[2] != d {
+            return Err(operand_error(
+                context,
+                format!("f32[batch, sequence, {d}]"),
+                ty,
+            ));
+        }
+        let (b, s, h) = (ty.shape[0], ty.shape[1], self.heads);
+        let dh = d / h;
+        let rows = builder
+            .graph()
+            .reshape(x, vec![b * s, d])
+            .context(context)?;
+        let qkv = times_transposed(builder, rows, self.in_weight, context)?;
+        let qkv = builder.binary(BinaryOp::Add, qkv, self.in_bias)?;
+        let mut parts = Vec::with_capacity(3);
+        for index in 0..3 {
+            let part = last_axis(builder, qkv, index * d, (index + 1) * d, context)?;
+            let graph = builder.graph();
+            let part = graph.reshape(part, vec![b, s, h, dh]).context(context)?;
+            parts.push(graph.transpose(part, &[0, 2, 1, 3]).context(context)?);
+        }
+        let (q, k, v) = (parts[0], parts[1], parts[2]);
+        let scores = builder
+            .graph()
+            .add(
+                Op::MatMul {
+                    transpose_a: false,
+                    transpose_b: true,
+                },
+                &[q, k],
+            )
+            .context(context)?;
+        let scale = builder
+            .graph()
+            .constant_like(1.0 / (dh as f64).sqrt(), scores)
+            .context(context)?;
+        let scores = builder.graph().mul(scores, scale).context(context)?;
+        let weights = crate::activations::softmax(builder, scores, -1)?;
+        let graph = builder.graph();
+        let context_heads = graph.matmul(weights, v).context(context)?;
+        let merged = graph
+            .transpose(context_heads, &[0, 2, 1, 3])
+            .context(context)?;
+        let merged = graph.reshape(merged, vec![b * s, d]).context(context)?;
+        let out = times_transposed(builder, merged, self.out_weight, context)?;
+        let out = builder.binary(BinaryOp::Add, out, self.out_bias)?;
+        builder.graph().reshape(out, vec![b, s, d]).context(context)
+    }
+}
+
+/// A one-layer LSTM over `x: [T, B, input]` (PyTorch's `nn.LSTM(input, hidden)`,
+/// sequence first), from zero states; returns every step's hidden state,
+/// `[T, B, hidden]`. Parameters `weight_ih_l0: [4h, input]`, `weight_hh_l0: [4h, h]`,
+/// `bias_ih_l0`, `bias_hh_l0: [4h]`, all `U(±1/sqrt(h))`, gates in PyTorch's order
+/// (input, forget, cell, output).
+#[derive(Clone, Debug)]
+pub struct Lstm {
+    weight_ih: NodeId,
+    weight_hh: NodeId,
+    bias_ih: NodeId,
+    bias_hh: NodeId,
+    input: usize,
+    hidden: usize,
+}
+
+impl Lstm {
+    pub fn new(
+        builder: &mut ModelBuilder,
+        name: &str,
+        input: usize,
+        hidden: usize,
+    ) -> Result<Lstm, FrontendError> {
+        let init = Init::torch_linear(hidden);
+        let gates = 4 * hidden;
+        Ok(Lstm {
+            weight_ih: builder.parameter(&format!("{name}.weight_ih_l0"), &[gates, input], init)?,
+            weight_hh: builder.parameter(
+                &format!("{name}.weight_hh_l0"),
+                &[gates, hidden],
+                init,
+            )?,
+            bias_ih: builder.parameter(&format!("{name}.bias_ih_l0"), &[gates], init)?,
+            bias_hh: builder.parameter(&format!("{name}.bias_hh_l0"), &[gates], init)?,
+            input,
+            hidden,
+        })
+    }
+
+    pub fn forward(&self, builder: &mut ModelBuilder, x: NodeId) -> Result<NodeId, FrontendError> {
+        let context = "lstm";
+        builder.check_own(self.weight_ih, "LSTM layer")?;
+        let ty = builder.ty(x)?.clone();
+        if ty.dtype != DType::F32 || ty.rank() != 3 || ty.shape[2] != self.input || ty.shape[0] == 0
+        {
+            let expected = format!("f32[time ≥ 1, batch, {}]", self.input);
+            return Err(operand_error(context, expected, ty));
+        }
+        let (steps, batch, h) = (ty.shape[0], ty.shape[1], self.hidden);
+        let mut state = builder
+            .graph()
+            .constant(0.0, TensorType::f32([batch, h]))
+            .context(context)?;
+        let mut cell = state;
+        let mut outputs = Vec::with_capacity(steps);
+        for t in 0..steps {
+            let graph = builder.graph();
+            let x_t = graph
+                .slice(x, &[t, 0, 0], &[t + 1, batch, self.input], &[1, 1, 1])
+                .context(context)?;
+            let x_t = graph
+                .reshape(x_t, vec![batch, self.input])
+                .context(context)?;
+            let from_input = times_transposed(builder, x_t, self.weight_ih, context)?;
+            let from_input = builder.binary(BinaryOp::Add, from_input, self.bias_ih)?;
+            let from_state = times_transposed(builder, state, self.weight_hh, context)?;
+            let from_state = builder.binary(BinaryOp::Add, from_state, self.bias_hh)?;
+            let gates = builder
+                .graph()
+                .add_(from_input, from_state)
+                .context(context)?;
+            let gate = |builder: &mut ModelBuilder, index: usize| {
+                last_axis(builder, gates, index * h, (index + 1) * h, context)
+            };
+            let (i, f, g, o) = (
+                gate(builder, 0)?,
+                gate(builder, 1)?,
+                gate(builder, 2)?,
+                gate(builder, 3)?,
+            );
+            let graph = builder.graph();
+            let i = graph.sigmoid(i).context(context)?;
+            let f = graph.sigmoid(f).context(context)?;
+            let g = graph.tanh(g).context(context)?;
+            let o = graph.sigmoid(o).context(context)?;
+            let kept = graph.mul(f, cell).context(context)?;
+            let written = graph.mul(i, g).context(context)?;
+            cell = graph.add_(kept, written).context(context)?;
+            let squashed = graph.tanh(cell).context(context)?;
+            state = graph.mul(o, squashed).context(context)?;
+            outputs.push(graph.reshape(state, vec![1, batch, h]).context(context)?);
+        }
+        let graph = builder.graph();
+        let mut sequence = outputs[0];
+        for &output in &outputs[1..] {
+            sequence = graph.concat(sequence, output, 0).context(context)?;
+        }
+        Ok(sequence)
+    }
+}
+
+/// A lookup table (PyTorch's `nn.Embedding(num, dim)`): `weight: [num, dim]`, drawn
+/// from `N(0, 1)`, and i32 indices `[…]` give `[…, dim]`. The lookup is
+/// `one_hot(indices) @ weight`, so its gradient (a scatter-add of the cotangent
+/// rows into the table) comes from matmul's rule; an index outside `0..num` gives a
+/// row of zeros.
+#[derive(Clone, Debug)]
+pub struct Embedding {
+    weight: NodeId,
+    num: usize,
+    dim: usize,
+}
+
+impl Embedding {
+    pub fn new(
+        builder: &mut ModelBuilder,
+        name: &str,
+        num: usize,
+        dim: usize,
+    ) -> Result<Embedding, FrontendError> {
+        let weight = builder.parameter(
+            &format!("{name}.weight"),
+            &[num, dim],
+            Init::Normal { std: 1.0 },
+        )?;
+        Ok(Embedding { weight, num, dim })
+    }
+
+    pub fn forward(
+        &self,
+        builder: &mut ModelBuilder,
+        indices: NodeId,
+    ) -> Result<NodeId, FrontendError> {
+        let context = "embedding";
+        builder.check_own(self.weight, "Embedding layer")?;
+        let ty = builder.ty(indices)?.clone();
+        if ty.dtype != DType::I32 {
+            return Err(operand_error(context, "i32 indices".to_string(), ty));
+        }
+        let rows: usize = ty.shape.iter().product();
+        let graph = builder.graph();
+        let flat = graph.reshape(indices, vec![rows]).context(context)?;
+        let one_hot = graph.one_hot(flat, self.num).context(context)?;
+        let looked_up = graph.matmul(one_hot, self.weight).context(context)?;
+        let mut shape = ty.shape;
+        shape.push(self.dim);
+        graph.reshape(looked_up, shape).context(context)
+    }
+}

@@ -1,0 +1,189 @@
+//! The `kiln` command as a user runs it: its output, its errors and its exit codes
+//! (0 success, 1 a mistake in the model or a failed check, 2 a bad command line).
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn kiln(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("the kiln binary runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+const DIGITS: &str = "examples/models/mlp_digits.kiln";
+
+/// A model file with `text` in a fresh temporary folder.
+fn temp_model(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kiln-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{name}.kiln"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn check_prints_a_one_line_summary_and_binds_dimensions() {
+    let output = kiln(&["check", DIGITS, "--dim", "B=8"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(
+        stdout(&output),
+        "MlpDigits: ok; 6 parameters (26122 values); inputs x: f32[8,64], labels: i32[8]; \
+         outputs logits: f32[8,10], loss: f32[]; trains loss with sgd(lr = 0.1), batch 8\n"
+    );
+}
+
+#[test]
+fn a_mistake_is_shown_with_its_line_and_exits_with_1() {
+    let path = temp_model(
+        "shape",
+        "model M(B = 2) {\n  input x: f32[B, 3]\n  fc = Linear(4, 5)\n  forward {\n    y = fc(x)\n    output y\n  }\n}\n",
+    );
+    let output = kiln(&["check", path.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert!(
+        err.contains(":5:9: linear: expected f32[batch,4] (or more leading axes), found f32[2,3]"),
+        "{err}"
+    );
+    assert!(err.contains("    y = fc(x)"), "{err}");
+    assert!(stdout(&output).is_empty());
+
+    let output = kiln(&["check", "no/such/file.kiln"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).starts_with("error: no/such/file.kiln: "),
+        "{}",
+        stderr(&output)
+    );
+
+    let output = kiln(&["check", DIGITS, "--dim", "C=3"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("model `MlpDigits` has no dimension `C`"));
+}
+
+#[test]
+fn a_bad_command_line_exits_with_2() {
+    for args in [
+        &["check"][..],
+        &["check", DIGITS, "--dim", "B"],
+        &["frobnicate"],
+    ] {
+        let output = kiln(args);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+    }
+    let output = kiln(&["--help"]);
+    assert_eq!(output.status.code(), Some(0));
+    let help = stdout(&output);
+    for command in ["check", "dump", "gradcheck", "Exit codes"] {
+        assert!(help.contains(command), "{help}");
+    }
+}
+
+#[test]
+fn dump_prints_the_ir_after_any_step() {
+    let output = kiln(&["dump", DIGITS, "--dim", "B=4", "--after", "dce"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.starts_with("graph MlpDigits {"), "{text}");
+    assert!(text.contains("output \"loss\""), "{text}");
+    assert!(text.contains("update \"fc1.weight\""), "{text}");
+
+    let output = kiln(&["dump", DIGITS, "--after", "schedule.matmul"]);
+    assert!(
+        stdout(&output).contains("call matmul"),
+        "{}",
+        stdout(&output)
+    );
+
+    let output = kiln(&["dump", DIGITS, "--after", "build", "--format", "json"]);
+    assert!(stdout(&output).trim_start().starts_with('{'));
+    let output = kiln(&["dump", DIGITS, "--after", "build", "--format", "dot"]);
+    assert!(
+        stdout(&output).starts_with("digraph"),
+        "{}",
+        stdout(&output)
+    );
+
+    let output = kiln(&["dump", DIGITS, "--after", "lower", "--format", "dot"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("kernel IR, which prints as text only"));
+
+    let output = kiln(&["dump", DIGITS, "--after", "fuse"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains(
+            "the steps are build, autodiff, optimizer, egraph, dce, lower, schedule.epilogue"
+        ),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn dump_stats_count_nodes_kernels_and_bytes_per_step() {
+    let output = kiln(&["dump", DIGITS, "--dim", "B=4", "--stats"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let text = stdout(&output);
+    let steps: Vec<&str> = text
+        .lines()
+        .map(|line| line.split(':').next().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "build",
+            "autodiff",
+            "optimizer",
+            "egraph",
+            "dce",
+            "lower",
+            "schedule.epilogue",
+            "schedule.matmul",
+            "schedule.parallel",
+            "schedule.vectorize"
+        ]
+    );
+    assert!(
+        text.lines().next().unwrap().contains(" nodes, 0 kernels, "),
+        "{text}"
+    );
+    assert!(text.contains("lower: "), "{text}");
+}
+
+#[test]
+fn gradcheck_passes_on_the_digits_model_and_needs_a_loss() {
+    let output = kiln(&["gradcheck", DIGITS, "--dim", "B=3", "--seed", "1"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let text = stdout(&output);
+    let last = text.lines().last().unwrap();
+    assert!(last.starts_with("max relative error: "), "{text}");
+    let error: f64 = last["max relative error: ".len()..].parse().unwrap();
+    assert!(error < 1e-4, "{text}");
+    // Every parameter and the f32 input are checked.
+    for leaf in ["fc1.weight", "fc1.bias", "fc3.weight", "x"] {
+        assert!(text.contains(&format!("{leaf}: ")), "{text}");
+    }
+
+    let path = temp_model(
+        "no_train",
+        "model M() {\n  input x: f32[2]\n  forward { output x }\n}\n",
+    );
+    let output = kiln(&["gradcheck", path.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("no `train` statement and no output `loss`"));
+}
