@@ -85,24 +85,30 @@ pub fn size(value: &Value, span: &Span, what: &str) -> Result<usize, ModelError>
 pub struct Bound {
     what: String,
     slots: Vec<Option<(Value, Span)>>,
+    /// The call, for an argument that was not given.
+    span: Span,
 }
 
 impl Bound {
-    pub fn new(what: &str, slots: Vec<Option<(Value, Span)>>) -> Bound {
+    pub fn new(what: &str, slots: Vec<Option<(Value, Span)>>, span: Span) -> Bound {
         Bound {
             what: what.to_string(),
             slots,
+            span,
         }
     }
 
     fn wrong(&self, slot: usize, name: &str, expected: &str) -> ModelError {
-        let (value, span) = self.slots[slot]
-            .as_ref()
-            .expect("only given slots are checked");
-        ModelError::new(
-            span.clone(),
-            format!("`{name}` of `{}` is {}", self.what, value.describe()),
-        )
+        match &self.slots[slot] {
+            Some((value, span)) => ModelError::new(
+                span.clone(),
+                format!("`{name}` of `{}` is {}", self.what, value.describe()),
+            ),
+            None => ModelError::new(
+                self.span.clone(),
+                format!("`{}` needs its argument `{name}`", self.what),
+            ),
+        }
         .expected(expected.to_string())
     }
 
@@ -146,7 +152,7 @@ impl Bound {
         }
         let span = self.slots[slot]
             .as_ref()
-            .map_or(0..0, |(_, span)| span.clone());
+            .map_or(self.span.clone(), |(_, span)| span.clone());
         Err(ModelError::new(span, format!("`{name}` is {value}"))
             .expected("a positive finite number"))
     }
@@ -204,7 +210,7 @@ impl Bound {
             other => {
                 let span = self.slots[slot]
                     .as_ref()
-                    .map_or(0..0, |(_, span)| span.clone());
+                    .map_or(self.span.clone(), |(_, span)| span.clone());
                 return Err(
                     ModelError::new(span, format!("unknown initialiser \"{other}\""))
                         .expected(INITS),

@@ -564,17 +564,8 @@ impl Elaborator<'_> {
         span: &Span,
     ) -> Result<Value, ModelError> {
         match layer {
-            Layer::Linear(linear) => {
-                let [Value::Tensor(x)] = args else {
-                    return Err(
-                        ModelError::new(span.clone(), "a linear layer takes one tensor")
-                            .expected("one tensor argument"),
-                    );
-                };
-                let y = linear.forward(&mut self.builder, *x).map_err(at(span))?;
-                Ok(Value::Tensor(y))
-            }
-            Layer::Conv(_)
+            Layer::Linear(_)
+            | Layer::Conv(_)
             | Layer::LayerNorm(_)
             | Layer::Attention(_)
             | Layer::Lstm(_)
@@ -585,6 +576,7 @@ impl Elaborator<'_> {
                 };
                 let builder = &mut self.builder;
                 let y = match layer {
+                    Layer::Linear(linear) => linear.forward(builder, *x),
                     Layer::Conv(conv) => conv.forward(builder, *x),
                     Layer::LayerNorm(norm) => norm.forward(builder, *x),
                     Layer::Attention(attention) => attention.forward(builder, *x),
@@ -902,7 +894,7 @@ impl Elaborator<'_> {
             )
             .expected(format!("({})", names[..required].join(", "))));
         }
-        Ok(builtins::Bound::new(what, slots))
+        Ok(builtins::Bound::new(what, slots, span.clone()))
     }
 
     pub fn builder(&mut self) -> &mut ModelBuilder {

@@ -121,7 +121,11 @@ fn number(source: &str, start: usize) -> Result<(Token, usize), ModelError> {
     }
     let text = &source[start..end];
     let token = if float {
-        text.parse().map(Token::Float).ok()
+        // `1e999` parses as inf in Rust; a literal must be a finite number.
+        text.parse()
+            .ok()
+            .filter(|v: &f64| v.is_finite())
+            .map(Token::Float)
     } else {
         text.parse().map(Token::Int).ok()
     };
@@ -185,6 +189,8 @@ mod tests {
         assert_eq!(err.span, 4..5);
         let err = lex("n = 99999999999999999999").unwrap_err();
         assert_eq!(err.span, 4..24);
+        let err = lex("x = 1e999").unwrap_err();
+        assert_eq!(err.to_string(), "the number 1e999 is out of range (expected a whole number below 2^63 or a finite float)");
         let err = lex("é").unwrap_err();
         assert_eq!(err.span, 0..2);
     }
