@@ -175,6 +175,22 @@ pub fn exp_f32(x: f32) -> f32 {
 /// docs, "exp and log"): within 0.85 ulp of the true value, -inf at ±0, NaN below
 /// zero, +inf at +inf, NaN to NaN, log(1) = +0.
 pub fn log_f32(x: f32) -> f32 {
+    let (hi, lo) = log_terms(x);
+    let y = hi + lo;
+    let y = if x == 0.0 { f32::NEG_INFINITY } else { y };
+    let y = if x < 0.0 { f32::NAN } else { y };
+    // Only +inf and NaN fail `x < inf`; both are their own logarithm.
+    if x < f32::INFINITY {
+        y
+    } else {
+        x
+    }
+}
+
+/// `ln(x) ≈ hi + lo` for a positive finite `x`, before the final sum (see "exp and
+/// log" above): [`log_f32`] rounds the sum, and `special::log_parts` keeps its
+/// rounding error too.
+fn log_terms(x: f32) -> (f32, f32) {
     let subnormal = x < f32::MIN_POSITIVE;
     let scaled = if subnormal { x * TWO_POW_23 } else { x };
     let exponent_adjust: i32 = if subnormal { -23 } else { 0 };
@@ -188,15 +204,7 @@ pub fn log_f32(x: f32) -> f32 {
     let hi_error = f - (hi - k_ln2_hi);
     let lo = k_float.mul_add(LN2_LO, hi_error);
     let lo = (f * f).mul_add(horner(&LOG_POLY, f), lo);
-    let y = hi + lo;
-    let y = if x == 0.0 { f32::NEG_INFINITY } else { y };
-    let y = if x < 0.0 { f32::NAN } else { y };
-    // Only +inf and NaN fail `x < inf`; both are their own logarithm.
-    if x < f32::INFINITY {
-        y
-    } else {
-        x
-    }
+    (hi, lo)
 }
 
 /// `a * b + c` on f32 with one rounding, as the generated `fma` computes it.

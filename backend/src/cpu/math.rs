@@ -69,39 +69,7 @@ pub fn emit_exp(builder: &mut FunctionBuilder, x: Value) -> Value {
 /// `ln(x)` for an `f32` or `f32x4` value `x`, as `kiln_ir::scalar::log_f32`.
 pub fn emit_log(builder: &mut FunctionBuilder, x: Value) -> Value {
     let mut m = Lanes::new(builder, x);
-    let min_positive = m.float(f32::MIN_POSITIVE);
-    let subnormal = m.b.ins().fcmp(FloatCC::LessThan, x, min_positive);
-    let two_pow_23 = m.float(TWO_POW_23);
-    let scaled_up = m.b.ins().fmul(x, two_pow_23);
-    let scaled = m.select(subnormal, scaled_up, x);
-    let minus_23 = m.int(-23);
-    let zero = m.int(0);
-    let exponent_adjust = m.select(subnormal, minus_23, zero);
-
-    let scaled_bits = m.bits_of(scaled);
-    let sqrt_half_bits = m.int(SQRT_HALF_BITS);
-    let offset = m.b.ins().isub(scaled_bits, sqrt_half_bits);
-    let mantissa_shift = m.b.ins().iconst(types::I32, 23);
-    let k = m.b.ins().sshr(offset, mantissa_shift);
-    let k = m.b.ins().iadd(k, exponent_adjust);
-    let mantissa_mask = m.int(0x007f_ffff);
-    let mantissa = m.b.ins().band(offset, mantissa_mask);
-    let m_bits = m.b.ins().iadd(mantissa, sqrt_half_bits);
-    let mant = m.float_of_bits(m_bits);
-    let one = m.float(1.0);
-    let f = m.b.ins().fsub(mant, one);
-    let k_float = m.b.ins().fcvt_from_sint(m.float_type, k);
-
-    let ln2_hi = m.float(LN2_HI);
-    let k_ln2_hi = m.b.ins().fmul(k_float, ln2_hi);
-    let hi = m.b.ins().fadd(k_ln2_hi, f);
-    let rounded_part = m.b.ins().fsub(hi, k_ln2_hi);
-    let hi_error = m.b.ins().fsub(f, rounded_part);
-    let ln2_lo = m.float(LN2_LO);
-    let lo = m.b.ins().fma(k_float, ln2_lo, hi_error);
-    let poly = m.horner(&LOG_POLY, f);
-    let f_squared = m.b.ins().fmul(f, f);
-    let lo = m.b.ins().fma(f_squared, poly, lo);
+    let (hi, lo) = m.log_terms(x);
     let y = m.b.ins().fadd(hi, lo);
 
     let zero = m.float(0.0);
@@ -522,8 +490,9 @@ impl Lanes<'_, '_> {
         }
     }
 
-    /// `kiln_ir::scalar::log_parts(x)`, as `(hi, lo)`.
-    fn log_parts(&mut self, x: Value) -> (Value, Value) {
+    /// `ln(x) ≈ hi + lo` before the final sum, as `kiln_ir::scalar`'s `log_terms`:
+    /// `emit_log` rounds the sum, `log_parts` keeps its rounding error too.
+    fn log_terms(&mut self, x: Value) -> (Value, Value) {
         let min_positive = self.float(f32::MIN_POSITIVE);
         let subnormal = self.b.ins().fcmp(FloatCC::LessThan, x, min_positive);
         let two_pow_23 = self.float(TWO_POW_23);
@@ -557,6 +526,12 @@ impl Lanes<'_, '_> {
         let poly = self.horner(&LOG_POLY, f);
         let f_squared = self.b.ins().fmul(f, f);
         let lo = self.b.ins().fma(f_squared, poly, lo);
+        (hi, lo)
+    }
+
+    /// `kiln_ir::scalar::log_parts(x)`, as `(hi, lo)`.
+    fn log_parts(&mut self, x: Value) -> (Value, Value) {
+        let (hi, lo) = self.log_terms(x);
         let sum = self.b.ins().fadd(hi, lo);
         let sum_rest = self.b.ins().fsub(sum, hi);
         let sum_error = self.b.ins().fsub(lo, sum_rest);

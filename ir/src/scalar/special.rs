@@ -96,8 +96,8 @@
 //! that this file defines for them.
 
 use super::{
-    exp_f32, horner, pow2_bits, EXP_MAX, EXP_MIN, EXP_POLY, LN2_HI, LN2_LO, LOG2_E, LOG_POLY,
-    ROUNDING_SHIFTER, SQRT_HALF_BITS, TWO_POW_23,
+    exp_f32, horner, log_terms, pow2_bits, EXP_MAX, EXP_MIN, EXP_POLY, LN2_HI, LN2_LO, LOG2_E,
+    LOG_POLY, ROUNDING_SHIFTER, SQRT_HALF_BITS, TWO_POW_23,
 };
 
 /// The sign bit of an f32.
@@ -374,19 +374,7 @@ fn exp_parts(x: f32, tail: f32) -> ExpParts {
 /// (Fast2Sum: |hi| ≥ |lo| there). Zero, infinity and NaN give -inf, +inf and NaN
 /// in `hi` and 0 in `lo`.
 fn log_parts(x: f32) -> (f32, f32) {
-    let subnormal = x < f32::MIN_POSITIVE;
-    let scaled = if subnormal { x * TWO_POW_23 } else { x };
-    let exponent_adjust: i32 = if subnormal { -23 } else { 0 };
-    let offset = (scaled.to_bits() as i32).wrapping_sub(SQRT_HALF_BITS);
-    let k = (offset >> 23).wrapping_add(exponent_adjust);
-    let m = f32::from_bits((offset & 0x007f_ffff).wrapping_add(SQRT_HALF_BITS) as u32);
-    let f = m - 1.0;
-    let k_float = k as f32;
-    let k_ln2_hi = k_float * LN2_HI;
-    let hi = k_ln2_hi + f;
-    let hi_error = f - (hi - k_ln2_hi);
-    let lo = k_float.mul_add(LN2_LO, hi_error);
-    let lo = (f * f).mul_add(horner(&LOG_POLY, f), lo);
+    let (hi, lo) = log_terms(x);
     let sum = hi + lo;
     let sum_error = lo - (sum - hi);
     let special = if x == 0.0 { f32::NEG_INFINITY } else { x };
