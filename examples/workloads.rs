@@ -252,8 +252,9 @@ fn w8(args: &Args) -> Result<(), String> {
 
 /// A workload declared in a model file under examples/models: its train step when
 /// the file says `train`, else its forward and backward (the gradients of output
-/// `loss`) when it has that output, else its forward. Inputs are random (labels valid for the
-/// model's classes); prints `W3 threads=1 median_ms=… compile_ms=…`.
+/// `loss`) when it has that output, else its forward. Inputs are random, labels
+/// valid for the model's classes (`kiln::gradcheck::random_inputs`); prints
+/// `W3 threads=1 median_ms=… compile_ms=…`.
 fn model_file_workload(args: &Args, file: &str) -> Result<(), String> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("examples/models")
@@ -288,21 +289,9 @@ fn model_file_workload(args: &Args, file: &str) -> Result<(), String> {
         compile_times.push(start.elapsed());
     }
     let mut exe = compile()?;
-    let mut rng = Rng::new(5);
-    let mut feeds = kiln::ir::Feeds::new();
-    for &id in graph.inputs() {
-        let ty = graph.ty(id).clone();
-        let classes = kiln::ir::random::one_hot_depth(graph, id).unwrap_or(1);
-        let data = (0..ty.num_elements())
-            .map(|_| match ty.dtype {
-                kiln::ir::DType::I32 => rng.below(classes) as f64,
-                _ => f64::from(rng.uniform(-1.0, 1.0) as f32),
-            })
-            .collect();
-        let name = graph.leaf_name(id).unwrap_or_default().to_string();
-        let tensor = kiln::ir::Tensor::new(ty, data).map_err(|e| e.to_string())?;
-        feeds.insert(name, tensor);
-    }
+    // Labels valid for the model's classes, as `kiln gradcheck` draws them.
+    let feeds =
+        kiln::gradcheck::random_inputs(graph, &mut Rng::new(5)).map_err(|e| e.to_string())?;
     let mut failed = None;
     let time = measure(|| {
         if let Err(err) = exe.run_feeds(&feeds) {

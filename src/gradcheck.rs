@@ -108,19 +108,7 @@ pub fn gradcheck(
     let mut exe = compile_with(graph, pipeline::GRADIENTS, &pipeline_options)?;
     set_params(&mut exe, model)?;
 
-    let mut feeds = Feeds::new();
-    for &id in graph.inputs() {
-        let ty = graph.ty(id);
-        let depth = one_hot_depth(graph, id).unwrap_or(4).max(1);
-        let data = (0..ty.num_elements())
-            .map(|_| match ty.dtype {
-                DType::F32 => f64::from(rng.uniform(-1.0, 1.0) as f32),
-                DType::I32 => rng.below(depth) as f64,
-                DType::Bool => rng.below(2) as f64,
-            })
-            .collect();
-        feeds.insert(name(graph, id), tensor(ty.clone(), data)?);
-    }
+    let feeds = random_inputs(graph, &mut rng)?;
     let mut all_feeds = feeds.clone();
     for (param, values) in model.params() {
         let ty = graph
@@ -163,7 +151,7 @@ pub fn gradcheck(
             compiled: 0.0,
             numeric: 0.0,
         };
-        for &element in &elements[..samples] {
+        for (position, &element) in elements[..samples].iter().enumerate() {
             let nudged = |delta: f64| -> Result<f64, Error> {
                 let mut moved = all_feeds.clone();
                 if let Some(value) = moved.get_mut(&leaf) {
@@ -175,8 +163,9 @@ pub fn gradcheck(
                 (nudged(options.epsilon)? - nudged(-options.epsilon)?) / (2.0 * options.epsilon);
             let analytic = compiled.data()[element];
             let error = (analytic - numeric).abs() / analytic.abs().max(numeric.abs()).max(1.0);
-            // NaN (a gradient or a loss that is not finite) counts as the worst error.
-            if error.is_nan() || error > check.max_error || samples == 1 {
+            // NaN (a gradient or a loss that is not finite) counts as the worst error;
+            // the first element is recorded so the report names a checked one.
+            if position == 0 || error.is_nan() || error > check.max_error {
                 check.max_error = if error.is_nan() { f64::INFINITY } else { error };
                 check.worst = element;
                 check.compiled = analytic;
@@ -188,8 +177,30 @@ pub fn gradcheck(
     Ok(report)
 }
 
+/// Random values for every input of `graph`, as the module docs say: f32 uniform
+/// in [-1, 1), labels valid for the `one_hot` that reads them (else 0..4).
+pub fn random_inputs(graph: &Graph, rng: &mut Rng) -> Result<Feeds, Error> {
+    let mut feeds = Feeds::new();
+    for &id in graph.inputs() {
+        let ty = graph.ty(id);
+        let depth = one_hot_depth(graph, id).unwrap_or(4).max(1);
+        let data = (0..ty.num_elements())
+            .map(|_| match ty.dtype {
+                DType::F32 => f64::from(rng.uniform(-1.0, 1.0) as f32),
+                DType::I32 => rng.below(depth) as f64,
+                DType::Bool => rng.below(2) as f64,
+            })
+            .collect();
+        feeds.insert(name(graph, id), tensor(ty.clone(), data)?);
+    }
+    Ok(feeds)
+}
+
 fn name(graph: &Graph, id: NodeId) -> String {
-    graph.leaf_name(id).unwrap_or_default().to_string()
+    graph
+        .leaf_name(id)
+        .expect("inputs and parameters are named")
+        .to_string()
 }
 
 fn tensor(ty: kiln_ir::TensorType, data: Vec<f64>) -> Result<Tensor, Error> {

@@ -5,9 +5,11 @@
 
 use kiln::frontend::conv::{self, ConvOptions, Padding, Pool};
 use kiln::frontend::{Init, ModelBuilder};
-use kiln::ir::{evaluate, scalar, Feeds, Graph, Precision, Rng, Tensor, TensorType};
+use kiln::ir::{evaluate, Feeds, Graph, Precision, Rng, Tensor, TensorType};
 use kiln::passes::autodiff::{self, grad_name, AutodiffOptions};
-use kiln::passes::pipeline::{self, PipelineOptions};
+
+#[path = "support/compiled.rs"]
+mod compiled;
 
 fn random(rng: &mut Rng, shape: &[usize]) -> Tensor {
     let count: usize = shape.iter().product();
@@ -189,7 +191,7 @@ fn conv2d_equals_its_definition_over_strides_paddings_dilations_and_groups() {
 fn compiled_convolutions_and_pools_equal_the_interpreter_bit_for_bit() {
     for (seed, case) in cases().iter().enumerate() {
         let (graph, feeds, _, _) = conv_model(case, seed as u64);
-        check_compiled(&graph, &feeds);
+        compiled::assert_compiled_matches(&graph, &feeds);
     }
     let mut builder = ModelBuilder::new("pools", 0);
     let x = builder.input("x", TensorType::f32([2, 3, 7, 6])).unwrap();
@@ -200,25 +202,7 @@ fn compiled_convolutions_and_pools_equal_the_interpreter_bit_for_bit() {
     let graph = builder.finish().unwrap().into_parts().0;
     let mut feeds = Feeds::new();
     feeds.insert("x".into(), random(&mut Rng::new(5), &[2, 3, 7, 6]));
-    check_compiled(&graph, &feeds);
-}
-
-fn check_compiled(graph: &Graph, feeds: &Feeds) {
-    let expected = evaluate(graph, feeds, Precision::F32).unwrap();
-    let mut exe =
-        kiln::compile::compile_with(graph, pipeline::INFERENCE, &PipelineOptions::default())
-            .unwrap();
-    exe.run_feeds(feeds).unwrap();
-    for (name, want) in &expected.outputs {
-        let got = exe.output(name).unwrap();
-        assert_eq!(got.ty(), want.ty(), "{name}");
-        for (index, (a, e)) in got.data().iter().zip(want.data()).enumerate() {
-            assert!(
-                scalar::same(*a, *e),
-                "{name}[{index}]: compiled {a}, interpreter {e}"
-            );
-        }
-    }
+    compiled::assert_compiled_matches(&graph, &feeds);
 }
 
 #[test]
@@ -298,7 +282,7 @@ fn one_dimensional_convolution_and_pooling() {
             Tensor::f32(ty.shape.clone(), model.param(name).unwrap()).unwrap(),
         );
     }
-    check_compiled(model.graph(), &feeds);
+    compiled::assert_compiled_matches(model.graph(), &feeds);
 }
 
 #[test]

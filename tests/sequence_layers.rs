@@ -4,9 +4,11 @@
 
 use kiln::frontend::sequence::{LayerNorm, Lstm, MultiheadAttention};
 use kiln::frontend::{Model, ModelBuilder};
-use kiln::ir::{evaluate, scalar, Feeds, Precision, Rng, Tensor, TensorType};
+use kiln::ir::{evaluate, Feeds, Precision, Rng, Tensor, TensorType};
 use kiln::passes::autodiff::{self, grad_name, AutodiffOptions};
-use kiln::passes::pipeline::{self, PipelineOptions};
+
+#[path = "support/compiled.rs"]
+mod compiled;
 
 fn random(rng: &mut Rng, shape: &[usize]) -> Tensor {
     let count: usize = shape.iter().product();
@@ -259,20 +261,7 @@ fn check_gradients_and_compiled(model: &Model, x_shape: &[usize], seed: u64) {
             );
         }
     }
-    let expected = evaluate(&graph, &feeds, Precision::F32).unwrap();
-    let mut exe =
-        kiln::compile::compile_with(&graph, pipeline::INFERENCE, &PipelineOptions::default())
-            .unwrap();
-    exe.run_feeds(&feeds).unwrap();
-    for (name, want) in &expected.outputs {
-        let got = exe.output(name).unwrap();
-        for (index, (a, e)) in got.data().iter().zip(want.data()).enumerate() {
-            assert!(
-                scalar::same(*a, *e),
-                "{name}[{index}]: compiled {a}, interpreter {e}"
-            );
-        }
-    }
+    compiled::assert_compiled_matches(&graph, &feeds);
 }
 
 #[test]

@@ -116,6 +116,22 @@ fn pad_spatial(
         .context(context)
 }
 
+/// `parts` (at least one) joined in order along `axis` by a chain of `concat`s.
+pub(crate) fn concat_all(
+    builder: &mut ModelBuilder,
+    parts: &[NodeId],
+    axis: usize,
+    context: &str,
+) -> Result<NodeId, FrontendError> {
+    let (&first, rest) = parts
+        .split_first()
+        .expect("callers join at least one window, group or time step");
+    let graph = builder.graph();
+    rest.iter().try_fold(first, |joined, &part| {
+        graph.concat(joined, part, axis).context(context)
+    })
+}
+
 /// The `taps[0]·taps[1]` strided windows of padded `x` ([N, C, Hp, Wp]), each
 /// `[N, C, Ho, Wo]`, in row-major tap order.
 fn windows(
@@ -242,11 +258,8 @@ pub fn conv2d(
         // im2col: the windows side by side on the channel axis, one row per output
         // position, then one matmul with the weight laid out to match.
         let parts = windows(builder, xs, taps, out, options, context)?;
+        let columns = concat_all(builder, &parts, 1, context)?;
         let graph = builder.graph();
-        let mut columns = parts[0];
-        for &part in &parts[1..] {
-            columns = graph.concat(columns, part, 1).context(context)?;
-        }
         let columns = graph.transpose(columns, &[0, 2, 3, 1]).context(context)?;
         let columns = graph.reshape(columns, vec![rows, patch]).context(context)?;
         let wg = if groups == 1 {
@@ -265,11 +278,8 @@ pub fn conv2d(
         let wg = graph.reshape(wg, vec![patch, o_group]).context(context)?;
         per_group.push(graph.matmul(columns, wg).context(context)?);
     }
+    let y = concat_all(builder, &per_group, 1, context)?;
     let graph = builder.graph();
-    let mut y = per_group[0];
-    for &part in &per_group[1..] {
-        y = graph.concat(y, part, 1).context(context)?;
-    }
     let y = graph
         .reshape(y, vec![n, out[0], out[1], o])
         .context(context)?;

@@ -310,12 +310,7 @@ impl Lstm {
             state = graph.mul(o, squashed).context(context)?;
             outputs.push(graph.reshape(state, vec![1, batch, h]).context(context)?);
         }
-        let graph = builder.graph();
-        let mut sequence = outputs[0];
-        for &output in &outputs[1..] {
-            sequence = graph.concat(sequence, output, 0).context(context)?;
-        }
-        Ok(sequence)
+        crate::conv::concat_all(builder, &outputs, 0, context)
     }
 }
 

@@ -25,38 +25,13 @@ const POW_ULP_PER_LOG2: f64 = 0.2;
 /// per function.
 const STRIDE: usize = 1999;
 
-/// The error of `got` in ulps of `exact` (the f32 ulp at |exact|; 2^-149 in the
-/// subnormal range), as in `exp_log.rs`. A result that must round to ±inf or is
-/// NaN has to match exactly; a mismatch there is reported as an infinite error.
-fn ulp_error(got: f32, exact: f64) -> f64 {
-    if exact.is_nan() {
-        return if got.is_nan() { 0.0 } else { f64::INFINITY };
-    }
-    let rounded = exact as f32;
-    if rounded.is_infinite() || got.is_infinite() || got.is_nan() {
-        return if got == rounded { 0.0 } else { f64::INFINITY };
-    }
-    let magnitude = exact.abs();
-    let exponent = if magnitude < f64::from(f32::MIN_POSITIVE) {
-        -149
-    } else {
-        magnitude.log2().floor() as i32 - 23
-    };
-    (f64::from(got) - exact).abs() / 2f64.powi(exponent)
-}
+#[path = "support/ulp.rs"]
+mod ulp;
+use ulp::ulp_error;
 
-/// The largest ulp error of `f` against `exact` over every `STRIDE`th bit pattern,
-/// and the argument where it occurs.
+/// The largest ulp error of `f` against `exact` over every `STRIDE`th bit pattern.
 fn max_error(f: fn(f32) -> f32, exact: fn(f64) -> f64) -> (f64, f32) {
-    let mut worst = (0.0, 0.0);
-    for bits in (0..=u32::MAX).step_by(STRIDE) {
-        let x = f32::from_bits(bits);
-        let error = ulp_error(f(x), exact(f64::from(x)));
-        if error > worst.0 {
-            worst = (error, x);
-        }
-    }
-    worst
+    ulp::max_error(f, exact, STRIDE)
 }
 
 fn sigmoid_f64(x: f64) -> f64 {

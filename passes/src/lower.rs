@@ -618,11 +618,6 @@ impl Lowering<'_> {
         self.program.kernels.push(kernel.finish(name, stmts));
     }
 
-    /// `id`'s value where a kernel can read it at any offset: a constant or a buffer.
-    fn readable(&mut self, id: NodeId) -> Value {
-        self.concrete(id)
-    }
-
     /// A slice, pad or concatenation into a new buffer of type `ty`.
     fn relayout(&mut self, op: &Op, operands: &[NodeId], ty: &TensorType) -> Value {
         let name = op.mnemonic();
@@ -636,7 +631,7 @@ impl Lowering<'_> {
         };
         match op {
             Op::Slice { starts, steps, .. } => {
-                let x = self.readable(operands[0]);
+                let x = self.concrete(operands[0]);
                 if let Value::Const(scalar) = x {
                     return Value::Const(scalar);
                 }
@@ -662,7 +657,7 @@ impl Lowering<'_> {
                 value,
                 ..
             } => {
-                let x = self.readable(operands[0]);
+                let x = self.concrete(operands[0]);
                 let fill = Scalar::from_f64(*value, ty.dtype);
                 // A splat padded with its own value (the same bits: -0 is not +0) is
                 // that splat.
@@ -695,7 +690,7 @@ impl Lowering<'_> {
                 let out = self.program.add_buffer(ty.clone(), Storage::Temp);
                 let mut start = 0;
                 for &operand in operands {
-                    let part = self.readable(operand);
+                    let part = self.concrete(operand);
                     let shape = self.graph.ty(operand).shape.clone();
                     let strides = row_major(&shape);
                     let offset = as_i64(start) * out_strides[*axis];
