@@ -169,6 +169,8 @@ pub struct ModelBuilder {
     graph: Graph,
     params: BTreeMap<String, Vec<f32>>,
     rng: Rng,
+    /// The stream the next `random` op draws from (see [`ModelBuilder::next_stream`]).
+    stream: u32,
 }
 
 impl ModelBuilder {
@@ -177,7 +179,16 @@ impl ModelBuilder {
             graph: Graph::new(name),
             params: BTreeMap::new(),
             rng: Rng::new(seed),
+            stream: 0,
         }
+    }
+
+    /// A stream number no other `random` op of this model has drawn from, so that
+    /// samples sharing a seed are independent; numbered in order of construction, so
+    /// the same declarations give the same samples.
+    pub fn next_stream(&mut self) -> u32 {
+        self.stream = self.stream.wrapping_add(1);
+        self.stream - 1
     }
 
     /// The graph under construction, for ops the builder has no helper for.

@@ -12,6 +12,7 @@ pub mod lang;
 pub mod layers;
 pub mod loss;
 pub mod models;
+pub mod random;
 pub mod sequence;
 
 pub use builder::{FrontendError, Model, ModelBuilder};

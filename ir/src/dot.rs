@@ -49,6 +49,7 @@ fn details(op: &Op) -> String {
         Op::Reduce { axes, .. } => format!(" axes={}", list(axes)),
         Op::Transpose { perm } => format!(" perm={}", list(perm)),
         Op::OneHot { depth } => format!(" depth={depth}"),
+        Op::Random { stream, .. } => format!(" stream={stream}"),
         _ => String::new(),
     }
 }

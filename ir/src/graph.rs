@@ -787,6 +787,23 @@ impl Graph {
         self.add(Op::Concat { axis }, &[a, b])
     }
 
+    /// A sample of `dist` of `shape` from the i32 scalar `seed`, stream `stream` (see
+    /// [`Op::Random`]).
+    pub fn random(
+        &mut self,
+        seed: NodeId,
+        dist: crate::op::Distribution,
+        stream: u32,
+        shape: &[usize],
+    ) -> Result<NodeId, IrError> {
+        let op = Op::Random {
+            dist,
+            stream,
+            shape: shape.to_vec(),
+        };
+        self.add(op, &[seed])
+    }
+
     /// A constant with the type of `like` (same dtype and shape).
     pub fn constant_like(&mut self, value: f64, like: NodeId) -> Result<NodeId, IrError> {
         self.check_known(&[like])?;

@@ -308,6 +308,16 @@ pub fn apply(
                 }
             })?
         }
+        Op::Random { dist, stream, .. } => {
+            // The samples are f32 values in both precisions: the op means these values.
+            let seed = operands[0].data[0] as i32;
+            let mut data = try_vec(0.0, ty.num_elements(), what)?;
+            // Counters fit in an i32: a type holds at most `MAX_ELEMENTS` elements.
+            for (counter, slot) in data.iter_mut().enumerate() {
+                *slot = f64::from(dist.sample(seed, *stream as i32, counter as i32));
+            }
+            data
+        }
     };
     Ok(Tensor {
         dtype: ty.dtype,

@@ -40,7 +40,7 @@
 //! }
 //! ```
 
-use crate::op::{BinaryOp, CmpOp, UnaryOp};
+use crate::op::{BinaryOp, CmpOp, Distribution, UnaryOp};
 use crate::text::quote;
 use crate::types::{DType, TensorType};
 use std::collections::{BTreeMap, BTreeSet};
@@ -344,6 +344,11 @@ pub enum Expr {
     Cast(DType, Box<Expr>),
     /// `a * b + c` on f32 with one rounding.
     Fma(Box<Expr>, Box<Expr>, Box<Expr>),
+    /// `random.<dist>(key0, key1, counter)`: the f32 sample of the counter-based
+    /// generator keyed by two i32 words ([`crate::scalar::random_bits`]); lanes as
+    /// the operands'. A graph `random` op keys it with its seed and stream and counts
+    /// its elements in row-major order.
+    Random(Distribution, Box<Expr>, Box<Expr>, Box<Expr>),
 }
 
 impl Expr {
@@ -393,13 +398,45 @@ impl Expr {
         Expr::Fma(Box::new(a), Box::new(b), Box::new(c))
     }
 
+    pub fn random(dist: Distribution, key0: Expr, key1: Expr, counter: Expr) -> Expr {
+        Expr::Random(dist, Box::new(key0), Box::new(key1), Box::new(counter))
+    }
+
+    /// The value of an affine index as an i32 expression (`i0*3 + i1 + 2`): what a
+    /// loop nest's position means in element numbers.
+    pub fn index_value(index: &Index) -> Expr {
+        let mut sum: Option<Expr> = None;
+        for &(var, stride) in &index.terms {
+            let part = match stride {
+                1 => Expr::LoopIndex(var),
+                _ => Expr::binary(
+                    BinaryOp::Mul,
+                    Expr::LoopIndex(var),
+                    Expr::Const(Scalar::I32(stride as i32)),
+                ),
+            };
+            sum = Some(match sum {
+                None => part,
+                Some(sum) => Expr::binary(BinaryOp::Add, sum, part),
+            });
+        }
+        let offset = Expr::Const(Scalar::I32(index.offset as i32));
+        match sum {
+            None => offset,
+            Some(sum) if index.offset == 0 => sum,
+            Some(sum) => Expr::binary(BinaryOp::Add, sum, offset),
+        }
+    }
+
     /// The direct operands of this expression.
     pub fn children(&self) -> Vec<&Expr> {
         match self {
             Expr::Load { .. } | Expr::Const(_) | Expr::LoopIndex(_) | Expr::Local(_) => Vec::new(),
             Expr::Unary(_, x) | Expr::Cast(_, x) | Expr::Splat(_, x) => vec![x],
             Expr::Binary(_, a, b) | Expr::Compare(_, a, b) => vec![a, b],
-            Expr::Select(a, b, c) | Expr::Fma(a, b, c) => vec![a, b, c],
+            Expr::Select(a, b, c) | Expr::Fma(a, b, c) | Expr::Random(_, a, b, c) => {
+                vec![a, b, c]
+            }
         }
     }
 
@@ -435,6 +472,7 @@ impl fmt::Display for Expr {
             Expr::Select(c, a, b) => write!(f, "select({c}, {a}, {b})"),
             Expr::Cast(to, x) => write!(f, "cast.{to}({x})"),
             Expr::Fma(a, b, c) => write!(f, "fma({a}, {b}, {c})"),
+            Expr::Random(dist, a, b, c) => write!(f, "random.{}({a}, {b}, {c})", dist.name()),
         }
     }
 }
@@ -973,6 +1011,9 @@ impl Program {
             Expr::Compare(_, a, _) => VType::vector(DType::Bool, self.expr_type(kernel, a).lanes),
             Expr::Select(_, a, _) => self.expr_type(kernel, a),
             Expr::Cast(to, x) => VType::vector(*to, self.expr_type(kernel, x).lanes),
+            Expr::Random(_, _, _, counter) => {
+                VType::vector(DType::F32, self.expr_type(kernel, counter).lanes)
+            }
         }
     }
 
@@ -1477,6 +1518,23 @@ impl KernelChecker<'_> {
                     return Err(format!("fma needs f32 operands, found {a} in {expr}"));
                 }
                 Ok(a)
+            }
+            Expr::Random(_, key0, key1, counter) => {
+                let counter = self.expr(counter)?;
+                for operand in [key0, key1] {
+                    let ty = self.expr(operand)?;
+                    if ty != counter {
+                        return Err(format!(
+                            "random operands {ty} and {counter} differ in {expr}"
+                        ));
+                    }
+                }
+                if counter.dtype != DType::I32 {
+                    return Err(format!(
+                        "random needs i32 operands, found {counter} in {expr}"
+                    ));
+                }
+                Ok(VType::vector(DType::F32, counter.lanes))
             }
         }
     }

@@ -474,6 +474,16 @@ impl<'a> Machine<'a> {
                     ))
                 })
             }
+            Expr::Random(dist, key0, key1, counter) => {
+                let (key0, key1, counter) = (eval(key0)?, eval(key1)?, eval(counter)?);
+                counter.map(DType::F32, |lane| {
+                    f64::from(dist.sample(
+                        key0.data[lane] as i32,
+                        key1.data[lane] as i32,
+                        counter.data[lane] as i32,
+                    ))
+                })
+            }
         })
     }
 }

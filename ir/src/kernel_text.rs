@@ -30,7 +30,7 @@ use crate::kernel::{
     VarId,
 };
 use crate::lex::{self, error_at, Syntax, Token};
-use crate::op::{BinaryOp, CmpOp, UnaryOp};
+use crate::op::{BinaryOp, CmpOp, Distribution, UnaryOp};
 use crate::text::ParseError;
 use crate::types::{DType, TensorType};
 
@@ -723,6 +723,14 @@ impl Parser {
         if word == "fma" {
             let [a, b, c] = self.operands(word)?;
             return Ok(Expr::fma(a, b, c));
+        }
+        if let Some(name) = word.strip_prefix("random.") {
+            let dist = Distribution::ALL
+                .into_iter()
+                .find(|dist| dist.name() == name)
+                .ok_or_else(unknown)?;
+            let [key0, key1, counter] = self.operands(word)?;
+            return Ok(Expr::random(dist, key0, key1, counter));
         }
         if let Some(op) = UnaryOp::ALL.into_iter().find(|op| op.name() == word) {
             let [x] = self.operands(word)?;

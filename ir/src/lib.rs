@@ -26,7 +26,7 @@ pub use alloc::OutOfMemory;
 pub use error::IrError;
 pub use graph::{Graph, GraphId, Node, NodeId};
 pub use interp::{evaluate, Evaluation, Feeds, InterpError, Precision};
-pub use op::{BinaryOp, CmpOp, Op, ReduceOp, UnaryOp};
+pub use op::{BinaryOp, CmpOp, Distribution, Op, ReduceOp, UnaryOp};
 pub use rng::Rng;
 pub use target::Target;
 pub use tensor::{max_relative_error, Tensor, TensorError};

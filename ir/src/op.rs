@@ -68,6 +68,35 @@ pub enum ReduceOp {
     Mean,
 }
 
+/// What [`Op::Random`] samples.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Distribution {
+    /// Uniform on `[0, 1)`, on the grid `k·2^-23`.
+    Uniform,
+    /// Standard normal (mean 0, variance 1).
+    Normal,
+}
+
+impl Distribution {
+    pub const ALL: [Distribution; 2] = [Distribution::Uniform, Distribution::Normal];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Distribution::Uniform => "uniform",
+            Distribution::Normal => "normal",
+        }
+    }
+
+    /// Element `counter` of the sample of stream `stream` under `seed`
+    /// ([`crate::scalar::random`] defines the bits and the transforms).
+    pub fn sample(self, seed: i32, stream: i32, counter: i32) -> f32 {
+        match self {
+            Distribution::Uniform => crate::scalar::uniform_f32(seed, stream, counter),
+            Distribution::Normal => crate::scalar::normal_f32(seed, stream, counter),
+        }
+    }
+}
+
 /// One node's operation. A closed set: passes and backends match on it exhaustively.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Op {
@@ -141,6 +170,16 @@ pub enum Op {
     /// dtypes agree.
     Concat {
         axis: usize,
+    },
+    /// `i32[] -> f32[shape]`: a sample of `dist`, element `n` (row-major) a pure
+    /// function of `(seed, stream, n)` — counter-based (Threefry-2x32), so it does not
+    /// depend on tiling or threads, and equal seeds and streams give equal tensors.
+    /// The seed is the operand, so a training loop feeds a new one each step;
+    /// `stream` tells apart the samples of one graph that share a seed.
+    Random {
+        dist: Distribution,
+        stream: u32,
+        shape: Shape,
     },
 }
 
@@ -307,7 +346,7 @@ impl ReduceOp {
 }
 
 /// Every mnemonic of the text IR, one per op (and per matmul flag combination).
-pub const MNEMONICS: [&str; 46] = [
+pub const MNEMONICS: [&str; 48] = [
     "input",
     "param",
     "const",
@@ -354,6 +393,8 @@ pub const MNEMONICS: [&str; 46] = [
     "slice",
     "pad",
     "concat",
+    "random.uniform",
+    "random.normal",
 ];
 
 impl Op {
@@ -392,6 +433,10 @@ impl Op {
             Op::Slice { .. } => "slice",
             Op::Pad { .. } => "pad",
             Op::Concat { .. } => "concat",
+            Op::Random { dist, .. } => match dist {
+                Distribution::Uniform => "random.uniform",
+                Distribution::Normal => "random.normal",
+            },
         }
     }
 
@@ -407,7 +452,8 @@ impl Op {
             | Op::Transpose { .. }
             | Op::OneHot { .. }
             | Op::Slice { .. }
-            | Op::Pad { .. } => 1,
+            | Op::Pad { .. }
+            | Op::Random { .. } => 1,
             Op::Binary(_) | Op::Compare(_) | Op::MatMul { .. } | Op::Concat { .. } => 2,
             Op::Select => 3,
         }
@@ -652,6 +698,15 @@ impl Op {
                 let mut shape = a.shape.clone();
                 shape[*axis] = a.shape[*axis].saturating_add(b.shape[*axis]);
                 Ok(a.with_shape(shape))
+            }
+            Op::Random { shape, .. } => {
+                let seed = operands[0];
+                if *seed != TensorType::i32(Vec::<usize>::new()) {
+                    return Err(bad(format!(
+                        "the seed must be an i32 scalar (i32[]), found {seed}"
+                    )));
+                }
+                Ok(TensorType::f32(shape.clone()))
             }
         }?;
         check_size(op, &ty.shape)?;

@@ -51,7 +51,7 @@
 
 use crate::graph::{Graph, NodeId};
 use crate::interp::Feeds;
-use crate::op::{matrix_dims, BinaryOp, CmpOp, Op, ReduceOp, UnaryOp};
+use crate::op::{matrix_dims, BinaryOp, CmpOp, Distribution, Op, ReduceOp, UnaryOp};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 use crate::types::{DType, Shape, TensorType};
@@ -310,11 +310,13 @@ enum Step {
     OneHot,
     /// A slice, a pad or a concatenation.
     Relayout,
+    /// A uniform or normal sample from an i32 scalar seed.
+    Random,
 }
 
 impl Step {
     /// Each step with its relative frequency.
-    const WEIGHTED: [(Step, usize); 12] = [
+    const WEIGHTED: [(Step, usize); 13] = [
         (Step::Unary, 4),
         (Step::Binary, 5),
         (Step::CompareSelect, 2),
@@ -327,12 +329,13 @@ impl Step {
         (Step::MatMul, 3),
         (Step::OneHot, 1),
         (Step::Relayout, 2),
+        (Step::Random, 1),
     ];
 
     /// The most op nodes the step adds, helpers (rescaling, reshapes) included.
     fn max_cost(self) -> usize {
         match self {
-            Step::Reshape | Step::Transpose | Step::OneHot | Step::Relayout => 1,
+            Step::Reshape | Step::Transpose | Step::OneHot | Step::Relayout | Step::Random => 1,
             Step::Unary | Step::CompareSelect | Step::Cast | Step::Broadcast | Step::Reduce => 2,
             Step::Binary | Step::MatMul => 3,
             Step::Normalize => 5,
@@ -354,6 +357,9 @@ struct Builder<'a> {
     ops: usize,
     next_input: usize,
     next_param: usize,
+    /// The `i32[]` input that seeds `random` ops, made by the first one. Kept out of
+    /// `values`: the other steps expect operands of rank 1 or more.
+    seed: Option<Value>,
 }
 
 impl<'a> Builder<'a> {
@@ -371,6 +377,7 @@ impl<'a> Builder<'a> {
             ops: 0,
             next_input: 0,
             next_param: 0,
+            seed: None,
         }
     }
 
@@ -648,6 +655,7 @@ impl<'a> Builder<'a> {
             Step::MatMul => self.matmul(),
             Step::OneHot => self.one_hot(),
             Step::Relayout => self.relayout(),
+            Step::Random => self.random(),
         }
     }
 
@@ -659,6 +667,8 @@ impl<'a> Builder<'a> {
                 .iter()
                 .any(|value| value.ty.dtype == DType::I32 && value.ty.rank() < self.max_rank),
             Step::MatMul => self.max_rank >= 2,
+            // The seed is an i32 value.
+            Step::Random => self.allow_int,
             _ => true,
         }
     }
@@ -1050,6 +1060,34 @@ impl<'a> Builder<'a> {
         self.push(Op::OneHot { depth }, &[&labels]);
     }
 
+    /// A sample seeded by the graph's seed input.
+    fn random(&mut self) {
+        let seed = match self.seed.clone() {
+            Some(seed) => seed,
+            None => {
+                let seed = self.new_input(TensorType::i32(Vec::<usize>::new()));
+                self.values.pop();
+                self.seed = Some(seed.clone());
+                seed
+            }
+        };
+        let dist = if self.chance(1, 2) {
+            Distribution::Uniform
+        } else {
+            Distribution::Normal
+        };
+        let stream = self.rng.below(3) as u32;
+        let shape = self.shape(self.max_rank);
+        self.push(
+            Op::Random {
+                dist,
+                stream,
+                shape,
+            },
+            &[&seed],
+        );
+    }
+
     // ---- outputs and updates ------------------------------------------------------------
 
     /// Gives a random parameter a new value of its type: an existing op value, or the
@@ -1162,6 +1200,11 @@ fn interval(op: &Op, operands: &[&Value], result: &TensorType) -> (f64, f64) {
             }
         }
         Op::Compare(_) | Op::OneHot { .. } => (0.0, 1.0),
+        Op::Random { dist, .. } => match dist {
+            Distribution::Uniform => (0.0, 1.0),
+            // |z| ≤ 5.42 (the extreme of the 23-bit grid).
+            Distribution::Normal => (-5.5, 5.5),
+        },
         Op::Select => {
             let (a, b) = (operands[1], operands[2]);
             (a.lo.min(b.lo), a.hi.max(b.hi))

@@ -78,7 +78,9 @@
 use crate::op::{BinaryOp, CmpOp, Op, ReduceOp, UnaryOp};
 use crate::types::DType;
 
+mod random;
 mod special;
+pub use random::*;
 pub use special::*;
 
 /// `value` as a value of `dtype`: rounded to f32, converted to i32 with Rust's `as`

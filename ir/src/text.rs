@@ -18,7 +18,7 @@
 use crate::error::IrError;
 use crate::graph::{Graph, NodeId};
 use crate::lex::{self, error_at, Syntax, Token};
-use crate::op::{BinaryOp, CmpOp, Op, ReduceOp, UnaryOp};
+use crate::op::{BinaryOp, CmpOp, Distribution, Op, ReduceOp, UnaryOp};
 use crate::types::{DType, TensorType};
 use std::collections::HashMap;
 use std::fmt::{self, Write};
@@ -180,6 +180,9 @@ pub fn print(graph: &Graph) -> String {
             Op::Concat { axis } => {
                 let _ = write!(out, " axis={axis}");
             }
+            Op::Random { stream, .. } => {
+                let _ = write!(out, " stream={stream}");
+            }
             _ => {}
         }
         let _ = writeln!(out, " : {}", node.ty);
@@ -310,6 +313,15 @@ fn op_from_mnemonic(mnemonic: &str) -> Option<Op> {
             value: 0.0,
         },
         "concat" => Op::Concat { axis: 0 },
+        "random.uniform" | "random.normal" => Op::Random {
+            dist: if mnemonic == "random.uniform" {
+                Distribution::Uniform
+            } else {
+                Distribution::Normal
+            },
+            stream: 0,
+            shape: Vec::new(),
+        },
         "matmul" | "matmul.tn" | "matmul.nt" | "matmul.tt" => Op::MatMul {
             transpose_a: mnemonic == "matmul.tn" || mnemonic == "matmul.tt",
             transpose_b: mnemonic == "matmul.nt" || mnemonic == "matmul.tt",
@@ -474,12 +486,18 @@ pub fn parse(src: &str) -> Result<Graph, ParseError> {
                         parser.attribute("axis")?;
                         *axis = parser.integer("the axis")?;
                     }
+                    Op::Random { stream, .. } => {
+                        parser.attribute("stream")?;
+                        *stream = parser.integer("the stream")?;
+                    }
                     _ => {}
                 }
                 parser.punct(':', "before the result type")?;
                 let ty = parser.tensor_type()?;
                 match &mut op {
-                    Op::Broadcast { shape } | Op::Reshape { shape } => *shape = ty.shape.clone(),
+                    Op::Broadcast { shape } | Op::Reshape { shape } | Op::Random { shape, .. } => {
+                        *shape = ty.shape.clone()
+                    }
                     Op::Cast { to } => *to = ty.dtype,
                     _ => {}
                 }

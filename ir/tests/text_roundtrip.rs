@@ -11,8 +11,8 @@ use kiln_ir::random::{random_feeds, random_graph, RandomGraphOptions};
 use kiln_ir::serial::{from_json, to_json};
 use kiln_ir::text::{parse, print, print_order};
 use kiln_ir::{
-    evaluate, BinaryOp, CmpOp, DType, Feeds, Graph, NodeId, Op, Precision, ReduceOp, Rng, Tensor,
-    TensorType, UnaryOp,
+    evaluate, BinaryOp, CmpOp, DType, Distribution, Feeds, Graph, NodeId, Op, Precision, ReduceOp,
+    Rng, Tensor, TensorType, UnaryOp,
 };
 use proptest::prelude::*;
 use serde_json::Value;
@@ -333,6 +333,20 @@ impl GraphGen {
                 self.add(Op::Transpose { perm }, &[x]);
             }
             9 => self.matmul(),
+            10 if self.chance(1, 3) => {
+                let seed = self.operand_of_type(&TensorType::i32(Vec::<usize>::new()));
+                let dist = self.choose(&Distribution::ALL);
+                let stream = self.below(5) as u32;
+                let shape = self.shape();
+                self.add(
+                    Op::Random {
+                        dist,
+                        stream,
+                        shape,
+                    },
+                    &[seed],
+                );
+            }
             10 => {
                 let labels = match self.pick_where(|ty| ty.dtype == DType::I32) {
                     Some(labels) => labels,

@@ -437,6 +437,8 @@ pub(crate) fn vjp(
         // their operands: no gradient.
         Op::Compare(_) => vec![None, None],
         Op::OneHot { .. } => vec![None],
+        // A sample depends on its integer seed only.
+        Op::Random { .. } => vec![None],
         // A slice's cotangent goes back to the elements it read, zeros elsewhere: a
         // pad with the step's gaps as interior padding.
         Op::Slice { starts, steps, .. } => {

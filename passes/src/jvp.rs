@@ -122,7 +122,7 @@ fn tangent(
     let dot = dots[0];
     Ok(match op {
         Op::Input { .. } | Op::Parameter { .. } | Op::Constant { .. } => None,
-        Op::Compare(_) | Op::OneHot { .. } => None,
+        Op::Compare(_) | Op::OneHot { .. } | Op::Random { .. } => None,
         // Diagonal Jacobians: per operand, the reverse rule applied to its tangent.
         Op::Unary(_) | Op::Binary(_) => {
             let mut sum = None;

@@ -192,6 +192,9 @@ enum Source {
     Operand(Value, Vec<i64>),
     /// The loop counter of one axis, as i32.
     AxisIndex(usize),
+    /// An element number, as i32: the position walked with these per-axis strides
+    /// (a `random` op's row-major counter, re-indexed like a read when it is fused).
+    Counter(Vec<i64>),
 }
 
 /// The loops of a nest after dropping extent-1 axes and merging contiguous ones.
@@ -285,7 +288,7 @@ fn axis_map(strides: &[i64], nest_shape: &[usize], shape: &[usize]) -> Option<Ve
 }
 
 /// The nodes that lowering computes inside their consumer's kernel: an elementwise
-/// op, broadcast or transpose that is not an output or update, whose value is read
+/// op, random sample, broadcast or transpose that is not an output or update, whose value is read
 /// exactly once, by an elementwise op or a transpose (which read each element once,
 /// so nothing is recomputed), or — for a broadcast or transpose — by a broadcast.
 /// Fusing saves a kernel launch, a pass over memory, and the buffer.
@@ -316,7 +319,7 @@ fn fusable(graph: &Graph, live: &BTreeSet<NodeId>) -> BTreeSet<NodeId> {
             let users = reads.get(id).map_or(&[][..], Vec::as_slice);
             let [user] = users else { return false };
             let user_op = graph.op(*user);
-            (is_map(op) || is_move(op))
+            (is_map(op) || is_move(op) || matches!(op, Op::Random { .. }))
                 && !pinned.contains(id)
                 && (is_map(user_op)
                     || matches!(user_op, Op::Transpose { .. })
@@ -565,6 +568,18 @@ impl Lowering<'_> {
                 let op = node.op.clone();
                 self.relayout(&op, &operands, &ty)
             }
+            Op::Random { dist, stream, .. } => {
+                let seed_strides = vec![0; ty.rank()];
+                let sources = vec![
+                    Source::Operand(self.concrete(operands[0]), seed_strides),
+                    Source::Counter(row_major(&ty.shape)),
+                ];
+                let (dist, stream) = (*dist, Expr::Const(Scalar::I32(*stream as i32)));
+                self.define(id, name, &ty, sources, move |mut reads| {
+                    let seed = reads.remove(0);
+                    Expr::random(dist, seed, stream.clone(), reads.remove(0))
+                })
+            }
             Op::OneHot { .. } => {
                 let labels = graph.ty(operands[0]);
                 let mut label_strides = row_major(&labels.shape);
@@ -771,6 +786,11 @@ impl Lowering<'_> {
                             .iter()
                             .position(|&mapped| mapped == Some(*axis))
                             .map(Source::AxisIndex),
+                        Source::Counter(inner_strides) => Some(Source::Counter(
+                            map.iter()
+                                .map(|axis| axis.map_or(0, |axis| inner_strides[axis]))
+                                .collect(),
+                        )),
                     })
                     .collect()
             });
@@ -834,7 +854,7 @@ impl Lowering<'_> {
         let mut accesses = vec![row_major(shape)];
         for source in &sources {
             accesses.push(match source {
-                Source::Operand(_, strides) => strides.clone(),
+                Source::Operand(_, strides) | Source::Counter(strides) => strides.clone(),
                 Source::AxisIndex(axis) => {
                     let mut unit = vec![0; shape.len()];
                     unit[*axis] = 1;
@@ -857,6 +877,7 @@ impl Lowering<'_> {
                         [(var, 1)] => Expr::LoopIndex(*var),
                         _ => unreachable!("an axis index never merges with other axes"),
                     },
+                    Source::Counter(_) => Expr::index_value(&index),
                 })
             })
             .collect();

@@ -106,7 +106,7 @@ fn mark_nans(program: &mut Program) {
                 expr(a);
                 expr(b);
             }
-            Expr::Select(a, b, c) | Expr::Fma(a, b, c) => {
+            Expr::Select(a, b, c) | Expr::Fma(a, b, c) | Expr::Random(_, a, b, c) => {
                 expr(a);
                 expr(b);
                 expr(c);

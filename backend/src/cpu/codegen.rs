@@ -1169,6 +1169,12 @@ impl FnGen<'_, '_> {
                 let c = self.expr(c, mode);
                 self.b.ins().fma(a, b, c)
             }
+            Expr::Random(dist, key0, key1, counter) => {
+                let key0 = self.expr(key0, mode);
+                let key1 = self.expr(key1, mode);
+                let counter = self.expr(counter, mode);
+                math::emit_random(&mut self.b, *dist, [key0, key1], counter)
+            }
         }
     }
 

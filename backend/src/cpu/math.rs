@@ -28,6 +28,12 @@ use kiln_ir::scalar::{
     ERF_MAX, ERF_SMALL_POLY, ERF_SPLIT, ERF_TAIL_POLY, EXPM1_MIN, EXPM1_SPLIT_K, TANH_MAX,
     TANH_POLY, TANH_SPLIT,
 };
+// The random numbers (at the end of the file).
+use kiln_ir::scalar::{
+    ERFINV_CENTRAL, ERFINV_SPLIT, ERFINV_TAIL, ONE_BITS, THREEFRY_PARITY, THREEFRY_ROTATIONS,
+    TWO_POW_23_INT, TWO_POW_MINUS_23,
+};
+use kiln_ir::Distribution;
 
 /// `exp(x)` for an `f32` or `f32x4` value `x`, as `kiln_ir::scalar::exp_f32`.
 pub fn emit_exp(builder: &mut FunctionBuilder, x: Value) -> Value {
@@ -558,5 +564,111 @@ impl Lanes<'_, '_> {
         let sign_only = self.b.ins().band(sign_bits, sign_bit);
         let bits = self.b.ins().bor(x_bits, sign_only);
         self.float_of_bits(bits)
+    }
+}
+
+// The counter-based random numbers of `kiln_ir::scalar` (`scalar/random.rs`):
+// Threefry-2x32-20 on i32 or i32x4 lanes (wrapping `iadd`, `bxor`, and rotations as
+// two shifts and an or, which x86 has for vectors too), then the uniform and normal
+// transforms as in `uniform_from_bits` and `normal_from_bits`.
+
+/// `random.<dist>(key0, key1, counter)` for `i32` or `i32x4` operands (all of one
+/// type), as `kiln_ir::Distribution::sample`: an `f32` or `f32x4` sample.
+pub fn emit_random(
+    builder: &mut FunctionBuilder,
+    dist: Distribution,
+    key: [Value; 2],
+    counter: Value,
+) -> Value {
+    let int_type = builder.func.dfg.value_type(counter);
+    let float_type = if int_type.is_vector() {
+        types::F32X4
+    } else {
+        types::F32
+    };
+    let mut m = Lanes {
+        b: builder,
+        float_type,
+        int_type,
+    };
+    let bits = m.threefry(key, counter);
+    match dist {
+        Distribution::Uniform => m.uniform(bits),
+        Distribution::Normal => m.normal(bits),
+    }
+}
+
+impl Lanes<'_, '_> {
+    /// The first word of Threefry-2x32-20 of the counter `(counter, 0)`, as
+    /// `kiln_ir::scalar::threefry2x32`.
+    fn threefry(&mut self, key: [Value; 2], counter: Value) -> Value {
+        let parity = self.int(THREEFRY_PARITY as i32);
+        let mixed = self.b.ins().bxor(key[0], key[1]);
+        let schedule = [key[0], key[1], self.b.ins().bxor(mixed, parity)];
+        let mut x0 = self.b.ins().iadd(counter, schedule[0]);
+        // The counter's second word is 0, so it starts as the key word itself.
+        let mut x1 = schedule[1];
+        for group in 0..5u32 {
+            for &rotation in &THREEFRY_ROTATIONS[group as usize % 2] {
+                x0 = self.b.ins().iadd(x0, x1);
+                let left = self.b.ins().ishl_imm_u(x1, i64::from(rotation));
+                let right = self.b.ins().ushr_imm_u(x1, i64::from(32 - rotation));
+                let rotated = self.b.ins().bor(left, right);
+                x1 = self.b.ins().bxor(rotated, x0);
+            }
+            let injection = group as usize + 1;
+            x0 = self.b.ins().iadd(x0, schedule[injection % 3]);
+            x1 = self.b.ins().iadd(x1, schedule[(injection + 1) % 3]);
+            let count = self.int(group as i32 + 1);
+            x1 = self.b.ins().iadd(x1, count);
+        }
+        x0
+    }
+
+    /// As `kiln_ir::scalar::uniform_from_bits`.
+    fn uniform(&mut self, bits: Value) -> Value {
+        let mantissa = self.b.ins().ushr_imm_u(bits, 9);
+        let one_bits = self.int(ONE_BITS as i32);
+        let in_one_two = self.b.ins().bor(mantissa, one_bits);
+        let in_one_two = self.float_of_bits(in_one_two);
+        let one = self.float(1.0);
+        self.b.ins().fsub(in_one_two, one)
+    }
+
+    /// As `kiln_ir::scalar::normal_from_bits`.
+    fn normal(&mut self, bits: Value) -> Value {
+        let mantissa = self.b.ins().ushr_imm_u(bits, 9);
+        let doubled = self.b.ins().ishl_imm_u(mantissa, 1);
+        let one = self.int(1);
+        let odd = self.b.ins().bor(doubled, one);
+        let centre = self.int(TWO_POW_23_INT);
+        let odd = self.b.ins().isub(odd, centre);
+        let odd = self.b.ins().fcvt_from_sint(self.float_type, odd);
+        let scale = self.float(TWO_POW_MINUS_23);
+        let v = self.b.ins().fmul(odd, scale);
+        let inverse = self.erfinv(v);
+        let sqrt_2 = self.float(std::f32::consts::SQRT_2);
+        self.b.ins().fmul(sqrt_2, inverse)
+    }
+
+    /// As `kiln_ir::scalar::erfinv_f32`.
+    fn erfinv(&mut self, x: Value) -> Value {
+        let one = self.float(1.0);
+        let below = self.b.ins().fsub(one, x);
+        let above = self.b.ins().fadd(one, x);
+        let product = self.b.ins().fmul(below, above);
+        let log = emit_log(self.b, product);
+        let w = self.b.ins().fneg(log);
+        let centre = self.float(2.5);
+        let central_at = self.b.ins().fsub(w, centre);
+        let central = self.horner(&ERFINV_CENTRAL, central_at);
+        let root = self.b.ins().sqrt(w);
+        let three = self.float(3.0);
+        let tail_at = self.b.ins().fsub(root, three);
+        let tail = self.horner(&ERFINV_TAIL, tail_at);
+        let split = self.float(ERFINV_SPLIT);
+        let is_central = self.b.ins().fcmp(FloatCC::LessThan, w, split);
+        let p = self.select(is_central, central, tail);
+        self.b.ins().fmul(p, x)
     }
 }

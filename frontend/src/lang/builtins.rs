@@ -9,6 +9,7 @@ use crate::builder::{Context, ModelBuilder};
 use crate::conv::{self, Padding, Pool};
 use crate::init::Init;
 use crate::loss;
+use crate::random;
 use kiln_ir::{BinaryOp, NodeId, UnaryOp};
 
 /// Functions of one tensor with no other argument.
@@ -30,7 +31,7 @@ const UNARY: [(&str, UnaryOp); 14] = [
 ];
 
 /// Every other function, for `is_function` and the "unknown function" message.
-const OTHERS: [&str; 28] = [
+const OTHERS: [&str; 31] = [
     "max_pool2d",
     "avg_pool2d",
     "max_pool1d",
@@ -59,6 +60,9 @@ const OTHERS: [&str; 28] = [
     "permute",
     "cross_entropy",
     "mse_loss",
+    "dropout",
+    "rand_like",
+    "randn_like",
 ];
 
 /// Whether `name` is a function of the language.
@@ -545,6 +549,22 @@ pub fn call(
                 prediction,
                 target,
             ))
+        }
+        "dropout" => {
+            let bound = bind(&["x", "seed", "p"], 2)?;
+            let (x, seed) = (bound.tensor(0, "x")?, bound.tensor(1, "seed")?);
+            let p = bound.float(2, "p", 0.5)?;
+            tensor(random::dropout(elaborator.builder(), x, p, seed))
+        }
+        "rand_like" | "randn_like" => {
+            let bound = bind(&["x", "seed"], 2)?;
+            let (x, seed) = (bound.tensor(0, "x")?, bound.tensor(1, "seed")?);
+            let builder = elaborator.builder();
+            tensor(if name == "rand_like" {
+                random::rand_like(builder, x, seed)
+            } else {
+                random::randn_like(builder, x, seed)
+            })
         }
         "one_hot" => {
             let bound = bind(&["labels", "classes"], 2)?;

@@ -3,7 +3,7 @@
 //! Every op is an e-node whose value operands come first and whose attributes follow
 //! as leaf children: `Dims` for reduction axes and permutations, `Type` for the
 //! declared type of inputs, parameters and constants and for the target of
-//! `broadcast`, `reshape` and `cast`, `Float` for a constant's value, `Num` for
+//! `broadcast`, `reshape`, `cast` and `random.*` (its shape), `Float` for a constant's value, `Num` for
 //! `one_hot`'s depth and `Name` for input and parameter names. So an e-node holds all
 //! its op needs, and the analysis types it with the IR's own typing rule.
 //!
@@ -24,7 +24,7 @@
 use egg::{define_language, Analysis, DidMerge, EGraph, Id, Symbol};
 use kiln_ir::op::matrix_dims;
 use kiln_ir::scalar;
-use kiln_ir::{BinaryOp, CmpOp, DType, Op, ReduceOp, TensorType, UnaryOp};
+use kiln_ir::{BinaryOp, CmpOp, DType, Distribution, Op, ReduceOp, TensorType, UnaryOp};
 use std::cmp::Ordering;
 use std::fmt;
 use std::str::FromStr;
@@ -194,6 +194,8 @@ define_language! {
         "slice" = Slice([Id; 4]),
         "pad" = Pad([Id; 5]),
         "concat" = Concat([Id; 3]),
+        "random.uniform" = RandomUniform([Id; 3]),
+        "random.normal" = RandomNormal([Id; 3]),
         Num(i64),
         Float(Float),
         Dims(Dims),
@@ -411,6 +413,26 @@ pub fn node_op(egraph: &KilnEGraph, node: &KilnLang) -> Option<NodeOp> {
             };
             value(Op::OneHot { depth }, &[*x])
         }
+        L::RandomUniform([seed, stream, ty]) | L::RandomNormal([seed, stream, ty]) => {
+            let stream = match leaf(egraph, *stream) {
+                L::Num(stream) => u32::try_from(*stream).expect("random streams come from u32"),
+                other => leaf_bug("integer", other),
+            };
+            let dist = if matches!(node, L::RandomUniform(_)) {
+                Distribution::Uniform
+            } else {
+                Distribution::Normal
+            };
+            let shape = declared_type(egraph, *ty).shape;
+            value(
+                Op::Random {
+                    dist,
+                    stream,
+                    shape,
+                },
+                &[*seed],
+            )
+        }
         L::Num(_) | L::Float(_) | L::Dims(_) | L::Type(_) | L::Name(_) => return None,
     };
     Some(node_op)
@@ -427,7 +449,7 @@ pub fn add_op(egraph: &mut KilnEGraph, op: &Op, operands: &[Id], ty: &TensorType
 /// op, the target of broadcast, reshape and cast).
 pub fn op_node(egraph: &mut KilnEGraph, op: &Op, operands: &[Id], ty: &TensorType) -> KilnLang {
     use KilnLang as L;
-    // Only the ops that carry their type (leaves, broadcast, reshape, cast) use this.
+    // Only the ops that carry their type (leaves, broadcast, reshape, cast, random) use this.
     let type_leaf = |egraph: &mut KilnEGraph| egraph.add(L::Type(Type(ty.clone())));
     let one = || operands[0];
     let two = || [operands[0], operands[1]];
@@ -525,6 +547,17 @@ pub fn op_node(egraph: &mut KilnEGraph, op: &Op, operands: &[Id], ty: &TensorTyp
         Op::Concat { axis } => {
             let axis = i64::try_from(*axis).expect("a concat axis fits in i64");
             L::Concat([operands[0], operands[1], egraph.add(L::Num(axis))])
+        }
+        Op::Random { dist, stream, .. } => {
+            let children = [
+                one(),
+                egraph.add(L::Num(i64::from(*stream))),
+                type_leaf(egraph),
+            ];
+            match dist {
+                Distribution::Uniform => L::RandomUniform(children),
+                Distribution::Normal => L::RandomNormal(children),
+            }
         }
     }
 }

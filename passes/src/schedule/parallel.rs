@@ -14,8 +14,8 @@
 //!   b1[i0] = exp(b0[i0])                     for i2 in 0..500000 { b1[500000*i1 + i2] = exp(b0[500000*i1 + i2]) }
 //! ```
 
-use kiln_ir::kernel::{Expr, Index, LoopKind, Program, Scalar, Stmt, VarId};
-use kiln_ir::{BinaryOp, Target};
+use kiln_ir::kernel::{Expr, Index, LoopKind, Program, Stmt, VarId};
+use kiln_ir::Target;
 
 /// Loops over fewer elements than this stay on one thread.
 pub const PARALLEL_ELEMENTS: usize = 1 << 16;
@@ -169,21 +169,7 @@ fn substitute_expr(value: &Expr, var: VarId, with: &Index) -> Expr {
             lanes: *lanes,
         },
         // The loop index as a value: `B*t + i` in i32 arithmetic.
-        Expr::LoopIndex(v) if *v == var => {
-            let mut sum: Option<Expr> = None;
-            for &(term, stride) in &with.terms {
-                let part = Expr::binary(
-                    BinaryOp::Mul,
-                    Expr::LoopIndex(term),
-                    Expr::Const(Scalar::I32(stride as i32)),
-                );
-                sum = Some(match sum {
-                    None => part,
-                    Some(sum) => Expr::binary(BinaryOp::Add, sum, part),
-                });
-            }
-            sum.unwrap_or(Expr::Const(Scalar::I32(0)))
-        }
+        Expr::LoopIndex(v) if *v == var => Expr::index_value(with),
         Expr::Splat(lanes, x) => Expr::Splat(*lanes, go(x)),
         Expr::Unary(op, x) => Expr::Unary(*op, go(x)),
         Expr::Cast(to, x) => Expr::Cast(*to, go(x)),
@@ -191,6 +177,7 @@ fn substitute_expr(value: &Expr, var: VarId, with: &Index) -> Expr {
         Expr::Compare(op, a, b) => Expr::Compare(*op, go(a), go(b)),
         Expr::Select(c, a, b) => Expr::Select(go(c), go(a), go(b)),
         Expr::Fma(a, b, c) => Expr::Fma(go(a), go(b), go(c)),
+        Expr::Random(dist, a, b, c) => Expr::Random(*dist, go(a), go(b), go(c)),
         Expr::Const(_) | Expr::LoopIndex(_) | Expr::Local(_) => value.clone(),
     }
 }
