@@ -127,7 +127,7 @@ fn dump_prints_the_ir_after_any_step() {
     assert_eq!(output.status.code(), Some(1));
     assert!(
         stderr(&output).contains(
-            "the steps are build, autodiff, optimizer, egraph, dce, lower, schedule.epilogue"
+            "the steps are build, autodiff, optimizer, expand, egraph, dce, lower, schedule.epilogue"
         ),
         "{}",
         stderr(&output)
@@ -149,6 +149,7 @@ fn dump_stats_count_nodes_kernels_and_bytes_per_step() {
             "build",
             "autodiff",
             "optimizer",
+            "expand",
             "egraph",
             "dce",
             "lower",

@@ -1,5 +1,6 @@
 //! Snapshots of the digits MLP's IR after every pipeline step: building, autodiff,
-//! the optimizer, the e-graph rewrite and dead-code elimination. Reading them in order
+//! the optimizer, expansion (nothing to expand in an MLP), the e-graph rewrite and
+//! dead-code elimination. Reading them in order
 //! shows what each pass did.
 
 use kiln::frontend::models::mlp_classifier;
@@ -27,7 +28,10 @@ fn digits_mlp_ir_after_each_step() {
     )
     .unwrap();
     let steps: Vec<&str> = dumps.iter().map(|(step, _)| step.as_str()).collect();
-    assert_eq!(steps, ["build", "autodiff", "optimizer", "egraph", "dce"]);
+    assert_eq!(
+        steps,
+        ["build", "autodiff", "optimizer", "expand", "egraph", "dce"]
+    );
     for (index, (step, text)) in dumps.iter().enumerate() {
         // The e-graph report line holds a wall-clock time; keep it out of snapshots.
         let text: String = text

@@ -1,8 +1,9 @@
-//! Convolution and pooling over channels-first tensors (PyTorch's NCHW and NCL), as
-//! compositions of IR primitives: padding, strided slices, concatenation and one
-//! matmul per group (im2col). Autodiff derives their gradients from the adjoints of
-//! those primitives (a strided slice's is an interior pad), so they are exact and
-//! need no rules of their own; a dedicated convolution kernel is a later step.
+//! Convolution and pooling over channels-first tensors (PyTorch's NCHW and NCL).
+//! A convolution is the IR's `conv` op (with its two gradient ops, which the
+//! `expand` pass turns into im2col and matmuls); pooling is a composition of
+//! padding, strided slices and elementwise max or sum, whose gradients autodiff
+//! derives from the adjoints of those primitives (a strided slice's is an interior
+//! pad).
 //!
 //! Sizes follow PyTorch: an axis of `i` elements, padded by `low + high`, with a
 //! kernel of `k` taps `d` apart and stride `s`, gives
@@ -11,7 +12,8 @@
 
 use crate::builder::{Context, FrontendError, ModelBuilder};
 use crate::init::Init;
-use kiln_ir::{BinaryOp, DType, NodeId, TensorType};
+use kiln_ir::op::ConvSpec;
+use kiln_ir::{BinaryOp, DType, NodeId, Op, TensorType};
 
 /// How a convolution or pooling pads each spatial axis.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -186,6 +188,7 @@ fn check_options(context: &str, options: &ConvOptions) -> Result<(), FrontendErr
 
 /// The 2-D convolution (cross-correlation, as PyTorch's `conv2d`) of `x: [N, C, H, W]`
 /// with `weight: [O, C / groups, kh, kw]`, plus `bias: [O]` if given: `[N, O, Ho, Wo]`.
+/// One `conv` op of the IR (and a broadcast add for the bias).
 pub fn conv2d(
     builder: &mut ModelBuilder,
     x: NodeId,
@@ -193,114 +196,11 @@ pub fn conv2d(
     bias: Option<NodeId>,
     options: &ConvOptions,
 ) -> Result<NodeId, FrontendError> {
-    let context = "conv2d";
-    check_options(context, options)?;
-    let x_ty = builder.ty(x)?.clone();
-    let w_ty = builder.ty(weight)?.clone();
-    if x_ty.dtype != DType::F32 || x_ty.rank() != 4 {
-        return Err(operand_error(context, "an input f32[N, C, H, W]", &x_ty));
-    }
-    let groups = options.groups;
-    let [n, c, h, w] = [x_ty.shape[0], x_ty.shape[1], x_ty.shape[2], x_ty.shape[3]];
-    let fits = w_ty.dtype == DType::F32
-        && w_ty.rank() == 4
-        && c.is_multiple_of(groups)
-        && w_ty.shape[0].is_multiple_of(groups)
-        && w_ty.shape[1] == c / groups
-        && w_ty.shape[2] >= 1
-        && w_ty.shape[3] >= 1;
-    if !fits {
-        return Err(operand_error(
-            context,
-            format!("a weight f32[O, {}, kh, kw] with O divisible by groups = {groups} (and C = {c} too)", c / groups.max(1)),
-            &w_ty,
-        ));
-    }
-    let (o, taps) = (w_ty.shape[0], [w_ty.shape[2], w_ty.shape[3]]);
-    let (c_group, o_group) = (c / groups, o / groups);
-    let (low_h, high_h) = pads(options.padding, taps[0], options.dilation[0]);
-    let (low_w, high_w) = pads(options.padding, taps[1], options.dilation[1]);
-    let out = [
-        out_extent(
-            context,
-            h + low_h + high_h,
-            taps[0],
-            options.dilation[0],
-            options.stride[0],
-        )?,
-        out_extent(
-            context,
-            w + low_w + high_w,
-            taps[1],
-            options.dilation[1],
-            options.stride[1],
-        )?,
-    ];
-    let padded = pad_spatial(builder, x, [low_h, low_w], [high_h, high_w], 0.0, context)?;
-    let rows = n * out[0] * out[1];
-    let patch = taps[0] * taps[1] * c_group;
-    let mut per_group = Vec::with_capacity(groups);
-    for group in 0..groups {
-        let graph = builder.graph();
-        let xs = if groups == 1 {
-            padded
-        } else {
-            let shape = graph.ty(padded).shape.clone();
-            graph
-                .slice(
-                    padded,
-                    &[0, group * c_group, 0, 0],
-                    &[shape[0], (group + 1) * c_group, shape[2], shape[3]],
-                    &[1; 4],
-                )
-                .context(context)?
-        };
-        // im2col: the windows side by side on the channel axis, one row per output
-        // position, then one matmul with the weight laid out to match.
-        let parts = windows(builder, xs, taps, out, options, context)?;
-        let columns = concat_all(builder, &parts, 1, context)?;
-        let graph = builder.graph();
-        let columns = graph.transpose(columns, &[0, 2, 3, 1]).context(context)?;
-        let columns = graph.reshape(columns, vec![rows, patch]).context(context)?;
-        let wg = if groups == 1 {
-            weight
-        } else {
-            graph
-                .slice(
-                    weight,
-                    &[group * o_group, 0, 0, 0],
-                    &[(group + 1) * o_group, c_group, taps[0], taps[1]],
-                    &[1; 4],
-                )
-                .context(context)?
-        };
-        let wg = graph.transpose(wg, &[2, 3, 1, 0]).context(context)?;
-        let wg = graph.reshape(wg, vec![patch, o_group]).context(context)?;
-        per_group.push(graph.matmul(columns, wg).context(context)?);
-    }
-    let y = concat_all(builder, &per_group, 1, context)?;
-    let graph = builder.graph();
-    let y = graph
-        .reshape(y, vec![n, out[0], out[1], o])
-        .context(context)?;
-    let y = graph.transpose(y, &[0, 3, 1, 2]).context(context)?;
-    match bias {
-        Some(bias) => {
-            let b_ty = builder.ty(bias)?.clone();
-            if b_ty.shape != [o] || b_ty.dtype != DType::F32 {
-                return Err(operand_error(context, format!("a bias f32[{o}]"), &b_ty));
-            }
-            let bias = builder
-                .graph()
-                .reshape(bias, vec![1, o, 1, 1])
-                .context(context)?;
-            builder.binary(BinaryOp::Add, y, bias)
-        }
-        None => Ok(y),
-    }
+    conv_nd(builder, x, weight, bias, options, 2, "conv2d")
 }
 
-/// [`conv2d`] over one spatial axis: `x: [N, C, L]`, `weight: [O, C / groups, k]`.
+/// [`conv2d`] over one spatial axis: `x: [N, C, L]`, `weight: [O, C / groups, k]`;
+/// the width entries of `options` apply.
 pub fn conv1d(
     builder: &mut ModelBuilder,
     x: NodeId,
@@ -308,59 +208,87 @@ pub fn conv1d(
     bias: Option<NodeId>,
     options: &ConvOptions,
 ) -> Result<NodeId, FrontendError> {
-    let context = "conv1d";
-    let x_ty = builder.ty(x)?.clone();
-    let w_ty = builder.ty(weight)?.clone();
-    if x_ty.rank() != 3 {
-        return Err(operand_error(context, "an input f32[N, C, L]", &x_ty));
-    }
-    if w_ty.rank() != 3 {
-        return Err(operand_error(
-            context,
-            "a weight f32[O, C / groups, k]",
-            &w_ty,
-        ));
-    }
-    let graph = builder.graph();
-    let x = graph
-        .reshape(x, vec![x_ty.shape[0], x_ty.shape[1], 1, x_ty.shape[2]])
-        .context(context)?;
-    let weight = graph
-        .reshape(weight, vec![w_ty.shape[0], w_ty.shape[1], 1, w_ty.shape[2]])
-        .context(context)?;
-    let options = ConvOptions {
-        stride: [1, options.stride[1]],
-        dilation: [1, options.dilation[1]],
-        padding: options.padding,
-        groups: options.groups,
-    };
-    // The height axis of 1 gets no padding: pad only along the length.
-    let y = conv2d_width_padded(builder, x, weight, bias, &options)?;
-    let y_ty = builder.ty(y)?.clone();
-    builder
-        .graph()
-        .reshape(y, vec![y_ty.shape[0], y_ty.shape[1], y_ty.shape[3]])
-        .context(context)
+    conv_nd(builder, x, weight, bias, options, 1, "conv1d")
 }
 
-/// [`conv2d`] with the padding applied to the width axis only (a 1-D convolution
-/// seen as 2-D with height 1).
-fn conv2d_width_padded(
+/// A convolution over the last `spatial` axes (1 or 2), checked with the layer's
+/// names for what it expects.
+fn conv_nd(
     builder: &mut ModelBuilder,
     x: NodeId,
     weight: NodeId,
     bias: Option<NodeId>,
     options: &ConvOptions,
+    spatial: usize,
+    context: &str,
 ) -> Result<NodeId, FrontendError> {
-    check_options("conv1d", options)?;
-    let taps = builder.ty(weight)?.shape[3];
-    let (low, high) = pads(options.padding, taps, options.dilation[1]);
-    let x = pad_spatial(builder, x, [0, low], [0, high], 0.0, "conv1d")?;
-    let unpadded = ConvOptions {
-        padding: Padding::Valid,
-        ..*options
+    check_options(context, options)?;
+    let x_ty = builder.ty(x)?.clone();
+    let w_ty = builder.ty(weight)?.clone();
+    let (x_form, w_form) = if spatial == 2 {
+        ("[N, C, H, W]", "kh, kw")
+    } else {
+        ("[N, C, L]", "k")
     };
-    conv2d(builder, x, weight, bias, &unpadded)
+    if x_ty.dtype != DType::F32 || x_ty.rank() != spatial + 2 {
+        return Err(operand_error(
+            context,
+            format!("an input f32{x_form}"),
+            &x_ty,
+        ));
+    }
+    let groups = options.groups;
+    let c = x_ty.shape[1];
+    let fits = w_ty.dtype == DType::F32
+        && w_ty.rank() == spatial + 2
+        && c.is_multiple_of(groups)
+        && w_ty.shape[0].is_multiple_of(groups)
+        && w_ty.shape[1] == c / groups
+        && !w_ty.shape[2..].contains(&0);
+    if !fits {
+        return Err(operand_error(
+            context,
+            format!(
+                "a weight f32[O, {}, {w_form}] with O divisible by groups = {groups} (and C = {c} too)",
+                c / groups
+            ),
+            &w_ty,
+        ));
+    }
+    // The options' last `spatial` entries: [height, width], or width alone.
+    let axes = 2 - spatial..2;
+    let mut spec = ConvSpec {
+        stride: options.stride[axes.clone()].to_vec(),
+        dilation: options.dilation[axes].to_vec(),
+        groups,
+        ..ConvSpec::default()
+    };
+    for (axis, &taps) in w_ty.shape[2..].iter().enumerate() {
+        let (low, high) = pads(options.padding, taps, spec.dilation[axis]);
+        out_extent(
+            context,
+            x_ty.shape[axis + 2] + low + high,
+            taps,
+            spec.dilation[axis],
+            spec.stride[axis],
+        )?;
+        spec.low.push(low);
+        spec.high.push(high);
+    }
+    let y = builder
+        .graph()
+        .add(Op::Conv(spec), &[x, weight])
+        .context(context)?;
+    let Some(bias) = bias else { return Ok(y) };
+    let o = w_ty.shape[0];
+    let b_ty = builder.ty(bias)?.clone();
+    if b_ty.shape != [o] || b_ty.dtype != DType::F32 {
+        return Err(operand_error(context, format!("a bias f32[{o}]"), &b_ty));
+    }
+    let mut shape = vec![1, o];
+    shape.extend(std::iter::repeat_n(1, spatial));
+    let bias = builder.graph().reshape(bias, shape).context(context)?;
+    builder.binary(BinaryOp::Add, y, bias)
 }
 
 /// Which reduction a pooling takes over its window.

@@ -19,6 +19,8 @@ use crate::types::{strides, DType, TensorType};
 use std::collections::{BTreeMap, HashMap};
 use thiserror::Error;
 
+mod conv;
+
 /// Values for a graph's inputs and parameters, by name.
 pub type Feeds = BTreeMap<String, Tensor>;
 
@@ -307,6 +309,13 @@ pub fn apply(
                     b.data[offset + rest]
                 }
             })?
+        }
+        Op::Conv(spec) => conv::conv(operands[0], operands[1], spec, ty, wide(DType::F32))?,
+        Op::ConvInputGrad { spec, .. } => {
+            conv::input_grad(operands[0], operands[1], spec, ty, wide(DType::F32))?
+        }
+        Op::ConvFilterGrad { spec, .. } => {
+            conv::filter_grad(operands[0], operands[1], spec, ty, wide(DType::F32))?
         }
         Op::Random { dist, stream, .. } => {
             // The samples are f32 values in both precisions: the op means these values.

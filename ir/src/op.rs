@@ -97,6 +97,37 @@ impl Distribution {
     }
 }
 
+/// Stride, padding, dilation and groups of a convolution over the trailing (spatial)
+/// axes of channels-first tensors, one entry per spatial axis; shared by
+/// [`Op::Conv`] and its two backward ops.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ConvSpec {
+    pub stride: Vec<usize>,
+    /// Zeros before each spatial axis.
+    pub low: Vec<usize>,
+    /// Zeros after each spatial axis.
+    pub high: Vec<usize>,
+    /// The spacing of the kernel's taps.
+    pub dilation: Vec<usize>,
+    /// Channels split into this many independent groups.
+    pub groups: usize,
+}
+
+impl ConvSpec {
+    /// The output extent of a spatial axis of `n` elements under a kernel of `taps`
+    /// taps: `floor((n + low + high − d·(taps − 1) − 1) / s) + 1` (PyTorch's), or
+    /// `None` when the kernel does not fit the padded axis.
+    pub fn out_extent(&self, axis: usize, n: usize, taps: usize) -> Option<usize> {
+        let padded = n
+            .checked_add(self.low[axis])?
+            .checked_add(self.high[axis])?;
+        let span = self.dilation[axis]
+            .checked_mul(taps.checked_sub(1)?)?
+            .checked_add(1)?;
+        Some(padded.checked_sub(span)? / self.stride[axis] + 1)
+    }
+}
+
 /// One node's operation. A closed set: passes and backends match on it exhaustively.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Op {
@@ -180,6 +211,31 @@ pub enum Op {
         dist: Distribution,
         stream: u32,
         shape: Shape,
+    },
+    /// The convolution (cross-correlation, as PyTorch's `conv1d`/`conv2d`) of
+    /// `x: [N, G·C, *in]` with `w: [G·O, C, *taps]`: `[N, G·O, *out]`, each output
+    /// extent [`ConvSpec::out_extent`]. Output channel `g·O + o` sums, over the taps in
+    /// row-major order and within each tap over the group's channels in order,
+    /// `x_padded[n, g·C + c, y·s + t·d] · w[g·O + o, c, t]`, one f32 `fma` a term from
+    /// +0 (padding zeros included).
+    Conv(ConvSpec),
+    /// The gradient of [`Op::Conv`] with respect to `x`: `(dy, w) -> [N, G·C, *input]`
+    /// (`input` is the spatial shape of `x`, which the output extents do not fix).
+    /// Element `i` sums, over the taps `t` and within each over the group's output
+    /// channels `o`, `dy_dilated[n, g·O + o, i + low + d·(T − 1 − t)] · w[g·O + o, c, t]`
+    /// where `dy_dilated` is `dy` with `s − 1` zeros between elements and `d·(T − 1)`
+    /// before (zeros beyond), in that order, one `fma` a term from +0.
+    ConvInputGrad {
+        spec: ConvSpec,
+        input: Shape,
+    },
+    /// The gradient of [`Op::Conv`] with respect to `w`: `(x, dy) -> [G·O, C, *taps]`.
+    /// Element `[g·O + o, c, t]` sums, over the batch and then the output positions in
+    /// row-major order, `dy[n, g·O + o, y] · x_padded[n, g·C + c, y·s + t·d]`, one
+    /// `fma` a term from +0.
+    ConvFilterGrad {
+        spec: ConvSpec,
+        taps: Shape,
     },
 }
 
@@ -346,7 +402,7 @@ impl ReduceOp {
 }
 
 /// Every mnemonic of the text IR, one per op (and per matmul flag combination).
-pub const MNEMONICS: [&str; 48] = [
+pub const MNEMONICS: [&str; 51] = [
     "input",
     "param",
     "const",
@@ -395,6 +451,9 @@ pub const MNEMONICS: [&str; 48] = [
     "concat",
     "random.uniform",
     "random.normal",
+    "conv",
+    "conv_input_grad",
+    "conv_filter_grad",
 ];
 
 impl Op {
@@ -437,6 +496,9 @@ impl Op {
                 Distribution::Uniform => "random.uniform",
                 Distribution::Normal => "random.normal",
             },
+            Op::Conv(_) => "conv",
+            Op::ConvInputGrad { .. } => "conv_input_grad",
+            Op::ConvFilterGrad { .. } => "conv_filter_grad",
         }
     }
 
@@ -454,7 +516,13 @@ impl Op {
             | Op::Slice { .. }
             | Op::Pad { .. }
             | Op::Random { .. } => 1,
-            Op::Binary(_) | Op::Compare(_) | Op::MatMul { .. } | Op::Concat { .. } => 2,
+            Op::Binary(_)
+            | Op::Compare(_)
+            | Op::MatMul { .. }
+            | Op::Concat { .. }
+            | Op::Conv(_)
+            | Op::ConvInputGrad { .. }
+            | Op::ConvFilterGrad { .. } => 2,
             Op::Select => 3,
         }
     }
@@ -708,10 +776,164 @@ impl Op {
                 }
                 Ok(TensorType::f32(shape.clone()))
             }
+            Op::Conv(spec) => {
+                let (x, w) = (operands[0], operands[1]);
+                let dims = conv_dims(op, spec, x, w)?;
+                let mut shape = vec![dims.batch, dims.groups * dims.out_channels];
+                shape.extend(conv_out_shape(op, spec, &x.shape[2..], &w.shape[2..])?);
+                Ok(TensorType::f32(shape))
+            }
+            Op::ConvInputGrad { spec, input } => {
+                let (dy, w) = (operands[0], operands[1]);
+                if input.len() + 2 != dy.rank() {
+                    return Err(bad(format!(
+                        "the input's spatial shape {input:?} needs {} extents, one per spatial axis of {dy}",
+                        dy.rank().saturating_sub(2)
+                    )));
+                }
+                // The x this is the gradient for, checked as conv checks it.
+                let x = TensorType::f32(
+                    [
+                        dy.shape[0],
+                        w.shape.get(1).copied().unwrap_or(0) * spec.groups,
+                    ]
+                    .into_iter()
+                    .chain(input.iter().copied())
+                    .collect::<Vec<_>>(),
+                );
+                conv_dims(op, spec, &x, w)?;
+                let out = conv_out_shape(op, spec, input, &w.shape[2..])?;
+                check_conv_grad(op, dy, &x.shape[..1], w.shape[0], &out)?;
+                Ok(x)
+            }
+            Op::ConvFilterGrad { spec, taps } => {
+                let (x, dy) = (operands[0], operands[1]);
+                if taps.len() + 2 != x.rank() || dy.rank() != x.rank() {
+                    return Err(bad(format!(
+                        "the kernel's taps {taps:?} and {dy} need one extent per spatial axis of {x}"
+                    )));
+                }
+                if spec.groups == 0 || !x.shape[1].is_multiple_of(spec.groups) {
+                    return Err(bad(format!(
+                        "{} groups must divide the {} channels of {x}",
+                        spec.groups, x.shape[1]
+                    )));
+                }
+                let mut shape = vec![dy.shape[1], x.shape[1] / spec.groups];
+                shape.extend(taps.iter().copied());
+                let w = TensorType::f32(shape);
+                conv_dims(op, spec, x, &w)?;
+                let out = conv_out_shape(op, spec, &x.shape[2..], taps)?;
+                check_conv_grad(op, dy, &x.shape[..1], w.shape[0], &out)?;
+                Ok(w)
+            }
         }?;
         check_size(op, &ty.shape)?;
         Ok(ty)
     }
+}
+
+/// The extents [`Op::Conv`] and its gradients work with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvDims {
+    pub batch: usize,
+    pub groups: usize,
+    /// Input channels per group.
+    pub in_channels: usize,
+    /// Output channels per group.
+    pub out_channels: usize,
+}
+
+/// Checks `x` and `w` against each other and `spec` as [`Op::Conv`] does.
+pub fn conv_dims(
+    op: &'static str,
+    spec: &ConvSpec,
+    x: &TensorType,
+    w: &TensorType,
+) -> Result<ConvDims, IrError> {
+    let bad = |message: String| Err(IrError::Type { op, message });
+    if x.dtype != DType::F32 || w.dtype != DType::F32 || x.rank() < 3 || w.rank() != x.rank() {
+        return bad(format!(
+            "operands {x} and {w} must be f32 of one rank, at least 3 ([N, C, spatial…] and [O, C / groups, taps…])"
+        ));
+    }
+    let spatial = x.rank() - 2;
+    let lengths = [
+        spec.stride.len(),
+        spec.low.len(),
+        spec.high.len(),
+        spec.dilation.len(),
+    ];
+    if lengths.iter().any(|&len| len != spatial) {
+        return bad(format!(
+            "stride, low, high and dilation need {spatial} entries (one per spatial axis of {x}), found {lengths:?}"
+        ));
+    }
+    if spec.stride.contains(&0) || spec.dilation.contains(&0) || spec.groups == 0 {
+        return bad(format!(
+            "stride {:?}, dilation {:?} and groups {} must be at least 1",
+            spec.stride, spec.dilation, spec.groups
+        ));
+    }
+    let groups = spec.groups;
+    let fits = x.shape[1].is_multiple_of(groups)
+        && w.shape[0].is_multiple_of(groups)
+        && w.shape[1] * groups == x.shape[1]
+        && !w.shape[2..].contains(&0);
+    if !fits {
+        return bad(format!(
+            "a weight for {x} in {groups} group(s) is [O, {}, taps…] with O divisible by {groups} and at least one tap per axis, found {w}",
+            x.shape[1] / groups
+        ));
+    }
+    Ok(ConvDims {
+        batch: x.shape[0],
+        groups,
+        in_channels: w.shape[1],
+        out_channels: w.shape[0] / groups,
+    })
+}
+
+/// The output's spatial extents, or an error where the kernel does not fit.
+fn conv_out_shape(
+    op: &'static str,
+    spec: &ConvSpec,
+    input: &[usize],
+    taps: &[usize],
+) -> Result<Vec<usize>, IrError> {
+    (0..input.len())
+        .map(|axis| {
+            spec.out_extent(axis, input[axis], taps[axis]).ok_or_else(|| IrError::Type {
+                op,
+                message: format!(
+                    "a kernel of {} taps with dilation {} does not fit axis {axis} of {} elements padded by {} and {}",
+                    taps[axis], spec.dilation[axis], input[axis], spec.low[axis], spec.high[axis]
+                ),
+            })
+        })
+        .collect()
+}
+
+/// Checks that `dy` is the gradient of a convolution output `[batch, channels, *out]`.
+fn check_conv_grad(
+    op: &'static str,
+    dy: &TensorType,
+    batch: &[usize],
+    channels: usize,
+    out: &[usize],
+) -> Result<(), IrError> {
+    let mut expected = batch.to_vec();
+    expected.push(channels);
+    expected.extend_from_slice(out);
+    if dy.dtype != DType::F32 || dy.shape != expected {
+        return Err(IrError::Type {
+            op,
+            message: format!(
+                "the output gradient must be f32{expected:?} (the convolution's output), found {dy}"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The extent of an axis of `n` elements after [`Op::Pad`], or `None` on overflow.

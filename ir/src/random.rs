@@ -51,7 +51,7 @@
 
 use crate::graph::{Graph, NodeId};
 use crate::interp::Feeds;
-use crate::op::{matrix_dims, BinaryOp, CmpOp, Distribution, Op, ReduceOp, UnaryOp};
+use crate::op::{matrix_dims, BinaryOp, CmpOp, ConvSpec, Distribution, Op, ReduceOp, UnaryOp};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 use crate::types::{DType, Shape, TensorType};
@@ -312,11 +312,13 @@ enum Step {
     Relayout,
     /// A uniform or normal sample from an i32 scalar seed.
     Random,
+    /// A convolution of a value of rank 3 or more, sometimes with one of its gradients.
+    Conv,
 }
 
 impl Step {
     /// Each step with its relative frequency.
-    const WEIGHTED: [(Step, usize); 13] = [
+    const WEIGHTED: [(Step, usize); 14] = [
         (Step::Unary, 4),
         (Step::Binary, 5),
         (Step::CompareSelect, 2),
@@ -330,6 +332,7 @@ impl Step {
         (Step::OneHot, 1),
         (Step::Relayout, 2),
         (Step::Random, 1),
+        (Step::Conv, 1),
     ];
 
     /// The most op nodes the step adds, helpers (rescaling, reshapes) included.
@@ -338,6 +341,7 @@ impl Step {
             Step::Reshape | Step::Transpose | Step::OneHot | Step::Relayout | Step::Random => 1,
             Step::Unary | Step::CompareSelect | Step::Cast | Step::Broadcast | Step::Reduce => 2,
             Step::Binary | Step::MatMul => 3,
+            Step::Conv => 4,
             Step::Normalize => 5,
         }
     }
@@ -656,6 +660,7 @@ impl<'a> Builder<'a> {
             Step::OneHot => self.one_hot(),
             Step::Relayout => self.relayout(),
             Step::Random => self.random(),
+            Step::Conv => self.conv(),
         }
     }
 
@@ -669,6 +674,10 @@ impl<'a> Builder<'a> {
             Step::MatMul => self.max_rank >= 2,
             // The seed is an i32 value.
             Step::Random => self.allow_int,
+            Step::Conv => self
+                .values
+                .iter()
+                .any(|value| value.is_f32() && value.ty.rank() >= 3),
             _ => true,
         }
     }
@@ -1060,6 +1069,57 @@ impl<'a> Builder<'a> {
         self.push(Op::OneHot { depth }, &[&labels]);
     }
 
+    /// A convolution of an f32 value of rank 3 or more (`[N, C, spatial…]`) with a new
+    /// weight parameter, random stride, padding, dilation and groups; then, half the
+    /// time, one of its gradient ops with the (rescaled) output as the output gradient.
+    fn conv(&mut self) {
+        let x = self
+            .choose(|value| value.is_f32() && value.ty.rank() >= 3)
+            .expect("checked by can_take");
+        let channels = x.ty.shape[1];
+        let groups = if channels.is_multiple_of(2) && channels > 0 && self.chance(1, 3) {
+            2
+        } else {
+            1
+        };
+        let mut spec = ConvSpec {
+            groups,
+            ..ConvSpec::default()
+        };
+        let mut taps = Vec::new();
+        for &n in &x.ty.shape[2..] {
+            let high = self.rng.below(2);
+            // An empty axis needs padding for the kernel to fit.
+            let low = if n + high == 0 { 1 } else { self.rng.below(2) };
+            let dilation = 1 + self.rng.below(2);
+            let fitting = (n + low + high - 1) / dilation + 1;
+            taps.push(1 + self.rng.below(fitting.min(3)));
+            spec.stride.push(1 + self.rng.below(2));
+            spec.low.push(low);
+            spec.high.push(high);
+            spec.dilation.push(dilation);
+        }
+        let out_channels = groups * (1 + self.rng.below(2));
+        let mut w_shape = vec![out_channels, channels / groups];
+        w_shape.extend_from_slice(&taps);
+        let w = self.new_param(TensorType::f32(w_shape));
+        let y = self.push(Op::Conv(spec.clone()), &[&x, &w]);
+        let y = self.rescale(y);
+        let terms = x.ty.shape[0] * y.ty.shape[2..].iter().product::<usize>();
+        match self.rng.below(4) {
+            0 => {
+                let input = x.ty.shape[2..].to_vec();
+                let dx = self.push(Op::ConvInputGrad { spec, input }, &[&y, &w]);
+                self.rescale(dx);
+            }
+            1 if terms <= SUM_LENGTH_MAX => {
+                let dw = self.push(Op::ConvFilterGrad { spec, taps }, &[&x, &y]);
+                self.rescale(dw);
+            }
+            _ => {}
+        }
+    }
+
     /// A sample seeded by the graph's seed input.
     fn random(&mut self) {
         let seed = match self.seed.clone() {
@@ -1145,6 +1205,16 @@ impl<'a> Builder<'a> {
     }
 }
 
+/// How many products each element of a convolution op sums.
+fn conv_terms(op: &Op, operands: &[&Value]) -> usize {
+    let b = &operands[1].ty.shape;
+    match op {
+        Op::Conv(_) => b[1..].iter().product(),
+        Op::ConvInputGrad { spec, .. } => b[2..].iter().product::<usize>() * b[0] / spec.groups,
+        _ => b[0] * b[2..].iter().product::<usize>(),
+    }
+}
+
 /// An interval holding every element of `op` applied to values in the operands'
 /// intervals (on random feeds, where no NaN arises).
 fn interval(op: &Op, operands: &[&Value], result: &TensorType) -> (f64, f64) {
@@ -1205,6 +1275,12 @@ fn interval(op: &Op, operands: &[&Value], result: &TensorType) -> (f64, f64) {
             // |z| ≤ 5.42 (the extreme of the 23-bit grid).
             Distribution::Normal => (-5.5, 5.5),
         },
+        Op::Conv(_) | Op::ConvInputGrad { .. } | Op::ConvFilterGrad { .. } => {
+            let (a, b) = (operands[0], operands[1]);
+            let terms = conv_terms(op, operands) as f64;
+            let (lo, hi) = span([a.lo * b.lo, a.lo * b.hi, a.hi * b.lo, a.hi * b.hi]);
+            (lo.min(0.0) * terms, hi.max(0.0) * terms)
+        }
         Op::Select => {
             let (a, b) = (operands[1], operands[2]);
             (a.lo.min(b.lo), a.hi.max(b.hi))

@@ -18,7 +18,7 @@
 use crate::error::IrError;
 use crate::graph::{Graph, NodeId};
 use crate::lex::{self, error_at, Syntax, Token};
-use crate::op::{BinaryOp, CmpOp, Distribution, Op, ReduceOp, UnaryOp};
+use crate::op::{BinaryOp, CmpOp, ConvSpec, Distribution, Op, ReduceOp, UnaryOp};
 use crate::types::{DType, TensorType};
 use std::collections::HashMap;
 use std::fmt::{self, Write};
@@ -183,6 +183,9 @@ pub fn print(graph: &Graph) -> String {
             Op::Random { stream, .. } => {
                 let _ = write!(out, " stream={stream}");
             }
+            Op::Conv(spec) | Op::ConvInputGrad { spec, .. } | Op::ConvFilterGrad { spec, .. } => {
+                let _ = write!(out, "{}", conv_attributes(spec));
+            }
             _ => {}
         }
         let _ = writeln!(out, " : {}", node.ty);
@@ -286,6 +289,19 @@ impl Parser {
     }
 }
 
+/// ` stride=[1,1] low=[0,0] high=[0,0] dilation=[1,1] groups=1`, as the text IR and
+/// the DOT labels write a convolution's attributes.
+pub fn conv_attributes(spec: &ConvSpec) -> String {
+    format!(
+        " stride={} low={} high={} dilation={} groups={}",
+        list(&spec.stride),
+        list(&spec.low),
+        list(&spec.high),
+        list(&spec.dilation),
+        spec.groups
+    )
+}
+
 fn op_from_mnemonic(mnemonic: &str) -> Option<Op> {
     let op = match mnemonic {
         "input" => Op::Input {
@@ -313,6 +329,15 @@ fn op_from_mnemonic(mnemonic: &str) -> Option<Op> {
             value: 0.0,
         },
         "concat" => Op::Concat { axis: 0 },
+        "conv" => Op::Conv(ConvSpec::default()),
+        "conv_input_grad" => Op::ConvInputGrad {
+            spec: ConvSpec::default(),
+            input: Vec::new(),
+        },
+        "conv_filter_grad" => Op::ConvFilterGrad {
+            spec: ConvSpec::default(),
+            taps: Vec::new(),
+        },
         "random.uniform" | "random.normal" => Op::Random {
             dist: if mnemonic == "random.uniform" {
                 Distribution::Uniform
@@ -490,6 +515,20 @@ pub fn parse(src: &str) -> Result<Graph, ParseError> {
                         parser.attribute("stream")?;
                         *stream = parser.integer("the stream")?;
                     }
+                    Op::Conv(spec)
+                    | Op::ConvInputGrad { spec, .. }
+                    | Op::ConvFilterGrad { spec, .. } => {
+                        parser.attribute("stride")?;
+                        spec.stride = parser.int_list("the strides")?;
+                        parser.attribute("low")?;
+                        spec.low = parser.int_list("the low padding")?;
+                        parser.attribute("high")?;
+                        spec.high = parser.int_list("the high padding")?;
+                        parser.attribute("dilation")?;
+                        spec.dilation = parser.int_list("the dilations")?;
+                        parser.attribute("groups")?;
+                        spec.groups = parser.integer("the groups")?;
+                    }
                     _ => {}
                 }
                 parser.punct(':', "before the result type")?;
@@ -497,6 +536,10 @@ pub fn parse(src: &str) -> Result<Graph, ParseError> {
                 match &mut op {
                     Op::Broadcast { shape } | Op::Reshape { shape } | Op::Random { shape, .. } => {
                         *shape = ty.shape.clone()
+                    }
+                    Op::ConvInputGrad { input: spatial, .. }
+                    | Op::ConvFilterGrad { taps: spatial, .. } => {
+                        *spatial = ty.shape.get(2..).unwrap_or_default().to_vec()
                     }
                     Op::Cast { to } => *to = ty.dtype,
                     _ => {}

@@ -7,6 +7,7 @@
 //! than at numerics: odd names, rank-0 values, extreme and non-finite constants, every
 //! op with every flag, values used twice, dead nodes, updates of every parameter.
 
+use kiln_ir::op::ConvSpec;
 use kiln_ir::random::{random_feeds, random_graph, RandomGraphOptions};
 use kiln_ir::serial::{from_json, to_json};
 use kiln_ir::text::{parse, print, print_order};
@@ -332,6 +333,7 @@ impl GraphGen {
                 self.rng.shuffle(&mut perm);
                 self.add(Op::Transpose { perm }, &[x]);
             }
+            9 if self.chance(1, 3) => self.conv(),
             9 => self.matmul(),
             10 if self.chance(1, 3) => {
                 let seed = self.operand_of_type(&TensorType::i32(Vec::<usize>::new()));
@@ -482,6 +484,41 @@ impl GraphGen {
             },
             &[a, b],
         );
+    }
+
+    /// A 1-D convolution of a new `[N, C, L]` leaf, and one of its gradient ops.
+    fn conv(&mut self) {
+        // l ≥ 3 fits two taps two apart.
+        let (n, c, l) = (1 + self.below(2), 2, 3 + self.below(self.max_extent));
+        let groups = 1 + self.below(2);
+        let taps = 1 + self.below(2);
+        let spec = ConvSpec {
+            stride: vec![1 + self.below(2)],
+            low: vec![self.below(2)],
+            high: vec![self.below(2)],
+            dilation: vec![1 + self.below(2)],
+            groups,
+        };
+        let x = self.leaf(TensorType::f32([n, c, l]));
+        let w = self.leaf(TensorType::f32([2 * groups, c / groups, taps]));
+        let y = self.add(Op::Conv(spec.clone()), &[x, w]);
+        if self.chance(1, 2) {
+            self.add(
+                Op::ConvInputGrad {
+                    spec,
+                    input: vec![l],
+                },
+                &[y, w],
+            );
+        } else {
+            self.add(
+                Op::ConvFilterGrad {
+                    spec,
+                    taps: vec![taps],
+                },
+                &[x, y],
+            );
+        }
     }
 
     fn build(spec: &GraphSpec) -> Graph {

@@ -35,6 +35,7 @@
 //!          %5 = mul %4, %1 : f32[4]                   output "grad.w" = %5 (g * exp(w))
 //! ```
 
+use kiln_ir::op::ConvSpec;
 use kiln_ir::{BinaryOp, CmpOp, DType, Graph, IrError, NodeId, Op, ReduceOp, UnaryOp};
 use std::collections::{BTreeMap, BTreeSet};
 use thiserror::Error;
@@ -561,8 +562,66 @@ pub(crate) fn vjp(
             (*transpose_a, *transpose_b),
             needs,
         )?,
+        // The three convolution ops are bilinear and each other's adjoints: with
+        // `conv(x, w) = y`, `⟨conv(x, w), dy⟩ = ⟨x, input_grad(dy, w)⟩ =
+        // ⟨w, filter_grad(x, dy)⟩`.
+        Op::Conv(spec) => {
+            let (x, w) = (operands[0], operands[1]);
+            let input = graph.ty(x).shape[2..].to_vec();
+            let taps = graph.ty(w).shape[2..].to_vec();
+            vec![
+                needed(needs[0], || conv_input_grad(graph, spec, g, w, input))?,
+                needed(needs[1], || conv_filter_grad(graph, spec, x, g, taps))?,
+            ]
+        }
+        Op::ConvInputGrad { spec, .. } => {
+            let (dy, w) = (operands[0], operands[1]);
+            let taps = graph.ty(w).shape[2..].to_vec();
+            vec![
+                needed(needs[0], || graph.add(Op::Conv(spec.clone()), &[g, w]))?,
+                needed(needs[1], || conv_filter_grad(graph, spec, g, dy, taps))?,
+            ]
+        }
+        Op::ConvFilterGrad { spec, .. } => {
+            let (x, dy) = (operands[0], operands[1]);
+            let input = graph.ty(x).shape[2..].to_vec();
+            vec![
+                needed(needs[0], || conv_input_grad(graph, spec, dy, g, input))?,
+                needed(needs[1], || graph.add(Op::Conv(spec.clone()), &[x, g]))?,
+            ]
+        }
     };
     Ok(grads)
+}
+
+/// `build()` where the gradient is needed, else `None`.
+fn needed(
+    need: bool,
+    build: impl FnOnce() -> Result<NodeId, IrError>,
+) -> Result<Option<NodeId>, IrError> {
+    need.then(build).transpose()
+}
+
+fn conv_input_grad(
+    graph: &mut Graph,
+    spec: &ConvSpec,
+    dy: NodeId,
+    w: NodeId,
+    input: Vec<usize>,
+) -> Result<NodeId, IrError> {
+    let spec = spec.clone();
+    graph.add(Op::ConvInputGrad { spec, input }, &[dy, w])
+}
+
+fn conv_filter_grad(
+    graph: &mut Graph,
+    spec: &ConvSpec,
+    x: NodeId,
+    dy: NodeId,
+    taps: Vec<usize>,
+) -> Result<NodeId, IrError> {
+    let spec = spec.clone();
+    graph.add(Op::ConvFilterGrad { spec, taps }, &[x, dy])
 }
 
 /// The gradients of `C = op_a(A) · op_b(B)`, where `op` transposes the last two axes

@@ -196,8 +196,9 @@ fn tangent(
             }
             Some(graph.concat(parts[0], parts[1], *axis)?)
         }
-        // Bilinear: d(a·b) = da·b + a·db, with the same transpose flags.
-        Op::MatMul { .. } => {
+        // Bilinear: d(a·b) = da·b + a·db, with the same transpose flags (or the same
+        // convolution attributes).
+        Op::MatMul { .. } | Op::Conv(_) | Op::ConvInputGrad { .. } | Op::ConvFilterGrad { .. } => {
             let (a, b) = (operands[0], operands[1]);
             let left = dots[0]
                 .map(|da| graph.add(op.clone(), &[da, b]))

@@ -4,6 +4,7 @@
 pub mod autodiff;
 pub mod dce;
 pub mod egraph;
+pub mod expand;
 pub mod jvp;
 pub mod optimizer;
 pub mod pipeline;

@@ -72,6 +72,14 @@ const MAX_ELEMENTS: usize = kiln_ir::types::MAX_ELEMENTS;
 /// Lowers `graph` to a kernel program.
 pub fn lower(graph: &Graph) -> Result<Program, LowerError> {
     verify(graph)?;
+    // Convolutions run as their expansion, where no pipeline step expanded them.
+    let expanded;
+    let graph = if crate::expand::needed(graph) {
+        expanded = crate::expand::run(graph)?;
+        &expanded
+    } else {
+        graph
+    };
     for id in graph.node_ids() {
         let ty = graph.ty(id);
         // Intermediate index arithmetic stays far from i64 overflow below this size.
@@ -567,6 +575,9 @@ impl Lowering<'_> {
             Op::Slice { .. } | Op::Pad { .. } | Op::Concat { .. } => {
                 let op = node.op.clone();
                 self.relayout(&op, &operands, &ty)
+            }
+            Op::Conv(_) | Op::ConvInputGrad { .. } | Op::ConvFilterGrad { .. } => {
+                unreachable!("`lower` expands convolutions first")
             }
             Op::Random { dist, stream, .. } => {
                 let seed_strides = vec![0; ty.rank()];

@@ -6,7 +6,7 @@
 //! `KILN_DUMP=<regex>` to it, like XLA's `--xla_dump_hlo_pass_re`). The pipeline does
 //! no I/O itself.
 
-use crate::{autodiff, dce, egraph, optimizer};
+use crate::{autodiff, dce, egraph, expand, optimizer};
 use kiln_ir::{text, verify, Graph, IrError};
 use regex::Regex;
 use std::time::{Duration, Instant};
@@ -19,6 +19,8 @@ pub enum Step {
     Autodiff,
     /// Turns gradients into parameter updates (needs `PipelineOptions::optimizer`).
     Optimizer,
+    /// Convolution ops become im2col and matmuls (see `expand`).
+    Expand,
     /// Algebraic simplification by equality saturation.
     Egraph,
     /// Dead-code elimination.
@@ -30,6 +32,7 @@ impl Step {
         match self {
             Step::Autodiff => "autodiff",
             Step::Optimizer => "optimizer",
+            Step::Expand => "expand",
             Step::Egraph => "egraph",
             Step::Dce => "dce",
         }
@@ -37,15 +40,21 @@ impl Step {
 }
 
 /// The steps that turn a forward graph with a loss output into a training step.
-pub const TRAIN_STEP: &[Step] = &[Step::Autodiff, Step::Optimizer, Step::Egraph, Step::Dce];
+pub const TRAIN_STEP: &[Step] = &[
+    Step::Autodiff,
+    Step::Optimizer,
+    Step::Expand,
+    Step::Egraph,
+    Step::Dce,
+];
 
 /// The loss and its gradients (`grad.<param>`, and `grad.<input>` for the inputs in
 /// [`PipelineOptions::grad_inputs`]), without an update: for gradient checks and
 /// adversarial examples.
-pub const GRADIENTS: &[Step] = &[Step::Autodiff, Step::Egraph, Step::Dce];
+pub const GRADIENTS: &[Step] = &[Step::Autodiff, Step::Expand, Step::Egraph, Step::Dce];
 
 /// The steps for a graph that is run as it is (inference).
-pub const INFERENCE: &[Step] = &[Step::Egraph, Step::Dce];
+pub const INFERENCE: &[Step] = &[Step::Expand, Step::Egraph, Step::Dce];
 
 /// What the steps need to know.
 #[derive(Clone, Debug)]
@@ -157,6 +166,7 @@ pub fn run(
                 note = Some(report.to_string());
                 rewritten
             }
+            Step::Expand => expand::run(&graph).map_err(|err| step_error(step, err))?,
             Step::Dce => dce::run(&graph),
         };
         let elapsed = start.elapsed();

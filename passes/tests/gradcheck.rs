@@ -8,7 +8,7 @@
 //! central finite differences of the original graph.
 
 use kiln_ir::{
-    evaluate, verify, BinaryOp, CmpOp, DType, Feeds, Graph, NodeId, Precision, ReduceOp, Rng,
+    evaluate, verify, BinaryOp, CmpOp, DType, Feeds, Graph, NodeId, Op, Precision, ReduceOp, Rng,
     Tensor, TensorType, UnaryOp,
 };
 use kiln_passes::autodiff::{self, grad_name, AutodiffError, AutodiffOptions};
@@ -900,4 +900,94 @@ fn a_taken_gradient_name_is_reported() {
     let err = autodiff::run(&graph, &loss_options()).unwrap_err();
     assert!(matches!(err, AutodiffError::Ir(_)), "{err:?}");
     assert!(err.to_string().contains("\"grad.p\""), "{err}");
+}
+
+/// 1-D and 2-D convolutions with strides, dilations, uneven padding and groups:
+/// `(x spatial, taps, stride, low, high, dilation, groups)`.
+type ConvCase = (
+    Vec<usize>,
+    Vec<usize>,
+    Vec<usize>,
+    Vec<usize>,
+    Vec<usize>,
+    Vec<usize>,
+    usize,
+);
+
+fn conv_cases() -> Vec<ConvCase> {
+    vec![
+        (vec![7], vec![3], vec![2], vec![1], vec![0], vec![1], 1),
+        (
+            vec![6, 5],
+            vec![2, 3],
+            vec![1, 2],
+            vec![0, 1],
+            vec![2, 0],
+            vec![2, 1],
+            2,
+        ),
+        (
+            vec![5, 4],
+            vec![3, 1],
+            vec![3, 1],
+            vec![1, 0],
+            vec![1, 0],
+            vec![1, 1],
+            1,
+        ),
+    ]
+}
+
+#[test]
+fn convolutions_and_their_two_gradients_match_finite_differences() {
+    use kiln_ir::op::ConvSpec;
+    for (index, (spatial, taps, stride, low, high, dilation, groups)) in
+        conv_cases().into_iter().enumerate()
+    {
+        let spec = ConvSpec {
+            stride,
+            low,
+            high,
+            dilation,
+            groups,
+        };
+        let (batch, c, o) = (2, 2 * groups, 3 * groups);
+        let x_shape: Vec<usize> = [batch, c].into_iter().chain(spatial.clone()).collect();
+        let w_shape: Vec<usize> = [o, c / groups].into_iter().chain(taps.clone()).collect();
+        let out: Vec<usize> = (0..spatial.len())
+            .map(|a| spec.out_extent(a, spatial[a], taps[a]).unwrap())
+            .collect();
+        let dy_shape: Vec<usize> = [batch, o].into_iter().chain(out).collect();
+        let seed = 100 + index as u64;
+        // The convolution: its rule builds both gradient ops.
+        let mut case = Case::new(seed);
+        let x = case.param("x", &x_shape, Values::Normal);
+        let w = case.param("w", &w_shape, Values::Normal);
+        let y = case.graph.add(Op::Conv(spec.clone()), &[x, w]).unwrap();
+        let (graph, feeds) = case.finish(y);
+        check_nonzero_gradients(&graph, &feeds);
+        // Each gradient op differentiated in turn (second-order rules).
+        let mut case = Case::new(seed + 1);
+        let dy = case.param("dy", &dy_shape, Values::Normal);
+        let w = case.param("w", &w_shape, Values::Normal);
+        let input = Op::ConvInputGrad {
+            spec: spec.clone(),
+            input: spatial.clone(),
+        };
+        let dx = case.graph.add(input, &[dy, w]).unwrap();
+        assert_eq!(case.graph.ty(dx).shape, x_shape);
+        let (graph, feeds) = case.finish(dx);
+        check_nonzero_gradients(&graph, &feeds);
+        let mut case = Case::new(seed + 2);
+        let x = case.param("x", &x_shape, Values::Normal);
+        let dy = case.param("dy", &dy_shape, Values::Normal);
+        let filter = Op::ConvFilterGrad {
+            spec: spec.clone(),
+            taps: taps.clone(),
+        };
+        let dw = case.graph.add(filter, &[x, dy]).unwrap();
+        assert_eq!(case.graph.ty(dw).shape, w_shape);
+        let (graph, feeds) = case.finish(dw);
+        check_nonzero_gradients(&graph, &feeds);
+    }
 }

@@ -22,7 +22,7 @@
 //! +0 and -0 never stand for each other.
 
 use egg::{define_language, Analysis, DidMerge, EGraph, Id, Symbol};
-use kiln_ir::op::matrix_dims;
+use kiln_ir::op::{matrix_dims, ConvSpec};
 use kiln_ir::scalar;
 use kiln_ir::{BinaryOp, CmpOp, DType, Distribution, Op, ReduceOp, TensorType, UnaryOp};
 use std::cmp::Ordering;
@@ -196,6 +196,9 @@ define_language! {
         "concat" = Concat([Id; 3]),
         "random.uniform" = RandomUniform([Id; 3]),
         "random.normal" = RandomNormal([Id; 3]),
+        "conv" = Conv([Id; 7]),
+        "conv_input_grad" = ConvInputGrad([Id; 8]),
+        "conv_filter_grad" = ConvFilterGrad([Id; 8]),
         Num(i64),
         Float(Float),
         Dims(Dims),
@@ -262,6 +265,34 @@ fn dims(egraph: &KilnEGraph, id: Id) -> Vec<usize> {
         KilnLang::Dims(Dims(dims)) => dims.clone(),
         other => leaf_bug("dims", other),
     }
+}
+
+/// A convolution's attributes from its five leaves (stride, low, high, dilation,
+/// groups).
+fn conv_spec(egraph: &KilnEGraph, leaves: &[Id]) -> ConvSpec {
+    let groups = match leaf(egraph, leaves[4]) {
+        KilnLang::Num(groups) => usize::try_from(*groups).expect("groups come from usize"),
+        other => leaf_bug("integer", other),
+    };
+    ConvSpec {
+        stride: dims(egraph, leaves[0]),
+        low: dims(egraph, leaves[1]),
+        high: dims(egraph, leaves[2]),
+        dilation: dims(egraph, leaves[3]),
+        groups,
+    }
+}
+
+/// The five attribute leaves of a convolution, added to `egraph`.
+fn conv_leaves(egraph: &mut KilnEGraph, spec: &ConvSpec) -> [Id; 5] {
+    let groups = i64::try_from(spec.groups).expect("groups fit in i64");
+    [
+        egraph.add(KilnLang::Dims(Dims(spec.stride.clone()))),
+        egraph.add(KilnLang::Dims(Dims(spec.low.clone()))),
+        egraph.add(KilnLang::Dims(Dims(spec.high.clone()))),
+        egraph.add(KilnLang::Dims(Dims(spec.dilation.clone()))),
+        egraph.add(KilnLang::Num(groups)),
+    ]
 }
 
 fn declared_type(egraph: &KilnEGraph, id: Id) -> TensorType {
@@ -433,6 +464,23 @@ pub fn node_op(egraph: &KilnEGraph, node: &KilnLang) -> Option<NodeOp> {
                 &[*seed],
             )
         }
+        L::Conv([x, w, attributes @ ..]) => {
+            value(Op::Conv(conv_spec(egraph, attributes)), &[*x, *w])
+        }
+        L::ConvInputGrad([dy, w, attributes @ .., ty]) => value(
+            Op::ConvInputGrad {
+                spec: conv_spec(egraph, attributes),
+                input: declared_type(egraph, *ty).shape[2..].to_vec(),
+            },
+            &[*dy, *w],
+        ),
+        L::ConvFilterGrad([x, dy, attributes @ .., ty]) => value(
+            Op::ConvFilterGrad {
+                spec: conv_spec(egraph, attributes),
+                taps: declared_type(egraph, *ty).shape[2..].to_vec(),
+            },
+            &[*x, *dy],
+        ),
         L::Num(_) | L::Float(_) | L::Dims(_) | L::Type(_) | L::Name(_) => return None,
     };
     Some(node_op)
@@ -449,7 +497,8 @@ pub fn add_op(egraph: &mut KilnEGraph, op: &Op, operands: &[Id], ty: &TensorType
 /// op, the target of broadcast, reshape and cast).
 pub fn op_node(egraph: &mut KilnEGraph, op: &Op, operands: &[Id], ty: &TensorType) -> KilnLang {
     use KilnLang as L;
-    // Only the ops that carry their type (leaves, broadcast, reshape, cast, random) use this.
+    // Only the ops that carry their type (leaves, broadcast, reshape, cast, random,
+    // the convolution gradients) use this.
     let type_leaf = |egraph: &mut KilnEGraph| egraph.add(L::Type(Type(ty.clone())));
     let one = || operands[0];
     let two = || [operands[0], operands[1]];
@@ -547,6 +596,20 @@ pub fn op_node(egraph: &mut KilnEGraph, op: &Op, operands: &[Id], ty: &TensorTyp
         Op::Concat { axis } => {
             let axis = i64::try_from(*axis).expect("a concat axis fits in i64");
             L::Concat([operands[0], operands[1], egraph.add(L::Num(axis))])
+        }
+        Op::Conv(spec) => {
+            let [a, b, c, d, e] = conv_leaves(egraph, spec);
+            L::Conv([operands[0], operands[1], a, b, c, d, e])
+        }
+        Op::ConvInputGrad { spec, .. } => {
+            let [a, b, c, d, e] = conv_leaves(egraph, spec);
+            let ty = type_leaf(egraph);
+            L::ConvInputGrad([operands[0], operands[1], a, b, c, d, e, ty])
+        }
+        Op::ConvFilterGrad { spec, .. } => {
+            let [a, b, c, d, e] = conv_leaves(egraph, spec);
+            let ty = type_leaf(egraph);
+            L::ConvFilterGrad([operands[0], operands[1], a, b, c, d, e, ty])
         }
         Op::Random { dist, stream, .. } => {
             let children = [
