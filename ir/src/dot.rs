@@ -49,6 +49,12 @@ fn details(op: &Op) -> String {
         Op::Reduce { axes, .. } => format!(" axes={}", list(axes)),
         Op::Transpose { perm } => format!(" perm={}", list(perm)),
         Op::OneHot { depth } => format!(" depth={depth}"),
+        Op::Gather { axis, batch_dims } => format!(" axis={axis} batch_dims={batch_dims}"),
+        Op::ScatterAdd {
+            axis,
+            batch_dims,
+            extent,
+        } => format!(" axis={axis} batch_dims={batch_dims} extent={extent}"),
         _ => String::new(),
     }
 }

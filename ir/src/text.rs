@@ -180,6 +180,16 @@ pub fn print(graph: &Graph) -> String {
             Op::Concat { axis } => {
                 let _ = write!(out, " axis={axis}");
             }
+            Op::Gather { axis, batch_dims } => {
+                let _ = write!(out, " axis={axis} batch_dims={batch_dims}");
+            }
+            Op::ScatterAdd {
+                axis,
+                batch_dims,
+                extent,
+            } => {
+                let _ = write!(out, " axis={axis} batch_dims={batch_dims} extent={extent}");
+            }
             _ => {}
         }
         let _ = writeln!(out, " : {}", node.ty);
@@ -310,6 +320,15 @@ fn op_from_mnemonic(mnemonic: &str) -> Option<Op> {
             value: 0.0,
         },
         "concat" => Op::Concat { axis: 0 },
+        "gather" => Op::Gather {
+            axis: 0,
+            batch_dims: 0,
+        },
+        "scatter_add" => Op::ScatterAdd {
+            axis: 0,
+            batch_dims: 0,
+            extent: 0,
+        },
         "matmul" | "matmul.tn" | "matmul.nt" | "matmul.tt" => Op::MatMul {
             transpose_a: mnemonic == "matmul.tn" || mnemonic == "matmul.tt",
             transpose_b: mnemonic == "matmul.nt" || mnemonic == "matmul.tt",
@@ -473,6 +492,24 @@ pub fn parse(src: &str) -> Result<Graph, ParseError> {
                     Op::Concat { axis } => {
                         parser.attribute("axis")?;
                         *axis = parser.integer("the axis")?;
+                    }
+                    Op::Gather { axis, batch_dims } => {
+                        parser.attribute("axis")?;
+                        *axis = parser.integer("the axis")?;
+                        parser.attribute("batch_dims")?;
+                        *batch_dims = parser.integer("the batch axes")?;
+                    }
+                    Op::ScatterAdd {
+                        axis,
+                        batch_dims,
+                        extent,
+                    } => {
+                        parser.attribute("axis")?;
+                        *axis = parser.integer("the axis")?;
+                        parser.attribute("batch_dims")?;
+                        *batch_dims = parser.integer("the batch axes")?;
+                        parser.attribute("extent")?;
+                        *extent = parser.integer("the extent")?;
                     }
                     _ => {}
                 }
