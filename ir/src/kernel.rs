@@ -1292,8 +1292,10 @@ impl KernelChecker<'_> {
             .ok_or_else(|| format!("{buffer} does not exist"))?
             .len();
         let limit = crate::types::MAX_ELEMENTS as u64;
-        if stride.unsigned_abs() > limit {
-            return Err(format!("{indirect} has a stride beyond {limit} elements"));
+        if stride.unsigned_abs() > limit || u64::from(*extent) > limit {
+            return Err(format!(
+                "{indirect} has a stride or extent beyond {limit} elements"
+            ));
         }
         // No position is in range, so nothing is ever accessed.
         if *extent == 0 {

@@ -196,6 +196,17 @@ fn tangent(
             }
             Some(graph.concat(parts[0], parts[1], *axis)?)
         }
+        // Both are linear in their first operand; the indices are integers.
+        Op::Gather { axis, batch_dims } => dot
+            .map(|d| graph.gather(d, operands[1], *axis, *batch_dims))
+            .transpose()?,
+        Op::ScatterAdd {
+            axis,
+            batch_dims,
+            extent,
+        } => dot
+            .map(|d| graph.scatter_add(d, operands[1], *axis, *batch_dims, *extent))
+            .transpose()?,
         // Bilinear: d(a·b) = da·b + a·db, with the same transpose flags.
         Op::MatMul { .. } => {
             let (a, b) = (operands[0], operands[1]);

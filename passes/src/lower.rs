@@ -40,8 +40,8 @@
 //! ```
 
 use kiln_ir::kernel::{
-    BufferId, Expr, Index, Kernel, KernelOp, LocalId, LoopKind, Output, Program, Scalar, Stmt,
-    Storage, Update, VType, VarId,
+    BufferId, Expr, Index, Indirect, Kernel, KernelOp, LocalId, LoopKind, Output, Program, Scalar,
+    Stmt, Storage, Update, VType, VarId,
 };
 use kiln_ir::op::matrix_dims;
 use kiln_ir::scalar;
@@ -325,6 +325,65 @@ fn fusable(graph: &Graph, live: &BTreeSet<NodeId>) -> BTreeSet<NodeId> {
         .collect()
 }
 
+/// How `gather(params, indices, axis, batch_dims)` walks its operands over its
+/// result's axes `[p.., i.., s..]` (params' leading `axis` axes, the indices' own,
+/// params' trailing ones), with per-axis strides in elements.
+struct GatherLayout {
+    /// The result's shape (a scatter_add's updates).
+    shape: Vec<usize>,
+    /// Params' strides, 0 on the indices' own axes: with `at * stride` added, the
+    /// element read.
+    params_strides: Vec<i64>,
+    /// The indices' strides: the batch axes among `p..`, then `i..`.
+    index_strides: Vec<i64>,
+    /// Params' stride and extent along `axis`.
+    stride: i64,
+    extent: usize,
+}
+
+impl GatherLayout {
+    fn new(params: &[usize], indices: &[usize], axis: usize, batch_dims: usize) -> GatherLayout {
+        let (p_strides, i_strides) = (row_major(params), row_major(indices));
+        let own = indices.len() - batch_dims;
+        let mut params_strides = p_strides[..axis].to_vec();
+        params_strides.extend(std::iter::repeat_n(0, own));
+        params_strides.extend_from_slice(&p_strides[axis + 1..]);
+        let mut index_strides = i_strides[..batch_dims].to_vec();
+        index_strides.extend(std::iter::repeat_n(0, axis - batch_dims));
+        index_strides.extend_from_slice(&i_strides[batch_dims..]);
+        index_strides.extend(std::iter::repeat_n(0, params.len() - axis - 1));
+        GatherLayout {
+            shape: kiln_ir::op::gather_shape(params, indices, axis, batch_dims),
+            params_strides,
+            index_strides,
+            stride: p_strides[axis],
+            extent: params[axis],
+        }
+    }
+}
+
+/// A gathered element at one point of a [`GatherLayout`] nest, not yet tied to the
+/// buffer it picks from.
+struct Picked {
+    /// The params index without the gathered axis's term.
+    index: Index,
+    at: Expr,
+    stride: i64,
+    extent: u32,
+}
+
+impl Picked {
+    fn indirect(&self, buffer: BufferId) -> Indirect {
+        Indirect {
+            buffer,
+            index: self.index.clone(),
+            at: Box::new(self.at.clone()),
+            stride: self.stride,
+            extent: self.extent,
+        }
+    }
+}
+
 /// The identity of a reduction and its accumulation step.
 fn reduce_init(op: ReduceOp, dtype: DType) -> Scalar {
     match (op, dtype) {
@@ -583,7 +642,79 @@ impl Lowering<'_> {
                     )
                 })
             }
+            Op::Gather { axis, batch_dims } => {
+                // The gathered rows are picked by data, so they are read from a buffer
+                // (a constant is filled into one).
+                let params = self.materialise(operands[0]);
+                let indices = self.concrete(operands[1]);
+                let layout = GatherLayout::new(
+                    &graph.ty(operands[0]).shape,
+                    &graph.ty(operands[1]).shape,
+                    *axis,
+                    *batch_dims,
+                );
+                let out = self.program.add_buffer(ty.clone(), Storage::Temp);
+                self.emit_indirect(name, &layout, indices, |picked, index| Stmt::Store {
+                    buffer: out,
+                    index: index.clone(),
+                    value: Expr::Gather(picked.indirect(params)),
+                });
+                Value::Buffer(out)
+            }
+            Op::ScatterAdd {
+                axis, batch_dims, ..
+            } => {
+                let updates = self.concrete(operands[0]);
+                let indices = self.concrete(operands[1]);
+                let layout =
+                    GatherLayout::new(&ty.shape, &graph.ty(operands[1]).shape, *axis, *batch_dims);
+                let out = self.program.add_buffer(ty.clone(), Storage::Temp);
+                let zero = Scalar::from_f64(0.0, ty.dtype);
+                self.emit_map("scatter_add.fill", &ty.shape, out, Vec::new(), move |_| {
+                    Expr::Const(zero)
+                });
+                self.emit_indirect(name, &layout, indices, |picked, index| Stmt::ScatterAdd {
+                    target: picked.indirect(out),
+                    value: read(updates, index.clone()),
+                });
+                Value::Buffer(out)
+            }
         }
+    }
+
+    /// A kernel over every element of a gather's result (equally, of a scatter_add's
+    /// updates): `stmt(picked, index)` where `picked` locates the params element it
+    /// reads or writes and `index` is the element's own row-major position. Emits
+    /// nothing for an empty result.
+    fn emit_indirect(
+        &mut self,
+        name: &str,
+        layout: &GatherLayout,
+        indices: Value,
+        stmt: impl FnOnce(&Picked, &Index) -> Stmt,
+    ) {
+        if layout.shape.contains(&0) {
+            return;
+        }
+        let mut kernel = KernelBuilder::default();
+        let accesses = [
+            row_major(&layout.shape),
+            layout.params_strides.clone(),
+            layout.index_strides.clone(),
+        ];
+        let mut nest = nest(&mut kernel, &layout.shape, &accesses);
+        let at = read(indices, nest.indices.remove(2));
+        let picked = Picked {
+            index: nest.indices.remove(1),
+            at,
+            stride: layout.stride,
+            // Nonzero extents of a non-empty result multiply to at most its params'
+            // element count, which lowering checked.
+            extent: u32::try_from(layout.extent).expect("params sizes fit MAX_ELEMENTS"),
+        };
+        let own = nest.indices.remove(0);
+        let body = wrap(&nest.loops, vec![stmt(&picked, &own)]);
+        self.program.kernels.push(kernel.finish(name, body));
     }
 
     /// Copies `src` (read at `src_offset + Σ i·src_strides`) to `out` (written at

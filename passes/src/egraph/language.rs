@@ -1,7 +1,9 @@
 //! The egg language of kiln's op set and the analysis that types every e-class.
 //!
 //! Every op is an e-node whose value operands come first and whose attributes follow
-//! as leaf children: `Dims` for reduction axes and permutations, `Type` for the
+//! as leaf children: `Dims` for reduction axes and permutations (and the integer
+//! attributes of `gather`, `[axis, batch_dims]`, and `scatter_add`, `[axis,
+//! batch_dims, extent]`), `Type` for the
 //! declared type of inputs, parameters and constants and for the target of
 //! `broadcast`, `reshape` and `cast`, `Float` for a constant's value, `Num` for
 //! `one_hot`'s depth and `Name` for input and parameter names. So an e-node holds all
@@ -194,6 +196,10 @@ define_language! {
         "slice" = Slice([Id; 4]),
         "pad" = Pad([Id; 5]),
         "concat" = Concat([Id; 3]),
+        // (params, indices, [axis, batch_dims]) and (updates, indices, [axis,
+        // batch_dims, extent]).
+        "gather" = Gather([Id; 3]),
+        "scatter_add" = ScatterAdd([Id; 3]),
         Num(i64),
         Float(Float),
         Dims(Dims),
@@ -411,6 +417,21 @@ pub fn node_op(egraph: &KilnEGraph, node: &KilnLang) -> Option<NodeOp> {
             };
             value(Op::OneHot { depth }, &[*x])
         }
+        L::Gather([params, indices, attributes]) => match dims(egraph, *attributes)[..] {
+            [axis, batch_dims] => value(Op::Gather { axis, batch_dims }, &[*params, *indices]),
+            _ => leaf_bug("[axis, batch_dims]", leaf(egraph, *attributes)),
+        },
+        L::ScatterAdd([updates, indices, attributes]) => match dims(egraph, *attributes)[..] {
+            [axis, batch_dims, extent] => value(
+                Op::ScatterAdd {
+                    axis,
+                    batch_dims,
+                    extent,
+                },
+                &[*updates, *indices],
+            ),
+            _ => leaf_bug("[axis, batch_dims, extent]", leaf(egraph, *attributes)),
+        },
         L::Num(_) | L::Float(_) | L::Dims(_) | L::Type(_) | L::Name(_) => return None,
     };
     Some(node_op)
@@ -525,6 +546,18 @@ pub fn op_node(egraph: &mut KilnEGraph, op: &Op, operands: &[Id], ty: &TensorTyp
         Op::Concat { axis } => {
             let axis = i64::try_from(*axis).expect("a concat axis fits in i64");
             L::Concat([operands[0], operands[1], egraph.add(L::Num(axis))])
+        }
+        Op::Gather { axis, batch_dims } => {
+            let attributes = egraph.add(L::Dims(Dims(vec![*axis, *batch_dims])));
+            L::Gather([operands[0], operands[1], attributes])
+        }
+        Op::ScatterAdd {
+            axis,
+            batch_dims,
+            extent,
+        } => {
+            let attributes = egraph.add(L::Dims(Dims(vec![*axis, *batch_dims, *extent])));
+            L::ScatterAdd([operands[0], operands[1], attributes])
         }
     }
 }
