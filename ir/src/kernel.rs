@@ -14,6 +14,12 @@
 //! (`sum(var * stride) + offset`), so a broadcast is a zero stride and a transpose is
 //! a permutation of strides, and tiling or fusion only rewrites loops and indices.
 //!
+//! The one exception to affine indexing is an [`Indirect`] element: `buffer[index +
+//! at * stride]` for a computed i32 `at` (a gather reads it as [`Expr::Gather`], a
+//! scatter-add adds to it with [`Stmt::ScatterAdd`]). It is defined only for `0 <= at
+//! < extent`; out of range a gather gives 0 and a scatter-add does nothing, so the
+//! bounds proof covers all `extent` positions and never depends on data.
+//!
 //! Loops run `for var in start..end step s` with static bounds (a tile loop and its
 //! remainder are two loops). Their [`LoopKind`] says how the iterations may run:
 //! one after the other, `w` at a time in SIMD lanes (the scheduler's

@@ -22,6 +22,11 @@
 //! - `matmul` is the plain dot product per element (`r = 0; r = fma(A, B, r)` over
 //!   k, then `C = r`), the f32 fma chain that defines its value; the kernel records
 //!   the matmul (`KernelOp::Matmul`) so a schedule can call a packed routine instead.
+//! - `gather` is one kernel over its result whose element is an `Expr::Gather` of
+//!   the params buffer at the position an index load gives (0 out of range);
+//!   `scatter_add` is a zero-fill kernel, then a kernel over the updates whose
+//!   `Stmt::ScatterAdd` adds each to the position its index gives (dropped out of
+//!   range), in row-major order of the updates as the interpreter adds them.
 //! - An output that reads a parameter which an update replaces is copied, so it still
 //!   shows the value the run started from.
 //! - Fusion: an elementwise op, broadcast or transpose whose value is read exactly
