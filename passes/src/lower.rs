@@ -1492,6 +1492,53 @@ mod tests {
     }
 
     #[test]
+    fn gather_picks_by_index_and_scatter_add_fills_then_accumulates() {
+        // x[2,3,4] along axis 1 with one batch axis, by ids[2,5]: [2,5,4], element
+        // [b, j, s] = x[b, ids[b, j], s]; then back into [2,3,4].
+        let mut g = Graph::new("gs");
+        let x = g.input("x", TensorType::f32([2, 3, 4])).unwrap();
+        let ids = g.input("ids", TensorType::i32([2, 5])).unwrap();
+        let y = g.gather(x, ids, 1, 1).unwrap();
+        let back = g.scatter_add(y, ids, 1, 1, 3).unwrap();
+        g.set_output("back", back).unwrap();
+        let expected = r#"program "gs" {
+  b0: f32[2,3,4] input "x"
+  b1: i32[2,5] input "ids"
+  b2: f32[2,5,4] temp
+  b3: f32[2,3,4] temp
+  output "back" = b3: f32[2,3,4]
+
+  kernel k0 gather {
+    for i0 in 0..2 {
+      for i1 in 0..5 {
+        for i2 in 0..4 {
+          b2[20*i0 + 4*i1 + i2] = gather(b0[12*i0 + i2], b1[5*i0 + i1], stride=4, extent=3)
+        }
+      }
+    }
+  }
+
+  kernel k1 scatter_add.fill {
+    for i0 in 0..24 {
+      b3[i0] = 0.0
+    }
+  }
+
+  kernel k2 scatter_add {
+    for i0 in 0..2 {
+      for i1 in 0..5 {
+        for i2 in 0..4 {
+          scatter_add(b3[12*i0 + i2], b1[5*i0 + i1], stride=4, extent=3) += b2[20*i0 + 4*i1 + i2]
+        }
+      }
+    }
+  }
+}
+"#;
+        assert_eq!(lower_text(&g), expected);
+    }
+
+    #[test]
     fn output_of_an_updated_parameter_is_copied_before_the_update() {
         let mut g = Graph::new("upd");
         let w = g.parameter("w", TensorType::f32([3])).unwrap();
