@@ -138,7 +138,7 @@ fn rendered(source: &str, dims: &[(&str, usize)]) -> String {
 
 #[test]
 fn mistakes_are_located_and_say_what_was_expected() {
-    let cases: [(&str, &str, Dims); 8] = [
+    let cases: [(&str, &str, Dims); 9] = [
         (
             "syntax",
             "model M(B = 2) {\n  input x: f32[B, 3]\n  forward {\n    y = (x + \n  }\n}\n",
@@ -177,6 +177,11 @@ fn mistakes_are_located_and_say_what_was_expected() {
         (
             "bad_argument",
             "model M() {\n  input x: f32[2, 3]\n  forward {\n    y = softmax(x, dim = 1)\n    output y\n  }\n}\n",
+            &[],
+        ),
+        (
+            "gather_indices",
+            "model M() {\n  input x: f32[2, 3]\n  forward {\n    y = gather(x, x, axis = 1)\n    output y\n  }\n}\n",
             &[],
         ),
     ];

@@ -34,8 +34,8 @@
 //! ```
 
 use kiln_ir::kernel::{
-    loop_trips, Accesses, BufferId, Expr, Index, Kernel, Matmul, Program, Routine, Slice, Stmt,
-    Storage, VarId,
+    loop_trips, Accesses, BufferId, Expr, Index, Indirect, Kernel, Matmul, Program, Routine, Slice,
+    Stmt, Storage, VarId,
 };
 use kiln_ir::DType;
 use std::collections::{BTreeSet, HashMap};
@@ -339,6 +339,16 @@ fn reads_param_only_where_it_writes(kernel: &Kernel, param: BufferId, value: Buf
         Stmt::Store { value: expr, .. } | Stmt::Assign { value: expr, .. } => {
             safe &= !loads_buffer(expr, param);
         }
+        // Adding into either buffer is no element-by-element overwrite.
+        Stmt::ScatterAdd {
+            target,
+            value: expr,
+        } => {
+            safe &= target.buffer != param
+                && target.buffer != value
+                && !loads_buffer(expr, param)
+                && !loads_buffer(&target.at, param);
+        }
         // A matmul whose update epilogue reads `param` and writes `value` element
         // by element (the routine reads each element of the parameter just before
         // it writes the same element of C, and never after) is that one store.
@@ -406,7 +416,10 @@ fn walk_stmts(
 fn loads_buffer(expr: &Expr, target: BufferId) -> bool {
     let mut found = false;
     expr.visit(&mut |expr| {
-        found |= matches!(expr, Expr::Load { buffer, .. } if *buffer == target);
+        found |= matches!(
+            expr,
+            Expr::Load { buffer, .. } | Expr::Gather(Indirect { buffer, .. }) if *buffer == target
+        );
     });
     found
 }
@@ -415,8 +428,11 @@ fn loads_buffer(expr: &Expr, target: BufferId) -> bool {
 fn loads_only_at(expr: &Expr, target: BufferId, at: &Index) -> bool {
     let mut only = true;
     expr.visit(&mut |expr| {
-        if let Expr::Load { buffer, index, .. } = expr {
-            only &= *buffer != target || index == at;
+        match expr {
+            Expr::Load { buffer, index, .. } => only &= *buffer != target || index == at,
+            // A gathered element may be any element.
+            Expr::Gather(Indirect { buffer, .. }) => only &= *buffer != target,
+            _ => {}
         }
     });
     only

@@ -5,6 +5,7 @@
 mod common;
 
 use common::{check_graph, check_graph_feeds, random_feeds, ODD_SIZES};
+use kiln_ir::kernel::{LoopKind, Stmt};
 use kiln_ir::{BinaryOp, CmpOp, DType, Graph, ReduceOp, Tensor, TensorType, UnaryOp};
 
 #[test]
@@ -483,4 +484,88 @@ fn relayouts_of_constants_and_empty_results() {
     let grown = g.pad(empty, &[1, 0], &[0, 0], &[3, 0], 1.0).unwrap();
     g.set_output("grown", grown).unwrap();
     check_graph(&g, 3);
+}
+
+/// Index values that repeat and fall outside `0..extent` on both sides (and at the
+/// ends of i32), `n` of them.
+fn awkward_indices(n: usize, extent: usize) -> Vec<i32> {
+    let e = extent as i32;
+    let pattern = [0, e - 1, -1, e, 1, i32::MIN, e / 2, i32::MAX, 0, e + 3];
+    (0..n).map(|i| pattern[i % pattern.len()]).collect()
+}
+
+#[test]
+fn gathers_and_scatter_adds_with_repeated_and_out_of_range_indices() {
+    for (seed, &n) in ODD_SIZES.iter().enumerate() {
+        let mut g = Graph::new(format!("gather_{n}"));
+        let table = g.input("table", TensorType::f32([n, 5])).unwrap();
+        let ints = g.input("ints", TensorType::i32([3, n])).unwrap();
+        let ids = g.input("ids", TensorType::i32([2, 7])).unwrap();
+        let labels = g.input("labels", TensorType::i32([3])).unwrap();
+        // An embedding lookup [n, 5] by [2, 7]: [2, 7, 5], and its adjoint.
+        let rows = g.gather(table, ids, 0, 0).unwrap();
+        g.set_output("rows", rows).unwrap();
+        let back = g.scatter_add(rows, ids, 0, 0, n).unwrap();
+        g.set_output("rows_back", back).unwrap();
+        // Columns of a fused value, of an i32 value, and of a constant.
+        let e = g.exp(table).unwrap();
+        let cols = g.gather(e, labels, 1, 0).unwrap();
+        g.set_output("exp_cols", cols).unwrap();
+        let int_cols = g.gather(ints, ids, 1, 0).unwrap();
+        g.set_output("int_cols", int_cols).unwrap();
+        let int_back = g.scatter_add(int_cols, ids, 1, 0, n).unwrap();
+        g.set_output("int_back", int_back).unwrap();
+        let half = g.constant(0.5, TensorType::f32([4, n])).unwrap();
+        let of_const = g.gather(half, labels, 0, 0).unwrap();
+        g.set_output("of_const", of_const).unwrap();
+        // One label per row: ints[b, labels[b]], and back into [3, n].
+        let picked = g.gather(ints, labels, 1, 1).unwrap();
+        g.set_output("picked", picked).unwrap();
+        let x = g.input("x", TensorType::f32([3])).unwrap();
+        let spread = g.scatter_add(x, labels, 1, 1, n).unwrap();
+        g.set_output("spread", spread).unwrap();
+        let mut feeds = random_feeds(&g, seed as u64);
+        for (name, shape, extent) in [("ids", vec![2, 7], n), ("labels", vec![3], n)] {
+            let count = shape.iter().product();
+            let values = awkward_indices(count, extent);
+            feeds.insert(name.to_string(), Tensor::i32(shape, &values).unwrap());
+        }
+        check_graph_feeds(&g, &feeds);
+    }
+}
+
+#[test]
+fn large_gathers_run_in_parallel_and_scatters_to_one_element_stay_exact() {
+    // Enough elements for the parallel and vector steps to look at both kernels: the
+    // gather may be split over threads, the scatter (every update to one of four
+    // elements, in order) must not be.
+    let n = 70_001;
+    let mut g = Graph::new("gather_large");
+    let table = g.input("table", TensorType::f32([4])).unwrap();
+    let ids = g.input("ids", TensorType::i32([n])).unwrap();
+    let rows = g.gather(table, ids, 0, 0).unwrap();
+    g.set_output("rows", rows).unwrap();
+    let x = g.input("x", TensorType::f32([n])).unwrap();
+    let sums = g.scatter_add(x, ids, 0, 0, 4).unwrap();
+    g.set_output("sums", sums).unwrap();
+    let program = common::schedule(kiln_passes::lower::lower(&g).unwrap());
+    let parallel = |name: &str| {
+        let kernel = program.kernels.iter().find(|k| k.name == name).unwrap();
+        matches!(
+            kernel.body.as_slice(),
+            [
+                Stmt::Loop {
+                    kind: LoopKind::Parallel,
+                    ..
+                },
+                ..
+            ]
+        )
+    };
+    assert!(parallel("gather"), "{program}");
+    assert!(!parallel("scatter_add"), "{program}");
+    let mut feeds = random_feeds(&g, 5);
+    let values = awkward_indices(n, 4);
+    feeds.insert("ids".into(), Tensor::i32([n], &values).unwrap());
+    check_graph_feeds(&g, &feeds);
 }

@@ -316,14 +316,11 @@ impl Lstm {
 
 /// A lookup table (PyTorch's `nn.Embedding(num, dim)`): `weight: [num, dim]`, drawn
 /// from `N(0, 1)`, and i32 indices `[…]` give `[…, dim]`. The lookup is
-/// `one_hot(indices) @ weight`, so its gradient (a scatter-add of the cotangent
-/// rows into the table) comes from matmul's rule; an index outside `0..num` gives a
-/// row of zeros.
+/// `gather(weight, indices, axis 0)`, so its gradient is a scatter-add of the
+/// cotangent rows into the table; an index outside `0..num` gives a row of zeros.
 #[derive(Clone, Debug)]
 pub struct Embedding {
     weight: NodeId,
-    num: usize,
-    dim: usize,
 }
 
 impl Embedding {
@@ -338,7 +335,7 @@ impl Embedding {
             &[num, dim],
             Init::Normal { std: 1.0 },
         )?;
-        Ok(Embedding { weight, num, dim })
+        Ok(Embedding { weight })
     }
 
     pub fn forward(
@@ -352,13 +349,9 @@ impl Embedding {
         if ty.dtype != DType::I32 {
             return Err(operand_error(context, "i32 indices".to_string(), ty));
         }
-        let rows: usize = ty.shape.iter().product();
-        let graph = builder.graph();
-        let flat = graph.reshape(indices, vec![rows]).context(context)?;
-        let one_hot = graph.one_hot(flat, self.num).context(context)?;
-        let looked_up = graph.matmul(one_hot, self.weight).context(context)?;
-        let mut shape = ty.shape;
-        shape.push(self.dim);
-        graph.reshape(looked_up, shape).context(context)
+        builder
+            .graph()
+            .gather(self.weight, indices, 0, 0)
+            .context(context)
     }
 }

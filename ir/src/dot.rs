@@ -53,6 +53,12 @@ fn details(op: &Op) -> String {
         Op::Conv(spec) | Op::ConvInputGrad { spec, .. } | Op::ConvFilterGrad { spec, .. } => {
             crate::text::conv_attributes(spec)
         }
+        Op::Gather { axis, batch_dims } => format!(" axis={axis} batch_dims={batch_dims}"),
+        Op::ScatterAdd {
+            axis,
+            batch_dims,
+            extent,
+        } => format!(" axis={axis} batch_dims={batch_dims} extent={extent}"),
         _ => String::new(),
     }
 }

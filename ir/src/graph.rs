@@ -803,6 +803,35 @@ impl Graph {
         };
         self.add(op, &[seed])
     }
+    /// `params[.., indices[..], ..]` along `axis`, the first `batch_dims` axes shared
+    /// by both operands (see [`Op::Gather`]; an index out of range reads 0).
+    pub fn gather(
+        &mut self,
+        params: NodeId,
+        indices: NodeId,
+        axis: usize,
+        batch_dims: usize,
+    ) -> Result<NodeId, IrError> {
+        self.add(Op::Gather { axis, batch_dims }, &[params, indices])
+    }
+
+    /// Zeros with `extent` elements along `axis`, plus each update at the position a
+    /// gather by `indices` reads it from (see [`Op::ScatterAdd`]).
+    pub fn scatter_add(
+        &mut self,
+        updates: NodeId,
+        indices: NodeId,
+        axis: usize,
+        batch_dims: usize,
+        extent: usize,
+    ) -> Result<NodeId, IrError> {
+        let op = Op::ScatterAdd {
+            axis,
+            batch_dims,
+            extent,
+        };
+        self.add(op, &[updates, indices])
+    }
 
     /// A constant with the type of `like` (same dtype and shape).
     pub fn constant_like(&mut self, value: f64, like: NodeId) -> Result<NodeId, IrError> {

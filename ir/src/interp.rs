@@ -12,7 +12,7 @@
 
 use crate::alloc::{try_clone, try_collect, try_vec, try_with_capacity, OutOfMemory};
 use crate::graph::{Graph, NodeId};
-use crate::op::{matrix_dims, Op, ReduceOp};
+use crate::op::{matrix_dims, BinaryOp, Op, ReduceOp};
 use crate::scalar;
 use crate::tensor::Tensor;
 use crate::types::{strides, DType, TensorType};
@@ -327,11 +327,77 @@ pub fn apply(
             }
             data
         }
+        Op::Gather { axis, batch_dims } => {
+            let (params, indices) = (operands[0], operands[1]);
+            let positions = gather_positions(&params.shape, indices, *axis, *batch_dims);
+            let values = positions.map(|position| position.map_or(0.0, |at| params.data[at]));
+            try_collect(values, what)?
+        }
+        Op::ScatterAdd {
+            axis, batch_dims, ..
+        } => {
+            let (updates, indices) = (operands[0], operands[1]);
+            let dtype = updates.dtype;
+            let mut data = try_vec(0.0, ty.num_elements(), what)?;
+            let positions = gather_positions(&ty.shape, indices, *axis, *batch_dims);
+            for (position, &update) in positions.zip(&updates.data) {
+                if let Some(at) = position {
+                    data[at] = if wide(dtype) {
+                        data[at] + update
+                    } else {
+                        scalar::binary(BinaryOp::Add, dtype, data[at], update)
+                    };
+                }
+            }
+            data
+        }
     };
     Ok(Tensor {
         dtype: ty.dtype,
         shape: ty.shape.clone(),
         data,
+    })
+}
+
+/// For every element of `gather(params, indices, axis, batch_dims)` in row-major
+/// order, the flat position in `params` (of shape `params_shape`) it reads, or `None`
+/// when its index is outside `0..params_shape[axis]` (the element is 0). The one
+/// definition of where gather reads and scatter_add writes.
+fn gather_positions<'a>(
+    params_shape: &'a [usize],
+    indices: &'a Tensor,
+    axis: usize,
+    batch_dims: usize,
+) -> impl ExactSizeIterator<Item = Option<usize>> + 'a {
+    let out_shape = crate::op::gather_shape(params_shape, &indices.shape, axis, batch_dims);
+    let params_strides = strides(params_shape);
+    let index_strides = strides(&indices.shape);
+    let gathered = indices.shape.len() - batch_dims;
+    let extent = params_shape[axis];
+    let total = crate::types::num_elements(&out_shape);
+    let mut index = vec![0; out_shape.len()];
+    (0..total).map(move |position| {
+        if position > 0 {
+            for axis in (0..index.len()).rev() {
+                index[axis] += 1;
+                if index[axis] < out_shape[axis] {
+                    break;
+                }
+                index[axis] = 0;
+            }
+        }
+        // Output axes: params' leading `axis`, then the indices' own, then params' rest.
+        let (leading, rest) = index.split_at(axis);
+        let (own, trailing) = rest.split_at(gathered);
+        let label_at = dot(&leading[..batch_dims], &index_strides[..batch_dims])
+            + dot(own, &index_strides[batch_dims..]);
+        let label = indices.data[label_at];
+        // Labels are integral i32 values, so the test is exact.
+        (label >= 0.0 && label < extent as f64).then(|| {
+            dot(leading, &params_strides[..axis])
+                + label as usize * params_strides[axis]
+                + dot(trailing, &params_strides[axis + 1..])
+        })
     })
 }
 

@@ -14,6 +14,12 @@
 //! (`sum(var * stride) + offset`), so a broadcast is a zero stride and a transpose is
 //! a permutation of strides, and tiling or fusion only rewrites loops and indices.
 //!
+//! The one exception to affine indexing is an [`Indirect`] element: `buffer[index +
+//! at * stride]` for a computed i32 `at` (a gather reads it as [`Expr::Gather`], a
+//! scatter-add adds to it with [`Stmt::ScatterAdd`]). It is defined only for `0 <= at
+//! < extent`; out of range a gather gives 0 and a scatter-add does nothing, so the
+//! bounds proof covers all `extent` positions and never depends on data.
+//!
 //! Loops run `for var in start..end step s` with static bounds (a tile loop and its
 //! remainder are two loops). Their [`LoopKind`] says how the iterations may run:
 //! one after the other, `w` at a time in SIMD lanes (the scheduler's
@@ -349,6 +355,42 @@ pub enum Expr {
     /// the operands'. A graph `random` op keys it with its seed and stream and counts
     /// its elements in row-major order.
     Random(Distribution, Box<Expr>, Box<Expr>, Box<Expr>),
+    /// The element an [`Indirect`] picks, or 0 of the buffer's dtype when its
+    /// computed position is out of range (the graph's `gather`).
+    Gather(Indirect),
+}
+
+/// An element of `buffer` picked by a computed i32 `at`: `buffer[index + at *
+/// stride]`, defined only for `0 <= at < extent` (the code reading or writing it
+/// tests that first, so a data-dependent position never leaves the buffer).
+/// [`Program::check`] proves `index + j * stride` in bounds for every `j` in
+/// `0..extent`, the way it proves an affine index. Printed `b0[i1], b1[i0],
+/// stride=4, extent=10`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Indirect {
+    pub buffer: BufferId,
+    pub index: Index,
+    /// A scalar i32 value (typically a load of an indices buffer).
+    pub at: Box<Expr>,
+    pub stride: i64,
+    pub extent: u32,
+}
+
+impl Indirect {
+    /// Whether `at` (an i32 value) picks an element: `0 <= at < extent`.
+    pub fn in_range(&self, at: i64) -> bool {
+        (0..i64::from(self.extent)).contains(&at)
+    }
+}
+
+impl fmt::Display for Indirect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}[{}], {}, stride={}, extent={}",
+            self.buffer, self.index, self.at, self.stride, self.extent
+        )
+    }
 }
 
 impl Expr {
@@ -437,6 +479,7 @@ impl Expr {
             Expr::Select(a, b, c) | Expr::Fma(a, b, c) | Expr::Random(_, a, b, c) => {
                 vec![a, b, c]
             }
+            Expr::Gather(indirect) => vec![&indirect.at],
         }
     }
 
@@ -473,6 +516,7 @@ impl fmt::Display for Expr {
             Expr::Cast(to, x) => write!(f, "cast.{to}({x})"),
             Expr::Fma(a, b, c) => write!(f, "fma({a}, {b}, {c})"),
             Expr::Random(dist, a, b, c) => write!(f, "random.{}({a}, {b}, {c})", dist.name()),
+            Expr::Gather(indirect) => write!(f, "gather({indirect})"),
         }
     }
 }
@@ -773,6 +817,10 @@ pub enum Stmt {
     },
     /// `local = value`.
     Assign { local: LocalId, value: Expr },
+    /// Adds `value` to the element `target` picks, when it picks one (the graph's
+    /// `scatter_add`); an out-of-range position drops the value. Iterations that
+    /// scatter may hit the same element, so loops around it stay serial.
+    ScatterAdd { target: Indirect, value: Expr },
 }
 
 /// How many iterations `for var in start..end step step` runs (`step` at least 1).
@@ -807,6 +855,10 @@ impl Stmt {
     pub fn visit_exprs(&self, f: &mut dyn FnMut(&Expr)) {
         self.visit(&mut |stmt| match stmt {
             Stmt::Store { value, .. } | Stmt::Assign { value, .. } => value.visit(f),
+            Stmt::ScatterAdd { target, value } => {
+                target.at.visit(f);
+                value.visit(f);
+            }
             Stmt::Loop { .. } | Stmt::Call { .. } => {}
         });
     }
@@ -887,12 +939,18 @@ impl Kernel {
                         }
                     }
                 }
+                // It also reads the element it adds to; as for a routine's C, the
+                // write is what counts.
+                Stmt::ScatterAdd { target, .. } => {
+                    accesses.writes.insert(target.buffer);
+                }
                 Stmt::Loop { .. } | Stmt::Assign { .. } => {}
             });
-            stmt.visit_exprs(&mut |expr| {
-                if let Expr::Load { buffer, .. } = expr {
+            stmt.visit_exprs(&mut |expr| match expr {
+                Expr::Load { buffer, .. } | Expr::Gather(Indirect { buffer, .. }) => {
                     accesses.reads.insert(*buffer);
                 }
+                _ => {}
             });
         }
         accesses
@@ -1014,6 +1072,7 @@ impl Program {
             Expr::Random(_, _, _, counter) => {
                 VType::vector(DType::F32, self.expr_type(kernel, counter).lanes)
             }
+            Expr::Gather(indirect) => VType::scalar(self.buffer(indirect.buffer).ty.dtype),
         }
     }
 
@@ -1237,7 +1296,68 @@ impl KernelChecker<'_> {
                 Ok(())
             }
             Stmt::Call { routine, args } => self.call(routine, args),
+            Stmt::ScatterAdd { target, value } => {
+                let ty = self.expr(value)?;
+                let dtype = self.indirect(target)?;
+                if ty != VType::scalar(dtype) || dtype == DType::Bool {
+                    return Err(format!(
+                        "scatter_add of a {ty} value into {} of dtype {dtype} (scalar f32 or i32 only)",
+                        target.buffer
+                    ));
+                }
+                Ok(())
+            }
         }
+    }
+
+    /// Checks an [`Indirect`]: outside vector loops (its position is per element), a
+    /// scalar i32 `at`, and `index + j * stride` within the buffer for every `j` in
+    /// `0..extent` and every value of the loop variables. Returns the buffer's dtype.
+    fn indirect(&self, indirect: &Indirect) -> Result<DType, String> {
+        let Indirect {
+            buffer,
+            index,
+            at,
+            stride,
+            extent,
+        } = indirect;
+        if self.in_vector_loop() {
+            return Err(format!(
+                "{indirect}: a computed position inside a vector loop"
+            ));
+        }
+        let at_ty = self.expr(at)?;
+        if at_ty != VType::scalar(DType::I32) {
+            return Err(format!(
+                "the position {at} is {at_ty}, not i32, in {indirect}"
+            ));
+        }
+        let len = self
+            .program
+            .buffers
+            .get(buffer.0)
+            .ok_or_else(|| format!("{buffer} does not exist"))?
+            .len();
+        let limit = crate::types::MAX_ELEMENTS as u64;
+        if stride.unsigned_abs() > limit || u64::from(*extent) > limit {
+            return Err(format!(
+                "{indirect} has a stride or extent beyond {limit} elements"
+            ));
+        }
+        // No position is in range, so nothing is ever accessed.
+        if *extent == 0 {
+            return Ok(self.program.buffer(*buffer).ty.dtype);
+        }
+        if let Some((low, high)) = self.span(*buffer, index)? {
+            let last = i128::from(*stride) * (i128::from(*extent) - 1);
+            let (low, high) = (low + last.min(0), high + last.max(0));
+            if low < 0 || high >= len as i128 {
+                return Err(format!(
+                    "{indirect} reaches elements {low}..={high} of a buffer of {len}"
+                ));
+            }
+        }
+        Ok(self.program.buffer(*buffer).ty.dtype)
     }
 
     fn call(&self, routine: &Routine, args: &[Slice]) -> Result<(), String> {
@@ -1536,6 +1656,7 @@ impl KernelChecker<'_> {
                 }
                 Ok(VType::vector(DType::F32, counter.lanes))
             }
+            Expr::Gather(indirect) => Ok(VType::scalar(self.indirect(indirect)?)),
         }
     }
 }
@@ -1673,6 +1794,9 @@ fn print_stmt(out: &mut String, stmt: &Stmt, depth: usize) -> fmt::Result {
             value,
         } => writeln!(out, "{pad}{buffer}[{index}] = {value}"),
         Stmt::Assign { local, value } => writeln!(out, "{pad}{local} = {value}"),
+        Stmt::ScatterAdd { target, value } => {
+            writeln!(out, "{pad}scatter_add({target}) += {value}")
+        }
         Stmt::Call { routine, args } => {
             let args: Vec<String> = args.iter().map(Slice::to_string).collect();
             writeln!(out, "{pad}call {routine} ({})", args.join(", "))

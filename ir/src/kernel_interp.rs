@@ -20,8 +20,8 @@
 
 use crate::alloc::{try_vec, OutOfMemory};
 use crate::kernel::{
-    BufferId, Expr, Index, KernelError, Matmul, Program, Routine, Slice, Split, Stmt, Storage,
-    VarId,
+    BufferId, Expr, Index, Indirect, KernelError, Matmul, Program, Routine, Slice, Split, Stmt,
+    Storage, VarId,
 };
 use crate::scalar;
 use crate::tensor::Tensor;
@@ -342,7 +342,32 @@ impl<'a> Machine<'a> {
             Stmt::Call { routine, args } => match routine {
                 Routine::Matmul(matmul) => self.matmul(matmul, args, frame),
             },
+            Stmt::ScatterAdd { target, value } => {
+                let value = self.expr(value, frame)?;
+                let Some(element) = self.pick(target, frame)? else {
+                    return Ok(());
+                };
+                let dtype = self.program.buffer(target.buffer).ty.dtype;
+                let old = from_word(dtype, self.read(frame, target.buffer, element)?);
+                let sum = scalar::binary(BinaryOp::Add, dtype, old, value.data[0]);
+                self.write(target.buffer, element, to_word(dtype, sum));
+                Ok(())
+            }
         }
+    }
+
+    /// The element an [`Indirect`] picks at the current loop variables, or `None`
+    /// when its position is out of range.
+    fn pick(&self, indirect: &Indirect, frame: &Frame) -> Result<Option<usize>, RunError> {
+        let at = self.expr(&indirect.at, frame)?.data[0] as i64;
+        if !indirect.in_range(at) {
+            return Ok(None);
+        }
+        let element =
+            frame.element(&indirect.index) as i128 + i128::from(indirect.stride) * i128::from(at);
+        Ok(Some(usize::try_from(element).expect(
+            "the check keeps every picked element inside its buffer",
+        )))
     }
 
     /// C = op(A) * op(B) for the rows the call covers, each element the f32 fma chain
@@ -483,6 +508,14 @@ impl<'a> Machine<'a> {
                         counter.data[lane] as i32,
                     ))
                 })
+            }
+            Expr::Gather(indirect) => {
+                let dtype = self.program.buffer(indirect.buffer).ty.dtype;
+                let value = match self.pick(indirect, frame)? {
+                    Some(element) => from_word(dtype, self.read(frame, indirect.buffer, element)?),
+                    None => 0.0,
+                };
+                Value::scalar(dtype, value)
             }
         })
     }

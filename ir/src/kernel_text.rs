@@ -25,7 +25,7 @@
 //! `//` starts a comment that runs to the end of the line.
 
 use crate::kernel::{
-    Buffer, BufferId, Epilogue, Expr, Index, Kernel, KernelOp, LocalId, LoopKind, Matmul,
+    Buffer, BufferId, Epilogue, Expr, Index, Indirect, Kernel, KernelOp, LocalId, LoopKind, Matmul,
     MicroKernel, Output, Program, Routine, Scalar, Slice, Split, Stmt, Storage, Update, VType,
     VarId,
 };
@@ -354,6 +354,16 @@ impl Parser {
                 self.next();
                 self.call()
             }
+            Some("scatter_add") => {
+                self.next();
+                self.punct('(', "after scatter_add")?;
+                let target = self.indirect()?;
+                self.punct(')', "after the scattered element")?;
+                self.punct('+', "before '+=' and the added value")?;
+                self.punct('=', "in '+=' before the added value")?;
+                let value = self.expr()?;
+                Ok(Stmt::ScatterAdd { target, value })
+            }
             Some(word) if id_number(word, 'b').is_some() => {
                 let buffer = self.buffer_id()?;
                 self.punct('[', "to open the index")?;
@@ -374,7 +384,7 @@ impl Parser {
                 Ok(Stmt::Assign { local, value })
             }
             _ => Err(self.expected(&format!(
-                "a statement ('for', 'call', a store or an assignment) or '}}' to close {within}"
+                "a statement ('for', 'call', 'scatter_add', a store or an assignment) or '}}' to close {within}"
             ))),
         }
     }
@@ -610,6 +620,36 @@ impl Parser {
         Ok(index)
     }
 
+    /// An [`Indirect`] element: `b0[i1], b1[i0], stride=4, extent=10` (the element
+    /// `b0[i1 + 4 * b1[i0]]` when `0 <= b1[i0] < 10`).
+    fn indirect(&mut self) -> Result<Indirect, ParseError> {
+        let buffer = self.buffer_id()?;
+        self.punct('[', "to open the index")?;
+        let index = self.index()?;
+        self.punct(']', "after the index")?;
+        self.punct(',', "before the computed position")?;
+        let at = Box::new(self.expr()?);
+        self.punct(',', "before stride=")?;
+        self.attribute("stride")?;
+        let here = (self.peek().line, self.peek().column);
+        let negative = self.eat_punct('-');
+        let magnitude: u64 = self.integer("the stride")?;
+        let stride = i64::try_from(magnitude)
+            .ok()
+            .map(|stride| if negative { -stride } else { stride })
+            .ok_or_else(|| error_at(here.0, here.1, "the stride is beyond 64 bits"))?;
+        self.punct(',', "before extent=")?;
+        self.attribute("extent")?;
+        let extent = self.integer("the extent")?;
+        Ok(Indirect {
+            buffer,
+            index,
+            at,
+            stride,
+            extent,
+        })
+    }
+
     // ---- expressions -------------------------------------------------------------------
 
     /// An f32 constant such as `0.01` or `-1e-3`.
@@ -731,6 +771,12 @@ impl Parser {
                 .ok_or_else(unknown)?;
             let [key0, key1, counter] = self.operands(word)?;
             return Ok(Expr::random(dist, key0, key1, counter));
+        }
+        if word == "gather" {
+            self.punct('(', "after gather")?;
+            let indirect = self.indirect()?;
+            self.punct(')', "after the gathered element")?;
+            return Ok(Expr::Gather(indirect));
         }
         if let Some(op) = UnaryOp::ALL.into_iter().find(|op| op.name() == word) {
             let [x] = self.operands(word)?;

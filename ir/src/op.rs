@@ -237,6 +237,28 @@ pub enum Op {
         spec: ConvSpec,
         taps: Shape,
     },
+    /// TensorFlow's `gather(params, indices, axis, batch_dims)`: operands `(params,
+    /// indices)`, indices i32. The result has shape `params[..axis] ++
+    /// indices[batch_dims..] ++ params[axis+1..]` and element `out[p.., i.., s..] =
+    /// params[p.., indices[b.., i..], s..]`, where `b..` are the first `batch_dims` of
+    /// `p..` (the leading axes both operands share). An index outside
+    /// `0..params.shape[axis]` reads 0 (JAX's `mode="fill"`), so generated code never
+    /// reads outside a buffer and [`Op::ScatterAdd`] stays its exact adjoint.
+    Gather {
+        axis: usize,
+        batch_dims: usize,
+    },
+    /// The adjoint of [`Op::Gather`]: operands `(updates, indices)` shaped like a
+    /// gather's result and its indices. The result is zeros of the gathered shape
+    /// (`updates[..axis] ++ [extent] ++ updates[axis + indices.rank() - batch_dims..]`),
+    /// to which every element of `updates` is added at the position a gather would
+    /// have read it from, in row-major order of `updates` (repeated indices
+    /// accumulate). An update whose index lies outside `0..extent` is dropped.
+    ScatterAdd {
+        axis: usize,
+        batch_dims: usize,
+        extent: usize,
+    },
 }
 
 impl UnaryOp {
@@ -402,7 +424,7 @@ impl ReduceOp {
 }
 
 /// Every mnemonic of the text IR, one per op (and per matmul flag combination).
-pub const MNEMONICS: [&str; 51] = [
+pub const MNEMONICS: [&str; 53] = [
     "input",
     "param",
     "const",
@@ -454,6 +476,8 @@ pub const MNEMONICS: [&str; 51] = [
     "conv",
     "conv_input_grad",
     "conv_filter_grad",
+    "gather",
+    "scatter_add",
 ];
 
 impl Op {
@@ -499,6 +523,8 @@ impl Op {
             Op::Conv(_) => "conv",
             Op::ConvInputGrad { .. } => "conv_input_grad",
             Op::ConvFilterGrad { .. } => "conv_filter_grad",
+            Op::Gather { .. } => "gather",
+            Op::ScatterAdd { .. } => "scatter_add",
         }
     }
 
@@ -522,7 +548,9 @@ impl Op {
             | Op::Concat { .. }
             | Op::Conv(_)
             | Op::ConvInputGrad { .. }
-            | Op::ConvFilterGrad { .. } => 2,
+            | Op::ConvFilterGrad { .. }
+            | Op::Gather { .. }
+            | Op::ScatterAdd { .. } => 2,
             Op::Select => 3,
         }
     }
@@ -827,6 +855,39 @@ impl Op {
                 check_conv_grad(op, dy, &x.shape[..1], w.shape[0], &out)?;
                 Ok(w)
             }
+            Op::Gather { axis, batch_dims } => {
+                let (params, indices) = (operands[0], operands[1]);
+                check_gather_operands(op, params, indices, *axis, *batch_dims)?;
+                Ok(params.with_shape(gather_shape(
+                    &params.shape,
+                    &indices.shape,
+                    *axis,
+                    *batch_dims,
+                )))
+            }
+            Op::ScatterAdd {
+                axis,
+                batch_dims,
+                extent,
+            } => {
+                let (updates, indices) = (operands[0], operands[1]);
+                check_numeric(op, updates, true)?;
+                let shape = scatter_shape(
+                    &updates.shape,
+                    &indices.shape,
+                    *axis,
+                    *batch_dims,
+                    *extent,
+                )
+                .ok_or_else(|| {
+                    bad(format!(
+                        "updates {updates} do not have the shape of a gather by {indices} along axis {axis} with {batch_dims} batch axes"
+                    ))
+                })?;
+                let params = updates.with_shape(shape);
+                check_gather_operands(op, &params, indices, *axis, *batch_dims)?;
+                Ok(params)
+            }
         }?;
         check_size(op, &ty.shape)?;
         Ok(ty)
@@ -940,6 +1001,69 @@ fn check_conv_grad(
 pub fn pad_extent(n: usize, low: usize, high: usize, interior: usize) -> Option<usize> {
     let gaps = n.saturating_sub(1).checked_mul(interior)?;
     low.checked_add(n)?.checked_add(gaps)?.checked_add(high)
+}
+
+/// The shape [`Op::Gather`] gives: `params[..axis] ++ indices[batch_dims..] ++
+/// params[axis+1..]` (operands checked by the caller).
+pub fn gather_shape(
+    params: &[usize],
+    indices: &[usize],
+    axis: usize,
+    batch_dims: usize,
+) -> Vec<usize> {
+    let mut shape = params[..axis].to_vec();
+    shape.extend_from_slice(&indices[batch_dims..]);
+    shape.extend_from_slice(&params[axis + 1..]);
+    shape
+}
+
+/// The shape [`Op::ScatterAdd`] gives (the gathered `params` shape), or `None` when
+/// `updates` cannot be the result of a gather by `indices` with these attributes.
+pub fn scatter_shape(
+    updates: &[usize],
+    indices: &[usize],
+    axis: usize,
+    batch_dims: usize,
+    extent: usize,
+) -> Option<Vec<usize>> {
+    let gathered = indices.len().checked_sub(batch_dims)?;
+    let rest = axis.checked_add(gathered)?;
+    if rest > updates.len() || updates[axis..rest] != indices[batch_dims..] {
+        return None;
+    }
+    let mut shape = updates[..axis].to_vec();
+    shape.push(extent);
+    shape.extend_from_slice(&updates[rest..]);
+    Some(shape)
+}
+
+/// The rules `gather(params, indices)` needs: i32 indices, `batch_dims <= axis <
+/// params.rank()`, `batch_dims <= indices.rank()` and equal leading `batch_dims`
+/// extents. Shared by [`Op::ScatterAdd`], whose result is the gathered operand.
+fn check_gather_operands(
+    op: &'static str,
+    params: &TensorType,
+    indices: &TensorType,
+    axis: usize,
+    batch_dims: usize,
+) -> Result<(), IrError> {
+    let bad = |message: String| Err(IrError::Type { op, message });
+    if indices.dtype != DType::I32 {
+        return bad(format!("indices must be i32, found {indices}"));
+    }
+    if axis >= params.rank() || batch_dims > axis || batch_dims > indices.rank() {
+        return bad(format!(
+            "axis={axis} batch_dims={batch_dims} needs batch_dims ≤ axis < {} (the rank of {params}) and batch_dims ≤ {} (the rank of {indices})",
+            params.rank(),
+            indices.rank()
+        ));
+    }
+    if params.shape[..batch_dims] != indices.shape[..batch_dims] {
+        return bad(format!(
+            "the {batch_dims} batch axes of {params} and {indices} differ"
+        ));
+    }
+    Ok(())
 }
 
 /// `(rows, cols)` of the matrix in the last two axes, read transposed if asked.
@@ -1105,6 +1229,85 @@ mod tests {
         assert_eq!(
             empty.infer_type(&[&TensorType::f32([1, 3])]).unwrap(),
             TensorType::f32([0, 3])
+        );
+    }
+
+    #[test]
+    fn gather_shapes_follow_tensorflow() {
+        let gather = |axis, batch_dims| Op::Gather { axis, batch_dims };
+        // An embedding lookup: W[V, D] by ids[B, T] gives [B, T, D].
+        let ty = gather(0, 0)
+            .infer_type(&[&TensorType::f32([10, 4]), &TensorType::i32([2, 3])])
+            .unwrap();
+        assert_eq!(ty, TensorType::f32([2, 3, 4]));
+        // Indexing logits[B, C] by labels[B]: one value per row.
+        let ty = gather(1, 1)
+            .infer_type(&[&TensorType::f32([5, 7]), &TensorType::i32([5])])
+            .unwrap();
+        assert_eq!(ty, TensorType::f32([5]));
+        // Any dtype gathers; a scalar index removes the axis.
+        let ty = gather(1, 0)
+            .infer_type(&[&TensorType::i32([2, 3, 4]), &TensorType::i32([])])
+            .unwrap();
+        assert_eq!(ty, TensorType::i32([2, 4]));
+        let scatter = Op::ScatterAdd {
+            axis: 1,
+            batch_dims: 1,
+            extent: 7,
+        };
+        let ty = scatter
+            .infer_type(&[&TensorType::f32([5]), &TensorType::i32([5])])
+            .unwrap();
+        assert_eq!(ty, TensorType::f32([5, 7]));
+        let scatter = Op::ScatterAdd {
+            axis: 0,
+            batch_dims: 0,
+            extent: 10,
+        };
+        let ty = scatter
+            .infer_type(&[&TensorType::f32([2, 3, 4]), &TensorType::i32([2, 3])])
+            .unwrap();
+        assert_eq!(ty, TensorType::f32([10, 4]));
+    }
+
+    #[test]
+    fn gather_and_scatter_errors_name_the_op_and_the_operands() {
+        let err = |op: Op, a: TensorType, b: TensorType| {
+            op.infer_type(&[&a, &b]).unwrap_err().to_string()
+        };
+        let gather = |axis, batch_dims| Op::Gather { axis, batch_dims };
+        assert_eq!(
+            err(gather(0, 0), TensorType::f32([3]), TensorType::f32([2])),
+            "gather: indices must be i32, found f32[2]"
+        );
+        assert_eq!(
+            err(gather(2, 0), TensorType::f32([3, 4]), TensorType::i32([2])),
+            "gather: axis=2 batch_dims=0 needs batch_dims ≤ axis < 2 (the rank of f32[3,4]) and batch_dims ≤ 1 (the rank of i32[2])"
+        );
+        assert_eq!(
+            err(gather(1, 1), TensorType::f32([3, 4]), TensorType::i32([2])),
+            "gather: the 1 batch axes of f32[3,4] and i32[2] differ"
+        );
+        assert!(
+            err(gather(0, 1), TensorType::f32([3, 4]), TensorType::i32([3]))
+                .contains("batch_dims ≤ axis")
+        );
+        let scatter = |extent| Op::ScatterAdd {
+            axis: 0,
+            batch_dims: 0,
+            extent,
+        };
+        assert_eq!(
+            err(scatter(4), TensorType::f32([2, 5]), TensorType::i32([3])),
+            "scatter_add: updates f32[2,5] do not have the shape of a gather by i32[3] along axis 0 with 0 batch axes"
+        );
+        assert_eq!(
+            err(scatter(4), TensorType::bool([3]), TensorType::i32([3])),
+            "scatter_add: operand must be f32 or i32, found bool[3]"
+        );
+        assert_eq!(
+            err(scatter(4), TensorType::f32([3]), TensorType::f32([3])),
+            "scatter_add: indices must be i32, found f32[3]"
         );
     }
 

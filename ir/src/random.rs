@@ -314,11 +314,14 @@ enum Step {
     Random,
     /// A convolution of a value of rank 3 or more, sometimes with one of its gradients.
     Conv,
+    /// A gather by i32 indices (partly out of range on random feeds), sometimes
+    /// followed by its adjoint, a scatter_add.
+    Gather,
 }
 
 impl Step {
     /// Each step with its relative frequency.
-    const WEIGHTED: [(Step, usize); 14] = [
+    const WEIGHTED: [(Step, usize); 15] = [
         (Step::Unary, 4),
         (Step::Binary, 5),
         (Step::CompareSelect, 2),
@@ -333,6 +336,7 @@ impl Step {
         (Step::Relayout, 2),
         (Step::Random, 1),
         (Step::Conv, 1),
+        (Step::Gather, 1),
     ];
 
     /// The most op nodes the step adds, helpers (rescaling, reshapes) included.
@@ -342,6 +346,8 @@ impl Step {
             Step::Unary | Step::CompareSelect | Step::Cast | Step::Broadcast | Step::Reduce => 2,
             Step::Binary | Step::MatMul => 3,
             Step::Conv => 4,
+            // A reshape of a scalar, the gather, the scatter_add and its rescaling.
+            Step::Gather => 4,
             Step::Normalize => 5,
         }
     }
@@ -661,6 +667,7 @@ impl<'a> Builder<'a> {
             Step::Relayout => self.relayout(),
             Step::Random => self.random(),
             Step::Conv => self.conv(),
+            Step::Gather => self.gather(),
         }
     }
 
@@ -678,6 +685,7 @@ impl<'a> Builder<'a> {
                 .values
                 .iter()
                 .any(|value| value.is_f32() && value.ty.rank() >= 3),
+            Step::Gather => self.allow_int,
             _ => true,
         }
     }
@@ -1147,6 +1155,48 @@ impl<'a> Builder<'a> {
             &[&seed],
         );
     }
+    /// `gather(x, indices, axis, batch_dims)` with `batch_dims` 0 or (when `axis` is
+    /// past it) 1, then half of the time `scatter_add` of the result back into x's
+    /// shape (repeated indices sum; the sum is rescaled).
+    fn gather(&mut self) {
+        let x = self.numeric();
+        let x = if x.ty.rank() == 0 {
+            self.push(Op::Reshape { shape: vec![1] }, &[&x])
+        } else {
+            x
+        };
+        let rank = x.ty.rank();
+        let axis = self.rng.below(rank);
+        let batch_dims = usize::from(axis >= 1 && self.chance(1, 3));
+        // The result's rank is rank - 1 + (indices' rank - batch_dims).
+        let max_index_rank = self.max_rank + 1 + batch_dims - rank;
+        let batch = &x.ty.shape[..batch_dims];
+        let existing = self.choose(|value| {
+            value.ty.dtype == DType::I32
+                && value.ty.rank() >= batch_dims
+                && value.ty.rank() <= max_index_rank
+                && value.ty.shape[..batch_dims] == *batch
+        });
+        let indices = match existing {
+            Some(indices) => indices,
+            None => {
+                let mut shape = batch.to_vec();
+                shape.push(self.extent());
+                self.new_leaf(TensorType::i32(shape))
+            }
+        };
+        let gathered = self.push(Op::Gather { axis, batch_dims }, &[&x, &indices]);
+        if self.chance(1, 2) {
+            let extent = x.ty.shape[axis];
+            let op = Op::ScatterAdd {
+                axis,
+                batch_dims,
+                extent,
+            };
+            let sum = self.push(op, &[&gathered, &indices]);
+            self.rescale(sum);
+        }
+    }
 
     // ---- outputs and updates ------------------------------------------------------------
 
@@ -1302,6 +1352,14 @@ fn interval(op: &Op, operands: &[&Value], result: &TensorType) -> (f64, f64) {
             operands[0].lo.min(operands[1].lo),
             operands[0].hi.max(operands[1].hi),
         ),
+        // An index out of range reads 0.
+        Op::Gather { .. } => (operands[0].lo.min(0.0), operands[0].hi.max(0.0)),
+        // Each element sums at most one update per gathered index (or none: 0).
+        Op::ScatterAdd { batch_dims, .. } => {
+            let (updates, indices) = (operands[0], operands[1]);
+            let count = indices.ty.shape[*batch_dims..].iter().product::<usize>() as f64;
+            ((updates.lo * count).min(0.0), (updates.hi * count).max(0.0))
+        }
         Op::Reduce { op, axes } => {
             let x = operands[0];
             match op {

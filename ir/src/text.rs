@@ -186,6 +186,16 @@ pub fn print(graph: &Graph) -> String {
             Op::Conv(spec) | Op::ConvInputGrad { spec, .. } | Op::ConvFilterGrad { spec, .. } => {
                 let _ = write!(out, "{}", conv_attributes(spec));
             }
+            Op::Gather { axis, batch_dims } => {
+                let _ = write!(out, " axis={axis} batch_dims={batch_dims}");
+            }
+            Op::ScatterAdd {
+                axis,
+                batch_dims,
+                extent,
+            } => {
+                let _ = write!(out, " axis={axis} batch_dims={batch_dims} extent={extent}");
+            }
             _ => {}
         }
         let _ = writeln!(out, " : {}", node.ty);
@@ -346,6 +356,15 @@ fn op_from_mnemonic(mnemonic: &str) -> Option<Op> {
             },
             stream: 0,
             shape: Vec::new(),
+        },
+        "gather" => Op::Gather {
+            axis: 0,
+            batch_dims: 0,
+        },
+        "scatter_add" => Op::ScatterAdd {
+            axis: 0,
+            batch_dims: 0,
+            extent: 0,
         },
         "matmul" | "matmul.tn" | "matmul.nt" | "matmul.tt" => Op::MatMul {
             transpose_a: mnemonic == "matmul.tn" || mnemonic == "matmul.tt",
@@ -528,6 +547,24 @@ pub fn parse(src: &str) -> Result<Graph, ParseError> {
                         spec.dilation = parser.int_list("the dilations")?;
                         parser.attribute("groups")?;
                         spec.groups = parser.integer("the groups")?;
+                    }
+                    Op::Gather { axis, batch_dims } => {
+                        parser.attribute("axis")?;
+                        *axis = parser.integer("the axis")?;
+                        parser.attribute("batch_dims")?;
+                        *batch_dims = parser.integer("the batch axes")?;
+                    }
+                    Op::ScatterAdd {
+                        axis,
+                        batch_dims,
+                        extent,
+                    } => {
+                        parser.attribute("axis")?;
+                        *axis = parser.integer("the axis")?;
+                        parser.attribute("batch_dims")?;
+                        *batch_dims = parser.integer("the batch axes")?;
+                        parser.attribute("extent")?;
+                        *extent = parser.integer("the extent")?;
                     }
                     _ => {}
                 }

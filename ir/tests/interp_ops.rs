@@ -899,6 +899,102 @@ fn one_hot_with_out_of_range_labels() {
     assert_tensor(&y, TensorType::f32([2, 1, 2]), &[0.0, 1.0, 1.0, 0.0]);
 }
 
+// ---- gather and scatter_add -----------------------------------------------------------
+
+#[test]
+fn gather_looks_up_embedding_rows() {
+    // W[4, 2] by ids[2, 3] along axis 0: [2, 3, 2], rows of W; 7 and -1 are out of
+    // range and read zeros.
+    let w = f32s(&[4, 2], &[0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5]);
+    let ids = i32s(&[2, 3], &[3.0, 0.0, 3.0, 7.0, -1.0, 1.0]);
+    let y = on_two(&w, &ids, |g, w, ids| g.gather(w, ids, 0, 0).unwrap());
+    assert_tensor(
+        &y,
+        TensorType::f32([2, 3, 2]),
+        &[
+            3.0, 3.5, 0.0, 0.5, 3.0, 3.5, //
+            0.0, 0.0, 0.0, 0.0, 1.0, 1.5,
+        ],
+    );
+}
+
+#[test]
+fn gather_with_a_batch_axis_indexes_each_row_by_its_label() {
+    // logits[3, 4] by labels[3] along axis 1 with one batch axis: logits[b, labels[b]].
+    let logits = f32s(
+        &[3, 4],
+        &[0., 1., 2., 3., 10., 11., 12., 13., 20., 21., 22., 23.],
+    );
+    let labels = i32s(&[3], &[2.0, 0.0, 4.0]);
+    let y = on_two(&logits, &labels, |g, x, l| g.gather(x, l, 1, 1).unwrap());
+    assert_tensor(&y, TensorType::f32([3]), &[2.0, 10.0, 0.0]);
+}
+
+#[test]
+fn gather_keeps_the_axes_around_the_gathered_one_and_any_dtype() {
+    // x[2, 3, 2] (i32) along axis 1 by [2]: [2, 2, 2] with x[a, idx[j], c].
+    let x = i32s(
+        &[2, 3, 2],
+        &[0., 1., 2., 3., 4., 5., 6., 7., 8., 9., 10., 11.],
+    );
+    let idx = i32s(&[2], &[2.0, 0.0]);
+    let y = on_two(&x, &idx, |g, x, i| g.gather(x, i, 1, 0).unwrap());
+    assert_tensor(
+        &y,
+        TensorType::i32([2, 2, 2]),
+        &[4., 5., 0., 1., 10., 11., 6., 7.],
+    );
+    // A batch axis before the gathered one, with two gathered indices per batch.
+    let idx = i32s(&[2, 2], &[1.0, 1.0, 0.0, 2.0]);
+    let y = on_two(&x, &idx, |g, x, i| g.gather(x, i, 1, 1).unwrap());
+    assert_tensor(
+        &y,
+        TensorType::i32([2, 2, 2]),
+        &[2., 3., 2., 3., 6., 7., 10., 11.],
+    );
+}
+
+#[test]
+fn scatter_add_accumulates_repeated_indices_and_drops_out_of_range_ones() {
+    let updates = f32s(&[5, 2], &[1., 2., 3., 4., 5., 6., 7., 8., 9., 10.]);
+    let ids = i32s(&[5], &[2.0, 0.0, 2.0, -1.0, 3.0]);
+    let y = on_two(&updates, &ids, |g, u, i| {
+        g.scatter_add(u, i, 0, 0, 3).unwrap()
+    });
+    // Row 2 gets rows 0 and 2; row 3 (= extent) and -1 are dropped.
+    assert_tensor(&y, TensorType::f32([3, 2]), &[3., 4., 0., 0., 6., 8.]);
+    // Per-row labels: scatter [3] into [3, 4] at column labels[b].
+    let values = i32s(&[3], &[5.0, 6.0, 7.0]);
+    let labels = i32s(&[3], &[1.0, 3.0, 9.0]);
+    let y = on_two(&values, &labels, |g, u, l| {
+        g.scatter_add(u, l, 1, 1, 4).unwrap()
+    });
+    assert_tensor(
+        &y,
+        TensorType::i32([3, 4]),
+        &[0., 5., 0., 0., 0., 0., 0., 6., 0., 0., 0., 0.],
+    );
+}
+
+#[test]
+fn f32_scatter_add_sums_in_row_major_order_of_the_updates() {
+    // 1 + 2^-24 + 2^-24: each step rounds back to 1 in f32, while 2^-24 + 2^-24 + 1
+    // would not; the updates land in their row-major order.
+    let tiny = 2f64.powi(-24);
+    let updates = f32s(&[3], &[1.0, tiny, tiny]);
+    let ids = i32s(&[3], &[0.0, 0.0, 0.0]);
+    let mut graph = Graph::new("scatter");
+    let u = graph.input("u", updates.ty()).unwrap();
+    let i = graph.input("i", ids.ty()).unwrap();
+    let y = graph.scatter_add(u, i, 0, 0, 1).unwrap();
+    graph.set_output("y", y).unwrap();
+    let feeds = feeds(&[("u", &updates), ("i", &ids)]);
+    let f32_sum = evaluate(&graph, &feeds, Precision::F32).unwrap().outputs["y"].clone();
+    assert_tensor(&f32_sum, TensorType::f32([1]), &[1.0]);
+    let f64_sum = evaluate(&graph, &feeds, Precision::F64).unwrap().outputs["y"].clone();
+    assert_tensor(&f64_sum, TensorType::f32([1]), &[1.0 + 2.0 * tiny]);
+}
+
 #[test]
 fn constants_fill_their_type() {
     let mut graph = Graph::new("consts");

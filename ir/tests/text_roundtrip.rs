@@ -208,7 +208,7 @@ impl GraphGen {
 
     /// One random op node (sometimes with the leaves or helper nodes it needs).
     fn step(&mut self) {
-        match self.below(14) {
+        match self.below(15) {
             0 => {
                 let x = self.numeric(true);
                 let ops: Vec<UnaryOp> = UnaryOp::ALL
@@ -413,6 +413,30 @@ impl GraphGen {
                         let axis = self.below(rank);
                         self.add(Op::Concat { axis }, &[x, y]);
                     }
+                }
+            }
+            13 => {
+                let x = self
+                    .pick_where(|ty| ty.rank() >= 1)
+                    .unwrap_or_else(|| self.numeric(true));
+                let ty = self.ty(x);
+                if ty.rank() == 0 {
+                    return;
+                }
+                let axis = self.below(ty.rank());
+                let batch_dims = self.below(axis + 1);
+                let mut index_shape = ty.shape[..batch_dims].to_vec();
+                index_shape.push(1 + self.below(self.max_extent));
+                let indices = self.operand_of_type(&TensorType::i32(index_shape));
+                let gathered = self.add(Op::Gather { axis, batch_dims }, &[x, indices]);
+                if self.ty(gathered).dtype != DType::Bool && self.chance(1, 2) {
+                    let extent = ty.shape[axis];
+                    let op = Op::ScatterAdd {
+                        axis,
+                        batch_dims,
+                        extent,
+                    };
+                    self.add(op, &[gathered, indices]);
                 }
             }
             _ => {

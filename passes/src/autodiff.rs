@@ -483,6 +483,30 @@ pub(crate) fn vjp(
             };
             vec![da, db]
         }
+        // A gather copies elements, so its cotangent adds back into the elements it
+        // read (out-of-range reads took nothing and get nothing); integer indices get
+        // no gradient.
+        Op::Gather { axis, batch_dims } => {
+            let extent = graph.ty(operands[0]).shape[*axis];
+            let dparams = if needs[0] {
+                Some(graph.scatter_add(g, operands[1], *axis, *batch_dims, extent)?)
+            } else {
+                None
+            };
+            vec![dparams, None]
+        }
+        // Each update went to one element (or was dropped): it reads that element's
+        // cotangent back, which a gather by the same indices does (0 when dropped).
+        Op::ScatterAdd {
+            axis, batch_dims, ..
+        } => {
+            let dupdates = if needs[0] {
+                Some(graph.gather(g, operands[1], *axis, *batch_dims)?)
+            } else {
+                None
+            };
+            vec![dupdates, None]
+        }
         Op::Select => {
             let cond = operands[0];
             let zero = graph.constant_like(0.0, g)?;

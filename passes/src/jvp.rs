@@ -211,5 +211,16 @@ fn tangent(
                 (one, other) => one.or(other),
             }
         }
+        // Both are linear in their first operand; the indices are integers.
+        Op::Gather { axis, batch_dims } => dot
+            .map(|d| graph.gather(d, operands[1], *axis, *batch_dims))
+            .transpose()?,
+        Op::ScatterAdd {
+            axis,
+            batch_dims,
+            extent,
+        } => dot
+            .map(|d| graph.scatter_add(d, operands[1], *axis, *batch_dims, *extent))
+            .transpose()?,
     })
 }

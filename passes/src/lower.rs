@@ -22,6 +22,11 @@
 //! - `matmul` is the plain dot product per element (`r = 0; r = fma(A, B, r)` over
 //!   k, then `C = r`), the f32 fma chain that defines its value; the kernel records
 //!   the matmul (`KernelOp::Matmul`) so a schedule can call a packed routine instead.
+//! - `gather` is one kernel over its result whose element is an `Expr::Gather` of
+//!   the params buffer at the position an index load gives (0 out of range);
+//!   `scatter_add` is a zero-fill kernel, then a kernel over the updates whose
+//!   `Stmt::ScatterAdd` adds each to the position its index gives (dropped out of
+//!   range), in row-major order of the updates as the interpreter adds them.
 //! - An output that reads a parameter which an update replaces is copied, so it still
 //!   shows the value the run started from.
 //! - Fusion: an elementwise op, broadcast or transpose whose value is read exactly
@@ -40,8 +45,8 @@
 //! ```
 
 use kiln_ir::kernel::{
-    BufferId, Expr, Index, Kernel, KernelOp, LocalId, LoopKind, Output, Program, Scalar, Stmt,
-    Storage, Update, VType, VarId,
+    BufferId, Expr, Index, Indirect, Kernel, KernelOp, LocalId, LoopKind, Output, Program, Scalar,
+    Stmt, Storage, Update, VType, VarId,
 };
 use kiln_ir::op::matrix_dims;
 use kiln_ir::scalar;
@@ -336,6 +341,65 @@ fn fusable(graph: &Graph, live: &BTreeSet<NodeId>) -> BTreeSet<NodeId> {
         .collect()
 }
 
+/// How `gather(params, indices, axis, batch_dims)` walks its operands over its
+/// result's axes `[p.., i.., s..]` (params' leading `axis` axes, the indices' own,
+/// params' trailing ones), with per-axis strides in elements.
+struct GatherLayout {
+    /// The result's shape (a scatter_add's updates).
+    shape: Vec<usize>,
+    /// Params' strides, 0 on the indices' own axes: with `at * stride` added, the
+    /// element read.
+    params_strides: Vec<i64>,
+    /// The indices' strides: the batch axes among `p..`, then `i..`.
+    index_strides: Vec<i64>,
+    /// Params' stride and extent along `axis`.
+    stride: i64,
+    extent: usize,
+}
+
+impl GatherLayout {
+    fn new(params: &[usize], indices: &[usize], axis: usize, batch_dims: usize) -> GatherLayout {
+        let (p_strides, i_strides) = (row_major(params), row_major(indices));
+        let own = indices.len() - batch_dims;
+        let mut params_strides = p_strides[..axis].to_vec();
+        params_strides.extend(std::iter::repeat_n(0, own));
+        params_strides.extend_from_slice(&p_strides[axis + 1..]);
+        let mut index_strides = i_strides[..batch_dims].to_vec();
+        index_strides.extend(std::iter::repeat_n(0, axis - batch_dims));
+        index_strides.extend_from_slice(&i_strides[batch_dims..]);
+        index_strides.extend(std::iter::repeat_n(0, params.len() - axis - 1));
+        GatherLayout {
+            shape: kiln_ir::op::gather_shape(params, indices, axis, batch_dims),
+            params_strides,
+            index_strides,
+            stride: p_strides[axis],
+            extent: params[axis],
+        }
+    }
+}
+
+/// A gathered element at one point of a [`GatherLayout`] nest, not yet tied to the
+/// buffer it picks from.
+struct Picked {
+    /// The params index without the gathered axis's term.
+    index: Index,
+    at: Expr,
+    stride: i64,
+    extent: u32,
+}
+
+impl Picked {
+    fn indirect(&self, buffer: BufferId) -> Indirect {
+        Indirect {
+            buffer,
+            index: self.index.clone(),
+            at: Box::new(self.at.clone()),
+            stride: self.stride,
+            extent: self.extent,
+        }
+    }
+}
+
 /// The identity of a reduction and its accumulation step.
 fn reduce_init(op: ReduceOp, dtype: DType) -> Scalar {
     match (op, dtype) {
@@ -609,7 +673,79 @@ impl Lowering<'_> {
                     )
                 })
             }
+            Op::Gather { axis, batch_dims } => {
+                // The gathered rows are picked by data, so they are read from a buffer
+                // (a constant is filled into one).
+                let params = self.materialise(operands[0]);
+                let indices = self.concrete(operands[1]);
+                let layout = GatherLayout::new(
+                    &graph.ty(operands[0]).shape,
+                    &graph.ty(operands[1]).shape,
+                    *axis,
+                    *batch_dims,
+                );
+                let out = self.program.add_buffer(ty.clone(), Storage::Temp);
+                self.emit_indirect(name, &layout, indices, |picked, index| Stmt::Store {
+                    buffer: out,
+                    index: index.clone(),
+                    value: Expr::Gather(picked.indirect(params)),
+                });
+                Value::Buffer(out)
+            }
+            Op::ScatterAdd {
+                axis, batch_dims, ..
+            } => {
+                let updates = self.concrete(operands[0]);
+                let indices = self.concrete(operands[1]);
+                let layout =
+                    GatherLayout::new(&ty.shape, &graph.ty(operands[1]).shape, *axis, *batch_dims);
+                let out = self.program.add_buffer(ty.clone(), Storage::Temp);
+                let zero = Scalar::from_f64(0.0, ty.dtype);
+                self.emit_map("scatter_add.fill", &ty.shape, out, Vec::new(), move |_| {
+                    Expr::Const(zero)
+                });
+                self.emit_indirect(name, &layout, indices, |picked, index| Stmt::ScatterAdd {
+                    target: picked.indirect(out),
+                    value: read(updates, index.clone()),
+                });
+                Value::Buffer(out)
+            }
         }
+    }
+
+    /// A kernel over every element of a gather's result (equally, of a scatter_add's
+    /// updates): `stmt(picked, index)` where `picked` locates the params element it
+    /// reads or writes and `index` is the element's own row-major position. Emits
+    /// nothing for an empty result.
+    fn emit_indirect(
+        &mut self,
+        name: &str,
+        layout: &GatherLayout,
+        indices: Value,
+        stmt: impl FnOnce(&Picked, &Index) -> Stmt,
+    ) {
+        if layout.shape.contains(&0) {
+            return;
+        }
+        let mut kernel = KernelBuilder::default();
+        let accesses = [
+            row_major(&layout.shape),
+            layout.params_strides.clone(),
+            layout.index_strides.clone(),
+        ];
+        let mut nest = nest(&mut kernel, &layout.shape, &accesses);
+        let at = read(indices, nest.indices.remove(2));
+        let picked = Picked {
+            index: nest.indices.remove(1),
+            at,
+            stride: layout.stride,
+            // Nonzero extents of a non-empty result multiply to at most its params'
+            // element count, which lowering checked.
+            extent: u32::try_from(layout.extent).expect("params sizes fit MAX_ELEMENTS"),
+        };
+        let own = nest.indices.remove(0);
+        let body = wrap(&nest.loops, vec![stmt(&picked, &own)]);
+        self.program.kernels.push(kernel.finish(name, body));
     }
 
     /// Copies `src` (read at `src_offset + Σ i·src_strides`) to `out` (written at
@@ -1385,6 +1521,53 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn gather_picks_by_index_and_scatter_add_fills_then_accumulates() {
+        // x[2,3,4] along axis 1 with one batch axis, by ids[2,5]: [2,5,4], element
+        // [b, j, s] = x[b, ids[b, j], s]; then back into [2,3,4].
+        let mut g = Graph::new("gs");
+        let x = g.input("x", TensorType::f32([2, 3, 4])).unwrap();
+        let ids = g.input("ids", TensorType::i32([2, 5])).unwrap();
+        let y = g.gather(x, ids, 1, 1).unwrap();
+        let back = g.scatter_add(y, ids, 1, 1, 3).unwrap();
+        g.set_output("back", back).unwrap();
+        let expected = r#"program "gs" {
+  b0: f32[2,3,4] input "x"
+  b1: i32[2,5] input "ids"
+  b2: f32[2,5,4] temp
+  b3: f32[2,3,4] temp
+  output "back" = b3: f32[2,3,4]
+
+  kernel k0 gather {
+    for i0 in 0..2 {
+      for i1 in 0..5 {
+        for i2 in 0..4 {
+          b2[20*i0 + 4*i1 + i2] = gather(b0[12*i0 + i2], b1[5*i0 + i1], stride=4, extent=3)
+        }
+      }
+    }
+  }
+
+  kernel k1 scatter_add.fill {
+    for i0 in 0..24 {
+      b3[i0] = 0.0
+    }
+  }
+
+  kernel k2 scatter_add {
+    for i0 in 0..2 {
+      for i1 in 0..5 {
+        for i2 in 0..4 {
+          scatter_add(b3[12*i0 + i2], b1[5*i0 + i1], stride=4, extent=3) += b2[20*i0 + 4*i1 + i2]
+        }
+      }
+    }
+  }
+}
+"#;
+        assert_eq!(lower_text(&g), expected);
     }
 
     #[test]

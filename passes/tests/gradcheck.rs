@@ -335,6 +335,41 @@ fn slices_pads_and_concatenations_match_finite_differences() {
 }
 
 #[test]
+fn gathers_and_scatter_adds_match_finite_differences() {
+    for seed in SEEDS {
+        let mut case = Case::new(seed);
+        let table = case.param("table", &[5, 3], Values::Normal);
+        let logits = case.param("logits", &[4, 6], Values::Normal);
+        let updates = case.param("updates", &[4], Values::Normal);
+        // Repeated ids (the table's row 1 is read twice) and out-of-range ones (-1, 5).
+        let ids = case.input_data(
+            "ids",
+            TensorType::i32([2, 3]),
+            vec![1.0, 4.0, 1.0, -1.0, 0.0, 5.0],
+        );
+        let labels = case.input_data("labels", TensorType::i32([4]), vec![5.0, 0.0, 6.0, 2.0]);
+        let rows = case.graph.gather(table, ids, 0, 0).unwrap();
+        let rows = case.graph.tanh(rows).unwrap();
+        let rows = case.graph.reshape(rows, vec![18]).unwrap();
+        let picked = case.graph.gather(logits, labels, 1, 1).unwrap();
+        let picked = case.graph.exp(picked).unwrap();
+        let spread = case.graph.scatter_add(updates, labels, 1, 1, 6).unwrap();
+        let spread = case.graph.sigmoid(spread).unwrap();
+        let spread = case.graph.reshape(spread, vec![24]).unwrap();
+        let both = case.graph.concat(rows, picked, 0).unwrap();
+        let all = case.graph.concat(both, spread, 0).unwrap();
+        let (graph, feeds) = case.finish(all);
+        let grads = check_gradients(&graph, &feeds);
+        // Row 2 of the table is never read; the label 6 is out of range, so row 2
+        // of logits and row 2 of updates get nothing.
+        assert_eq!(&grads["table"].data()[6..9], &[0.0; 3]);
+        assert!(grads["logits"].data()[12..18].iter().all(|&g| g == 0.0));
+        assert_eq!(grads["updates"].data()[2], 0.0);
+        assert!(largest(&grads) > 1e-3);
+    }
+}
+
+#[test]
 fn min_gives_ties_to_the_first_operand() {
     let mut case = Case::new(3);
     let a = case.param_data("a", &[3], vec![1.0, 2.0, -1.0]);

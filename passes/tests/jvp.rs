@@ -115,6 +115,39 @@ fn the_pass_adds_tangent_inputs_and_jvp_outputs() {
 }
 
 #[test]
+fn gather_and_scatter_add_apply_to_the_tangent_with_the_same_indices() {
+    let src = r#"graph g {
+  %0 = param "w" : f32[5,2]
+  %1 = input "ids" : i32[3]
+  %2 = gather %0, %1 axis=0 batch_dims=0 : f32[3,2]
+  %3 = scatter_add %2, %1 axis=0 batch_dims=0 extent=4 : f32[4,2]
+  output "y" = %3
+}"#;
+    let graph = text::parse(src).unwrap();
+    let forward = jvp::run(
+        &graph,
+        &JvpOptions {
+            wrt: vec!["w".to_string()],
+        },
+    )
+    .unwrap();
+    // The tangent takes the same gather and scatter_add as the value.
+    insta::assert_snapshot!(text::print(&forward), @r#"
+    graph g {
+      %0 = input "ids" : i32[3]
+      %1 = input "tangent.w" : f32[5,2]
+      %2 = param "w" : f32[5,2]
+      %3 = gather %2, %0 axis=0 batch_dims=0 : f32[3,2]
+      %4 = scatter_add %3, %0 axis=0 batch_dims=0 extent=4 : f32[4,2]
+      %5 = gather %1, %0 axis=0 batch_dims=0 : f32[3,2]
+      %6 = scatter_add %5, %0 axis=0 batch_dims=0 extent=4 : f32[4,2]
+      output "y" = %4
+      output "jvp.y" = %6
+    }
+    "#);
+}
+
+#[test]
 fn unknown_and_integer_leaves_are_refused() {
     let mut graph = Graph::new("g");
     graph

@@ -111,6 +111,7 @@ fn mark_nans(program: &mut Program) {
                 expr(b);
                 expr(c);
             }
+            Expr::Gather(indirect) => expr(&mut indirect.at),
         }
     }
     fn stmts(body: &mut [Stmt]) {
@@ -118,6 +119,10 @@ fn mark_nans(program: &mut Program) {
             match stmt {
                 Stmt::Loop { body, .. } => stmts(body),
                 Stmt::Store { value, .. } | Stmt::Assign { value, .. } => expr(value),
+                Stmt::ScatterAdd { target, value } => {
+                    expr(&mut target.at);
+                    expr(value);
+                }
                 Stmt::Call { .. } => {}
             }
         }

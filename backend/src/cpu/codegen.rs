@@ -32,8 +32,8 @@ use cranelift_codegen::ir::{
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use cranelift_module::{FuncId, Linkage, Module, ModuleError};
 use kiln_ir::kernel::{
-    BufferId, Expr, Index, Kernel, LoopKind, Matmul, Program, Routine, Scalar, Slice, Split, Stmt,
-    VType, VarId,
+    BufferId, Expr, Index, Indirect, Kernel, LoopKind, Matmul, Program, Routine, Scalar, Slice,
+    Split, Stmt, VType, VarId,
 };
 use kiln_ir::{BinaryOp, CmpOp, DType, UnaryOp};
 use std::collections::{BTreeMap, HashMap};
@@ -661,6 +661,21 @@ impl FnGen<'_, '_> {
                     let value = self.expr(value, mode);
                     self.b.def_var(self.locals[local.0 as usize], value);
                 }
+                Stmt::ScatterAdd { target, value } => {
+                    if mode != Mode::Scalar {
+                        return Err(
+                            self.unsupported(format!("scatter_add({target}) inside a vector loop"))
+                        );
+                    }
+                    let dtype = self.program.buffer(target.buffer).ty.dtype;
+                    let value = self.expr(value, mode);
+                    self.picked(target, None, |e, address| {
+                        let old = e.b.ins().load(scalar_type(dtype), data_flags(), address, 0);
+                        let sum = e.binary(BinaryOp::Add, dtype, old, value);
+                        e.b.ins().store(data_flags(), sum, address, 0);
+                        None
+                    });
+                }
             }
         }
         Ok(())
@@ -697,6 +712,14 @@ impl FnGen<'_, '_> {
                         )));
                     }
                 }
+            }
+            // A gather's position is per element (the checker refuses it here too).
+            let mut gathers = false;
+            for stmt in body {
+                stmt.visit_exprs(&mut |expr| gathers |= matches!(expr, Expr::Gather(_)));
+            }
+            if gathers {
+                return Err(self.unsupported(format!("a gather in the vector loop over {var}")));
             }
         }
         if trips == 1 {
@@ -830,17 +853,28 @@ impl FnGen<'_, '_> {
         let mut loads: Vec<(BufferId, Index)> = Vec::new();
         let mut stored: Vec<BufferId> = Vec::new();
         for stmt in body {
-            if let Stmt::Store { buffer, index, .. } = stmt {
-                accesses.push((*buffer, index.without(var)));
-                stored.push(*buffer);
+            match stmt {
+                Stmt::Store { buffer, index, .. }
+                | Stmt::ScatterAdd {
+                    target: Indirect { buffer, index, .. },
+                    ..
+                } => {
+                    accesses.push((*buffer, index.without(var)));
+                    stored.push(*buffer);
+                }
+                _ => {}
             }
-            stmt.visit_exprs(&mut |expr| {
-                if let Expr::Load { buffer, index, .. } = expr {
+            stmt.visit_exprs(&mut |expr| match expr {
+                Expr::Load { buffer, index, .. } => {
                     accesses.push((*buffer, index.without(var)));
                     if index.stride_of(var) == 0 {
                         loads.push((*buffer, index.clone()));
                     }
                 }
+                Expr::Gather(Indirect { buffer, index, .. }) => {
+                    accesses.push((*buffer, index.without(var)));
+                }
+                _ => {}
             });
         }
         self.partials.clear();
@@ -885,6 +919,15 @@ impl FnGen<'_, '_> {
                                 wanted.push((*scalar, vector));
                             }
                         });
+                    }
+                    Stmt::ScatterAdd { target, value } => {
+                        for expr in [&*target.at, value] {
+                            expr.visit(&mut |expr| {
+                                if let Expr::Const(scalar) = expr {
+                                    wanted.push((*scalar, vector));
+                                }
+                            });
+                        }
                     }
                 }
             }
@@ -1175,7 +1218,56 @@ impl FnGen<'_, '_> {
                 let counter = self.expr(counter, mode);
                 math::emit_random(&mut self.b, *dist, [key0, key1], counter)
             }
+            // Scalar only: emit_loop refuses gathers in vector loops.
+            Expr::Gather(indirect) => {
+                let dtype = self.program.buffer(indirect.buffer).ty.dtype;
+                let zero = self.constant(Scalar::from_f64(0.0, dtype), Mode::Scalar);
+                let picked =
+                    self.picked(indirect, Some((scalar_type(dtype), zero)), |e, address| {
+                        Some(e.b.ins().load(scalar_type(dtype), data_flags(), address, 0))
+                    });
+                picked.expect("a gather's merge block has its value as a parameter")
+            }
         }
+    }
+
+    /// Runs `on_pick(address)` only when `indirect`'s position is in range, with the
+    /// address of the element it picks, and merges what it gives with `otherwise`'s
+    /// value (of the given type) when out of range. The position and the base
+    /// address are computed before the branch, so no value that later code reuses
+    /// (the loop's cached scaled counters) is defined in the conditional block.
+    fn picked(
+        &mut self,
+        indirect: &Indirect,
+        otherwise: Option<(Type, Value)>,
+        on_pick: impl FnOnce(&mut Self, Value) -> Option<Value>,
+    ) -> Option<Value> {
+        let base = self.address(indirect.buffer, &indirect.index);
+        let at = self.expr(&indirect.at, Mode::Scalar);
+        // One unsigned comparison tests 0 <= at < extent: a negative i32 is above
+        // every extent (the checker keeps extents within i32).
+        let in_range =
+            self.b
+                .ins()
+                .icmp_imm_u(IntCC::UnsignedLessThan, at, i64::from(indirect.extent));
+        let pick = self.b.create_block();
+        let done = self.b.create_block();
+        let merged = otherwise.map(|(ty, _)| self.b.append_block_param(done, ty));
+        let fallback: Vec<_> = otherwise
+            .map(|(_, value)| value.into())
+            .into_iter()
+            .collect();
+        self.b.ins().brif(in_range, pick, &[], done, &fallback);
+        self.b.switch_to_block(pick);
+        let position = self.b.ins().uextend(types::I64, at);
+        let bytes = indirect.stride * self.element_bytes(indirect.buffer);
+        let offset = self.b.ins().imul_imm_s(position, bytes);
+        let address = self.b.ins().iadd(base, offset);
+        let value = on_pick(self, address);
+        let args: Vec<_> = value.map(Into::into).into_iter().collect();
+        self.b.ins().jump(done, &args);
+        self.b.switch_to_block(done);
+        merged
     }
 
     fn unary(&mut self, op: UnaryOp, dtype: DType, x: Value, mode: Mode) -> Value {

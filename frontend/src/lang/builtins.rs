@@ -31,7 +31,7 @@ const UNARY: [(&str, UnaryOp); 14] = [
 ];
 
 /// Every other function, for `is_function` and the "unknown function" message.
-const OTHERS: [&str; 31] = [
+const OTHERS: [&str; 33] = [
     "max_pool2d",
     "avg_pool2d",
     "max_pool1d",
@@ -63,6 +63,8 @@ const OTHERS: [&str; 31] = [
     "dropout",
     "rand_like",
     "randn_like",
+    "gather",
+    "scatter_add",
 ];
 
 /// Whether `name` is a function of the language.
@@ -576,6 +578,35 @@ pub fn call(
                     .one_hot(labels, classes)
                     .context("one_hot"),
             )
+        }
+        // TensorFlow's gather and its adjoint; an index out of range reads 0 or is
+        // dropped. A negative axis counts from the end of the gathered tensor.
+        "gather" => {
+            let bound = bind(&["x", "indices", "axis", "batch_dims"], 2)?;
+            let (x, indices) = (bound.tensor(0, "x")?, bound.tensor(1, "indices")?);
+            let axis = bound.int(2, "axis", Some(0))?.unwrap_or(0);
+            let batch_dims = bound.size(3, "batch_dims")?;
+            let builder = elaborator.builder();
+            let rank = builder.ty(x).map_err(at(span))?.rank();
+            let axis = resolve_axis(axis, rank).ok_or_else(|| axis_error(axis, rank, span))?;
+            let gathered = builder.graph().gather(x, indices, axis, batch_dims);
+            tensor(gathered.context("gather"))
+        }
+        "scatter_add" => {
+            let bound = bind(&["updates", "indices", "extent", "axis", "batch_dims"], 3)?;
+            let (updates, indices) = (bound.tensor(0, "updates")?, bound.tensor(1, "indices")?);
+            let extent = bound.size(2, "extent")?;
+            let axis = bound.int(3, "axis", Some(0))?.unwrap_or(0);
+            let batch_dims = bound.size(4, "batch_dims")?;
+            let builder = elaborator.builder();
+            let index_rank = builder.ty(indices).map_err(at(span))?.rank();
+            let updates_rank = builder.ty(updates).map_err(at(span))?.rank();
+            // The rank of the result, the tensor a gather would read the updates from.
+            let rank = (updates_rank + batch_dims + 1).saturating_sub(index_rank);
+            let axis = resolve_axis(axis, rank).ok_or_else(|| axis_error(axis, rank, span))?;
+            let graph = builder.graph();
+            let scattered = graph.scatter_add(updates, indices, axis, batch_dims, extent);
+            tensor(scattered.context("scatter_add"))
         }
         _ => Err(
             ModelError::new(name_span.clone(), format!("unknown function `{name}`")).expected(

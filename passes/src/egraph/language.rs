@@ -1,7 +1,9 @@
 //! The egg language of kiln's op set and the analysis that types every e-class.
 //!
 //! Every op is an e-node whose value operands come first and whose attributes follow
-//! as leaf children: `Dims` for reduction axes and permutations, `Type` for the
+//! as leaf children: `Dims` for reduction axes and permutations (and the integer
+//! attributes of `gather`, `[axis, batch_dims]`, and `scatter_add`, `[axis,
+//! batch_dims, extent]`), `Type` for the
 //! declared type of inputs, parameters and constants and for the target of
 //! `broadcast`, `reshape`, `cast` and `random.*` (its shape), `Float` for a constant's value, `Num` for
 //! `one_hot`'s depth and `Name` for input and parameter names. So an e-node holds all
@@ -199,6 +201,10 @@ define_language! {
         "conv" = Conv([Id; 7]),
         "conv_input_grad" = ConvInputGrad([Id; 8]),
         "conv_filter_grad" = ConvFilterGrad([Id; 8]),
+        // (params, indices, [axis, batch_dims]) and (updates, indices, [axis,
+        // batch_dims, extent]).
+        "gather" = Gather([Id; 3]),
+        "scatter_add" = ScatterAdd([Id; 3]),
         Num(i64),
         Float(Float),
         Dims(Dims),
@@ -481,6 +487,21 @@ pub fn node_op(egraph: &KilnEGraph, node: &KilnLang) -> Option<NodeOp> {
             },
             &[*x, *dy],
         ),
+        L::Gather([params, indices, attributes]) => match dims(egraph, *attributes)[..] {
+            [axis, batch_dims] => value(Op::Gather { axis, batch_dims }, &[*params, *indices]),
+            _ => leaf_bug("[axis, batch_dims]", leaf(egraph, *attributes)),
+        },
+        L::ScatterAdd([updates, indices, attributes]) => match dims(egraph, *attributes)[..] {
+            [axis, batch_dims, extent] => value(
+                Op::ScatterAdd {
+                    axis,
+                    batch_dims,
+                    extent,
+                },
+                &[*updates, *indices],
+            ),
+            _ => leaf_bug("[axis, batch_dims, extent]", leaf(egraph, *attributes)),
+        },
         L::Num(_) | L::Float(_) | L::Dims(_) | L::Type(_) | L::Name(_) => return None,
     };
     Some(node_op)
@@ -621,6 +642,18 @@ pub fn op_node(egraph: &mut KilnEGraph, op: &Op, operands: &[Id], ty: &TensorTyp
                 Distribution::Uniform => L::RandomUniform(children),
                 Distribution::Normal => L::RandomNormal(children),
             }
+        }
+        Op::Gather { axis, batch_dims } => {
+            let attributes = egraph.add(L::Dims(Dims(vec![*axis, *batch_dims])));
+            L::Gather([operands[0], operands[1], attributes])
+        }
+        Op::ScatterAdd {
+            axis,
+            batch_dims,
+            extent,
+        } => {
+            let attributes = egraph.add(L::Dims(Dims(vec![*axis, *batch_dims, *extent])));
+            L::ScatterAdd([operands[0], operands[1], attributes])
         }
     }
 }

@@ -369,5 +369,7 @@ fn rewrite_store(
             }
         }
         Stmt::Store { .. } | Stmt::Assign { .. } | Stmt::Call { .. } => {}
+        // Lowering never scatters into a matmul's result.
+        Stmt::ScatterAdd { .. } => {}
     }
 }

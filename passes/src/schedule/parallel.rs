@@ -3,8 +3,10 @@
 //!
 //! A kernel qualifies when its whole body is one serial loop with step 1 whose body
 //! is stores only with unit stride along the loop variable, reading any buffer it
-//! writes only at the element it writes, and which covers at least
-//! [`PARALLEL_ELEMENTS`] elements (smaller loops are not worth waking threads for).
+//! writes only at the element it writes (and gathering from none of them, as a
+//! gather may read any element), and which covers at least [`PARALLEL_ELEMENTS`]
+//! elements (smaller loops are not worth waking threads for). A scatter_add is no
+//! store: its iterations may add to the same element, so its loop stays serial.
 //! The loop `for i in 0..n` becomes `for t in 0..T parallel { for i in 0..B { ..
 //! B*t + i .. } }` over whole blocks of B (a multiple of 64 elements) and a serial
 //! remainder loop; every element is computed exactly as before.
@@ -14,7 +16,7 @@
 //!   b1[i0] = exp(b0[i0])                     for i2 in 0..500000 { b1[500000*i1 + i2] = exp(b0[500000*i1 + i2]) }
 //! ```
 
-use kiln_ir::kernel::{Expr, Index, LoopKind, Program, Stmt, VarId};
+use kiln_ir::kernel::{Expr, Index, Indirect, LoopKind, Program, Stmt, VarId};
 use kiln_ir::Target;
 
 /// Loops over fewer elements than this stay on one thread.
@@ -99,22 +101,24 @@ fn independent(var: VarId, body: &[Stmt]) -> bool {
             value,
         } => {
             let mut ok = index.stride_of(var) == 1;
-            value.visit(&mut |expr| {
-                if let Expr::Load {
+            value.visit(&mut |expr| match expr {
+                Expr::Load {
                     buffer: read,
                     index: at,
                     ..
-                } = expr
-                {
-                    ok &= read != buffer || at == index;
-                }
+                } => ok &= read != buffer || at == index,
+                // A gathered element may be any element of its buffer.
+                Expr::Gather(Indirect { buffer: read, .. }) => ok &= read != buffer,
+                _ => {}
             });
             // Other stores of the body must not be read by this one at other elements.
             ok && body.iter().all(|other| match other {
                 Stmt::Store { buffer: b, .. } if b != buffer => {
                     let mut clean = true;
                     value.visit(&mut |expr| {
-                        if let Expr::Load { buffer: read, .. } = expr {
+                        if let Expr::Load { buffer: read, .. }
+                        | Expr::Gather(Indirect { buffer: read, .. }) = expr
+                        {
                             clean &= read != b;
                         }
                     });
@@ -178,6 +182,11 @@ fn substitute_expr(value: &Expr, var: VarId, with: &Index) -> Expr {
         Expr::Select(c, a, b) => Expr::Select(go(c), go(a), go(b)),
         Expr::Fma(a, b, c) => Expr::Fma(go(a), go(b), go(c)),
         Expr::Random(dist, a, b, c) => Expr::Random(*dist, go(a), go(b), go(c)),
+        Expr::Gather(indirect) => Expr::Gather(Indirect {
+            index: rebase(&indirect.index, var, with),
+            at: go(&indirect.at),
+            ..indirect.clone()
+        }),
         Expr::Const(_) | Expr::LoopIndex(_) | Expr::Local(_) => value.clone(),
     }
 }

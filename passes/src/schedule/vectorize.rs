@@ -5,7 +5,8 @@
 //! at least as many iterations as lanes, and its body is only stores of scalar
 //! values, each with unit stride along the loop variable, reading every buffer with
 //! unit or zero stride (a splat) along it, and reading a buffer it writes only at
-//! the element it writes; then its iterations are independent. Every dtype is one 32-bit lane, so i32 and bool loops qualify too. The
+//! the element it writes; then its iterations are independent. Loops that gather or
+//! scatter (computed positions, one element at a time) stay scalar. Every dtype is one 32-bit lane, so i32 and bool loops qualify too. The
 //! code generator runs the remainder one element at a time.
 //!
 //! ```text
@@ -85,10 +86,16 @@ fn independent_stores(var: VarId, body: &[Stmt]) -> bool {
                             .all(|&(stored, at)| stored != *buffer || at == index);
                     }
                     Expr::Splat(..) => ok = false,
+                    // A computed position is per element: no vector load reads it.
+                    Expr::Gather(_) => ok = false,
                     _ => {}
                 });
             }
-            Stmt::Loop { .. } | Stmt::Assign { .. } | Stmt::Call { .. } => ok = false,
+            // Iterations of a scatter may add to the same element.
+            Stmt::Loop { .. }
+            | Stmt::Assign { .. }
+            | Stmt::Call { .. }
+            | Stmt::ScatterAdd { .. } => ok = false,
         }
     }
     ok
