@@ -196,7 +196,7 @@ fn compiled_convolutions_and_pools_equal_the_interpreter_bit_for_bit() {
     let mut builder = ModelBuilder::new("pools", 0);
     let x = builder.input("x", TensorType::f32([2, 3, 7, 6])).unwrap();
     let max = conv::pool2d(&mut builder, x, Pool::Max, [3, 2], [2, 2], 1).unwrap();
-    let avg = conv::pool2d(&mut builder, x, Pool::Average, [2, 2], [1, 2], 0).unwrap();
+    let avg = conv::pool2d(&mut builder, x, Pool::Avg, [2, 2], [1, 2], 0).unwrap();
     builder.output("max", max).unwrap();
     builder.output("avg", avg).unwrap();
     let graph = builder.finish().unwrap().into_parts().0;
@@ -211,7 +211,7 @@ fn pools_equal_their_definitions_including_padding() {
     let mut builder = ModelBuilder::new("pool", 0);
     let input = builder.input("x", TensorType::f32([1, 2, 5, 5])).unwrap();
     let max = conv::pool2d(&mut builder, input, Pool::Max, [3, 3], [2, 2], 1).unwrap();
-    let avg = conv::pool2d(&mut builder, input, Pool::Average, [3, 3], [2, 2], 1).unwrap();
+    let avg = conv::pool2d(&mut builder, input, Pool::Avg, [3, 3], [2, 2], 1).unwrap();
     builder.output("max", max).unwrap();
     builder.output("avg", avg).unwrap();
     let graph = builder.finish().unwrap().into_parts().0;

@@ -1,10 +1,12 @@
-//! The convolution ops (`conv`, `conv_input_grad`, `conv_filter_grad`): their
-//! expansion into im2col and matmuls computes the interpreter's meaning bit for bit,
-//! the compiled code equals the interpreter bit for bit, at random odd sizes in one,
-//! two and three spatial dimensions with strides, dilations, uneven padding and
-//! groups; and a kernel that does not fit is a located type error.
+//! The window ops — convolution (`conv`, `conv_input_grad`, `conv_filter_grad`) and
+//! pooling (`max_pool`, `avg_pool` and their gradients): their expansion into
+//! im2col and matmuls or into combined windows computes the interpreter's meaning
+//! bit for bit, and the compiled code equals the interpreter bit for bit, at random
+//! odd sizes in one, two and three spatial dimensions with strides, dilations,
+//! uneven padding and groups (and ties, for the maximum); a kernel that does not fit
+//! is a type error naming what is wrong.
 
-use kiln::ir::op::ConvSpec;
+use kiln::ir::op::{ConvSpec, PoolKind, PoolSpec};
 use kiln::ir::{evaluate, scalar, Feeds, Graph, Op, Precision, Rng, Tensor, TensorType};
 use kiln::passes::expand;
 use kiln::passes::pipeline::{self, PipelineOptions};
@@ -87,6 +89,73 @@ fn assert_same(what: &str, got: &Tensor, want: &Tensor) {
     }
 }
 
+/// Evaluates `graph` by its meaning, through its expansion and compiled, and asserts
+/// all three agree bit for bit.
+fn check_three_ways(graph: &Graph, feeds: &Feeds, what: &str) {
+    let meaning = evaluate(graph, feeds, Precision::F32).unwrap();
+    let expanded = expand::run(graph).unwrap();
+    assert!(!expand::needed(&expanded));
+    let through_expansion = evaluate(&expanded, feeds, Precision::F32).unwrap();
+    let mut exe =
+        kiln::compile::compile_with(graph, pipeline::INFERENCE, &PipelineOptions::default())
+            .unwrap();
+    let (compiled, _) = exe.run_feeds(feeds).unwrap();
+    for (name, want) in &meaning.outputs {
+        let expanded = &through_expansion.outputs[name];
+        assert_same(&format!("expanded {what}, {name}"), expanded, want);
+        assert_same(&format!("compiled {what}, {name}"), &compiled[name], want);
+    }
+}
+
+#[test]
+fn pooling_expansion_and_compiled_code_equal_the_meaning_bit_for_bit() {
+    let mut rng = Rng::new(77);
+    for round in 0..40 {
+        let rank = 1 + rng.below(3);
+        let mut spec = PoolSpec::default();
+        let mut x_shape = vec![1 + rng.below(2), 1 + rng.below(3)];
+        for _ in 0..rank {
+            let window = 1 + rng.below(3);
+            let n = window + rng.below(4);
+            spec.window.push(window);
+            spec.stride.push(1 + rng.below(3));
+            spec.low.push(rng.below(window / 2 + 1));
+            spec.high.push(rng.below(window / 2 + 1));
+            x_shape.push(n);
+        }
+        for kind in PoolKind::ALL {
+            let mut g = Graph::new("pool");
+            let x = g.input("x", TensorType::f32(x_shape.clone())).unwrap();
+            let pool = Op::Pool {
+                kind,
+                spec: spec.clone(),
+            };
+            let y = g.add(pool, &[x]).unwrap();
+            let y_shape = g.ty(y).shape.clone();
+            let dy = g.input("dy", TensorType::f32(y_shape.clone())).unwrap();
+            let grad = Op::PoolGrad {
+                kind,
+                spec: spec.clone(),
+            };
+            let dx = g.add(grad, &[x, dy]).unwrap();
+            g.set_output("y", y).unwrap();
+            g.set_output("dx", dx).unwrap();
+            let mut feeds = Feeds::new();
+            // Few distinct values (signed zeros among them), so windows have ties.
+            let choices = [-1.0, -0.0, 0.0, 0.5, 1.0];
+            let x_data: Vec<f64> = (0..x_shape.iter().product())
+                .map(|_| choices[rng.below(choices.len())])
+                .collect();
+            feeds.insert(
+                "x".into(),
+                Tensor::new(TensorType::f32(x_shape.clone()), x_data).unwrap(),
+            );
+            feeds.insert("dy".into(), random_tensor(&mut rng, &y_shape));
+            check_three_ways(&g, &feeds, &format!("round {round}, {kind:?} {spec:?}"));
+        }
+    }
+}
+
 #[test]
 fn expansion_and_compiled_code_equal_the_meaning_bit_for_bit() {
     let mut rng = Rng::new(2026);
@@ -97,23 +166,7 @@ fn expansion_and_compiled_code_equal_the_meaning_bit_for_bit() {
         for (name, shape) in [("x", &case.x), ("w", &case.w), ("dy", &case.y)] {
             feeds.insert(name.into(), random_tensor(&mut rng, shape));
         }
-        let what = |output: &str| format!("round {round}, {output}, {:?}", case.spec);
-        let meaning = evaluate(&graph, &feeds, Precision::F32).unwrap();
-        let expanded = expand::run(&graph).unwrap();
-        assert!(!expand::needed(&expanded));
-        let through_expansion = evaluate(&expanded, &feeds, Precision::F32).unwrap();
-        let mut exe =
-            kiln::compile::compile_with(&graph, pipeline::INFERENCE, &PipelineOptions::default())
-                .unwrap();
-        let (compiled, _) = exe.run_feeds(&feeds).unwrap();
-        for (name, want) in &meaning.outputs {
-            assert_same(
-                &format!("expanded {}", what(name)),
-                &through_expansion.outputs[name],
-                want,
-            );
-            assert_same(&format!("compiled {}", what(name)), &compiled[name], want);
-        }
+        check_three_ways(&graph, &feeds, &format!("round {round}, {:?}", case.spec));
     }
 }
 

@@ -1,9 +1,7 @@
 //! Convolution and pooling over channels-first tensors (PyTorch's NCHW and NCL).
-//! A convolution is the IR's `conv` op (with its two gradient ops, which the
-//! `expand` pass turns into im2col and matmuls); pooling is a composition of
-//! padding, strided slices and elementwise max or sum, whose gradients autodiff
-//! derives from the adjoints of those primitives (a strided slice's is an interior
-//! pad).
+//! A convolution is the IR's `conv` op and a pooling its `max_pool` or `avg_pool`
+//! (each with its gradient ops, which the `expand` pass turns into im2col and
+//! matmuls, or windows combined elementwise).
 //!
 //! Sizes follow PyTorch: an axis of `i` elements, padded by `low + high`, with a
 //! kernel of `k` taps `d` apart and stride `s`, gives
@@ -12,7 +10,7 @@
 
 use crate::builder::{Context, FrontendError, ModelBuilder};
 use crate::init::Init;
-use kiln_ir::op::ConvSpec;
+use kiln_ir::op::{ConvSpec, PoolSpec};
 use kiln_ir::{BinaryOp, DType, NodeId, Op, TensorType};
 
 /// How a convolution or pooling pads each spatial axis.
@@ -94,30 +92,6 @@ fn out_extent(
     Ok((padded - span) / stride + 1)
 }
 
-/// `x` ([N, C, H, W]) padded on its two spatial axes.
-fn pad_spatial(
-    builder: &mut ModelBuilder,
-    x: NodeId,
-    low: [usize; 2],
-    high: [usize; 2],
-    value: f64,
-    context: &str,
-) -> Result<NodeId, FrontendError> {
-    if low == [0, 0] && high == [0, 0] {
-        return Ok(x);
-    }
-    builder
-        .graph()
-        .pad(
-            x,
-            &[0, 0, low[0], low[1]],
-            &[0, 0, high[0], high[1]],
-            &[0; 4],
-            value,
-        )
-        .context(context)
-}
-
 /// `parts` (at least one) joined in order along `axis` by a chain of `concat`s.
 pub(crate) fn concat_all(
     builder: &mut ModelBuilder,
@@ -132,39 +106,6 @@ pub(crate) fn concat_all(
     rest.iter().try_fold(first, |joined, &part| {
         graph.concat(joined, part, axis).context(context)
     })
-}
-
-/// The `taps[0]·taps[1]` strided windows of padded `x` ([N, C, Hp, Wp]), each
-/// `[N, C, Ho, Wo]`, in row-major tap order.
-fn windows(
-    builder: &mut ModelBuilder,
-    x: NodeId,
-    taps: [usize; 2],
-    out: [usize; 2],
-    options: &ConvOptions,
-    context: &str,
-) -> Result<Vec<NodeId>, FrontendError> {
-    let shape = builder.ty(x)?.shape.clone();
-    let mut windows = Vec::with_capacity(taps[0] * taps[1]);
-    for i in 0..taps[0] {
-        for j in 0..taps[1] {
-            let starts = [0, 0, i * options.dilation[0], j * options.dilation[1]];
-            let ends = [
-                shape[0],
-                shape[1],
-                starts[2] + (out[0] - 1) * options.stride[0] + 1,
-                starts[3] + (out[1] - 1) * options.stride[1] + 1,
-            ];
-            let steps = [1, 1, options.stride[0], options.stride[1]];
-            windows.push(
-                builder
-                    .graph()
-                    .slice(x, &starts, &ends, &steps)
-                    .context(context)?,
-            );
-        }
-    }
-    Ok(windows)
 }
 
 fn check_options(context: &str, options: &ConvOptions) -> Result<(), FrontendError> {
@@ -291,18 +232,12 @@ fn conv_nd(
     builder.binary(BinaryOp::Add, y, bias)
 }
 
-/// Which reduction a pooling takes over its window.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Pool {
-    /// The maximum (padding with -inf, so it never wins).
-    Max,
-    /// The mean over the whole window, padding included (PyTorch's default
-    /// `count_include_pad=True`).
-    Average,
-}
+pub use kiln_ir::op::PoolKind as Pool;
 
 /// Max or average pooling of `x: [N, C, H, W]` with a `kernel` window, `stride`
-/// (PyTorch's default is the kernel) and symmetric `padding`.
+/// (PyTorch's default is the kernel) and symmetric `padding` (at most half the
+/// window, as PyTorch allows): one `max_pool` or `avg_pool` op of the IR; the
+/// average counts the padding (PyTorch's default `count_include_pad=True`).
 pub fn pool2d(
     builder: &mut ModelBuilder,
     x: NodeId,
@@ -313,70 +248,9 @@ pub fn pool2d(
 ) -> Result<NodeId, FrontendError> {
     let context = match pool {
         Pool::Max => "max_pool2d",
-        Pool::Average => "avg_pool2d",
+        Pool::Avg => "avg_pool2d",
     };
-    let x_ty = builder.ty(x)?.clone();
-    if x_ty.dtype != DType::F32 || x_ty.rank() != 4 {
-        return Err(operand_error(context, "an input f32[N, C, H, W]", &x_ty));
-    }
-    if kernel.contains(&0) || stride.contains(&0) {
-        return Err(argument_error(
-            context,
-            format!("kernel {kernel:?} and stride {stride:?} must be at least 1"),
-        ));
-    }
-    if 2 * padding > kernel[0].min(kernel[1]) {
-        return Err(argument_error(
-            context,
-            format!(
-                "padding {padding} is more than half the kernel {kernel:?} (as PyTorch refuses)"
-            ),
-        ));
-    }
-    let options = ConvOptions {
-        stride,
-        padding: Padding::Explicit(padding),
-        dilation: [1, 1],
-        groups: 1,
-    };
-    let out = [
-        out_extent(
-            context,
-            x_ty.shape[2] + 2 * padding,
-            kernel[0],
-            1,
-            stride[0],
-        )?,
-        out_extent(
-            context,
-            x_ty.shape[3] + 2 * padding,
-            kernel[1],
-            1,
-            stride[1],
-        )?,
-    ];
-    let fill = match pool {
-        Pool::Max => f64::NEG_INFINITY,
-        Pool::Average => 0.0,
-    };
-    let padded = pad_spatial(builder, x, [padding; 2], [padding; 2], fill, context)?;
-    let parts = windows(builder, padded, kernel, out, &options, context)?;
-    let graph = builder.graph();
-    let mut y = parts[0];
-    for &part in &parts[1..] {
-        y = match pool {
-            Pool::Max => graph.max(y, part),
-            Pool::Average => graph.add_(y, part),
-        }
-        .context(context)?;
-    }
-    if pool == Pool::Average {
-        let count = graph
-            .constant_like((kernel[0] * kernel[1]) as f64, y)
-            .context(context)?;
-        y = graph.div(y, count).context(context)?;
-    }
-    Ok(y)
+    pool_nd(builder, x, pool, &kernel, &stride, padding, context)
 }
 
 /// [`pool2d`] over one spatial axis: `x: [N, C, L]`.
@@ -390,31 +264,61 @@ pub fn pool1d(
 ) -> Result<NodeId, FrontendError> {
     let context = match pool {
         Pool::Max => "max_pool1d",
-        Pool::Average => "avg_pool1d",
+        Pool::Avg => "avg_pool1d",
     };
+    pool_nd(builder, x, pool, &[kernel], &[stride], padding, context)
+}
+
+fn pool_nd(
+    builder: &mut ModelBuilder,
+    x: NodeId,
+    pool: Pool,
+    kernel: &[usize],
+    stride: &[usize],
+    padding: usize,
+    context: &str,
+) -> Result<NodeId, FrontendError> {
     let x_ty = builder.ty(x)?.clone();
-    if x_ty.rank() != 3 {
-        return Err(operand_error(context, "an input f32[N, C, L]", &x_ty));
+    let form = if kernel.len() == 2 {
+        "[N, C, H, W]"
+    } else {
+        "[N, C, L]"
+    };
+    if x_ty.dtype != DType::F32 || x_ty.rank() != kernel.len() + 2 {
+        return Err(operand_error(context, format!("an input f32{form}"), &x_ty));
     }
-    let [n, c, l] = [x_ty.shape[0], x_ty.shape[1], x_ty.shape[2]];
-    if 2 * padding > kernel {
+    if kernel.contains(&0) || stride.contains(&0) {
         return Err(argument_error(
             context,
-            format!("padding {padding} is more than half the kernel {kernel}"),
+            format!("kernel {kernel:?} and stride {stride:?} must be at least 1"),
         ));
     }
-    let fill = match pool {
-        Pool::Max => f64::NEG_INFINITY,
-        Pool::Average => 0.0,
+    if kernel.iter().any(|&k| 2 * padding > k) {
+        return Err(argument_error(
+            context,
+            format!(
+                "padding {padding} is more than half the kernel {kernel:?} (as PyTorch refuses)"
+            ),
+        ));
+    }
+    for (axis, &k) in kernel.iter().enumerate() {
+        out_extent(
+            context,
+            x_ty.shape[axis + 2] + 2 * padding,
+            k,
+            1,
+            stride[axis],
+        )?;
+    }
+    let spec = PoolSpec {
+        window: kernel.to_vec(),
+        stride: stride.to_vec(),
+        low: vec![padding; kernel.len()],
+        high: vec![padding; kernel.len()],
     };
-    let graph = builder.graph();
-    let x = graph.reshape(x, vec![n, c, 1, l]).context(context)?;
-    let x = pad_spatial(builder, x, [0, padding], [0, padding], fill, context)?;
-    let y = pool2d(builder, x, pool, [1, kernel], [1, stride], 0)?;
-    let y_ty = builder.ty(y)?.clone();
     builder
         .graph()
-        .reshape(y, vec![n, c, y_ty.shape[3]])
+        .add(Op::Pool { kind: pool, spec }, &[x])
         .context(context)
 }
 

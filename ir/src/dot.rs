@@ -53,6 +53,7 @@ fn details(op: &Op) -> String {
         Op::Conv(spec) | Op::ConvInputGrad { spec, .. } | Op::ConvFilterGrad { spec, .. } => {
             crate::text::conv_attributes(spec)
         }
+        Op::Pool { spec, .. } | Op::PoolGrad { spec, .. } => crate::text::pool_attributes(spec),
         Op::Gather { axis, batch_dims } => format!(" axis={axis} batch_dims={batch_dims}"),
         Op::ScatterAdd {
             axis,

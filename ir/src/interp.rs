@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, HashMap};
 use thiserror::Error;
 
 mod conv;
+mod pool;
 
 /// Values for a graph's inputs and parameters, by name.
 pub type Feeds = BTreeMap<String, Tensor>;
@@ -309,6 +310,10 @@ pub fn apply(
                     b.data[offset + rest]
                 }
             })?
+        }
+        Op::Pool { kind, spec } => pool::pool(*kind, operands[0], spec, ty, wide(DType::F32))?,
+        Op::PoolGrad { kind, spec } => {
+            pool::pool_grad(*kind, operands[0], operands[1], spec, ty, wide(DType::F32))?
         }
         Op::Conv(spec) => conv::conv(operands[0], operands[1], spec, ty, wide(DType::F32))?,
         Op::ConvInputGrad { spec, .. } => {

@@ -128,6 +128,54 @@ impl ConvSpec {
     }
 }
 
+/// Which reduction a pooling takes over its window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum PoolKind {
+    /// The maximum; padding is -inf, so it never wins.
+    Max,
+    /// The mean over the whole window, padding (zeros) included: PyTorch's default
+    /// `count_include_pad=True`.
+    Avg,
+}
+
+impl PoolKind {
+    pub const ALL: [PoolKind; 2] = [PoolKind::Max, PoolKind::Avg];
+
+    /// The value the input is padded with.
+    pub fn padding_value(self) -> f64 {
+        match self {
+            PoolKind::Max => f64::NEG_INFINITY,
+            PoolKind::Avg => 0.0,
+        }
+    }
+}
+
+/// A pooling window over the trailing (spatial) axes of a channels-first tensor: its
+/// extent, stride and padding per spatial axis.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PoolSpec {
+    pub window: Vec<usize>,
+    pub stride: Vec<usize>,
+    pub low: Vec<usize>,
+    pub high: Vec<usize>,
+}
+
+impl PoolSpec {
+    /// `floor((n + low + high − window) / stride) + 1`, or `None` when the window does
+    /// not fit the padded axis.
+    pub fn out_extent(&self, axis: usize, n: usize) -> Option<usize> {
+        let padded = n
+            .checked_add(self.low[axis])?
+            .checked_add(self.high[axis])?;
+        Some(padded.checked_sub(self.window[axis])? / self.stride.get(axis).copied()?.max(1) + 1)
+    }
+
+    /// The number of elements in a window.
+    pub fn count(&self) -> usize {
+        self.window.iter().product()
+    }
+}
+
 /// One node's operation. A closed set: passes and backends match on it exhaustively.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Op {
@@ -258,6 +306,25 @@ pub enum Op {
         axis: usize,
         batch_dims: usize,
         extent: usize,
+    },
+    /// Max or average pooling of `x: [N, C, *in]` to `[N, C, *out]`
+    /// ([`PoolSpec::out_extent`]): over the window's taps in row-major order of the
+    /// input padded with [`PoolKind::padding_value`], the running `max` (kiln's:
+    /// NaN-propagating, -0 below +0) or f32 sum from the first tap, the sum divided by
+    /// the window's size.
+    Pool {
+        kind: PoolKind,
+        spec: PoolSpec,
+    },
+    /// The gradient of [`Op::Pool`]: `(x, dy) -> [N, C, *in]`. Each output's gradient
+    /// goes to the first tap of its window that equals the maximum (max; none if the
+    /// window holds a NaN), or `dy / size` to every tap (average). Per tap in row-major
+    /// order, the contributions form a tensor of the padded input's shape (zeros where
+    /// the tap does not land); these are summed in f32 from the first tap's, and the
+    /// padding cropped.
+    PoolGrad {
+        kind: PoolKind,
+        spec: PoolSpec,
     },
 }
 
@@ -424,7 +491,7 @@ impl ReduceOp {
 }
 
 /// Every mnemonic of the text IR, one per op (and per matmul flag combination).
-pub const MNEMONICS: [&str; 53] = [
+pub const MNEMONICS: [&str; 57] = [
     "input",
     "param",
     "const",
@@ -478,6 +545,10 @@ pub const MNEMONICS: [&str; 53] = [
     "conv_filter_grad",
     "gather",
     "scatter_add",
+    "max_pool",
+    "avg_pool",
+    "max_pool_grad",
+    "avg_pool_grad",
 ];
 
 impl Op {
@@ -525,6 +596,14 @@ impl Op {
             Op::ConvFilterGrad { .. } => "conv_filter_grad",
             Op::Gather { .. } => "gather",
             Op::ScatterAdd { .. } => "scatter_add",
+            Op::Pool { kind, .. } => match kind {
+                PoolKind::Max => "max_pool",
+                PoolKind::Avg => "avg_pool",
+            },
+            Op::PoolGrad { kind, .. } => match kind {
+                PoolKind::Max => "max_pool_grad",
+                PoolKind::Avg => "avg_pool_grad",
+            },
         }
     }
 
@@ -541,7 +620,8 @@ impl Op {
             | Op::OneHot { .. }
             | Op::Slice { .. }
             | Op::Pad { .. }
-            | Op::Random { .. } => 1,
+            | Op::Random { .. }
+            | Op::Pool { .. } => 1,
             Op::Binary(_)
             | Op::Compare(_)
             | Op::MatMul { .. }
@@ -550,7 +630,8 @@ impl Op {
             | Op::ConvInputGrad { .. }
             | Op::ConvFilterGrad { .. }
             | Op::Gather { .. }
-            | Op::ScatterAdd { .. } => 2,
+            | Op::ScatterAdd { .. }
+            | Op::PoolGrad { .. } => 2,
             Op::Select => 3,
         }
     }
@@ -888,10 +969,71 @@ impl Op {
                 check_gather_operands(op, &params, indices, *axis, *batch_dims)?;
                 Ok(params)
             }
+            Op::Pool { spec, .. } => {
+                let x = operands[0];
+                let out = pool_out_shape(op, spec, x)?;
+                Ok(x.with_shape(out))
+            }
+            Op::PoolGrad { spec, .. } => {
+                let (x, dy) = (operands[0], operands[1]);
+                let out = pool_out_shape(op, spec, x)?;
+                if dy.dtype != DType::F32 || dy.shape != out {
+                    return Err(bad(format!(
+                        "the output gradient must be f32{out:?} (the pooling's output), found {dy}"
+                    )));
+                }
+                Ok(x.clone())
+            }
         }?;
         check_size(op, &ty.shape)?;
         Ok(ty)
     }
+}
+
+/// The shape [`Op::Pool`] gives `x`, or an error naming what does not fit.
+pub fn pool_out_shape(
+    op: &'static str,
+    spec: &PoolSpec,
+    x: &TensorType,
+) -> Result<Vec<usize>, IrError> {
+    let bad = |message: String| Err(IrError::Type { op, message });
+    if x.dtype != DType::F32 || x.rank() < 3 {
+        return bad(format!(
+            "the operand must be f32 of rank 3 or more ([N, C, spatial…]), found {x}"
+        ));
+    }
+    let spatial = x.rank() - 2;
+    let lengths = [
+        spec.window.len(),
+        spec.stride.len(),
+        spec.low.len(),
+        spec.high.len(),
+    ];
+    if lengths.iter().any(|&len| len != spatial) {
+        return bad(format!(
+            "window, stride, low and high need {spatial} entries (one per spatial axis of {x}), found {lengths:?}"
+        ));
+    }
+    if spec.window.contains(&0) || spec.stride.contains(&0) {
+        return bad(format!(
+            "window {:?} and stride {:?} must be at least 1",
+            spec.window, spec.stride
+        ));
+    }
+    let mut shape = x.shape[..2].to_vec();
+    for axis in 0..spatial {
+        let n = x.shape[axis + 2];
+        match spec.out_extent(axis, n) {
+            Some(out) => shape.push(out),
+            None => {
+                return bad(format!(
+                    "a window of {} does not fit axis {axis} of {n} elements padded by {} and {}",
+                    spec.window[axis], spec.low[axis], spec.high[axis]
+                ))
+            }
+        }
+    }
+    Ok(shape)
 }
 
 /// The extents [`Op::Conv`] and its gradients work with.

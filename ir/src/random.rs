@@ -51,7 +51,9 @@
 
 use crate::graph::{Graph, NodeId};
 use crate::interp::Feeds;
-use crate::op::{matrix_dims, BinaryOp, CmpOp, ConvSpec, Distribution, Op, ReduceOp, UnaryOp};
+use crate::op::{
+    matrix_dims, BinaryOp, CmpOp, ConvSpec, Distribution, Op, PoolKind, PoolSpec, ReduceOp, UnaryOp,
+};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 use crate::types::{DType, Shape, TensorType};
@@ -317,11 +319,14 @@ enum Step {
     /// A gather by i32 indices (partly out of range on random feeds), sometimes
     /// followed by its adjoint, a scatter_add.
     Gather,
+    /// A max or average pooling of a value of rank 3 or more, sometimes with its
+    /// gradient.
+    Pool,
 }
 
 impl Step {
     /// Each step with its relative frequency.
-    const WEIGHTED: [(Step, usize); 15] = [
+    const WEIGHTED: [(Step, usize); 16] = [
         (Step::Unary, 4),
         (Step::Binary, 5),
         (Step::CompareSelect, 2),
@@ -336,6 +341,7 @@ impl Step {
         (Step::Relayout, 2),
         (Step::Random, 1),
         (Step::Conv, 1),
+        (Step::Pool, 1),
         (Step::Gather, 1),
     ];
 
@@ -346,6 +352,7 @@ impl Step {
             Step::Unary | Step::CompareSelect | Step::Cast | Step::Broadcast | Step::Reduce => 2,
             Step::Binary | Step::MatMul => 3,
             Step::Conv => 4,
+            Step::Pool => 3,
             // A reshape of a scalar, the gather, the scatter_add and its rescaling.
             Step::Gather => 4,
             Step::Normalize => 5,
@@ -667,6 +674,7 @@ impl<'a> Builder<'a> {
             Step::Relayout => self.relayout(),
             Step::Random => self.random(),
             Step::Conv => self.conv(),
+            Step::Pool => self.pool(),
             Step::Gather => self.gather(),
         }
     }
@@ -681,7 +689,7 @@ impl<'a> Builder<'a> {
             Step::MatMul => self.max_rank >= 2,
             // The seed is an i32 value.
             Step::Random => self.allow_int,
-            Step::Conv => self
+            Step::Conv | Step::Pool => self
                 .values
                 .iter()
                 .any(|value| value.is_f32() && value.ty.rank() >= 3),
@@ -1128,6 +1136,41 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// A pooling of an f32 value of rank 3 or more with a random window, stride and
+    /// padding (at most half the window, as PyTorch allows, so no window is all
+    /// padding); then, half the time, its gradient with the (rescaled) output as the
+    /// output gradient.
+    fn pool(&mut self) {
+        let x = self
+            .choose(|value| value.is_f32() && value.ty.rank() >= 3)
+            .expect("checked by can_take");
+        let kind = self.pick(&PoolKind::ALL);
+        let mut spec = PoolSpec::default();
+        for &n in &x.ty.shape[2..] {
+            let window = 1 + self.rng.below(3);
+            let half = window / 2;
+            let low = self.rng.below(half + 1);
+            // An empty or short axis is padded until the window fits.
+            let high = self.rng.below(half + 1).max(window.saturating_sub(n + low));
+            spec.window.push(window);
+            spec.stride.push(1 + self.rng.below(2));
+            spec.low.push(low);
+            spec.high.push(high);
+        }
+        let y = self.push(
+            Op::Pool {
+                kind,
+                spec: spec.clone(),
+            },
+            &[&x],
+        );
+        if self.chance(1, 2) {
+            let y = self.rescale(y);
+            let dx = self.push(Op::PoolGrad { kind, spec }, &[&x, &y]);
+            self.rescale(dx);
+        }
+    }
+
     /// A sample seeded by the graph's seed input.
     fn random(&mut self) {
         let seed = match self.seed.clone() {
@@ -1325,6 +1368,16 @@ fn interval(op: &Op, operands: &[&Value], result: &TensorType) -> (f64, f64) {
             // |z| ≤ 5.42 (the extreme of the 23-bit grid).
             Distribution::Normal => (-5.5, 5.5),
         },
+        Op::Pool { kind, .. } => match kind {
+            PoolKind::Max => (operands[0].lo, operands[0].hi),
+            PoolKind::Avg => (operands[0].lo.min(0.0), operands[0].hi.max(0.0)),
+        },
+        // An element gets at most one contribution from each of the (at most window
+        // size) windows that cover it.
+        Op::PoolGrad { spec, .. } => {
+            let (dy, count) = (operands[1], spec.count() as f64);
+            (dy.lo.min(0.0) * count, dy.hi.max(0.0) * count)
+        }
         Op::Conv(_) | Op::ConvInputGrad { .. } | Op::ConvFilterGrad { .. } => {
             let (a, b) = (operands[0], operands[1]);
             let terms = conv_terms(op, operands) as f64;

@@ -18,7 +18,9 @@
 use crate::error::IrError;
 use crate::graph::{Graph, NodeId};
 use crate::lex::{self, error_at, Syntax, Token};
-use crate::op::{BinaryOp, CmpOp, ConvSpec, Distribution, Op, ReduceOp, UnaryOp};
+use crate::op::{
+    BinaryOp, CmpOp, ConvSpec, Distribution, Op, PoolKind, PoolSpec, ReduceOp, UnaryOp,
+};
 use crate::types::{DType, TensorType};
 use std::collections::HashMap;
 use std::fmt::{self, Write};
@@ -186,6 +188,9 @@ pub fn print(graph: &Graph) -> String {
             Op::Conv(spec) | Op::ConvInputGrad { spec, .. } | Op::ConvFilterGrad { spec, .. } => {
                 let _ = write!(out, "{}", conv_attributes(spec));
             }
+            Op::Pool { spec, .. } | Op::PoolGrad { spec, .. } => {
+                let _ = write!(out, "{}", pool_attributes(spec));
+            }
             Op::Gather { axis, batch_dims } => {
                 let _ = write!(out, " axis={axis} batch_dims={batch_dims}");
             }
@@ -312,6 +317,17 @@ pub fn conv_attributes(spec: &ConvSpec) -> String {
     )
 }
 
+/// ` window=[2,2] stride=[2,2] low=[0,0] high=[0,0]`, a pooling's attributes.
+pub fn pool_attributes(spec: &PoolSpec) -> String {
+    format!(
+        " window={} stride={} low={} high={}",
+        list(&spec.window),
+        list(&spec.stride),
+        list(&spec.low),
+        list(&spec.high)
+    )
+}
+
 fn op_from_mnemonic(mnemonic: &str) -> Option<Op> {
     let op = match mnemonic {
         "input" => Op::Input {
@@ -339,6 +355,19 @@ fn op_from_mnemonic(mnemonic: &str) -> Option<Op> {
             value: 0.0,
         },
         "concat" => Op::Concat { axis: 0 },
+        "max_pool" | "avg_pool" | "max_pool_grad" | "avg_pool_grad" => {
+            let kind = if mnemonic.starts_with("max") {
+                PoolKind::Max
+            } else {
+                PoolKind::Avg
+            };
+            let spec = PoolSpec::default();
+            if mnemonic.ends_with("_grad") {
+                Op::PoolGrad { kind, spec }
+            } else {
+                Op::Pool { kind, spec }
+            }
+        }
         "conv" => Op::Conv(ConvSpec::default()),
         "conv_input_grad" => Op::ConvInputGrad {
             spec: ConvSpec::default(),
@@ -547,6 +576,16 @@ pub fn parse(src: &str) -> Result<Graph, ParseError> {
                         spec.dilation = parser.int_list("the dilations")?;
                         parser.attribute("groups")?;
                         spec.groups = parser.integer("the groups")?;
+                    }
+                    Op::Pool { spec, .. } | Op::PoolGrad { spec, .. } => {
+                        parser.attribute("window")?;
+                        spec.window = parser.int_list("the window")?;
+                        parser.attribute("stride")?;
+                        spec.stride = parser.int_list("the strides")?;
+                        parser.attribute("low")?;
+                        spec.low = parser.int_list("the low padding")?;
+                        parser.attribute("high")?;
+                        spec.high = parser.int_list("the high padding")?;
                     }
                     Op::Gather { axis, batch_dims } => {
                         parser.attribute("axis")?;

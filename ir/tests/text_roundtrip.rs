@@ -7,7 +7,7 @@
 //! than at numerics: odd names, rank-0 values, extreme and non-finite constants, every
 //! op with every flag, values used twice, dead nodes, updates of every parameter.
 
-use kiln_ir::op::ConvSpec;
+use kiln_ir::op::{ConvSpec, PoolKind, PoolSpec};
 use kiln_ir::random::{random_feeds, random_graph, RandomGraphOptions};
 use kiln_ir::serial::{from_json, to_json};
 use kiln_ir::text::{parse, print, print_order};
@@ -334,6 +334,7 @@ impl GraphGen {
                 self.add(Op::Transpose { perm }, &[x]);
             }
             9 if self.chance(1, 3) => self.conv(),
+            9 if self.chance(1, 2) => self.pool(),
             9 => self.matmul(),
             10 if self.chance(1, 3) => {
                 let seed = self.operand_of_type(&TensorType::i32(Vec::<usize>::new()));
@@ -542,6 +543,31 @@ impl GraphGen {
                 },
                 &[x, y],
             );
+        }
+    }
+
+    /// A 1-D max or average pooling of a new `[N, C, L]` leaf, and sometimes its
+    /// gradient.
+    fn pool(&mut self) {
+        let window = 1 + self.below(3);
+        let spec = PoolSpec {
+            window: vec![window],
+            stride: vec![1 + self.below(2)],
+            low: vec![self.below(window / 2 + 1)],
+            high: vec![self.below(window / 2 + 1)],
+        };
+        let kind = self.choose(&PoolKind::ALL);
+        let shape = [1 + self.below(2), 2, window + self.below(3)];
+        let x = self.leaf(TensorType::f32(shape));
+        let y = self.add(
+            Op::Pool {
+                kind,
+                spec: spec.clone(),
+            },
+            &[x],
+        );
+        if self.chance(1, 2) {
+            self.add(Op::PoolGrad { kind, spec }, &[x, y]);
         }
     }
 

@@ -35,7 +35,7 @@
 //!          %5 = mul %4, %1 : f32[4]                   output "grad.w" = %5 (g * exp(w))
 //! ```
 
-use kiln_ir::op::ConvSpec;
+use kiln_ir::op::{ConvSpec, PoolKind};
 use kiln_ir::{BinaryOp, CmpOp, DType, Graph, IrError, NodeId, Op, ReduceOp, UnaryOp};
 use std::collections::{BTreeMap, BTreeSet};
 use thiserror::Error;
@@ -586,6 +586,30 @@ pub(crate) fn vjp(
             (*transpose_a, *transpose_b),
             needs,
         )?,
+        Op::Pool { kind, spec } => {
+            let op = Op::PoolGrad {
+                kind: *kind,
+                spec: spec.clone(),
+            };
+            vec![needed(needs[0], || graph.add(op, &[operands[0], g]))?]
+        }
+        // Linear in the output gradient (the choice of maxima is piecewise constant
+        // in x): the average's adjoint is an average pooling, the maximum's picks the
+        // cotangent at each window's chosen tap.
+        Op::PoolGrad { kind, spec } => {
+            let x = operands[0];
+            let d_dy = needed(needs[1], || match kind {
+                PoolKind::Avg => graph.add(
+                    Op::Pool {
+                        kind: *kind,
+                        spec: spec.clone(),
+                    },
+                    &[g],
+                ),
+                PoolKind::Max => crate::expand::max_pool_pick(graph, spec, x, g),
+            })?;
+            vec![None, d_dy]
+        }
         // The three convolution ops are bilinear and each other's adjoints: with
         // `conv(x, w) = y`, `⟨conv(x, w), dy⟩ = ⟨x, input_grad(dy, w)⟩ =
         // ⟨w, filter_grad(x, dy)⟩`.

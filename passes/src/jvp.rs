@@ -19,6 +19,7 @@
 //! order), and only nodes that depend on a differentiated leaf get a tangent.
 
 use crate::autodiff::vjp;
+use kiln_ir::op::PoolKind;
 use kiln_ir::{CmpOp, DType, Graph, IrError, NodeId, Op, ReduceOp, TensorType};
 use std::collections::BTreeMap;
 use thiserror::Error;
@@ -211,6 +212,17 @@ fn tangent(
                 (one, other) => one.or(other),
             }
         }
+        Op::Pool { kind, spec } => match (kind, dot) {
+            (_, None) => None,
+            (PoolKind::Avg, Some(d)) => Some(graph.add(op.clone(), &[d])?),
+            (PoolKind::Max, Some(d)) => {
+                Some(crate::expand::max_pool_pick(graph, spec, operands[0], d)?)
+            }
+        },
+        // Linear in the output gradient; piecewise constant in x.
+        Op::PoolGrad { .. } => dots[1]
+            .map(|d| graph.add(op.clone(), &[operands[0], d]))
+            .transpose()?,
         // Both are linear in their first operand; the indices are integers.
         Op::Gather { axis, batch_dims } => dot
             .map(|d| graph.gather(d, operands[1], *axis, *batch_dims))

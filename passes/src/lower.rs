@@ -77,7 +77,8 @@ const MAX_ELEMENTS: usize = kiln_ir::types::MAX_ELEMENTS;
 /// Lowers `graph` to a kernel program.
 pub fn lower(graph: &Graph) -> Result<Program, LowerError> {
     verify(graph)?;
-    // Convolutions run as their expansion, where no pipeline step expanded them.
+    // Convolutions and poolings run as their expansion, where no pipeline step
+    // expanded them.
     let expanded;
     let graph = if crate::expand::needed(graph) {
         expanded = crate::expand::run(graph)?;
@@ -640,8 +641,12 @@ impl Lowering<'_> {
                 let op = node.op.clone();
                 self.relayout(&op, &operands, &ty)
             }
-            Op::Conv(_) | Op::ConvInputGrad { .. } | Op::ConvFilterGrad { .. } => {
-                unreachable!("`lower` expands convolutions first")
+            Op::Conv(_)
+            | Op::ConvInputGrad { .. }
+            | Op::ConvFilterGrad { .. }
+            | Op::Pool { .. }
+            | Op::PoolGrad { .. } => {
+                unreachable!("`lower` expands convolutions and poolings first")
             }
             Op::Random { dist, stream, .. } => {
                 let seed_strides = vec![0; ty.rank()];

@@ -1026,3 +1026,59 @@ fn convolutions_and_their_two_gradients_match_finite_differences() {
         check_nonzero_gradients(&graph, &feeds);
     }
 }
+
+#[test]
+fn poolings_and_their_gradients_match_finite_differences() {
+    use kiln_ir::op::{PoolKind, PoolSpec};
+    let specs = [
+        (
+            vec![7],
+            PoolSpec {
+                window: vec![3],
+                stride: vec![2],
+                low: vec![1],
+                high: vec![1],
+            },
+        ),
+        (
+            vec![5, 6],
+            PoolSpec {
+                window: vec![2, 3],
+                stride: vec![1, 2],
+                low: vec![0, 1],
+                high: vec![1, 0],
+            },
+        ),
+    ];
+    for (index, (spatial, spec)) in specs.into_iter().enumerate() {
+        for kind in PoolKind::ALL {
+            let seed = 200 + index as u64;
+            let x_shape: Vec<usize> = [2, 3].into_iter().chain(spatial.clone()).collect();
+            // Distinct values: no ties, so the maximum is differentiable.
+            let mut case = Case::new(seed);
+            let x = case.param("x", &x_shape, Values::Distinct);
+            let pool = Op::Pool {
+                kind,
+                spec: spec.clone(),
+            };
+            let y = case.graph.add(pool, &[x]).unwrap();
+            let y_shape = case.graph.ty(y).shape.clone();
+            let (graph, feeds) = case.finish(y);
+            check_nonzero_gradients(&graph, &feeds);
+            // The gradient op, differentiated with respect to its output gradient
+            // (x is an input: the choice of maxima has no gradient).
+            let mut case = Case::new(seed + 1);
+            let data = case.values(x_shape.iter().product(), Values::Distinct);
+            let x = case.input_data("x", TensorType::f32(x_shape.clone()), data);
+            let dy = case.param("dy", &y_shape, Values::Normal);
+            let grad = Op::PoolGrad {
+                kind,
+                spec: spec.clone(),
+            };
+            let dx = case.graph.add(grad, &[x, dy]).unwrap();
+            assert_eq!(case.graph.ty(dx).shape, x_shape);
+            let (graph, feeds) = case.finish(dx);
+            check_nonzero_gradients(&graph, &feeds);
+        }
+    }
+}

@@ -470,7 +470,7 @@ pub fn call(
             let pool = if name.starts_with("max") {
                 Pool::Max
             } else {
-                Pool::Average
+                Pool::Avg
             };
             let builder = elaborator.builder();
             tensor(if name.ends_with("2d") {

@@ -19,7 +19,7 @@ fn step(acc: f64, a: f64, b: f64, wide: bool) -> f64 {
 }
 
 /// Every index of `shape` in row-major order.
-fn positions(shape: &[usize]) -> Vec<Vec<usize>> {
+pub(super) fn positions(shape: &[usize]) -> Vec<Vec<usize>> {
     let count: usize = shape.iter().product();
     let mut all = Vec::with_capacity(count);
     let mut index = vec![0; shape.len()];
@@ -37,20 +37,20 @@ fn positions(shape: &[usize]) -> Vec<Vec<usize>> {
 }
 
 /// A channels-first tensor read at `[n, channel, spatial…]`.
-struct Reader<'a> {
+pub(super) struct Reader<'a> {
     tensor: &'a Tensor,
     strides: Vec<usize>,
 }
 
 impl<'a> Reader<'a> {
-    fn new(tensor: &'a Tensor) -> Reader<'a> {
+    pub(super) fn new(tensor: &'a Tensor) -> Reader<'a> {
         Reader {
             strides: strides(&tensor.shape),
             tensor,
         }
     }
 
-    fn at(&self, first: usize, second: usize, spatial: &[usize]) -> f64 {
+    pub(super) fn at(&self, first: usize, second: usize, spatial: &[usize]) -> f64 {
         let offset = first * self.strides[0]
             + second * self.strides[1]
             + spatial
@@ -63,12 +63,24 @@ impl<'a> Reader<'a> {
 
     /// The element at spatial position `padded − low` on each axis, or 0 where that
     /// falls outside the tensor (the padding).
-    fn padded(&self, first: usize, second: usize, padded: &[i64], low: &[usize]) -> f64 {
+    pub(super) fn padded(&self, first: usize, second: usize, padded: &[i64], low: &[usize]) -> f64 {
+        self.padded_with(first, second, padded, low, 0.0)
+    }
+
+    /// [`Reader::padded`] with another padding value.
+    pub(super) fn padded_with(
+        &self,
+        first: usize,
+        second: usize,
+        padded: &[i64],
+        low: &[usize],
+        fill: f64,
+    ) -> f64 {
         let mut spatial = Vec::with_capacity(padded.len());
         for (axis, (&at, &low)) in padded.iter().zip(low).enumerate() {
             let i = at - low as i64;
             if i < 0 || i >= self.tensor.shape[axis + 2] as i64 {
-                return 0.0;
+                return fill;
             }
             spatial.push(i as usize);
         }

@@ -24,7 +24,7 @@
 //! +0 and -0 never stand for each other.
 
 use egg::{define_language, Analysis, DidMerge, EGraph, Id, Symbol};
-use kiln_ir::op::{matrix_dims, ConvSpec};
+use kiln_ir::op::{matrix_dims, ConvSpec, PoolKind, PoolSpec};
 use kiln_ir::scalar;
 use kiln_ir::{BinaryOp, CmpOp, DType, Distribution, Op, ReduceOp, TensorType, UnaryOp};
 use std::cmp::Ordering;
@@ -198,6 +198,10 @@ define_language! {
         "concat" = Concat([Id; 3]),
         "random.uniform" = RandomUniform([Id; 3]),
         "random.normal" = RandomNormal([Id; 3]),
+        "max_pool" = MaxPool([Id; 5]),
+        "avg_pool" = AvgPool([Id; 5]),
+        "max_pool_grad" = MaxPoolGrad([Id; 6]),
+        "avg_pool_grad" = AvgPoolGrad([Id; 6]),
         "conv" = Conv([Id; 7]),
         "conv_input_grad" = ConvInputGrad([Id; 8]),
         "conv_filter_grad" = ConvFilterGrad([Id; 8]),
@@ -299,6 +303,22 @@ fn conv_leaves(egraph: &mut KilnEGraph, spec: &ConvSpec) -> [Id; 5] {
         egraph.add(KilnLang::Dims(Dims(spec.dilation.clone()))),
         egraph.add(KilnLang::Num(groups)),
     ]
+}
+
+/// A pooling's attributes from its four leaves (window, stride, low, high).
+fn pool_spec(egraph: &KilnEGraph, leaves: &[Id]) -> PoolSpec {
+    PoolSpec {
+        window: dims(egraph, leaves[0]),
+        stride: dims(egraph, leaves[1]),
+        low: dims(egraph, leaves[2]),
+        high: dims(egraph, leaves[3]),
+    }
+}
+
+/// The four attribute leaves of a pooling, added to `egraph`.
+fn pool_leaves(egraph: &mut KilnEGraph, spec: &PoolSpec) -> [Id; 4] {
+    [&spec.window, &spec.stride, &spec.low, &spec.high]
+        .map(|dims| egraph.add(KilnLang::Dims(Dims(dims.clone()))))
 }
 
 fn declared_type(egraph: &KilnEGraph, id: Id) -> TensorType {
@@ -470,6 +490,34 @@ pub fn node_op(egraph: &KilnEGraph, node: &KilnLang) -> Option<NodeOp> {
                 &[*seed],
             )
         }
+        L::MaxPool([x, attributes @ ..]) => value(
+            Op::Pool {
+                kind: PoolKind::Max,
+                spec: pool_spec(egraph, attributes),
+            },
+            &[*x],
+        ),
+        L::AvgPool([x, attributes @ ..]) => value(
+            Op::Pool {
+                kind: PoolKind::Avg,
+                spec: pool_spec(egraph, attributes),
+            },
+            &[*x],
+        ),
+        L::MaxPoolGrad([x, dy, attributes @ ..]) => value(
+            Op::PoolGrad {
+                kind: PoolKind::Max,
+                spec: pool_spec(egraph, attributes),
+            },
+            &[*x, *dy],
+        ),
+        L::AvgPoolGrad([x, dy, attributes @ ..]) => value(
+            Op::PoolGrad {
+                kind: PoolKind::Avg,
+                spec: pool_spec(egraph, attributes),
+            },
+            &[*x, *dy],
+        ),
         L::Conv([x, w, attributes @ ..]) => {
             value(Op::Conv(conv_spec(egraph, attributes)), &[*x, *w])
         }
@@ -617,6 +665,21 @@ pub fn op_node(egraph: &mut KilnEGraph, op: &Op, operands: &[Id], ty: &TensorTyp
         Op::Concat { axis } => {
             let axis = i64::try_from(*axis).expect("a concat axis fits in i64");
             L::Concat([operands[0], operands[1], egraph.add(L::Num(axis))])
+        }
+        Op::Pool { kind, spec } => {
+            let [a, b, c, d] = pool_leaves(egraph, spec);
+            match kind {
+                PoolKind::Max => L::MaxPool([one(), a, b, c, d]),
+                PoolKind::Avg => L::AvgPool([one(), a, b, c, d]),
+            }
+        }
+        Op::PoolGrad { kind, spec } => {
+            let [a, b, c, d] = pool_leaves(egraph, spec);
+            let [x, dy] = two();
+            match kind {
+                PoolKind::Max => L::MaxPoolGrad([x, dy, a, b, c, d]),
+                PoolKind::Avg => L::AvgPoolGrad([x, dy, a, b, c, d]),
+            }
         }
         Op::Conv(spec) => {
             let [a, b, c, d, e] = conv_leaves(egraph, spec);

@@ -1,94 +1,8 @@
-//! Expansion: the convolution ops become the primitives the back end has kernels for
-//! (padding, strided slices, concatenation, transposes and one matmul per group:
-//! im2col), so a convolution runs on the tuned matmul routine until it has a kernel
-//! of its own.
-//!
-//! Each expansion sums every element's terms in the order its op documents (the
-//! patch columns are laid out tap-major, the matmul adds them in column order from
-//! +0 with one `fma` a term), so the expanded graph computes the op's meaning bit for
-//! bit. The two gradients expand to the same pattern: `conv_input_grad` reads the
-//! output gradient dilated by the stride (an interior pad) through flipped tap
-//! offsets, and `conv_filter_grad` is a transposed matmul of the output gradient with
-//! the forward's patches.
-//!
-//! ```text
-//! before:  %2 = conv %0, %1 stride=[1] low=[0] high=[0] dilation=[1] groups=1 : f32[1,1,2]
-//! after:   %2 = slice %0 …   %3 = slice %0 …   %4 = concat %2, %3 axis=1   …   %9 = matmul %7, %8
-//! ```
+//! The convolution ops as im2col and matmuls (see the module docs of `expand`).
 
+use super::{pad_spatial, windows};
 use kiln_ir::op::ConvSpec;
 use kiln_ir::{Graph, IrError, NodeId, Op};
-
-/// Whether `graph` has a convolution op left to expand.
-pub fn needed(graph: &Graph) -> bool {
-    graph.node_ids().into_iter().any(|id| is_conv(graph.op(id)))
-}
-
-fn is_conv(op: &Op) -> bool {
-    matches!(
-        op,
-        Op::Conv(_) | Op::ConvInputGrad { .. } | Op::ConvFilterGrad { .. }
-    )
-}
-
-/// `graph` with every convolution op replaced by its expansion.
-pub fn run(graph: &Graph) -> Result<Graph, IrError> {
-    let mut graph = graph.clone();
-    for id in graph.topo_order() {
-        let op = graph.op(id).clone();
-        if !is_conv(&op) {
-            continue;
-        }
-        let operands = graph.operands(id);
-        let (a, b) = (operands[0], operands[1]);
-        let ty = graph.ty(id).clone();
-        let expanded = match &op {
-            // An empty result (an input gradient of an empty axis) has no windows.
-            _ if ty.num_elements() == 0 => graph.constant(0.0, ty)?,
-            Op::Conv(spec) => conv(&mut graph, spec, a, b)?,
-            Op::ConvInputGrad { spec, input } => input_grad(&mut graph, spec, a, b, input)?,
-            Op::ConvFilterGrad { spec, taps } => filter_grad(&mut graph, spec, a, b, taps)?,
-            _ => unreachable!("is_conv matched the three convolution ops"),
-        };
-        graph.replace_uses(id, expanded)?;
-    }
-    graph.prune();
-    Ok(graph)
-}
-
-/// Every index of `shape` in row-major order.
-fn positions(shape: &[usize]) -> Vec<Vec<usize>> {
-    let mut all = vec![Vec::new()];
-    for &extent in shape {
-        all = all
-            .into_iter()
-            .flat_map(|prefix: Vec<usize>| {
-                (0..extent).map(move |i| {
-                    let mut index = prefix.clone();
-                    index.push(i);
-                    index
-                })
-            })
-            .collect();
-    }
-    all
-}
-
-/// `x` padded on its spatial axes (all but the first two); `x` itself when nothing
-/// is added.
-fn pad_spatial(
-    graph: &mut Graph,
-    x: NodeId,
-    low: &[usize],
-    high: &[usize],
-    interior: &[usize],
-) -> Result<NodeId, IrError> {
-    if low.iter().chain(high).chain(interior).all(|&n| n == 0) {
-        return Ok(x);
-    }
-    let whole = |spatial: &[usize]| [0, 0].iter().chain(spatial).copied().collect::<Vec<_>>();
-    graph.pad(x, &whole(low), &whole(high), &whole(interior), 0.0)
-}
 
 /// Channels `[group·width, (group + 1)·width)` of `x` (axis 0 when `axis` is 0,
 /// else axis 1); `x` itself when there is one group.
@@ -124,23 +38,11 @@ fn patches(
 ) -> Result<NodeId, IrError> {
     let shape = graph.ty(x).shape.clone();
     let rank = shape.len();
-    let mut joined: Option<NodeId> = None;
-    for tap in positions(taps) {
-        let first = start(&tap);
-        let starts: Vec<usize> = [0, 0].into_iter().chain(first.iter().copied()).collect();
-        let mut ends = vec![shape[0], shape[1]];
-        let mut steps = vec![1, 1];
-        for axis in 0..out.len() {
-            ends.push(first[axis] + (out[axis] - 1) * step[axis] + 1);
-            steps.push(step[axis]);
-        }
-        let window = graph.slice(x, &starts, &ends, &steps)?;
-        joined = Some(match joined {
-            None => window,
-            Some(joined) => graph.concat(joined, window, 1)?,
-        });
+    let parts = windows(graph, x, taps, out, start, step)?;
+    let mut joined = parts[0];
+    for &part in &parts[1..] {
+        joined = graph.concat(joined, part, 1)?;
     }
-    let joined = joined.expect("a kernel has at least one tap");
     // [N, T·C, out…] -> [N, out…, T·C] -> [N·prod(out), T·C].
     let mut perm = vec![0];
     perm.extend(2..rank);
@@ -194,11 +96,16 @@ fn to_channels_first(
     graph.transpose(rows, &perm)
 }
 
-fn conv(graph: &mut Graph, spec: &ConvSpec, x: NodeId, w: NodeId) -> Result<NodeId, IrError> {
+pub(super) fn conv(
+    graph: &mut Graph,
+    spec: &ConvSpec,
+    x: NodeId,
+    w: NodeId,
+) -> Result<NodeId, IrError> {
     let x_shape = graph.ty(x).shape.clone();
     let taps = graph.ty(w).shape[2..].to_vec();
     let out = out_shape(spec, &x_shape[2..], &taps);
-    let padded = pad_spatial(graph, x, &spec.low, &spec.high, &vec![0; taps.len()])?;
+    let padded = pad_spatial(graph, x, (&spec.low, &spec.high, &vec![0; taps.len()]), 0.0)?;
     let mut per_group = Vec::with_capacity(spec.groups);
     for group in 0..spec.groups {
         let xg = group_slice(graph, padded, 1, group, spec.groups)?;
@@ -213,7 +120,7 @@ fn conv(graph: &mut Graph, spec: &ConvSpec, x: NodeId, w: NodeId) -> Result<Node
     to_channels_first(graph, &per_group, x_shape[0], &out)
 }
 
-fn input_grad(
+pub(super) fn input_grad(
     graph: &mut Graph,
     spec: &ConvSpec,
     dy: NodeId,
@@ -235,7 +142,7 @@ fn input_grad(
         })
         .collect();
     let gaps: Vec<usize> = spec.stride.iter().map(|s| s - 1).collect();
-    let dilated = pad_spatial(graph, dy, &before, &after, &gaps)?;
+    let dilated = pad_spatial(graph, dy, (&before, &after, &gaps), 0.0)?;
     let mut per_group = Vec::with_capacity(spec.groups);
     for group in 0..spec.groups {
         let dg = group_slice(graph, dilated, 1, group, spec.groups)?;
@@ -252,7 +159,7 @@ fn input_grad(
     to_channels_first(graph, &per_group, dy_shape[0], input)
 }
 
-fn filter_grad(
+pub(super) fn filter_grad(
     graph: &mut Graph,
     spec: &ConvSpec,
     x: NodeId,
@@ -262,7 +169,7 @@ fn filter_grad(
     let dy_shape = graph.ty(dy).shape.clone();
     let out = dy_shape[2..].to_vec();
     let rank = taps.len();
-    let padded = pad_spatial(graph, x, &spec.low, &spec.high, &vec![0; rank])?;
+    let padded = pad_spatial(graph, x, (&spec.low, &spec.high, &vec![0; rank]), 0.0)?;
     let mut per_group = Vec::with_capacity(spec.groups);
     for group in 0..spec.groups {
         let xg = group_slice(graph, padded, 1, group, spec.groups)?;

@@ -1,0 +1,129 @@
+//! Expansion: the convolution and pooling ops become the primitives the back end
+//! has kernels for — padding, strided slices, concatenation, transposes and one
+//! matmul per group (im2col) for a convolution (`conv.rs`), windows combined
+//! elementwise for a pooling (`pool.rs`) — so they run on the tuned matmul routine
+//! and fused elementwise kernels until they have kernels of their own.
+//!
+//! Each expansion sums every element's terms in the order its op documents (the
+//! patch columns are laid out tap-major, the matmul adds them in column order from
+//! +0 with one `fma` a term), so the expanded graph computes the op's meaning bit for
+//! bit. The two gradients expand to the same pattern: `conv_input_grad` reads the
+//! output gradient dilated by the stride (an interior pad) through flipped tap
+//! offsets, and `conv_filter_grad` is a transposed matmul of the output gradient with
+//! the forward's patches.
+//!
+//! ```text
+//! before:  %2 = conv %0, %1 stride=[1] low=[0] high=[0] dilation=[1] groups=1 : f32[1,1,2]
+//! after:   %2 = slice %0 …   %3 = slice %0 …   %4 = concat %2, %3 axis=1   …   %9 = matmul %7, %8
+//! ```
+
+use kiln_ir::{Graph, IrError, NodeId, Op};
+
+mod conv;
+mod pool;
+
+pub(crate) use pool::max_pool_pick;
+
+/// Whether `graph` has a convolution or pooling op left to expand.
+pub fn needed(graph: &Graph) -> bool {
+    graph.node_ids().into_iter().any(|id| expands(graph.op(id)))
+}
+
+fn expands(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Conv(_)
+            | Op::ConvInputGrad { .. }
+            | Op::ConvFilterGrad { .. }
+            | Op::Pool { .. }
+            | Op::PoolGrad { .. }
+    )
+}
+
+/// `graph` with every convolution and pooling op replaced by its expansion.
+pub fn run(graph: &Graph) -> Result<Graph, IrError> {
+    let mut graph = graph.clone();
+    for id in graph.topo_order() {
+        let op = graph.op(id).clone();
+        if !expands(&op) {
+            continue;
+        }
+        let operands = graph.operands(id);
+        let a = operands[0];
+        let b = operands.get(1).copied().unwrap_or(a);
+        let ty = graph.ty(id).clone();
+        let expanded = match &op {
+            // An empty result (an input gradient of an empty axis) has no windows.
+            _ if ty.num_elements() == 0 => graph.constant(0.0, ty)?,
+            Op::Conv(spec) => conv::conv(&mut graph, spec, a, b)?,
+            Op::ConvInputGrad { spec, input } => conv::input_grad(&mut graph, spec, a, b, input)?,
+            Op::ConvFilterGrad { spec, taps } => conv::filter_grad(&mut graph, spec, a, b, taps)?,
+            Op::Pool { kind, spec } => pool::pool(&mut graph, *kind, spec, a)?,
+            Op::PoolGrad { kind, spec } => pool::pool_grad(&mut graph, *kind, spec, a, b)?,
+            _ => unreachable!("`expands` matched the ops expanded here"),
+        };
+        graph.replace_uses(id, expanded)?;
+    }
+    graph.prune();
+    Ok(graph)
+}
+
+/// Every index of `shape` in row-major order.
+pub(super) fn positions(shape: &[usize]) -> Vec<Vec<usize>> {
+    let mut all = vec![Vec::new()];
+    for &extent in shape {
+        all = all
+            .into_iter()
+            .flat_map(|prefix: Vec<usize>| {
+                (0..extent).map(move |i| {
+                    let mut index = prefix.clone();
+                    index.push(i);
+                    index
+                })
+            })
+            .collect();
+    }
+    all
+}
+
+/// `x` padded with `value` on its spatial axes (all but the first two); `x` itself
+/// when nothing is added.
+pub(super) fn pad_spatial(
+    graph: &mut Graph,
+    x: NodeId,
+    (low, high, interior): (&[usize], &[usize], &[usize]),
+    value: f64,
+) -> Result<NodeId, IrError> {
+    if low.iter().chain(high).chain(interior).all(|&n| n == 0) {
+        return Ok(x);
+    }
+    let whole = |spatial: &[usize]| [0, 0].iter().chain(spatial).copied().collect::<Vec<_>>();
+    graph.pad(x, &whole(low), &whole(high), &whole(interior), value)
+}
+
+/// The windows of `x: [N, C, …]` (already padded): for each tap of `taps` in
+/// row-major order, the slice `x[:, :, start(t) + step·y]` over the positions `y` of
+/// `out`.
+pub(super) fn windows(
+    graph: &mut Graph,
+    x: NodeId,
+    taps: &[usize],
+    out: &[usize],
+    start: impl Fn(&[usize]) -> Vec<usize>,
+    step: &[usize],
+) -> Result<Vec<NodeId>, IrError> {
+    let shape = graph.ty(x).shape.clone();
+    let mut windows = Vec::new();
+    for tap in positions(taps) {
+        let first = start(&tap);
+        let starts: Vec<usize> = [0, 0].into_iter().chain(first.iter().copied()).collect();
+        let mut ends = vec![shape[0], shape[1]];
+        let mut steps = vec![1, 1];
+        for axis in 0..out.len() {
+            ends.push(first[axis] + (out[axis] - 1) * step[axis] + 1);
+            steps.push(step[axis]);
+        }
+        windows.push(graph.slice(x, &starts, &ends, &steps)?);
+    }
+    Ok(windows)
+}
