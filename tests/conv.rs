@@ -97,7 +97,7 @@ fn cases() -> Vec<Case> {
             x: [1, 2, 9, 8],
             out_channels: 3,
             kernel: [3, 2],
-            options: options([2, 3], Padding::Explicit(1), [1, 1], 1),
+            options: options([2, 3], Padding::Explicit([1, 2]), [1, 1], 1),
         },
         Case {
             x: [2, 4, 6, 7],
@@ -160,7 +160,7 @@ fn conv2d_equals_its_definition_over_strides_paddings_dilations_and_groups() {
         let result = evaluate(&graph, &feeds, Precision::F64).unwrap();
         let pads = |axis: usize| match case.options.padding {
             Padding::Valid => (0, 0),
-            Padding::Explicit(p) => (p, p),
+            Padding::Explicit(p) => (p[axis], p[axis]),
             Padding::Same => {
                 let total = case.options.dilation[axis] * (case.kernel[axis] - 1);
                 (total / 2, total - total / 2)
@@ -195,8 +195,8 @@ fn compiled_convolutions_and_pools_equal_the_interpreter_bit_for_bit() {
     }
     let mut builder = ModelBuilder::new("pools", 0);
     let x = builder.input("x", TensorType::f32([2, 3, 7, 6])).unwrap();
-    let max = conv::pool2d(&mut builder, x, Pool::Max, [3, 2], [2, 2], 1).unwrap();
-    let avg = conv::pool2d(&mut builder, x, Pool::Avg, [2, 2], [1, 2], 0).unwrap();
+    let max = conv::pool2d(&mut builder, x, Pool::Max, [3, 2], [2, 2], [1, 1]).unwrap();
+    let avg = conv::pool2d(&mut builder, x, Pool::Avg, [2, 2], [1, 2], [0, 1]).unwrap();
     builder.output("max", max).unwrap();
     builder.output("avg", avg).unwrap();
     let graph = builder.finish().unwrap().into_parts().0;
@@ -210,8 +210,8 @@ fn pools_equal_their_definitions_including_padding() {
     let x = random(&mut Rng::new(2), &[1, 2, 5, 5]);
     let mut builder = ModelBuilder::new("pool", 0);
     let input = builder.input("x", TensorType::f32([1, 2, 5, 5])).unwrap();
-    let max = conv::pool2d(&mut builder, input, Pool::Max, [3, 3], [2, 2], 1).unwrap();
-    let avg = conv::pool2d(&mut builder, input, Pool::Avg, [3, 3], [2, 2], 1).unwrap();
+    let max = conv::pool2d(&mut builder, input, Pool::Max, [3, 3], [2, 2], [1, 1]).unwrap();
+    let avg = conv::pool2d(&mut builder, input, Pool::Avg, [3, 3], [2, 2], [1, 1]).unwrap();
     builder.output("max", max).unwrap();
     builder.output("avg", avg).unwrap();
     let graph = builder.finish().unwrap().into_parts().0;
@@ -257,7 +257,7 @@ fn one_dimensional_convolution_and_pooling() {
         [1, 3],
         ConvOptions {
             stride: [1, 2],
-            padding: Padding::Explicit(2),
+            padding: Padding::Explicit([0, 2]),
             dilation: [1, 2],
             groups: 1,
         },
@@ -293,7 +293,7 @@ fn convolution_gradients_match_finite_differences() {
         kernel: [2, 3],
         options: ConvOptions {
             stride: [2, 1],
-            padding: Padding::Explicit(1),
+            padding: Padding::Explicit([1, 1]),
             dilation: [1, 2],
             groups: 2,
         },
@@ -368,7 +368,7 @@ fn sizes_that_do_not_fit_are_errors() {
         err.to_string(),
         "conv2d: padding 'same' needs stride 1 (as in PyTorch)"
     );
-    let err = conv::pool2d(&mut builder, x, Pool::Max, [2, 2], [2, 2], 2).unwrap_err();
+    let err = conv::pool2d(&mut builder, x, Pool::Max, [2, 2], [2, 2], [2, 2]).unwrap_err();
     assert!(
         err.to_string().contains("more than half the kernel"),
         "{err}"

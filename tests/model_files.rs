@@ -138,7 +138,7 @@ fn rendered(source: &str, dims: &[(&str, usize)]) -> String {
 
 #[test]
 fn mistakes_are_located_and_say_what_was_expected() {
-    let cases: [(&str, &str, Dims); 9] = [
+    let cases: [(&str, &str, Dims); 10] = [
         (
             "syntax",
             "model M(B = 2) {\n  input x: f32[B, 3]\n  forward {\n    y = (x + \n  }\n}\n",
@@ -180,6 +180,11 @@ fn mistakes_are_located_and_say_what_was_expected() {
             &[],
         ),
         (
+            "kernel_tuple_length",
+            "model M() {\n  input x: f32[1, 1, 5, 5]\n  conv = Conv2d(1, 2, kernel_size = (3, 3, 3))\n  forward {\n    y = conv(x)\n    output y\n  }\n}\n",
+            &[],
+        ),
+        (
             "gather_indices",
             "model M() {\n  input x: f32[2, 3]\n  forward {\n    y = gather(x, x, axis = 1)\n    output y\n  }\n}\n",
             &[],
@@ -194,4 +199,30 @@ fn mistakes_are_located_and_say_what_was_expected() {
 fn a_read_error_names_the_path() {
     let err = model_file::load(Path::new("no/such/model.kiln"), &options(&[])).unwrap_err();
     assert!(err.to_string().starts_with("no/such/model.kiln: "), "{err}");
+}
+
+#[test]
+fn sizes_per_axis_are_tuples_as_in_pytorch() {
+    let source = "model M() {
+  input x: f32[2, 3, 9, 8]
+  conv = Conv2d(3, 4, kernel_size = (3, 5), stride = (2, 1), padding = (1, 2), dilation = (1, 2))
+  seq = Conv1d(4, 2, (3,), padding = (1,))
+  forward {
+    y = max_pool2d(conv(x), (2, 3), stride = (1, 2))
+    z = seq(reshape(y, 2, 4, 4))
+    output y, z
+  }
+}
+";
+    let file = lang::load(source, &options(&[])).unwrap();
+    let graph = file.model.graph();
+    let shape = |name: &str| graph.ty(graph.param_by_name(name).unwrap()).shape.clone();
+    assert_eq!(shape("conv.weight"), [4, 3, 3, 5]);
+    assert_eq!(shape("seq.weight"), [2, 4, 3]);
+    // Height: (9 + 2 − 3)/2 + 1 = 5, then 5 − 2 + 1 = 4; width: (8 + 4 − 2·4 − 1)/1 + 1
+    // = 4, then (4 − 3)/2 + 1 = 1.
+    let y = graph.output_by_name("y").unwrap();
+    assert_eq!(graph.ty(y).shape, [2, 4, 4, 1]);
+    let z = graph.output_by_name("z").unwrap();
+    assert_eq!(graph.ty(z).shape, [2, 2, 4]);
 }

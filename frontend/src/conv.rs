@@ -21,8 +21,9 @@ pub enum Padding {
     /// Enough zeros that the output has the input's extent at stride 1 (PyTorch's
     /// `padding='same'`: `d·(k − 1)` in all, the odd one after).
     Same,
-    /// `p` on both sides.
-    Explicit(usize),
+    /// `[h, w]` on both sides of the height and width axes (a 1-D convolution reads
+    /// the width).
+    Explicit([usize; 2]),
 }
 
 /// Stride, padding, dilation and groups of a 2-D convolution, per spatial axis
@@ -62,11 +63,12 @@ fn argument_error(context: &str, message: impl Into<String>) -> FrontendError {
     }
 }
 
-/// `(low, high)` padding of an axis for a kernel of `taps` taps `dilation` apart.
-fn pads(padding: Padding, taps: usize, dilation: usize) -> (usize, usize) {
+/// `(low, high)` padding of an axis (`0` height, `1` width) for a kernel of `taps`
+/// taps `dilation` apart.
+fn pads(padding: Padding, axis: usize, taps: usize, dilation: usize) -> (usize, usize) {
     match padding {
         Padding::Valid => (0, 0),
-        Padding::Explicit(p) => (p, p),
+        Padding::Explicit(p) => (p[axis], p[axis]),
         Padding::Same => {
             let total = dilation * taps.saturating_sub(1);
             (total / 2, total - total / 2)
@@ -205,7 +207,12 @@ fn conv_nd(
         ..ConvSpec::default()
     };
     for (axis, &taps) in w_ty.shape[2..].iter().enumerate() {
-        let (low, high) = pads(options.padding, taps, spec.dilation[axis]);
+        let (low, high) = pads(
+            options.padding,
+            2 - spatial + axis,
+            taps,
+            spec.dilation[axis],
+        );
         out_extent(
             context,
             x_ty.shape[axis + 2] + low + high,
@@ -235,8 +242,8 @@ fn conv_nd(
 pub use kiln_ir::op::PoolKind as Pool;
 
 /// Max or average pooling of `x: [N, C, H, W]` with a `kernel` window, `stride`
-/// (PyTorch's default is the kernel) and symmetric `padding` (at most half the
-/// window, as PyTorch allows): one `max_pool` or `avg_pool` op of the IR; the
+/// (PyTorch's default is the kernel) and symmetric `padding` per axis (at most half
+/// the window, as PyTorch allows): one `max_pool` or `avg_pool` op of the IR; the
 /// average counts the padding (PyTorch's default `count_include_pad=True`).
 pub fn pool2d(
     builder: &mut ModelBuilder,
@@ -244,13 +251,13 @@ pub fn pool2d(
     pool: Pool,
     kernel: [usize; 2],
     stride: [usize; 2],
-    padding: usize,
+    padding: [usize; 2],
 ) -> Result<NodeId, FrontendError> {
     let context = match pool {
         Pool::Max => "max_pool2d",
         Pool::Avg => "avg_pool2d",
     };
-    pool_nd(builder, x, pool, &kernel, &stride, padding, context)
+    pool_nd(builder, x, pool, &kernel, &stride, &padding, context)
 }
 
 /// [`pool2d`] over one spatial axis: `x: [N, C, L]`.
@@ -266,7 +273,7 @@ pub fn pool1d(
         Pool::Max => "max_pool1d",
         Pool::Avg => "avg_pool1d",
     };
-    pool_nd(builder, x, pool, &[kernel], &[stride], padding, context)
+    pool_nd(builder, x, pool, &[kernel], &[stride], &[padding], context)
 }
 
 fn pool_nd(
@@ -275,7 +282,7 @@ fn pool_nd(
     pool: Pool,
     kernel: &[usize],
     stride: &[usize],
-    padding: usize,
+    padding: &[usize],
     context: &str,
 ) -> Result<NodeId, FrontendError> {
     let x_ty = builder.ty(x)?.clone();
@@ -293,28 +300,23 @@ fn pool_nd(
             format!("kernel {kernel:?} and stride {stride:?} must be at least 1"),
         ));
     }
-    if kernel.iter().any(|&k| 2 * padding > k) {
+    if kernel.iter().zip(padding).any(|(&k, &p)| 2 * p > k) {
         return Err(argument_error(
             context,
             format!(
-                "padding {padding} is more than half the kernel {kernel:?} (as PyTorch refuses)"
+                "padding {padding:?} is more than half the kernel {kernel:?} (as PyTorch refuses)"
             ),
         ));
     }
     for (axis, &k) in kernel.iter().enumerate() {
-        out_extent(
-            context,
-            x_ty.shape[axis + 2] + 2 * padding,
-            k,
-            1,
-            stride[axis],
-        )?;
+        let padded = x_ty.shape[axis + 2] + 2 * padding[axis];
+        out_extent(context, padded, k, 1, stride[axis])?;
     }
     let spec = PoolSpec {
         window: kernel.to_vec(),
         stride: stride.to_vec(),
-        low: vec![padding; kernel.len()],
-        high: vec![padding; kernel.len()],
+        low: padding.to_vec(),
+        high: padding.to_vec(),
     };
     builder
         .graph()

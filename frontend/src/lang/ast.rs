@@ -113,6 +113,8 @@ pub enum ExprKind {
     Call(Box<Expr>, Vec<Arg>),
     /// `layers[i]`: one instance of a repeated layer.
     Index(Box<Expr>, Box<Expr>),
+    /// `(a, b)` or `(a,)`: sizes per spatial axis, as PyTorch's `kernel_size=(3, 5)`.
+    Tuple(Vec<Expr>),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -187,15 +187,59 @@ impl Bound {
     }
 
     /// A convolution's padding: a whole number, `"valid"` (the default) or `"same"`.
-    pub fn padding(&self, slot: usize) -> Result<Padding, ModelError> {
+    /// A convolution's padding: `"valid"` (the default), `"same"`, or sizes as
+    /// [`Bound::sizes`] reads them.
+    pub fn padding(&self, slot: usize, one_d: bool) -> Result<Padding, ModelError> {
         match &self.slots[slot] {
             None => Ok(Padding::Valid),
             Some((Value::Str(text), _)) if text == "valid" => Ok(Padding::Valid),
             Some((Value::Str(text), _)) if text == "same" => Ok(Padding::Same),
-            Some((value @ Value::Int(_), span)) => {
-                size(value, span, "`padding`").map(Padding::Explicit)
+            Some((Value::Int(_) | Value::Tuple(_), _)) => {
+                self.sizes(slot, "padding", one_d, 0).map(Padding::Explicit)
             }
-            Some(_) => Err(self.wrong(slot, "padding", "a whole number, \"valid\" or \"same\"")),
+            Some(_) => Err(self.wrong(
+                slot,
+                "padding",
+                "a whole number, a tuple of them, \"valid\" or \"same\"",
+            )),
+        }
+    }
+
+    /// Sizes per spatial axis `[height, width]`: one number for both (PyTorch's
+    /// `kernel_size=3`) or a tuple `(h, w)`; for a 1-D layer (`one_d`) one number or
+    /// `(w,)`, read as `[1, w]`. `default` for both when the argument is left out.
+    pub fn sizes(
+        &self,
+        slot: usize,
+        name: &str,
+        one_d: bool,
+        default: usize,
+    ) -> Result<[usize; 2], ModelError> {
+        let what = format!("`{name}`");
+        let widen = |w: usize| if one_d { [1, w] } else { [w, w] };
+        match &self.slots[slot] {
+            None => Ok(widen(default)),
+            Some((value @ Value::Int(_), span)) => size(value, span, &what).map(widen),
+            Some((Value::Tuple(items), span)) => {
+                let count = if one_d { 1 } else { 2 };
+                if items.len() != count {
+                    return Err(ModelError::new(
+                        span.clone(),
+                        format!("`{name}` has {} entries", items.len()),
+                    )
+                    .expected(format!("one per spatial axis: {count}")));
+                }
+                let sizes = items
+                    .iter()
+                    .map(|item| size(item, span, &what))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(if one_d {
+                    [1, sizes[0]]
+                } else {
+                    [sizes[0], sizes[1]]
+                })
+            }
+            Some(_) => Err(self.wrong(slot, name, "a whole number or a tuple of them")),
         }
     }
 
@@ -461,22 +505,24 @@ pub fn call(
         "max_pool2d" | "avg_pool2d" | "max_pool1d" | "avg_pool1d" => {
             let bound = bind(&["x", "kernel_size", "stride", "padding"], 2)?;
             let x = bound.tensor(0, "x")?;
-            let kernel = bound.size(1, "kernel_size")?;
-            let stride = match bound.int(2, "stride", None)? {
+            let one_d = name.ends_with("1d");
+            let kernel = bound.sizes(1, "kernel_size", one_d, 0)?;
+            // PyTorch's default stride is the window.
+            let stride = match &bound.slots[2] {
                 None => kernel,
-                Some(_) => bound.size(2, "stride")?,
+                Some(_) => bound.sizes(2, "stride", one_d, 1)?,
             };
-            let padding = bound.size(3, "padding")?;
+            let padding = bound.sizes(3, "padding", one_d, 0)?;
             let pool = if name.starts_with("max") {
                 Pool::Max
             } else {
                 Pool::Avg
             };
             let builder = elaborator.builder();
-            tensor(if name.ends_with("2d") {
-                conv::pool2d(builder, x, pool, [kernel; 2], [stride; 2], padding)
+            tensor(if one_d {
+                conv::pool1d(builder, x, pool, kernel[1], stride[1], padding[1])
             } else {
-                conv::pool1d(builder, x, pool, kernel, stride, padding)
+                conv::pool2d(builder, x, pool, kernel, stride, padding)
             })
         }
         "flatten" => {

@@ -75,6 +75,8 @@ pub enum Value {
     Str(String),
     Tensor(NodeId),
     Layer(Rc<LayerGroup>),
+    /// `(a, b)`: a size per spatial axis.
+    Tuple(Vec<Value>),
 }
 
 impl Value {
@@ -86,6 +88,7 @@ impl Value {
             Value::Str(_) => "a string",
             Value::Tensor(_) => "a tensor",
             Value::Layer(_) => "a layer",
+            Value::Tuple(_) => "a tuple",
         }
     }
 }
@@ -470,7 +473,8 @@ impl Elaborator<'_> {
         Ok(Layer::Block { def, scope: inner })
     }
 
-    /// A `Conv2d(…)` or `Conv1d(…)` layer (PyTorch's arguments; sizes are square).
+    /// A `Conv2d(…)` or `Conv1d(…)` layer (PyTorch's arguments; a size is one number
+    /// for every spatial axis or a tuple with one per axis).
     fn conv(&mut self, decl: &LayerDecl, path: &str, scope: &Scope) -> Result<Conv2d, ModelError> {
         let kind = &decl.kind;
         let one_d = kind.name == "Conv1d";
@@ -485,25 +489,21 @@ impl Elaborator<'_> {
             "bias",
         ];
         let args = self.bind(&kind.name, &names, 3, &decl.args, scope, &kind.span)?;
-        let or_one = |slot: usize| -> Result<usize, ModelError> {
-            match args.int(slot, names[slot], None)? {
-                None => Ok(1),
-                Some(_) => args.size(slot, names[slot]),
-            }
-        };
-        let pair = |value: usize| if one_d { [1, value] } else { [value; 2] };
         let options = ConvOptions {
-            stride: pair(or_one(3)?),
-            padding: args.padding(4)?,
-            dilation: pair(or_one(5)?),
-            groups: or_one(6)?,
+            stride: args.sizes(3, names[3], one_d, 1)?,
+            padding: args.padding(4, one_d)?,
+            dilation: args.sizes(5, names[5], one_d, 1)?,
+            groups: match args.int(6, names[6], None)? {
+                None => 1,
+                Some(_) => args.size(6, names[6])?,
+            },
         };
         Conv2d::new(
             &mut self.builder,
             path,
             args.size(0, "in_channels")?,
             args.size(1, "out_channels")?,
-            pair(args.size(2, "kernel_size")?),
+            args.sizes(2, "kernel_size", one_d, 0)?,
             options,
             args.flag(7, "bias", true)?,
             one_d,
@@ -771,6 +771,11 @@ impl Elaborator<'_> {
                     unknown(&ident)
                 }
             }),
+            ExprKind::Tuple(items) => items
+                .iter()
+                .map(|item| self.eval(item, scope))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Value::Tuple),
             ExprKind::Neg(operand) => {
                 let value = self.eval(operand, scope)?;
                 builtins::negate(&mut self.builder, value, span)

@@ -408,7 +408,7 @@ impl Parser {
         }
     }
 
-    /// `atom = int | float | string | name | "(" expr ")"`
+    /// `atom = int | float | string | name | "(" expr ")" | "(" expr "," [expr ("," expr)*] ")"`
     fn atom(&mut self) -> Result<Expr, ModelError> {
         let kind = match self.peek().clone() {
             Token::Int(value) => ExprKind::Int(value),
@@ -418,9 +418,25 @@ impl Parser {
             Token::Punct('(') => {
                 let start = self.bump().1;
                 let inner = self.expr()?;
-                let end = self.expect_punct(')', "`)` to close the parenthesis")?;
+                if !self.is_punct(',') {
+                    let end = self.expect_punct(')', "`)` to close the parenthesis")?;
+                    return Ok(Expr {
+                        kind: inner.kind,
+                        span: start.start..end.end,
+                    });
+                }
+                // A tuple: `(a,)`, `(a, b)`, `(a, b,)`.
+                let mut items = vec![inner];
+                while self.is_punct(',') {
+                    self.bump();
+                    if self.is_punct(')') {
+                        break;
+                    }
+                    items.push(self.expr()?);
+                }
+                let end = self.expect_punct(')', "`,` or `)` to close the tuple")?;
                 return Ok(Expr {
-                    kind: inner.kind,
+                    kind: ExprKind::Tuple(items),
                     span: start.start..end.end,
                 });
             }
