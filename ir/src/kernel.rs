@@ -1332,12 +1332,7 @@ impl KernelChecker<'_> {
                 "the position {at} is {at_ty}, not i32, in {indirect}"
             ));
         }
-        let len = self
-            .program
-            .buffers
-            .get(buffer.0)
-            .ok_or_else(|| format!("{buffer} does not exist"))?
-            .len();
+        let len = self.buffer_len(*buffer)?;
         let limit = crate::types::MAX_ELEMENTS as u64;
         if stride.unsigned_abs() > limit || u64::from(*extent) > limit {
             return Err(format!(
@@ -1504,15 +1499,19 @@ impl KernelChecker<'_> {
         Ok(Some((low, high)))
     }
 
+    /// The number of elements of `buffer`, which must exist.
+    fn buffer_len(&self, buffer: BufferId) -> Result<usize, String> {
+        self.program
+            .buffers
+            .get(buffer.0)
+            .map(Buffer::len)
+            .ok_or_else(|| format!("{buffer} does not exist"))
+    }
+
     /// Checks that `lanes` elements from `index` stay within `buffer` for every value
     /// of the loop variables.
     fn access(&self, buffer: BufferId, index: &Index, lanes: u32) -> Result<(), String> {
-        let len = self
-            .program
-            .buffers
-            .get(buffer.0)
-            .ok_or_else(|| format!("{buffer} does not exist"))?
-            .len();
+        let len = self.buffer_len(buffer)?;
         if let Some((low, high)) = self.span(buffer, index)? {
             let high = high + i128::from(lanes) - 1;
             if low < 0 || high >= len as i128 {

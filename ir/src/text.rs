@@ -287,6 +287,22 @@ impl Parser {
         }
     }
 
+    /// `key=[1,2]`.
+    fn list_attribute(&mut self, key: &str, what: &str) -> Result<Vec<usize>, ParseError> {
+        self.attribute(key)?;
+        self.int_list(what)
+    }
+
+    /// `key=3`.
+    fn integer_attribute<T: TryFrom<u64>>(
+        &mut self,
+        key: &str,
+        what: &str,
+    ) -> Result<T, ParseError> {
+        self.attribute(key)?;
+        self.integer(what)
+    }
+
     fn tensor_type(&mut self) -> Result<TensorType, ParseError> {
         let here = (self.peek().line, self.peek().column);
         let name = self.word("a type such as f32[2,3]")?;
@@ -517,28 +533,22 @@ pub fn parse(src: &str) -> Result<Graph, ParseError> {
                 }
                 match &mut op {
                     Op::Reduce { axes, .. } => {
-                        parser.attribute("axes")?;
-                        *axes = parser.int_list("the axes")?;
+                        *axes = parser.list_attribute("axes", "the axes")?;
                     }
                     Op::Transpose { perm } => {
-                        parser.attribute("perm")?;
-                        *perm = parser.int_list("the permutation")?;
+                        *perm = parser.list_attribute("perm", "the permutation")?;
                     }
                     Op::OneHot { depth } => {
-                        parser.attribute("depth")?;
-                        *depth = parser.integer("the depth")?;
+                        *depth = parser.integer_attribute("depth", "the depth")?;
                     }
                     Op::Slice {
                         starts,
                         ends,
                         steps,
                     } => {
-                        parser.attribute("starts")?;
-                        *starts = parser.int_list("the starts")?;
-                        parser.attribute("ends")?;
-                        *ends = parser.int_list("the ends")?;
-                        parser.attribute("steps")?;
-                        *steps = parser.int_list("the steps")?;
+                        *starts = parser.list_attribute("starts", "the starts")?;
+                        *ends = parser.list_attribute("ends", "the ends")?;
+                        *steps = parser.list_attribute("steps", "the steps")?;
                     }
                     Op::Pad {
                         low,
@@ -546,64 +556,45 @@ pub fn parse(src: &str) -> Result<Graph, ParseError> {
                         interior,
                         value,
                     } => {
-                        parser.attribute("low")?;
-                        *low = parser.int_list("the low padding")?;
-                        parser.attribute("high")?;
-                        *high = parser.int_list("the high padding")?;
-                        parser.attribute("interior")?;
-                        *interior = parser.int_list("the interior padding")?;
+                        *low = parser.list_attribute("low", "the low padding")?;
+                        *high = parser.list_attribute("high", "the high padding")?;
+                        *interior = parser.list_attribute("interior", "the interior padding")?;
                         parser.attribute("value")?;
                         *value = parser.float()?;
                     }
                     Op::Concat { axis } => {
-                        parser.attribute("axis")?;
-                        *axis = parser.integer("the axis")?;
+                        *axis = parser.integer_attribute("axis", "the axis")?;
                     }
                     Op::Random { stream, .. } => {
-                        parser.attribute("stream")?;
-                        *stream = parser.integer("the stream")?;
+                        *stream = parser.integer_attribute("stream", "the stream")?;
                     }
                     Op::Conv(spec)
                     | Op::ConvInputGrad { spec, .. }
                     | Op::ConvFilterGrad { spec, .. } => {
-                        parser.attribute("stride")?;
-                        spec.stride = parser.int_list("the strides")?;
-                        parser.attribute("low")?;
-                        spec.low = parser.int_list("the low padding")?;
-                        parser.attribute("high")?;
-                        spec.high = parser.int_list("the high padding")?;
-                        parser.attribute("dilation")?;
-                        spec.dilation = parser.int_list("the dilations")?;
-                        parser.attribute("groups")?;
-                        spec.groups = parser.integer("the groups")?;
+                        spec.stride = parser.list_attribute("stride", "the strides")?;
+                        spec.low = parser.list_attribute("low", "the low padding")?;
+                        spec.high = parser.list_attribute("high", "the high padding")?;
+                        spec.dilation = parser.list_attribute("dilation", "the dilations")?;
+                        spec.groups = parser.integer_attribute("groups", "the groups")?;
                     }
                     Op::Pool { spec, .. } | Op::PoolGrad { spec, .. } => {
-                        parser.attribute("window")?;
-                        spec.window = parser.int_list("the window")?;
-                        parser.attribute("stride")?;
-                        spec.stride = parser.int_list("the strides")?;
-                        parser.attribute("low")?;
-                        spec.low = parser.int_list("the low padding")?;
-                        parser.attribute("high")?;
-                        spec.high = parser.int_list("the high padding")?;
+                        spec.window = parser.list_attribute("window", "the window")?;
+                        spec.stride = parser.list_attribute("stride", "the strides")?;
+                        spec.low = parser.list_attribute("low", "the low padding")?;
+                        spec.high = parser.list_attribute("high", "the high padding")?;
                     }
                     Op::Gather { axis, batch_dims } => {
-                        parser.attribute("axis")?;
-                        *axis = parser.integer("the axis")?;
-                        parser.attribute("batch_dims")?;
-                        *batch_dims = parser.integer("the batch axes")?;
+                        *axis = parser.integer_attribute("axis", "the axis")?;
+                        *batch_dims = parser.integer_attribute("batch_dims", "the batch axes")?;
                     }
                     Op::ScatterAdd {
                         axis,
                         batch_dims,
                         extent,
                     } => {
-                        parser.attribute("axis")?;
-                        *axis = parser.integer("the axis")?;
-                        parser.attribute("batch_dims")?;
-                        *batch_dims = parser.integer("the batch axes")?;
-                        parser.attribute("extent")?;
-                        *extent = parser.integer("the extent")?;
+                        *axis = parser.integer_attribute("axis", "the axis")?;
+                        *batch_dims = parser.integer_attribute("batch_dims", "the batch axes")?;
+                        *extent = parser.integer_attribute("extent", "the extent")?;
                     }
                     _ => {}
                 }

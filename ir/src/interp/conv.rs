@@ -88,6 +88,13 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// The padded input position tap `t` of output `y` reads: `y·s + t·d` per axis.
+fn tap_position(spec: &ConvSpec, y: &[usize], t: &[usize]) -> Vec<i64> {
+    (0..t.len())
+        .map(|a| (y[a] * spec.stride[a] + t[a] * spec.dilation[a]) as i64)
+        .collect()
+}
+
 fn output(ty: &TensorType) -> Result<Vec<f64>, OutOfMemory> {
     try_vec(0.0, ty.num_elements(), || {
         format!("the {ty} result of a convolution")
@@ -115,9 +122,7 @@ pub(super) fn conv(
             for y in &outs {
                 let mut acc = 0.0;
                 for t in &taps {
-                    let at: Vec<i64> = (0..t.len())
-                        .map(|a| (y[a] * spec.stride[a] + t[a] * spec.dilation[a]) as i64)
-                        .collect();
+                    let at = tap_position(spec, y, t);
                     for c in 0..c_group {
                         let value = xs.padded(n, g * c_group + c, &at, &spec.low);
                         acc = step(acc, value, ws.at(channel, c, t), wide);
@@ -202,9 +207,7 @@ pub(super) fn filter_grad(
                 let mut acc = 0.0;
                 for n in 0..x.shape[0] {
                     for y in &outs {
-                        let at: Vec<i64> = (0..t.len())
-                            .map(|a| (y[a] * spec.stride[a] + t[a] * spec.dilation[a]) as i64)
-                            .collect();
+                        let at = tap_position(spec, y, t);
                         let value = xs.padded(n, g * c_group + c, &at, &spec.low);
                         acc = step(acc, dys.at(n, channel, y), value, wide);
                     }

@@ -53,6 +53,24 @@ fn patches(
     graph.reshape(rows, vec![count, columns])
 }
 
+/// The forward's im2col matrix of group `group` of the padded input: tap `t` reads
+/// `padded[:, group's channels, s·y + d·t]`.
+fn input_patches(
+    graph: &mut Graph,
+    spec: &ConvSpec,
+    padded: NodeId,
+    group: usize,
+    taps: &[usize],
+    out: &[usize],
+) -> Result<NodeId, IrError> {
+    let xg = group_slice(graph, padded, 1, group, spec.groups)?;
+    let dilation = spec.dilation.clone();
+    let start = move |tap: &[usize]| -> Vec<usize> {
+        tap.iter().zip(&dilation).map(|(t, d)| t * d).collect()
+    };
+    patches(graph, xg, taps, out, start, &spec.stride)
+}
+
 /// `w[g·O : (g+1)·O]` (`[O, C, taps…]`) as a `[T·rows_inner, cols]` matrix: taps
 /// first, then the axis `inner` (0 for O, 1 for C); the other channel axis becomes the
 /// columns.
@@ -108,12 +126,7 @@ pub(super) fn conv(
     let padded = pad_spatial(graph, x, (&spec.low, &spec.high, &vec![0; taps.len()]), 0.0)?;
     let mut per_group = Vec::with_capacity(spec.groups);
     for group in 0..spec.groups {
-        let xg = group_slice(graph, padded, 1, group, spec.groups)?;
-        let dilation = spec.dilation.clone();
-        let start = move |tap: &[usize]| -> Vec<usize> {
-            tap.iter().zip(&dilation).map(|(t, d)| t * d).collect()
-        };
-        let columns = patches(graph, xg, &taps, &out, start, &spec.stride)?;
+        let columns = input_patches(graph, spec, padded, group, &taps, &out)?;
         let weights = weight_matrix(graph, w, group, spec.groups, 1)?;
         per_group.push(graph.matmul(columns, weights)?);
     }
@@ -172,12 +185,7 @@ pub(super) fn filter_grad(
     let padded = pad_spatial(graph, x, (&spec.low, &spec.high, &vec![0; rank]), 0.0)?;
     let mut per_group = Vec::with_capacity(spec.groups);
     for group in 0..spec.groups {
-        let xg = group_slice(graph, padded, 1, group, spec.groups)?;
-        let dilation = spec.dilation.clone();
-        let start = move |tap: &[usize]| -> Vec<usize> {
-            tap.iter().zip(&dilation).map(|(t, d)| t * d).collect()
-        };
-        let columns = patches(graph, xg, taps, &out, start, &spec.stride)?;
+        let columns = input_patches(graph, spec, padded, group, taps, &out)?;
         // dy's group as [N·prod(out), O], the rows in the patches' order.
         let dg = group_slice(graph, dy, 1, group, spec.groups)?;
         let mut perm = vec![0];
