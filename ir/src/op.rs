@@ -269,10 +269,10 @@ pub enum Op {
     Conv(ConvSpec),
     /// The gradient of [`Op::Conv`] with respect to `x`: `(dy, w) -> [N, G·C, *input]`
     /// (`input` is the spatial shape of `x`, which the output extents do not fix).
-    /// Element `i` sums, over the taps `t` and within each over the group's output
-    /// channels `o`, `dy_dilated[n, g·O + o, i + low + d·(T − 1 − t)] · w[g·O + o, c, t]`
-    /// where `dy_dilated` is `dy` with `s − 1` zeros between elements and `d·(T − 1)`
-    /// before (zeros beyond), in that order, one `fma` a term from +0.
+    /// For element `i` and each tap `t` in row-major order, the tap's contribution is
+    /// `Σ_o dy[n, g·O + o, y] · w[g·O + o, c, t]` (one `fma` a term from +0) for the
+    /// output `y` with `y·s + t·d = i + low`, or +0 where there is none; the taps'
+    /// contributions are added in f32 from the first's (col2im's order).
     ConvInputGrad {
         spec: ConvSpec,
         input: Shape,

@@ -108,6 +108,7 @@ pub fn lower(graph: &Graph) -> Result<Program, LowerError> {
         program: Program::new(graph.name.clone()),
         values: BTreeMap::new(),
         fusable: BTreeSet::new(),
+        folded: BTreeSet::new(),
         fused: Vec::new(),
     };
     lowering.run();
@@ -168,6 +169,9 @@ struct Lowering<'g> {
     values: BTreeMap<NodeId, Value>,
     /// Nodes computed in their consumer's kernel instead of a buffer (see [`fusable`]).
     fusable: BTreeSet<NodeId>,
+    /// Concatenations and slices copied in place by the concatenation that reads
+    /// them (see [`folded_into_concats`]): they get no buffer of their own.
+    folded: BTreeSet<NodeId>,
     fused: Vec<Fused>,
 }
 
@@ -401,6 +405,44 @@ impl Picked {
     }
 }
 
+/// The concatenations and slices that their reading concatenation copies in place:
+/// a concatenation whose only reader is a concatenation along the same axis (so a
+/// chain `concat(concat(a, b), c)` fills one buffer, each part copied once, instead
+/// of copying the growing prefix again at every link: quadratic in the parts, as an
+/// im2col of many taps is), and a slice whose only reader is a concatenation (copied
+/// straight from its operand). Neither may be an output or an update.
+fn folded_into_concats(graph: &Graph, live: &BTreeSet<NodeId>) -> BTreeSet<NodeId> {
+    let mut readers: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
+    for &user in live {
+        for operand in graph.operands(user) {
+            readers.entry(operand).or_default().push(user);
+        }
+    }
+    let pinned: BTreeSet<NodeId> = graph
+        .outputs()
+        .iter()
+        .map(|&(_, id)| id)
+        .chain(graph.updates().iter().map(|&(_, value)| value))
+        .collect();
+    live.iter()
+        .copied()
+        .filter(|id| {
+            let Some([reader]) = readers.get(id).map(Vec::as_slice) else {
+                return false;
+            };
+            let Op::Concat { axis: outer } = graph.op(*reader) else {
+                return false;
+            };
+            !pinned.contains(id)
+                && match graph.op(*id) {
+                    Op::Concat { axis } => axis == outer,
+                    Op::Slice { .. } => true,
+                    _ => false,
+                }
+        })
+        .collect()
+}
+
 /// The identity of a reduction and its accumulation step.
 fn reduce_init(op: ReduceOp, dtype: DType) -> Scalar {
     match (op, dtype) {
@@ -435,8 +477,9 @@ impl Lowering<'_> {
         }
         let live = self.live_nodes();
         self.fusable = fusable(graph, &live);
+        self.folded = folded_into_concats(graph, &live);
         for id in graph.topo_order() {
-            if live.contains(&id) && !self.values.contains_key(&id) {
+            if live.contains(&id) && !self.values.contains_key(&id) && !self.folded.contains(&id) {
                 let value = self.node(id);
                 self.values.insert(id, value);
             }
@@ -856,16 +899,29 @@ impl Lowering<'_> {
             Op::Concat { axis } => {
                 let out = self.program.add_buffer(ty.clone(), Storage::Temp);
                 let mut start = 0;
-                for &operand in operands {
-                    let part = self.concrete(operand);
+                for operand in self.concat_parts(operands) {
                     let shape = self.graph.ty(operand).shape.clone();
-                    let strides = row_major(&shape);
                     let offset = as_i64(start) * out_strides[*axis];
+                    let source = match self.graph.op(operand) {
+                        // A folded slice: its elements straight from its operand.
+                        Op::Slice { starts, steps, .. } if self.folded.contains(&operand) => {
+                            let x = self.graph.operands(operand)[0];
+                            let x_strides = row_major(&self.graph.ty(x).shape);
+                            let read_strides: Vec<i64> = steps
+                                .iter()
+                                .zip(&x_strides)
+                                .map(|(&step, &stride)| as_i64(step) * stride)
+                                .collect();
+                            let at = dot(starts, &x_strides);
+                            (self.concrete(x), read_strides, at)
+                        }
+                        _ => (self.concrete(operand), row_major(&shape), 0),
+                    };
                     self.copy_strided(
                         name,
                         &shape,
                         (out, &out_strides, offset),
-                        (part, &strides, 0),
+                        (source.0, &source.1, source.2),
                     );
                     start += shape[*axis];
                 }
@@ -873,6 +929,21 @@ impl Lowering<'_> {
             }
             _ => unreachable!("relayout is called for slice, pad and concat"),
         }
+    }
+
+    /// The parts a concatenation of `operands` copies, in order: its operands, with
+    /// each folded concatenation among them replaced by its own parts.
+    fn concat_parts(&self, operands: &[NodeId]) -> Vec<NodeId> {
+        let mut parts = Vec::new();
+        for &operand in operands {
+            if self.folded.contains(&operand) && matches!(self.graph.op(operand), Op::Concat { .. })
+            {
+                parts.extend(self.concat_parts(&self.graph.operands(operand)));
+            } else {
+                parts.push(operand);
+            }
+        }
+        parts
     }
 
     /// A movement op: a constant stays a constant, anything else is copied.
@@ -1511,6 +1582,30 @@ mod tests {
 "#;
         assert!(text.contains(by_row), "{text}");
         assert!(text.contains(by_col), "{text}");
+    }
+
+    #[test]
+    fn a_chain_of_concatenations_of_slices_fills_one_buffer_copying_each_part_once() {
+        let mut g = Graph::new("im2col");
+        let x = g.input("x", TensorType::f32([2, 6])).unwrap();
+        let parts: Vec<NodeId> = (0..3)
+            .map(|k| g.slice(x, &[0, k], &[2, k + 4], &[1, 2]).unwrap())
+            .collect();
+        let ab = g.concat(parts[0], parts[1], 1).unwrap();
+        let abc = g.concat(ab, parts[2], 1).unwrap();
+        g.set_output("y", abc).unwrap();
+        let program = lower(&g).unwrap();
+        // The input, the result, and nothing between: three strided copies.
+        assert_eq!(program.buffers.len(), 2, "{program}");
+        assert_eq!(program.kernels.len(), 3, "{program}");
+        let text = program.to_string();
+        assert!(
+            text.contains("b1[6*i0 + i1 + 4] = b0[6*i0 + 2*i1 + 2]"),
+            "{text}"
+        );
+        // A slice or an inner concatenation that is also an output keeps its buffer.
+        g.set_output("ab", ab).unwrap();
+        assert_eq!(lower(&g).unwrap().buffers.len(), 3);
     }
 
     #[test]

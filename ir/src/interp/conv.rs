@@ -136,8 +136,10 @@ pub(super) fn conv(
     Ok(data)
 }
 
-/// The gradient of `conv` with respect to `x`: for each element, the taps in
-/// row-major order, within each the group's output channels.
+/// The gradient of `conv` with respect to `x`: for each element and each tap in
+/// row-major order, the tap's contribution (an `fma` chain over the group's output
+/// channels from +0 where the tap reads this element for some output, +0 where it
+/// does not), the taps' contributions added from the first's.
 pub(super) fn input_grad(
     dy: &Tensor,
     w: &Tensor,
@@ -156,33 +158,40 @@ pub(super) fn input_grad(
         for channel in 0..groups * c_group {
             let (g, c) = (channel / c_group, channel % c_group);
             for i in &inputs {
-                let mut acc = 0.0;
+                let mut sum = None;
                 for t in &taps {
-                    // Position `i + low − d·t` of dy dilated by the stride: an element
-                    // of dy where it is a multiple of the stride inside it, else 0.
-                    let mut at = Vec::with_capacity(t.len());
-                    for a in 0..t.len() {
-                        let j = (i[a] + spec.low[a]) as i64 - (t[a] * spec.dilation[a]) as i64;
-                        let s = spec.stride[a] as i64;
-                        if j >= 0 && j % s == 0 && j / s < out[a] as i64 {
-                            at.push((j / s) as usize);
+                    let mut contribution = 0.0;
+                    if let Some(y) = read_by(spec, i, t, out) {
+                        for o in 0..o_group {
+                            let channel = g * o_group + o;
+                            let (a, b) = (dys.at(n, channel, &y), ws.at(channel, c, t));
+                            contribution = step(contribution, a, b, wide);
                         }
                     }
-                    for o in 0..o_group {
-                        let value = if at.len() == t.len() {
-                            dys.at(n, g * o_group + o, &at)
-                        } else {
-                            0.0
-                        };
-                        acc = step(acc, value, ws.at(g * o_group + o, c, t), wide);
-                    }
+                    sum = Some(match sum {
+                        None => contribution,
+                        Some(sum) if wide => sum + contribution,
+                        Some(sum) => f64::from(sum as f32 + contribution as f32),
+                    });
                 }
-                data[slot] = acc;
+                data[slot] = sum.expect("a kernel has at least one tap");
                 slot += 1;
             }
         }
     }
     Ok(data)
+}
+
+/// The output position whose tap `t` reads input position `i` (`y·s + t·d = i + low`
+/// on every axis), if there is one.
+fn read_by(spec: &ConvSpec, i: &[usize], t: &[usize], out: &[usize]) -> Option<Vec<usize>> {
+    (0..t.len())
+        .map(|a| {
+            let j = (i[a] + spec.low[a]) as i64 - (t[a] * spec.dilation[a]) as i64;
+            let s = spec.stride[a] as i64;
+            (j >= 0 && j % s == 0 && j / s < out[a] as i64).then_some((j / s) as usize)
+        })
+        .collect()
 }
 
 /// The gradient of `conv` with respect to `w`: for each element, the batch, within

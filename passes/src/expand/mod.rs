@@ -7,14 +7,12 @@
 //! Each expansion sums every element's terms in the order its op documents (the
 //! patch columns are laid out tap-major, the matmul adds them in column order from
 //! +0 with one `fma` a term), so the expanded graph computes the op's meaning bit for
-//! bit. The two gradients expand to the same pattern: `conv_input_grad` reads the
-//! output gradient dilated by the stride (an interior pad) through flipped tap
-//! offsets, and `conv_filter_grad` is a transposed matmul of the output gradient with
-//! the forward's patches.
+//! bit; `conv.rs` and `pool.rs` say how each op is laid out.
 //!
 //! ```text
-//! before:  %2 = conv %0, %1 stride=[1] low=[0] high=[0] dilation=[1] groups=1 : f32[1,1,2]
-//! after:   %2 = slice %0 …   %3 = slice %0 …   %4 = concat %2, %3 axis=1   …   %9 = matmul %7, %8
+//! before:  %2 = conv %0, %1 stride=[1] low=[0] high=[0] dilation=[1] groups=1 : f32[1,1,3]
+//! after:   %2 = transpose %0 perm=[0,2,1]   %3 = slice %2 …   %4 = slice %2 …
+//!          %5 = concat %3, %4 axis=2   %6 = reshape %5   …   %9 = matmul %6, %8   …
 //! ```
 
 use kiln_ir::{Graph, IrError, NodeId, Op};
@@ -86,27 +84,35 @@ pub(super) fn positions(shape: &[usize]) -> Vec<Vec<usize>> {
     all
 }
 
-/// `x` padded with `value` on its spatial axes (all but the first two); `x` itself
-/// when nothing is added.
+/// `x` padded with `value` on the spatial axes, which start at axis `first` (2 for
+/// channels-first `[N, C, spatial…]`, 1 for channels-last `[N, spatial…, C]`); `x`
+/// itself when nothing is added.
 pub(super) fn pad_spatial(
     graph: &mut Graph,
     x: NodeId,
+    first: usize,
     (low, high, interior): (&[usize], &[usize], &[usize]),
     value: f64,
 ) -> Result<NodeId, IrError> {
     if low.iter().chain(high).chain(interior).all(|&n| n == 0) {
         return Ok(x);
     }
-    let whole = |spatial: &[usize]| [0, 0].iter().chain(spatial).copied().collect::<Vec<_>>();
+    let rank = graph.ty(x).rank();
+    let whole = |spatial: &[usize]| {
+        let mut all = vec![0; rank];
+        all[first..first + spatial.len()].copy_from_slice(spatial);
+        all
+    };
     graph.pad(x, &whole(low), &whole(high), &whole(interior), value)
 }
 
-/// The windows of `x: [N, C, …]` (already padded): for each tap of `taps` in
-/// row-major order, the slice `x[:, :, start(t) + step·y]` over the positions `y` of
-/// `out`.
+/// The windows of `x` (already padded; spatial axes from axis `first`, as in
+/// [`pad_spatial`]): for each tap of `taps` in row-major order, the slice at
+/// `start(t) + step·y` over the positions `y` of `out`, whole along the other axes.
 pub(super) fn windows(
     graph: &mut Graph,
     x: NodeId,
+    first: usize,
     taps: &[usize],
     out: &[usize],
     start: impl Fn(&[usize]) -> Vec<usize>,
@@ -115,13 +121,14 @@ pub(super) fn windows(
     let shape = graph.ty(x).shape.clone();
     let mut windows = Vec::new();
     for tap in positions(taps) {
-        let first = start(&tap);
-        let starts: Vec<usize> = [0, 0].into_iter().chain(first.iter().copied()).collect();
-        let mut ends = vec![shape[0], shape[1]];
-        let mut steps = vec![1, 1];
+        let begin = start(&tap);
+        let mut starts = vec![0; shape.len()];
+        let mut ends = shape.clone();
+        let mut steps = vec![1; shape.len()];
         for axis in 0..out.len() {
-            ends.push(first[axis] + (out[axis] - 1) * step[axis] + 1);
-            steps.push(step[axis]);
+            starts[first + axis] = begin[axis];
+            ends[first + axis] = begin[axis] + (out[axis] - 1) * step[axis] + 1;
+            steps[first + axis] = step[axis];
         }
         windows.push(graph.slice(x, &starts, &ends, &steps)?);
     }

@@ -28,10 +28,11 @@ fn pool_windows(
     let spatial = graph.ty(x).shape[2..].to_vec();
     let out = out_shape(spec, &spatial);
     let interior = vec![0; spatial.len()];
-    let padded = pad_spatial(graph, x, (&spec.low, &spec.high, &interior), fill)?;
+    let padded = pad_spatial(graph, x, 2, (&spec.low, &spec.high, &interior), fill)?;
     windows(
         graph,
         padded,
+        2,
         &spec.window,
         &out,
         |tap| tap.to_vec(),
@@ -138,7 +139,7 @@ pub(super) fn pool_grad(
         let after: Vec<usize> = (0..rank)
             .map(|a| padded[a] - (tap[a] + (out[a] - 1) * spec.stride[a] + 1))
             .collect();
-        placed.push(pad_spatial(graph, part, (&tap, &after, &gaps), 0.0)?);
+        placed.push(pad_spatial(graph, part, 2, (&tap, &after, &gaps), 0.0)?);
     }
     let sum = chain(graph, BinaryOp::Add, &placed)?;
     let mut starts = vec![0, 0];
