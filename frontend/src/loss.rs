@@ -1,7 +1,7 @@
 //! Losses, built from primitives so that autodiff derives their gradients.
 
 use crate::builder::{Context, FrontendError, ModelBuilder};
-use kiln_ir::{DType, NodeId};
+use kiln_ir::{DType, NodeId, TensorType};
 
 /// Mean softmax cross-entropy of `logits: f32[batch, classes]` against integer
 /// `labels: i32[batch]`, as a scalar `f32[]`. Labels must lie in `0..classes`: the
@@ -80,13 +80,135 @@ pub fn mean_squared_error(
     target: NodeId,
 ) -> Result<NodeId, FrontendError> {
     let context = "mean_squared_error";
-    let rank = builder.ty(prediction)?.rank();
     let graph = builder.graph();
     let diff = graph.sub(prediction, target).context(context)?;
     let square = graph.mul(diff, diff).context(context)?;
+    mean_all(builder, square, context)
+}
+
+/// `f32` operands of one shape, with at least one element per row: what the
+/// elementwise losses below take.
+fn check_pair(
+    builder: &ModelBuilder,
+    prediction: NodeId,
+    target: NodeId,
+    context: &str,
+) -> Result<TensorType, FrontendError> {
+    let p = builder.ty(prediction)?.clone();
+    let t = builder.ty(target)?.clone();
+    if p.dtype != DType::F32 || p != t {
+        return Err(FrontendError::Operand {
+            context: context.to_string(),
+            expected: format!("a target of the prediction's type {p} (f32)"),
+            found: t,
+        });
+    }
+    Ok(p)
+}
+
+/// The mean of every element of `x`, as a scalar `f32[]`.
+fn mean_all(builder: &mut ModelBuilder, x: NodeId, context: &str) -> Result<NodeId, FrontendError> {
+    let rank = builder.ty(x)?.rank();
     let axes: Vec<usize> = (0..rank).collect();
-    let mean = graph.reduce_mean(square, &axes).context(context)?;
+    let graph = builder.graph();
+    let mean = graph.reduce_mean(x, &axes).context(context)?;
     graph.reshape(mean, Vec::new()).context(context)
+}
+
+/// Mean binary cross-entropy of `logits` against `targets` in [0, 1] (one shape), as
+/// PyTorch's `binary_cross_entropy_with_logits`: per element
+/// `softplus(z) − y·z` = `−y·log σ(z) − (1 − y)·log(1 − σ(z))`, with kiln's
+/// `softplus`, which is exact in both tails, so no logit overflows it.
+pub fn binary_cross_entropy_with_logits(
+    builder: &mut ModelBuilder,
+    logits: NodeId,
+    targets: NodeId,
+) -> Result<NodeId, FrontendError> {
+    let context = "binary_cross_entropy_with_logits";
+    check_pair(builder, logits, targets, context)?;
+    let graph = builder.graph();
+    let soft = graph.softplus(logits).context(context)?;
+    let picked = graph.mul(targets, logits).context(context)?;
+    let per_element = graph.sub(soft, picked).context(context)?;
+    mean_all(builder, per_element, context)
+}
+
+/// Mean over the rows of `logits: f32[batch, classes]` of the cross-entropy
+/// `−Σ_c p_c · log_softmax(z / T)_c` against target distributions `targets` (rows of
+/// probabilities, e.g. a teacher's `softmax(z_teacher / T)`), at temperature `T`:
+/// the soft-target loss of distillation (Hinton et al. scale it by `T²` to keep its
+/// gradients' size; multiply the result to do so).
+pub fn soft_cross_entropy(
+    builder: &mut ModelBuilder,
+    logits: NodeId,
+    targets: NodeId,
+    temperature: f64,
+) -> Result<NodeId, FrontendError> {
+    let context = "soft_cross_entropy";
+    let ty = check_pair(builder, logits, targets, context)?;
+    if ty.rank() != 2 || ty.shape[1] == 0 {
+        return Err(FrontendError::Operand {
+            context: context.to_string(),
+            expected: "logits f32[batch, classes] with at least one class".to_string(),
+            found: ty,
+        });
+    }
+    if !(temperature.is_finite() && temperature > 0.0) {
+        return Err(FrontendError::Argument {
+            context: context.to_string(),
+            message: format!("the temperature {temperature} must be a positive number"),
+        });
+    }
+    let scaled = if temperature == 1.0 {
+        logits
+    } else {
+        let t = builder.scalar_like(temperature, logits)?;
+        builder.graph().div(logits, t).context(context)?
+    };
+    let log_p = crate::activations::log_softmax(builder, scaled, -1)?;
+    let graph = builder.graph();
+    let weighted = graph.mul(targets, log_p).context(context)?;
+    let per_row = graph.reduce_sum(weighted, &[1]).context(context)?;
+    let per_row = graph.neg(per_row).context(context)?;
+    mean_all(builder, per_row, context)
+}
+
+/// Mean hinge loss `max(0, 1 − y·s)` of scores `s` against targets `y` in {−1, +1}
+/// (one shape): the support-vector machine's loss.
+pub fn hinge_loss(
+    builder: &mut ModelBuilder,
+    scores: NodeId,
+    targets: NodeId,
+) -> Result<NodeId, FrontendError> {
+    margin_loss(builder, scores, targets, 1.0, "hinge_loss")
+}
+
+/// Mean perceptron loss `max(0, −y·s)` of scores `s` against targets `y` in
+/// {−1, +1}: zero for every correctly classified example, so its gradient steps are
+/// Rosenblatt's updates on the mistakes.
+pub fn perceptron_loss(
+    builder: &mut ModelBuilder,
+    scores: NodeId,
+    targets: NodeId,
+) -> Result<NodeId, FrontendError> {
+    margin_loss(builder, scores, targets, 0.0, "perceptron_loss")
+}
+
+/// Mean `max(0, margin − y·s)`.
+fn margin_loss(
+    builder: &mut ModelBuilder,
+    scores: NodeId,
+    targets: NodeId,
+    margin: f64,
+    context: &str,
+) -> Result<NodeId, FrontendError> {
+    check_pair(builder, scores, targets, context)?;
+    let product = builder.graph().mul(targets, scores).context(context)?;
+    let margin = builder.scalar_like(margin, product)?;
+    let graph = builder.graph();
+    let shortfall = graph.sub(margin, product).context(context)?;
+    let clipped = graph.relu(shortfall).context(context)?;
+    mean_all(builder, clipped, context)
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ const UNARY: [(&str, UnaryOp); 14] = [
 ];
 
 /// Every other function, for `is_function` and the "unknown function" message.
-const OTHERS: [&str; 33] = [
+const OTHERS: [&str; 37] = [
     "max_pool2d",
     "avg_pool2d",
     "max_pool1d",
@@ -63,6 +63,10 @@ const OTHERS: [&str; 33] = [
     "dropout",
     "rand_like",
     "randn_like",
+    "binary_cross_entropy_with_logits",
+    "soft_cross_entropy",
+    "hinge_loss",
+    "perceptron_loss",
     "gather",
     "scatter_add",
 ];
@@ -587,6 +591,27 @@ pub fn call(
                 elaborator.builder(),
                 logits,
                 labels,
+            ))
+        }
+        "binary_cross_entropy_with_logits" | "hinge_loss" | "perceptron_loss" => {
+            let bound = bind(&["input", "target"], 2)?;
+            let (input, target) = (bound.tensor(0, "input")?, bound.tensor(1, "target")?);
+            let builder = elaborator.builder();
+            tensor(match name {
+                "hinge_loss" => loss::hinge_loss(builder, input, target),
+                "perceptron_loss" => loss::perceptron_loss(builder, input, target),
+                _ => loss::binary_cross_entropy_with_logits(builder, input, target),
+            })
+        }
+        "soft_cross_entropy" => {
+            let bound = bind(&["logits", "target", "temperature"], 2)?;
+            let (logits, target) = (bound.tensor(0, "logits")?, bound.tensor(1, "target")?);
+            let temperature = bound.float(2, "temperature", 1.0)?;
+            tensor(loss::soft_cross_entropy(
+                elaborator.builder(),
+                logits,
+                target,
+                temperature,
             ))
         }
         "mse_loss" => {
