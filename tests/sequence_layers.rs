@@ -2,7 +2,8 @@
 //! direct f64 implementations of PyTorch's definitions, gradients against finite
 //! differences, and compiled code against the interpreter bit for bit.
 
-use kiln::frontend::sequence::{LayerNorm, Lstm, MultiheadAttention};
+use kiln::frontend::recurrent::Recurrent;
+use kiln::frontend::sequence::{LayerNorm, MultiheadAttention};
 use kiln::frontend::{Model, ModelBuilder};
 use kiln::ir::{evaluate, Feeds, Precision, Rng, Tensor, TensorType};
 use kiln::passes::autodiff::{self, grad_name, AutodiffOptions};
@@ -156,7 +157,7 @@ fn attention_is_softmax_of_scaled_products_per_head() {
 fn lstm_follows_the_pytorch_recurrence() {
     let (steps, batch, input, hidden) = (4, 2, 3, 5);
     let model = model_with(&[steps, batch, input], |b, x| {
-        Lstm::new(b, "lstm", input, hidden)
+        Recurrent::lstm(b, "lstm", input, hidden)
             .unwrap()
             .forward(b, x)
             .unwrap()
@@ -281,7 +282,10 @@ fn sequence_layer_gradients_and_compiled_code() {
     });
     check_gradients_and_compiled(&attention, &[2, 3, 4], 2);
     let lstm = model_with(&[3, 2, 3], |b, x| {
-        Lstm::new(b, "lstm", 3, 4).unwrap().forward(b, x).unwrap()
+        Recurrent::lstm(b, "lstm", 3, 4)
+            .unwrap()
+            .forward(b, x)
+            .unwrap()
     });
     check_gradients_and_compiled(&lstm, &[3, 2, 3], 3);
 }
@@ -320,4 +324,134 @@ fn embedding_rows_and_their_scatter_added_gradient() {
         result.outputs[&grad_name("embed.weight")].data(),
         expected_gradient
     );
+}
+
+/// PyTorch's GRU step on one example: `r`, `z` from both maps, `n = tanh(x_n +
+/// r·h_n)`, `h' = (1 − z)·n + z·h`.
+fn gru_step(feeds: &Feeds, prefix: &str, hidden: usize, x: &[f64], h: &[f64]) -> Vec<f64> {
+    let get = |name: &str| feeds[&format!("{prefix}{name}")].data();
+    let sigmoid = |v: f64| 1.0 / (1.0 + (-v).exp());
+    let a = matvec(get("weight_ih"), 3 * hidden, x.len(), x);
+    let r = matvec(get("weight_hh"), 3 * hidden, hidden, h);
+    let (b_ih, b_hh) = (get("bias_ih"), get("bias_hh"));
+    (0..hidden)
+        .map(|j| {
+            let reset = sigmoid(a[j] + b_ih[j] + r[j] + b_hh[j]);
+            let update =
+                sigmoid(a[hidden + j] + b_ih[hidden + j] + r[hidden + j] + b_hh[hidden + j]);
+            let k = 2 * hidden + j;
+            let new = (a[k] + b_ih[k] + reset * (r[k] + b_hh[k])).tanh();
+            (1.0 - update) * new + update * h[j]
+        })
+        .collect()
+}
+
+/// PyTorch's tanh RNN step on one example.
+fn rnn_step(feeds: &Feeds, prefix: &str, hidden: usize, x: &[f64], h: &[f64]) -> Vec<f64> {
+    let get = |name: &str| feeds[&format!("{prefix}{name}")].data();
+    let a = matvec(get("weight_ih"), hidden, x.len(), x);
+    let r = matvec(get("weight_hh"), hidden, hidden, h);
+    let (b_ih, b_hh) = (get("bias_ih"), get("bias_hh"));
+    (0..hidden)
+        .map(|j| (a[j] + b_ih[j] + r[j] + b_hh[j]).tanh())
+        .collect()
+}
+
+type Step = fn(&Feeds, &str, usize, &[f64], &[f64]) -> Vec<f64>;
+
+/// A stacked (bi)directional recurrence on example `n` of `x: [T, B, input]`, as
+/// PyTorch runs it: `[T][directions·hidden]`.
+fn reference_recurrence(
+    feeds: &Feeds,
+    name: &str,
+    (layers, directions, hidden): (usize, usize, usize),
+    x_shape: &[usize],
+    n: usize,
+    step: Step,
+) -> Vec<Vec<f64>> {
+    let (steps, batch, input) = (x_shape[0], x_shape[1], x_shape[2]);
+    let mut below: Vec<Vec<f64>> = (0..steps)
+        .map(|t| feeds["x"].data()[(t * batch + n) * input..(t * batch + n + 1) * input].to_vec())
+        .collect();
+    for layer in 0..layers {
+        let mut out = vec![Vec::new(); steps];
+        for direction in 0..directions {
+            let suffix = if direction == 0 { "" } else { "_reverse" };
+            let prefix = format!("{name}.");
+            let mut h = vec![0.0; hidden];
+            let order: Vec<usize> = if direction == 0 {
+                (0..steps).collect()
+            } else {
+                (0..steps).rev().collect()
+            };
+            // Parameter names end in `_l{layer}{suffix}`: look them up through a view.
+            let mut view = Feeds::new();
+            for kind in ["weight_ih", "weight_hh", "bias_ih", "bias_hh"] {
+                let full = format!("{prefix}{kind}_l{layer}{suffix}");
+                view.insert(format!("{prefix}{kind}"), feeds[&full].clone());
+            }
+            for t in order {
+                h = step(&view, &prefix, hidden, &below[t], &h);
+                out[t].extend_from_slice(&h);
+            }
+        }
+        below = out;
+    }
+    below
+}
+
+#[test]
+fn gru_and_stacked_bidirectional_rnns_follow_the_pytorch_recurrences() {
+    use kiln::frontend::recurrent::{Cell, RecurrentOptions};
+    let x_shape = [4, 2, 3];
+    for (cell, layers, bidirectional, step) in [
+        (Cell::Gru, 1, false, gru_step as Step),
+        (Cell::RnnTanh, 2, true, rnn_step as Step),
+        (Cell::Gru, 2, true, gru_step as Step),
+    ] {
+        let hidden = 5;
+        let options = RecurrentOptions {
+            layers,
+            bidirectional,
+            ..RecurrentOptions::new(cell, x_shape[2], hidden)
+        };
+        let model = model_with(&x_shape, |b, x| {
+            Recurrent::new(b, "rec", options)
+                .unwrap()
+                .forward(b, x)
+                .unwrap()
+        });
+        let directions = if bidirectional { 2 } else { 1 };
+        assert_eq!(model.params().len(), 4 * layers * directions);
+        if bidirectional {
+            assert!(model.params().contains_key("rec.weight_hh_l1_reverse"));
+        }
+        let feeds = feeds(&model, &x_shape, 5);
+        let y = evaluate(model.graph(), &feeds, Precision::F64)
+            .unwrap()
+            .outputs["y"]
+            .clone();
+        let width = directions * hidden;
+        assert_eq!(y.ty(), TensorType::f32([x_shape[0], x_shape[1], width]));
+        for n in 0..x_shape[1] {
+            let want = reference_recurrence(
+                &feeds,
+                "rec",
+                (layers, directions, hidden),
+                &x_shape,
+                n,
+                step,
+            );
+            for (t, row) in want.iter().enumerate() {
+                for (j, &w) in row.iter().enumerate() {
+                    let got = y.data()[(t * x_shape[1] + n) * width + j];
+                    assert!(
+                        (got - w).abs() < 1e-12,
+                        "{cell:?} [{t},{n},{j}]: {got} vs {w}"
+                    );
+                }
+            }
+        }
+        check_gradients_and_compiled(&model, &x_shape, 6);
+    }
 }

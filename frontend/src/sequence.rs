@@ -16,7 +16,7 @@ fn operand_error(context: &str, expected: String, found: TensorType) -> Frontend
 }
 
 /// `x @ wᵀ` for `x: [rows, in]` and a PyTorch-layout weight `w: [out, in]`.
-fn times_transposed(
+pub(crate) fn times_transposed(
     builder: &mut ModelBuilder,
     x: NodeId,
     w: NodeId,
@@ -30,7 +30,7 @@ fn times_transposed(
 }
 
 /// `x` sliced to `from..to` along its last axis.
-fn last_axis(
+pub(crate) fn last_axis(
     builder: &mut ModelBuilder,
     x: NodeId,
     from: usize,
@@ -216,101 +216,6 @@ impl MultiheadAttention {
         let out = times_transposed(builder, merged, self.out_weight, context)?;
         let out = builder.binary(BinaryOp::Add, out, self.out_bias)?;
         builder.graph().reshape(out, vec![b, s, d]).context(context)
-    }
-}
-
-/// A one-layer LSTM over `x: [T, B, input]` (PyTorch's `nn.LSTM(input, hidden)`,
-/// sequence first), from zero states; returns every step's hidden state,
-/// `[T, B, hidden]`. Parameters `weight_ih_l0: [4h, input]`, `weight_hh_l0: [4h, h]`,
-/// `bias_ih_l0`, `bias_hh_l0: [4h]`, all `U(±1/sqrt(h))`, gates in PyTorch's order
-/// (input, forget, cell, output).
-#[derive(Clone, Debug)]
-pub struct Lstm {
-    weight_ih: NodeId,
-    weight_hh: NodeId,
-    bias_ih: NodeId,
-    bias_hh: NodeId,
-    input: usize,
-    hidden: usize,
-}
-
-impl Lstm {
-    pub fn new(
-        builder: &mut ModelBuilder,
-        name: &str,
-        input: usize,
-        hidden: usize,
-    ) -> Result<Lstm, FrontendError> {
-        let init = Init::torch_linear(hidden);
-        let gates = 4 * hidden;
-        Ok(Lstm {
-            weight_ih: builder.parameter(&format!("{name}.weight_ih_l0"), &[gates, input], init)?,
-            weight_hh: builder.parameter(
-                &format!("{name}.weight_hh_l0"),
-                &[gates, hidden],
-                init,
-            )?,
-            bias_ih: builder.parameter(&format!("{name}.bias_ih_l0"), &[gates], init)?,
-            bias_hh: builder.parameter(&format!("{name}.bias_hh_l0"), &[gates], init)?,
-            input,
-            hidden,
-        })
-    }
-
-    pub fn forward(&self, builder: &mut ModelBuilder, x: NodeId) -> Result<NodeId, FrontendError> {
-        let context = "lstm";
-        builder.check_own(self.weight_ih, "LSTM layer")?;
-        let ty = builder.ty(x)?.clone();
-        if ty.dtype != DType::F32 || ty.rank() != 3 || ty.shape[2] != self.input || ty.shape[0] == 0
-        {
-            let expected = format!("f32[time ≥ 1, batch, {}]", self.input);
-            return Err(operand_error(context, expected, ty));
-        }
-        let (steps, batch, h) = (ty.shape[0], ty.shape[1], self.hidden);
-        let mut state = builder
-            .graph()
-            .constant(0.0, TensorType::f32([batch, h]))
-            .context(context)?;
-        let mut cell = state;
-        let mut outputs = Vec::with_capacity(steps);
-        for t in 0..steps {
-            let graph = builder.graph();
-            let x_t = graph
-                .slice(x, &[t, 0, 0], &[t + 1, batch, self.input], &[1, 1, 1])
-                .context(context)?;
-            let x_t = graph
-                .reshape(x_t, vec![batch, self.input])
-                .context(context)?;
-            let from_input = times_transposed(builder, x_t, self.weight_ih, context)?;
-            let from_input = builder.binary(BinaryOp::Add, from_input, self.bias_ih)?;
-            let from_state = times_transposed(builder, state, self.weight_hh, context)?;
-            let from_state = builder.binary(BinaryOp::Add, from_state, self.bias_hh)?;
-            let gates = builder
-                .graph()
-                .add_(from_input, from_state)
-                .context(context)?;
-            let gate = |builder: &mut ModelBuilder, index: usize| {
-                last_axis(builder, gates, index * h, (index + 1) * h, context)
-            };
-            let (i, f, g, o) = (
-                gate(builder, 0)?,
-                gate(builder, 1)?,
-                gate(builder, 2)?,
-                gate(builder, 3)?,
-            );
-            let graph = builder.graph();
-            let i = graph.sigmoid(i).context(context)?;
-            let f = graph.sigmoid(f).context(context)?;
-            let g = graph.tanh(g).context(context)?;
-            let o = graph.sigmoid(o).context(context)?;
-            let kept = graph.mul(f, cell).context(context)?;
-            let written = graph.mul(i, g).context(context)?;
-            cell = graph.add_(kept, written).context(context)?;
-            let squashed = graph.tanh(cell).context(context)?;
-            state = graph.mul(o, squashed).context(context)?;
-            outputs.push(graph.reshape(state, vec![1, batch, h]).context(context)?);
-        }
-        crate::conv::concat_all(builder, &outputs, 0, context)
     }
 }
 

@@ -108,7 +108,7 @@ impl Bound {
         }
     }
 
-    fn wrong(&self, slot: usize, name: &str, expected: &str) -> ModelError {
+    pub fn wrong(&self, slot: usize, name: &str, expected: &str) -> ModelError {
         match &self.slots[slot] {
             Some((value, span)) => ModelError::new(
                 span.clone(),
@@ -182,6 +182,15 @@ impl Bound {
     }
 
     /// `true` or `false`, `default` when not given.
+    /// A string argument, `default` when it is left out.
+    pub fn string(&self, slot: usize, name: &str, default: &str) -> Result<String, ModelError> {
+        match &self.slots[slot] {
+            None => Ok(default.to_string()),
+            Some((Value::Str(text), _)) => Ok(text.clone()),
+            Some(_) => Err(self.wrong(slot, name, "a string")),
+        }
+    }
+
     pub fn flag(&self, slot: usize, name: &str, default: bool) -> Result<bool, ModelError> {
         match &self.slots[slot] {
             None => Ok(default),
@@ -190,7 +199,6 @@ impl Bound {
         }
     }
 
-    /// A convolution's padding: a whole number, `"valid"` (the default) or `"same"`.
     /// A convolution's padding: `"valid"` (the default), `"same"`, or sizes as
     /// [`Bound::sizes`] reads them.
     pub fn padding(&self, slot: usize, one_d: bool) -> Result<Padding, ModelError> {

@@ -9,7 +9,8 @@ use super::diagnostic::{ModelError, Span};
 use crate::builder::{FrontendError, Model, ModelBuilder};
 use crate::conv::{Conv2d, ConvOptions};
 use crate::layers::Linear;
-use crate::sequence::{Embedding, LayerNorm, Lstm, MultiheadAttention};
+use crate::recurrent::{Cell, Recurrent, RecurrentOptions};
+use crate::sequence::{Embedding, LayerNorm, MultiheadAttention};
 use kiln_ir::{DType, NodeId, TensorType};
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -107,7 +108,7 @@ pub enum Layer {
     Conv(Conv2d),
     LayerNorm(LayerNorm),
     Attention(MultiheadAttention),
-    Lstm(Lstm),
+    Recurrent(Recurrent),
     Embedding(Embedding),
     Block {
         /// Index into the file's blocks.
@@ -121,7 +122,7 @@ pub type Scope = BTreeMap<String, Value>;
 
 /// The layer types every file has.
 const BUILT_IN_LAYERS: &str =
-    "`Linear`, `Conv2d`, `Conv1d`, `LayerNorm`, `MultiheadAttention`, `LSTM`, `Embedding`";
+    "`Linear`, `Conv2d`, `Conv1d`, `LayerNorm`, `MultiheadAttention`, `RNN`, `LSTM`, `GRU`, `Embedding`";
 
 /// Elaborates the chosen model of `file`.
 pub fn elaborate(file: &File, options: &ElaborateOptions) -> Result<ModelFile, ModelError> {
@@ -404,12 +405,36 @@ impl Elaborator<'_> {
                 let layer = Embedding::new(&mut self.builder, path, num, dim);
                 return layer.map(Layer::Embedding).map_err(at(&decl.span));
             }
-            "LSTM" => {
-                let names = ["input_size", "hidden_size"];
+            "RNN" | "LSTM" | "GRU" => {
+                let names = [
+                    "input_size",
+                    "hidden_size",
+                    "num_layers",
+                    "bidirectional",
+                    "nonlinearity",
+                ];
                 let args = self.bind(&kind.name, &names, 2, &decl.args, scope, &kind.span)?;
-                let (input, hidden) = (args.size(0, names[0])?, args.size(1, names[1])?);
-                let layer = Lstm::new(&mut self.builder, path, input, hidden);
-                return layer.map(Layer::Lstm).map_err(at(&decl.span));
+                let cell = match kind.name.as_str() {
+                    "LSTM" => Cell::Lstm,
+                    "GRU" => Cell::Gru,
+                    _ => match args.string(4, names[4], "tanh")?.as_str() {
+                        "tanh" => Cell::RnnTanh,
+                        "relu" => Cell::RnnRelu,
+                        _ => return Err(args.wrong(4, names[4], "\"tanh\" or \"relu\"")),
+                    },
+                };
+                let options = RecurrentOptions {
+                    cell,
+                    input: args.size(0, names[0])?,
+                    hidden: args.size(1, names[1])?,
+                    layers: match args.int(2, names[2], None)? {
+                        None => 1,
+                        Some(_) => args.size(2, names[2])?,
+                    },
+                    bidirectional: args.flag(3, names[3], false)?,
+                };
+                let layer = Recurrent::new(&mut self.builder, path, options);
+                return layer.map(Layer::Recurrent).map_err(at(&decl.span));
             }
             _ => {}
         }
@@ -568,7 +593,7 @@ impl Elaborator<'_> {
             | Layer::Conv(_)
             | Layer::LayerNorm(_)
             | Layer::Attention(_)
-            | Layer::Lstm(_)
+            | Layer::Recurrent(_)
             | Layer::Embedding(_) => {
                 let [Value::Tensor(x)] = args else {
                     return Err(ModelError::new(span.clone(), "this layer takes one tensor")
@@ -580,7 +605,7 @@ impl Elaborator<'_> {
                     Layer::Conv(conv) => conv.forward(builder, *x),
                     Layer::LayerNorm(norm) => norm.forward(builder, *x),
                     Layer::Attention(attention) => attention.forward(builder, *x),
-                    Layer::Lstm(lstm) => lstm.forward(builder, *x),
+                    Layer::Recurrent(layer) => layer.forward(builder, *x),
                     Layer::Embedding(embedding) => embedding.forward(builder, *x),
                     _ => unreachable!("matched above"),
                 };
