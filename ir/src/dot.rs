@@ -50,6 +50,7 @@ fn details(op: &Op) -> String {
         Op::Transpose { perm } => format!(" perm={}", list(perm)),
         Op::OneHot { depth } => format!(" depth={depth}"),
         Op::Random { stream, .. } => format!(" stream={stream}"),
+        Op::Iota { axis, .. } => format!(" axis={axis}"),
         Op::Conv(spec) | Op::ConvInputGrad { spec, .. } | Op::ConvFilterGrad { spec, .. } => {
             crate::text::conv_attributes(spec)
         }

@@ -311,6 +311,7 @@ pub fn apply(
                 }
             })?
         }
+        Op::Iota { axis, shape } => map_indices(shape, |index| index[*axis] as f64)?,
         Op::Pool { kind, spec } => pool::pool(*kind, operands[0], spec, ty, wide(DType::F32))?,
         Op::PoolGrad { kind, spec } => {
             pool::pool_grad(*kind, operands[0], operands[1], spec, ty, wide(DType::F32))?

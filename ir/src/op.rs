@@ -307,6 +307,13 @@ pub enum Op {
         batch_dims: usize,
         extent: usize,
     },
+    /// `i32[shape]` whose every element is its own index along `axis` (XLA's and
+    /// JAX's `iota`, NumPy's `arange` broadcast): positions for masks and encodings.
+    /// Computed, not fed: it has no operands but is not a leaf.
+    Iota {
+        axis: usize,
+        shape: Shape,
+    },
     /// Max or average pooling of `x: [N, C, *in]` to `[N, C, *out]`
     /// ([`PoolSpec::out_extent`]): over the window's taps in row-major order of the
     /// input padded with [`PoolKind::padding_value`], the running `max` (kiln's:
@@ -491,7 +498,7 @@ impl ReduceOp {
 }
 
 /// Every mnemonic of the text IR, one per op (and per matmul flag combination).
-pub const MNEMONICS: [&str; 57] = [
+pub const MNEMONICS: [&str; 58] = [
     "input",
     "param",
     "const",
@@ -545,6 +552,7 @@ pub const MNEMONICS: [&str; 57] = [
     "conv_filter_grad",
     "gather",
     "scatter_add",
+    "iota",
     "max_pool",
     "avg_pool",
     "max_pool_grad",
@@ -596,6 +604,7 @@ impl Op {
             Op::ConvFilterGrad { .. } => "conv_filter_grad",
             Op::Gather { .. } => "gather",
             Op::ScatterAdd { .. } => "scatter_add",
+            Op::Iota { .. } => "iota",
             Op::Pool { kind, .. } => match kind {
                 PoolKind::Max => "max_pool",
                 PoolKind::Avg => "avg_pool",
@@ -610,7 +619,7 @@ impl Op {
     /// How many operands the op takes.
     pub fn arity(&self) -> usize {
         match self {
-            Op::Input { .. } | Op::Parameter { .. } | Op::Constant { .. } => 0,
+            Op::Input { .. } | Op::Parameter { .. } | Op::Constant { .. } | Op::Iota { .. } => 0,
             Op::Unary(_)
             | Op::Cast { .. }
             | Op::Broadcast { .. }
@@ -657,9 +666,13 @@ impl Op {
         )
     }
 
-    /// Leaves: inputs, parameters and constants.
+    /// Leaves: inputs, parameters and constants, whose type is declared, not inferred
+    /// (an `iota` has no operands either, but its type follows from its attributes).
     pub fn is_leaf(&self) -> bool {
-        self.arity() == 0
+        matches!(
+            self,
+            Op::Input { .. } | Op::Parameter { .. } | Op::Constant { .. }
+        )
     }
 
     /// The result type of the op applied to operands of the given types, or an error
@@ -968,6 +981,14 @@ impl Op {
                 let params = updates.with_shape(shape);
                 check_gather_operands(op, &params, indices, *axis, *batch_dims)?;
                 Ok(params)
+            }
+            Op::Iota { axis, shape } => {
+                if *axis >= shape.len() {
+                    return Err(bad(format!(
+                        "axis {axis} is not an axis of the shape {shape:?}"
+                    )));
+                }
+                Ok(TensorType::i32(shape.clone()))
             }
             Op::Pool { spec, .. } => {
                 let x = operands[0];

@@ -322,11 +322,13 @@ enum Step {
     /// A max or average pooling of a value of rank 3 or more, sometimes with its
     /// gradient.
     Pool,
+    /// Positions along an axis, as i32.
+    Iota,
 }
 
 impl Step {
     /// Each step with its relative frequency.
-    const WEIGHTED: [(Step, usize); 16] = [
+    const WEIGHTED: [(Step, usize); 17] = [
         (Step::Unary, 4),
         (Step::Binary, 5),
         (Step::CompareSelect, 2),
@@ -342,13 +344,19 @@ impl Step {
         (Step::Random, 1),
         (Step::Conv, 1),
         (Step::Pool, 1),
+        (Step::Iota, 1),
         (Step::Gather, 1),
     ];
 
     /// The most op nodes the step adds, helpers (rescaling, reshapes) included.
     fn max_cost(self) -> usize {
         match self {
-            Step::Reshape | Step::Transpose | Step::OneHot | Step::Relayout | Step::Random => 1,
+            Step::Reshape
+            | Step::Transpose
+            | Step::OneHot
+            | Step::Relayout
+            | Step::Random
+            | Step::Iota => 1,
             Step::Unary | Step::CompareSelect | Step::Cast | Step::Broadcast | Step::Reduce => 2,
             Step::Binary | Step::MatMul => 3,
             Step::Conv => 4,
@@ -675,6 +683,7 @@ impl<'a> Builder<'a> {
             Step::Random => self.random(),
             Step::Conv => self.conv(),
             Step::Pool => self.pool(),
+            Step::Iota => self.iota(),
             Step::Gather => self.gather(),
         }
     }
@@ -687,8 +696,8 @@ impl<'a> Builder<'a> {
                 .iter()
                 .any(|value| value.ty.dtype == DType::I32 && value.ty.rank() < self.max_rank),
             Step::MatMul => self.max_rank >= 2,
-            // The seed is an i32 value.
-            Step::Random => self.allow_int,
+            // The seed is an i32 value, as is an iota.
+            Step::Random | Step::Iota => self.allow_int,
             Step::Conv | Step::Pool => self
                 .values
                 .iter()
@@ -1171,6 +1180,13 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// The positions along a random axis of a random shape.
+    fn iota(&mut self) {
+        let shape = self.shape(self.max_rank);
+        let axis = self.rng.below(shape.len());
+        self.push(Op::Iota { axis, shape }, &[]);
+    }
+
     /// A sample seeded by the graph's seed input.
     fn random(&mut self) {
         let seed = match self.seed.clone() {
@@ -1363,6 +1379,7 @@ fn interval(op: &Op, operands: &[&Value], result: &TensorType) -> (f64, f64) {
             }
         }
         Op::Compare(_) | Op::OneHot { .. } => (0.0, 1.0),
+        Op::Iota { axis, shape } => (0.0, shape[*axis].saturating_sub(1) as f64),
         Op::Random { dist, .. } => match dist {
             Distribution::Uniform => (0.0, 1.0),
             // |z| ≤ 5.42 (the extreme of the 23-bit grid).

@@ -191,6 +191,9 @@ pub fn print(graph: &Graph) -> String {
             Op::Pool { spec, .. } | Op::PoolGrad { spec, .. } => {
                 let _ = write!(out, "{}", pool_attributes(spec));
             }
+            Op::Iota { axis, .. } => {
+                let _ = write!(out, " axis={axis}");
+            }
             Op::Gather { axis, batch_dims } => {
                 let _ = write!(out, " axis={axis} batch_dims={batch_dims}");
             }
@@ -384,6 +387,10 @@ fn op_from_mnemonic(mnemonic: &str) -> Option<Op> {
                 Op::Pool { kind, spec }
             }
         }
+        "iota" => Op::Iota {
+            axis: 0,
+            shape: Vec::new(),
+        },
         "conv" => Op::Conv(ConvSpec::default()),
         "conv_input_grad" => Op::ConvInputGrad {
             spec: ConvSpec::default(),
@@ -562,7 +569,7 @@ pub fn parse(src: &str) -> Result<Graph, ParseError> {
                         parser.attribute("value")?;
                         *value = parser.float()?;
                     }
-                    Op::Concat { axis } => {
+                    Op::Concat { axis } | Op::Iota { axis, .. } => {
                         *axis = parser.integer_attribute("axis", "the axis")?;
                     }
                     Op::Random { stream, .. } => {
@@ -601,9 +608,10 @@ pub fn parse(src: &str) -> Result<Graph, ParseError> {
                 parser.punct(':', "before the result type")?;
                 let ty = parser.tensor_type()?;
                 match &mut op {
-                    Op::Broadcast { shape } | Op::Reshape { shape } | Op::Random { shape, .. } => {
-                        *shape = ty.shape.clone()
-                    }
+                    Op::Broadcast { shape }
+                    | Op::Reshape { shape }
+                    | Op::Random { shape, .. }
+                    | Op::Iota { shape, .. } => *shape = ty.shape.clone(),
                     Op::ConvInputGrad { input: spatial, .. }
                     | Op::ConvFilterGrad { taps: spatial, .. } => {
                         *spatial = ty.shape.get(2..).unwrap_or_default().to_vec()

@@ -1186,3 +1186,45 @@ fn a_feed_with_an_unknown_name_is_an_error() {
         "\"bias\" is neither an input nor a parameter of the graph"
     );
 }
+
+#[test]
+fn iota_counts_along_its_axis_and_checks_the_axis() {
+    let mut g = Graph::new("iota");
+    let rows = g
+        .add(
+            kiln_ir::Op::Iota {
+                axis: 0,
+                shape: vec![2, 3],
+            },
+            &[],
+        )
+        .unwrap();
+    let cols = g
+        .add(
+            kiln_ir::Op::Iota {
+                axis: 1,
+                shape: vec![2, 3],
+            },
+            &[],
+        )
+        .unwrap();
+    g.set_output("rows", rows).unwrap();
+    g.set_output("cols", cols).unwrap();
+    let out = evaluate(&g, &Feeds::new(), Precision::F32).unwrap();
+    assert_eq!(out.outputs["rows"].data(), [0.0, 0.0, 0.0, 1.0, 1.0, 1.0]);
+    assert_eq!(out.outputs["cols"].data(), [0.0, 1.0, 2.0, 0.0, 1.0, 2.0]);
+    assert_eq!(out.outputs["rows"].ty(), TensorType::i32([2, 3]));
+    let err = g
+        .add(
+            kiln_ir::Op::Iota {
+                axis: 2,
+                shape: vec![2, 3],
+            },
+            &[],
+        )
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "iota: axis 2 is not an axis of the shape [2, 3]"
+    );
+}

@@ -336,6 +336,13 @@ impl GraphGen {
             9 if self.chance(1, 3) => self.conv(),
             9 if self.chance(1, 2) => self.pool(),
             9 => self.matmul(),
+            10 if self.chance(1, 4) => {
+                let shape = self.shape();
+                if !shape.is_empty() {
+                    let axis = self.below(shape.len());
+                    self.add(Op::Iota { axis, shape }, &[]);
+                }
+            }
             10 if self.chance(1, 3) => {
                 let seed = self.operand_of_type(&TensorType::i32(Vec::<usize>::new()));
                 let dist = self.choose(&Distribution::ALL);

@@ -284,7 +284,9 @@ pub(crate) fn vjp(
     needs: &[bool],
 ) -> Result<Vec<Option<NodeId>>, IrError> {
     let grads = match op {
-        Op::Input { .. } | Op::Parameter { .. } | Op::Constant { .. } => Vec::new(),
+        Op::Input { .. } | Op::Parameter { .. } | Op::Constant { .. } | Op::Iota { .. } => {
+            Vec::new()
+        }
         Op::Unary(unary) => {
             let x = operands[0];
             let dx = match unary {

@@ -122,7 +122,7 @@ fn tangent(
 ) -> Result<Option<NodeId>, IrError> {
     let dot = dots[0];
     Ok(match op {
-        Op::Input { .. } | Op::Parameter { .. } | Op::Constant { .. } => None,
+        Op::Input { .. } | Op::Parameter { .. } | Op::Constant { .. } | Op::Iota { .. } => None,
         Op::Compare(_) | Op::OneHot { .. } | Op::Random { .. } => None,
         // Diagonal Jacobians: per operand, the reverse rule applied to its tangent.
         Op::Unary(_) | Op::Binary(_) => {

@@ -306,7 +306,7 @@ fn axis_map(strides: &[i64], nest_shape: &[usize], shape: &[usize]) -> Option<Ve
 }
 
 /// The nodes that lowering computes inside their consumer's kernel: an elementwise
-/// op, random sample, broadcast or transpose that is not an output or update, whose value is read
+/// op, random sample, iota, broadcast or transpose that is not an output or update, whose value is read
 /// exactly once, by an elementwise op or a transpose (which read each element once,
 /// so nothing is recomputed), or — for a broadcast or transpose — by a broadcast.
 /// Fusing saves a kernel launch, a pass over memory, and the buffer.
@@ -337,7 +337,7 @@ fn fusable(graph: &Graph, live: &BTreeSet<NodeId>) -> BTreeSet<NodeId> {
             let users = reads.get(id).map_or(&[][..], Vec::as_slice);
             let [user] = users else { return false };
             let user_op = graph.op(*user);
-            (is_map(op) || is_move(op) || matches!(op, Op::Random { .. }))
+            (is_map(op) || is_move(op) || matches!(op, Op::Random { .. } | Op::Iota { .. }))
                 && !pinned.contains(id)
                 && (is_map(user_op)
                     || matches!(user_op, Op::Transpose { .. })
@@ -691,6 +691,13 @@ impl Lowering<'_> {
             | Op::PoolGrad { .. } => {
                 unreachable!("`lower` expands convolutions and poolings first")
             }
+            Op::Iota { axis, .. } => self.define(
+                id,
+                name,
+                &ty,
+                vec![Source::AxisIndex(*axis)],
+                |mut reads| reads.remove(0),
+            ),
             Op::Random { dist, stream, .. } => {
                 let seed_strides = vec![0; ty.rank()];
                 let sources = vec![

@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 /// Small graphs, then a few large vectors: flat loops over 2^16 elements and more
 /// are what the schedule splits into parallel tasks.
 const SEEDS: std::ops::Range<u64> = 0..300;
-const LARGE_SEEDS: std::ops::Range<u64> = 1000..1008;
+const LARGE_SEEDS: std::ops::Range<u64> = 1000..1016;
 
 fn seeds() -> impl Iterator<Item = u64> {
     SEEDS.chain(LARGE_SEEDS)

@@ -198,6 +198,7 @@ define_language! {
         "concat" = Concat([Id; 3]),
         "random.uniform" = RandomUniform([Id; 3]),
         "random.normal" = RandomNormal([Id; 3]),
+        "iota" = Iota([Id; 2]),
         "max_pool" = MaxPool([Id; 5]),
         "avg_pool" = AvgPool([Id; 5]),
         "max_pool_grad" = MaxPoolGrad([Id; 6]),
@@ -490,6 +491,14 @@ pub fn node_op(egraph: &KilnEGraph, node: &KilnLang) -> Option<NodeOp> {
                 &[*seed],
             )
         }
+        L::Iota([axis, ty]) => {
+            let axis = match leaf(egraph, *axis) {
+                L::Num(axis) => usize::try_from(*axis).expect("iota axes come from usize"),
+                other => leaf_bug("integer", other),
+            };
+            let shape = declared_type(egraph, *ty).shape;
+            value(Op::Iota { axis, shape }, &[])
+        }
         L::MaxPool([x, attributes @ ..]) => value(
             Op::Pool {
                 kind: PoolKind::Max,
@@ -567,7 +576,7 @@ pub fn add_op(egraph: &mut KilnEGraph, op: &Op, operands: &[Id], ty: &TensorType
 pub fn op_node(egraph: &mut KilnEGraph, op: &Op, operands: &[Id], ty: &TensorType) -> KilnLang {
     use KilnLang as L;
     // Only the ops that carry their type (leaves, broadcast, reshape, cast, random,
-    // the convolution gradients) use this.
+    // iota, the convolution gradients) use this.
     let type_leaf = |egraph: &mut KilnEGraph| egraph.add(L::Type(Type(ty.clone())));
     let one = || operands[0];
     let two = || [operands[0], operands[1]];
@@ -665,6 +674,10 @@ pub fn op_node(egraph: &mut KilnEGraph, op: &Op, operands: &[Id], ty: &TensorTyp
         Op::Concat { axis } => {
             let axis = i64::try_from(*axis).expect("a concat axis fits in i64");
             L::Concat([operands[0], operands[1], egraph.add(L::Num(axis))])
+        }
+        Op::Iota { axis, .. } => {
+            let axis = i64::try_from(*axis).expect("an iota axis fits in i64");
+            L::Iota([egraph.add(L::Num(axis)), type_leaf(egraph)])
         }
         Op::Pool { kind, spec } => {
             let [a, b, c, d] = pool_leaves(egraph, spec);
