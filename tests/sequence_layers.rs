@@ -455,3 +455,88 @@ fn gru_and_stacked_bidirectional_rnns_follow_the_pytorch_recurrences() {
         check_gradients_and_compiled(&model, &x_shape, 6);
     }
 }
+
+/// Row `s` of example `n` of `y: [B, S, d]`.
+fn row(y: &Tensor, n: usize, s: usize) -> Vec<f64> {
+    let (seq, d) = (y.shape()[1], y.shape()[2]);
+    y.data()[(n * seq + s) * d..(n * seq + s + 1) * d].to_vec()
+}
+
+/// Plain attention (same parameters as in `feeds`) over the first `len` positions of
+/// example `n` of `x`.
+fn attention_on_prefix(feeds: &Feeds, d: usize, heads: usize, n: usize, len: usize) -> Tensor {
+    let model = model_with(&[1, len, d], |b, x| {
+        MultiheadAttention::new(b, "attn", d, heads)
+            .unwrap()
+            .forward(b, x)
+            .unwrap()
+    });
+    let mut prefix = feeds.clone();
+    let x = &feeds["x"];
+    let seq = x.shape()[1];
+    let data = x.data()[n * seq * d..(n * seq + len) * d].to_vec();
+    prefix.insert(
+        "x".into(),
+        Tensor::new(TensorType::f32([1, len, d]), data).unwrap(),
+    );
+    prefix.remove("padding");
+    evaluate(model.graph(), &prefix, Precision::F64)
+        .unwrap()
+        .outputs["y"]
+        .clone()
+}
+
+#[test]
+fn causal_and_key_padding_masks_hide_what_they_mask() {
+    let (batch, seq, d, heads) = (2, 4, 4, 2);
+    let mut builder = ModelBuilder::new("layer", 3);
+    let x = builder
+        .input("x", TensorType::f32([batch, seq, d]))
+        .unwrap();
+    let padding = builder
+        .input("padding", TensorType::i32([batch, seq]))
+        .unwrap();
+    let attention = MultiheadAttention::new(&mut builder, "attn", d, heads).unwrap();
+    let causal = attention.clone().causal();
+    let y = causal.forward(&mut builder, x).unwrap();
+    let padded = attention
+        .forward_masked(&mut builder, x, Some(padding))
+        .unwrap();
+    builder.output("y", y).unwrap();
+    builder.output("padded", padded).unwrap();
+    let model = builder.finish().unwrap();
+    let mut feeds = feeds(&model, &[batch, seq, d], 8);
+    // Example 0 pads its last two positions, example 1 none.
+    let mask = Tensor::i32([batch, seq], &[0, 0, 1, 1, 0, 0, 0, 0]).unwrap();
+    feeds.insert("padding".into(), mask);
+    let out = evaluate(model.graph(), &feeds, Precision::F64).unwrap();
+    let close = |a: &[f64], b: &[f64]| a.iter().zip(b).all(|(a, b)| (a - b).abs() < 1e-12);
+    for n in 0..batch {
+        // Causal: position s sees exactly the prefix 0..=s.
+        for s in 0..seq {
+            let want = attention_on_prefix(&feeds, d, heads, n, s + 1);
+            assert!(
+                close(&row(&out.outputs["y"], n, s), &row(&want, 0, s)),
+                "causal [{n},{s}]"
+            );
+        }
+        // Key padding: every query sees the unpadded prefix only.
+        let len = if n == 0 { 2 } else { seq };
+        let want = attention_on_prefix(&feeds, d, heads, n, len);
+        for s in 0..len {
+            assert!(
+                close(&row(&out.outputs["padded"], n, s), &row(&want, 0, s)),
+                "padded [{n},{s}]"
+            );
+        }
+    }
+    compiled::assert_compiled_matches(model.graph(), &feeds);
+    let causal_only = model_with(&[batch, seq, d], |b, x| {
+        MultiheadAttention::new(b, "attn", d, heads)
+            .unwrap()
+            .causal()
+            .forward(b, x)
+            .unwrap()
+    });
+    check_gradients_and_compiled(&causal_only, &[batch, seq, d], 9);
+}

@@ -5,7 +5,7 @@
 
 use crate::builder::{Context, FrontendError, ModelBuilder};
 use crate::init::Init;
-use kiln_ir::{BinaryOp, DType, NodeId, Op, TensorType};
+use kiln_ir::{BinaryOp, CmpOp, DType, NodeId, Op, TensorType};
 
 fn operand_error(context: &str, expected: String, found: TensorType) -> FrontendError {
     FrontendError::Operand {
@@ -117,6 +117,9 @@ impl LayerNorm {
 /// `out_proj.bias` (zeros) mix the heads.
 #[derive(Clone, Debug)]
 pub struct MultiheadAttention {
+    /// Whether position `i` attends only to positions `j ≤ i` (a decoder's causal
+    /// mask, PyTorch's `is_causal`).
+    causal: bool,
     in_weight: NodeId,
     in_bias: NodeId,
     out_weight: NodeId,
@@ -126,6 +129,77 @@ pub struct MultiheadAttention {
 }
 
 impl MultiheadAttention {
+    /// `scores: [b, heads, s, s]` with the masked ones -∞ (the causal mask and the
+    /// padded keys); `scores` itself when nothing is masked.
+    fn mask(
+        &self,
+        builder: &mut ModelBuilder,
+        scores: NodeId,
+        key_padding: Option<NodeId>,
+        context: &str,
+    ) -> Result<NodeId, FrontendError> {
+        let shape = builder.ty(scores)?.shape.clone();
+        let (b, s) = (shape[0], shape[2]);
+        let mut allowed = None;
+        if self.causal {
+            let graph = builder.graph();
+            let key = graph
+                .add(
+                    Op::Iota {
+                        axis: 3,
+                        shape: shape.clone(),
+                    },
+                    &[],
+                )
+                .context(context)?;
+            let query = graph
+                .add(
+                    Op::Iota {
+                        axis: 2,
+                        shape: shape.clone(),
+                    },
+                    &[],
+                )
+                .context(context)?;
+            allowed = Some(graph.compare(CmpOp::Le, key, query).context(context)?);
+        }
+        if let Some(padding) = key_padding {
+            let ty = builder.ty(padding)?.clone();
+            if ty.shape != [b, s] {
+                return Err(operand_error(
+                    context,
+                    format!("a key padding mask [{b}, {s}] (nonzero where padded)"),
+                    ty,
+                ));
+            }
+            let graph = builder.graph();
+            let padding = if ty.dtype == DType::Bool {
+                graph.cast(padding, DType::I32).context(context)?
+            } else {
+                padding
+            };
+            let zero = graph.constant_like(0.0, padding).context(context)?;
+            let kept = graph.compare(CmpOp::Eq, padding, zero).context(context)?;
+            let kept = graph.reshape(kept, vec![b, 1, 1, s]).context(context)?;
+            let kept = graph.broadcast(kept, shape.clone()).context(context)?;
+            allowed = Some(match allowed {
+                None => kept,
+                Some(causal) => {
+                    let never = graph.constant_like(0.0, causal).context(context)?;
+                    graph.select(causal, kept, never).context(context)?
+                }
+            });
+        }
+        let Some(allowed) = allowed else {
+            return Ok(scores);
+        };
+        let graph = builder.graph();
+        let minus_inf = graph
+            .constant_like(f64::NEG_INFINITY, scores)
+            .context(context)?;
+        graph.select(allowed, scores, minus_inf).context(context)
+    }
+
     pub fn new(
         builder: &mut ModelBuilder,
         name: &str,
@@ -154,6 +228,7 @@ impl MultiheadAttention {
         )?;
         let out_bias = builder.parameter(&format!("{name}.out_proj.bias"), &[dim], Init::Zeros)?;
         Ok(MultiheadAttention {
+            causal: false,
             in_weight,
             in_bias,
             out_weight,
@@ -163,7 +238,28 @@ impl MultiheadAttention {
         })
     }
 
+    /// The layer with a causal mask: position `i` attends only to `j ≤ i`.
+    pub fn causal(self) -> MultiheadAttention {
+        MultiheadAttention {
+            causal: true,
+            ..self
+        }
+    }
+
     pub fn forward(&self, builder: &mut ModelBuilder, x: NodeId) -> Result<NodeId, FrontendError> {
+        self.forward_masked(builder, x, None)
+    }
+
+    /// [`MultiheadAttention::forward`] that also ignores the keys where
+    /// `key_padding: [batch, sequence]` (i32, f32 or bool) is nonzero, as PyTorch's
+    /// boolean `key_padding_mask`. Masked scores are -∞ before the softmax, so a query
+    /// that may attend to no key gets NaN weights, as in PyTorch.
+    pub fn forward_masked(
+        &self,
+        builder: &mut ModelBuilder,
+        x: NodeId,
+        key_padding: Option<NodeId>,
+    ) -> Result<NodeId, FrontendError> {
         let context = "multihead_attention";
         builder.check_own(self.in_weight, "MultiheadAttention layer")?;
         let ty = builder.ty(x)?.clone();
@@ -206,6 +302,7 @@ impl MultiheadAttention {
             .constant_like(1.0 / (dh as f64).sqrt(), scores)
             .context(context)?;
         let scores = builder.graph().mul(scores, scale).context(context)?;
+        let scores = self.mask(builder, scores, key_padding, context)?;
         let weights = crate::activations::softmax(builder, scores, -1)?;
         let graph = builder.graph();
         let context_heads = graph.matmul(weights, v).context(context)?;

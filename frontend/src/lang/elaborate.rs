@@ -392,10 +392,12 @@ impl Elaborator<'_> {
                 return layer.map(Layer::LayerNorm).map_err(at(&decl.span));
             }
             "MultiheadAttention" => {
-                let names = ["embed_dim", "num_heads"];
+                let names = ["embed_dim", "num_heads", "causal"];
                 let args = self.bind(&kind.name, &names, 2, &decl.args, scope, &kind.span)?;
                 let (dim, heads) = (args.size(0, names[0])?, args.size(1, names[1])?);
-                let layer = MultiheadAttention::new(&mut self.builder, path, dim, heads);
+                let causal = args.flag(2, names[2], false)?;
+                let layer = MultiheadAttention::new(&mut self.builder, path, dim, heads)
+                    .map(|layer| if causal { layer.causal() } else { layer });
                 return layer.map(Layer::Attention).map_err(at(&decl.span));
             }
             "Embedding" => {
@@ -589,6 +591,15 @@ impl Elaborator<'_> {
         span: &Span,
     ) -> Result<Value, ModelError> {
         match layer {
+            // Attention takes an optional key padding mask after its input.
+            Layer::Attention(attention) if args.len() == 2 => {
+                let [Value::Tensor(x), Value::Tensor(mask)] = args else {
+                    return Err(ModelError::new(span.clone(), "attention takes tensors")
+                        .expected("`attn(x)` or `attn(x, key_padding_mask)`"));
+                };
+                let y = attention.forward_masked(&mut self.builder, *x, Some(*mask));
+                Ok(Value::Tensor(y.map_err(at(span))?))
+            }
             Layer::Linear(_)
             | Layer::Conv(_)
             | Layer::LayerNorm(_)
