@@ -28,7 +28,7 @@ fn dce_snapshots() {
 #[test]
 fn optimizer_snapshots() {
     insta::glob!("optimizer/*.kiln", |path| {
-        let sgd = Optimizer::Sgd { learning_rate: 0.1 };
+        let sgd = Optimizer::sgd(0.1).unwrap();
         let result = optimizer::run(&parse_input(path), &sgd).unwrap();
         insta::assert_snapshot!(snapshot(&result));
     });
