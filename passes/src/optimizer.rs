@@ -385,4 +385,161 @@ mod tests {
         let stepped = run(&graph, &Optimizer::new(Rule::sgd(0.5))).unwrap();
         assert_eq!(stepped.updates().len(), 1);
     }
+
+    /// The error `check` gives for `optimizer`.
+    fn check_error(optimizer: Optimizer) -> String {
+        optimizer.check().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn bad_hyperparameters_are_named() {
+        let adam = |beta1, beta2, eps| {
+            Optimizer::new(Rule::Adam {
+                learning_rate: 1e-3,
+                beta1,
+                beta2,
+                eps,
+                amsgrad: false,
+            })
+        };
+        let sgd = |momentum, nesterov| {
+            Optimizer::new(Rule::Sgd {
+                learning_rate: 0.1,
+                momentum,
+                nesterov,
+            })
+        };
+        let cases = [
+            (
+                Optimizer::new(Rule::adam(-0.1)),
+                "learning rate -0.1 rounds to -0.1 in f32; it must round to a positive normal",
+            ),
+            (
+                adam(1.0, 0.999, 1e-8),
+                "beta1 1.0 rounds to 1.0 in f32; expected a number in [0, 1) after rounding to f32",
+            ),
+            // Below 1 in f64, but 1 in f32, where the bias correction divides by 0.
+            (
+                adam(0.9, 0.999999999, 1e-8),
+                "beta2 0.999999999 rounds to 1.0 in f32; expected a number in [0, 1)",
+            ),
+            (adam(-0.5, 0.999, 1e-8), "beta1 -0.5 rounds to -0.5"),
+            (
+                adam(0.9, 0.999, 0.0),
+                "eps 0.0 rounds to 0.0 in f32; it must round",
+            ),
+            (
+                Optimizer::new(Rule::RmsProp {
+                    learning_rate: 0.01,
+                    alpha: 1.0,
+                    eps: 1e-8,
+                }),
+                "alpha 1.0 rounds to 1.0",
+            ),
+            (
+                Optimizer::new(Rule::Adagrad {
+                    learning_rate: 0.01,
+                    eps: -1e-10,
+                }),
+                "eps -1e-10 rounds",
+            ),
+            (sgd(-0.1, false), "momentum -0.1 rounds to -0.1"),
+            (sgd(0.0, true), "nesterov momentum needs a momentum above 0"),
+            (
+                Optimizer::new(Rule::sgd(0.1)).with_weight_decay(-1e-4),
+                "weight decay -0.0001 rounds to -0.0001 in f32; expected a finite number ≥ 0",
+            ),
+            (
+                Optimizer::new(Rule::sgd(0.1)).with_max_grad_norm(0.0),
+                "max grad norm 0.0 rounds to 0.0",
+            ),
+            (
+                Optimizer::new(Rule::sgd(0.1)).with_max_param_norm(f64::INFINITY),
+                "max param norm inf rounds to inf",
+            ),
+            (
+                Optimizer::new(Rule::sgd(0.1)).with_averaging(Averaging::Ema { decay: 1.0 }),
+                "averaging decay 1.0 rounds to 1.0",
+            ),
+        ];
+        for (optimizer, expected) in cases {
+            let message = check_error(optimizer);
+            assert!(message.starts_with(expected), "{message}");
+        }
+        let good = Optimizer::new(Rule::adam(1e-3))
+            .with_decoupled_weight_decay(0.01)
+            .with_max_grad_norm(1.0)
+            .with_max_param_norm(10.0)
+            .with_averaging(Averaging::Ema { decay: 0.999 });
+        assert_eq!(good.check(), Ok(()));
+    }
+
+    fn two_params() -> Graph {
+        let mut graph = Graph::new("g");
+        for (name, shape) in [("fc.weight", vec![2, 3]), ("fc.bias", vec![3])] {
+            let param = graph.parameter(name, TensorType::f32(shape)).unwrap();
+            graph.set_output(&grad_name(name), param).unwrap();
+        }
+        graph
+    }
+
+    #[test]
+    fn the_pass_adds_exactly_the_listed_state_with_stable_names() {
+        let graph = two_params();
+        let amsgrad = Rule::Adam {
+            learning_rate: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            amsgrad: true,
+        };
+        let optimizer = Optimizer::new(amsgrad).with_averaging(Averaging::Uniform);
+        let state = optimizer.state(&graph);
+        let names: Vec<&str> = state.iter().map(|entry| entry.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "fc.weight.adam.exp_avg",
+                "fc.weight.adam.exp_avg_sq",
+                "fc.weight.adam.max_exp_avg_sq",
+                "fc.weight.average",
+                "fc.bias.adam.exp_avg",
+                "fc.bias.adam.exp_avg_sq",
+                "fc.bias.adam.max_exp_avg_sq",
+                "fc.bias.average",
+                "optimizer.step",
+            ]
+        );
+        assert_eq!(state[3].init, StateInit::ValueOf("fc.weight".to_string()));
+        assert_eq!(state[8].init, StateInit::Zeros);
+        assert_eq!(state[8].ty, TensorType::f32(Vec::<usize>::new()));
+        let stepped = run(&graph, &optimizer).unwrap();
+        let added: Vec<&str> = stepped.params()[2..]
+            .iter()
+            .map(|&param| stepped.leaf_name(param).unwrap())
+            .collect();
+        assert_eq!(added, names);
+        // Every parameter and every state buffer is updated by the step.
+        assert_eq!(stepped.updates().len(), stepped.params().len());
+        assert!(stepped.outputs().is_empty());
+        // Plain SGD keeps no state.
+        assert!(Optimizer::new(Rule::sgd(0.1)).state(&graph).is_empty());
+    }
+
+    #[test]
+    fn a_model_parameter_with_a_state_name_is_an_error() {
+        let mut graph = two_params();
+        graph
+            .parameter("optimizer.step", TensorType::f32(Vec::<usize>::new()))
+            .unwrap();
+        let step = graph.param_by_name("optimizer.step").unwrap();
+        graph
+            .set_output(&grad_name("optimizer.step"), step)
+            .unwrap();
+        let err = run(&graph, &Optimizer::new(Rule::adam(1e-3))).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the optimizer state \"optimizer.step\" has the name of a parameter or input of the model"
+        );
+    }
 }
