@@ -254,6 +254,9 @@ pub enum OptimizerError {
         rounded: f32,
         expected: &'static str,
     },
+    /// An optimizer name kiln does not know (user's mistake).
+    #[error("unknown optimizer {0:?}; expected sgd, adam, adamw, adagrad, rmsprop or signsgd")]
+    UnknownRule(String),
     /// Nesterov momentum with a momentum of 0, which PyTorch rejects too (user's
     /// mistake).
     #[error("nesterov momentum needs a momentum above 0")]

@@ -30,10 +30,12 @@ mod builtins;
 pub mod diagnostic;
 mod elaborate;
 pub mod lexer;
+mod optimizers;
 pub mod parser;
 
 pub use diagnostic::{line_column, ModelError, Span};
-pub use elaborate::{ElaborateOptions, ModelFile, OptimizerSpec, TrainSpec};
+pub use elaborate::{ElaborateOptions, ModelFile, TrainSpec};
+pub use optimizers::{Hyper, OptimizerSpec};
 
 /// Parses `source` and builds the model `options` choose.
 pub fn load(source: &str, options: &ElaborateOptions) -> Result<ModelFile, ModelError> {
