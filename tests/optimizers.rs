@@ -2,12 +2,15 @@
 //! written here from the formulas (PyTorch's `torch.optim` forms), not by calling the
 //! pass: a JIT-compiled train step of a two-parameter model runs a few steps, and its
 //! parameters and optimizer state must match the reference, read back by their names.
+//! And Adam trains the digits MLP at least as well as SGD.
 
 use kiln::compile::{compile_train_step, set_params, Executable};
+use kiln::frontend::models::mlp_classifier;
 use kiln::frontend::Model;
 use kiln::ir::{Graph, TensorType};
-use kiln::{Arg, Averaging, Optimizer, Rule};
+use kiln::{compile, metrics, Arg, Averaging, Dataset, Optimizer, Rule, Trainer, TrainerConfig};
 use std::collections::BTreeMap;
+use std::path::Path;
 
 const STEPS: usize = 4;
 
@@ -363,4 +366,48 @@ fn set_params_restarts_the_state_and_the_average_from_the_loaded_weights() {
     let averages = exe.averaged_params().unwrap();
     assert_eq!(averages.keys().collect::<Vec<_>>(), ["v", "w"]);
     assert_eq!(averages["w"], model.param("w").unwrap());
+}
+
+/// The test accuracy of the digits MLP after `epochs` epochs with `optimizer`, and of
+/// its running average when the optimizer keeps one.
+fn digits_accuracy(optimizer: Optimizer, epochs: usize) -> (f64, Option<f64>) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data/digits.csv.gz");
+    let digits = Dataset::from_csv(&path, 1.0 / 16.0).unwrap();
+    let (train, test) = digits.split(1437, 7).unwrap();
+    let sizes = [64, 32, 10];
+    let model = mlp_classifier("mlp", 32, &sizes, true, 7).unwrap();
+    let config = TrainerConfig::new(optimizer).unwrap().with_seed(7);
+    let mut trainer = Trainer::new(&model, config).unwrap();
+    for _ in 0..epochs {
+        trainer.epoch(&train).unwrap();
+    }
+    let mut eval_model = mlp_classifier("eval", test.len(), &sizes, false, 7).unwrap();
+    let mut eval = compile(eval_model.graph()).unwrap();
+    let mut accuracy = |params: BTreeMap<String, Vec<f32>>| {
+        for (name, values) in params {
+            eval_model.set_param(&name, values).unwrap();
+        }
+        set_params(&mut eval, &eval_model).unwrap();
+        eval.run(&[("x", Arg::F32(test.features()))]).unwrap();
+        let logits = eval.output_f32("logits").unwrap();
+        let accuracy = metrics::accuracy(logits, test.labels(), 10).unwrap();
+        accuracy.fraction().unwrap()
+    };
+    let trained = accuracy(trainer.params().unwrap());
+    let averages = trainer.averaged_params().unwrap();
+    let averaged = (!averages.is_empty()).then(|| accuracy(averages));
+    (trained, averaged)
+}
+
+#[test]
+fn adam_trains_the_digits_mlp_at_least_as_well_as_sgd() {
+    // Two epochs (90 steps of 32): SGD at the example's rate reaches about 85%, Adam at
+    // lr 0.01 about 92% (at PyTorch's default 1e-3 it needs more steps than this). The
+    // EMA of Adam's weights, evaluated in their place, must do as well.
+    let (sgd, _) = digits_accuracy(Optimizer::sgd(0.1).unwrap(), 2);
+    let adam = Optimizer::new(Rule::adam(1e-2)).with_averaging(Averaging::Ema { decay: 0.9 });
+    let (adam, averaged) = digits_accuracy(adam, 2);
+    let averaged = averaged.expect("adam keeps an average");
+    assert!(adam >= sgd && adam > 0.9, "adam {adam}, sgd {sgd}");
+    assert!(averaged > 0.9, "the average's accuracy {averaged}");
 }
