@@ -49,7 +49,7 @@ fn inputs(k: usize) -> (Vec<f64>, Vec<f64>) {
     let value = |i: usize| {
         let phase = (k * 7 + i * 3) as f64;
         let magnitude = 0.4 + 0.5 * (phase * 0.7).sin().abs();
-        if (k + i) % 3 == 0 {
+        if (k + i).is_multiple_of(3) {
             -magnitude
         } else {
             magnitude
