@@ -164,6 +164,11 @@ impl DerefMut for Executable {
 }
 
 impl Executable {
+    /// Whether parameter `name` is optimizer state rather than a model parameter.
+    pub fn is_optimizer_state(&self, name: &str) -> bool {
+        self.optimizer_state.iter().any(|state| state.name == name)
+    }
+
     /// The running average of every parameter (`Optimizer::averaging`), by the
     /// parameter's name, to evaluate with (load it with `Model::set_param`); empty when
     /// the optimizer keeps no average.
@@ -283,11 +288,10 @@ pub fn compile_train_step(
 /// executable that is not optimizer state, and the executable every parameter of the
 /// model; nothing is loaded unless both hold.
 pub fn set_params(exe: &mut Executable, model: &Model) -> Result<(), Error> {
-    let is_state = |name: &str| exe.optimizer_state.iter().any(|state| state.name == name);
     if let Some((name, _)) = exe
         .params()
         .into_iter()
-        .find(|(name, _)| model.param(name).is_none() && !is_state(name))
+        .find(|(name, _)| model.param(name).is_none() && !exe.is_optimizer_state(name))
     {
         return Err(Error::MissingParam(name));
     }

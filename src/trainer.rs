@@ -212,12 +212,7 @@ impl Trainer {
     pub fn params(&self) -> Result<BTreeMap<String, Vec<f32>>, Error> {
         let mut params = BTreeMap::new();
         for (name, _) in self.step.params() {
-            if self
-                .step
-                .optimizer_state
-                .iter()
-                .any(|state| state.name == name)
-            {
+            if self.step.is_optimizer_state(&name) {
                 continue;
             }
             let values = self.step.param(&name)?.to_vec();
