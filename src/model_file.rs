@@ -52,7 +52,8 @@ pub fn load(path: &Path, options: &ElaborateOptions) -> Result<ModelFile, LoadEr
 }
 
 /// Builds a model from `source`, the text of the file at `path`; its optimizer's
-/// hyperparameters are checked too, and a bad one is located at the optimizer's name.
+/// hyperparameters are checked too, and a bad one is located at its value (at the
+/// optimizer's name when it is a default).
 pub fn load_source(
     path: &Path,
     source: String,
@@ -69,7 +70,11 @@ pub fn load_source(
     };
     if let Some(train) = &file.train {
         if let Err(error) = optimizer(train) {
-            let error = ModelError::new(train.optimizer.span.clone(), error.to_string());
+            let span = match error.argument() {
+                Some(argument) => train.optimizer.span_of(argument),
+                None => train.optimizer.span.clone(),
+            };
+            let error = ModelError::new(span, error.to_string());
             return Err(located(error, source));
         }
     }

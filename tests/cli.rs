@@ -218,7 +218,7 @@ fn check_names_the_optimizer_with_every_hyperparameter_and_rejects_one_out_of_ra
     assert_eq!(output.status.code(), Some(1));
     let error = stderr(&output);
     assert!(
-        error.contains(":8:19: alpha 1.5 rounds to 1.5 in f32; expected a number in [0, 1)"),
+        error.contains(":8:35: alpha 1.5 rounds to 1.5 in f32; expected a number in [0, 1)"),
         "{error}"
     );
 }

@@ -270,6 +270,28 @@ pub enum OptimizerError {
     Ir(#[from] IrError),
 }
 
+impl OptimizerError {
+    /// The hyperparameter a user's mistake is about, by PyTorch's argument name
+    /// (`lr`, `betas`, `max_grad_norm`, …), so a caller can point at it.
+    pub fn argument(&self) -> Option<&'static str> {
+        let name = match self {
+            OptimizerError::BadHyperparameter { name, .. }
+            | OptimizerError::OutOfRange { name, .. } => *name,
+            OptimizerError::NesterovWithoutMomentum => return Some("nesterov"),
+            _ => return None,
+        };
+        Some(match name {
+            "learning rate" => "lr",
+            "beta1" | "beta2" => "betas",
+            "weight decay" => "weight_decay",
+            "max grad norm" => "max_grad_norm",
+            "max param norm" => "max_param_norm",
+            "averaging decay" => "polyak",
+            other => other,
+        })
+    }
+}
+
 /// One parameter's inputs to its update, after the gradient modifiers.
 struct ParamStep {
     param: NodeId,
@@ -465,10 +487,31 @@ mod tests {
                 "averaging decay 1.0 rounds to 1.0",
             ),
         ];
+        let mut arguments = Vec::new();
         for (optimizer, expected) in cases {
             let message = check_error(optimizer);
             assert!(message.starts_with(expected), "{message}");
+            arguments.push(optimizer.check().unwrap_err().argument());
         }
+        // By PyTorch's argument names, as the model language writes them.
+        assert_eq!(
+            arguments.into_iter().flatten().collect::<Vec<_>>(),
+            [
+                "lr",
+                "betas",
+                "betas",
+                "betas",
+                "eps",
+                "alpha",
+                "eps",
+                "momentum",
+                "nesterov",
+                "weight_decay",
+                "max_grad_norm",
+                "max_param_norm",
+                "polyak"
+            ]
+        );
         let good = Optimizer::new(Rule::adam(1e-3))
             .with_decoupled_weight_decay(0.01)
             .with_max_grad_norm(1.0)

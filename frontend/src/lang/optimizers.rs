@@ -2,7 +2,7 @@
 //! defaults, and the modifiers every one of them takes; read into an
 //! [`OptimizerSpec`] that lists every hyperparameter, given or defaulted. The values'
 //! ranges are checked where they are used, by the optimizer pass (the facade locates
-//! those errors at the optimizer's name).
+//! those errors with `OptimizerSpec::span_of`).
 
 use super::ast::TrainDecl;
 use super::diagnostic::{ModelError, Span};
@@ -38,8 +38,10 @@ pub struct OptimizerSpec {
     /// Every argument, given or defaulted, in the optimizer's order; a modifier that
     /// was not given (`max_grad_norm`, `max_param_norm`, `polyak`) is absent.
     pub args: Vec<(String, Hyper)>,
-    /// The optimizer's name in the file, where errors about its values point.
+    /// The optimizer's name in the file.
     pub span: Span,
+    /// Where each argument that was given is written, by name.
+    pub arg_spans: Vec<(String, Span)>,
 }
 
 impl OptimizerSpec {
@@ -48,6 +50,15 @@ impl OptimizerSpec {
             .iter()
             .find(|(arg, _)| arg == name)
             .map(|&(_, value)| value)
+    }
+
+    /// Where an error about argument `name` points: its value when it was given,
+    /// else the optimizer's name.
+    pub fn span_of(&self, name: &str) -> Span {
+        self.arg_spans
+            .iter()
+            .find(|(arg, _)| arg == name)
+            .map_or_else(|| self.span.clone(), |(_, span)| span.clone())
     }
 }
 
@@ -212,9 +223,13 @@ pub(super) fn read(
         .count();
     let bound = elaborator.bind(&name.name, &names, required, &train.args, scope, &name.span)?;
     let mut args = Vec::new();
+    let mut arg_spans = Vec::new();
     for (slot, param) in params.iter().enumerate() {
         let value = match (bound.get(slot), param.default) {
-            (Some((value, span)), _) => hyper(value, span, &name.name, param)?,
+            (Some((value, span)), _) => {
+                arg_spans.push((param.name.to_string(), span.clone()));
+                hyper(value, span, &name.name, param)?
+            }
             (None, Default::Value(value)) => Some(value),
             // `bind` rejects a missing required argument.
             (None, Default::Required | Default::Off) => None,
@@ -227,6 +242,7 @@ pub(super) fn read(
         name: name.name.clone(),
         args,
         span: name.span.clone(),
+        arg_spans,
     })
 }
 
