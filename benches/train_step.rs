@@ -20,7 +20,7 @@ use timing::{measure, median, REPS};
 
 fn bench_mlp(label: &str, batch: usize, sizes: &[usize], learning_rate: f64) {
     let model = mlp_classifier(label, batch, sizes, true, 1).expect("valid model");
-    let optimizer = Optimizer::Sgd { learning_rate };
+    let optimizer = Optimizer::sgd(learning_rate).expect("a valid learning rate");
     let compile_times: Vec<Duration> = (0..REPS)
         .map(|_| {
             let start = Instant::now();

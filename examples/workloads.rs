@@ -164,9 +164,7 @@ impl W2 {
         let model = mlp_classifier("W2", batch, &sizes, true, 1).map_err(|e| e.to_string())?;
         let mut options = options(args)?;
         options.loss = Some("loss".into());
-        options.optimizer = Some(Optimizer::Sgd {
-            learning_rate: 0.01,
-        });
+        options.optimizer = Some(Optimizer::sgd(0.01).map_err(|e| e.to_string())?);
         let mut rng = Rng::new(3);
         let x: Vec<f32> = (0..batch * sizes[0])
             .map(|_| rng.uniform(0.0, 1.0) as f32)

@@ -4,10 +4,11 @@
 use kiln_frontend::Model;
 use kiln_ir::{Graph, TensorType};
 use kiln_passes::lower;
-use kiln_passes::optimizer::{Optimizer, OptimizerError};
+use kiln_passes::optimizer::{Optimizer, OptimizerError, StateInit, StateParam};
 use kiln_passes::pipeline::{self, PipelineOptions, Step, StepReport};
 use kiln_passes::schedule::{self, ScheduleStep};
 use regex::Regex;
+use std::collections::BTreeMap;
 use std::ops::{Deref, DerefMut};
 use std::time::{Duration, Instant};
 use thiserror::Error;
@@ -139,11 +140,14 @@ impl std::fmt::Display for CompileReport {
     }
 }
 
-/// A compiled graph: the backend's executable (see its methods through `Deref`) and
-/// the report of how it was compiled.
+/// A compiled graph: the backend's executable (see its methods through `Deref`), the
+/// report of how it was compiled, and the optimizer state it keeps, if any.
 pub struct Executable {
     inner: kiln_backend::Executable,
     pub report: CompileReport,
+    /// The parameters the optimizer pass added (moments, averages, the step counter)
+    /// and their initial values, which `set_params` gives them.
+    pub optimizer_state: Vec<StateParam>,
 }
 
 impl Deref for Executable {
@@ -156,6 +160,26 @@ impl Deref for Executable {
 impl DerefMut for Executable {
     fn deref_mut(&mut self) -> &mut kiln_backend::Executable {
         &mut self.inner
+    }
+}
+
+impl Executable {
+    /// Whether parameter `name` is optimizer state rather than a model parameter.
+    pub fn is_optimizer_state(&self, name: &str) -> bool {
+        self.optimizer_state.iter().any(|state| state.name == name)
+    }
+
+    /// The running average of every parameter (`Optimizer::averaging`), by the
+    /// parameter's name, to evaluate with (load it with `Model::set_param`); empty when
+    /// the optimizer keeps no average.
+    pub fn averaged_params(&self) -> Result<BTreeMap<String, Vec<f32>>, Error> {
+        let mut averages = BTreeMap::new();
+        for state in &self.optimizer_state {
+            if let StateInit::ValueOf(param) = &state.init {
+                averages.insert(param.clone(), self.param(&state.name)?.to_vec());
+            }
+        }
+        Ok(averages)
     }
 }
 
@@ -179,6 +203,10 @@ pub fn compile_with(
     options: &PipelineOptions,
 ) -> Result<Executable, Error> {
     let start = Instant::now();
+    let optimizer_state = match options.optimizer {
+        Some(optimizer) if steps.contains(&Step::Optimizer) => optimizer.state(graph),
+        _ => Vec::new(),
+    };
     let (graph, steps) = pipeline::run(graph, steps, options, &mut print_dump)?;
     let lower_start = Instant::now();
     let program = lower::lower(&graph)?;
@@ -218,7 +246,11 @@ pub fn compile_with(
         arena_bytes: stats.arena_bytes,
         arena_unplanned_bytes: stats.arena_unplanned_bytes,
     };
-    Ok(Executable { inner, report })
+    Ok(Executable {
+        inner,
+        report,
+        optimizer_state,
+    })
 }
 
 /// Compiles a graph to run as it is (inference): simplification, lowering, JIT.
@@ -232,7 +264,8 @@ pub fn compile(graph: &Graph) -> Result<Executable, Error> {
 
 /// Compiles one training step of `model`: forward, the gradient of output `loss`
 /// with respect to every parameter, and `optimizer`'s update, as one graph. The
-/// executable starts from the model's initial parameters and keeps them between runs.
+/// executable starts from the model's initial parameters and the optimizer's initial
+/// state (see `set_params`), and keeps them between runs.
 pub fn compile_train_step(
     model: &Model,
     loss: &str,
@@ -249,14 +282,16 @@ pub fn compile_train_step(
     Ok(exe)
 }
 
-/// Loads the model's parameter values into an executable. The model must have values
-/// for every parameter of the executable, and the executable every parameter of the
+/// Loads the model's parameter values into an executable and starts its optimizer
+/// state afresh: zeros (moments, step counter), or the loaded value of its parameter
+/// (a running average). The model must have values for every parameter of the
+/// executable that is not optimizer state, and the executable every parameter of the
 /// model; nothing is loaded unless both hold.
 pub fn set_params(exe: &mut Executable, model: &Model) -> Result<(), Error> {
     if let Some((name, _)) = exe
         .params()
         .into_iter()
-        .find(|(name, _)| model.param(name).is_none())
+        .find(|(name, _)| model.param(name).is_none() && !exe.is_optimizer_state(name))
     {
         return Err(Error::MissingParam(name));
     }
@@ -265,6 +300,16 @@ pub fn set_params(exe: &mut Executable, model: &Model) -> Result<(), Error> {
     }
     for (name, values) in model.params() {
         exe.set_param(name, values)?;
+    }
+    for state in exe.optimizer_state.clone() {
+        let values = match &state.init {
+            StateInit::Zeros => vec![0.0; state.ty.num_elements()],
+            StateInit::ValueOf(param) => model
+                .param(param)
+                .ok_or_else(|| Error::MissingParam(param.clone()))?
+                .to_vec(),
+        };
+        exe.set_param(&state.name, &values)?;
     }
     Ok(())
 }

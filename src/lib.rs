@@ -15,7 +15,7 @@ pub mod trainer;
 pub use compile::{compile, compile_train_step, CompileReport, Error, Executable};
 pub use data::{DataError, Dataset};
 pub use kiln_backend::Arg;
-pub use kiln_passes::optimizer::Optimizer;
+pub use kiln_passes::optimizer::{Averaging, Optimizer, Rule};
 pub use trainer::{Trainer, TrainerConfig};
 
 pub use kiln_backend as backend;

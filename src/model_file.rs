@@ -1,8 +1,8 @@
 //! `.kiln` model files from disk: read, parse and build (see `kiln_frontend::lang`),
 //! with errors that carry the file's path and text so they can be shown located.
 
-use kiln_frontend::lang::{self, ElaborateOptions, ModelError, OptimizerSpec};
-use kiln_passes::optimizer::{Optimizer, OptimizerError};
+use kiln_frontend::lang::{self, ElaborateOptions, Hyper, ModelError};
+use kiln_passes::optimizer::{Averaging, Optimizer, OptimizerError, Rule};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
@@ -51,22 +51,92 @@ pub fn load(path: &Path, options: &ElaborateOptions) -> Result<ModelFile, LoadEr
     load_source(path, source, options)
 }
 
-/// Builds a model from `source`, the text of the file at `path`.
+/// Builds a model from `source`, the text of the file at `path`; its optimizer's
+/// hyperparameters are checked too, and a bad one is located at its value (at the
+/// optimizer's name when it is a default).
 pub fn load_source(
     path: &Path,
     source: String,
     options: &ElaborateOptions,
 ) -> Result<ModelFile, LoadError> {
-    lang::load(&source, options).map_err(|error| LoadError::Model {
+    let located = |error: ModelError, text: String| LoadError::Model {
         path: path.to_path_buf(),
-        text: source,
+        text,
         error: Box::new(error),
-    })
+    };
+    let file = match lang::load(&source, options) {
+        Ok(file) => file,
+        Err(error) => return Err(located(error, source)),
+    };
+    if let Some(train) = &file.train {
+        if let Err(error) = optimizer(train) {
+            let span = match error.argument() {
+                Some(argument) => train.optimizer.span_of(argument),
+                None => train.optimizer.span.clone(),
+            };
+            let error = ModelError::new(span, error.to_string());
+            return Err(located(error, source));
+        }
+    }
+    Ok(file)
 }
 
-/// The optimizer a `train` statement names, checked.
+/// The optimizer a `train` statement names, checked. The language gives every
+/// argument a value; in a spec made otherwise, a missing number reads as NaN (which
+/// the check rejects by name) and a missing flag as `false`.
 pub fn optimizer(train: &TrainSpec) -> Result<Optimizer, OptimizerError> {
-    match train.optimizer {
-        OptimizerSpec::Sgd { lr } => Optimizer::sgd(lr),
-    }
+    let spec = &train.optimizer;
+    let number = |name: &str| match spec.get(name) {
+        Some(Hyper::Number(value)) => value,
+        _ => f64::NAN,
+    };
+    let flag = |name: &str| spec.get(name) == Some(Hyper::Flag(true));
+    let learning_rate = number("lr");
+    let rule = match spec.name.as_str() {
+        "sgd" => Rule::Sgd {
+            learning_rate,
+            momentum: number("momentum"),
+            nesterov: flag("nesterov"),
+        },
+        "adam" | "adamw" => {
+            let (beta1, beta2) = match spec.get("betas") {
+                Some(Hyper::Pair(beta1, beta2)) => (beta1, beta2),
+                _ => (f64::NAN, f64::NAN),
+            };
+            Rule::Adam {
+                learning_rate,
+                beta1,
+                beta2,
+                eps: number("eps"),
+                amsgrad: flag("amsgrad"),
+            }
+        }
+        "adagrad" => Rule::Adagrad {
+            learning_rate,
+            eps: number("eps"),
+        },
+        "rmsprop" => Rule::RmsProp {
+            learning_rate,
+            alpha: number("alpha"),
+            eps: number("eps"),
+        },
+        "signsgd" => Rule::SignSgd { learning_rate },
+        other => return Err(OptimizerError::UnknownRule(other.to_string())),
+    };
+    let optimizer = Optimizer {
+        rule,
+        weight_decay: number("weight_decay"),
+        decoupled_weight_decay: spec.name == "adamw",
+        max_grad_norm: spec.get("max_grad_norm").map(|_| number("max_grad_norm")),
+        max_param_norm: spec.get("max_param_norm").map(|_| number("max_param_norm")),
+        averaging: match spec.get("polyak") {
+            Some(Hyper::Flag(true)) => Some(Averaging::Uniform),
+            Some(_) => Some(Averaging::Ema {
+                decay: number("polyak"),
+            }),
+            None => None,
+        },
+    };
+    optimizer.check()?;
+    Ok(optimizer)
 }

@@ -207,14 +207,24 @@ impl Trainer {
         Ok((total / batches as f64) as f32)
     }
 
-    /// The current value of every parameter.
+    /// The current value of every parameter of the model (not the optimizer state:
+    /// see `Executable::optimizer_state` and `averaged_params`).
     pub fn params(&self) -> Result<BTreeMap<String, Vec<f32>>, Error> {
         let mut params = BTreeMap::new();
         for (name, _) in self.step.params() {
+            if self.step.is_optimizer_state(&name) {
+                continue;
+            }
             let values = self.step.param(&name)?.to_vec();
             params.insert(name, values);
         }
         Ok(params)
+    }
+
+    /// The running average of every parameter when the optimizer keeps one
+    /// (`Optimizer::averaging`), to evaluate with instead of `params`; else empty.
+    pub fn averaged_params(&self) -> Result<BTreeMap<String, Vec<f32>>, Error> {
+        self.step.averaged_params()
     }
 }
 

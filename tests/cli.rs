@@ -38,7 +38,8 @@ fn check_prints_a_one_line_summary_and_binds_dimensions() {
     assert_eq!(
         stdout(&output),
         "MlpDigits: ok; 6 parameters (26122 values); inputs x: f32[8,64], labels: i32[8]; \
-         outputs logits: f32[8,10], loss: f32[]; trains loss with sgd(lr = 0.1), batch 8\n"
+         outputs logits: f32[8,10], loss: f32[]; trains loss with sgd(lr = 0.1, momentum = 0.0, \
+         nesterov = false, weight_decay = 0.0), batch 8\n"
     );
 }
 
@@ -187,4 +188,37 @@ fn gradcheck_passes_on_the_digits_model_and_needs_a_loss() {
     let output = kiln(&["gradcheck", path.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr(&output).contains("no `train` statement and no output `loss`"));
+}
+
+#[test]
+fn check_names_the_optimizer_with_every_hyperparameter_and_rejects_one_out_of_range() {
+    let model = |optimizer: &str| {
+        format!(
+            "model M() {{\n  input x: f32[4, 3]\n  fc = Linear(3, 1)\n  forward {{\n    loss = mean(fc(x))\n    output loss\n  }}\n  train loss with {optimizer}\n}}\n"
+        )
+    };
+    let path = temp_model("adam", &model("adam(amsgrad = true, polyak = 0.99)"));
+    let output = kiln(&["check", path.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(
+        stdout(&output).ends_with(
+            "trains loss with adam(lr = 0.001, betas = (0.9, 0.999), eps = 1e-8, \
+             weight_decay = 0.0, amsgrad = true, polyak = 0.99), batch 4\n"
+        ),
+        "{}",
+        stdout(&output)
+    );
+    // The train step with the optimizer's state compiles and dumps.
+    let output = kiln(&["dump", path.to_str().unwrap(), "--after", "optimizer"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(stdout(&output).contains("update \"fc.weight.adam.max_exp_avg_sq\""));
+
+    let path = temp_model("rmsprop", &model("rmsprop(alpha = 1.5)"));
+    let output = kiln(&["check", path.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let error = stderr(&output);
+    assert!(
+        error.contains(":8:35: alpha 1.5 rounds to 1.5 in f32; expected a number in [0, 1)"),
+        "{error}"
+    );
 }

@@ -113,9 +113,7 @@ fn check_graph(graph: &Graph, feeds: &Feeds, train: bool) -> Result<(), String> 
     };
     let options = PipelineOptions {
         loss: Some("loss".to_string()),
-        optimizer: Some(Optimizer::Sgd {
-            learning_rate: 0.25,
-        }),
+        optimizer: Some(Optimizer::sgd(0.25).unwrap()),
         ..PipelineOptions::default()
     };
     // The interpreter runs the train step as autodiff and the optimizer build it; the

@@ -99,9 +99,7 @@ fn check_graph(graph: &Graph, feeds: &Feeds, train: bool) -> Result<Paths, Strin
     };
     let options = PipelineOptions {
         loss: Some("loss".to_string()),
-        optimizer: Some(Optimizer::Sgd {
-            learning_rate: 0.25,
-        }),
+        optimizer: Some(Optimizer::sgd(0.25).unwrap()),
         ..options
     };
     // The interpreter runs the train step as autodiff and the optimizer build it; the

@@ -14,7 +14,7 @@ fn digits_mlp_ir_after_each_step() {
     let model = mlp_classifier("mlp_digits", 32, &[64, 128, 128, 10], true, 2026).unwrap();
     let options = PipelineOptions {
         loss: Some("loss".to_string()),
-        optimizer: Some(Optimizer::Sgd { learning_rate: 0.1 }),
+        optimizer: Some(Optimizer::sgd(0.1).unwrap()),
         dump: Some(Regex::new(".*").unwrap()),
         verify: true,
         ..PipelineOptions::default()

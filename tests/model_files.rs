@@ -2,7 +2,7 @@
 //! builder exactly; blocks, repetition and dimensions name and shape parameters as
 //! documented; and mistakes get located, rendered errors (golden snapshots).
 
-use kiln::frontend::lang::{self, ElaborateOptions, OptimizerSpec};
+use kiln::frontend::lang::{self, ElaborateOptions};
 use kiln::frontend::models::mlp_classifier;
 use kiln::ir::{evaluate, Feeds, Precision, Rng, Tensor, TensorType};
 use kiln::model_file;
@@ -32,8 +32,16 @@ fn the_digits_file_is_the_builders_mlp_with_the_same_weights_and_loss() {
     assert_eq!(file.outputs, ["logits", "loss"]);
     let train = file.train.as_ref().unwrap();
     assert_eq!(
-        (train.loss.as_str(), &train.optimizer, train.batch),
-        ("loss", &OptimizerSpec::Sgd { lr: 0.1 }, 5)
+        (
+            train.loss.as_str(),
+            train.optimizer.to_string(),
+            train.batch
+        ),
+        (
+            "loss",
+            "sgd(lr = 0.1, momentum = 0.0, nesterov = false, weight_decay = 0.0)".to_string(),
+            5
+        )
     );
     let built = mlp_classifier("m", 5, &[64, 128, 128, 10], true, 7).unwrap();
     assert_eq!(file.model.params(), built.params());

@@ -60,8 +60,7 @@ fn mlp_classifier_with_batch_0_builds_evaluates_and_compiles() {
     feeds.insert("labels".into(), Tensor::i32([0], &[]).unwrap());
     let evaluation = evaluate(train.graph(), &feeds, Precision::F32).unwrap();
     assert!(evaluation.outputs["loss"].data()[0].is_nan());
-    let mut step =
-        compile_train_step(&train, "loss", Optimizer::Sgd { learning_rate: 0.1 }).unwrap();
+    let mut step = compile_train_step(&train, "loss", Optimizer::sgd(0.1).unwrap()).unwrap();
     step.run(&[("x", Arg::F32(&[])), ("labels", Arg::I32(&[]))])
         .unwrap();
     assert!(step.output_f32("loss").unwrap()[0].is_nan());

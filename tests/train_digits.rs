@@ -7,7 +7,9 @@ use kiln::frontend::loss::mean_squared_error;
 use kiln::frontend::models::mlp_classifier;
 use kiln::frontend::{Init, ModelBuilder};
 use kiln::ir::TensorType;
-use kiln::{compile, compile_train_step, metrics, Arg, Dataset, Optimizer, Trainer, TrainerConfig};
+use kiln::{
+    compile, compile_train_step, metrics, Arg, Dataset, Optimizer, Rule, Trainer, TrainerConfig,
+};
 use std::path::Path;
 
 #[test]
@@ -123,25 +125,17 @@ fn a_model_with_batch_size_zero_is_an_error_not_an_endless_epoch() {
 fn a_learning_rate_that_overflows_f32_is_an_error_not_infinite_weights() {
     // 1e300 passed the f64 check and turned every weight into ±inf after one step.
     let model = mlp_classifier("mlp", 2, &[3, 2], true, 1).unwrap();
-    let err = TrainerConfig::new(Optimizer::Sgd {
-        learning_rate: 1e300,
-    })
-    .unwrap_err()
-    .to_string();
+    let err = TrainerConfig::new(Optimizer::new(Rule::sgd(1e300)))
+        .unwrap_err()
+        .to_string();
     assert!(
         err.starts_with("learning rate 1e300 rounds to inf in f32"),
         "{err}"
     );
-    let err = compile_train_step(
-        &model,
-        "loss",
-        Optimizer::Sgd {
-            learning_rate: 1e300,
-        },
-    )
-    .err()
-    .unwrap()
-    .to_string();
+    let err = compile_train_step(&model, "loss", Optimizer::new(Rule::sgd(1e300)))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(
         err.starts_with("optimizer: learning rate 1e300 rounds to inf in f32"),
         "{err}"

@@ -29,7 +29,7 @@ const STEPS: usize = 3;
 fn options(target: Option<Target>) -> PipelineOptions {
     PipelineOptions {
         loss: Some("loss".to_string()),
-        optimizer: Some(Optimizer::Sgd { learning_rate: 0.1 }),
+        optimizer: Some(Optimizer::sgd(0.1).unwrap()),
         target,
         ..PipelineOptions::default()
     }

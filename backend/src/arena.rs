@@ -835,7 +835,7 @@ mod tests {
             if let Some(forward) = with_sum_loss(&graph) {
                 let options = PipelineOptions {
                     loss: Some("loss".to_string()),
-                    optimizer: Some(Optimizer::Sgd { learning_rate: 0.5 }),
+                    optimizer: Some(Optimizer::sgd(0.5).unwrap()),
                     ..PipelineOptions::default()
                 };
                 let (step, _) = pipeline::run(

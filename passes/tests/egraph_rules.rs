@@ -696,7 +696,7 @@ fn autodiff_output_folds_every_transpose() {
     // The real autodiff and optimizer passes on a linear layer with a relu.
     let before = parse("%0 = input \"x\" : f32[4,3]\n%1 = param \"w\" : f32[3,5]\n%2 = param \"v\" : f32[5,2]\n%3 = matmul %0, %1 : f32[4,5]\n%4 = relu %3 : f32[4,5]\n%5 = matmul %4, %2 : f32[4,2]\n%6 = mul %5, %5 : f32[4,2]\n%7 = reduce_sum %6 axes=[0,1] : f32[1,1]\n%8 = reshape %7 : f32[]\noutput \"loss\" = %8");
     let grads = autodiff::run(&before, &autodiff::AutodiffOptions::loss("loss")).unwrap();
-    let step = optimizer::run(&grads, &optimizer::Optimizer::Sgd { learning_rate: 0.1 }).unwrap();
+    let step = optimizer::run(&grads, &optimizer::Optimizer::sgd(0.1).unwrap()).unwrap();
     assert!(
         text::print(&step).contains("transpose"),
         "autodiff makes transposes"

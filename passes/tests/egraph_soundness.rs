@@ -241,7 +241,7 @@ fn awkward_random_graphs_stay_sound_through_every_pass() {
     let options = awkward_options();
     let pipeline_options = PipelineOptions {
         loss: Some("loss".to_string()),
-        optimizer: Some(optimizer::Optimizer::Sgd { learning_rate: 0.5 }),
+        optimizer: Some(optimizer::Optimizer::sgd(0.5).unwrap()),
         ..PipelineOptions::default()
     };
     let mut folded = 0;
@@ -344,7 +344,7 @@ fn random_graphs_with_injected_identities_stay_sound_and_lose_them() {
 fn autodiff_train_step_stays_sound() {
     let forward = parse("%0 = input \"x\" : f32[5,3]\n%1 = input \"t\" : f32[5,2]\n%2 = param \"w\" : f32[3,7]\n%3 = param \"b\" : f32[1,7]\n%4 = param \"v\" : f32[7,2]\n%5 = matmul %0, %2 : f32[5,7]\n%6 = broadcast %3 : f32[5,7]\n%7 = add %5, %6 : f32[5,7]\n%8 = relu %7 : f32[5,7]\n%9 = matmul %8, %4 : f32[5,2]\n%10 = sub %9, %1 : f32[5,2]\n%11 = mul %10, %10 : f32[5,2]\n%12 = reduce_mean %11 axes=[0,1] : f32[1,1]\n%13 = reshape %12 : f32[]\noutput \"loss\" = %13");
     let grads = autodiff::run(&forward, &autodiff::AutodiffOptions::loss("loss")).unwrap();
-    let before = optimizer::run(&grads, &optimizer::Optimizer::Sgd { learning_rate: 0.1 }).unwrap();
+    let before = optimizer::run(&grads, &optimizer::Optimizer::sgd(0.1).unwrap()).unwrap();
     let (after, report) = egraph::run(&before, &EgraphOptions::default()).unwrap();
     assert!(report.saturated, "{report}");
     assert!(!text::print(&after).contains("transpose"), "{after}");

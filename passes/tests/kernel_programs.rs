@@ -56,9 +56,7 @@ fn graph_and_feeds(seed: u64) -> (Graph, Feeds) {
         if let Some(forward) = random::with_sum_loss(&graph) {
             let pipeline_options = PipelineOptions {
                 loss: Some("loss".to_string()),
-                optimizer: Some(Optimizer::Sgd {
-                    learning_rate: 0.25,
-                }),
+                optimizer: Some(Optimizer::sgd(0.25).unwrap()),
                 ..PipelineOptions::default()
             };
             let steps = [Step::Autodiff, Step::Optimizer];

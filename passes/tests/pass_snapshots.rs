@@ -5,7 +5,7 @@
 //! (`gradcheck.rs`, `egraph_rule_soundness.rs`).
 
 use kiln_ir::{text, verify, Graph};
-use kiln_passes::optimizer::Optimizer;
+use kiln_passes::optimizer::{Averaging, Optimizer, Rule};
 use kiln_passes::{autodiff, dce, egraph, optimizer};
 
 fn parse_input(path: &std::path::Path) -> Graph {
@@ -28,9 +28,48 @@ fn dce_snapshots() {
 #[test]
 fn optimizer_snapshots() {
     insta::glob!("optimizer/*.kiln", |path| {
-        let sgd = Optimizer::Sgd { learning_rate: 0.1 };
+        let sgd = Optimizer::sgd(0.1).unwrap();
         let result = optimizer::run(&parse_input(path), &sgd).unwrap();
         insta::assert_snapshot!(snapshot(&result));
+    });
+}
+
+/// One snapshot per optimizer configuration on each input, named after it.
+#[test]
+fn optimizer_rule_snapshots() {
+    let nesterov = Rule::Sgd {
+        learning_rate: 0.1,
+        momentum: 0.9,
+        nesterov: true,
+    };
+    let configurations = [
+        (
+            "nesterov_l2",
+            Optimizer::new(nesterov).with_weight_decay(0.01),
+        ),
+        ("adagrad", Optimizer::new(Rule::adagrad(0.01))),
+        ("rmsprop", Optimizer::new(Rule::rmsprop(0.01))),
+        (
+            "signsgd",
+            Optimizer::new(Rule::SignSgd {
+                learning_rate: 0.01,
+            }),
+        ),
+        (
+            "adamw_clip_project_average",
+            Optimizer::new(Rule::adam(1e-3))
+                .with_decoupled_weight_decay(0.01)
+                .with_max_grad_norm(1.0)
+                .with_max_param_norm(5.0)
+                .with_averaging(Averaging::Uniform),
+        ),
+    ];
+    insta::glob!("optimizer_rules/*.kiln", |path| {
+        let input = parse_input(path);
+        for (name, optimizer) in configurations {
+            let result = optimizer::run(&input, &optimizer).unwrap();
+            insta::assert_snapshot!(format!("optimizer_{name}"), snapshot(&result));
+        }
     });
 }
 

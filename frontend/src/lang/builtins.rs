@@ -122,6 +122,11 @@ impl Bound {
         .expected(expected.to_string())
     }
 
+    /// The value given for `slot` and where, if it was given.
+    pub fn get(&self, slot: usize) -> Option<&(Value, Span)> {
+        self.slots[slot].as_ref()
+    }
+
     pub fn size(&self, slot: usize, name: &str) -> Result<usize, ModelError> {
         match &self.slots[slot] {
             Some((value, span)) => size(value, span, &format!("`{name}`")),
@@ -152,19 +157,6 @@ impl Bound {
             Some((Value::Float(x), _)) => Ok(*x),
             Some(_) => Err(self.wrong(slot, name, "a number")),
         }
-    }
-
-    /// A positive finite float (a learning rate).
-    pub fn positive(&self, slot: usize, name: &str) -> Result<f64, ModelError> {
-        let value = self.float(slot, name, f64::NAN)?;
-        if value.is_finite() && value > 0.0 {
-            return Ok(value);
-        }
-        let span = self.slots[slot]
-            .as_ref()
-            .map_or(self.span.clone(), |(_, span)| span.clone());
-        Err(ModelError::new(span, format!("`{name}` is {value}"))
-            .expected("a positive finite number"))
     }
 
     /// A whole number (an axis may be negative), `default` when not given.

@@ -6,6 +6,7 @@
 use super::ast::*;
 use super::builtins;
 use super::diagnostic::{ModelError, Span};
+use super::optimizers::{self, OptimizerSpec};
 use crate::builder::{FrontendError, Model, ModelBuilder};
 use crate::conv::{Conv2d, ConvOptions};
 use crate::layers::Linear;
@@ -38,22 +39,6 @@ pub struct TrainSpec {
     pub optimizer: OptimizerSpec,
     /// Examples per step.
     pub batch: usize,
-}
-
-/// An optimizer and its hyperparameters, as the file states them.
-#[derive(Clone, Debug, PartialEq)]
-pub enum OptimizerSpec {
-    /// `sgd(lr = …)`.
-    Sgd { lr: f64 },
-}
-
-impl std::fmt::Display for OptimizerSpec {
-    /// As the file writes it: `sgd(lr = 0.1)`.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            OptimizerSpec::Sgd { lr } => write!(f, "sgd(lr = {lr})"),
-        }
-    }
 }
 
 /// What the caller decides about a model file.
@@ -735,21 +720,7 @@ impl Elaborator<'_> {
         if !outputs.contains(&loss.name) {
             self.output(loss, scope, outputs)?;
         }
-        let optimizer = match train.optimizer.name.as_str() {
-            "sgd" => {
-                let args =
-                    self.bind("sgd", &["lr"], 1, &train.args, scope, &train.optimizer.span)?;
-                let lr = args.positive(0, "lr")?;
-                OptimizerSpec::Sgd { lr }
-            }
-            other => {
-                return Err(ModelError::new(
-                    train.optimizer.span.clone(),
-                    format!("unknown optimizer `{other}`"),
-                )
-                .expected("`sgd(lr = …)`"))
-            }
-        };
+        let optimizer = optimizers::read(self, train, scope)?;
         let batch = match &train.batch {
             Some(expr) => {
                 let value = self.eval(expr, scope)?;

@@ -22,7 +22,7 @@
 //! parameters, the bound dimensions and the training statement) in three steps, one
 //! file each: `lexer` (tokens with byte spans), `parser` (the syntax tree of `ast`)
 //! and `elaborate` (the graph, through the builder, with the functions of
-//! `builtins`). Every error is a [`ModelError`] with a span, rendered with the
+//! `builtins` and the optimizers of `optimizers`). Every error is a [`ModelError`] with a span, rendered with the
 //! source line and a caret by `diagnostic`.
 
 pub mod ast;
@@ -30,10 +30,12 @@ mod builtins;
 pub mod diagnostic;
 mod elaborate;
 pub mod lexer;
+mod optimizers;
 pub mod parser;
 
 pub use diagnostic::{line_column, ModelError, Span};
-pub use elaborate::{ElaborateOptions, ModelFile, OptimizerSpec, TrainSpec};
+pub use elaborate::{ElaborateOptions, ModelFile, TrainSpec};
+pub use optimizers::{Hyper, OptimizerSpec};
 
 /// Parses `source` and builds the model `options` choose.
 pub fn load(source: &str, options: &ElaborateOptions) -> Result<ModelFile, ModelError> {
