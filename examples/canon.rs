@@ -1,0 +1,199 @@
+//! The canon: network families of the course, each declared in
+//! `examples/models/<name>.kiln`, trained with the file's `train` statement by the
+//! JIT-compiled step and measured against the result it must reach.
+//!
+//! ```text
+//! cargo run --release --example canon -- mlp          # one family
+//! cargo run --release --example canon -- all          # every family
+//! ```
+//!
+//! Each run ends with `NAME: accuracy 0.9806 (target >= 0.97) ok` (or `MISSED`);
+//! `all` ends with `N/M families reached their target`. The classifiers read their
+//! examples as `x: f32[B, features]` with `labels: i32[B]` and report `logits`; a
+//! family that needs another shape reshapes inside its model file (an image is
+//! `reshape(x, B, 1, 8, 8)`, a sequence of rows `transpose(reshape(x, B, 8, 8), 0, 1)`).
+
+use kiln::compile::set_params;
+use kiln::frontend::lang::ElaborateOptions;
+use kiln::model_file::{self, ModelFile};
+use kiln::{compile, metrics, Arg, Dataset, Trainer, TrainerConfig};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+const SEED: u64 = 2026;
+
+/// A data set and how it is split.
+#[derive(Clone, Copy, Debug)]
+enum Data {
+    /// The UCI digits (1797 8x8 images), pixels scaled to [0, 1]; 1437 to train.
+    Digits,
+    /// Fisher's iris (150 examples, 4 features, 3 classes); a seeded 120/30 split.
+    Iris,
+    /// Iris with setosa as label 1 and the other two species as 0.
+    IrisSetosa,
+}
+
+/// A family: its model file's name, data, epochs and the test accuracy it must reach.
+struct Family {
+    name: &'static str,
+    data: Data,
+    epochs: usize,
+    target: f64,
+}
+
+const FAMILIES: [Family; 12] = [
+    family("logistic_regression", Data::IrisSetosa, 60, 0.93),
+    family("softmax_regression", Data::Iris, 300, 0.93),
+    family("mlp", Data::Digits, 30, 0.97),
+    family("layernorm_mlp", Data::Digits, 20, 0.97),
+    family("resnet_block", Data::Digits, 12, 0.97),
+    family("densenet_block", Data::Digits, 20, 0.97),
+    family("rnn", Data::Digits, 30, 0.93),
+    family("lstm", Data::Digits, 30, 0.93),
+    family("gru", Data::Digits, 30, 0.93),
+    family("deep_birnn", Data::Digits, 25, 0.93),
+    family("attention", Data::Digits, 25, 0.95),
+    family("transformer_encoder", Data::Digits, 25, 0.95),
+];
+
+const fn family(name: &'static str, data: Data, epochs: usize, target: f64) -> Family {
+    Family {
+        name,
+        data,
+        epochs,
+        target,
+    }
+}
+
+fn main() -> ExitCode {
+    let which: Vec<String> = std::env::args().skip(1).collect();
+    let chosen: Vec<&Family> = match which.as_slice() {
+        [all] if all == "all" => FAMILIES.iter().collect(),
+        [name] => match FAMILIES.iter().find(|family| family.name == name) {
+            Some(family) => vec![family],
+            None => return usage(&format!("no family named {name:?}")),
+        },
+        _ => return usage("name one family, or `all`"),
+    };
+    let mut reached = 0;
+    for family in &chosen {
+        match run(family) {
+            Ok(accuracy) => {
+                let ok = accuracy >= family.target;
+                reached += usize::from(ok);
+                let verdict = if ok { "ok" } else { "MISSED" };
+                println!(
+                    "{}: accuracy {accuracy:.4} (target >= {}) {verdict}",
+                    family.name, family.target
+                );
+            }
+            Err(err) => {
+                println!(
+                    "{}: error: {err} (target >= {}) MISSED",
+                    family.name, family.target
+                );
+            }
+        }
+    }
+    if chosen.len() > 1 {
+        println!("{reached}/{} families reached their target", chosen.len());
+    }
+    ExitCode::SUCCESS
+}
+
+fn usage(problem: &str) -> ExitCode {
+    let names: Vec<&str> = FAMILIES.iter().map(|family| family.name).collect();
+    eprintln!(
+        "{problem}: cargo run --release --example canon -- <{}|all>",
+        names.join("|")
+    );
+    ExitCode::from(2)
+}
+
+fn data_path(file: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/data")
+        .join(file)
+}
+
+/// The family's training and test sets.
+fn load_data(data: Data) -> Result<(Dataset, Dataset), Box<dyn std::error::Error>> {
+    match data {
+        Data::Digits => {
+            let digits = Dataset::from_csv(&data_path("digits.csv.gz"), 1.0 / 16.0)?;
+            Ok(digits.split(1437, SEED)?)
+        }
+        Data::Iris | Data::IrisSetosa => {
+            let text = std::fs::read_to_string(data_path("iris.csv"))?;
+            // The first line is scikit-learn's header: `150,4,setosa,versicolor,virginica`.
+            let rows: String = text
+                .lines()
+                .skip(1)
+                .map(|line| format!("{line}\n"))
+                .collect();
+            let rows = match data {
+                Data::IrisSetosa => rows
+                    .lines()
+                    .map(|line| match line.rsplit_once(',') {
+                        Some((features, "0")) => format!("{features},1\n"),
+                        Some((features, _)) => format!("{features},0\n"),
+                        None => format!("{line}\n"),
+                    })
+                    .collect(),
+                _ => rows,
+            };
+            let iris = Dataset::parse_csv(&rows, 1.0)
+                .map_err(|(line, message)| format!("iris.csv line {}: {message}", line + 1))?;
+            Ok(iris.split(120, SEED)?)
+        }
+    }
+}
+
+/// The family's model file with the batch dimension `B` bound to `batch` (the file's
+/// default when `None`).
+fn load_model(name: &str, batch: Option<usize>) -> Result<ModelFile, Box<dyn std::error::Error>> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/models")
+        .join(format!("{name}.kiln"));
+    let options = ElaborateOptions {
+        dims: batch
+            .map(|b| BTreeMap::from([("B".to_string(), b)]))
+            .unwrap_or_default(),
+        seed: SEED,
+        ..ElaborateOptions::default()
+    };
+    model_file::load(&path, &options).map_err(|err| err.render(false).into())
+}
+
+/// Trains the family and returns its test accuracy.
+fn run(family: &Family) -> Result<f64, Box<dyn std::error::Error>> {
+    let (train, test) = load_data(family.data)?;
+    let file = load_model(family.name, None)?;
+    let spec = file
+        .train
+        .as_ref()
+        .ok_or("the model file has no `train` statement")?;
+    let config = TrainerConfig::new(model_file::optimizer(spec)?)?.with_seed(SEED);
+    let mut trainer = Trainer::new(&file.model, config)?;
+    for _ in 0..family.epochs {
+        trainer.epoch(&train)?;
+    }
+    // The whole test set at once: the same file with B = its size.
+    let mut eval_model = load_model(family.name, Some(test.len()))?.model;
+    for (name, values) in trainer.params()? {
+        eval_model.set_param(&name, values)?;
+    }
+    let mut eval = compile(eval_model.graph())?;
+    set_params(&mut eval, &eval_model)?;
+    eval.run(&[
+        ("x", Arg::F32(test.features())),
+        ("labels", Arg::I32(test.labels())),
+    ])?;
+    let logits = eval.output_f32("logits")?;
+    let classes = logits.len() / test.len().max(1);
+    let accuracy = metrics::accuracy(logits, test.labels(), classes)?;
+    accuracy
+        .fraction()
+        .ok_or_else(|| "the test set is empty".into())
+}
