@@ -305,6 +305,27 @@ fn axis_map(strides: &[i64], nest_shape: &[usize], shape: &[usize]) -> Option<Ve
     Some(map)
 }
 
+/// Each live node's readers among the live nodes, and the nodes that are outputs or
+/// parameter updates (which keep a buffer of their own).
+fn readers_and_pinned(
+    graph: &Graph,
+    live: &BTreeSet<NodeId>,
+) -> (HashMap<NodeId, Vec<NodeId>>, BTreeSet<NodeId>) {
+    let mut readers: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
+    for &user in live {
+        for operand in graph.operands(user) {
+            readers.entry(operand).or_default().push(user);
+        }
+    }
+    let pinned = graph
+        .outputs()
+        .iter()
+        .map(|&(_, id)| id)
+        .chain(graph.updates().iter().map(|&(_, value)| value))
+        .collect();
+    (readers, pinned)
+}
+
 /// The nodes that lowering computes inside their consumer's kernel: an elementwise
 /// op, random sample, iota, broadcast or transpose that is not an output or update, whose value is read
 /// exactly once, by an elementwise op or a transpose (which read each element once,
@@ -318,18 +339,7 @@ fn fusable(graph: &Graph, live: &BTreeSet<NodeId>) -> BTreeSet<NodeId> {
         )
     };
     let is_move = |op: &Op| matches!(op, Op::Broadcast { .. } | Op::Transpose { .. });
-    let mut reads: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
-    for &user in live {
-        for operand in graph.operands(user) {
-            reads.entry(operand).or_default().push(user);
-        }
-    }
-    let pinned: BTreeSet<NodeId> = graph
-        .outputs()
-        .iter()
-        .map(|&(_, id)| id)
-        .chain(graph.updates().iter().map(|&(_, value)| value))
-        .collect();
+    let (reads, pinned) = readers_and_pinned(graph, live);
     live.iter()
         .copied()
         .filter(|id| {
@@ -412,18 +422,7 @@ impl Picked {
 /// im2col of many taps is), and a slice whose only reader is a concatenation (copied
 /// straight from its operand). Neither may be an output or an update.
 fn folded_into_concats(graph: &Graph, live: &BTreeSet<NodeId>) -> BTreeSet<NodeId> {
-    let mut readers: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
-    for &user in live {
-        for operand in graph.operands(user) {
-            readers.entry(operand).or_default().push(user);
-        }
-    }
-    let pinned: BTreeSet<NodeId> = graph
-        .outputs()
-        .iter()
-        .map(|&(_, id)| id)
-        .chain(graph.updates().iter().map(|&(_, value)| value))
-        .collect();
+    let (readers, pinned) = readers_and_pinned(graph, live);
     live.iter()
         .copied()
         .filter(|id| {
