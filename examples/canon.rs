@@ -22,6 +22,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 const SEED: u64 = 2026;
+/// The `i32[]` input of a model that samples (dropout, noise).
+const SEED_INPUT: &str = "seed";
 
 /// A data set and how it is split.
 #[derive(Clone, Copy, Debug)]
@@ -42,11 +44,12 @@ struct Family {
     target: f64,
 }
 
-const FAMILIES: [Family; 12] = [
+const FAMILIES: [Family; 13] = [
     family("logistic_regression", Data::IrisSetosa, 60, 0.93),
     family("softmax_regression", Data::Iris, 300, 0.93),
     family("mlp", Data::Digits, 30, 0.97),
     family("layernorm_mlp", Data::Digits, 20, 0.97),
+    family("dropout_mlp", Data::Digits, 30, 0.97),
     family("resnet_block", Data::Digits, 12, 0.97),
     family("densenet_block", Data::Digits, 20, 0.97),
     family("rnn", Data::Digits, 30, 0.93),
@@ -151,8 +154,12 @@ fn load_data(data: Data) -> Result<(Dataset, Dataset), Box<dyn std::error::Error
 }
 
 /// The family's model file with the batch dimension `B` bound to `batch` (the file's
-/// default when `None`).
-fn load_model(name: &str, batch: Option<usize>) -> Result<ModelFile, Box<dyn std::error::Error>> {
+/// default when `None`), for training or (`evaluation`) for evaluation.
+fn load_model(
+    name: &str,
+    batch: Option<usize>,
+    evaluation: bool,
+) -> Result<ModelFile, Box<dyn std::error::Error>> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("examples/models")
         .join(format!("{name}.kiln"));
@@ -161,6 +168,7 @@ fn load_model(name: &str, batch: Option<usize>) -> Result<ModelFile, Box<dyn std
             .map(|b| BTreeMap::from([("B".to_string(), b)]))
             .unwrap_or_default(),
         seed: SEED,
+        evaluation,
         ..ElaborateOptions::default()
     };
     model_file::load(&path, &options).map_err(|err| err.render(false).into())
@@ -169,27 +177,37 @@ fn load_model(name: &str, batch: Option<usize>) -> Result<ModelFile, Box<dyn std
 /// Trains the family and returns its test accuracy.
 fn run(family: &Family) -> Result<f64, Box<dyn std::error::Error>> {
     let (train, test) = load_data(family.data)?;
-    let file = load_model(family.name, None)?;
+    let file = load_model(family.name, None, false)?;
     let spec = file
         .train
         .as_ref()
         .ok_or("the model file has no `train` statement")?;
-    let config = TrainerConfig::new(model_file::optimizer(spec)?)?.with_seed(SEED);
+    let mut config = TrainerConfig::new(model_file::optimizer(spec)?)?.with_seed(SEED);
+    // A model that samples (dropout, noise) reads a fresh seed every step.
+    let samples = file.model.graph().input_by_name(SEED_INPUT).is_some();
+    if samples {
+        config = config.with_seed_input(SEED_INPUT);
+    }
     let mut trainer = Trainer::new(&file.model, config)?;
     for _ in 0..family.epochs {
         trainer.epoch(&train)?;
     }
     // The whole test set at once: the same file with B = its size.
-    let mut eval_model = load_model(family.name, Some(test.len()))?.model;
+    let mut eval_model = load_model(family.name, Some(test.len()), true)?.model;
     for (name, values) in trainer.params()? {
         eval_model.set_param(&name, values)?;
     }
     let mut eval = compile(eval_model.graph())?;
     set_params(&mut eval, &eval_model)?;
-    eval.run(&[
+    let mut args = vec![
         ("x", Arg::F32(test.features())),
         ("labels", Arg::I32(test.labels())),
-    ])?;
+    ];
+    // Evaluation draws nothing; the seed input is there all the same.
+    if samples {
+        args.push((SEED_INPUT, Arg::I32(&[0])));
+    }
+    eval.run(&args)?;
     let logits = eval.output_f32("logits")?;
     let classes = logits.len() / test.len().max(1);
     let accuracy = metrics::accuracy(logits, test.labels(), classes)?;

@@ -146,6 +146,7 @@ fn load(args: &ModelArgs) -> Result<ModelFile, Failed> {
         model: args.name.clone(),
         dims: args.dims.iter().cloned().collect(),
         seed: 0,
+        evaluation: false,
     };
     model_file::load(&args.path, &options).map_err(|err| {
         eprint!("{}", err.render(std::io::stderr().is_terminal()));

@@ -4,7 +4,7 @@ use crate::compile::{compile_train_step, Error, Executable};
 use crate::data::{first_label_outside, Dataset};
 use kiln_backend::Arg;
 use kiln_frontend::Model;
-use kiln_ir::{DType, Graph, Op, Rng};
+use kiln_ir::{DType, Graph, Op, Rng, TensorType};
 use kiln_passes::optimizer::Optimizer;
 use std::collections::BTreeMap;
 
@@ -18,6 +18,8 @@ pub struct TrainerConfig {
     loss_output: String,
     optimizer: Optimizer,
     seed: u64,
+    /// An `i32[]` input fed a fresh seed every step (dropout's, noise's).
+    seed_input: Option<String>,
 }
 
 impl TrainerConfig {
@@ -32,7 +34,18 @@ impl TrainerConfig {
             loss_output: "loss".to_string(),
             optimizer,
             seed: 0,
+            seed_input: None,
         })
+    }
+
+    /// An `i32[]` input that receives a fresh seed every step, drawn from the
+    /// trainer's seeded stream (for `dropout`, `rand_like`, `randn_like`), so each
+    /// step draws new samples and a run is reproducible.
+    pub fn with_seed_input(self, name: &str) -> TrainerConfig {
+        TrainerConfig {
+            seed_input: Some(name.to_string()),
+            ..self
+        }
     }
 
     /// The input receiving the `[batch, features]` f32 minibatch.
@@ -83,6 +96,10 @@ impl TrainerConfig {
     pub fn seed(&self) -> u64 {
         self.seed
     }
+
+    pub fn seed_input(&self) -> Option<&str> {
+        self.seed_input.as_deref()
+    }
 }
 
 /// Trains a model with its JIT-compiled training step. The batch size is the one
@@ -131,6 +148,16 @@ impl Trainer {
         };
         if batch_size == 0 {
             return Err(Error::EmptyBatch);
+        }
+        if let Some(name) = &config.seed_input {
+            let ty = input_type(graph, name)?;
+            if *ty != TensorType::i32(Vec::<usize>::new()) {
+                return Err(Error::InputType {
+                    name: name.clone(),
+                    expected: "i32[] (a seed)".to_string(),
+                    found: ty.clone(),
+                });
+            }
         }
         let classes = one_hot_depth(graph, &config.labels_input);
         let step = compile_train_step(model, &config.loss_output, config.optimizer)?;
@@ -197,10 +224,24 @@ impl Trainer {
                     .extend_from_slice(&features[index * width..(index + 1) * width]);
                 self.labels.push(labels[index]);
             }
-            self.step.run(&[
-                (&self.config.features_input, Arg::F32(&self.features)),
-                (&self.config.labels_input, Arg::I32(&self.labels)),
-            ])?;
+            let mut args = vec![
+                (
+                    self.config.features_input.as_str(),
+                    Arg::F32(&self.features),
+                ),
+                (self.config.labels_input.as_str(), Arg::I32(&self.labels)),
+            ];
+            // Drawn only for a model with a seed input, so that the shuffling of one
+            // without stays as it was.
+            let seed = [self
+                .config
+                .seed_input
+                .as_ref()
+                .map_or(0, |_| self.rng.next_u64() as i32)];
+            if let Some(name) = &self.config.seed_input {
+                args.push((name.as_str(), Arg::I32(&seed)));
+            }
+            self.step.run(&args)?;
             total += f64::from(self.step.output_f32(&self.config.loss_output)?[0]);
             batches += 1;
         }

@@ -9,11 +9,12 @@ use kiln::model_file;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-const FAMILIES: [&str; 12] = [
+const FAMILIES: [&str; 13] = [
     "logistic_regression",
     "softmax_regression",
     "mlp",
     "layernorm_mlp",
+    "dropout_mlp",
     "resnet_block",
     "densenet_block",
     "rnn",

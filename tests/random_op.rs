@@ -227,3 +227,60 @@ fn dropout_rejects_probabilities_outside_the_unit_interval() {
     assert_eq!(err, "dropout: the probability p = 1.5 must be in [0, 1]");
     assert_eq!(dropout(&mut builder, x, 0.0, seed).unwrap(), x);
 }
+
+#[test]
+fn in_evaluation_mode_dropout_is_the_identity() {
+    let mut builder = ModelBuilder::new("eval", 1);
+    builder.set_evaluation(true);
+    let x = builder.input("x", TensorType::f32([3])).unwrap();
+    let seed = builder
+        .input("seed", TensorType::i32(Vec::<usize>::new()))
+        .unwrap();
+    assert_eq!(dropout(&mut builder, x, 0.5, seed).unwrap(), x);
+}
+
+#[test]
+fn the_trainer_feeds_a_seed_input_a_fresh_seed_every_step() {
+    use kiln::frontend::lang::{self, ElaborateOptions};
+    use kiln::{Dataset, Optimizer, Trainer, TrainerConfig};
+    let source = "model M(B = 4) {
+  input x: f32[B, 3]
+  input labels: i32[B]
+  input seed: i32[]
+  fc = Linear(3, 2)
+  forward {
+    logits = fc(x)
+    kept = dropout(x * 0.0 + 1.0, seed, p = 0.5)
+    loss = cross_entropy(logits, labels)
+    output logits, loss, kept
+  }
+}
+";
+    let file = lang::load(source, &ElaborateOptions::default()).unwrap();
+    let features: Vec<f32> = (0..24).map(|i| (i % 5) as f32 - 2.0).collect();
+    let labels: Vec<i32> = (0..8).map(|i| i % 2).collect();
+    let data = Dataset::new(features, labels, 3, 2).unwrap();
+    let config = TrainerConfig::new(Optimizer::sgd(0.1).unwrap())
+        .unwrap()
+        .with_seed_input("seed");
+    let mut trainer = Trainer::new(&file.model, config).unwrap();
+    // The mask of the last step of each epoch: a function of the seed alone, so
+    // equal masks would mean a repeated seed (a chance of 2^-12 otherwise).
+    let mut masks = Vec::new();
+    for _ in 0..2 {
+        trainer.epoch(&data).unwrap();
+        let kept = trainer.step().output_f32("kept").unwrap().to_vec();
+        assert!(kept.iter().all(|&k| k == 0.0 || k == 2.0), "{kept:?}");
+        masks.push(kept);
+    }
+    assert_ne!(masks[0], masks[1]);
+    // A seed input of the wrong type is refused by name.
+    let config = TrainerConfig::new(Optimizer::sgd(0.1).unwrap())
+        .unwrap()
+        .with_seed_input("labels");
+    let err = Trainer::new(&file.model, config).err().unwrap().to_string();
+    assert!(
+        err.contains("labels") && err.contains("i32[] (a seed)"),
+        "{err}"
+    );
+}

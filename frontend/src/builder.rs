@@ -171,6 +171,9 @@ pub struct ModelBuilder {
     rng: Rng,
     /// The stream the next `random` op draws from (see [`ModelBuilder::next_stream`]).
     stream: u32,
+    /// Whether layers are built for evaluation rather than training (see
+    /// [`ModelBuilder::set_evaluation`]).
+    evaluation: bool,
 }
 
 impl ModelBuilder {
@@ -180,7 +183,19 @@ impl ModelBuilder {
             params: BTreeMap::new(),
             rng: Rng::new(seed),
             stream: 0,
+            evaluation: false,
         }
+    }
+
+    /// Builds the layers declared from now on for evaluation (PyTorch's
+    /// `module.eval()`): dropout is the identity. Training mode is the default.
+    pub fn set_evaluation(&mut self, evaluation: bool) {
+        self.evaluation = evaluation;
+    }
+
+    /// Whether layers are built for evaluation (see [`ModelBuilder::set_evaluation`]).
+    pub fn evaluation(&self) -> bool {
+        self.evaluation
     }
 
     /// A stream number no other `random` op of this model has drawn from, so that

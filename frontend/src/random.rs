@@ -48,7 +48,8 @@ fn sample_like(
 /// with probability `p` (an element is kept where its uniform sample is at least
 /// `p`) and the kept ones are scaled by `1 / (1 − p)`, so the expectation is `x`.
 /// `p = 0` is `x` itself and `p = 1` is zeros (no sample is drawn for either);
-/// `p` outside `[0, 1]` is an error.
+/// `p` outside `[0, 1]` is an error. A builder in evaluation mode
+/// ([`ModelBuilder::set_evaluation`]) makes it the identity, as PyTorch's eval mode.
 pub fn dropout(
     builder: &mut ModelBuilder,
     x: NodeId,
@@ -72,7 +73,7 @@ pub fn dropout(
         });
     }
     builder.check_own(seed, context)?;
-    if p == 0.0 {
+    if p == 0.0 || builder.evaluation() {
         return Ok(x);
     }
     if p == 1.0 {

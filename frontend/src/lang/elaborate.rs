@@ -50,6 +50,9 @@ pub struct ElaborateOptions {
     pub dims: BTreeMap<String, usize>,
     /// The seed of the parameters' initial values.
     pub seed: u64,
+    /// Build for evaluation rather than training (dropout is the identity); see
+    /// `ModelBuilder::set_evaluation`.
+    pub evaluation: bool,
 }
 
 /// A value while the forward statements are evaluated.
@@ -112,9 +115,11 @@ const BUILT_IN_LAYERS: &str =
 /// Elaborates the chosen model of `file`.
 pub fn elaborate(file: &File, options: &ElaborateOptions) -> Result<ModelFile, ModelError> {
     let def = choose_model(file, options.model.as_deref())?;
+    let mut builder = ModelBuilder::new(&def.name.name, options.seed);
+    builder.set_evaluation(options.evaluation);
     let mut elaborator = Elaborator {
         file,
-        builder: ModelBuilder::new(&def.name.name, options.seed),
+        builder,
         blocks_open: Vec::new(),
     };
     let mut scope = Scope::new();
