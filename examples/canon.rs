@@ -44,12 +44,13 @@ struct Family {
     target: f64,
 }
 
-const FAMILIES: [Family; 13] = [
+const FAMILIES: [Family; 14] = [
     family("logistic_regression", Data::IrisSetosa, 60, 0.93),
     family("softmax_regression", Data::Iris, 300, 0.93),
     family("mlp", Data::Digits, 30, 0.97),
     family("layernorm_mlp", Data::Digits, 20, 0.97),
     family("dropout_mlp", Data::Digits, 30, 0.97),
+    family("weightnorm_mlp", Data::Digits, 30, 0.97),
     family("resnet_block", Data::Digits, 12, 0.97),
     family("densenet_block", Data::Digits, 20, 0.97),
     family("rnn", Data::Digits, 30, 0.93),

@@ -9,12 +9,13 @@ use kiln::model_file;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-const FAMILIES: [&str; 13] = [
+const FAMILIES: [&str; 14] = [
     "logistic_regression",
     "softmax_regression",
     "mlp",
     "layernorm_mlp",
     "dropout_mlp",
+    "weightnorm_mlp",
     "resnet_block",
     "densenet_block",
     "rnn",

@@ -244,6 +244,25 @@ impl ModelBuilder {
                     context: context.clone(),
                     source,
                 })?;
+        self.parameter_with_values(name, shape, values)
+    }
+
+    /// Declares a parameter with the given initial values (row-major, one per
+    /// element of `shape`, finite): for values computed from other parameters'.
+    pub fn parameter_with_values(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        values: Vec<f32>,
+    ) -> Result<NodeId, FrontendError> {
+        let context = format!("parameter {name:?}");
+        check_size("param", shape).context(context.clone())?;
+        if values.len() != kiln_ir::types::num_elements(shape) {
+            return Err(FrontendError::Argument {
+                context,
+                message: format!("{} values for the shape {shape:?}", values.len()),
+            });
+        }
         let id = self
             .graph
             .parameter(name, TensorType::f32(shape))
@@ -251,6 +270,11 @@ impl ModelBuilder {
         check_finite(name, &values)?;
         self.params.insert(name.to_string(), values);
         Ok(id)
+    }
+
+    /// The initial values of the parameter `name`, if this builder declared it.
+    pub fn param_values(&self, name: &str) -> Option<&[f32]> {
+        self.params.get(name).map(Vec::as_slice)
     }
 
     pub fn output(&mut self, name: &str, value: NodeId) -> Result<(), FrontendError> {

@@ -10,6 +10,9 @@ use kiln_ir::{BinaryOp, DType, NodeId};
 #[derive(Clone, Debug)]
 pub struct Linear {
     weight: NodeId,
+    /// Weight normalisation's per-output scale `g`, when the layer has it: the
+    /// weight used is then `g · v / ‖v‖` per output column, `weight` being `v`.
+    norm_scale: Option<NodeId>,
     bias: Option<NodeId>,
     in_features: usize,
     out_features: usize,
@@ -54,10 +57,66 @@ impl Linear {
             .transpose()?;
         Ok(Linear {
             weight,
+            norm_scale: None,
             bias,
             in_features,
             out_features,
         })
+    }
+
+    /// A weight-normalised layer (Salimans & Kingma; PyTorch's
+    /// `weight_norm(nn.Linear(…))`): parameters `<name>.weight_g: [out]` and
+    /// `<name>.weight_v: [in, out]` (drawn from `init`), the weight used being
+    /// `g · v / ‖v‖` for each output's column; `g` starts at `‖v‖`, so the layer
+    /// starts as the plain one. Then `<name>.bias` as in [`Linear::with_bias`].
+    pub fn weight_normed(
+        builder: &mut ModelBuilder,
+        name: &str,
+        in_features: usize,
+        out_features: usize,
+        init: Init,
+        bias: Option<Init>,
+    ) -> Result<Linear, FrontendError> {
+        let v_name = format!("{name}.weight_v");
+        let weight = builder.parameter(&v_name, &[in_features, out_features], init)?;
+        let v = builder.param_values(&v_name).unwrap_or_default();
+        let norms: Vec<f32> = (0..out_features)
+            .map(|o| {
+                let squares: f64 = (0..in_features)
+                    .map(|i| f64::from(v[i * out_features + o]).powi(2))
+                    .sum();
+                squares.sqrt() as f32
+            })
+            .collect();
+        let norm_scale =
+            builder.parameter_with_values(&format!("{name}.weight_g"), &[out_features], norms)?;
+        let bias = bias
+            .map(|init| builder.parameter(&format!("{name}.bias"), &[out_features], init))
+            .transpose()?;
+        Ok(Linear {
+            weight,
+            norm_scale: Some(norm_scale),
+            bias,
+            in_features,
+            out_features,
+        })
+    }
+
+    /// The weight the layer multiplies by: the parameter itself, or `g · v / ‖v‖`.
+    fn effective_weight(&self, builder: &mut ModelBuilder) -> Result<NodeId, FrontendError> {
+        let Some(scale) = self.norm_scale else {
+            return Ok(self.weight);
+        };
+        let context = "weight_norm";
+        let (v, shape) = (self.weight, [self.in_features, self.out_features]);
+        let graph = builder.graph();
+        let squares = graph.mul(v, v).context(context)?;
+        let sums = graph.reduce_sum(squares, &[0]).context(context)?;
+        let inverse = graph.rsqrt(sums).context(context)?;
+        let scale = graph.reshape(scale, vec![1, shape[1]]).context(context)?;
+        let factor = graph.mul(scale, inverse).context(context)?;
+        let factor = graph.broadcast(factor, shape).context(context)?;
+        graph.mul(v, factor).context(context)
     }
 
     /// The `[in, out]` weight parameter.
@@ -103,10 +162,8 @@ impl Linear {
                 .reshape(x, vec![rows, in_features])
                 .context("linear")?
         };
-        let product = builder
-            .graph()
-            .matmul(flat, self.weight)
-            .context("linear")?;
+        let weight = self.effective_weight(builder)?;
+        let product = builder.graph().matmul(flat, weight).context("linear")?;
         let y = match self.bias {
             Some(bias) => builder.binary(BinaryOp::Add, product, bias)?,
             None => product,
@@ -173,5 +230,52 @@ mod tests {
         let y = own.forward(&mut second, x).unwrap();
         assert_eq!(second.ty(y).unwrap(), &TensorType::f32([4, 2]));
         assert_eq!((own.in_features(), own.out_features()), (3, 2));
+    }
+}
+
+#[cfg(test)]
+mod weight_norm_tests {
+    use super::*;
+    use kiln_ir::{evaluate, Feeds, Precision, Tensor, TensorType};
+
+    #[test]
+    fn a_weight_normed_layer_starts_as_the_plain_one_and_scales_by_g() {
+        let mut builder = ModelBuilder::new("wn", 7);
+        let x = builder.input("x", TensorType::f32([2, 3])).unwrap();
+        let layer =
+            Linear::weight_normed(&mut builder, "fc", 3, 2, Init::GlorotUniform, None).unwrap();
+        let y = layer.forward(&mut builder, x).unwrap();
+        builder.output("y", y).unwrap();
+        let model = builder.finish().unwrap();
+        let v = model.params()["fc.weight_v"].clone();
+        let g = model.params()["fc.weight_g"].clone();
+        // g starts at each output column's norm.
+        for (o, &scale) in g.iter().enumerate() {
+            let norm = (0..3).map(|i| v[i * 2 + o].powi(2)).sum::<f32>().sqrt();
+            assert!((scale - norm).abs() < 1e-6, "{scale} vs {norm}");
+        }
+        let data = [0.5, -1.0, 2.0, 1.5, 0.25, -0.75];
+        let mut feeds = Feeds::new();
+        feeds.insert("x".into(), Tensor::f32([2, 3], &data).unwrap());
+        feeds.insert("fc.weight_v".into(), Tensor::f32([3, 2], &v).unwrap());
+        // Doubling g doubles the output; at g = ‖v‖ it is x @ v.
+        for factor in [1.0f32, 2.0] {
+            let scaled: Vec<f32> = g.iter().map(|s| s * factor).collect();
+            feeds.insert("fc.weight_g".into(), Tensor::f32([2], &scaled).unwrap());
+            let out = evaluate(model.graph(), &feeds, Precision::F64).unwrap();
+            for row in 0..2 {
+                for o in 0..2 {
+                    let plain: f64 = (0..3)
+                        .map(|i| f64::from(data[row * 3 + i]) * f64::from(v[i * 2 + o]))
+                        .sum();
+                    let got = out.outputs["y"].data()[row * 2 + o];
+                    let want = f64::from(factor) * plain;
+                    assert!(
+                        (got - want).abs() < 1e-5 * want.abs().max(1.0),
+                        "{got} vs {want}"
+                    );
+                }
+            }
+        }
     }
 }

@@ -348,7 +348,14 @@ impl Elaborator<'_> {
         if kind.name == "Linear" {
             let args = self.bind(
                 "Linear",
-                &["in_features", "out_features", "bias", "init", "bias_init"],
+                &[
+                    "in_features",
+                    "out_features",
+                    "bias",
+                    "init",
+                    "bias_init",
+                    "weight_norm",
+                ],
                 2,
                 &decl.args,
                 scope,
@@ -359,7 +366,12 @@ impl Elaborator<'_> {
             let has_bias = args.flag(2, "bias", true)?;
             let init = args.init(3, in_features)?;
             let bias_init = args.init(4, in_features)?;
-            let linear = Linear::with_bias(
+            let declare = if args.flag(5, "weight_norm", false)? {
+                Linear::weight_normed
+            } else {
+                Linear::with_bias
+            };
+            let linear = declare(
                 &mut self.builder,
                 path,
                 in_features,
