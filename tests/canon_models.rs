@@ -9,7 +9,8 @@ use kiln::model_file;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-const FAMILIES: [&str; 15] = [
+const FAMILIES: [&str; 16] = [
+    "perceptron",
     "logistic_regression",
     "softmax_regression",
     "mlp",
