@@ -14,9 +14,9 @@
 //! `reshape(x, B, 1, 8, 8)`, a sequence of rows `transpose(reshape(x, B, 8, 8), 0, 1)`).
 
 use kiln::compile::set_params;
-use kiln::frontend::lang::ElaborateOptions;
+use kiln::frontend::lang::{ElaborateOptions, TrainSpec};
 use kiln::model_file::{self, ModelFile};
-use kiln::{compile, metrics, Arg, Dataset, Trainer, TrainerConfig};
+use kiln::{compile, metrics, Arg, Dataset, Executable, Trainer, TrainerConfig};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -182,6 +182,26 @@ fn load_model(
     model_file::load(&path, &options).map_err(|err| err.render(false).into())
 }
 
+/// The model file's `train` statement.
+fn train_spec(file: &ModelFile) -> Result<&TrainSpec, Box<dyn std::error::Error>> {
+    Ok(file
+        .train
+        .as_ref()
+        .ok_or("the model file has no `train` statement")?)
+}
+
+/// The family's compiled train step, parameters set, for a loop of its own.
+fn train_step(family: &Family) -> Result<Executable, Box<dyn std::error::Error>> {
+    let file = load_model(family.name, None, false)?;
+    let spec = train_spec(&file)?;
+    let optimizer = model_file::optimizer(spec)?;
+    Ok(kiln::compile_train_step(
+        &file.model,
+        &spec.loss,
+        optimizer,
+    )?)
+}
+
 /// What a family reached: a metric's value against its target.
 struct Outcome {
     metric: &'static str,
@@ -219,12 +239,7 @@ fn run(family: &Family) -> Result<Outcome, Box<dyn std::error::Error>> {
 /// Novikov's). An epoch limit without separation is a miss.
 fn run_perceptron(family: &Family) -> Result<Outcome, Box<dyn std::error::Error>> {
     let (train, _) = load_data(family.data)?;
-    let file = load_model(family.name, None, false)?;
-    let spec = file
-        .train
-        .as_ref()
-        .ok_or("the model file has no `train` statement")?;
-    let mut step = kiln::compile_train_step(&file.model, &spec.loss, model_file::optimizer(spec)?)?;
+    let mut step = train_step(family)?;
     let sign = |label: i32| if label == 1 { 1.0 } else { -1.0 };
     let mut mistakes = 0usize;
     let mut separated = false;
@@ -328,12 +343,7 @@ fn run_gcn(family: &Family) -> Result<f64, Box<dyn std::error::Error>> {
     let mask: Vec<f32> = (0..n)
         .map(|i| if labelled.contains(&i) { 1.0 } else { 0.0 })
         .collect();
-    let file = load_model(family.name, None, false)?;
-    let spec = file
-        .train
-        .as_ref()
-        .ok_or("the model file has no `train` statement")?;
-    let mut step = kiln::compile_train_step(&file.model, &spec.loss, model_file::optimizer(spec)?)?;
+    let mut step = train_step(family)?;
     let args = [
         ("q", Arg::F32(&q)),
         ("x", Arg::F32(&features)),
@@ -365,10 +375,7 @@ fn run_gcn(family: &Family) -> Result<f64, Box<dyn std::error::Error>> {
 fn run_classifier(family: &Family) -> Result<f64, Box<dyn std::error::Error>> {
     let (train, test) = load_data(family.data)?;
     let file = load_model(family.name, None, false)?;
-    let spec = file
-        .train
-        .as_ref()
-        .ok_or("the model file has no `train` statement")?;
+    let spec = train_spec(&file)?;
     let mut config = TrainerConfig::new(model_file::optimizer(spec)?)?.with_seed(SEED);
     // A model that samples (dropout, noise) reads a fresh seed every step.
     let samples = file.model.graph().input_by_name(SEED_INPUT).is_some();

@@ -233,12 +233,9 @@ impl Trainer {
             ];
             // Drawn only for a model with a seed input, so that the shuffling of one
             // without stays as it was.
-            let seed = [self
-                .config
-                .seed_input
-                .as_ref()
-                .map_or(0, |_| self.rng.next_u64() as i32)];
+            let seed: [i32; 1];
             if let Some(name) = &self.config.seed_input {
+                seed = [self.rng.next_u64() as i32];
                 args.push((name.as_str(), Arg::I32(&seed)));
             }
             self.step.run(&args)?;

@@ -52,12 +52,26 @@ impl Linear {
             &[in_features, out_features],
             init,
         )?;
+        Linear::declare_bias(builder, name, weight, None, bias)
+    }
+
+    /// The layer over `weight` (and `norm_scale`), after declaring `<name>.bias` from
+    /// `bias` unless it is `None`.
+    fn declare_bias(
+        builder: &mut ModelBuilder,
+        name: &str,
+        weight: NodeId,
+        norm_scale: Option<NodeId>,
+        bias: Option<Init>,
+    ) -> Result<Linear, FrontendError> {
+        let shape = builder.ty(weight)?.shape.clone();
+        let (in_features, out_features) = (shape[0], shape[1]);
         let bias = bias
             .map(|init| builder.parameter(&format!("{name}.bias"), &[out_features], init))
             .transpose()?;
         Ok(Linear {
             weight,
-            norm_scale: None,
+            norm_scale,
             bias,
             in_features,
             out_features,
@@ -79,7 +93,9 @@ impl Linear {
     ) -> Result<Linear, FrontendError> {
         let v_name = format!("{name}.weight_v");
         let weight = builder.parameter(&v_name, &[in_features, out_features], init)?;
-        let v = builder.param_values(&v_name).unwrap_or_default();
+        let v = builder
+            .param_values(&v_name)
+            .expect("weight_v was declared just above");
         let norms: Vec<f32> = (0..out_features)
             .map(|o| {
                 let squares: f64 = (0..in_features)
@@ -90,16 +106,7 @@ impl Linear {
             .collect();
         let norm_scale =
             builder.parameter_with_values(&format!("{name}.weight_g"), &[out_features], norms)?;
-        let bias = bias
-            .map(|init| builder.parameter(&format!("{name}.bias"), &[out_features], init))
-            .transpose()?;
-        Ok(Linear {
-            weight,
-            norm_scale: Some(norm_scale),
-            bias,
-            in_features,
-            out_features,
-        })
+        Linear::declare_bias(builder, name, weight, Some(norm_scale), bias)
     }
 
     /// The weight the layer multiplies by: the parameter itself, or `g · v / ‖v‖`.

@@ -86,8 +86,8 @@ pub fn mean_squared_error(
     mean_all(builder, square, context)
 }
 
-/// `f32` operands of one shape, with at least one element per row: what the
-/// elementwise losses below take.
+/// A prediction and a target of one f32 type: what the elementwise losses below
+/// take. Returns the type.
 fn check_pair(
     builder: &ModelBuilder,
     prediction: NodeId,
