@@ -1,0 +1,177 @@
+//! The classifiers: the perceptron, the supervised classifiers of `x: [B, features]`
+//! and the graph convolutional network.
+
+use crate::{
+    accuracy_outcome, load_data, load_model, pairs, train_spec, train_step, Family, Outcome,
+    RunResult, SEED, SEED_INPUT,
+};
+use kiln::compile::set_params;
+use kiln::model_file;
+use kiln::{compile, metrics, Arg, Trainer, TrainerConfig};
+
+/// Rosenblatt's perceptron, one example at a time, until an epoch makes no mistake:
+/// the mistakes made on the way against Novikov's bound `(R/γ)²`, with `R` the
+/// largest norm of an example (with the bias's constant 1) and `γ` the margin of the
+/// separator found (at most the best margin, so the bound it gives is at least
+/// Novikov's). An epoch limit without separation is a miss.
+pub(crate) fn perceptron(family: &Family) -> RunResult {
+    let (train, _) = load_data(family.data)?;
+    let mut step = train_step(family)?;
+    let sign = |label: i32| if label == 1 { 1.0 } else { -1.0 };
+    let mut mistakes = 0usize;
+    let mut separated = false;
+    for _ in 0..family.epochs {
+        let mut epoch_mistakes = 0;
+        for index in 0..train.len() {
+            let x = train.example(index).ok_or("an example out of range")?;
+            let label = train.label(index).ok_or("a label out of range")?;
+            step.run(&[("x", Arg::F32(x)), ("labels", Arg::I32(&[label]))])?;
+            // The score before this step's update; zero counts as a mistake.
+            let score = f64::from(step.output_f32("logits")?[1]);
+            if score * sign(label) <= 0.0 {
+                epoch_mistakes += 1;
+            }
+        }
+        mistakes += epoch_mistakes;
+        if epoch_mistakes == 0 {
+            separated = true;
+            break;
+        }
+    }
+    if !separated {
+        return Err(format!(
+            "no separation in {} epochs ({mistakes} mistakes)",
+            family.epochs
+        )
+        .into());
+    }
+    let w = step.param("unit.weight")?.to_vec();
+    let b = step.param("unit.bias")?[0];
+    let norm = (w.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>() + f64::from(b).powi(2)).sqrt();
+    let (mut radius, mut margin) = (0.0f64, f64::INFINITY);
+    for index in 0..train.len() {
+        let x = train.example(index).ok_or("an example out of range")?;
+        let label = train.label(index).ok_or("a label out of range")?;
+        let squared: f64 = x.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>() + 1.0;
+        radius = radius.max(squared.sqrt());
+        let score: f64 = x
+            .iter()
+            .zip(&w)
+            .map(|(a, b)| f64::from(*a) * f64::from(*b))
+            .sum::<f64>()
+            + f64::from(b);
+        margin = margin.min(sign(label) * score / norm);
+    }
+    let bound = (radius / margin).powi(2);
+    Ok(Outcome {
+        metric: "mistakes",
+        value: mistakes as f64,
+        shown: mistakes.to_string(),
+        target: (bound * 10.0).floor() / 10.0,
+        at_most: true,
+    })
+}
+
+/// The semi-supervised graph convolutional network on the karate club: the members
+/// 0 (Mr. Hi's faction) and 33 (the officer's) are labelled; the accuracy is on the
+/// other 32.
+pub(crate) fn gcn(family: &Family) -> RunResult {
+    let clubs = pairs("karate_club_nodes.csv")?;
+    let n = clubs.len();
+    let mut labels = vec![0i32; n];
+    for &(node, club) in &clubs {
+        *labels.get_mut(node).ok_or("a node outside 0..34")? = i32::try_from(club)?;
+    }
+    // Q = D̃^-1/2 (A + I) D̃^-1/2, with D̃ the degrees of A + I.
+    let mut adjacency = vec![0.0f64; n * n];
+    for i in 0..n {
+        adjacency[i * n + i] = 1.0;
+    }
+    for (a, b) in pairs("karate_club_edges.csv")? {
+        if a >= n || b >= n {
+            return Err(format!("edge {a}-{b} names a node outside 0..{n}").into());
+        }
+        adjacency[a * n + b] = 1.0;
+        adjacency[b * n + a] = 1.0;
+    }
+    let degree: Vec<f64> = (0..n)
+        .map(|i| adjacency[i * n..(i + 1) * n].iter().sum())
+        .collect();
+    let q: Vec<f32> = (0..n * n)
+        .map(|k| (adjacency[k] / (degree[k / n] * degree[k % n]).sqrt()) as f32)
+        .collect();
+    let features: Vec<f32> = (0..n * n)
+        .map(|k| if k / n == k % n { 1.0 } else { 0.0 })
+        .collect();
+    let labelled = [0, n - 1];
+    let mask: Vec<f32> = (0..n)
+        .map(|i| if labelled.contains(&i) { 1.0 } else { 0.0 })
+        .collect();
+    let mut step = train_step(family)?;
+    let args = [
+        ("q", Arg::F32(&q)),
+        ("x", Arg::F32(&features)),
+        ("labels", Arg::I32(&labels)),
+        ("mask", Arg::F32(&mask)),
+    ];
+    for _ in 0..family.epochs {
+        step.run(&args)?;
+    }
+    // One more run: its logits come from the trained weights (before its update).
+    step.run(&args)?;
+    let logits = step.output_f32("logits")?;
+    let unlabelled: Vec<usize> = (0..n).filter(|i| !labelled.contains(i)).collect();
+    let correct = unlabelled
+        .iter()
+        .filter(|&&i| {
+            let predicted = if logits[2 * i + 1] > logits[2 * i] {
+                1
+            } else {
+                0
+            };
+            predicted == labels[i]
+        })
+        .count();
+    Ok(accuracy_outcome(
+        correct as f64 / unlabelled.len() as f64,
+        family.target,
+    ))
+}
+
+/// Trains a classifier of `x: [B, features]` and returns its test accuracy.
+pub(crate) fn classifier(family: &Family) -> RunResult {
+    let (train, test) = load_data(family.data)?;
+    let file = load_model(family.name, None, false)?;
+    let spec = train_spec(&file)?;
+    let mut config = TrainerConfig::new(model_file::optimizer(spec)?)?.with_seed(SEED);
+    // A model that samples (dropout, noise) reads a fresh seed every step.
+    let samples = file.model.graph().input_by_name(SEED_INPUT).is_some();
+    if samples {
+        config = config.with_seed_input(SEED_INPUT);
+    }
+    let mut trainer = Trainer::new(&file.model, config)?;
+    for _ in 0..family.epochs {
+        trainer.epoch(&train)?;
+    }
+    // The whole test set at once: the same file with B = its size.
+    let mut eval_model = load_model(family.name, Some(test.len()), true)?.model;
+    for (name, values) in trainer.params()? {
+        eval_model.set_param(&name, values)?;
+    }
+    let mut eval = compile(eval_model.graph())?;
+    set_params(&mut eval, &eval_model)?;
+    let mut args = vec![
+        ("x", Arg::F32(test.features())),
+        ("labels", Arg::I32(test.labels())),
+    ];
+    // Evaluation draws nothing; the seed input is there all the same.
+    if samples {
+        args.push((SEED_INPUT, Arg::I32(&[0])));
+    }
+    eval.run(&args)?;
+    let logits = eval.output_f32("logits")?;
+    let classes = logits.len() / test.len().max(1);
+    let accuracy = metrics::accuracy(logits, test.labels(), classes)?;
+    let fraction = accuracy.fraction().ok_or("the test set is empty")?;
+    Ok(accuracy_outcome(fraction, family.target))
+}
