@@ -1,8 +1,10 @@
 //! The optimizer pass: turns each parameter's gradient output into an in-graph update.
 //!
-//! Assumes the graph went through `autodiff`, so every parameter `p` has an output
-//! `grad.p`. Consumes those outputs and adds, for each parameter, an update giving
-//! its value after one optimizer step, so a whole training step is one graph. A rule
+//! Assumes the graph went through `autodiff`, so every parameter `p` that is not
+//! frozen has an output `grad.p`. Consumes those outputs and adds, for each such
+//! parameter, an update giving its value after one optimizer step, so a whole
+//! training step is one graph. A frozen parameter is left as the model leaves it:
+//! unchanged, or updated by the model itself (batch norm's running statistics). A rule
 //! with memory (momentum, Adam's moments, a step counter, a Polyak average) keeps it
 //! as extra parameters, the optimizer state, each updated in place by the step; their
 //! names and initial values are listed by [`Optimizer::state`], which the pass itself
@@ -316,7 +318,8 @@ impl ParamStep {
 pub fn run(graph: &Graph, optimizer: &Optimizer) -> Result<Graph, OptimizerError> {
     optimizer.check()?;
     let mut graph = graph.clone();
-    let params = graph.params().to_vec();
+    // Frozen parameters keep their value, or the update the model gives them.
+    let params = graph.trainable_params();
     // The consumed gradients are removed in one pass at the end: one removal at a
     // time is quadratic in the number of parameters.
     let mut consumed = BTreeSet::new();

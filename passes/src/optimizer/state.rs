@@ -59,10 +59,11 @@ fn needs_step(optimizer: &Optimizer) -> bool {
     matches!(optimizer.rule, Rule::Adam { .. }) || optimizer.averaging == Some(Averaging::Uniform)
 }
 
-/// Every state parameter, per model parameter in declaration order, then the counter.
+/// Every state parameter, per trained (not frozen) parameter in declaration order,
+/// then the counter.
 pub(super) fn list(optimizer: &Optimizer, graph: &Graph) -> Vec<StateParam> {
     let mut state = Vec::new();
-    for &param in graph.params() {
+    for param in graph.trainable_params() {
         let name = graph.leaf_name(param).expect("parameters are named");
         let ty = graph.ty(param);
         for &slot in rule_slots(&optimizer.rule) {
