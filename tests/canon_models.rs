@@ -9,11 +9,12 @@ use kiln::model_file;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-const FAMILIES: [&str; 16] = [
+const FAMILIES: [&str; 17] = [
     "perceptron",
     "logistic_regression",
     "softmax_regression",
     "mlp",
+    "batchnorm_mlp",
     "layernorm_mlp",
     "dropout_mlp",
     "weightnorm_mlp",
