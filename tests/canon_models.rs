@@ -9,7 +9,7 @@ use kiln::model_file;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-const FAMILIES: [&str; 17] = [
+const FAMILIES: [&str; 18] = [
     "perceptron",
     "logistic_regression",
     "softmax_regression",
@@ -18,6 +18,7 @@ const FAMILIES: [&str; 17] = [
     "layernorm_mlp",
     "dropout_mlp",
     "weightnorm_mlp",
+    "lenet",
     "resnet_block",
     "densenet_block",
     "rnn",

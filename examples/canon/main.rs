@@ -65,6 +65,7 @@ const FAMILIES: &[Family] = &[
     family("layernorm_mlp",       Data::Digits,     20,  0.97, classify::classifier),
     family("dropout_mlp",         Data::Digits,     30,  0.97, classify::classifier),
     family("weightnorm_mlp",      Data::Digits,     30,  0.97, classify::classifier),
+    family("lenet",               Data::Digits,     25,  0.97, classify::classifier),
     family("resnet_block",        Data::Digits,     12,  0.97, classify::classifier),
     family("densenet_block",      Data::Digits,     20,  0.97, classify::classifier),
     family("rnn",                 Data::Digits,     30,  0.93, classify::classifier),
