@@ -13,6 +13,7 @@
 //! family that needs another shape reshapes inside its model file (an image is
 //! `reshape(x, B, 1, 8, 8)`, a sequence of rows `transpose(reshape(x, B, 8, 8), 0, 1)`).
 
+use kiln::compile::set_params;
 use kiln::frontend::lang::{ElaborateOptions, TrainSpec};
 use kiln::model_file::{self, ModelFile};
 use kiln::{Dataset, Executable};
@@ -217,6 +218,37 @@ fn train_step(family: &Family) -> Result<Executable, Box<dyn std::error::Error>>
         &spec.loss,
         optimizer,
     )?)
+}
+
+/// The family's model built for evaluation (dropout off, batch norm by its running
+/// statistics) with `B` bound to `batch` and the given trained parameters, compiled
+/// to run forward only.
+fn evaluator(
+    name: &str,
+    batch: Option<usize>,
+    params: BTreeMap<String, Vec<f32>>,
+) -> Result<Executable, Box<dyn std::error::Error>> {
+    let mut model = load_model(name, batch, true)?.model;
+    for (param, values) in params {
+        model.set_param(&param, values)?;
+    }
+    let mut exe = kiln::compile(model.graph())?;
+    set_params(&mut exe, &model)?;
+    Ok(exe)
+}
+
+/// The parameters (and buffers) of a train step's executable as trained so far,
+/// without its optimizer state.
+fn trained_params(
+    step: &Executable,
+) -> Result<BTreeMap<String, Vec<f32>>, Box<dyn std::error::Error>> {
+    let mut params = BTreeMap::new();
+    for (name, _) in step.params() {
+        if !step.is_optimizer_state(&name) {
+            params.insert(name.clone(), step.param(&name)?.to_vec());
+        }
+    }
+    Ok(params)
 }
 
 /// What a family reached: a metric's value against its target.
