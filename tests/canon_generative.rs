@@ -39,12 +39,19 @@ fn digits(count: usize) -> Vec<f32> {
     digits.features()[..count * 64].to_vec()
 }
 
-/// Runs `steps` steps on the same feeds and returns output `loss` of the first run
-/// (the initial parameters) and of one more run after them (the trained ones).
-fn losses(step: &mut Executable, feeds: &[(&str, Arg<'_>)], steps: usize) -> (f32, f32) {
+/// Runs `steps` steps of the file's train step on the same feeds and returns its
+/// loss in the first run (the initial parameters) and in one more run after them
+/// (the trained ones).
+fn losses(
+    file: &ModelFile,
+    step: &mut Executable,
+    feeds: &[(&str, Arg<'_>)],
+    steps: usize,
+) -> (f32, f32) {
+    let name = &file.train.as_ref().expect("a canon model trains").loss;
     let mut loss = || {
         step.run(feeds).unwrap();
-        step.output_f32("loss").unwrap()[0]
+        step.output_f32(name).unwrap()[0]
     };
     let first = loss();
     for _ in 1..steps {
@@ -58,7 +65,7 @@ fn the_linear_autoencoders_reconstruction_error_falls() {
     let file = load("autoencoder", &[("B", 16)]);
     let mut step = train_step(&file);
     let x = digits(16);
-    let (first, last) = losses(&mut step, &[("x", Arg::F32(&x))], 20);
+    let (first, last) = losses(&file, &mut step, &[("x", Arg::F32(&x))], 20);
     assert!(last < 0.7 * first, "loss {first} -> {last}");
 }
 
@@ -69,7 +76,7 @@ fn the_vaes_negative_elbo_falls_at_a_fixed_noise_seed() {
     let x = digits(16);
     // One seed throughout: the noise is the same in the first and last run.
     let feeds = [("x", Arg::F32(&x)), ("seed", Arg::I32(&[7]))];
-    let (first, last) = losses(&mut step, &feeds, 20);
+    let (first, last) = losses(&file, &mut step, &feeds, 20);
     // An untrained decoder's Bernoulli logits are near 0: about 64 ln 2 = 44 nats.
     assert!(
         (30.0..60.0).contains(&first),
@@ -93,9 +100,46 @@ fn the_planar_flows_negative_log_likelihood_falls() {
             ]
         })
         .collect();
-    let (first, last) = losses(&mut step, &[("x", Arg::F32(&x))], 30);
+    let (first, last) = losses(&file, &mut step, &[("x", Arg::F32(&x))], 30);
     assert!(
         last < first - 0.2,
         "negative log-likelihood {first} -> {last}"
     );
+}
+
+#[test]
+fn the_gans_discriminator_learns_against_a_frozen_generator() {
+    let mut file = load("gan", &[("B", 32), ("Z", 4)]);
+    let generator: Vec<String> = file
+        .model
+        .params()
+        .keys()
+        .filter(|name| name.starts_with("generator."))
+        .cloned()
+        .collect();
+    for name in &generator {
+        file.model.freeze(name).unwrap();
+    }
+    let mut step = train_step(&file);
+    let mut rng = Rng::new(5);
+    // Real points on a circle of radius 2; the untrained generator's lie near 0.
+    let x: Vec<f32> = (0..32)
+        .flat_map(|_| {
+            let angle = rng.uniform(0.0, 2.0 * std::f64::consts::PI);
+            [(2.0 * angle.cos()) as f32, (2.0 * angle.sin()) as f32]
+        })
+        .collect();
+    let z: Vec<f32> = (0..32 * 4).map(|_| rng.normal() as f32).collect();
+    let feeds = [("x", Arg::F32(&x)), ("z", Arg::F32(&z))];
+    let (first, last) = losses(&file, &mut step, &feeds, 10);
+    // Two cross-entropies of an undecided discriminator: about 2 ln 2 = 1.39.
+    assert!((1.0..1.8).contains(&first), "initial d_loss {first}");
+    assert!(last < 0.8 * first, "d_loss {first} -> {last}");
+    for name in &generator {
+        assert_eq!(
+            step.param(name).unwrap(),
+            file.model.param(name).unwrap(),
+            "{name} moved"
+        );
+    }
 }

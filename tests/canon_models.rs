@@ -9,7 +9,7 @@ use kiln::model_file;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-const FAMILIES: [&str; 19] = [
+const FAMILIES: [&str; 20] = [
     "perceptron",
     "logistic_regression",
     "softmax_regression",
@@ -29,6 +29,7 @@ const FAMILIES: [&str; 19] = [
     "autoencoder",
     "vae",
     "planar_flow",
+    "gan",
 ];
 
 #[test]

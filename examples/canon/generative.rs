@@ -374,3 +374,112 @@ pub(crate) fn planar_flow(family: &Family) -> RunResult {
         at_most: false,
     })
 }
+
+/// The GAN's mixture: `MODES` centres on a circle of radius 2, each with standard
+/// deviation `MODE_STD`.
+const MODES: usize = 8;
+const MODE_STD: f64 = 0.05;
+
+fn mode_centre(mode: usize) -> (f64, f64) {
+    let angle = 2.0 * PI * mode as f64 / MODES as f64;
+    (2.0 * angle.cos(), 2.0 * angle.sin())
+}
+
+/// `count` points of the mixture, the mode of each drawn uniformly.
+fn mixture(count: usize, rng: &mut Rng) -> Vec<f32> {
+    let mut points = Vec::with_capacity(2 * count);
+    for _ in 0..count {
+        let (x, y) = mode_centre(rng.below(MODES));
+        points.push((x + MODE_STD * rng.normal()) as f32);
+        points.push((y + MODE_STD * rng.normal()) as f32);
+    }
+    points
+}
+
+fn normals(count: usize, rng: &mut Rng) -> Vec<f32> {
+    (0..count).map(|_| rng.normal() as f32).collect()
+}
+
+/// Copies the parameters of `from` whose names start with `prefix` into `to`.
+fn copy_prefixed(
+    from: &Executable,
+    to: &mut Executable,
+    prefix: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    for (name, _) in from.params() {
+        if name.starts_with(prefix) && !from.is_optimizer_state(&name) {
+            to.set_param(&name, from.param(&name)?)?;
+        }
+    }
+    Ok(())
+}
+
+/// The GAN's train step of output `loss` with every parameter under `frozen` frozen.
+fn gan_step(
+    family: &Family,
+    loss: &str,
+    frozen: &str,
+) -> Result<Executable, Box<dyn std::error::Error>> {
+    let mut file = load_model(family.name, None, false)?;
+    let names: Vec<String> = file.model.params().keys().cloned().collect();
+    for name in names.iter().filter(|name| name.starts_with(frozen)) {
+        file.model.freeze(name)?;
+    }
+    let optimizer = kiln::model_file::optimizer(crate::train_spec(&file)?)?;
+    Ok(kiln::compile_train_step(&file.model, loss, optimizer)?)
+}
+
+/// The GAN: the modes of the mixture that 2000 generated points cover.
+pub(crate) fn gan(family: &Family) -> RunResult {
+    const SAMPLES: usize = 2000;
+    let mut d_step = gan_step(family, "d_loss", "generator.")?;
+    let mut g_step = gan_step(family, "g_loss", "discriminator.")?;
+    let (batch, noise) = match &g_step
+        .inputs()
+        .iter()
+        .find(|(name, _)| name == "z")
+        .ok_or("the GAN has no input `z`")?
+        .1
+        .shape[..]
+    {
+        &[batch, noise] => (batch, noise),
+        _ => return Err("the GAN's `z` is not [B, Z]".into()),
+    };
+    let mut rng = Rng::new(SEED);
+    for _ in 0..family.epochs {
+        let (x, z) = (mixture(batch, &mut rng), normals(batch * noise, &mut rng));
+        d_step.run(&[("x", Arg::F32(&x)), ("z", Arg::F32(&z))])?;
+        copy_prefixed(&d_step, &mut g_step, "discriminator.")?;
+        // The generator's step reads no real points; `x` is fed all the same.
+        let z = normals(batch * noise, &mut rng);
+        g_step.run(&[("x", Arg::F32(&x)), ("z", Arg::F32(&z))])?;
+        copy_prefixed(&g_step, &mut d_step, "generator.")?;
+    }
+    let mut sampler = forward_executable(family, SAMPLES)?;
+    copy_params(&g_step, &mut sampler)?;
+    let z = normals(SAMPLES * noise, &mut rng);
+    sampler.run(&[
+        ("x", Arg::F32(&vec![0.0; 2 * SAMPLES])),
+        ("z", Arg::F32(&z)),
+    ])?;
+    let mut near = [0usize; MODES];
+    for point in sampler.output_f32("fake")?.chunks_exact(2) {
+        for (mode, count) in near.iter_mut().enumerate() {
+            let (cx, cy) = mode_centre(mode);
+            let distance = (f64::from(point[0]) - cx).hypot(f64::from(point[1]) - cy);
+            if distance <= 3.0 * MODE_STD {
+                *count += 1;
+            }
+        }
+    }
+    let covered = near.iter().filter(|&&count| count * 100 >= SAMPLES).count();
+    let good: usize = near.iter().sum();
+    println!("gan: of {SAMPLES} generated points, {good} within 3σ of a centre; per mode {near:?}");
+    Ok(Outcome {
+        metric: "modes covered",
+        value: covered as f64,
+        shown: covered.to_string(),
+        target: family.target,
+        at_most: false,
+    })
+}

@@ -58,7 +58,7 @@ struct Family {
     run: fn(&Family) -> RunResult,
 }
 
-const FAMILIES: [Family; 19] = [
+const FAMILIES: [Family; 20] = [
     family(
         "perceptron",
         Data::IrisSetosa,
@@ -132,6 +132,7 @@ const FAMILIES: [Family; 19] = [
         0.5,
         generative::planar_flow,
     ),
+    family("gan", Data::Generated, 5000, 6.0, generative::gan),
 ];
 
 const fn family(
