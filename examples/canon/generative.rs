@@ -4,7 +4,9 @@
 //! [`features_epoch`], and each measures what it learned against a reference
 //! computed here in f64.
 
-use crate::{load_data, load_model, train_step, Family, Outcome, RunResult, SEED, SEED_INPUT};
+use crate::{
+    load_data, load_model, train_spec, train_step, Family, Outcome, RunResult, SEED, SEED_INPUT,
+};
 use kiln::compile::set_params;
 use kiln::ir::Rng;
 use kiln::{compile, Arg, Executable};
@@ -38,9 +40,10 @@ fn features_epoch(
         for &index in chunk {
             rows.extend_from_slice(&features[index * width..(index + 1) * width]);
         }
-        let seed = [rng.next_u64() as i32];
         let mut args = vec![("x", Arg::F32(&rows))];
+        let seed: [i32; 1];
         if let Some(name) = seed_input {
+            seed = [rng.next_u64() as i32];
             args.push((name, Arg::I32(&seed)));
         }
         step.run(&args)?;
@@ -48,6 +51,11 @@ fn features_epoch(
         batches += 1;
     }
     Ok(total / batches as f64)
+}
+
+/// The batch of the family's `train` statement.
+fn train_batch(family: &Family) -> Result<usize, Box<dyn std::error::Error>> {
+    Ok(train_spec(&load_model(family.name, None, false)?)?.batch)
 }
 
 /// The family's model file with `B = batch`, compiled to run forward only, with its
@@ -98,7 +106,6 @@ fn symmetric_eigen(mut a: Vec<f64>, n: usize) -> (Vec<f64>, Vec<Vec<f64>>) {
                 // The rotation that zeroes a[p][q] (Golub & Van Loan, 8.5.2).
                 let theta = (a[q * n + q] - a[p * n + p]) / (2.0 * apq);
                 let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
-                let t = if theta == 0.0 { 1.0 } else { t };
                 let c = 1.0 / (t * t + 1.0).sqrt();
                 let s = t * c;
                 for k in 0..n {
@@ -147,7 +154,7 @@ fn orthonormalise(rows: &[Vec<f64>]) -> Result<Vec<Vec<f64>>, Box<dyn std::error
             }
         }
         let norm = dot(&r, &r).sqrt();
-        if !(norm > 1e-9 * norm0) {
+        if norm.is_nan() || norm <= 1e-9 * norm0 {
             return Err("the decoder's rows are linearly dependent".into());
         }
         r.iter_mut().for_each(|x| *x /= norm);
@@ -204,12 +211,7 @@ pub(crate) fn autoencoder(family: &Family) -> RunResult {
     let (train, _) = load_data(family.data)?;
     let width = train.features_per_example();
     let mut step = train_step(family)?;
-    let batch = step
-        .inputs()
-        .iter()
-        .find(|(name, _)| name == "x")
-        .map(|(_, ty)| ty.shape[0])
-        .ok_or("the autoencoder has no input `x`")?;
+    let batch = train_batch(family)?;
     let mut rng = Rng::new(SEED);
     for _ in 0..family.epochs {
         features_epoch(&mut step, train.features(), width, batch, &mut rng, None)?;
@@ -220,6 +222,9 @@ pub(crate) fn autoencoder(family: &Family) -> RunResult {
         .map(|row| row.iter().map(|&x| f64::from(x)).collect())
         .collect();
     let k = decoder.len();
+    if k == 0 || k >= width {
+        return Err(format!("a code of {k} units: expected 1 to {}", width - 1).into());
+    }
     let (cov, _) = covariance(train.features(), width);
     let (values, vectors) = symmetric_eigen(cov, width);
     println!(
@@ -254,7 +259,7 @@ pub(crate) fn vae(family: &Family) -> RunResult {
     };
     let before = test_loss(&mut eval)?;
     let mut step = train_step(family)?;
-    let batch = crate::train_spec(&load_model(family.name, None, false)?)?.batch;
+    let batch = train_batch(family)?;
     let mut rng = Rng::new(SEED);
     for _ in 0..family.epochs {
         features_epoch(
@@ -342,7 +347,7 @@ pub(crate) fn planar_flow(family: &Family) -> RunResult {
     let (train, test) = (standardise(&raw_train), standardise(&raw_test));
 
     let mut step = train_step(family)?;
-    let batch = crate::train_spec(&load_model(family.name, None, false)?)?.batch;
+    let batch = train_batch(family)?;
     for _ in 0..family.epochs {
         features_epoch(&mut step, &train, 2, batch, &mut rng, None)?;
     }
@@ -425,7 +430,7 @@ fn gan_step(
     for name in names.iter().filter(|name| name.starts_with(frozen)) {
         file.model.freeze(name)?;
     }
-    let optimizer = kiln::model_file::optimizer(crate::train_spec(&file)?)?;
+    let optimizer = kiln::model_file::optimizer(train_spec(&file)?)?;
     Ok(kiln::compile_train_step(&file.model, loss, optimizer)?)
 }
 
