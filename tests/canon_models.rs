@@ -46,6 +46,10 @@ const FAMILIES: &[(&str, Data)] = &[
     ("attention", Data::Digits),
     ("transformer_encoder", Data::Digits),
     ("gcn", Data::Graph),
+    ("autoencoder", Data::Elsewhere),
+    ("vae", Data::Elsewhere),
+    ("planar_flow", Data::Elsewhere),
+    ("gan", Data::Elsewhere),
 ];
 
 /// The family's model file with its batch (or graph) dimension bound to `size`.

@@ -235,3 +235,54 @@ fn sizes_per_axis_are_tuples_as_in_pytorch() {
     let z = graph.output_by_name("z").unwrap();
     assert_eq!(graph.ty(z).shape, [2, 2, 4]);
 }
+
+#[test]
+fn a_parameter_is_a_bare_trained_tensor_named_after_its_declaration() {
+    let source = "block Shift(d) {
+  offset = Parameter(d, init = \"zeros\")
+  forward(x) {
+    return x + offset
+  }
+}
+model M(B = 2) {
+  input x: f32[B, 3]
+  scale = Parameter((1, 3), std = 0.5)
+  table = Parameter((40, 50))
+  shift = Shift(3) * 2
+  forward {
+    y = shift(x * scale)
+    output y
+  }
+}
+";
+    let file = lang::load(source, &options(&[])).unwrap();
+    let graph = file.model.graph();
+    let shape = |name: &str| graph.ty(graph.param_by_name(name).unwrap()).shape.clone();
+    assert_eq!(shape("scale"), [1, 3]);
+    assert_eq!(shape("shift.1.offset"), [3]);
+    assert_eq!(file.model.params()["shift.0.offset"], [0.0; 3]);
+    // The default is torch.randn: N(0, 1), so 2000 draws have a standard deviation
+    // near 1 (within a few percent).
+    let table = &file.model.params()["table"];
+    let std = (table.iter().map(|v| v * v).sum::<f32>() / table.len() as f32).sqrt();
+    assert!((std - 1.0).abs() < 0.05, "standard deviation {std}");
+    let y = graph.output_by_name("y").unwrap();
+    assert_eq!(graph.ty(y).shape, [2, 3]);
+
+    let mistakes = [
+        ("  p = Parameter(2) * 3\n", "a repeated `Parameter`"),
+        (
+            "  p = Parameter(2, init = \"zeros\", std = 2.0)\n",
+            "`std` with another initialiser",
+        ),
+        ("  p = Parameter(2, std = -1.0)\n", "`std` of `Parameter`"),
+        ("  p = Parameter(\"big\")\n", "`shape` of `Parameter`"),
+    ];
+    for (line, message) in mistakes {
+        let source =
+            format!("model M() {{\n  input x: f32[2]\n{line}  forward {{ output x }}\n}}\n");
+        let err = lang::load(&source, &options(&[])).unwrap_err();
+        let text = err.render("model.kiln", &source, false);
+        assert!(text.contains(message), "{line}: {text}");
+    }
+}

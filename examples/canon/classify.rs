@@ -2,8 +2,8 @@
 //! and the graph convolutional network.
 
 use crate::{
-    accuracy_outcome, evaluator, load_data, load_model, pairs, train_spec, train_step,
-    trained_params, Family, Outcome, RunResult, SEED, SEED_INPUT,
+    accuracy_outcome, evaluator, load_data, load_model, pairs, step_params, train_spec, train_step,
+    Family, Outcome, RunResult, SEED, SEED_INPUT,
 };
 use kiln::model_file;
 use kiln::{metrics, Arg, Trainer, TrainerConfig};
@@ -116,7 +116,7 @@ pub(crate) fn gcn(family: &Family) -> RunResult {
     for _ in 0..family.epochs {
         step.run(&args)?;
     }
-    let mut eval = evaluator(family.name, None, trained_params(&step)?)?;
+    let mut eval = evaluator(family.name, None, step_params(&step)?)?;
     eval.run(&args)?;
     let logits = eval.output_f32("logits")?;
     let unlabelled: Vec<usize> = (0..n).filter(|i| !labelled.contains(i)).collect();

@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 mod classify;
+mod generative;
 
 const SEED: u64 = 2026;
 /// The `i32[]` input of a model that samples (dropout, noise).
@@ -39,6 +40,9 @@ enum Data {
     /// Zachary's karate club (34 members, 78 friendships), the faction each joined;
     /// one member of each faction labelled, the other 32 to classify.
     Karate,
+    /// Points drawn by the family's runner with the canon's seed, as its model file
+    /// describes (two moons, a mixture of Gaussians).
+    Generated,
 }
 
 /// What a family's runner returns.
@@ -76,6 +80,10 @@ const FAMILIES: &[Family] = &[
     family("attention",           Data::Digits,     25,  0.95, classify::classifier),
     family("transformer_encoder", Data::Digits,     25,  0.95, classify::classifier),
     family("gcn",                 Data::Karate,     200, 0.85, classify::gcn),
+    family("autoencoder",         Data::Digits,     3000, 0.1, generative::autoencoder),
+    family("vae",                 Data::Digits,     100, 0.30, generative::vae),
+    family("planar_flow",         Data::Generated,  300, 0.5,  generative::planar_flow),
+    family("gan",                 Data::Generated,  5000, 6.0, generative::gan),
 ];
 
 const fn family(
@@ -153,6 +161,7 @@ fn load_data(data: Data) -> Result<(Dataset, Dataset), Box<dyn std::error::Error
             Ok(digits.split(1437, SEED)?)
         }
         Data::Karate => Err("the karate club is a graph: see classify::gcn".into()),
+        Data::Generated => Err("the family's runner draws its own points".into()),
         Data::Iris | Data::IrisSetosa => {
             let text = std::fs::read_to_string(data_path("iris.csv"))?;
             // The first line is scikit-learn's header: `150,4,setosa,versicolor,virginica`.
@@ -239,7 +248,7 @@ fn evaluator(
 
 /// The parameters (and buffers) of a train step's executable as trained so far,
 /// without its optimizer state.
-fn trained_params(
+fn step_params(
     step: &Executable,
 ) -> Result<BTreeMap<String, Vec<f32>>, Box<dyn std::error::Error>> {
     let mut params = BTreeMap::new();

@@ -9,6 +9,7 @@ use super::diagnostic::{ModelError, Span};
 use super::optimizers::{self, OptimizerSpec};
 use crate::builder::{FrontendError, Model, ModelBuilder};
 use crate::conv::{Conv2d, ConvOptions};
+use crate::init::Init;
 use crate::layers::Linear;
 use crate::norm::BatchNorm;
 use crate::recurrent::{Cell, Recurrent, RecurrentOptions};
@@ -112,7 +113,7 @@ pub type Scope = BTreeMap<String, Value>;
 
 /// The layer types every file has.
 const BUILT_IN_LAYERS: &str =
-    "`Linear`, `Conv2d`, `Conv1d`, `LayerNorm`, `BatchNorm1d`, `BatchNorm2d`, `MultiheadAttention`, `RNN`, `LSTM`, `GRU`, `Embedding`";
+    "`Linear`, `Conv2d`, `Conv1d`, `LayerNorm`, `BatchNorm1d`, `BatchNorm2d`, `MultiheadAttention`, `RNN`, `LSTM`, `GRU`, `Embedding`, `Parameter`";
 
 /// Elaborates the chosen model of `file`.
 pub fn elaborate(file: &File, options: &ElaborateOptions) -> Result<ModelFile, ModelError> {
@@ -308,6 +309,11 @@ impl Elaborator<'_> {
         scope: &mut Scope,
     ) -> Result<(), ModelError> {
         self.define(&decl.name, scope)?;
+        if decl.kind.name == "Parameter" {
+            let id = self.parameter(decl, &format!("{prefix}{}", decl.name.name), scope)?;
+            scope.insert(decl.name.name.clone(), Value::Tensor(id));
+            return Ok(());
+        }
         let count = match &decl.repeat {
             Some(expr) => {
                 let value = self.eval(expr, scope)?;
@@ -337,6 +343,58 @@ impl Elaborator<'_> {
         };
         scope.insert(decl.name.name.clone(), Value::Layer(Rc::new(group)));
         Ok(())
+    }
+
+    /// `name = Parameter(shape, init = "normal", std = 1.0)`: a bare trainable tensor
+    /// (PyTorch's `nn.Parameter`), named `path` and read in the forward as a tensor.
+    /// `shape` is a whole number or a tuple of them; `init` is `"normal"` (`N(0, std²)`,
+    /// the default, as `torch.randn(shape) * std`) or one of `Linear`'s initialisers.
+    fn parameter(
+        &mut self,
+        decl: &LayerDecl,
+        path: &str,
+        scope: &Scope,
+    ) -> Result<NodeId, ModelError> {
+        if let Some(repeat) = &decl.repeat {
+            return Err(
+                ModelError::new(repeat.span.clone(), "a repeated `Parameter`")
+                    .expected("one `Parameter` per name (a tuple shape for more elements)"),
+            );
+        }
+        let names = ["shape", "init", "std"];
+        let args = self.bind("Parameter", &names, 1, &decl.args, scope, &decl.kind.span)?;
+        let shape = match args.get(0) {
+            Some((value @ Value::Int(_), span)) => vec![builtins::size(value, span, "`shape`")?],
+            Some((Value::Tuple(items), span)) => items
+                .iter()
+                .map(|item| builtins::size(item, span, "an extent of `shape`"))
+                .collect::<Result<Vec<_>, _>>()?,
+            _ => return Err(args.wrong(0, names[0], "a whole number or a tuple of them")),
+        };
+        let init = match args.get(1) {
+            None => Init::Normal { std: 1.0 },
+            Some((Value::Str(name), _)) if name == "normal" => Init::Normal { std: 1.0 },
+            Some(_) => args.init(1, crate::init::fans(&shape).0)?,
+        };
+        let init = match (init, args.get(2)) {
+            (Init::Normal { .. }, _) => {
+                let std = args.float(2, names[2], 1.0)?;
+                if !(std.is_finite() && std >= 0.0) {
+                    return Err(args.wrong(2, names[2], "a finite standard deviation ≥ 0"));
+                }
+                Init::Normal { std: std as f32 }
+            }
+            (_, Some((_, span))) => {
+                return Err(
+                    ModelError::new(span.clone(), "`std` with another initialiser")
+                        .expected("`std` only with init = \"normal\""),
+                )
+            }
+            (init, None) => init,
+        };
+        self.builder
+            .parameter(path, &shape, init)
+            .map_err(at(&decl.span))
     }
 
     /// One instance of `decl`'s layer type, its parameters named under `path`.
