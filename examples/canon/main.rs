@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 mod classify;
+mod sequence;
 
 const SEED: u64 = 2026;
 /// The `i32[]` input of a model that samples (dropout, noise).
@@ -38,6 +39,9 @@ enum Data {
     /// Zachary's karate club (34 members, 78 friendships), the faction each joined;
     /// one member of each faction labelled, the other 32 to classify.
     Karate,
+    /// Seeded sequence reversal (examples/canon/sequence.rs): 6000 training and 1000
+    /// held-out test sources of 8 symbols.
+    Reversal,
 }
 
 /// What a family's runner returns.
@@ -54,7 +58,7 @@ struct Family {
     run: fn(&Family) -> RunResult,
 }
 
-const FAMILIES: [Family; 16] = [
+const FAMILIES: [Family; 18] = [
     family(
         "perceptron",
         Data::IrisSetosa,
@@ -113,6 +117,20 @@ const FAMILIES: [Family; 16] = [
         classify::classifier,
     ),
     family("gcn", Data::Karate, 200, 0.85, classify::gcn),
+    family(
+        "transformer_decoder",
+        Data::Reversal,
+        4,
+        0.95,
+        sequence::seq2seq,
+    ),
+    family(
+        "seq2seq_attention",
+        Data::Reversal,
+        20,
+        0.95,
+        sequence::seq2seq,
+    ),
 ];
 
 const fn family(
@@ -190,6 +208,7 @@ fn load_data(data: Data) -> Result<(Dataset, Dataset), Box<dyn std::error::Error
             Ok(digits.split(1437, SEED)?)
         }
         Data::Karate => Err("the karate club is a graph: see classify::gcn".into()),
+        Data::Reversal => Err("reversal is a sequence task: see sequence::seq2seq".into()),
         Data::Iris | Data::IrisSetosa => {
             let text = std::fs::read_to_string(data_path("iris.csv"))?;
             // The first line is scikit-learn's header: `150,4,setosa,versicolor,virginica`.
