@@ -9,7 +9,7 @@ use kiln::model_file;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-const FAMILIES: [&str; 16] = [
+const FAMILIES: [&str; 18] = [
     "perceptron",
     "logistic_regression",
     "softmax_regression",
@@ -26,7 +26,12 @@ const FAMILIES: [&str; 16] = [
     "attention",
     "transformer_encoder",
     "gcn",
+    "transformer_decoder",
+    "seq2seq_attention",
 ];
+
+/// The families over sequences of `L` symbols (examples/canon/sequence.rs).
+const SEQUENCE_TO_SEQUENCE: [&str; 2] = ["transformer_decoder", "seq2seq_attention"];
 
 #[test]
 fn every_canon_model_passes_the_gradient_check() {
@@ -34,10 +39,15 @@ fn every_canon_model_passes_the_gradient_check() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("examples/models")
             .join(format!("{name}.kiln"));
-        // A small batch, or for the graph network a small graph.
+        // A small batch, or for the graph network a small graph, and for the
+        // sequence-to-sequence models short sequences too.
         let dim = if name == "gcn" { "N" } else { "B" };
+        let mut dims = BTreeMap::from([(dim.to_string(), 3)]);
+        if SEQUENCE_TO_SEQUENCE.contains(&name) {
+            dims.insert("L".to_string(), 3);
+        }
         let options = ElaborateOptions {
-            dims: BTreeMap::from([(dim.to_string(), 3)]),
+            dims,
             seed: 5,
             ..ElaborateOptions::default()
         };
