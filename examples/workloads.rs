@@ -14,7 +14,7 @@
 //!
 //! W3 (LeNet-5 train step), W4 (a 3x3 convolution), W5 (an LSTM, forward and
 //! backward) and W6 (a transformer encoder block, forward and backward) are declared
-//! in model files: `examples/models/lenet.kiln`, `conv_w4.kiln`, `lstm_w5.kiln` and
+//! in model files: `examples/models/lenet_w3.kiln`, `conv_w4.kiln`, `lstm_w5.kiln` and
 //! `transformer_block_w6.kiln`.
 //!
 //! `--isa avx512|avx2|f32x4` schedules for less than the host has (the default is the
@@ -314,7 +314,7 @@ fn main() -> ExitCode {
     let result = parse_args().and_then(|args| match args.work.as_str() {
         "W1" => w1(&args),
         "W2" => w2(&args),
-        "W3" => model_file_workload(&args, "lenet.kiln"),
+        "W3" => model_file_workload(&args, "lenet_w3.kiln"),
         "W4" => model_file_workload(&args, "conv_w4.kiln"),
         "W5" => model_file_workload(&args, "lstm_w5.kiln"),
         "W6" => model_file_workload(&args, "transformer_block_w6.kiln"),

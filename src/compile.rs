@@ -308,6 +308,7 @@ pub fn set_params(exe: &mut Executable, model: &Model) -> Result<(), Error> {
     for state in exe.optimizer_state.clone() {
         let values = match &state.init {
             StateInit::Zeros => vec![0.0; state.ty.num_elements()],
+            StateInit::Fill(value) => vec![*value as f32; state.ty.num_elements()],
             StateInit::ValueOf(param) => model
                 .param(param)
                 .ok_or_else(|| Error::MissingParam(param.clone()))?

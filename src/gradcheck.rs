@@ -120,8 +120,9 @@ pub fn gradcheck(
     }
     exe.run_feeds(&feeds)?;
 
+    // Frozen parameters have no gradient to check.
     let leaves: Vec<NodeId> = graph
-        .params()
+        .trainable_params()
         .iter()
         .chain(graph.inputs())
         .copied()

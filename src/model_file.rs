@@ -96,6 +96,7 @@ pub fn optimizer(train: &TrainSpec) -> Result<Optimizer, OptimizerError> {
         "sgd" => Rule::Sgd {
             learning_rate,
             momentum: number("momentum"),
+            dampening: number("dampening"),
             nesterov: flag("nesterov"),
         },
         "adam" | "adamw" => {
@@ -113,12 +114,16 @@ pub fn optimizer(train: &TrainSpec) -> Result<Optimizer, OptimizerError> {
         }
         "adagrad" => Rule::Adagrad {
             learning_rate,
+            lr_decay: number("lr_decay"),
+            initial_accumulator_value: number("initial_accumulator_value"),
             eps: number("eps"),
         },
         "rmsprop" => Rule::RmsProp {
             learning_rate,
             alpha: number("alpha"),
             eps: number("eps"),
+            momentum: number("momentum"),
+            centered: flag("centered"),
         },
         "signsgd" => Rule::SignSgd { learning_rate },
         other => return Err(OptimizerError::UnknownRule(other.to_string())),

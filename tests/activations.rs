@@ -3,10 +3,12 @@
 //! vector remainder, special values included), and its gradient against central
 //! finite differences.
 
+#[path = "support/finite_diff.rs"]
+mod finite_diff;
+
 use kiln::frontend::activations as act;
 use kiln::frontend::{FrontendError, ModelBuilder};
 use kiln::ir::{evaluate, scalar, Feeds, Graph, NodeId, Precision, Tensor, TensorType};
-use kiln::passes::autodiff::{self, AutodiffOptions};
 use kiln::passes::pipeline::{self, PipelineOptions};
 
 type Build = fn(&mut ModelBuilder, NodeId) -> Result<NodeId, FrontendError>;
@@ -133,26 +135,9 @@ fn activation_gradients_match_finite_differences() {
         let loss = graph.reshape(sum, Vec::new()).unwrap();
         builder.output("loss", loss).unwrap();
         let (graph, _) = builder.finish().unwrap().into_parts();
-        let backward = autodiff::run(&graph, &AutodiffOptions::loss("loss")).unwrap();
         let base = feeds(&POINTS);
-        let gradient = evaluate(&backward, &base, Precision::F64).unwrap().outputs
-            [&autodiff::grad_name("x")]
-            .clone();
-        // Perturbed in f64 (`edit` keeps the unrounded value) around the f32 points.
-        let loss_at = |index: usize, delta: f64| {
-            let mut moved = base.clone();
-            moved
-                .get_mut("x")
-                .unwrap()
-                .edit(|data| data[index] += delta)
-                .unwrap();
-            evaluate(&graph, &moved, Precision::F64).unwrap().outputs["loss"]
-                .scalar()
-                .unwrap()
-        };
-        for index in 0..POINTS.len() {
-            let numeric = (loss_at(index, EPS) - loss_at(index, -EPS)) / (2.0 * EPS);
-            let analytic = gradient.data()[index];
+        let derivatives = finite_diff::derivatives(&graph, &base, "x", EPS);
+        for (index, (analytic, numeric)) in derivatives.into_iter().enumerate() {
             assert!(
                 (analytic - numeric).abs() <= 1e-6 * analytic.abs().max(1.0),
                 "d {name}/dx at {}: autodiff {analytic}, finite differences {numeric}",

@@ -39,7 +39,7 @@ fn check_prints_a_one_line_summary_and_binds_dimensions() {
         stdout(&output),
         "MlpDigits: ok; 6 parameters (26122 values); inputs x: f32[8,64], labels: i32[8]; \
          outputs logits: f32[8,10], loss: f32[]; trains loss with sgd(lr = 0.1, momentum = 0.0, \
-         nesterov = false, weight_decay = 0.0), batch 8\n"
+         dampening = 0.0, weight_decay = 0.0, nesterov = false), batch 8\n"
     );
 }
 

@@ -5,11 +5,12 @@
 
 #[path = "support/compiled.rs"]
 mod compiled;
+#[path = "support/finite_diff.rs"]
+mod finite_diff;
 
 use kiln::frontend::loss;
 use kiln::frontend::{FrontendError, ModelBuilder};
 use kiln::ir::{evaluate, Feeds, Graph, NodeId, Precision, Tensor, TensorType};
-use kiln::passes::autodiff::{self, AutodiffOptions};
 
 type Build = fn(&mut ModelBuilder, NodeId, NodeId) -> Result<NodeId, FrontendError>;
 /// A loss's name, how the frontend builds it, and its meaning in f64 on rows of
@@ -127,26 +128,10 @@ fn loss_gradients_match_finite_differences() {
     const EPS: f64 = 1e-6;
     for (name, build, _) in losses() {
         let graph = model(build);
-        let backward = autodiff::run(&graph, &AutodiffOptions::loss("loss")).unwrap();
         let base = feeds(&PREDICTIONS, &targets(name));
-        let gradient = evaluate(&backward, &base, Precision::F64).unwrap().outputs
-            [&autodiff::grad_name("x")]
-            .clone();
-        let loss_at = |index: usize, delta: f64| {
-            let mut moved = base.clone();
-            moved
-                .get_mut("x")
-                .unwrap()
-                .edit(|data| data[index] += delta)
-                .unwrap();
-            evaluate(&graph, &moved, Precision::F64).unwrap().outputs["loss"]
-                .scalar()
-                .unwrap()
-        };
         let mut largest = 0.0f64;
-        for index in 0..ROWS * COLS {
-            let numeric = (loss_at(index, EPS) - loss_at(index, -EPS)) / (2.0 * EPS);
-            let analytic = gradient.data()[index];
+        let derivatives = finite_diff::derivatives(&graph, &base, "x", EPS);
+        for (index, (analytic, numeric)) in derivatives.into_iter().enumerate() {
             largest = largest.max(analytic.abs());
             assert!(
                 (analytic - numeric).abs() <= 1e-6 * analytic.abs().max(1.0),

@@ -39,7 +39,8 @@ fn the_digits_file_is_the_builders_mlp_with_the_same_weights_and_loss() {
         ),
         (
             "loss",
-            "sgd(lr = 0.1, momentum = 0.0, nesterov = false, weight_decay = 0.0)".to_string(),
+            "sgd(lr = 0.1, momentum = 0.0, dampening = 0.0, weight_decay = 0.0, nesterov = false)"
+                .to_string(),
             5
         )
     );

@@ -34,17 +34,22 @@ fn every_optimizer_reads_with_pytorchs_defaults() {
         (
             "sgd(0.1)",
             Optimizer::new(Rule::sgd(0.1)),
-            "sgd(lr = 0.1, momentum = 0.0, nesterov = false, weight_decay = 0.0)",
+            "sgd(lr = 0.1, momentum = 0.0, dampening = 0.0, weight_decay = 0.0, nesterov = false)",
         ),
         (
             "sgd(lr = 0.1, momentum = 0.9, nesterov = true, weight_decay = 1e-4)",
+            Optimizer::new(Rule::momentum(0.1, 0.9, true)).with_weight_decay(1e-4),
+            "sgd(lr = 0.1, momentum = 0.9, dampening = 0.0, weight_decay = 0.0001, nesterov = true)",
+        ),
+        (
+            "sgd(0.1, 0.9, 0.5)",
             Optimizer::new(Rule::Sgd {
                 learning_rate: 0.1,
                 momentum: 0.9,
-                nesterov: true,
-            })
-            .with_weight_decay(1e-4),
-            "sgd(lr = 0.1, momentum = 0.9, nesterov = true, weight_decay = 0.0001)",
+                dampening: 0.5,
+                nesterov: false,
+            }),
+            "sgd(lr = 0.1, momentum = 0.9, dampening = 0.5, weight_decay = 0.0, nesterov = false)",
         ),
         (
             "adam()",
@@ -75,12 +80,37 @@ fn every_optimizer_reads_with_pytorchs_defaults() {
         (
             "adagrad(max_param_norm = 3.0)",
             Optimizer::new(Rule::adagrad(1e-2)).with_max_param_norm(3.0),
-            "adagrad(lr = 0.01, eps = 1e-10, weight_decay = 0.0, max_param_norm = 3.0)",
+            "adagrad(lr = 0.01, lr_decay = 0.0, weight_decay = 0.0, initial_accumulator_value = 0.0, \
+             eps = 1e-10, max_param_norm = 3.0)",
+        ),
+        (
+            "adagrad(lr_decay = 0.01, initial_accumulator_value = 0.1)",
+            Optimizer::new(Rule::Adagrad {
+                learning_rate: 1e-2,
+                lr_decay: 0.01,
+                initial_accumulator_value: 0.1,
+                eps: 1e-10,
+            }),
+            "adagrad(lr = 0.01, lr_decay = 0.01, weight_decay = 0.0, initial_accumulator_value = 0.1, \
+             eps = 1e-10)",
         ),
         (
             "rmsprop(polyak = true)",
             Optimizer::new(Rule::rmsprop(1e-2)).with_averaging(Averaging::Uniform),
-            "rmsprop(lr = 0.01, alpha = 0.99, eps = 1e-8, weight_decay = 0.0, polyak = true)",
+            "rmsprop(lr = 0.01, alpha = 0.99, eps = 1e-8, weight_decay = 0.0, momentum = 0.0, \
+             centered = false, polyak = true)",
+        ),
+        (
+            "rmsprop(momentum = 0.9, centered = true)",
+            Optimizer::new(Rule::RmsProp {
+                learning_rate: 1e-2,
+                alpha: 0.99,
+                eps: 1e-8,
+                momentum: 0.9,
+                centered: true,
+            }),
+            "rmsprop(lr = 0.01, alpha = 0.99, eps = 1e-8, weight_decay = 0.0, momentum = 0.9, \
+             centered = true)",
         ),
         (
             "signsgd(lr = 0.01, polyak = false)",
@@ -106,6 +136,11 @@ fn optimizer_mistakes_are_located() {
         // Ranges are the optimizer pass's checks, located at the optimizer's name.
         ("beta_out_of_range", "adam(betas = (0.9, 1.0))"),
         ("nesterov_without_momentum", "sgd(0.1, nesterov = true)"),
+        (
+            "nesterov_with_dampening",
+            "sgd(0.1, momentum = 0.9, dampening = 0.1, nesterov = true)",
+        ),
+        ("negative_lr_decay", "adagrad(lr_decay = -0.1)"),
     ];
     for (name, optimizer) in cases {
         let err = model_file::load_source(

@@ -88,9 +88,16 @@ impl Reference {
     }
 
     /// The state buffer `name`, zeros when new (the initial value of every buffer
-    /// except averages).
+    /// except averages and AdaGrad's accumulators).
     fn buffer(&mut self, name: String, len: usize) -> &mut Vec<f64> {
-        self.values.entry(name).or_insert_with(|| vec![0.0; len])
+        self.buffer_from(name, len, 0.0)
+    }
+
+    /// The state buffer `name`, every element `initial` when new.
+    fn buffer_from(&mut self, name: String, len: usize, initial: f64) -> &mut Vec<f64> {
+        self.values
+            .entry(name)
+            .or_insert_with(|| vec![initial; len])
     }
 
     fn step(&mut self, x: &[f64], y: &[f64]) {
@@ -126,13 +133,18 @@ impl Reference {
             }
             match opt.rule {
                 Rule::Sgd {
-                    momentum, nesterov, ..
+                    momentum,
+                    dampening,
+                    nesterov,
+                    ..
                 } => {
                     let mut direction = g.clone();
                     if momentum > 0.0 {
                         let buf = self.buffer(format!("{name}.sgd.momentum_buffer"), n);
+                        // PyTorch: the buffer starts as the first gradient, undamped.
+                        let fresh = if t == 1 { 1.0 } else { 1.0 - dampening };
                         for i in 0..n {
-                            buf[i] = momentum * buf[i] + g[i];
+                            buf[i] = momentum * buf[i] + fresh * g[i];
                             direction[i] = if nesterov {
                                 g[i] + momentum * buf[i]
                             } else {
@@ -144,18 +156,55 @@ impl Reference {
                         p[i] -= lr * direction[i];
                     }
                 }
-                Rule::Adagrad { eps, .. } => {
-                    let sum = self.buffer(format!("{name}.adagrad.sum"), n);
+                Rule::Adagrad {
+                    lr_decay,
+                    initial_accumulator_value,
+                    eps,
+                    ..
+                } => {
+                    let rate = lr / (1.0 + f64::from(t - 1) * lr_decay);
+                    let sum = self.buffer_from(
+                        format!("{name}.adagrad.sum"),
+                        n,
+                        initial_accumulator_value,
+                    );
                     for i in 0..n {
                         sum[i] += g[i] * g[i];
-                        p[i] -= lr * g[i] / (sum[i].sqrt() + eps);
+                        p[i] -= rate * g[i] / (sum[i].sqrt() + eps);
                     }
                 }
-                Rule::RmsProp { alpha, eps, .. } => {
+                Rule::RmsProp {
+                    alpha,
+                    eps,
+                    momentum,
+                    centered,
+                    ..
+                } => {
                     let avg = self.buffer(format!("{name}.rmsprop.square_avg"), n);
+                    let mut direction = vec![0.0; n];
                     for i in 0..n {
                         avg[i] = alpha * avg[i] + (1.0 - alpha) * g[i] * g[i];
-                        p[i] -= lr * g[i] / (avg[i].sqrt() + eps);
+                        direction[i] = avg[i];
+                    }
+                    if centered {
+                        let mean = self.buffer(format!("{name}.rmsprop.grad_avg"), n);
+                        for i in 0..n {
+                            mean[i] = alpha * mean[i] + (1.0 - alpha) * g[i];
+                            direction[i] -= mean[i] * mean[i];
+                        }
+                    }
+                    for i in 0..n {
+                        direction[i] = g[i] / (direction[i].sqrt() + eps);
+                    }
+                    if momentum > 0.0 {
+                        let buf = self.buffer(format!("{name}.rmsprop.momentum_buffer"), n);
+                        for i in 0..n {
+                            buf[i] = momentum * buf[i] + direction[i];
+                            direction[i] = buf[i];
+                        }
+                    }
+                    for i in 0..n {
+                        p[i] -= lr * direction[i];
                     }
                 }
                 Rule::Adam {
@@ -218,8 +267,16 @@ impl Reference {
             }
             self.values.insert(name.to_string(), p);
         }
-        let counts_steps =
-            matches!(opt.rule, Rule::Adam { .. }) || opt.averaging == Some(Averaging::Uniform);
+        let counts_steps = match opt.rule {
+            Rule::Adam { .. } => true,
+            Rule::Adagrad { lr_decay, .. } => lr_decay != 0.0,
+            Rule::Sgd {
+                momentum,
+                dampening,
+                ..
+            } => momentum > 0.0 && dampening != 0.0,
+            Rule::RmsProp { .. } | Rule::SignSgd { .. } => false,
+        } || opt.averaging == Some(Averaging::Uniform);
         if counts_steps {
             self.values
                 .insert("optimizer.step".to_string(), vec![f64::from(t)]);
@@ -272,19 +329,40 @@ fn check_against_reference(label: &str, optimizer: Optimizer) -> Reference {
 fn sgd_momentum_and_nesterov_match_the_reference() {
     check_against_reference("sgd", Optimizer::new(Rule::sgd(0.1)));
     for nesterov in [false, true] {
-        let rule = Rule::Sgd {
-            learning_rate: 0.1,
-            momentum: 0.9,
-            nesterov,
-        };
+        let rule = Rule::momentum(0.1, 0.9, nesterov);
         check_against_reference(&format!("nesterov {nesterov}"), Optimizer::new(rule));
     }
+    let damped = Rule::Sgd {
+        learning_rate: 0.1,
+        momentum: 0.9,
+        dampening: 0.3,
+        nesterov: false,
+    };
+    check_against_reference("dampening", Optimizer::new(damped));
 }
 
 #[test]
 fn adaptive_rules_match_the_reference() {
     check_against_reference("adagrad", Optimizer::new(Rule::adagrad(0.1)));
+    let decayed = Rule::Adagrad {
+        learning_rate: 0.1,
+        lr_decay: 0.5,
+        initial_accumulator_value: 0.2,
+        eps: 1e-10,
+    };
+    check_against_reference("adagrad lr_decay", Optimizer::new(decayed));
     check_against_reference("rmsprop", Optimizer::new(Rule::rmsprop(0.01)));
+    for (momentum, centered) in [(0.9, false), (0.0, true), (0.5, true)] {
+        let rule = Rule::RmsProp {
+            learning_rate: 0.01,
+            alpha: 0.9,
+            eps: 1e-8,
+            momentum,
+            centered,
+        };
+        let label = format!("rmsprop momentum {momentum} centered {centered}");
+        check_against_reference(&label, Optimizer::new(rule));
+    }
     check_against_reference("adam", Optimizer::new(Rule::adam(0.05)));
     let amsgrad = Rule::Adam {
         learning_rate: 0.05,
@@ -329,11 +407,7 @@ fn clipping_and_projection_match_the_reference() {
 
 #[test]
 fn averages_match_the_reference() {
-    let momentum = Rule::Sgd {
-        learning_rate: 0.1,
-        momentum: 0.5,
-        nesterov: false,
-    };
+    let momentum = Rule::momentum(0.1, 0.5, false);
     check_against_reference(
         "momentum + uniform average",
         Optimizer::new(momentum).with_averaging(Averaging::Uniform),
@@ -422,13 +496,28 @@ fn adam_trains_the_digits_mlp_at_least_as_well_as_sgd() {
 fn the_interpreter_and_the_jit_agree_on_every_rule_with_all_modifiers() {
     let model = model();
     let rules = [
+        Rule::momentum(0.1, 0.9, true),
         Rule::Sgd {
             learning_rate: 0.1,
             momentum: 0.9,
-            nesterov: true,
+            dampening: 0.3,
+            nesterov: false,
         },
         Rule::adagrad(0.1),
+        Rule::Adagrad {
+            learning_rate: 0.1,
+            lr_decay: 0.5,
+            initial_accumulator_value: 0.2,
+            eps: 1e-10,
+        },
         Rule::rmsprop(0.01),
+        Rule::RmsProp {
+            learning_rate: 0.01,
+            alpha: 0.9,
+            eps: 1e-8,
+            momentum: 0.5,
+            centered: true,
+        },
         Rule::Adam {
             learning_rate: 0.05,
             beta1: 0.9,
@@ -464,6 +553,7 @@ fn the_interpreter_and_the_jit_agree_on_every_rule_with_all_modifiers() {
         for state in optimizer.state(model.graph()) {
             let values = match &state.init {
                 StateInit::Zeros => vec![0.0; state.ty.num_elements()],
+                StateInit::Fill(value) => vec![*value as f32; state.ty.num_elements()],
                 StateInit::ValueOf(param) => model.param(param).unwrap().to_vec(),
             };
             params.insert(state.name.clone(), tensor(&state.ty, &values));

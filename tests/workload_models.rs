@@ -1,4 +1,4 @@
-//! The workload model files of examples/models (W3 lenet.kiln, W4 conv_w4.kiln, W5
+//! The workload model files of examples/models (W3 lenet_w3.kiln, W4 conv_w4.kiln, W5
 //! lstm_w5.kiln, W6 transformer_block_w6.kiln), reduced in size: each that has a
 //! loss trains a few SGD steps on a fixed input and its loss falls, and the
 //! convolution computes what its weights say.
@@ -29,7 +29,7 @@ fn load(file: &str, dims: &[(&str, usize)]) -> model_file::ModelFile {
 
 #[test]
 fn a_reduced_lenet_train_step_lowers_its_loss() {
-    let file = load("lenet.kiln", &[("B", 4)]);
+    let file = load("lenet_w3.kiln", &[("B", 4)]);
     let train = file.train.as_ref().unwrap();
     let options = PipelineOptions {
         loss: Some(train.loss.clone()),

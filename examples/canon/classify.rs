@@ -2,12 +2,11 @@
 //! and the graph convolutional network.
 
 use crate::{
-    accuracy_outcome, load_data, load_model, pairs, train_spec, train_step, Family, Outcome,
-    RunResult, SEED, SEED_INPUT,
+    accuracy_outcome, evaluator, load_data, load_model, pairs, train_spec, train_step,
+    trained_params, Family, Outcome, RunResult, SEED, SEED_INPUT,
 };
-use kiln::compile::set_params;
 use kiln::model_file;
-use kiln::{compile, metrics, Arg, Trainer, TrainerConfig};
+use kiln::{metrics, Arg, Trainer, TrainerConfig};
 
 /// Rosenblatt's perceptron, one example at a time, until an epoch makes no mistake:
 /// the mistakes made on the way against Novikov's bound `(R/γ)²`, with `R` the
@@ -117,9 +116,9 @@ pub(crate) fn gcn(family: &Family) -> RunResult {
     for _ in 0..family.epochs {
         step.run(&args)?;
     }
-    // One more run: its logits come from the trained weights (before its update).
-    step.run(&args)?;
-    let logits = step.output_f32("logits")?;
+    let mut eval = evaluator(family.name, None, trained_params(&step)?)?;
+    eval.run(&args)?;
+    let logits = eval.output_f32("logits")?;
     let unlabelled: Vec<usize> = (0..n).filter(|i| !labelled.contains(i)).collect();
     let correct = unlabelled
         .iter()
@@ -154,12 +153,7 @@ pub(crate) fn classifier(family: &Family) -> RunResult {
         trainer.epoch(&train)?;
     }
     // The whole test set at once: the same file with B = its size.
-    let mut eval_model = load_model(family.name, Some(test.len()), true)?.model;
-    for (name, values) in trainer.params()? {
-        eval_model.set_param(&name, values)?;
-    }
-    let mut eval = compile(eval_model.graph())?;
-    set_params(&mut eval, &eval_model)?;
+    let mut eval = evaluator(family.name, Some(test.len()), trainer.params()?)?;
     let mut args = vec![
         ("x", Arg::F32(test.features())),
         ("labels", Arg::I32(test.labels())),

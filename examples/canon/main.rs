@@ -13,6 +13,7 @@
 //! family that needs another shape reshapes inside its model file (an image is
 //! `reshape(x, B, 1, 8, 8)`, a sequence of rows `transpose(reshape(x, B, 8, 8), 0, 1)`).
 
+use kiln::compile::set_params;
 use kiln::frontend::lang::{ElaborateOptions, TrainSpec};
 use kiln::model_file::{self, ModelFile};
 use kiln::{Dataset, Executable};
@@ -58,79 +59,29 @@ struct Family {
     run: fn(&Family) -> RunResult,
 }
 
-const FAMILIES: [Family; 18] = [
-    family(
-        "perceptron",
-        Data::IrisSetosa,
-        100,
-        0.0,
-        classify::perceptron,
-    ),
-    family(
-        "logistic_regression",
-        Data::IrisSetosa,
-        60,
-        0.93,
-        classify::classifier,
-    ),
-    family(
-        "softmax_regression",
-        Data::Iris,
-        300,
-        0.93,
-        classify::classifier,
-    ),
-    family("mlp", Data::Digits, 30, 0.97, classify::classifier),
-    family(
-        "layernorm_mlp",
-        Data::Digits,
-        20,
-        0.97,
-        classify::classifier,
-    ),
-    family("dropout_mlp", Data::Digits, 30, 0.97, classify::classifier),
-    family(
-        "weightnorm_mlp",
-        Data::Digits,
-        30,
-        0.97,
-        classify::classifier,
-    ),
-    family("resnet_block", Data::Digits, 12, 0.97, classify::classifier),
-    family(
-        "densenet_block",
-        Data::Digits,
-        20,
-        0.97,
-        classify::classifier,
-    ),
-    family("rnn", Data::Digits, 30, 0.93, classify::classifier),
-    family("lstm", Data::Digits, 30, 0.93, classify::classifier),
-    family("gru", Data::Digits, 30, 0.93, classify::classifier),
-    family("deep_birnn", Data::Digits, 25, 0.93, classify::classifier),
-    family("attention", Data::Digits, 25, 0.95, classify::classifier),
-    family(
-        "transformer_encoder",
-        Data::Digits,
-        25,
-        0.95,
-        classify::classifier,
-    ),
-    family("gcn", Data::Karate, 200, 0.85, classify::gcn),
-    family(
-        "transformer_decoder",
-        Data::Reversal,
-        4,
-        0.95,
-        sequence::seq2seq,
-    ),
-    family(
-        "seq2seq_attention",
-        Data::Reversal,
-        20,
-        0.95,
-        sequence::seq2seq,
-    ),
+// One row a family, aligned by hand (rustfmt would give each argument a line).
+#[rustfmt::skip]
+const FAMILIES: &[Family] = &[
+    family("perceptron",          Data::IrisSetosa, 100, 0.0,  classify::perceptron),
+    family("logistic_regression", Data::IrisSetosa, 60,  0.93, classify::classifier),
+    family("softmax_regression",  Data::Iris,       300, 0.93, classify::classifier),
+    family("mlp",                 Data::Digits,     30,  0.97, classify::classifier),
+    family("batchnorm_mlp",       Data::Digits,     20,  0.97, classify::classifier),
+    family("layernorm_mlp",       Data::Digits,     20,  0.97, classify::classifier),
+    family("dropout_mlp",         Data::Digits,     30,  0.97, classify::classifier),
+    family("weightnorm_mlp",      Data::Digits,     30,  0.97, classify::classifier),
+    family("lenet",               Data::Digits,     25,  0.97, classify::classifier),
+    family("resnet_block",        Data::Digits,     12,  0.97, classify::classifier),
+    family("densenet_block",      Data::Digits,     20,  0.97, classify::classifier),
+    family("rnn",                 Data::Digits,     30,  0.93, classify::classifier),
+    family("lstm",                Data::Digits,     30,  0.93, classify::classifier),
+    family("gru",                 Data::Digits,     30,  0.93, classify::classifier),
+    family("deep_birnn",          Data::Digits,     25,  0.93, classify::classifier),
+    family("attention",           Data::Digits,     25,  0.95, classify::classifier),
+    family("transformer_encoder", Data::Digits,     25,  0.95, classify::classifier),
+    family("gcn",                 Data::Karate,     200, 0.85, classify::gcn),
+    family("transformer_decoder", Data::Reversal,   4,   0.95, sequence::seq2seq),
+    family("seq2seq_attention",   Data::Reversal,   20,  0.95, sequence::seq2seq),
 ];
 
 const fn family(
@@ -274,6 +225,37 @@ fn train_step(family: &Family) -> Result<Executable, Box<dyn std::error::Error>>
         &spec.loss,
         optimizer,
     )?)
+}
+
+/// The family's model built for evaluation (dropout off, batch norm by its running
+/// statistics) with `B` bound to `batch` and the given trained parameters, compiled
+/// to run forward only.
+fn evaluator(
+    name: &str,
+    batch: Option<usize>,
+    params: BTreeMap<String, Vec<f32>>,
+) -> Result<Executable, Box<dyn std::error::Error>> {
+    let mut model = load_model(name, batch, true)?.model;
+    for (param, values) in params {
+        model.set_param(&param, values)?;
+    }
+    let mut exe = kiln::compile(model.graph())?;
+    set_params(&mut exe, &model)?;
+    Ok(exe)
+}
+
+/// The parameters (and buffers) of a train step's executable as trained so far,
+/// without its optimizer state.
+fn trained_params(
+    step: &Executable,
+) -> Result<BTreeMap<String, Vec<f32>>, Box<dyn std::error::Error>> {
+    let mut params = BTreeMap::new();
+    for (name, _) in step.params() {
+        if !step.is_optimizer_state(&name) {
+            params.insert(name.clone(), step.param(&name)?.to_vec());
+        }
+    }
+    Ok(params)
 }
 
 /// What a family reached: a metric's value against its target.

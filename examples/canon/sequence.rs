@@ -7,11 +7,10 @@
 //! [`TRAIN`] distinct training sources and [`TEST`] distinct held-out ones (none of
 //! them in the training set), drawn with the canon's seed.
 
-use crate::{load_model, train_step, Family, Outcome, RunResult, SEED};
-use kiln::compile::set_params;
+use crate::{evaluator, train_step, trained_params, Family, Outcome, RunResult, SEED};
 use kiln::decode::{self, Greedy};
 use kiln::ir::Rng;
-use kiln::{compile, Arg, Executable};
+use kiln::{Arg, Executable};
 use std::collections::BTreeSet;
 
 /// Symbols per sequence (the model files' `L`).
@@ -138,14 +137,7 @@ fn greedy_accuracy(
     step: &Executable,
     test: &Reversal,
 ) -> Result<f64, Box<dyn std::error::Error>> {
-    let mut model = load_model(family.name, Some(test.len()), true)?.model;
-    for (name, _) in step.params() {
-        if !step.is_optimizer_state(&name) {
-            model.set_param(&name, step.param(&name)?.to_vec())?;
-        }
-    }
-    let mut eval = compile(model.graph())?;
-    set_params(&mut eval, &model)?;
+    let mut eval = evaluator(family.name, Some(test.len()), trained_params(step)?)?;
     let indices: Vec<usize> = (0..test.len()).collect();
     let (sources, targets, _) = test.batch(&indices);
     let positions = positions();

@@ -128,6 +128,20 @@ impl Model {
         Ok(())
     }
 
+    /// Freezes the parameter `name`: training leaves it alone (no gradient, no
+    /// optimizer update), as `requires_grad = False` in PyTorch. To train one part of a
+    /// model at a time (a GAN's generator, then its discriminator), compile a step of
+    /// each with the other part frozen.
+    pub fn freeze(&mut self, name: &str) -> Result<(), FrontendError> {
+        let param = self
+            .graph
+            .param_by_name(name)
+            .ok_or_else(|| FrontendError::UnknownParam(name.to_string()))?;
+        self.graph
+            .freeze(param)
+            .context(format!("parameter {name:?}"))
+    }
+
     /// The graph and the values, to edit the graph and build a new `Model` from them.
     pub fn into_parts(self) -> (Graph, BTreeMap<String, Vec<f32>>) {
         (self.graph, self.params)
@@ -270,6 +284,38 @@ impl ModelBuilder {
         check_finite(name, &values)?;
         self.params.insert(name.to_string(), values);
         Ok(id)
+    }
+
+    /// A buffer: a parameter with the given values that training never changes
+    /// (PyTorch's `register_buffer`): frozen, so it gets no gradient and no optimizer
+    /// update; the model may still give it an update of its own with `set_update`
+    /// (batch norm's running statistics). A positional-encoding table, say.
+    pub fn buffer(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        values: Vec<f32>,
+    ) -> Result<NodeId, FrontendError> {
+        let id = self.parameter_with_values(name, shape, values)?;
+        self.graph.freeze(id).context(format!("buffer {name:?}"))?;
+        Ok(id)
+    }
+
+    /// Gives buffer `param` the value `value` after every run: the model's own
+    /// update of its state, as batch norm's running statistics in training.
+    pub fn set_update(&mut self, param: NodeId, value: NodeId) -> Result<(), FrontendError> {
+        let name = self.graph.leaf_name(param).unwrap_or("?").to_string();
+        if !self.graph.is_frozen(param) {
+            return Err(FrontendError::Argument {
+                context: format!("update of {name:?}"),
+                message: "only a buffer (a frozen parameter) takes the model's own update: \
+                          a trained parameter is updated by the optimizer"
+                    .to_string(),
+            });
+        }
+        self.graph
+            .set_update(param, value)
+            .context(format!("update of {name:?}"))
     }
 
     /// The initial values of the parameter `name`, if this builder declared it.

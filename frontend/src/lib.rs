@@ -12,6 +12,7 @@ pub mod lang;
 pub mod layers;
 pub mod loss;
 pub mod models;
+pub mod norm;
 pub mod random;
 pub mod recurrent;
 pub mod sequence;

@@ -36,6 +36,9 @@ pub enum IrError {
     /// An update that does not target a parameter, or whose value has another type.
     #[error("update of {target}: {message}")]
     BadUpdate { target: String, message: String },
+    /// A node that must be a parameter (one to freeze) is not.
+    #[error("{node} ({op}) is not a parameter")]
+    NotAParameter { node: String, op: &'static str },
     /// A constant that cannot be represented in its dtype.
     #[error("const: {value} is not a valid {dtype} value")]
     BadConstant { value: f64, dtype: &'static str },

@@ -11,7 +11,7 @@ use petgraph::stable_graph::{NodeIndex, StableDiGraph};
 use petgraph::visit::{EdgeRef, NodeIndexable};
 use petgraph::Direction;
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
@@ -81,6 +81,11 @@ pub struct Graph {
     leaf_names: BTreeMap<String, NodeId>,
     output_names: BTreeMap<String, usize>,
     updated: BTreeMap<NodeId, usize>,
+    /// Parameters that training leaves alone (PyTorch's buffers and
+    /// `requires_grad=False`): autodiff gives them no gradient and the optimizer no
+    /// update. A frozen parameter may still have an update of the model's own (batch
+    /// norm's running statistics).
+    frozen: BTreeSet<NodeId>,
 }
 
 impl Graph {
@@ -96,6 +101,7 @@ impl Graph {
             leaf_names: BTreeMap::new(),
             output_names: BTreeMap::new(),
             updated: BTreeMap::new(),
+            frozen: BTreeSet::new(),
         }
     }
 
@@ -488,6 +494,38 @@ impl Graph {
         self.updated.insert(param, self.updates.len());
         self.updates.push((param, value));
         Ok(())
+    }
+
+    /// Marks parameter `param` frozen: not trained (see [`Graph::is_frozen`]).
+    /// Freezing a frozen parameter again changes nothing.
+    pub fn freeze(&mut self, param: NodeId) -> Result<(), IrError> {
+        self.check_known(&[param])?;
+        match self.op(param) {
+            Op::Parameter { .. } => {
+                self.frozen.insert(param);
+                Ok(())
+            }
+            other => Err(IrError::NotAParameter {
+                node: param.to_string(),
+                op: other.mnemonic(),
+            }),
+        }
+    }
+
+    /// Whether `param` is frozen: training computes no gradient for it and the
+    /// optimizer gives it no update.
+    pub fn is_frozen(&self, param: NodeId) -> bool {
+        self.frozen.contains(&param)
+    }
+
+    /// The parameters training updates, in declaration order: every parameter that
+    /// is not frozen.
+    pub fn trainable_params(&self) -> Vec<NodeId> {
+        self.params
+            .iter()
+            .copied()
+            .filter(|param| !self.frozen.contains(param))
+            .collect()
     }
 
     /// Replaces every use of `old` (as an operand, output or update value) by `new`.

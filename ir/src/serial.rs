@@ -45,6 +45,9 @@ pub enum SerialError {
     /// An update names no parameter, names no node, or has a value of the wrong type.
     #[error("update of {param:?}: {message}")]
     Update { param: String, message: String },
+    /// A frozen name that names no parameter.
+    #[error("frozen {0:?}: no parameter has that name")]
+    Frozen(String),
 }
 
 /// The whole document as read. Unknown fields are rejected so that a misspelt key
@@ -58,6 +61,9 @@ struct Document {
     outputs: Vec<OutputDoc>,
     #[serde(default)]
     updates: Vec<UpdateDoc>,
+    /// The names of the frozen parameters.
+    #[serde(default)]
+    frozen: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -94,6 +100,8 @@ struct DocumentOut<'a> {
     nodes: Vec<NodeOut<'a>>,
     outputs: Vec<OutputDoc>,
     updates: Vec<UpdateDoc>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    frozen: Vec<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -240,11 +248,18 @@ pub fn to_json(graph: &Graph) -> String {
             value: position[value],
         })
         .collect();
+    let frozen = graph
+        .params()
+        .iter()
+        .filter(|&&param| graph.is_frozen(param))
+        .map(|&param| graph.leaf_name(param).expect("parameters are named"))
+        .collect();
     let document = DocumentOut {
         name: &graph.name,
         nodes,
         outputs,
         updates,
+        frozen,
     };
     let mut text = serde_json::to_string_pretty(&document)
         .expect("constants are strings, so the document has no floats");
@@ -320,6 +335,15 @@ pub fn from_json(src: &str) -> Result<Graph, SerialError> {
         graph
             .set_update(param, value)
             .map_err(|err| bad(err.to_string()))?;
+    }
+    for name in document.frozen {
+        let param = graph
+            .param_by_name(&name)
+            .ok_or_else(|| SerialError::Frozen(name.clone()))?;
+        graph.freeze(param).map_err(|err| SerialError::Update {
+            param: name,
+            message: err.to_string(),
+        })?;
     }
     Ok(graph)
 }

@@ -215,6 +215,12 @@ pub fn print(graph: &Graph) -> String {
         let target = graph.leaf_name(*param).expect("updates target parameters");
         let _ = writeln!(out, "  update {} = %{}", quote(target), number[value]);
     }
+    for &param in graph.params() {
+        if graph.is_frozen(param) {
+            let name = graph.leaf_name(param).expect("parameters are named");
+            let _ = writeln!(out, "  frozen {}", quote(name));
+        }
+    }
     out.push_str("}\n");
     out
 }
@@ -497,6 +503,18 @@ pub fn parse(src: &str) -> Result<Graph, ParseError> {
                     graph.set_update(param, value).map_err(ir_error)?;
                 }
             }
+            Token::Word(word) if word == "frozen" => {
+                parser.next();
+                let target = parser.string("a quoted parameter name")?;
+                let param = graph.param_by_name(&target).ok_or_else(|| {
+                    error_at(
+                        start.0,
+                        start.1,
+                        format!("frozen {target:?}: no parameter has that name"),
+                    )
+                })?;
+                graph.freeze(param).map_err(ir_error)?;
+            }
             Token::Value(_) => {
                 let (name, line, column) = parser.value_name("a value definition")?;
                 if values.contains_key(&name) {
@@ -625,7 +643,7 @@ pub fn parse(src: &str) -> Result<Graph, ParseError> {
                 values.insert(name, id);
             }
             Token::End => return Err(parser.expected("'}' to close the graph")),
-            _ => return Err(parser.expected("a value definition, output, update or '}'")),
+            _ => return Err(parser.expected("a value definition, output, update, frozen or '}'")),
         }
     }
     if parser.peek().token != Token::End {
@@ -667,6 +685,54 @@ mod tests {
     fn printing_a_parsed_graph_gives_the_text_back() {
         let graph = parse(MLP).unwrap();
         assert_eq!(print(&graph), MLP);
+    }
+
+    const BUFFERS: &str = "graph b {
+  %0 = input \"x\" : f32[2]
+  %1 = param \"w\" : f32[2]
+  %2 = param \"running\" : f32[2]
+  %3 = param \"table\" : f32[2]
+  %4 = mul %0, %1 : f32[2]
+  %5 = add %4, %3 : f32[2]
+  %6 = add %2, %0 : f32[2]
+  output \"y\" = %5
+  update \"running\" = %6
+  frozen \"running\"
+  frozen \"table\"
+}
+";
+
+    #[test]
+    fn frozen_parameters_print_and_parse_back() {
+        let graph = parse(BUFFERS).unwrap();
+        let frozen: Vec<bool> = graph.params().iter().map(|&p| graph.is_frozen(p)).collect();
+        assert_eq!(frozen, [false, true, true]);
+        assert_eq!(
+            graph.trainable_params(),
+            [graph.param_by_name("w").unwrap()]
+        );
+        assert_eq!(print(&graph), BUFFERS);
+        let json = crate::serial::to_json(&graph);
+        assert!(
+            json.contains("\"frozen\": [\n    \"running\",\n    \"table\"\n  ]"),
+            "{json}"
+        );
+        assert_eq!(print(&crate::serial::from_json(&json).unwrap()), BUFFERS);
+    }
+
+    #[test]
+    fn freezing_needs_a_parameter() {
+        let err = parse("graph g {\n  %0 = input \"x\" : f32[2]\n  frozen \"x\"\n}").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "3:3: frozen \"x\": no parameter has that name"
+        );
+        let mut graph = Graph::new("g");
+        let x = graph.input("x", TensorType::f32([2])).unwrap();
+        assert_eq!(
+            graph.freeze(x).unwrap_err().to_string(),
+            format!("{x} (input) is not a parameter")
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The autodiff pass: reverse-mode differentiation of one scalar loss, as a graph pass.
 //!
 //! What it does: appends the backward graph to a copy of the input and adds, for every
-//! parameter in declaration order, an output `grad.<name>` holding d loss / d param,
+//! parameter that is not frozen ([`Graph::is_frozen`]) in declaration order, an output
+//! `grad.<name>` holding d loss / d param,
 //! then the same for every input named in [`AutodiffOptions::inputs`] (in that order;
 //! an adversarial example needs d loss / d image). A parameter or input the loss does
 //! not depend on gets a zero constant of its type. Existing outputs and updates are
@@ -157,7 +158,9 @@ pub fn run(graph: &Graph, options: &AutodiffOptions) -> Result<Graph, AutodiffEr
     }
 
     let order = graph.topo_order();
-    let sources: BTreeSet<NodeId> = graph.params().iter().chain(&inputs).copied().collect();
+    // Frozen parameters are constants to training: no gradient flows to them.
+    let params = graph.trainable_params();
+    let sources: BTreeSet<NodeId> = params.iter().chain(&inputs).copied().collect();
     let on_path = nodes_on_source_paths(graph, &order, &sources, loss);
     let mut result = graph.clone();
     let mut cotangents: BTreeMap<NodeId, NodeId> = BTreeMap::new();
@@ -197,7 +200,7 @@ pub fn run(graph: &Graph, options: &AutodiffOptions) -> Result<Graph, AutodiffEr
         }
     }
 
-    for &source in graph.params().iter().chain(&inputs) {
+    for &source in params.iter().chain(&inputs) {
         let name = graph
             .leaf_name(source)
             .expect("parameters and inputs are named");

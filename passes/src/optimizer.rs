@@ -1,8 +1,10 @@
 //! The optimizer pass: turns each parameter's gradient output into an in-graph update.
 //!
-//! Assumes the graph went through `autodiff`, so every parameter `p` has an output
-//! `grad.p`. Consumes those outputs and adds, for each parameter, an update giving
-//! its value after one optimizer step, so a whole training step is one graph. A rule
+//! Assumes the graph went through `autodiff`, so every parameter `p` that is not
+//! frozen has an output `grad.p`. Consumes those outputs and adds, for each such
+//! parameter, an update giving its value after one optimizer step, so a whole
+//! training step is one graph. A frozen parameter is left as the model leaves it:
+//! unchanged, or updated by the model itself (batch norm's running statistics). A rule
 //! with memory (momentum, Adam's moments, a step counter, a Polyak average) keeps it
 //! as extra parameters, the optimizer state, each updated in place by the step; their
 //! names and initial values are listed by [`Optimizer::state`], which the pass itself
@@ -30,23 +32,36 @@ use std::collections::{BTreeMap, BTreeSet};
 use thiserror::Error;
 
 /// How a step moves a parameter given its gradient `g` (after the modifiers): the
-/// forms of PyTorch's `torch.optim`, without dampening, learning-rate decay, centring.
+/// forms of PyTorch's `torch.optim`, with their arguments and defaults.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Rule {
-    /// `p ← p − lr·g`; with `momentum` μ > 0, heavy ball `v ← μ·v + g`, `p ← p − lr·v`,
-    /// or Nesterov `p ← p − lr·(g + μ·v)` (PyTorch's `SGD`).
+    /// `p ← p − lr·g`; with `momentum` μ > 0, heavy ball `v ← μ·v + (1 − dampening)·g`
+    /// (`v ← g` on the first step), `p ← p − lr·v`, or Nesterov `p ← p − lr·(g + μ·v)`
+    /// (PyTorch's `SGD`; Nesterov needs momentum and no dampening).
     Sgd {
         learning_rate: f64,
         momentum: f64,
+        dampening: f64,
         nesterov: bool,
     },
-    /// `s ← s + g²`, `p ← p − lr·g / (√s + eps)` (PyTorch's `Adagrad`).
-    Adagrad { learning_rate: f64, eps: f64 },
-    /// `v ← α·v + (1 − α)·g²`, `p ← p − lr·g / (√v + eps)` (PyTorch's `RMSprop`).
+    /// `s ← s + g²` from `s = initial_accumulator_value`, and at step `t`
+    /// `p ← p − lr/(1 + (t − 1)·lr_decay) · g / (√s + eps)` (PyTorch's `Adagrad`).
+    Adagrad {
+        learning_rate: f64,
+        lr_decay: f64,
+        initial_accumulator_value: f64,
+        eps: f64,
+    },
+    /// `v ← α·v + (1 − α)·g²` and `d = g / (√v + eps)`; centred, with the running mean
+    /// of the gradient `m ← α·m + (1 − α)·g`, `d = g / (√(v − m²) + eps)`; then
+    /// `p ← p − lr·d`, or with `momentum` μ > 0 `b ← μ·b + d`, `p ← p − lr·b`
+    /// (PyTorch's `RMSprop`).
     RmsProp {
         learning_rate: f64,
         alpha: f64,
         eps: f64,
+        momentum: f64,
+        centered: bool,
     },
     /// `m ← β₁·m + (1 − β₁)·g`, `v ← β₂·v + (1 − β₂)·g²`, and at step `t`
     /// `p ← p − lr·(m / (1 − β₁ᵗ)) / (√(v / (1 − β₂ᵗ)) + eps)`; AMSGrad divides by
@@ -68,7 +83,18 @@ impl Rule {
         Rule::Sgd {
             learning_rate,
             momentum: 0.0,
+            dampening: 0.0,
             nesterov: false,
+        }
+    }
+
+    /// SGD with heavy-ball momentum `momentum` (no dampening), or Nesterov's.
+    pub fn momentum(learning_rate: f64, momentum: f64, nesterov: bool) -> Rule {
+        Rule::Sgd {
+            learning_rate,
+            momentum,
+            dampening: 0.0,
+            nesterov,
         }
     }
 
@@ -83,20 +109,26 @@ impl Rule {
         }
     }
 
-    /// AdaGrad with PyTorch's eps 1e-10.
+    /// AdaGrad with PyTorch's defaults: no learning-rate decay, accumulators from 0,
+    /// eps 1e-10.
     pub fn adagrad(learning_rate: f64) -> Rule {
         Rule::Adagrad {
             learning_rate,
+            lr_decay: 0.0,
+            initial_accumulator_value: 0.0,
             eps: 1e-10,
         }
     }
 
-    /// RMSProp with PyTorch's defaults: alpha 0.99, eps 1e-8.
+    /// RMSProp with PyTorch's defaults: alpha 0.99, eps 1e-8, no momentum, not
+    /// centred.
     pub fn rmsprop(learning_rate: f64) -> Rule {
         Rule::RmsProp {
             learning_rate,
             alpha: 0.99,
             eps: 1e-8,
+            momentum: 0.0,
+            centered: false,
         }
     }
 
@@ -261,6 +293,9 @@ pub enum OptimizerError {
     /// mistake).
     #[error("nesterov momentum needs a momentum above 0")]
     NesterovWithoutMomentum,
+    /// Nesterov momentum with dampening (PyTorch refuses it too).
+    #[error("nesterov momentum needs a dampening of 0")]
+    NesterovWithDampening,
     /// An optimizer state parameter would take a name the graph already uses
     /// (user's mistake: a model parameter or input with an optimizer state's name).
     #[error("the optimizer state {0:?} has the name of a parameter or input of the model")]
@@ -278,6 +313,7 @@ impl OptimizerError {
             OptimizerError::BadHyperparameter { name, .. }
             | OptimizerError::OutOfRange { name, .. } => *name,
             OptimizerError::NesterovWithoutMomentum => return Some("nesterov"),
+            OptimizerError::NesterovWithDampening => return Some("dampening"),
             _ => return None,
         };
         Some(match name {
@@ -287,6 +323,8 @@ impl OptimizerError {
             "max grad norm" => "max_grad_norm",
             "max param norm" => "max_param_norm",
             "averaging decay" => "polyak",
+            "learning rate decay" => "lr_decay",
+            "initial accumulator value" => "initial_accumulator_value",
             other => other,
         })
     }
@@ -316,7 +354,8 @@ impl ParamStep {
 pub fn run(graph: &Graph, optimizer: &Optimizer) -> Result<Graph, OptimizerError> {
     optimizer.check()?;
     let mut graph = graph.clone();
-    let params = graph.params().to_vec();
+    // Frozen parameters keep their value, or the update the model gives them.
+    let params = graph.trainable_params();
     // The consumed gradients are removed in one pass at the end: one removal at a
     // time is quadratic in the number of parameters.
     let mut consumed = BTreeSet::new();
@@ -427,10 +466,11 @@ mod tests {
                 amsgrad: false,
             })
         };
-        let sgd = |momentum, nesterov| {
+        let sgd = |momentum, dampening, nesterov| {
             Optimizer::new(Rule::Sgd {
                 learning_rate: 0.1,
                 momentum,
+                dampening,
                 nesterov,
             })
         };
@@ -458,18 +498,58 @@ mod tests {
                     learning_rate: 0.01,
                     alpha: 1.0,
                     eps: 1e-8,
+                    momentum: 0.0,
+                    centered: false,
                 }),
                 "alpha 1.0 rounds to 1.0",
             ),
             (
+                Optimizer::new(Rule::RmsProp {
+                    learning_rate: 0.01,
+                    alpha: 0.99,
+                    eps: 1e-8,
+                    momentum: -0.5,
+                    centered: false,
+                }),
+                "momentum -0.5 rounds to -0.5",
+            ),
+            (
                 Optimizer::new(Rule::Adagrad {
                     learning_rate: 0.01,
+                    lr_decay: 0.0,
+                    initial_accumulator_value: 0.0,
                     eps: -1e-10,
                 }),
                 "eps -1e-10 rounds",
             ),
-            (sgd(-0.1, false), "momentum -0.1 rounds to -0.1"),
-            (sgd(0.0, true), "nesterov momentum needs a momentum above 0"),
+            (
+                Optimizer::new(Rule::Adagrad {
+                    learning_rate: 0.01,
+                    lr_decay: f64::NAN,
+                    initial_accumulator_value: 0.0,
+                    eps: 1e-10,
+                }),
+                "learning rate decay NaN rounds to NaN in f32; expected a finite number ≥ 0",
+            ),
+            (
+                Optimizer::new(Rule::Adagrad {
+                    learning_rate: 0.01,
+                    lr_decay: 0.0,
+                    initial_accumulator_value: -1.0,
+                    eps: 1e-10,
+                }),
+                "initial accumulator value -1.0 rounds to -1.0",
+            ),
+            (sgd(-0.1, 0.0, false), "momentum -0.1 rounds to -0.1"),
+            (sgd(0.9, 1.0, false), "dampening 1.0 rounds to 1.0"),
+            (
+                sgd(0.0, 0.0, true),
+                "nesterov momentum needs a momentum above 0",
+            ),
+            (
+                sgd(0.9, 0.1, true),
+                "nesterov momentum needs a dampening of 0",
+            ),
             (
                 Optimizer::new(Rule::sgd(0.1)).with_weight_decay(-1e-4),
                 "weight decay -0.0001 rounds to -0.0001 in f32; expected a finite number ≥ 0",
@@ -503,9 +583,14 @@ mod tests {
                 "betas",
                 "eps",
                 "alpha",
-                "eps",
                 "momentum",
+                "eps",
+                "lr_decay",
+                "initial_accumulator_value",
+                "momentum",
+                "dampening",
                 "nesterov",
+                "dampening",
                 "weight_decay",
                 "max_grad_norm",
                 "max_param_norm",

@@ -37,11 +37,7 @@ fn optimizer_snapshots() {
 /// One snapshot per optimizer configuration on each input, named after it.
 #[test]
 fn optimizer_rule_snapshots() {
-    let nesterov = Rule::Sgd {
-        learning_rate: 0.1,
-        momentum: 0.9,
-        nesterov: true,
-    };
+    let nesterov = Rule::momentum(0.1, 0.9, true);
     let configurations = [
         (
             "nesterov_l2",
@@ -49,6 +45,34 @@ fn optimizer_rule_snapshots() {
         ),
         ("adagrad", Optimizer::new(Rule::adagrad(0.01))),
         ("rmsprop", Optimizer::new(Rule::rmsprop(0.01))),
+        (
+            "sgd_dampening",
+            Optimizer::new(Rule::Sgd {
+                learning_rate: 0.1,
+                momentum: 0.9,
+                dampening: 0.5,
+                nesterov: false,
+            }),
+        ),
+        (
+            "adagrad_lr_decay",
+            Optimizer::new(Rule::Adagrad {
+                learning_rate: 0.01,
+                lr_decay: 0.1,
+                initial_accumulator_value: 0.5,
+                eps: 1e-10,
+            }),
+        ),
+        (
+            "rmsprop_centered_momentum",
+            Optimizer::new(Rule::RmsProp {
+                learning_rate: 0.01,
+                alpha: 0.99,
+                eps: 1e-8,
+                momentum: 0.9,
+                centered: true,
+            }),
+        ),
         (
             "signsgd",
             Optimizer::new(Rule::SignSgd {

@@ -10,6 +10,7 @@ use super::optimizers::{self, OptimizerSpec};
 use crate::builder::{FrontendError, Model, ModelBuilder};
 use crate::conv::{Conv2d, ConvOptions};
 use crate::layers::Linear;
+use crate::norm::BatchNorm;
 use crate::recurrent::{Cell, Recurrent, RecurrentOptions};
 use crate::sequence::{Embedding, LayerNorm, MultiheadAttention};
 use kiln_ir::{DType, NodeId, TensorType};
@@ -95,6 +96,7 @@ pub enum Layer {
     Linear(Linear),
     Conv(Conv2d),
     LayerNorm(LayerNorm),
+    BatchNorm(BatchNorm),
     Attention(MultiheadAttention),
     Recurrent(Recurrent),
     Embedding(Embedding),
@@ -110,7 +112,7 @@ pub type Scope = BTreeMap<String, Value>;
 
 /// The layer types every file has.
 const BUILT_IN_LAYERS: &str =
-    "`Linear`, `Conv2d`, `Conv1d`, `LayerNorm`, `MultiheadAttention`, `RNN`, `LSTM`, `GRU`, `Embedding`";
+    "`Linear`, `Conv2d`, `Conv1d`, `LayerNorm`, `BatchNorm1d`, `BatchNorm2d`, `MultiheadAttention`, `RNN`, `LSTM`, `GRU`, `Embedding`";
 
 /// Elaborates the chosen model of `file`.
 pub fn elaborate(file: &File, options: &ElaborateOptions) -> Result<ModelFile, ModelError> {
@@ -393,6 +395,18 @@ impl Elaborator<'_> {
                 let layer = LayerNorm::new(&mut self.builder, path, features, eps);
                 return layer.map(Layer::LayerNorm).map_err(at(&decl.span));
             }
+            "BatchNorm1d" | "BatchNorm2d" => {
+                let names = ["num_features", "eps", "momentum"];
+                let args = self.bind(&kind.name, &names, 1, &decl.args, scope, &kind.span)?;
+                let features = args.size(0, names[0])?;
+                let (eps, momentum) = (
+                    args.float(1, names[1], 1e-5)?,
+                    args.float(2, names[2], 0.1)?,
+                );
+                let rank = (kind.name == "BatchNorm2d").then_some(4);
+                let layer = BatchNorm::new(&mut self.builder, path, features, rank, eps, momentum);
+                return layer.map(Layer::BatchNorm).map_err(at(&decl.span));
+            }
             "MultiheadAttention" => {
                 let names = ["embed_dim", "num_heads", "causal"];
                 let args = self.bind(&kind.name, &names, 2, &decl.args, scope, &kind.span)?;
@@ -605,6 +619,7 @@ impl Elaborator<'_> {
             Layer::Linear(_)
             | Layer::Conv(_)
             | Layer::LayerNorm(_)
+            | Layer::BatchNorm(_)
             | Layer::Attention(_)
             | Layer::Recurrent(_)
             | Layer::Embedding(_) => {
@@ -617,6 +632,7 @@ impl Elaborator<'_> {
                     Layer::Linear(linear) => linear.forward(builder, *x),
                     Layer::Conv(conv) => conv.forward(builder, *x),
                     Layer::LayerNorm(norm) => norm.forward(builder, *x),
+                    Layer::BatchNorm(norm) => norm.forward(builder, *x),
                     Layer::Attention(attention) => attention.forward(builder, *x),
                     Layer::Recurrent(layer) => layer.forward(builder, *x),
                     Layer::Embedding(embedding) => embedding.forward(builder, *x),

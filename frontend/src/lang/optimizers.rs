@@ -127,15 +127,16 @@ const BETAS: Param = Param {
     default: Default::Value(Hyper::Pair(0.9, 0.999)),
 };
 
-/// Each optimizer's own arguments, as in `torch.optim`.
+/// Each optimizer's own arguments, in `torch.optim`'s order and with its defaults.
 const OPTIMIZERS: [(&str, &[Param]); 6] = [
     (
         "sgd",
         &[
             LR,
             number("momentum", 0.0),
-            flag("nesterov", false),
+            number("dampening", 0.0),
             number("weight_decay", 0.0),
+            flag("nesterov", false),
         ],
     ),
     (
@@ -162,8 +163,10 @@ const OPTIMIZERS: [(&str, &[Param]); 6] = [
         "adagrad",
         &[
             number("lr", 1e-2),
-            number("eps", 1e-10),
+            number("lr_decay", 0.0),
             number("weight_decay", 0.0),
+            number("initial_accumulator_value", 0.0),
+            number("eps", 1e-10),
         ],
     ),
     (
@@ -173,6 +176,8 @@ const OPTIMIZERS: [(&str, &[Param]); 6] = [
             number("alpha", 0.99),
             number("eps", 1e-8),
             number("weight_decay", 0.0),
+            number("momentum", 0.0),
+            flag("centered", false),
         ],
     ),
     ("signsgd", &[LR, number("weight_decay", 0.0)]),

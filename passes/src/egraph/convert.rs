@@ -39,7 +39,8 @@ pub fn to_egraph(graph: &Graph, egraph: &mut KilnEGraph) -> Converted {
     Converted { class_of, seed }
 }
 
-/// Rebuilds a graph from `extraction`, with the signature, outputs and updates of
+/// Rebuilds a graph from `extraction`, with the signature (frozen parameters too),
+/// outputs and updates of
 /// `original`. An error here is a kiln bug: every chosen node is well typed.
 pub fn from_egraph(
     original: &Graph,
@@ -54,7 +55,10 @@ pub fn from_egraph(
     }
     for &id in original.params() {
         let name = original.leaf_name(id).expect("parameters are named");
-        graph.parameter(name, original.ty(id).clone())?;
+        let param = graph.parameter(name, original.ty(id).clone())?;
+        if original.is_frozen(id) {
+            graph.freeze(param)?;
+        }
     }
     let mut builder = Builder {
         egraph,

@@ -29,7 +29,8 @@ fn fraction(name: &'static str, value: f64) -> Result<(), OptimizerError> {
     })
 }
 
-/// Rounds to a finite f32 ≥ 0: weight decay.
+/// Rounds to a finite f32 ≥ 0: weight decay, AdaGrad's learning-rate decay and
+/// initial accumulator.
 fn non_negative(name: &'static str, value: f64) -> Result<(), OptimizerError> {
     let rounded = value as f32;
     if rounded.is_finite() && rounded >= 0.0 {
@@ -47,17 +48,39 @@ fn rule(rule: &Rule) -> Result<(), OptimizerError> {
     positive("learning rate", rule.learning_rate())?;
     match *rule {
         Rule::Sgd {
-            momentum, nesterov, ..
+            momentum,
+            dampening,
+            nesterov,
+            ..
         } => {
             fraction("momentum", momentum)?;
+            fraction("dampening", dampening)?;
             if nesterov && momentum == 0.0 {
                 return Err(OptimizerError::NesterovWithoutMomentum);
             }
+            if nesterov && dampening != 0.0 {
+                return Err(OptimizerError::NesterovWithDampening);
+            }
             Ok(())
         }
-        Rule::Adagrad { eps, .. } => positive("eps", eps),
-        Rule::RmsProp { alpha, eps, .. } => {
+        Rule::Adagrad {
+            lr_decay,
+            initial_accumulator_value,
+            eps,
+            ..
+        } => {
+            non_negative("learning rate decay", lr_decay)?;
+            non_negative("initial accumulator value", initial_accumulator_value)?;
+            positive("eps", eps)
+        }
+        Rule::RmsProp {
+            alpha,
+            eps,
+            momentum,
+            ..
+        } => {
             fraction("alpha", alpha)?;
+            fraction("momentum", momentum)?;
             positive("eps", eps)
         }
         Rule::Adam {

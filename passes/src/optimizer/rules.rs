@@ -3,7 +3,7 @@
 
 use super::state::AVERAGE_SLOT;
 use super::{Averaging, Optimizer, ParamStep, Rule};
-use kiln_ir::{BinaryOp, Graph, IrError, NodeId};
+use kiln_ir::{BinaryOp, CmpOp, Graph, IrError, NodeId};
 
 /// The parameter's new value under `optimizer`: weight decay, the rule, the
 /// projection; sets the update of its running average too.
@@ -30,14 +30,35 @@ pub(super) fn step(
         Rule::Sgd {
             learning_rate,
             momentum,
+            dampening,
             nesterov,
-        } => sgd(graph, &input, learning_rate, momentum, nesterov)?,
-        Rule::Adagrad { learning_rate, eps } => adagrad(graph, &input, learning_rate, eps)?,
+        } => sgd(
+            graph,
+            &input,
+            learning_rate,
+            [momentum, dampening],
+            nesterov,
+        )?,
+        Rule::Adagrad {
+            learning_rate,
+            lr_decay,
+            eps,
+            ..
+        } => adagrad(graph, &input, learning_rate, lr_decay, eps)?,
         Rule::RmsProp {
             learning_rate,
             alpha,
             eps,
-        } => rmsprop(graph, &input, learning_rate, alpha, eps)?,
+            momentum,
+            centered,
+        } => rmsprop(
+            graph,
+            &input,
+            learning_rate,
+            [alpha, momentum],
+            eps,
+            centered,
+        )?,
         Rule::Adam {
             learning_rate,
             beta1,
@@ -63,7 +84,7 @@ fn sgd(
     graph: &mut Graph,
     input: &ParamStep,
     learning_rate: f64,
-    momentum: f64,
+    [momentum, dampening]: [f64; 2],
     nesterov: bool,
 ) -> Result<NodeId, IrError> {
     if momentum == 0.0 {
@@ -71,7 +92,22 @@ fn sgd(
     }
     let buffer = input.slot("sgd.momentum_buffer");
     let carried = times(graph, momentum, buffer)?;
-    let velocity = graph.add_(carried, input.grad)?;
+    let fresh = if dampening == 0.0 {
+        input.grad
+    } else {
+        // PyTorch starts the buffer at the first gradient itself, undamped: the
+        // factor is 1 at step 1 and 1 − dampening after.
+        let step = input
+            .step
+            .expect("Optimizer::state adds the step counter for dampening");
+        let one = graph.constant_like(1.0, step)?;
+        let first = graph.compare(CmpOp::Eq, step, one)?;
+        let damped = graph.constant_like(1.0 - dampening, step)?;
+        let factor = graph.select(first, one, damped)?;
+        let factor = spread(graph, factor, input.grad)?;
+        graph.mul(factor, input.grad)?
+    };
+    let velocity = graph.add_(carried, fresh)?;
     graph.set_update(buffer, velocity)?;
     let direction = if nesterov {
         let ahead = times(graph, momentum, velocity)?;
@@ -86,34 +122,60 @@ fn adagrad(
     graph: &mut Graph,
     input: &ParamStep,
     learning_rate: f64,
+    lr_decay: f64,
     eps: f64,
 ) -> Result<NodeId, IrError> {
     let sum = input.slot("adagrad.sum");
     let square = graph.mul(input.grad, input.grad)?;
     let accumulated = graph.add_(sum, square)?;
     graph.set_update(sum, accumulated)?;
-    scaled_descent(
-        graph,
-        input.param,
-        learning_rate,
-        input.grad,
-        accumulated,
-        eps,
-    )
+    let mut direction = normalized(graph, input.grad, accumulated, eps)?;
+    if lr_decay != 0.0 {
+        // The rate at step t is lr / (1 + (t − 1)·lr_decay): the direction is divided
+        // by that factor and the constant rate applied by `descend`.
+        let step = input
+            .step
+            .expect("Optimizer::state adds the step counter for lr_decay");
+        let before = plus(graph, step, -1.0)?;
+        let decayed = times(graph, lr_decay, before)?;
+        let factor = plus(graph, decayed, 1.0)?;
+        let factor = spread(graph, factor, direction)?;
+        direction = graph.div(direction, factor)?;
+    }
+    descend(graph, input.param, learning_rate, direction)
 }
 
 fn rmsprop(
     graph: &mut Graph,
     input: &ParamStep,
     learning_rate: f64,
-    alpha: f64,
+    [alpha, momentum]: [f64; 2],
     eps: f64,
+    centered: bool,
 ) -> Result<NodeId, IrError> {
     let square_avg = input.slot("rmsprop.square_avg");
     let square = graph.mul(input.grad, input.grad)?;
     let averaged = moving_average(graph, alpha, square_avg, square)?;
     graph.set_update(square_avg, averaged)?;
-    scaled_descent(graph, input.param, learning_rate, input.grad, averaged, eps)
+    let second_moment = if centered {
+        // The variance estimate v − m², m the running mean of the gradient.
+        let grad_avg = input.slot("rmsprop.grad_avg");
+        let mean = moving_average(graph, alpha, grad_avg, input.grad)?;
+        graph.set_update(grad_avg, mean)?;
+        let mean_square = graph.mul(mean, mean)?;
+        graph.sub(averaged, mean_square)?
+    } else {
+        averaged
+    };
+    let direction = normalized(graph, input.grad, second_moment, eps)?;
+    if momentum == 0.0 {
+        return descend(graph, input.param, learning_rate, direction);
+    }
+    let buffer = input.slot("rmsprop.momentum_buffer");
+    let carried = times(graph, momentum, buffer)?;
+    let velocity = graph.add_(carried, direction)?;
+    graph.set_update(buffer, velocity)?;
+    descend(graph, input.param, learning_rate, velocity)
 }
 
 fn adam(
@@ -140,7 +202,8 @@ fn adam(
     }
     let first = bias_corrected(graph, first, beta1, step)?;
     let second = bias_corrected(graph, second, beta2, step)?;
-    scaled_descent(graph, input.param, learning_rate, first, second, eps)
+    let direction = normalized(graph, first, second, eps)?;
+    descend(graph, input.param, learning_rate, direction)
 }
 
 /// Clips every gradient by the same factor so that their global L2 norm is at most
@@ -234,20 +297,16 @@ fn descend(
     graph.sub(param, step)
 }
 
-/// `param − learning_rate · numerator / (√second_moment + eps)`, with eps outside the
-/// root as in PyTorch.
-fn scaled_descent(
+/// `numerator / (√second_moment + eps)`, with eps outside the root as in PyTorch.
+fn normalized(
     graph: &mut Graph,
-    param: NodeId,
-    learning_rate: f64,
     numerator: NodeId,
     second_moment: NodeId,
     eps: f64,
 ) -> Result<NodeId, IrError> {
     let root = graph.sqrt(second_moment)?;
     let denominator = plus(graph, root, eps)?;
-    let direction = graph.div(numerator, denominator)?;
-    descend(graph, param, learning_rate, direction)
+    graph.div(numerator, denominator)
 }
 
 /// `decay · old + (1 − decay) · new`.

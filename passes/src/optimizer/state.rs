@@ -5,7 +5,8 @@
 //! A parameter `p`'s buffers are named `p.<rule>.<buffer>` after PyTorch's state
 //! (`fc1.weight.adam.exp_avg`, `fc1.weight.adam.exp_avg_sq`,
 //! `fc1.weight.adam.max_exp_avg_sq`, `fc1.weight.sgd.momentum_buffer`,
-//! `fc1.weight.adagrad.sum`, `fc1.weight.rmsprop.square_avg`), its running average
+//! `fc1.weight.adagrad.sum`, `fc1.weight.rmsprop.square_avg`,
+//! `fc1.weight.rmsprop.momentum_buffer`, `fc1.weight.rmsprop.grad_avg`), its running average
 //! `p.average`; the step counter shared by all is `optimizer.step`.
 
 use super::{Averaging, Optimizer, OptimizerError, Rule};
@@ -24,6 +25,8 @@ pub(super) const AVERAGE_SLOT: &str = "average";
 pub enum StateInit {
     /// Zeros: moments, accumulators, momentum buffers, the step counter.
     Zeros,
+    /// Every element this value: AdaGrad's `initial_accumulator_value`.
+    Fill(f64),
     /// The initial value of the named model parameter (a running average).
     ValueOf(String),
 }
@@ -41,37 +44,72 @@ pub struct StateParam {
     pub init: StateInit,
 }
 
-/// The buffers `rule` keeps per parameter, in the order they are added.
-fn rule_slots(rule: &Rule) -> &'static [&'static str] {
+/// The buffers `rule` keeps per parameter, in the order they are added, each with
+/// its initial value (every element).
+fn rule_slots(rule: &Rule) -> Vec<(&'static str, f64)> {
     match *rule {
-        Rule::Sgd { momentum, .. } if momentum > 0.0 => &["sgd.momentum_buffer"],
-        Rule::Sgd { .. } | Rule::SignSgd { .. } => &[],
-        Rule::Adagrad { .. } => &["adagrad.sum"],
-        Rule::RmsProp { .. } => &["rmsprop.square_avg"],
-        Rule::Adam { amsgrad: false, .. } => &["adam.exp_avg", "adam.exp_avg_sq"],
-        Rule::Adam { amsgrad: true, .. } => {
-            &["adam.exp_avg", "adam.exp_avg_sq", "adam.max_exp_avg_sq"]
+        Rule::Sgd { momentum, .. } if momentum > 0.0 => vec![("sgd.momentum_buffer", 0.0)],
+        Rule::Sgd { .. } | Rule::SignSgd { .. } => vec![],
+        Rule::Adagrad {
+            initial_accumulator_value,
+            ..
+        } => vec![("adagrad.sum", initial_accumulator_value)],
+        Rule::RmsProp {
+            momentum, centered, ..
+        } => {
+            let mut slots = vec![("rmsprop.square_avg", 0.0)];
+            if momentum > 0.0 {
+                slots.push(("rmsprop.momentum_buffer", 0.0));
+            }
+            if centered {
+                slots.push(("rmsprop.grad_avg", 0.0));
+            }
+            slots
+        }
+        Rule::Adam { amsgrad, .. } => {
+            let mut slots = vec![("adam.exp_avg", 0.0), ("adam.exp_avg_sq", 0.0)];
+            if amsgrad {
+                slots.push(("adam.max_exp_avg_sq", 0.0));
+            }
+            slots
         }
     }
 }
 
+/// Whether the step counter is kept: Adam's bias correction, a uniform average,
+/// AdaGrad's learning-rate decay, and SGD's dampening (whose first step differs).
 fn needs_step(optimizer: &Optimizer) -> bool {
-    matches!(optimizer.rule, Rule::Adam { .. }) || optimizer.averaging == Some(Averaging::Uniform)
+    let rule_needs = match optimizer.rule {
+        Rule::Adam { .. } => true,
+        Rule::Adagrad { lr_decay, .. } => lr_decay != 0.0,
+        Rule::Sgd {
+            momentum,
+            dampening,
+            ..
+        } => momentum > 0.0 && dampening != 0.0,
+        Rule::RmsProp { .. } | Rule::SignSgd { .. } => false,
+    };
+    rule_needs || optimizer.averaging == Some(Averaging::Uniform)
 }
 
-/// Every state parameter, per model parameter in declaration order, then the counter.
+/// Every state parameter, per trained (not frozen) parameter in declaration order,
+/// then the counter.
 pub(super) fn list(optimizer: &Optimizer, graph: &Graph) -> Vec<StateParam> {
     let mut state = Vec::new();
-    for &param in graph.params() {
+    for param in graph.trainable_params() {
         let name = graph.leaf_name(param).expect("parameters are named");
         let ty = graph.ty(param);
-        for &slot in rule_slots(&optimizer.rule) {
+        for (slot, value) in rule_slots(&optimizer.rule) {
             state.push(StateParam {
                 name: format!("{name}.{slot}"),
                 param: Some(name.to_string()),
                 slot,
                 ty: ty.clone(),
-                init: StateInit::Zeros,
+                init: if value == 0.0 {
+                    StateInit::Zeros
+                } else {
+                    StateInit::Fill(value)
+                },
             });
         }
         if optimizer.averaging.is_some() {
