@@ -49,15 +49,11 @@ fn first_and_last_loss(name: &str, steps: usize) -> (f32, f32) {
         shifted.extend_from_slice(&reversed[..LENGTH - 1]);
         targets.extend(reversed);
     }
-    let positions: Vec<i32> = (0..2 * LENGTH as i32).collect();
-    let mut args = vec![
+    let args = [
         ("source", Arg::I32(&sources)),
         ("shifted", Arg::I32(&shifted)),
         ("target", Arg::I32(&targets)),
     ];
-    if file.model.graph().input_by_name("positions").is_some() {
-        args.push(("positions", Arg::I32(&positions)));
-    }
     let mut losses = Vec::with_capacity(steps);
     for _ in 0..steps {
         step.run(&args).unwrap();
