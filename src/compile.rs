@@ -81,6 +81,10 @@ pub enum Error {
     /// A tensor could not be made (a gradient check's random values).
     #[error(transparent)]
     Tensor(#[from] kiln_ir::TensorError),
+    /// Greedy decoding could not read a prediction (`decode::greedy`): the logits
+    /// are not one row per position, or a row holds a NaN.
+    #[error("greedy decoding: {0}")]
+    Decode(String),
 }
 
 /// Where compile time went: every pipeline step (with its own note, such as the

@@ -7,6 +7,7 @@
 
 pub mod compile;
 pub mod data;
+pub mod decode;
 pub mod gradcheck;
 pub mod metrics;
 pub mod model_file;

@@ -23,6 +23,7 @@ use std::process::ExitCode;
 
 mod classify;
 mod generative;
+mod sequence;
 
 const SEED: u64 = 2026;
 /// The `i32[]` input of a model that samples (dropout, noise).
@@ -43,6 +44,9 @@ enum Data {
     /// Points drawn by the family's runner with the canon's seed, as its model file
     /// describes (two moons, a mixture of Gaussians).
     Generated,
+    /// Seeded sequence reversal (examples/canon/sequence.rs): 6000 training and 1000
+    /// held-out test sources of 8 symbols.
+    Reversal,
 }
 
 /// What a family's runner returns.
@@ -84,6 +88,8 @@ const FAMILIES: &[Family] = &[
     family("vae",                 Data::Digits,     100, 0.30, generative::vae),
     family("planar_flow",         Data::Generated,  300, 0.5,  generative::planar_flow),
     family("gan",                 Data::Generated,  5000, 6.0, generative::gan),
+    family("transformer_decoder", Data::Reversal,   4,   0.95, sequence::seq2seq),
+    family("seq2seq_attention",   Data::Reversal,   20,  0.95, sequence::seq2seq),
 ];
 
 const fn family(
@@ -162,6 +168,7 @@ fn load_data(data: Data) -> Result<(Dataset, Dataset), Box<dyn std::error::Error
         }
         Data::Karate => Err("the karate club is a graph: see classify::gcn".into()),
         Data::Generated => Err("the family's runner draws its own points".into()),
+        Data::Reversal => Err("reversal is a sequence task: see sequence::seq2seq".into()),
         Data::Iris | Data::IrisSetosa => {
             let text = std::fs::read_to_string(data_path("iris.csv"))?;
             // The first line is scikit-learn's header: `150,4,setosa,versicolor,virginica`.

@@ -13,6 +13,7 @@ pub mod layers;
 pub mod loss;
 pub mod models;
 pub mod norm;
+pub mod positional;
 pub mod random;
 pub mod recurrent;
 pub mod sequence;

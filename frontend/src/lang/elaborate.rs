@@ -12,6 +12,7 @@ use crate::conv::{Conv2d, ConvOptions};
 use crate::init::Init;
 use crate::layers::Linear;
 use crate::norm::BatchNorm;
+use crate::positional::PositionalEncoding;
 use crate::recurrent::{Cell, Recurrent, RecurrentOptions};
 use crate::sequence::{Embedding, LayerNorm, MultiheadAttention};
 use kiln_ir::{DType, NodeId, TensorType};
@@ -98,6 +99,7 @@ pub enum Layer {
     Conv(Conv2d),
     LayerNorm(LayerNorm),
     BatchNorm(BatchNorm),
+    PositionalEncoding(PositionalEncoding),
     Attention(MultiheadAttention),
     Recurrent(Recurrent),
     Embedding(Embedding),
@@ -113,7 +115,7 @@ pub type Scope = BTreeMap<String, Value>;
 
 /// The layer types every file has.
 const BUILT_IN_LAYERS: &str =
-    "`Linear`, `Conv2d`, `Conv1d`, `LayerNorm`, `BatchNorm1d`, `BatchNorm2d`, `MultiheadAttention`, `RNN`, `LSTM`, `GRU`, `Embedding`, `Parameter`";
+    "`Linear`, `Conv2d`, `Conv1d`, `LayerNorm`, `BatchNorm1d`, `BatchNorm2d`, `MultiheadAttention`, `RNN`, `LSTM`, `GRU`, `Embedding`, `PositionalEncoding`, `Parameter`";
 
 /// Elaborates the chosen model of `file`.
 pub fn elaborate(file: &File, options: &ElaborateOptions) -> Result<ModelFile, ModelError> {
@@ -474,6 +476,13 @@ impl Elaborator<'_> {
                     .map(|layer| if causal { layer.causal() } else { layer });
                 return layer.map(Layer::Attention).map_err(at(&decl.span));
             }
+            "PositionalEncoding" => {
+                let names = ["d_model", "max_len"];
+                let args = self.bind(&kind.name, &names, 2, &decl.args, scope, &kind.span)?;
+                let (dim, max_len) = (args.size(0, names[0])?, args.size(1, names[1])?);
+                let layer = PositionalEncoding::new(&mut self.builder, path, dim, max_len);
+                return layer.map(Layer::PositionalEncoding).map_err(at(&decl.span));
+            }
             "Embedding" => {
                 let names = ["num_embeddings", "embedding_dim"];
                 let args = self.bind(&kind.name, &names, 2, &decl.args, scope, &kind.span)?;
@@ -678,6 +687,7 @@ impl Elaborator<'_> {
             | Layer::Conv(_)
             | Layer::LayerNorm(_)
             | Layer::BatchNorm(_)
+            | Layer::PositionalEncoding(_)
             | Layer::Attention(_)
             | Layer::Recurrent(_)
             | Layer::Embedding(_) => {
@@ -691,6 +701,7 @@ impl Elaborator<'_> {
                     Layer::Conv(conv) => conv.forward(builder, *x),
                     Layer::LayerNorm(norm) => norm.forward(builder, *x),
                     Layer::BatchNorm(norm) => norm.forward(builder, *x),
+                    Layer::PositionalEncoding(layer) => layer.forward(builder, *x),
                     Layer::Attention(attention) => attention.forward(builder, *x),
                     Layer::Recurrent(layer) => layer.forward(builder, *x),
                     Layer::Embedding(embedding) => embedding.forward(builder, *x),
