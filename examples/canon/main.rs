@@ -16,11 +16,12 @@
 use kiln::frontend::lang::{ElaborateOptions, TrainSpec};
 use kiln::model_file::{self, ModelFile};
 use kiln::{Dataset, Executable};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 mod classify;
+mod memory;
+mod robust;
 
 const SEED: u64 = 2026;
 /// The `i32[]` input of a model that samples (dropout, noise).
@@ -38,6 +39,8 @@ enum Data {
     /// Zachary's karate club (34 members, 78 friendships), the faction each joined;
     /// one member of each faction labelled, the other 32 to classify.
     Karate,
+    /// Random patterns drawn by the family's runner from `SEED`.
+    Generated,
 }
 
 /// What a family's runner returns.
@@ -54,7 +57,7 @@ struct Family {
     run: fn(&Family) -> RunResult,
 }
 
-const FAMILIES: [Family; 16] = [
+const FAMILIES: [Family; 20] = [
     family(
         "perceptron",
         Data::IrisSetosa,
@@ -113,6 +116,10 @@ const FAMILIES: [Family; 16] = [
         classify::classifier,
     ),
     family("gcn", Data::Karate, 200, 0.85, classify::gcn),
+    family("hopfield", Data::Generated, 0, 0.95, memory::hopfield),
+    family("willshaw", Data::Generated, 0, 0.95, memory::willshaw),
+    family("adversarial", Data::Digits, 30, 20.0, robust::adversarial),
+    family("distillation", Data::Digits, 30, 0.0, robust::distillation),
 ];
 
 const fn family(
@@ -190,6 +197,7 @@ fn load_data(data: Data) -> Result<(Dataset, Dataset), Box<dyn std::error::Error
             Ok(digits.split(1437, SEED)?)
         }
         Data::Karate => Err("the karate club is a graph: see classify::gcn".into()),
+        Data::Generated => Err("the family's runner draws its own patterns".into()),
         Data::Iris | Data::IrisSetosa => {
             let text = std::fs::read_to_string(data_path("iris.csv"))?;
             // The first line is scikit-learn's header: `150,4,setosa,versicolor,virginica`.
@@ -223,13 +231,25 @@ fn load_model(
     batch: Option<usize>,
     evaluation: bool,
 ) -> Result<ModelFile, Box<dyn std::error::Error>> {
+    let dims: Vec<(&str, usize)> = batch.map(|b| ("B", b)).into_iter().collect();
+    load_model_with(name, &dims, evaluation)
+}
+
+/// The family's model file with the given dimensions (the file's defaults for the
+/// others).
+fn load_model_with(
+    name: &str,
+    dims: &[(&str, usize)],
+    evaluation: bool,
+) -> Result<ModelFile, Box<dyn std::error::Error>> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("examples/models")
         .join(format!("{name}.kiln"));
     let options = ElaborateOptions {
-        dims: batch
-            .map(|b| BTreeMap::from([("B".to_string(), b)]))
-            .unwrap_or_default(),
+        dims: dims
+            .iter()
+            .map(|&(dim, value)| (dim.to_string(), value))
+            .collect(),
         seed: SEED,
         evaluation,
         ..ElaborateOptions::default()

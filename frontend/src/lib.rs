@@ -15,6 +15,7 @@ pub mod models;
 pub mod random;
 pub mod recurrent;
 pub mod sequence;
+pub mod tensors;
 
 pub use builder::{FrontendError, Model, ModelBuilder};
 pub use init::Init;
