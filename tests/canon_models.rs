@@ -9,7 +9,7 @@ use kiln::model_file;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-const FAMILIES: [&str; 16] = [
+const FAMILIES: [&str; 18] = [
     "perceptron",
     "logistic_regression",
     "softmax_regression",
@@ -26,6 +26,8 @@ const FAMILIES: [&str; 16] = [
     "attention",
     "transformer_encoder",
     "gcn",
+    "adversarial",
+    "distillation",
 ];
 
 #[test]

@@ -119,7 +119,7 @@ const FAMILIES: [Family; 20] = [
     family("hopfield", Data::Generated, 0, 0.95, memory::hopfield),
     family("willshaw", Data::Generated, 0, 0.95, memory::willshaw),
     family("adversarial", Data::Digits, 30, 20.0, robust::adversarial),
-    family("distillation", Data::Digits, 30, 0.0, robust::distillation),
+    family("distillation", Data::Digits, 150, 0.0, robust::distillation),
 ];
 
 const fn family(
