@@ -167,7 +167,7 @@ pub(crate) fn trained_params(
     }
     let mut trainer = Trainer::new(&file.model, config)?;
     for _ in 0..epochs {
-        trainer.epoch(&train)?;
+        trainer.epoch(train)?;
     }
     Ok(trainer.params()?)
 }
