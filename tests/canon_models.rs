@@ -55,6 +55,8 @@ const FAMILIES: &[(&str, Data)] = &[
     ("gan", Data::Elsewhere),
     ("transformer_decoder", Data::Reversal),
     ("seq2seq_attention", Data::Reversal),
+    ("adversarial", Data::Digits),
+    ("distillation", Data::Elsewhere),
 ];
 
 /// The family's model file with its batch (or graph) dimension bound to `size`.

@@ -5,8 +5,10 @@ use crate::{
     accuracy_outcome, evaluator, load_data, load_model, pairs, step_params, train_spec, train_step,
     Family, Outcome, RunResult, SEED, SEED_INPUT,
 };
+use kiln::ir::DType;
 use kiln::model_file;
-use kiln::{metrics, Arg, Trainer, TrainerConfig};
+use kiln::{metrics, Arg, Dataset, Trainer, TrainerConfig};
+use std::collections::BTreeMap;
 
 /// Rosenblatt's perceptron, one example at a time, until an epoch makes no mistake:
 /// the mistakes made on the way against Novikov's bound `(R/γ)²`, with `R` the
@@ -140,32 +142,67 @@ pub(crate) fn gcn(family: &Family) -> RunResult {
 /// Trains a classifier of `x: [B, features]` and returns its test accuracy.
 pub(crate) fn classifier(family: &Family) -> RunResult {
     let (train, test) = load_data(family.data)?;
-    let file = load_model(family.name, None, false)?;
+    let params = trained_params(family.name, &train, family.epochs)?;
+    let logits = logits_of(family.name, &params, &test)?;
+    let classes = logits.len() / test.len().max(1);
+    let accuracy = metrics::accuracy(&logits, test.labels(), classes)?;
+    let fraction = accuracy.fraction().ok_or("the test set is empty")?;
+    Ok(accuracy_outcome(fraction, family.target))
+}
+
+/// The parameters of the classifier in model file `name` after `epochs` epochs on
+/// `train` with the file's `train` statement.
+pub(crate) fn trained_params(
+    name: &str,
+    train: &Dataset,
+    epochs: usize,
+) -> Result<BTreeMap<String, Vec<f32>>, Box<dyn std::error::Error>> {
+    let file = load_model(name, None, false)?;
     let spec = train_spec(&file)?;
     let mut config = TrainerConfig::new(model_file::optimizer(spec)?)?.with_seed(SEED);
     // A model that samples (dropout, noise) reads a fresh seed every step.
-    let samples = file.model.graph().input_by_name(SEED_INPUT).is_some();
-    if samples {
+    if file.model.graph().input_by_name(SEED_INPUT).is_some() {
         config = config.with_seed_input(SEED_INPUT);
     }
     let mut trainer = Trainer::new(&file.model, config)?;
-    for _ in 0..family.epochs {
-        trainer.epoch(&train)?;
+    for _ in 0..epochs {
+        trainer.epoch(train)?;
     }
-    // The whole test set at once: the same file with B = its size.
-    let mut eval = evaluator(family.name, Some(test.len()), trainer.params()?)?;
+    Ok(trainer.params()?)
+}
+
+/// The `logits` of the classifier in model file `name` with `params` on every example
+/// of `data` at once (the file built for evaluation with B = its size). Inputs other
+/// than `x` and `labels`, which the logits do not read (a seed, a loss's weights), are
+/// fed zeros.
+pub(crate) fn logits_of(
+    name: &str,
+    params: &BTreeMap<String, Vec<f32>>,
+    data: &Dataset,
+) -> Result<Vec<f32>, Box<dyn std::error::Error>> {
+    let mut eval = evaluator(name, Some(data.len()), params.clone())?;
+    let inputs = eval.inputs();
+    let largest = inputs.iter().map(|(_, ty)| ty.num_elements()).max();
+    let largest = largest.unwrap_or(0);
+    let (floats, ints, flags) = (vec![0.0; largest], vec![0; largest], vec![false; largest]);
     let mut args = vec![
-        ("x", Arg::F32(test.features())),
-        ("labels", Arg::I32(test.labels())),
+        ("x", Arg::F32(data.features())),
+        ("labels", Arg::I32(data.labels())),
     ];
-    // Evaluation draws nothing; the seed input is there all the same.
-    if samples {
-        args.push((SEED_INPUT, Arg::I32(&[0])));
+    for (input, ty) in inputs
+        .iter()
+        .filter(|(input, _)| input != "x" && input != "labels")
+    {
+        let n = ty.num_elements();
+        args.push((
+            input.as_str(),
+            match ty.dtype {
+                DType::F32 => Arg::F32(&floats[..n]),
+                DType::I32 => Arg::I32(&ints[..n]),
+                DType::Bool => Arg::Bool(&flags[..n]),
+            },
+        ));
     }
     eval.run(&args)?;
-    let logits = eval.output_f32("logits")?;
-    let classes = logits.len() / test.len().max(1);
-    let accuracy = metrics::accuracy(logits, test.labels(), classes)?;
-    let fraction = accuracy.fraction().ok_or("the test set is empty")?;
-    Ok(accuracy_outcome(fraction, family.target))
+    Ok(eval.output_f32("logits")?.to_vec())
 }

@@ -23,6 +23,8 @@ use std::process::ExitCode;
 
 mod classify;
 mod generative;
+mod memory;
+mod robust;
 mod sequence;
 
 const SEED: u64 = 2026;
@@ -41,8 +43,8 @@ enum Data {
     /// Zachary's karate club (34 members, 78 friendships), the faction each joined;
     /// one member of each faction labelled, the other 32 to classify.
     Karate,
-    /// Points drawn by the family's runner with the canon's seed, as its model file
-    /// describes (two moons, a mixture of Gaussians).
+    /// Points or patterns drawn by the family's runner with the canon's seed, as its
+    /// model file describes (two moons, a mixture of Gaussians, memories).
     Generated,
     /// Seeded sequence reversal (examples/canon/sequence.rs): 6000 training and 1000
     /// held-out test sources of 8 symbols.
@@ -66,30 +68,34 @@ struct Family {
 // One row a family, aligned by hand (rustfmt would give each argument a line).
 #[rustfmt::skip]
 const FAMILIES: &[Family] = &[
-    family("perceptron",          Data::IrisSetosa, 100, 0.0,  classify::perceptron),
-    family("logistic_regression", Data::IrisSetosa, 60,  0.93, classify::classifier),
-    family("softmax_regression",  Data::Iris,       300, 0.93, classify::classifier),
-    family("mlp",                 Data::Digits,     30,  0.97, classify::classifier),
-    family("batchnorm_mlp",       Data::Digits,     20,  0.97, classify::classifier),
-    family("layernorm_mlp",       Data::Digits,     20,  0.97, classify::classifier),
-    family("dropout_mlp",         Data::Digits,     30,  0.97, classify::classifier),
-    family("weightnorm_mlp",      Data::Digits,     30,  0.97, classify::classifier),
-    family("lenet",               Data::Digits,     25,  0.97, classify::classifier),
-    family("resnet_block",        Data::Digits,     12,  0.97, classify::classifier),
-    family("densenet_block",      Data::Digits,     20,  0.97, classify::classifier),
-    family("rnn",                 Data::Digits,     30,  0.93, classify::classifier),
-    family("lstm",                Data::Digits,     30,  0.93, classify::classifier),
-    family("gru",                 Data::Digits,     30,  0.93, classify::classifier),
-    family("deep_birnn",          Data::Digits,     25,  0.93, classify::classifier),
-    family("attention",           Data::Digits,     25,  0.95, classify::classifier),
-    family("transformer_encoder", Data::Digits,     25,  0.95, classify::classifier),
-    family("gcn",                 Data::Karate,     200, 0.85, classify::gcn),
-    family("autoencoder",         Data::Digits,     3000, 0.1, generative::autoencoder),
-    family("vae",                 Data::Digits,     100, 0.30, generative::vae),
-    family("planar_flow",         Data::Generated,  300, 0.5,  generative::planar_flow),
-    family("gan",                 Data::Generated,  5000, 6.0, generative::gan),
-    family("transformer_decoder", Data::Reversal,   4,   0.95, sequence::seq2seq),
-    family("seq2seq_attention",   Data::Reversal,   20,  0.95, sequence::seq2seq),
+    family("perceptron",          Data::IrisSetosa, 100,  0.0,  classify::perceptron),
+    family("logistic_regression", Data::IrisSetosa, 60,   0.93, classify::classifier),
+    family("softmax_regression",  Data::Iris,       300,  0.93, classify::classifier),
+    family("mlp",                 Data::Digits,     30,   0.97, classify::classifier),
+    family("batchnorm_mlp",       Data::Digits,     20,   0.97, classify::classifier),
+    family("layernorm_mlp",       Data::Digits,     20,   0.97, classify::classifier),
+    family("dropout_mlp",         Data::Digits,     30,   0.97, classify::classifier),
+    family("weightnorm_mlp",      Data::Digits,     30,   0.97, classify::classifier),
+    family("lenet",               Data::Digits,     25,   0.97, classify::classifier),
+    family("resnet_block",        Data::Digits,     12,   0.97, classify::classifier),
+    family("densenet_block",      Data::Digits,     20,   0.97, classify::classifier),
+    family("rnn",                 Data::Digits,     30,   0.93, classify::classifier),
+    family("lstm",                Data::Digits,     30,   0.93, classify::classifier),
+    family("gru",                 Data::Digits,     30,   0.93, classify::classifier),
+    family("deep_birnn",          Data::Digits,     25,   0.93, classify::classifier),
+    family("attention",           Data::Digits,     25,   0.95, classify::classifier),
+    family("transformer_encoder", Data::Digits,     25,   0.95, classify::classifier),
+    family("gcn",                 Data::Karate,     200,  0.85, classify::gcn),
+    family("autoencoder",         Data::Digits,     3000, 0.1,  generative::autoencoder),
+    family("vae",                 Data::Digits,     100,  0.30, generative::vae),
+    family("planar_flow",         Data::Generated,  300,  0.5,  generative::planar_flow),
+    family("gan",                 Data::Generated,  5000, 6.0,  generative::gan),
+    family("transformer_decoder", Data::Reversal,   4,    0.95, sequence::seq2seq),
+    family("seq2seq_attention",   Data::Reversal,   20,   0.95, sequence::seq2seq),
+    family("hopfield",            Data::Generated,  0,    0.95, memory::hopfield),
+    family("willshaw",            Data::Generated,  0,    0.95, memory::willshaw),
+    family("adversarial",         Data::Digits,     30,   20.0, robust::adversarial),
+    family("distillation",        Data::Digits,     150,  0.0,  robust::distillation),
 ];
 
 const fn family(
@@ -167,7 +173,7 @@ fn load_data(data: Data) -> Result<(Dataset, Dataset), Box<dyn std::error::Error
             Ok(digits.split(1437, SEED)?)
         }
         Data::Karate => Err("the karate club is a graph: see classify::gcn".into()),
-        Data::Generated => Err("the family's runner draws its own points".into()),
+        Data::Generated => Err("the family's runner draws its own points or patterns".into()),
         Data::Reversal => Err("reversal is a sequence task: see sequence::seq2seq".into()),
         Data::Iris | Data::IrisSetosa => {
             let text = std::fs::read_to_string(data_path("iris.csv"))?;
@@ -202,13 +208,25 @@ fn load_model(
     batch: Option<usize>,
     evaluation: bool,
 ) -> Result<ModelFile, Box<dyn std::error::Error>> {
+    let dims: Vec<(&str, usize)> = batch.map(|b| ("B", b)).into_iter().collect();
+    load_model_with(name, &dims, evaluation)
+}
+
+/// The family's model file with the given dimensions (the file's defaults for the
+/// others).
+fn load_model_with(
+    name: &str,
+    dims: &[(&str, usize)],
+    evaluation: bool,
+) -> Result<ModelFile, Box<dyn std::error::Error>> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("examples/models")
         .join(format!("{name}.kiln"));
     let options = ElaborateOptions {
-        dims: batch
-            .map(|b| BTreeMap::from([("B".to_string(), b)]))
-            .unwrap_or_default(),
+        dims: dims
+            .iter()
+            .map(|&(dim, value)| (dim.to_string(), value))
+            .collect(),
         seed: SEED,
         evaluation,
         ..ElaborateOptions::default()

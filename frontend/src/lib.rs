@@ -17,6 +17,7 @@ pub mod positional;
 pub mod random;
 pub mod recurrent;
 pub mod sequence;
+pub mod tensors;
 
 pub use builder::{FrontendError, Model, ModelBuilder};
 pub use init::Init;

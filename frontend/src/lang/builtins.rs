@@ -10,6 +10,7 @@ use crate::conv::{self, Padding, Pool};
 use crate::init::Init;
 use crate::loss;
 use crate::random;
+use crate::tensors;
 use kiln_ir::{BinaryOp, NodeId, UnaryOp};
 
 /// Functions of one tensor with no other argument.
@@ -31,7 +32,8 @@ const UNARY: [(&str, UnaryOp); 14] = [
 ];
 
 /// Every other function, for `is_function` and the "unknown function" message.
-const OTHERS: [&str; 37] = [
+const OTHERS: [&str; 38] = [
+    "eye",
     "max_pool2d",
     "avg_pool2d",
     "max_pool1d",
@@ -638,6 +640,11 @@ pub fn call(
             } else {
                 random::randn_like(builder, x, seed)
             })
+        }
+        "eye" => {
+            let bound = bind(&["n"], 1)?;
+            let n = bound.size(0, "n")?;
+            tensor(tensors::eye(elaborator.builder(), n))
         }
         "one_hot" => {
             let bound = bind(&["labels", "classes"], 2)?;
