@@ -5,7 +5,7 @@
 //! computed here in f64.
 
 use crate::{
-    evaluator, load_data, load_model, step_params, train_spec, train_step, Family, Outcome,
+    copy_params, evaluator, load_data, load_model, train_spec, train_step, Family, Outcome,
     RunResult, SEED, SEED_INPUT,
 };
 use kiln::ir::Rng;
@@ -66,15 +66,6 @@ fn forward_executable(
     batch: usize,
 ) -> Result<Executable, Box<dyn std::error::Error>> {
     evaluator(family.name, Some(batch), BTreeMap::new())
-}
-
-/// Copies every model parameter of the train step `from` (not its optimizer state)
-/// into `to`.
-fn copy_params(from: &Executable, to: &mut Executable) -> Result<(), Box<dyn std::error::Error>> {
-    for (name, values) in step_params(from)? {
-        to.set_param(&name, &values)?;
-    }
-    Ok(())
 }
 
 /// The eigenvalues of the symmetric `n`x`n` matrix `a` (row-major), largest first,

@@ -285,6 +285,15 @@ fn step_params(
     Ok(params)
 }
 
+/// Gives `to` (a forward or gradient executable of the same file) the values of
+/// every parameter it has from `from` (a train step, say).
+fn copy_params(from: &Executable, to: &mut Executable) -> Result<(), Box<dyn std::error::Error>> {
+    for (name, _) in to.params() {
+        to.set_param(&name, from.param(&name)?)?;
+    }
+    Ok(())
+}
+
 /// What a family reached: a metric's value against its target.
 struct Outcome {
     metric: &'static str,

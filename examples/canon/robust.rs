@@ -3,8 +3,8 @@
 
 use crate::classify::{logits_of, trained_params};
 use crate::{
-    accuracy_outcome, load_data, load_model, train_spec, train_step, Family, Outcome, RunResult,
-    FAMILIES, SEED,
+    accuracy_outcome, copy_params, load_data, load_model, train_spec, train_step, Family, Outcome,
+    RunResult, FAMILIES, SEED,
 };
 use kiln::compile::{compile_with, set_params};
 use kiln::ir::Rng;
@@ -62,14 +62,6 @@ fn input_gradient(name: &str, batch: Option<usize>) -> Result<Executable, Failur
     let mut exe = compile_with(file.model.graph(), pipeline::GRADIENTS, &options)?;
     set_params(&mut exe, &file.model)?;
     Ok(exe)
-}
-
-/// Gives `to` the values of every parameter it has from `from`.
-fn copy_params(from: &Executable, to: &mut Executable) -> Result<(), Failure> {
-    for (name, _) in to.params() {
-        to.set_param(&name, from.param(&name)?)?;
-    }
-    Ok(())
 }
 
 /// Projected gradient descent on the loss, ascending: `steps` steps of `size` along
