@@ -200,17 +200,22 @@ fn print_dump(step: &str, text: &str) {
     eprintln!("// ---- IR after {step} ----\n{text}");
 }
 
-/// Compiles `graph` through `steps`, then lowers and JIT-compiles it.
-pub fn compile_with(
+/// A graph through the pipeline, lowered and scheduled: what code generation takes.
+pub(crate) struct Scheduled {
+    pub program: kiln_ir::kernel::Program,
+    pub target: kiln_ir::Target,
+    pub steps: Vec<StepReport>,
+    pub lower: Duration,
+    pub schedule: Vec<(ScheduleStep, Duration)>,
+}
+
+/// Runs `graph` through `steps`, lowers it and schedules it for the target (the
+/// host's, with `options.threads`, unless `options.target` names one).
+pub(crate) fn schedule_graph(
     graph: &Graph,
     steps: &[Step],
     options: &PipelineOptions,
-) -> Result<Executable, Error> {
-    let start = Instant::now();
-    let optimizer_state = match options.optimizer {
-        Some(optimizer) if steps.contains(&Step::Optimizer) => optimizer.state(graph),
-        _ => Vec::new(),
-    };
+) -> Result<Scheduled, Error> {
     let (graph, steps) = pipeline::run(graph, steps, options, &mut print_dump)?;
     let lower_start = Instant::now();
     let program = lower::lower(&graph)?;
@@ -233,6 +238,33 @@ pub fn compile_with(
             }
         })
         .map_err(kiln_backend::BackendError::from)?;
+    Ok(Scheduled {
+        program,
+        target,
+        steps,
+        lower,
+        schedule,
+    })
+}
+
+/// Compiles `graph` through `steps`, then lowers and JIT-compiles it.
+pub fn compile_with(
+    graph: &Graph,
+    steps: &[Step],
+    options: &PipelineOptions,
+) -> Result<Executable, Error> {
+    let start = Instant::now();
+    let optimizer_state = match options.optimizer {
+        Some(optimizer) if steps.contains(&Step::Optimizer) => optimizer.state(graph),
+        _ => Vec::new(),
+    };
+    let Scheduled {
+        program,
+        target,
+        steps,
+        lower,
+        schedule,
+    } = schedule_graph(graph, steps, options)?;
     let codegen_start = Instant::now();
     let backend_options = kiln_backend::CompileOptions {
         threads: target.threads,
@@ -306,15 +338,19 @@ pub fn set_params(exe: &mut Executable, model: &Model) -> Result<(), Error> {
         exe.set_param(name, values)?;
     }
     for state in exe.optimizer_state.clone() {
-        let values = match &state.init {
-            StateInit::Zeros => vec![0.0; state.ty.num_elements()],
-            StateInit::Fill(value) => vec![*value as f32; state.ty.num_elements()],
-            StateInit::ValueOf(param) => model
-                .param(param)
-                .ok_or_else(|| Error::MissingParam(param.clone()))?
-                .to_vec(),
-        };
-        exe.set_param(&state.name, &values)?;
+        exe.set_param(&state.name, &initial_state(&state, model)?)?;
     }
     Ok(())
+}
+
+/// The values optimizer state `state` starts from for `model`'s parameters.
+pub fn initial_state(state: &StateParam, model: &Model) -> Result<Vec<f32>, Error> {
+    Ok(match &state.init {
+        StateInit::Zeros => vec![0.0; state.ty.num_elements()],
+        StateInit::Fill(value) => vec![*value as f32; state.ty.num_elements()],
+        StateInit::ValueOf(param) => model
+            .param(param)
+            .ok_or_else(|| Error::MissingParam(param.clone()))?
+            .to_vec(),
+    })
 }

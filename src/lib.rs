@@ -5,6 +5,7 @@
 //! one graph), run it through the pass pipeline and the Cranelift JIT, and train it
 //! with [`Trainer`].
 
+pub mod aot;
 pub mod compile;
 pub mod data;
 pub mod decode;

@@ -16,6 +16,8 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod cli_compile;
+
 #[derive(Parser)]
 #[command(
     name = "kiln",
@@ -67,9 +69,14 @@ enum Command {
         #[arg(long, default_value_t = 16)]
         samples: usize,
     },
+    /// Compile the model ahead of time into an object file for this machine that
+    /// exports `<name>_infer` (and with --train `<name>_train`), and a C header that
+    /// documents every function, argument, dtype and shape. The object needs only
+    /// libc and runs on the caller's thread.
+    Compile(cli_compile::CompileArgs),
 }
 
-#[derive(Args)]
+#[derive(Args, Clone)]
 struct ModelArgs {
     /// The model file.
     #[arg(value_name = "MODEL.kiln")]
@@ -80,6 +87,9 @@ struct ModelArgs {
     /// Which model of the file, when it declares several.
     #[arg(long = "model", value_name = "NAME")]
     name: Option<String>,
+    /// Seeds the parameters' initialisation (set by the commands that use it).
+    #[arg(skip)]
+    seed: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -117,6 +127,7 @@ fn main() -> ExitCode {
             seed,
             samples,
         } => grad(&model, seed, samples),
+        Command::Compile(args) => cli_compile::compile(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -145,7 +156,7 @@ fn load(args: &ModelArgs) -> Result<ModelFile, Failed> {
     let options = ElaborateOptions {
         model: args.name.clone(),
         dims: args.dims.iter().cloned().collect(),
-        seed: 0,
+        seed: args.seed,
         evaluation: false,
     };
     model_file::load(&args.path, &options).map_err(|err| {

@@ -65,8 +65,8 @@ pub struct CodegenOptions {
     pub disasm: bool,
 }
 
-/// Defines one exported function per kernel of
-/// `program` (which must pass `Program::check`).
+/// Defines one function per kernel of `program` (which must pass `Program::check`),
+/// local to the module: only the step calls them.
 pub fn define_program<M: Module>(
     module: &mut M,
     program: &Program,
@@ -138,7 +138,7 @@ pub fn define_program<M: Module>(
             }
         }
         let func = module
-            .declare_function(&symbol, Linkage::Export, &kernel_sig)
+            .declare_function(&symbol, Linkage::Local, &kernel_sig)
             .map_err(module_error(what.clone()))?;
         module.clear_context(&mut ctx);
         ctx.func.signature = kernel_sig.clone();

@@ -45,7 +45,7 @@ pub fn define_entry<M: Module>(
     let mut sig = module.make_signature();
     sig.params.push(AbiParam::new(pointer));
     let func = module
-        .declare_function(&name, Linkage::Export, &sig)
+        .declare_function(&name, Linkage::Local, &sig)
         .map_err(cranelift_error)?;
     let mut ctx = module.make_context();
     ctx.func.signature = sig;

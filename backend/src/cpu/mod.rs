@@ -1,8 +1,9 @@
 //! The CPU code generator: kernel IR to Cranelift IR ([`codegen`], written against
 //! `cranelift_module::Module` so JIT and AOT objects share it), inline `exp`/`log`
-//! ([`math`]), the host ISA and [`target`], the JIT ([`jit`]), and the blocked matrix
+//! ([`math`]), the host ISA and [`target`], the JIT ([`jit`]) and objects ([`aot`]), and the blocked matrix
 //! multiplication with its AVX2 microkernel ([`gemm`]).
 
+pub mod aot;
 pub mod codegen;
 pub mod entry;
 pub mod gemm;
@@ -57,16 +58,29 @@ impl Default for CompileOptions {
 }
 
 /// The target ISA of this machine, with the host's SIMD features (AVX, FMA, ...)
-/// enabled so `fma` is one `vfmadd` and not a libcall.
+/// enabled so `fma` is one `vfmadd` and not a libcall, for JIT code.
 pub fn host_isa(opt_level: OptLevel) -> Result<OwnedTargetIsa, BackendError> {
+    isa(opt_level, false)
+}
+
+/// The host's ISA for an object file: position-independent code, so that it links
+/// into executables and shared libraries alike (the toolchain's default PIE too).
+pub fn object_isa(opt_level: OptLevel) -> Result<OwnedTargetIsa, BackendError> {
+    isa(opt_level, true)
+}
+
+fn isa(opt_level: OptLevel, pic: bool) -> Result<OwnedTargetIsa, BackendError> {
     let setting_error = |err: settings::SetError| BackendError::Host(err.to_string());
     let mut flags = settings::builder();
     flags
         .set("opt_level", opt_level.setting())
         .map_err(setting_error)?;
     // JIT code is placed anywhere in memory and calls libcalls (`fmaf` on a host
-    // without FMA) by absolute address, so no PC-relative calls.
-    flags.set("is_pic", "false").map_err(setting_error)?;
+    // without FMA) by absolute address, so no PC-relative calls; an object leaves
+    // calls and data addresses to the linker.
+    flags
+        .set("is_pic", if pic { "true" } else { "false" })
+        .map_err(setting_error)?;
     flags
         .set("use_colocated_libcalls", "false")
         .map_err(setting_error)?;

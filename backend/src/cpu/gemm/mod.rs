@@ -398,7 +398,7 @@ pub fn define_gemm<M: Module>(
         driver_sig.params.push(AbiParam::new(pointer));
     }
     let driver_id = module
-        .declare_function(name, Linkage::Export, &driver_sig)
+        .declare_function(name, Linkage::Local, &driver_sig)
         .map_err(module_error(name.to_string()))?;
     ctx.func.signature = driver_sig;
     let kernel_refs: Vec<(TileShape, FuncRef)> = kernels
