@@ -404,3 +404,29 @@ fn the_header_compiles_as_c99_and_cpp_and_a_bad_workspace_is_refused() {
     }
     assert!(output.header.contains("#define TINY_ABI_VERSION 1u"));
 }
+
+/// The header of the digits MLP with its train step, as a readable diff when the
+/// interface changes.
+#[test]
+fn the_digits_mlp_header() {
+    let file = model_file::load(
+        Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/models/mlp_digits.kiln"
+        )),
+        &ElaborateOptions {
+            dims: BTreeMap::from([("B".to_string(), 8)]),
+            ..ElaborateOptions::default()
+        },
+    )
+    .unwrap_or_else(|err| panic!("{}", err.render(false)));
+    let spec = file.train.expect("the model trains");
+    let options = AotOptions {
+        library: "mlp".to_string(),
+        train: Some((spec.loss.clone(), model_file::optimizer(&spec).unwrap())),
+        embed: false,
+        source: "examples/models/mlp_digits.kiln (model MlpDigits)".to_string(),
+    };
+    let output = compile_object(&file.model, &options).unwrap();
+    insta::assert_snapshot!("mlp_digits_header", output.header);
+}

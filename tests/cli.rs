@@ -90,7 +90,7 @@ fn a_bad_command_line_exits_with_2() {
     let output = kiln(&["--help"]);
     assert_eq!(output.status.code(), Some(0));
     let help = stdout(&output);
-    for command in ["check", "dump", "gradcheck", "Exit codes"] {
+    for command in ["check", "dump", "gradcheck", "compile", "Exit codes"] {
         assert!(help.contains(command), "{help}");
     }
 }
@@ -221,4 +221,69 @@ fn check_names_the_optimizer_with_every_hyperparameter_and_rejects_one_out_of_ra
         error.contains(":8:35: alpha 1.5 rounds to 1.5 in f32; expected a number in [0, 1)"),
         "{error}"
     );
+}
+
+#[test]
+fn compile_writes_an_object_and_a_header_or_says_what_is_wrong() {
+    let dir = std::env::temp_dir().join(format!("kiln-cli-{}-compile", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (object, header) = (dir.join("digits.o"), dir.join("digits.h"));
+    let (object, header) = (object.to_str().unwrap(), header.to_str().unwrap());
+    let output = kiln(&[
+        "compile", DIGITS, "--dim", "B=2", "--train", "-o", object, "--header", header,
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let lines: Vec<String> = stdout(&output).lines().map(str::to_string).collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines[0].starts_with("digits_train: 10 arguments, workspace "),
+        "{lines:?}"
+    );
+    assert!(
+        lines[1].starts_with("digits_infer: 10 arguments, workspace "),
+        "{lines:?}"
+    );
+    // An ELF relocatable object, and its header with both entry points.
+    let bytes = std::fs::read(object).unwrap();
+    assert_eq!(&bytes[..4], b"\x7fELF");
+    let text = std::fs::read_to_string(header).unwrap();
+    assert!(text.contains("int32_t digits_train(const digits_train_args *args, void *workspace);"));
+    assert!(text.contains("#define DIGITS_INFER_X_LEN 128u"));
+
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &[
+                "compile",
+                DIGITS,
+                "-o",
+                "no/such/folder/m.o",
+                "--header",
+                header,
+            ],
+            "error: cannot write no/such/folder/m.o: ",
+        ),
+        (
+            &[
+                "compile", DIGITS, "-o", object, "--header", header, "--name", "2fast",
+            ],
+            "error: --name \"2fast\" is not a C identifier",
+        ),
+        (
+            &[
+                "compile",
+                "examples/models/hopfield.kiln",
+                "--train",
+                "-o",
+                object,
+                "--header",
+                header,
+            ],
+            "error: examples/models/hopfield.kiln: --train needs a `train` statement",
+        ),
+    ];
+    for (args, message) in cases {
+        let output = kiln(args);
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        assert!(stderr(&output).starts_with(message), "{}", stderr(&output));
+    }
 }
