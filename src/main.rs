@@ -16,6 +16,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod cli_bench;
 mod cli_compile;
 
 #[derive(Parser)]
@@ -74,6 +75,10 @@ enum Command {
     /// documents every function, argument, dtype and shape. The object needs only
     /// libc and runs on the caller's thread.
     Compile(cli_compile::CompileArgs),
+    /// Compile the model (its train step when the file has a `train` statement) and
+    /// time it: compile time, median step time over repeated runs on fixed random
+    /// inputs, arena and parameter bytes.
+    Bench(cli_bench::BenchArgs),
 }
 
 #[derive(Args, Clone)]
@@ -128,6 +133,7 @@ fn main() -> ExitCode {
             samples,
         } => grad(&model, seed, samples),
         Command::Compile(args) => cli_compile::compile(&args),
+        Command::Bench(args) => cli_bench::bench(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -287,3 +287,33 @@ fn compile_writes_an_object_and_a_header_or_says_what_is_wrong() {
         assert!(stderr(&output).starts_with(message), "{}", stderr(&output));
     }
 }
+
+#[test]
+fn bench_reports_compile_time_median_step_and_memory() {
+    let output = kiln(&[
+        "bench",
+        DIGITS,
+        "--dim",
+        "B=4",
+        "--steps",
+        "3",
+        "--threads",
+        "1",
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let line = stdout(&output);
+    let pattern = regex::Regex::new(
+        r"^MlpDigits: train step, 1 thread\(s\): compile [0-9.]+ ms; step median [0-9.]+ ms over 3 runs \(min [0-9.]+, max [0-9.]+\); arena [0-9]+ bytes, parameters 104488 bytes, [0-9]+ kernels\n$",
+    )
+    .unwrap();
+    assert!(pattern.is_match(&line), "{line}");
+    let output = kiln(&["bench", DIGITS, "--inference", "--steps", "1"]);
+    assert!(
+        stdout(&output).starts_with("MlpDigits: forward pass, "),
+        "{}",
+        stdout(&output)
+    );
+    let output = kiln(&["bench", DIGITS, "--steps", "0"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(stderr(&output), "error: --steps must be at least 1\n");
+}

@@ -1,0 +1,110 @@
+//! `kiln bench`: compile a model (its train step when the file trains) and time it:
+//! the compile time, the median step over repeated runs on fixed random inputs, and
+//! the memory the run takes.
+
+use crate::{fail, load, out, Failed, ModelArgs};
+use clap::Args;
+use kiln::compile::{compile_with, set_params};
+use kiln::ir::{DType, Rng};
+use kiln::model_file;
+use kiln::passes::pipeline::{self, PipelineOptions};
+use kiln::Arg;
+use std::time::Instant;
+
+/// The arguments of `kiln bench`.
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Runs timed after one warm-up run.
+    #[arg(long, default_value_t = 100)]
+    pub steps: usize,
+    /// Threads the executable runs on; default: the available cores.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Time the forward pass even when the file trains.
+    #[arg(long)]
+    pub inference: bool,
+}
+
+/// An input's values: uniform in [0, 1) for f32, zeros for i32 and bool (valid
+/// labels, indices and seeds whatever the model).
+enum Values {
+    F32(Vec<f32>),
+    I32(Vec<i32>),
+    Bool(Vec<bool>),
+}
+
+pub fn bench(args: &BenchArgs) -> Result<(), Failed> {
+    if args.steps == 0 {
+        return Err(fail("--steps must be at least 1"));
+    }
+    if args.threads == Some(0) {
+        return Err(fail("--threads must be at least 1"));
+    }
+    let file = load(&args.model)?;
+    let mut options = PipelineOptions {
+        threads: args.threads,
+        ..PipelineOptions::default()
+    };
+    let (steps, what) = match &file.train {
+        Some(train) if !args.inference => {
+            options.loss = Some(train.loss.clone());
+            options.optimizer = Some(model_file::optimizer(train).map_err(fail)?);
+            (pipeline::TRAIN_STEP, "train step")
+        }
+        _ => (pipeline::INFERENCE, "forward pass"),
+    };
+    let mut exe = compile_with(file.model.graph(), steps, &options).map_err(fail)?;
+    set_params(&mut exe, &file.model).map_err(fail)?;
+    let compile_ms = exe.report.total.as_secs_f64() * 1e3;
+
+    let mut rng = Rng::new(0);
+    let inputs: Vec<(String, Values)> = exe
+        .inputs()
+        .into_iter()
+        .map(|(name, ty)| {
+            let n = ty.num_elements();
+            let values = match ty.dtype {
+                DType::F32 => Values::F32((0..n).map(|_| rng.uniform(0.0, 1.0) as f32).collect()),
+                DType::I32 => Values::I32(vec![0; n]),
+                DType::Bool => Values::Bool(vec![false; n]),
+            };
+            (name, values)
+        })
+        .collect();
+    let feeds: Vec<(&str, Arg)> = inputs
+        .iter()
+        .map(|(name, values)| {
+            let arg = match values {
+                Values::F32(v) => Arg::F32(v),
+                Values::I32(v) => Arg::I32(v),
+                Values::Bool(v) => Arg::Bool(v),
+            };
+            (name.as_str(), arg)
+        })
+        .collect();
+    // One run first: it allocates the arena and warms the caches.
+    exe.run(&feeds).map_err(fail)?;
+    let mut times = Vec::with_capacity(args.steps);
+    for _ in 0..args.steps {
+        let start = Instant::now();
+        exe.run(&feeds).map_err(fail)?;
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let stats = exe.stats();
+    out(&format!(
+        "{}: {what}, {} thread(s): compile {compile_ms:.2} ms; step median {median:.4} ms \
+         over {} runs (min {:.4}, max {:.4}); arena {} bytes, parameters {} bytes, {} kernels",
+        file.name,
+        exe.threads(),
+        args.steps,
+        times[0],
+        times[times.len() - 1],
+        stats.arena_bytes,
+        stats.param_bytes,
+        stats.kernels
+    ))
+}
