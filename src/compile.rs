@@ -49,6 +49,20 @@ pub enum Error {
         expected: String,
         found: TensorType,
     },
+    /// A saved training state whose buffer has another length than the step's
+    /// (a checkpoint of another model).
+    #[error("the saved state {name:?} has {found} values, the train step's has {expected}")]
+    StateLength {
+        name: String,
+        expected: usize,
+        found: usize,
+    },
+    /// A saved training state without one of the train step's buffers.
+    #[error("the saved state has no {0:?}, which the train step needs")]
+    MissingState(String),
+    /// A saved training state with a buffer the train step does not have.
+    #[error("the saved state has {0:?}, which the train step does not have")]
+    UnknownState(String),
     /// The model's batch size is 0, so an epoch would have no batches (user's mistake).
     #[error("the model's batch size is 0; a training batch needs at least one example")]
     EmptyBatch,

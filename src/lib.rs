@@ -18,7 +18,7 @@ pub use compile::{compile, compile_train_step, CompileReport, Error, Executable}
 pub use data::{DataError, Dataset};
 pub use kiln_backend::Arg;
 pub use kiln_passes::optimizer::{Averaging, Optimizer, Rule};
-pub use trainer::{Trainer, TrainerConfig};
+pub use trainer::{Trainer, TrainerConfig, TrainerState};
 
 pub use kiln_backend as backend;
 pub use kiln_frontend as frontend;

@@ -102,6 +102,15 @@ impl TrainerConfig {
     }
 }
 
+/// What a trainer needs to resume: see [`Trainer::state`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainerState {
+    /// Every parameter and optimizer-state buffer, by name.
+    pub tensors: BTreeMap<String, Vec<f32>>,
+    /// The shuffling generator's state ([`Rng::state`]).
+    pub rng: u64,
+}
+
 /// Trains a model with its JIT-compiled training step. The batch size is the one
 /// the model's graph was declared with; each epoch visits the examples in a fresh
 /// seeded order and drops the last partial batch (shapes are static).
@@ -243,6 +252,53 @@ impl Trainer {
             batches += 1;
         }
         Ok((total / batches as f64) as f32)
+    }
+
+    /// Everything a checkpoint needs to resume training bit for bit: every parameter
+    /// and optimizer-state buffer of the step, by name, and the state of the
+    /// generator that shuffles the examples (and draws the seeds).
+    pub fn state(&self) -> Result<TrainerState, Error> {
+        let mut tensors = BTreeMap::new();
+        for (name, _) in self.step.params() {
+            let values = self.step.param(&name)?.to_vec();
+            tensors.insert(name, values);
+        }
+        Ok(TrainerState {
+            tensors,
+            rng: self.rng.state(),
+        })
+    }
+
+    /// Continues from `state` (of a trainer of the same model and configuration):
+    /// every parameter and optimizer-state buffer must be there with its length, and
+    /// nothing else; nothing changes unless all of them are.
+    pub fn restore(&mut self, state: &TrainerState) -> Result<(), Error> {
+        let params = self.step.params();
+        for (name, ty) in &params {
+            let values = state
+                .tensors
+                .get(name)
+                .ok_or_else(|| Error::MissingState(name.clone()))?;
+            if values.len() != ty.num_elements() {
+                return Err(Error::StateLength {
+                    name: name.clone(),
+                    expected: ty.num_elements(),
+                    found: values.len(),
+                });
+            }
+        }
+        if let Some(name) = state
+            .tensors
+            .keys()
+            .find(|name| !params.iter().any(|(param, _)| param == *name))
+        {
+            return Err(Error::UnknownState(name.clone()));
+        }
+        for (name, values) in &state.tensors {
+            self.step.set_param(name, values)?;
+        }
+        self.rng = Rng::new(state.rng);
+        Ok(())
     }
 
     /// The current value of every parameter of the model (not the optimizer state:

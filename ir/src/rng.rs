@@ -30,6 +30,12 @@ impl Rng {
         }
     }
 
+    /// The generator's position in its stream: `Rng::new(rng.state())` continues it
+    /// exactly, once the choices of `with_choices` are used up (checkpoints keep it).
+    pub fn state(&self) -> u64 {
+        self.state
+    }
+
     pub fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.state;
