@@ -1,8 +1,12 @@
 //! The `kiln` command: check model files, dump their IR after any step of the
-//! pipeline, and check their gradients.
+//! pipeline, check their gradients, initialise weights and run models on data
+//! (`cli_data`).
 //!
 //! Exit codes: 0 success; 1 a mistake in the model file (a located error), a
-//! failed compile, or a gradient check above its tolerance; 2 a bad command line.
+//! failed compile, a gradient check above its tolerance, or a bad data file
+//! (weights, .npy); 2 a bad command line.
+
+mod cli_data;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use kiln::frontend::lang::ElaborateOptions;
@@ -23,8 +27,9 @@ use std::process::ExitCode;
     about = "A dataflow-graph compiler for neural networks",
     long_about = "A dataflow-graph compiler for neural networks.\n\nModel files (.kiln) are \
                   described in docs/model-format.md.\n\nExit codes: 0 success; 1 a mistake in \
-                  the model file, a failed compile or a gradient check above its tolerance; 2 a \
-                  bad command line."
+                  the model file, a failed compile, a gradient check above its tolerance, or a \
+                  bad data file (weights or .npy: missing, misshapen, of another dtype, \
+                  truncated, or not writable); 2 a bad command line."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -67,6 +72,15 @@ enum Command {
         #[arg(long, default_value_t = 16)]
         samples: usize,
     },
+    /// Write the model's freshly initialised parameters (drawn from --seed) to a
+    /// safetensors file, named as in the model file (`fc1.weight`).
+    #[command(after_long_help = cli_data::EXIT_CODES)]
+    Init(cli_data::InitArgs),
+    /// Run the model for inference (dropout off, batch norm's running statistics)
+    /// with weights from a safetensors file on inputs from .npy files, and write one
+    /// NAME.npy per output into a folder.
+    #[command(after_long_help = cli_data::EXIT_CODES)]
+    Run(cli_data::RunArgs),
 }
 
 #[derive(Args)]
@@ -117,6 +131,8 @@ fn main() -> ExitCode {
             seed,
             samples,
         } => grad(&model, seed, samples),
+        Command::Init(args) => cli_data::init(&args),
+        Command::Run(args) => cli_data::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
