@@ -74,8 +74,9 @@ pub enum WeightsError {
     #[error("weight {name:?}: {source}")]
     Rejected {
         name: String,
+        /// Boxed: the error is large and this enum travels in every `Result`.
         #[source]
-        source: FrontendError,
+        source: Box<FrontendError>,
     },
     /// Reading the current values of an executable's parameter failed.
     #[error("parameter {name:?}: {reason}")]
@@ -318,7 +319,7 @@ pub fn apply(model: &mut Model, weights: &Weights) -> Result<(), WeightsError> {
             .set_param(name, tensor.to_f32())
             .map_err(|source| WeightsError::Rejected {
                 name: name.clone(),
-                source,
+                source: Box::new(source),
             })?;
     }
     *model = updated;

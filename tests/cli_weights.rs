@@ -604,3 +604,24 @@ fn a_linear_layer_runs_to_its_hand_computed_values() {
         }
     }
 }
+
+#[test]
+fn the_help_describes_the_subcommands_and_their_exit_codes() {
+    let help = stdout(&kiln(&["--help"]));
+    assert!(help.contains("init") && help.contains("run"), "{help}");
+    for command in ["init", "run"] {
+        let output = kiln(&[command, "--help"]);
+        assert_eq!(output.status.code(), Some(0));
+        let help = stdout(&output);
+        assert!(help.contains("Exit codes: 0 success; 1 "), "{help}");
+        assert!(help.contains("2 a bad command line"), "{help}");
+    }
+    let help = stdout(&kiln(&["run", "--help"]));
+    for option in [
+        "--weights <W.safetensors>",
+        "--input <NAME=FILE.npy>",
+        "--output <DIR>",
+    ] {
+        assert!(help.contains(option), "{help}");
+    }
+}
