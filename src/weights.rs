@@ -47,9 +47,8 @@ pub enum WeightsError {
         name: String,
         dtype: String,
     },
-    /// A tensor whose values do not make a kiln tensor (a bool byte other than 0
-    /// or 1, a shape beyond kiln's size limit, no memory), or that could not be
-    /// encoded.
+    /// A tensor of the file whose values do not make a kiln tensor (a bool byte
+    /// other than 0 or 1, a shape beyond kiln's size limit, no memory).
     #[error("{path}: weight {name:?}: {reason}")]
     Invalid {
         path: PathBuf,
@@ -77,6 +76,20 @@ pub enum WeightsError {
         /// Boxed: the error is large and this enum travels in every `Result`.
         #[source]
         source: Box<FrontendError>,
+    },
+    /// The weights could not be encoded as a safetensors file (the crate's reason).
+    #[error("{path}: cannot encode the weights: {source}")]
+    Encode {
+        path: PathBuf,
+        #[source]
+        source: SafeTensorError,
+    },
+    /// A parameter's values could not be made a tensor (no memory for the copy).
+    #[error("weight {name:?}: {source}")]
+    Tensor {
+        name: String,
+        #[source]
+        source: kiln_ir::TensorError,
     },
     /// Reading the current values of an executable's parameter failed.
     #[error("parameter {name:?}: {reason}")]
@@ -139,10 +152,9 @@ pub fn to_bytes(weights: &Weights, path: &Path) -> Result<Vec<u8>, WeightsError>
         .iter()
         .map(|(name, tensor)| (name.as_str(), encode(tensor)))
         .collect();
-    safetensors::serialize(encoded, None).map_err(|source| WeightsError::Invalid {
+    safetensors::serialize(encoded, None).map_err(|source| WeightsError::Encode {
         path: path.to_path_buf(),
-        name: weights.keys().next().cloned().unwrap_or_default(),
-        reason: format!("cannot encode the weights: {source}"),
+        source,
     })
 }
 
@@ -238,9 +250,9 @@ pub fn of_model(model: &Model) -> Result<Weights, WeightsError> {
             Some(param) => graph.ty(param).clone(),
             None => TensorType::f32(vec![values.len()]),
         };
-        let tensor = Tensor::f32(ty.shape, values).map_err(|err| WeightsError::Executable {
+        let tensor = Tensor::f32(ty.shape, values).map_err(|source| WeightsError::Tensor {
             name: name.clone(),
-            reason: err.to_string(),
+            source,
         })?;
         weights.insert(name.clone(), tensor);
     }
