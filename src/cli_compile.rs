@@ -1,7 +1,7 @@
 //! `kiln compile`: a model file into an object file and its C header
 //! (`kiln::aot`).
 
-use crate::{fail, load, out, Failed, ModelArgs};
+use crate::{fail, load_with, out, Failed, ModelArgs};
 use clap::Args;
 use kiln::aot::{compile_object, AotOptions};
 use kiln::model_file;
@@ -17,10 +17,14 @@ pub struct CompileArgs {
     #[arg(long)]
     pub train: bool,
     /// Embed the parameter values (and the optimizer's initial state) in the object,
-    /// so the caller does not pass them: the model's initialisation drawn with
-    /// `--seed`.
+    /// so the caller does not pass them: the weights of --weights, else the model's
+    /// initialisation drawn with --seed.
     #[arg(long)]
     pub embed_weights: bool,
+    /// The parameter values to embed: a safetensors file with exactly the model's
+    /// parameters (`kiln init` writes one); needs --embed-weights.
+    #[arg(long, value_name = "W.safetensors", requires = "embed_weights")]
+    pub weights: Option<PathBuf>,
     /// Seeds the parameters' initialisation (the values embedded).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -53,9 +57,10 @@ fn default_name(output: &Path) -> String {
 }
 
 pub fn compile(args: &CompileArgs) -> Result<(), Failed> {
-    let mut model_args = args.model.clone();
-    model_args.seed = args.seed;
-    let file = load(&model_args)?;
+    let mut file = load_with(&args.model, args.seed, false)?;
+    if let Some(weights) = &args.weights {
+        kiln::weights::load_into(&mut file.model, weights).map_err(fail)?;
+    }
     let library = args
         .library
         .clone()
@@ -98,7 +103,7 @@ pub fn compile(args: &CompileArgs) -> Result<(), Failed> {
     Ok(())
 }
 
+/// Writes atomically: an interrupted compile never leaves half a file.
 fn write(path: &Path, bytes: &[u8]) -> Result<(), Failed> {
-    std::fs::write(path, bytes)
-        .map_err(|err| fail(format!("cannot write {}: {err}", path.display())))
+    kiln::fsutil::write_atomic(path, bytes).map_err(fail)
 }

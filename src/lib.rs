@@ -9,10 +9,13 @@ pub mod aot;
 pub mod compile;
 pub mod data;
 pub mod decode;
+pub mod fsutil;
 pub mod gradcheck;
 pub mod metrics;
 pub mod model_file;
+pub mod npy;
 pub mod trainer;
+pub mod weights;
 
 pub use compile::{compile, compile_train_step, CompileReport, Error, Executable};
 pub use data::{DataError, Dataset};

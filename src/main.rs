@@ -1,8 +1,12 @@
 //! The `kiln` command: check model files, dump their IR after any step of the
-//! pipeline, and check their gradients.
+//! pipeline, check their gradients, initialise weights and run models on data
+//! (`cli_data`).
 //!
 //! Exit codes: 0 success; 1 a mistake in the model file (a located error), a
-//! failed compile, or a gradient check above its tolerance; 2 a bad command line.
+//! failed compile, a gradient check above its tolerance, or a bad data file
+//! (weights, .npy); 2 a bad command line.
+
+mod cli_data;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use kiln::frontend::lang::ElaborateOptions;
@@ -26,8 +30,9 @@ mod cli_compile;
     about = "A dataflow-graph compiler for neural networks",
     long_about = "A dataflow-graph compiler for neural networks.\n\nModel files (.kiln) are \
                   described in docs/model-format.md.\n\nExit codes: 0 success; 1 a mistake in \
-                  the model file, a failed compile or a gradient check above its tolerance; 2 a \
-                  bad command line."
+                  the model file, a failed compile, a gradient check above its tolerance, or a \
+                  bad data file (weights or .npy: missing, misshapen, of another dtype, \
+                  truncated, or not writable); 2 a bad command line."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -70,6 +75,15 @@ enum Command {
         #[arg(long, default_value_t = 16)]
         samples: usize,
     },
+    /// Write the model's freshly initialised parameters (drawn from --seed) to a
+    /// safetensors file, named as in the model file (`fc1.weight`).
+    #[command(after_long_help = cli_data::EXIT_CODES)]
+    Init(cli_data::InitArgs),
+    /// Run the model for inference (dropout off, batch norm's running statistics)
+    /// with weights from a safetensors file on inputs from .npy files, and write one
+    /// NAME.npy per output into a folder.
+    #[command(after_long_help = cli_data::EXIT_CODES)]
+    Run(cli_data::RunArgs),
     /// Compile the model ahead of time into an object file for this machine that
     /// exports `<name>_infer` (and with --train `<name>_train`), and a C header that
     /// documents every function, argument, dtype and shape. The object needs only
@@ -81,7 +95,7 @@ enum Command {
     Bench(cli_bench::BenchArgs),
 }
 
-#[derive(Args, Clone)]
+#[derive(Args)]
 struct ModelArgs {
     /// The model file.
     #[arg(value_name = "MODEL.kiln")]
@@ -92,9 +106,6 @@ struct ModelArgs {
     /// Which model of the file, when it declares several.
     #[arg(long = "model", value_name = "NAME")]
     name: Option<String>,
-    /// Seeds the parameters' initialisation (set by the commands that use it).
-    #[arg(skip)]
-    seed: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -132,6 +143,8 @@ fn main() -> ExitCode {
             seed,
             samples,
         } => grad(&model, seed, samples),
+        Command::Init(args) => cli_data::init(&args),
+        Command::Run(args) => cli_data::run(&args),
         Command::Compile(args) => cli_compile::compile(&args),
         Command::Bench(args) => cli_bench::bench(&args),
     };
@@ -159,11 +172,17 @@ fn fail(message: impl std::fmt::Display) -> Failed {
 }
 
 fn load(args: &ModelArgs) -> Result<ModelFile, Failed> {
+    load_with(args, 0, false)
+}
+
+/// The model file with its parameters drawn from `seed`, built for training or
+/// (`evaluation`) for inference; a mistake is printed with its location.
+fn load_with(args: &ModelArgs, seed: u64, evaluation: bool) -> Result<ModelFile, Failed> {
     let options = ElaborateOptions {
         model: args.name.clone(),
         dims: args.dims.iter().cloned().collect(),
-        seed: args.seed,
-        evaluation: false,
+        seed,
+        evaluation,
     };
     model_file::load(&args.path, &options).map_err(|err| {
         eprint!("{}", err.render(std::io::stderr().is_terminal()));
