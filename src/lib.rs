@@ -14,6 +14,7 @@ pub mod gradcheck;
 pub mod metrics;
 pub mod model_file;
 pub mod npy;
+pub mod plot;
 pub mod trainer;
 pub mod weights;
 

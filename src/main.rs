@@ -1,12 +1,16 @@
 //! The `kiln` command: check model files, dump their IR after any step of the
 //! pipeline, check their gradients, initialise weights and run models on data
-//! (`cli_data`).
+//! (`cli_data`), train them (`cli_train`), time them (`cli_bench`) and compile them
+//! ahead of time (`cli_compile`).
 //!
 //! Exit codes: 0 success; 1 a mistake in the model file (a located error), a
 //! failed compile, a gradient check above its tolerance, or a bad data file
-//! (weights, .npy); 2 a bad command line.
+//! (weights, .npy, CSV); 2 a bad command line.
 
+mod cli_bench;
+mod cli_compile;
 mod cli_data;
+mod cli_train;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use kiln::frontend::lang::ElaborateOptions;
@@ -19,9 +23,6 @@ use kiln::passes::schedule;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-
-mod cli_bench;
-mod cli_compile;
 
 #[derive(Parser)]
 #[command(
@@ -93,6 +94,10 @@ enum Command {
     /// time it: compile time, median step time over repeated runs on fixed random
     /// inputs, arena and parameter bytes.
     Bench(cli_bench::BenchArgs),
+    /// Train the model on a data set (CSV, or .npy features and labels) with its
+    /// `train` statement: a progress bar, the final weights, the loss curve as CSV
+    /// and PNG, and checkpoints that --resume continues bit for bit.
+    Train(cli_train::TrainArgs),
 }
 
 #[derive(Args)]
@@ -147,6 +152,7 @@ fn main() -> ExitCode {
         Command::Run(args) => cli_data::run(&args),
         Command::Compile(args) => cli_compile::compile(&args),
         Command::Bench(args) => cli_bench::bench(&args),
+        Command::Train(args) => cli_train::train(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
