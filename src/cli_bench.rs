@@ -2,6 +2,7 @@
 //! the compile time, the median step over repeated runs on fixed random inputs, and
 //! the memory the run takes.
 
+use crate::cli_data::Owned;
 use crate::{fail, load, out, Failed, ModelArgs};
 use clap::Args;
 use kiln::compile::{compile_with, set_params};
@@ -25,14 +26,6 @@ pub struct BenchArgs {
     /// Time the forward pass even when the file trains.
     #[arg(long)]
     pub inference: bool,
-}
-
-/// An input's values: uniform in [0, 1) for f32, zeros for i32 and bool (valid
-/// labels, indices and seeds whatever the model).
-enum Values {
-    F32(Vec<f32>),
-    I32(Vec<i32>),
-    Bool(Vec<bool>),
 }
 
 pub fn bench(args: &BenchArgs) -> Result<(), Failed> {
@@ -59,30 +52,25 @@ pub fn bench(args: &BenchArgs) -> Result<(), Failed> {
     set_params(&mut exe, &file.model).map_err(fail)?;
     let compile_ms = exe.report.total.as_secs_f64() * 1e3;
 
+    // Uniform in [0, 1) for f32, zeros for i32 and bool (valid labels, indices and
+    // seeds whatever the model).
     let mut rng = Rng::new(0);
-    let inputs: Vec<(String, Values)> = exe
+    let inputs: Vec<(String, Owned)> = exe
         .inputs()
         .into_iter()
         .map(|(name, ty)| {
             let n = ty.num_elements();
             let values = match ty.dtype {
-                DType::F32 => Values::F32((0..n).map(|_| rng.uniform(0.0, 1.0) as f32).collect()),
-                DType::I32 => Values::I32(vec![0; n]),
-                DType::Bool => Values::Bool(vec![false; n]),
+                DType::F32 => Owned::F32((0..n).map(|_| rng.uniform(0.0, 1.0) as f32).collect()),
+                DType::I32 => Owned::I32(vec![0; n]),
+                DType::Bool => Owned::Bool(vec![false; n]),
             };
             (name, values)
         })
         .collect();
     let feeds: Vec<(&str, Arg)> = inputs
         .iter()
-        .map(|(name, values)| {
-            let arg = match values {
-                Values::F32(v) => Arg::F32(v),
-                Values::I32(v) => Arg::I32(v),
-                Values::Bool(v) => Arg::Bool(v),
-            };
-            (name.as_str(), arg)
-        })
+        .map(|(name, values)| (name.as_str(), values.arg()))
         .collect();
     // One run first: it allocates the arena and warms the caches.
     exe.run(&feeds).map_err(fail)?;

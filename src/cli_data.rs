@@ -48,7 +48,7 @@ pub struct RunArgs {
     output: PathBuf,
 }
 
-fn parse_input(text: &str) -> Result<(String, PathBuf), String> {
+pub(crate) fn parse_input(text: &str) -> Result<(String, PathBuf), String> {
     match text.split_once('=') {
         Some((name, path)) if !name.is_empty() && !path.is_empty() => {
             Ok((name.to_string(), PathBuf::from(path)))
@@ -113,7 +113,7 @@ pub fn run(args: &RunArgs) -> Result<(), Failed> {
 
 /// Reads every `--input`, checked against the model's inputs: each input given once,
 /// none unknown, each of its input's exact type.
-fn read_inputs(
+pub(crate) fn read_inputs(
     model: &Model,
     given: &[(String, PathBuf)],
 ) -> Result<BTreeMap<String, Tensor>, Failed> {
@@ -191,14 +191,14 @@ fn create_output_folder(folder: &Path) -> Result<(), Failed> {
 }
 
 /// An input's elements in the dtype the executable takes.
-enum Owned {
+pub(crate) enum Owned {
     F32(Vec<f32>),
     I32(Vec<i32>),
     Bool(Vec<bool>),
 }
 
 impl Owned {
-    fn of(tensor: &Tensor) -> Owned {
+    pub(crate) fn of(tensor: &Tensor) -> Owned {
         match tensor.dtype() {
             DType::F32 => Owned::F32(tensor.to_f32()),
             DType::I32 => Owned::I32(tensor.to_i32()),
@@ -206,7 +206,7 @@ impl Owned {
         }
     }
 
-    fn arg(&self) -> Arg<'_> {
+    pub(crate) fn arg(&self) -> Arg<'_> {
         match self {
             Owned::F32(data) => Arg::F32(data),
             Owned::I32(data) => Arg::I32(data),

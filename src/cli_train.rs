@@ -8,10 +8,12 @@
 //! atomically (`kiln::fsutil`), so an interrupted run leaves the previous ones whole,
 //! and `--resume` continues from the last.
 
+use crate::cli_data::{read_inputs, Owned};
 use crate::{fail, load_with, out, Failed, ModelArgs};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kiln::ir::{DType, Tensor, TensorType};
+use kiln::trainer::{restore_step, step_state};
 use kiln::weights::{self, Weights};
 use kiln::{model_file, Dataset, Trainer, TrainerConfig, TrainerState};
 use std::collections::BTreeMap;
@@ -26,9 +28,15 @@ pub struct TrainArgs {
     pub model: ModelArgs,
     /// The training data: a CSV file (`.csv` or `.csv.gz`; features then an integer
     /// label per row; a first line that is not numbers is skipped as a header), or a
-    /// .npy file of features `[examples, features]` with --labels.
-    #[arg(long, value_name = "FILE")]
-    pub data: PathBuf,
+    /// .npy file of features `[examples, features]` with --labels; fed to the inputs
+    /// `x` and `labels` in shuffled minibatches.
+    #[arg(long, value_name = "FILE", required_unless_present = "inputs")]
+    pub data: Option<PathBuf>,
+    /// Full-batch training instead: every input of the model from a .npy file of its
+    /// exact type, the same every step, one step per epoch (a graph and its node
+    /// labels, say); repeatable.
+    #[arg(long = "input", value_name = "NAME=FILE.npy", value_parser = crate::cli_data::parse_input, conflicts_with_all = ["data", "labels"])]
+    pub inputs: Vec<(String, PathBuf)>,
     /// The labels of .npy features: an int32 .npy file `[examples]`.
     #[arg(long, value_name = "FILE.npy")]
     pub labels: Option<PathBuf>,
@@ -81,15 +89,31 @@ pub fn train(args: &TrainArgs) -> Result<(), Failed> {
     if let Some(path) = &args.weights {
         weights::load_into(&mut file.model, path).map_err(fail)?;
     }
-    let data = read_data(args)?;
-    let mut config = TrainerConfig::new(model_file::optimizer(spec).map_err(fail)?)
-        .map_err(fail)?
-        .with_seed(args.seed)
-        .with_loss_output(&spec.loss);
-    if file.model.graph().input_by_name("seed").is_some() {
-        config = config.with_seed_input("seed");
-    }
-    let mut trainer = Trainer::new(&file.model, config).map_err(fail)?;
+    let mut session = if args.inputs.is_empty() {
+        let data = read_data(args)?;
+        let mut config = TrainerConfig::new(model_file::optimizer(spec).map_err(fail)?)
+            .map_err(fail)?
+            .with_seed(args.seed)
+            .with_loss_output(&spec.loss);
+        if file.model.graph().input_by_name("seed").is_some() {
+            config = config.with_seed_input("seed");
+        }
+        let trainer = Trainer::new(&file.model, config).map_err(fail)?;
+        Session::Minibatch(Box::new(trainer), data)
+    } else {
+        let inputs = read_inputs(&file.model, &args.inputs)?;
+        let optimizer = model_file::optimizer(spec).map_err(fail)?;
+        let step = kiln::compile_train_step(&file.model, &spec.loss, optimizer).map_err(fail)?;
+        let inputs = inputs
+            .iter()
+            .map(|(name, tensor)| (name.clone(), Owned::of(tensor)))
+            .collect();
+        Session::FullBatch {
+            step: Box::new(step),
+            inputs,
+            loss: spec.loss.clone(),
+        }
+    };
 
     let mut losses: Vec<f64> = Vec::new();
     if args.resume {
@@ -103,7 +127,7 @@ pub fn train(args: &TrainArgs) -> Result<(), Failed> {
                 path.display()
             )));
         }
-        trainer
+        session
             .restore(&state)
             .map_err(|err| fail(format!("{}: {err}", path.display())))?;
         losses = saved[LOSSES].data().to_vec();
@@ -118,11 +142,10 @@ pub fn train(args: &TrainArgs) -> Result<(), Failed> {
     create_folder(&args.output)?;
 
     let bar = progress_bar(args.epochs, losses.len());
-    let batch = trainer.batch_size();
-    let examples = data.len() / batch.max(1) * batch;
+    let examples = session.examples_per_epoch();
     for epoch in losses.len() + 1..=args.epochs {
         let start = Instant::now();
-        let loss = trainer.epoch(&data).map_err(fail)?;
+        let loss = session.epoch().map_err(fail)?;
         let rate = examples as f64 / start.elapsed().as_secs_f64().max(1e-9);
         losses.push(f64::from(loss));
         let line = format!(
@@ -133,14 +156,18 @@ pub fn train(args: &TrainArgs) -> Result<(), Failed> {
         bar.inc(1);
         bar.suspend(|| out(&line))?;
         if let Some(dir) = &args.checkpoint {
-            save_checkpoint(dir, epoch, &trainer, &losses)?;
+            save_checkpoint(dir, epoch, &session.state().map_err(fail)?, &losses)?;
         }
     }
     bar.finish_and_clear();
 
     let mut trained = Weights::new();
-    for (name, values) in trainer.params().map_err(fail)? {
-        trained.insert(name.clone(), tensor(&file.model, &name, &values)?);
+    let state = session.state().map_err(fail)?;
+    for (name, values) in &state.tensors {
+        // The model's parameters, not the optimizer's state.
+        if file.model.param(name).is_some() {
+            trained.insert(name.clone(), tensor(&file.model, name, values)?);
+        }
     }
     let weights_path = args.output.join("weights.safetensors");
     weights::save(&trained, &weights_path).map_err(fail)?;
@@ -158,10 +185,74 @@ pub fn train(args: &TrainArgs) -> Result<(), Failed> {
     ))
 }
 
+/// What trains: a trainer over a data set in minibatches, or one step per epoch on
+/// fixed inputs.
+enum Session {
+    Minibatch(Box<Trainer>, Dataset),
+    FullBatch {
+        step: Box<kiln::Executable>,
+        inputs: Vec<(String, Owned)>,
+        loss: String,
+    },
+}
+
+impl Session {
+    /// One epoch; its mean loss.
+    fn epoch(&mut self) -> Result<f32, kiln::Error> {
+        match self {
+            Session::Minibatch(trainer, data) => trainer.epoch(data),
+            Session::FullBatch { step, inputs, loss } => {
+                let args: Vec<(&str, kiln::Arg)> = inputs
+                    .iter()
+                    .map(|(name, values)| (name.as_str(), values.arg()))
+                    .collect();
+                step.run(&args)?;
+                Ok(step.output_f32(loss)?[0])
+            }
+        }
+    }
+
+    /// Examples seen per epoch (whole batches).
+    fn examples_per_epoch(&self) -> usize {
+        match self {
+            Session::Minibatch(trainer, data) => {
+                let batch = trainer.batch_size().max(1);
+                data.len() / batch * batch
+            }
+            Session::FullBatch { step, .. } => step
+                .inputs()
+                .first()
+                .and_then(|(_, ty)| ty.shape.first().copied())
+                .unwrap_or(1),
+        }
+    }
+
+    fn state(&self) -> Result<TrainerState, kiln::Error> {
+        match self {
+            Session::Minibatch(trainer, _) => trainer.state(),
+            Session::FullBatch { step, .. } => Ok(TrainerState {
+                tensors: step_state(step)?,
+                rng: 0,
+            }),
+        }
+    }
+
+    fn restore(&mut self, state: &TrainerState) -> Result<(), kiln::Error> {
+        match self {
+            Session::Minibatch(trainer, _) => trainer.restore(state),
+            Session::FullBatch { step, .. } => restore_step(step, &state.tensors),
+        }
+    }
+}
+
 /// The data set: CSV (a non-numeric first line skipped as a header) or .npy
 /// features with .npy labels.
 fn read_data(args: &TrainArgs) -> Result<Dataset, Failed> {
-    let path = &args.data;
+    let Some(path) = &args.data else {
+        return Err(fail(
+            "give --data FILE, or every input with --input NAME=FILE.npy",
+        ));
+    };
     let shown = path.display();
     let is_npy = path.extension().is_some_and(|ext| ext == "npy");
     if is_npy {
@@ -274,15 +365,14 @@ fn checkpoint_name(epoch: usize) -> String {
     format!("epoch-{epoch:04}.safetensors")
 }
 
-/// Writes `dir/epoch-NNNN.safetensors`: the trainer's state, the epochs done, the
+/// Writes `dir/epoch-NNNN.safetensors`: the training state, the epochs done, the
 /// losses so far.
 fn save_checkpoint(
     dir: &Path,
     epoch: usize,
-    trainer: &Trainer,
+    state: &TrainerState,
     losses: &[f64],
 ) -> Result<(), Failed> {
-    let state = trainer.state().map_err(fail)?;
     let mut saved = Weights::new();
     for (name, values) in &state.tensors {
         let ty = TensorType::f32([values.len()]);

@@ -102,6 +102,48 @@ impl TrainerConfig {
     }
 }
 
+/// Every parameter and optimizer-state buffer of a train step, by name.
+pub fn step_state(step: &Executable) -> Result<BTreeMap<String, Vec<f32>>, Error> {
+    let mut tensors = BTreeMap::new();
+    for (name, _) in step.params() {
+        let values = step.param(&name)?.to_vec();
+        tensors.insert(name, values);
+    }
+    Ok(tensors)
+}
+
+/// Sets every parameter and optimizer-state buffer of `step` from `tensors`, which
+/// must hold each of them with its length and nothing else; nothing changes unless
+/// all of them are.
+pub fn restore_step(
+    step: &mut Executable,
+    tensors: &BTreeMap<String, Vec<f32>>,
+) -> Result<(), Error> {
+    let params = step.params();
+    for (name, ty) in &params {
+        let values = tensors
+            .get(name)
+            .ok_or_else(|| Error::MissingState(name.clone()))?;
+        if values.len() != ty.num_elements() {
+            return Err(Error::StateLength {
+                name: name.clone(),
+                expected: ty.num_elements(),
+                found: values.len(),
+            });
+        }
+    }
+    if let Some(name) = tensors
+        .keys()
+        .find(|name| !params.iter().any(|(param, _)| param == *name))
+    {
+        return Err(Error::UnknownState(name.clone()));
+    }
+    for (name, values) in tensors {
+        step.set_param(name, values)?;
+    }
+    Ok(())
+}
+
 /// What a trainer needs to resume: see [`Trainer::state`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrainerState {
@@ -258,13 +300,8 @@ impl Trainer {
     /// and optimizer-state buffer of the step, by name, and the state of the
     /// generator that shuffles the examples (and draws the seeds).
     pub fn state(&self) -> Result<TrainerState, Error> {
-        let mut tensors = BTreeMap::new();
-        for (name, _) in self.step.params() {
-            let values = self.step.param(&name)?.to_vec();
-            tensors.insert(name, values);
-        }
         Ok(TrainerState {
-            tensors,
+            tensors: step_state(&self.step)?,
             rng: self.rng.state(),
         })
     }
@@ -273,30 +310,7 @@ impl Trainer {
     /// every parameter and optimizer-state buffer must be there with its length, and
     /// nothing else; nothing changes unless all of them are.
     pub fn restore(&mut self, state: &TrainerState) -> Result<(), Error> {
-        let params = self.step.params();
-        for (name, ty) in &params {
-            let values = state
-                .tensors
-                .get(name)
-                .ok_or_else(|| Error::MissingState(name.clone()))?;
-            if values.len() != ty.num_elements() {
-                return Err(Error::StateLength {
-                    name: name.clone(),
-                    expected: ty.num_elements(),
-                    found: values.len(),
-                });
-            }
-        }
-        if let Some(name) = state
-            .tensors
-            .keys()
-            .find(|name| !params.iter().any(|(param, _)| param == *name))
-        {
-            return Err(Error::UnknownState(name.clone()));
-        }
-        for (name, values) in &state.tensors {
-            self.step.set_param(name, values)?;
-        }
+        restore_step(&mut self.step, &state.tensors)?;
         self.rng = Rng::new(state.rng);
         Ok(())
     }

@@ -237,3 +237,71 @@ fn mistakes_are_named_with_exit_code_1_and_bad_command_lines_2() {
     ]);
     assert_eq!(output.status.code(), Some(2), "--resume needs --checkpoint");
 }
+
+#[test]
+fn the_iris_and_karate_club_data_train_out_of_the_box() {
+    let dir = temp_dir("datasets");
+    let out = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    // iris.csv starts with scikit-learn's header line, which is skipped.
+    let output = kiln(&[
+        "train",
+        "examples/models/softmax_regression.kiln",
+        "--data",
+        "examples/data/iris.csv",
+        "--epochs",
+        "3",
+        "-o",
+        &out("iris"),
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stdout).contains("epoch 3/3: loss "),
+        "{}",
+        text(&output.stdout)
+    );
+
+    // The karate club: the graph network full batch on its .npy inputs, one step per
+    // epoch; 100 epochs, or 60 and then 40 more from the checkpoint, to the same bytes.
+    let karate = |name: &str| format!("{name}=examples/data/karate/{name}.npy");
+    let inputs: Vec<String> = ["q", "x", "labels", "mask"]
+        .into_iter()
+        .map(karate)
+        .collect();
+    let run = |epochs: &str, extra: &[&str]| {
+        let mut args = vec!["train", "examples/models/gcn.kiln", "--epochs", epochs];
+        for input in &inputs {
+            args.extend_from_slice(&["--input", input]);
+        }
+        args.extend_from_slice(extra);
+        let output = kiln(&args);
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+        output
+    };
+    let output = run("100", &["-o", &out("gcn")]);
+    let last = text(&output.stdout).lines().nth(99).unwrap().to_string();
+    let loss: f64 = last
+        .split("loss ")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(loss < 0.05, "{last}");
+    run("60", &["--checkpoint", &out("ck"), "-o", &out("first")]);
+    run(
+        "100",
+        &[
+            "--checkpoint",
+            &out("ck"),
+            "--resume",
+            "-o",
+            &out("resumed"),
+        ],
+    );
+    assert_eq!(
+        read(&dir.join("gcn/weights.safetensors")),
+        read(&dir.join("resumed/weights.safetensors"))
+    );
+}

@@ -2,8 +2,8 @@
 //! and the graph convolutional network.
 
 use crate::{
-    accuracy_outcome, evaluator, load_data, load_model, pairs, step_params, train_spec, train_step,
-    Family, Outcome, RunResult, SEED, SEED_INPUT,
+    accuracy_outcome, data_path, evaluator, load_data, load_model, step_params, train_spec,
+    train_step, Family, Outcome, RunResult, SEED, SEED_INPUT,
 };
 use kiln::ir::DType;
 use kiln::model_file;
@@ -77,37 +77,17 @@ pub(crate) fn perceptron(family: &Family) -> RunResult {
 /// 0 (Mr. Hi's faction) and 33 (the officer's) are labelled; the accuracy is on the
 /// other 32.
 pub(crate) fn gcn(family: &Family) -> RunResult {
-    let clubs = pairs("karate_club_nodes.csv")?;
-    let n = clubs.len();
-    let mut labels = vec![0i32; n];
-    for &(node, club) in &clubs {
-        *labels.get_mut(node).ok_or("a node outside 0..34")? = i32::try_from(club)?;
-    }
-    // Q = D̃^-1/2 (A + I) D̃^-1/2, with D̃ the degrees of A + I.
-    let mut adjacency = vec![0.0f64; n * n];
-    for i in 0..n {
-        adjacency[i * n + i] = 1.0;
-    }
-    for (a, b) in pairs("karate_club_edges.csv")? {
-        if a >= n || b >= n {
-            return Err(format!("edge {a}-{b} names a node outside 0..{n}").into());
-        }
-        adjacency[a * n + b] = 1.0;
-        adjacency[b * n + a] = 1.0;
-    }
-    let degree: Vec<f64> = (0..n)
-        .map(|i| adjacency[i * n..(i + 1) * n].iter().sum())
-        .collect();
-    let q: Vec<f32> = (0..n * n)
-        .map(|k| (adjacency[k] / (degree[k / n] * degree[k % n]).sqrt()) as f32)
-        .collect();
-    let features: Vec<f32> = (0..n * n)
-        .map(|k| if k / n == k % n { 1.0 } else { 0.0 })
-        .collect();
-    let labelled = [0, n - 1];
-    let mask: Vec<f32> = (0..n)
-        .map(|i| if labelled.contains(&i) { 1.0 } else { 0.0 })
-        .collect();
+    // The inputs derived from the karate club's CSV files (tests/karate_data.rs):
+    // the normalised adjacency, one-hot features, the factions, the labelled pair.
+    let read = |name: &str| kiln::npy::read(&data_path(&format!("karate/{name}.npy")));
+    let (q, features, mask) = (
+        read("q")?.to_f32(),
+        read("x")?.to_f32(),
+        read("mask")?.to_f32(),
+    );
+    let labels = read("labels")?.to_i32();
+    let n = labels.len();
+    let labelled: Vec<usize> = (0..n).filter(|&i| mask[i] != 0.0).collect();
     let mut step = train_step(family)?;
     let args = [
         ("q", Arg::F32(&q)),

@@ -314,16 +314,3 @@ fn accuracy_outcome(accuracy: f64, target: f64) -> Outcome {
         at_most: false,
     }
 }
-
-/// Rows of a two-column CSV file of whole numbers with a header line.
-fn pairs(file: &str) -> Result<Vec<(usize, usize)>, Box<dyn std::error::Error>> {
-    let text = std::fs::read_to_string(data_path(file))?;
-    let mut rows = Vec::new();
-    for (number, line) in text.lines().enumerate().skip(1) {
-        let (a, b) = line
-            .split_once(',')
-            .ok_or_else(|| format!("{file} line {}: expected two columns", number + 1))?;
-        rows.push((a.trim().parse()?, b.trim().parse()?));
-    }
-    Ok(rows)
-}
