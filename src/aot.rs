@@ -35,6 +35,10 @@ pub struct AotOptions {
     pub embed: bool,
     /// Where the model came from, for the header's first comment.
     pub source: String,
+    /// Schedule for this target (its `threads` are ignored: one) instead of the
+    /// host's, e.g. `Target::baseline()` for a schedule (microkernel, workspace sizes)
+    /// that does not depend on the machine. Code generation is for the host's CPU.
+    pub target: Option<kiln_ir::Target>,
 }
 
 /// The object and its header.
@@ -52,6 +56,7 @@ pub fn compile_object(model: &Model, options: &AotOptions) -> Result<AotOutput, 
     // One thread: an object runs on its caller's thread.
     let single = PipelineOptions {
         threads: Some(1),
+        target: options.target.clone().map(|target| target.with_threads(1)),
         ..PipelineOptions::default()
     };
     if options.embed {
@@ -82,7 +87,7 @@ pub fn compile_object(model: &Model, options: &AotOptions) -> Result<AotOutput, 
     }
     let scheduled = schedule_graph(model.graph(), pipeline::INFERENCE, &single)?;
     entries.push(object.add_entry("infer", &scheduled.program)?);
-    let header = header(options, &entries, &state_init);
+    let header = header(options, object.target(), &entries, &state_init);
     Ok(AotOutput {
         object: object.finish()?,
         header,
@@ -198,6 +203,7 @@ fn shape_text(ty: &TensorType) -> String {
 /// The header of the entries.
 fn header(
     options: &AotOptions,
+    target: &str,
     entries: &[EntryLayout],
     state_init: &[(String, String)],
 ) -> String {
@@ -212,7 +218,7 @@ fn header(
     );
     let _ = writeln!(
         h,
-        " *\n * Each entry point takes a block of pointers (a struct below, one pointer per\n \
+        " *\n * Compiled for {target} (it runs on CPUs with these features).\n *\n * Each entry point takes a block of pointers (a struct below, one pointer per\n \
          * argument in its order) and a workspace of <ENTRY>_WORKSPACE_BYTES bytes aligned to\n \
          * 64 (aligned_alloc(64, ...)), which it uses as scratch and may be reused between\n \
          * calls. Arrays are dense, row-major, of the element counts given (<FIELD>_LEN).\n \

@@ -88,6 +88,7 @@ pub fn compile(args: &CompileArgs) -> Result<(), Failed> {
         train,
         embed: args.embed_weights,
         source: format!("{} (model {})", args.model.path.display(), file.name),
+        target: None,
     };
     let output = compile_object(&file.model, &options).map_err(fail)?;
     write(&args.output, &output.object)?;

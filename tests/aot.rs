@@ -339,6 +339,7 @@ fn options(embed: bool) -> AotOptions {
         train: Some((loss, optimizer)),
         embed,
         source: "tiny.kiln".to_string(),
+        target: None,
     }
 }
 
@@ -403,6 +404,14 @@ fn the_header_compiles_as_c99_and_cpp_and_a_bad_workspace_is_refused() {
         run(&mut Command::new(dir.join(binary)));
     }
     assert!(output.header.contains("#define TINY_ABI_VERSION 1u"));
+    // Nothing but libc: the only symbol the object needs from outside is memcpy.
+    let undefined = run(Command::new("nm").current_dir(&dir).args(["-u", "tiny.o"]));
+    let names: Vec<String> = String::from_utf8_lossy(&undefined)
+        .split_whitespace()
+        .filter(|word| *word != "U")
+        .map(str::to_string)
+        .collect();
+    assert_eq!(names, ["memcpy"]);
 }
 
 /// The header of the digits MLP with its train step, as a readable diff when the
@@ -426,7 +435,26 @@ fn the_digits_mlp_header() {
         train: Some((spec.loss.clone(), model_file::optimizer(&spec).unwrap())),
         embed: false,
         source: "examples/models/mlp_digits.kiln (model MlpDigits)".to_string(),
+        // The baseline schedule, so the workspace sizes are the same on every machine.
+        target: Some(kiln::ir::Target::baseline()),
     };
     let output = compile_object(&file.model, &options).unwrap();
-    insta::assert_snapshot!("mlp_digits_header", output.header);
+    // The CPU features are this machine's.
+    let header: String = output
+        .header
+        .lines()
+        .map(|line| match line.strip_prefix(" * Compiled for ") {
+            Some(_) => {
+                " * Compiled for [this machine's triple and CPU features] (...).".to_string()
+            }
+            None => line.to_string(),
+        })
+        .map(|line| line + "\n")
+        .collect();
+    assert!(
+        output.header.contains(" * Compiled for x86_64-"),
+        "{}",
+        output.header
+    );
+    insta::assert_snapshot!("mlp_digits_header", header);
 }

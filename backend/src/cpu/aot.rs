@@ -81,6 +81,8 @@ pub struct EntryLayout {
 
 /// Builds one object: parameters to embed, then entry points, then the bytes.
 pub struct ObjectCompiler {
+    /// The target triple and the CPU features the code uses.
+    target: String,
     module: ObjectModule,
     library: String,
     opt_level: OptLevel,
@@ -121,9 +123,17 @@ impl ObjectCompiler {
             });
         }
         let isa = object_isa(opt_level)?;
+        let features: Vec<&str> = isa
+            .isa_flags()
+            .iter()
+            .filter(|flag| flag.as_bool() == Some(true) && flag.name.starts_with("has_"))
+            .map(|flag| &flag.name["has_".len()..])
+            .collect();
+        let target = format!("{} with {}", isa.triple(), features.join(", "));
         let builder = ObjectBuilder::new(isa, library, cranelift_module::default_libcall_names())
             .map_err(cranelift_error("the object"))?;
         Ok(ObjectCompiler {
+            target,
             module: ObjectModule::new(builder),
             library: library.to_string(),
             opt_level,
@@ -440,6 +450,12 @@ impl ObjectCompiler {
         module
             .define_function(func, &mut ctx)
             .map_err(cranelift_error(symbol))
+    }
+
+    /// The target triple and the CPU features the code may use (`x86_64-unknown-linux-gnu
+    /// with sse3, ssse3, ..., avx2, fma`): the object runs on CPUs that have them.
+    pub fn target(&self) -> &str {
+        &self.target
     }
 
     /// The optimisation level entries are compiled at.
