@@ -2,23 +2,11 @@
 //! (0 success, 1 a mistake in the model or a failed check, 2 a bad command line).
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
 
-fn kiln(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("the kiln binary runs")
-}
+#[path = "support/cli.rs"]
+mod support;
 
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
+use support::{kiln, stderr, stdout};
 
 const DIGITS: &str = "examples/models/mlp_digits.kiln";
 

@@ -9,19 +9,13 @@ use std::time::{Duration, Instant};
 const DIGITS: &str = "examples/models/mlp_digits.kiln";
 const DATA: &str = "examples/data/digits.csv.gz";
 
-fn kiln(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("the kiln binary runs")
-}
+#[path = "support/cli.rs"]
+mod support;
+
+use support::kiln;
 
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kiln-train-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    support::temp_dir("train", name)
 }
 
 fn text(bytes: &[u8]) -> String {

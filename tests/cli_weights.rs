@@ -7,34 +7,20 @@ use kiln::frontend::lang::ElaborateOptions;
 use kiln::ir::{DType, Tensor, TensorType};
 use kiln::{model_file, npy, weights, Arg};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 const DIGITS: &str = "examples/models/mlp_digits.kiln";
 /// The batch the tests bind, unlike the file's default, so `--dim` is exercised.
 const BATCH: usize = 5;
 
-fn kiln(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("the kiln binary runs")
-}
+#[path = "support/cli.rs"]
+mod support;
 
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
+use support::{kiln, stderr, stdout};
 
 /// A fresh, empty folder for one test.
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kiln-cli-weights-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    support::temp_dir("cli-weights", name)
 }
 
 fn s(path: &Path) -> &str {
