@@ -35,6 +35,11 @@ pub struct AotOptions {
     pub embed: bool,
     /// Where the model came from, for the header's first comment.
     pub source: String,
+    /// The model of the forward pass when it is not the trained one: the model file
+    /// built for evaluation (`ElaborateOptions::evaluation`: dropout off, batch norm
+    /// by its running statistics, no updates of its own). Its parameters must be the
+    /// trained model's; their values are taken from the trained model.
+    pub inference: Option<Model>,
     /// Schedule for this target (its `threads` are ignored: one) instead of the
     /// host's, e.g. `Target::baseline()` for a schedule (microkernel, workspace sizes)
     /// that does not depend on the machine. Code generation is for the host's CPU.
@@ -85,7 +90,16 @@ pub fn compile_object(model: &Model, options: &AotOptions) -> Result<AotOutput, 
         // writable data for the forward pass too.
         entries.push(object.add_entry("train", &scheduled.program)?);
     }
-    let scheduled = schedule_graph(model.graph(), pipeline::INFERENCE, &single)?;
+    let forward = options.inference.as_ref().unwrap_or(model);
+    let mismatch = forward.params().keys().ne(model.params().keys())
+        || forward
+            .params()
+            .iter()
+            .any(|(name, values)| model.param(name).map(<[f32]>::len) != Some(values.len()));
+    if mismatch {
+        return Err(Error::InferenceParams);
+    }
+    let scheduled = schedule_graph(forward.graph(), pipeline::INFERENCE, &single)?;
     entries.push(object.add_entry("infer", &scheduled.program)?);
     let header = header(options, object.target(), &entries, &state_init);
     Ok(AotOutput {

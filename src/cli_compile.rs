@@ -58,8 +58,12 @@ fn default_name(output: &Path) -> String {
 
 pub fn compile(args: &CompileArgs) -> Result<(), Failed> {
     let mut file = load_with(&args.model, args.seed, false)?;
+    // The forward pass is the file built for evaluation (dropout off, batch norm by
+    // its running statistics), with the same parameters.
+    let mut inference = load_with(&args.model, args.seed, true)?.model;
     if let Some(weights) = &args.weights {
         kiln::weights::load_into(&mut file.model, weights).map_err(fail)?;
+        kiln::weights::load_into(&mut inference, weights).map_err(fail)?;
     }
     let library = args
         .library
@@ -88,6 +92,7 @@ pub fn compile(args: &CompileArgs) -> Result<(), Failed> {
         train,
         embed: args.embed_weights,
         source: format!("{} (model {})", args.model.path.display(), file.name),
+        inference: Some(inference),
         target: None,
     };
     let output = compile_object(&file.model, &options).map_err(fail)?;

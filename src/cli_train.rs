@@ -62,7 +62,12 @@ pub struct TrainArgs {
     pub resume: bool,
     /// The folder for the results: weights.safetensors (the trained parameters),
     /// loss.csv and loss.png (the mean loss of every epoch). Created if missing.
-    #[arg(short = 'o', long = "output", value_name = "DIR", default_value = "kiln-train")]
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_name = "DIR",
+        default_value = "kiln-train"
+    )]
     pub output: PathBuf,
 }
 

@@ -57,6 +57,10 @@ pub enum Error {
         expected: usize,
         found: usize,
     },
+    /// `AotOptions::inference` has other parameters than the trained model (a kiln
+    /// bug in the caller: both come from one model file).
+    #[error("the forward pass's model has other parameters than the trained model")]
+    InferenceParams,
     /// A saved training state without one of the train step's buffers.
     #[error("the saved state has no {0:?}, which the train step needs")]
     MissingState(String),

@@ -238,8 +238,26 @@ fn assert_close(what: &str, got: &[f32], want: &[f32]) {
 /// everything it writes against the JIT.
 fn check_against_jit(name: &str, output: &AotOutput, embedded: bool) {
     let (model, loss, optimizer) = model();
+    check_model_against_jit(
+        name,
+        "tiny",
+        (&model, &model),
+        (loss, optimizer),
+        output,
+        embedded,
+    );
+}
+
+/// As `check_against_jit`, for any model compiled into `output` as `library`.
+fn check_model_against_jit(
+    name: &str,
+    library: &str,
+    (model, forward_model): (&Model, &Model),
+    (loss, optimizer): (String, Optimizer),
+    output: &AotOutput,
+    embedded: bool,
+) {
     let dir = temp_dir(name);
-    let library = "tiny";
     std::fs::write(dir.join(format!("{library}.o")), &output.object).unwrap();
     std::fs::write(dir.join(format!("{library}.h")), &output.header).unwrap();
     let [train, infer] = &output.entries[..] else {
@@ -258,15 +276,15 @@ fn check_against_jit(name: &str, output: &AotOutput, embedded: bool) {
         ..PipelineOptions::default()
     };
     let mut forward: Executable =
-        compile_with(model.graph(), pipeline::INFERENCE, &single).unwrap();
-    set_params(&mut forward, &model).unwrap();
+        compile_with(forward_model.graph(), pipeline::INFERENCE, &single).unwrap();
+    set_params(&mut forward, model).unwrap();
     let training = PipelineOptions {
         loss: Some(loss),
         optimizer: Some(optimizer),
         ..single
     };
     let mut step = compile_with(model.graph(), pipeline::TRAIN_STEP, &training).unwrap();
-    set_params(&mut step, &model).unwrap();
+    set_params(&mut step, model).unwrap();
 
     let mut rng = Rng::new(11);
     let mut feed: Vec<u8> = Vec::new();
@@ -339,6 +357,7 @@ fn options(embed: bool) -> AotOptions {
         train: Some((loss, optimizer)),
         embed,
         source: "tiny.kiln".to_string(),
+        inference: None,
         target: None,
     }
 }
@@ -416,6 +435,51 @@ fn the_header_compiles_as_c99_and_cpp_and_a_bad_workspace_is_refused() {
 
 /// The header of the digits MLP with its train step, as a readable diff when the
 /// interface changes.
+/// The canon's model files with their kinds of kernels: convolution and pooling
+/// (lenet), a recurrence (lstm), attention with layer norm (transformer_encoder),
+/// random samples from a seed input (dropout_mlp), running statistics updated by the
+/// step (batchnorm_mlp), a gather (an embedding, in seq2seq_attention): each train
+/// step and forward pass in C equals the JIT's.
+#[test]
+fn canon_models_in_c_equal_the_jit() {
+    for (name, dims) in [
+        ("lenet", vec![("B", 3)]),
+        ("lstm", vec![("B", 2)]),
+        ("transformer_encoder", vec![("B", 2)]),
+        ("dropout_mlp", vec![("B", 3)]),
+        ("batchnorm_mlp", vec![("B", 4)]),
+        ("seq2seq_attention", vec![("B", 2), ("L", 3)]),
+    ] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples/models")
+            .join(format!("{name}.kiln"));
+        let options = |evaluation| ElaborateOptions {
+            dims: dims.iter().map(|&(d, v)| (d.to_string(), v)).collect(),
+            seed: 1,
+            evaluation,
+            ..ElaborateOptions::default()
+        };
+        let load = |evaluation| {
+            model_file::load(&path, &options(evaluation))
+                .unwrap_or_else(|err| panic!("{name}: {}", err.render(false)))
+        };
+        let (file, forward) = (load(false), load(true).model);
+        let spec = file.train.expect("a canon model trains");
+        let optimizer = model_file::optimizer(&spec).unwrap();
+        let aot = AotOptions {
+            library: name.to_string(),
+            train: Some((spec.loss.clone(), optimizer)),
+            embed: false,
+            source: format!("{name}.kiln"),
+            inference: Some(forward.clone()),
+            target: None,
+        };
+        let output = compile_object(&file.model, &aot).unwrap();
+        let models = (&file.model, &forward);
+        check_model_against_jit(name, name, models, (spec.loss, optimizer), &output, false);
+    }
+}
+
 #[test]
 fn the_digits_mlp_header() {
     let file = model_file::load(
@@ -435,6 +499,7 @@ fn the_digits_mlp_header() {
         train: Some((spec.loss.clone(), model_file::optimizer(&spec).unwrap())),
         embed: false,
         source: "examples/models/mlp_digits.kiln (model MlpDigits)".to_string(),
+        inference: None,
         // The baseline schedule, so the workspace sizes are the same on every machine.
         target: Some(kiln::ir::Target::baseline()),
     };
