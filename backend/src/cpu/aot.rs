@@ -260,7 +260,13 @@ impl ObjectCompiler {
                 | (Placement::Param, _)
                 | (Placement::InPlace { .. }, _) => match embedded.get(&owner) {
                     Some(&data) => Slot::Data(data),
-                    None => Slot::Arg(field[&owner]),
+                    None => Slot::Arg(*field.get(&owner).ok_or_else(|| {
+                        unsupported(format!(
+                            "buffer {index} lives in buffer {} of the caller, which is no \
+                             argument (a kiln bug in the memory plan)",
+                            owner.0
+                        ))
+                    })?),
                 },
                 (Placement::Arena { offset }, _) => Slot::Workspace(offset),
             });
