@@ -7,7 +7,7 @@ use clap::Args;
 use kiln::frontend::Model;
 use kiln::ir::{DType, Tensor};
 use kiln::{npy, weights, Arg};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// The exit codes, at the end of `kiln init --help` and `kiln run --help`.
@@ -39,9 +39,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "W.safetensors")]
     weights: PathBuf,
     /// An input of the model from a .npy file (float32, int32 or bool, C order) of
-    /// the input's exact shape; one per input of the model (repeatable).
+    /// the input's exact shape; one per input the outputs read (repeatable).
     #[arg(long = "input", value_name = "NAME=FILE.npy", value_parser = parse_input)]
     inputs: Vec<(String, PathBuf)>,
+    /// Compute only this output (repeatable; default: every output). The inputs it
+    /// does not read need no --input: `--only logits` needs no labels.
+    #[arg(long = "only", value_name = "NAME")]
+    only: Vec<String>,
     /// The folder for the outputs, one NAME.npy per output of the model; it is
     /// created if missing (its parent must exist).
     #[arg(short = 'o', long = "output", value_name = "DIR")]
@@ -83,8 +87,34 @@ pub fn init(args: &InitArgs) -> Result<(), Failed> {
 pub fn run(args: &RunArgs) -> Result<(), Failed> {
     let mut model = load_model(&args.model, 0, true)?;
     weights::load_into(&mut model, &args.weights).map_err(fail)?;
-    let inputs = read_inputs(&model, &args.inputs)?;
-    let mut exe = kiln::compile(model.graph()).map_err(fail)?;
+    let mut graph = model.graph().clone();
+    if !args.only.is_empty() {
+        if let Some(name) = args
+            .only
+            .iter()
+            .find(|name| graph.output_by_name(name).is_none())
+        {
+            let outputs: Vec<&str> = graph.outputs().iter().map(|(o, _)| o.as_str()).collect();
+            return Err(fail(format!(
+                "--only {name}: the model has no output {name:?}; its outputs are {}",
+                outputs.join(", ")
+            )));
+        }
+        graph.retain_outputs(|name, _| args.only.iter().any(|only| only == name));
+    }
+    let read = inputs_read(&graph);
+    let mut inputs = read_inputs(&model, &args.inputs, &read)?;
+    // The inputs the outputs do not read are still arguments of the compiled graph:
+    // zeros of their type.
+    for &id in graph.inputs() {
+        let name = graph.leaf_name(id).unwrap_or_default();
+        if !inputs.contains_key(name) {
+            let ty = graph.ty(id).clone();
+            let zeros = vec![0.0; ty.num_elements()];
+            inputs.insert(name.to_string(), Tensor::new(ty, zeros).map_err(fail)?);
+        }
+    }
+    let mut exe = kiln::compile(&graph).map_err(fail)?;
     kiln::compile::set_params(&mut exe, &model).map_err(fail)?;
     let owned: Vec<(&str, Owned)> = inputs
         .iter()
@@ -111,11 +141,35 @@ pub fn run(args: &RunArgs) -> Result<(), Failed> {
     ))
 }
 
+/// The names of the inputs that `graph`'s outputs and updates depend on.
+pub(crate) fn inputs_read(graph: &kiln::ir::Graph) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    let mut stack: Vec<_> = graph
+        .outputs()
+        .iter()
+        .map(|&(_, id)| id)
+        .chain(graph.updates().iter().map(|&(_, value)| value))
+        .collect();
+    while let Some(id) = stack.pop() {
+        if seen.insert(id) {
+            stack.extend(graph.operands(id));
+        }
+    }
+    graph
+        .inputs()
+        .iter()
+        .filter(|id| seen.contains(id))
+        .filter_map(|&id| graph.leaf_name(id).map(str::to_string))
+        .collect()
+}
+
 /// Reads every `--input`, checked against the model's inputs: each input given once,
-/// none unknown, each of its input's exact type.
+/// none unknown, each of its input's exact type, and every input in `required`
+/// given.
 pub(crate) fn read_inputs(
     model: &Model,
     given: &[(String, PathBuf)],
+    required: &BTreeSet<String>,
 ) -> Result<BTreeMap<String, Tensor>, Failed> {
     let graph = model.graph();
     let expected: Vec<(String, kiln::ir::TensorType)> = graph
@@ -157,7 +211,10 @@ pub(crate) fn read_inputs(
         }
         inputs.insert(name.clone(), tensor);
     }
-    if let Some((name, ty)) = expected.iter().find(|(name, _)| !inputs.contains_key(name)) {
+    if let Some((name, ty)) = expected
+        .iter()
+        .find(|(name, _)| required.contains(name) && !inputs.contains_key(name))
+    {
         return Err(fail(format!(
             "no --input {name}=FILE.npy for the model's input {name:?} ({ty})"
         )));

@@ -106,7 +106,11 @@ pub fn train(args: &TrainArgs) -> Result<(), Failed> {
         let trainer = Trainer::new(&file.model, config).map_err(fail)?;
         Session::Minibatch(Box::new(trainer), data)
     } else {
-        let inputs = read_inputs(&file.model, &args.inputs)?;
+        let every = file.model.graph().inputs().iter();
+        let every = every
+            .filter_map(|&id| file.model.graph().leaf_name(id))
+            .map(str::to_string);
+        let inputs = read_inputs(&file.model, &args.inputs, &every.collect())?;
         let optimizer = model_file::optimizer(spec).map_err(fail)?;
         let step = kiln::compile_train_step(&file.model, &spec.loss, optimizer).map_err(fail)?;
         let inputs = inputs

@@ -611,3 +611,46 @@ fn the_help_describes_the_subcommands_and_their_exit_codes() {
         assert!(help.contains(option), "{help}");
     }
 }
+
+#[test]
+fn only_the_outputs_asked_for_need_their_inputs() {
+    let dir = temp_dir("only");
+    let weights = init(&dir, 4);
+    let (x, labels) = inputs(&dir);
+    let (all, only) = (dir.join("all"), dir.join("only"));
+    let x_arg = format!("x={}", s(&x));
+    let labels_arg = format!("labels={}", s(&labels));
+    let output = run(
+        &weights,
+        &["--input", &x_arg, "--input", &labels_arg, "-o", s(&all)],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    // Without labels: the logits alone, the same bytes.
+    let output = run(
+        &weights,
+        &["--input", &x_arg, "--only", "logits", "-o", s(&only)],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(entries(&only), ["logits.npy"]);
+    let read = |path: PathBuf| std::fs::read(path).unwrap();
+    assert_eq!(read(only.join("logits.npy")), read(all.join("logits.npy")));
+    // The loss reads the labels, so they are needed for it.
+    let output = run(
+        &weights,
+        &["--input", &x_arg, "--only", "loss", "-o", s(&only)],
+    );
+    assert_error(
+        &output,
+        1,
+        "no --input labels=FILE.npy for the model's input \"labels\" (i32[5])",
+    );
+    let output = run(
+        &weights,
+        &["--input", &x_arg, "--only", "nope", "-o", s(&only)],
+    );
+    assert_error(
+        &output,
+        1,
+        "--only nope: the model has no output \"nope\"; its outputs are logits, loss",
+    );
+}
