@@ -64,13 +64,12 @@ pub(crate) fn perceptron(family: &Family) -> RunResult {
         margin = margin.min(sign(label) * score / norm);
     }
     let bound = (radius / margin).powi(2);
-    Ok(Outcome {
-        metric: "mistakes",
-        value: mistakes as f64,
-        shown: mistakes.to_string(),
-        target: (bound * 10.0).floor() / 10.0,
-        at_most: true,
-    })
+    Ok(Outcome::at_most(
+        "mistakes",
+        mistakes as f64,
+        0,
+        (bound * 10.0).floor() / 10.0,
+    ))
 }
 
 /// The semi-supervised graph convolutional network on the karate club: the members

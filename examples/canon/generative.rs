@@ -222,13 +222,12 @@ pub(crate) fn autoencoder(family: &Family) -> RunResult {
         values[k]
     );
     let angle = largest_principal_angle(&orthonormalise(&decoder)?, &vectors[..k]);
-    Ok(Outcome {
-        metric: "largest principal angle",
-        value: angle,
-        shown: format!("{angle:.4}"),
-        target: family.target,
-        at_most: true,
-    })
+    Ok(Outcome::at_most(
+        "largest principal angle",
+        angle,
+        4,
+        family.target,
+    ))
 }
 
 /// The variational autoencoder: the relative fall of the test negative ELBO (noise
@@ -262,13 +261,12 @@ pub(crate) fn vae(family: &Family) -> RunResult {
     let after = test_loss(&mut eval)?;
     println!("vae: test negative ELBO {before:.3} at initialisation, {after:.3} trained (nats per example)");
     let improvement = (before - after) / before;
-    Ok(Outcome {
-        metric: "relative improvement of the test ELBO",
-        value: improvement,
-        shown: format!("{improvement:.4}"),
-        target: family.target,
-        at_most: false,
-    })
+    Ok(Outcome::at_least(
+        "relative improvement of the test ELBO",
+        improvement,
+        4,
+        family.target,
+    ))
 }
 
 /// `count` points of two moons (scikit-learn's `make_moons`: the upper half circle
@@ -358,13 +356,12 @@ pub(crate) fn planar_flow(family: &Family) -> RunResult {
          best full-covariance Gaussian {gaussian:.4} (nats)"
     );
     let gain = flow - base;
-    Ok(Outcome {
-        metric: "test log-likelihood over the standard normal's (nats)",
-        value: gain,
-        shown: format!("{gain:.4}"),
-        target: family.target,
-        at_most: false,
-    })
+    Ok(Outcome::at_least(
+        "test log-likelihood over the standard normal's (nats)",
+        gain,
+        4,
+        family.target,
+    ))
 }
 
 /// The GAN's mixture: `MODES` centres on a circle of radius 2, each with standard
@@ -467,11 +464,10 @@ pub(crate) fn gan(family: &Family) -> RunResult {
     let covered = near.iter().filter(|&&count| count * 100 >= SAMPLES).count();
     let good: usize = near.iter().sum();
     println!("gan: of {SAMPLES} generated points, {good} within 3σ of a centre; per mode {near:?}");
-    Ok(Outcome {
-        metric: "modes covered",
-        value: covered as f64,
-        shown: covered.to_string(),
-        target: family.target,
-        at_most: false,
-    })
+    Ok(Outcome::at_least(
+        "modes covered",
+        covered as f64,
+        0,
+        family.target,
+    ))
 }

@@ -138,7 +138,10 @@ fn main() -> ExitCode {
                 let op = if outcome.at_most { "<=" } else { ">=" };
                 println!(
                     "{}: {} {} (target {op} {}) {verdict}",
-                    family.name, outcome.metric, outcome.shown, outcome.target
+                    family.name,
+                    outcome.metric,
+                    outcome.shown(),
+                    outcome.target
                 );
             }
             Err(err) => println!("{}: error: {err} MISSED", family.name),
@@ -298,19 +301,39 @@ fn copy_params(from: &Executable, to: &mut Executable) -> Result<(), Box<dyn std
 struct Outcome {
     metric: &'static str,
     value: f64,
-    /// The value as printed.
-    shown: String,
+    /// Digits printed after the point.
+    decimals: usize,
     target: f64,
     /// Whether the value must stay at or below the target (else reach it).
     at_most: bool,
 }
 
-fn accuracy_outcome(accuracy: f64, target: f64) -> Outcome {
-    Outcome {
-        metric: "accuracy",
-        value: accuracy,
-        shown: format!("{accuracy:.4}"),
-        target,
-        at_most: false,
+impl Outcome {
+    /// `value` must reach `target`.
+    fn at_least(metric: &'static str, value: f64, decimals: usize, target: f64) -> Outcome {
+        Outcome {
+            metric,
+            value,
+            decimals,
+            target,
+            at_most: false,
+        }
     }
+
+    /// `value` must stay at or below `target`.
+    fn at_most(metric: &'static str, value: f64, decimals: usize, target: f64) -> Outcome {
+        Outcome {
+            at_most: true,
+            ..Outcome::at_least(metric, value, decimals, target)
+        }
+    }
+
+    /// The value as printed.
+    fn shown(&self) -> String {
+        format!("{:.*}", self.decimals, self.value)
+    }
+}
+
+fn accuracy_outcome(accuracy: f64, target: f64) -> Outcome {
+    Outcome::at_least("accuracy", accuracy, 4, target)
 }

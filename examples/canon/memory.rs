@@ -104,13 +104,12 @@ pub(crate) fn hopfield(family: &Family) -> RunResult {
         below_capacity.get_or_insert(recall.exact);
     }
     let exact = below_capacity.ok_or("no load was run")?;
-    Ok(Outcome {
-        metric: "recalled exactly at 0.05 N",
-        value: exact,
-        shown: format!("{exact:.4}"),
-        target: family.target,
-        at_most: false,
-    })
+    Ok(Outcome::at_least(
+        "recalled exactly at 0.05 N",
+        exact,
+        4,
+        family.target,
+    ))
 }
 
 /// `count` sparse binary patterns over `units` with `active` ones each.
@@ -190,11 +189,10 @@ pub(crate) fn willshaw(family: &Family) -> RunResult {
         predicted(ACTIVE),
         predicted(ACTIVE / 2),
     );
-    Ok(Outcome {
-        metric: "recalled exactly",
-        value: whole,
-        shown: format!("{whole:.4}"),
-        target: family.target,
-        at_most: false,
-    })
+    Ok(Outcome::at_least(
+        "recalled exactly",
+        whole,
+        4,
+        family.target,
+    ))
 }

@@ -181,13 +181,12 @@ pub(crate) fn adversarial(family: &Family) -> RunResult {
         if halved { "halved" } else { "not halved (MISSED)" }
     );
     let gain = 100.0 * (robust.pgd - normal.pgd);
-    Ok(Outcome {
-        metric: "PGD accuracy gain in points",
-        value: gain,
-        shown: format!("{gain:.1}"),
-        target: family.target,
-        at_most: false,
-    })
+    Ok(Outcome::at_least(
+        "PGD accuracy gain in points",
+        gain,
+        1,
+        family.target,
+    ))
 }
 
 /// The weight of the teacher's softened outputs in the distilled student's loss.

@@ -103,13 +103,12 @@ pub(crate) fn seq2seq(family: &Family) -> RunResult {
         }
     }
     let accuracy = greedy_accuracy(family, &step, &test)?;
-    Ok(Outcome {
-        metric: "sequence accuracy",
-        value: accuracy,
-        shown: format!("{accuracy:.4}"),
-        target: family.target,
-        at_most: false,
-    })
+    Ok(Outcome::at_least(
+        "sequence accuracy",
+        accuracy,
+        4,
+        family.target,
+    ))
 }
 
 /// The fraction of `test` whose greedy decoding with the trained parameters of
