@@ -12,7 +12,7 @@ const DATA: &str = "examples/data/digits.csv.gz";
 #[path = "support/cli.rs"]
 mod support;
 
-use support::kiln;
+use support::{entries, kiln};
 
 fn temp_dir(name: &str) -> PathBuf {
     support::temp_dir("train", name)
@@ -64,11 +64,10 @@ fn training_writes_weights_and_the_loss_curve_and_resumes_bit_for_bit() {
 
     // Two epochs, then two more from the checkpoint.
     train(2, &["--checkpoint", &path("ck"), "-o", &path("first")]);
-    let names: Vec<String> = std::fs::read_dir(dir.join("ck"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(names.len(), 2, "{names:?}");
+    assert_eq!(
+        entries(&dir.join("ck")),
+        ["epoch-0001.safetensors", "epoch-0002.safetensors"]
+    );
     let output = train(
         4,
         &[
@@ -89,7 +88,7 @@ fn training_writes_weights_and_the_loss_curve_and_resumes_bit_for_bit() {
         read(&dir.join("resumed/weights.safetensors"))
     );
     assert_eq!(csv, text(&read(&dir.join("resumed/loss.csv"))));
-    // The weights load: `kiln run` takes them.
+    // The resumed run went on training: its weights are not the two-epoch ones.
     assert_ne!(
         read(&dir.join("first/weights.safetensors")),
         read(&dir.join("resumed/weights.safetensors"))

@@ -16,7 +16,7 @@ const BATCH: usize = 5;
 #[path = "support/cli.rs"]
 mod support;
 
-use support::{kiln, stderr, stdout};
+use support::{entries, kiln, stderr, stdout};
 
 /// A fresh, empty folder for one test.
 fn temp_dir(name: &str) -> PathBuf {
@@ -25,16 +25,6 @@ fn temp_dir(name: &str) -> PathBuf {
 
 fn s(path: &Path) -> &str {
     path.to_str().unwrap()
-}
-
-/// The names in `dir`, sorted.
-fn entries(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
 }
 
 /// Asserts that the command failed with `code`, printed `error: <message>` as its
