@@ -17,7 +17,7 @@ use kiln::trainer::{restore_step, step_state};
 use kiln::weights::{self, Weights};
 use kiln::{model_file, Dataset, Trainer, TrainerConfig, TrainerState};
 use std::collections::BTreeMap;
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -170,13 +170,19 @@ pub fn train(args: &TrainArgs) -> Result<(), Failed> {
     }
     bar.finish_and_clear();
 
+    // The model's parameters, not the optimizer's state, with their types.
     let mut trained = Weights::new();
     let state = session.state().map_err(fail)?;
-    for (name, values) in &state.tensors {
-        // The model's parameters, not the optimizer's state.
-        if file.model.param(name).is_some() {
-            trained.insert(name.clone(), tensor(&file.model, name, values)?);
-        }
+    let graph = file.model.graph();
+    for &id in graph.params() {
+        let name = graph.leaf_name(id).expect("parameters are named");
+        let values = state
+            .tensors
+            .get(name)
+            .ok_or_else(|| fail(format!("the train step has no parameter {name:?}")))?;
+        let data = values.iter().map(|&v| f64::from(v)).collect();
+        let tensor = Tensor::new(graph.ty(id).clone(), data).map_err(fail)?;
+        trained.insert(name.to_string(), tensor);
     }
     let weights_path = args.output.join("weights.safetensors");
     weights::save(&trained, &weights_path).map_err(fail)?;
@@ -305,7 +311,7 @@ fn read_data(args: &TrainArgs) -> Result<Dataset, Failed> {
             "{shown}: --labels goes with .npy features; a CSV file has its labels"
         )));
     }
-    let text = read_text(path).map_err(|err| fail(format!("{shown}: {err}")))?;
+    let text = kiln::data::read_text(path).map_err(fail)?;
     let located = |(line, message): (usize, String)| fail(format!("{shown}:{line}: {message}"));
     match Dataset::parse_csv(&text, args.scale) {
         Ok(data) => Ok(data),
@@ -317,18 +323,6 @@ fn read_data(args: &TrainArgs) -> Result<Dataset, Failed> {
         }
         Err(err) => Err(located(err)),
     }
-}
-
-/// A file's text, gunzipped when its name ends in `.gz`.
-fn read_text(path: &Path) -> std::io::Result<String> {
-    let file = std::fs::File::open(path)?;
-    let mut text = String::new();
-    if path.extension().is_some_and(|ext| ext == "gz") {
-        flate2::read::GzDecoder::new(file).read_to_string(&mut text)?;
-    } else {
-        std::io::BufReader::new(file).read_to_string(&mut text)?;
-    }
-    Ok(text)
 }
 
 fn create_folder(dir: &Path) -> Result<(), Failed> {
@@ -358,16 +352,6 @@ fn progress_bar(epochs: usize, done: usize) -> ProgressBar {
     bar.set_style(style);
     bar.set_position(done as u64);
     bar
-}
-
-/// `values` as a tensor of parameter `name`'s type.
-fn tensor(model: &kiln::frontend::Model, name: &str, values: &[f32]) -> Result<Tensor, Failed> {
-    let ty = model
-        .graph()
-        .param_by_name(name)
-        .map(|id| model.graph().ty(id).clone())
-        .unwrap_or_else(|| TensorType::f32([values.len()]));
-    Tensor::new(ty, values.iter().map(|&v| f64::from(v)).collect()).map_err(fail)
 }
 
 fn checkpoint_name(epoch: usize) -> String {

@@ -67,6 +67,26 @@ pub struct Dataset {
     classes: usize,
 }
 
+/// The text of the file at `path`, gunzipped when its name ends in `.gz`.
+pub fn read_text(path: &Path) -> Result<String, DataError> {
+    let io = |source| DataError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut text = String::new();
+    if path.extension().is_some_and(|ext| ext == "gz") {
+        flate2::read::GzDecoder::new(file)
+            .read_to_string(&mut text)
+            .map_err(io)?;
+    } else {
+        std::io::BufReader::new(file)
+            .read_to_string(&mut text)
+            .map_err(io)?;
+    }
+    Ok(text)
+}
+
 impl Dataset {
     /// A data set of `labels.len()` examples whose features are the consecutive rows of
     /// `features_per_example` values of `features`. Errors name the first example that
@@ -154,24 +174,9 @@ impl Dataset {
     /// followed by an integer label, with no header. Features are multiplied by `scale`.
     /// The class count is one more than the largest label (`with_classes` declares more).
     pub fn from_csv(path: &Path, scale: f32) -> Result<Dataset, DataError> {
-        let shown = path.display().to_string();
-        let io = |source| DataError::Io {
-            path: shown.clone(),
-            source,
-        };
-        let file = std::fs::File::open(path).map_err(io)?;
-        let mut text = String::new();
-        if path.extension().is_some_and(|ext| ext == "gz") {
-            flate2::read::GzDecoder::new(file)
-                .read_to_string(&mut text)
-                .map_err(io)?;
-        } else {
-            std::io::BufReader::new(file)
-                .read_to_string(&mut text)
-                .map_err(io)?;
-        }
+        let text = read_text(path)?;
         Dataset::parse_csv(&text, scale).map_err(|(line, message)| DataError::Format {
-            path: shown.clone(),
+            path: path.display().to_string(),
             line,
             message,
         })
