@@ -59,11 +59,11 @@ fn default_name(output: &Path) -> String {
 pub fn compile(args: &CompileArgs) -> Result<(), Failed> {
     let mut file = load_with(&args.model, args.seed, false)?;
     // The forward pass is the file built for evaluation (dropout off, batch norm by
-    // its running statistics), with the same parameters.
-    let mut inference = load_with(&args.model, args.seed, true)?.model;
+    // its running statistics); `compile_object` takes the parameter values from the
+    // trained model, so the weights go into that one only.
+    let inference = load_with(&args.model, args.seed, true)?.model;
     if let Some(weights) = &args.weights {
         kiln::weights::load_into(&mut file.model, weights).map_err(fail)?;
-        kiln::weights::load_into(&mut inference, weights).map_err(fail)?;
     }
     let library = args
         .library
