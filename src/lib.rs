@@ -10,6 +10,7 @@ pub mod compile;
 pub mod data;
 pub mod decode;
 pub mod fsutil;
+pub mod gpu;
 pub mod gradcheck;
 pub mod metrics;
 pub mod model_file;

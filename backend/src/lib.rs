@@ -7,7 +7,9 @@
 
 pub mod arena;
 pub mod cpu;
+pub mod math;
 pub mod pool;
+pub mod ptx;
 pub mod runtime;
 
 pub use cpu::{CompileOptions, OptLevel};

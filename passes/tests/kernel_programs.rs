@@ -7,13 +7,16 @@
 //! draws them; every fifth also as an SGD train step, for parameter updates; and a
 //! few long vectors, so that the schedule makes parallel loops) is
 //! lowered and then scheduled for three targets: unscheduled, the baseline with two
-//! threads, and AVX2/FMA with four. A failure names the seed and prints the program.
+//! threads, and AVX2/FMA with four; and for a GPU, with the loops the GPU schedule
+//! hands to threads run backwards ([`reversed_thread_loops`]): threads may run those
+//! iterations in any order and at once, so any order must give the same values. A
+//! failure names the seed and prints the program.
 
-use kiln_ir::kernel::{Expr, Program, Scalar, Stmt};
+use kiln_ir::kernel::{Expr, Index, Program, Scalar, Stmt, VarId};
 use kiln_ir::random::{random_awkward_feeds, random_feeds, random_graph, RandomGraphOptions};
 use kiln_ir::{
-    evaluate, kernel_interp, kernel_text, random, scalar, Feeds, Graph, Precision, Rng, Target,
-    Tensor,
+    evaluate, kernel_interp, kernel_text, random, scalar, BinaryOp, Feeds, GpuTarget, Graph,
+    Launch, Precision, Rng, Target, Tensor,
 };
 use kiln_passes::optimizer::Optimizer;
 use kiln_passes::pipeline::{self, PipelineOptions, Step};
@@ -87,7 +90,110 @@ fn programs(seed: u64, graph: &Graph) -> Vec<(String, Program)> {
             .unwrap_or_else(|err| panic!("seed {seed}: schedule for {target}: {err}"));
         programs.push((target.to_string(), scheduled));
     }
+    let (fused, gpu) = schedule::for_gpu(&lowered, &GpuTarget::sm80())
+        .unwrap_or_else(|err| panic!("seed {seed}: GPU schedule: {err}"));
+    programs.push((
+        "gpu, thread loops reversed".to_string(),
+        reversed_thread_loops(&fused, &gpu.launches),
+    ));
     programs
+}
+
+/// `program` with the leading `depth` loops of every kernel launched as
+/// `Launch::Threads` run from the last iteration to the first: `v` becomes `n - 1 -
+/// v` in every index and loop-index value under them.
+fn reversed_thread_loops(program: &Program, launches: &[Launch]) -> Program {
+    let mut program = program.clone();
+    for (kernel, launch) in program.kernels.iter_mut().zip(launches) {
+        let Launch::Threads { depth, .. } = *launch else {
+            continue;
+        };
+        let mut flipped = Vec::new();
+        let mut body = kernel.body.as_slice();
+        for _ in 0..depth {
+            let [Stmt::Loop {
+                var,
+                end,
+                body: inner,
+                ..
+            }] = body
+            else {
+                panic!("{launch} of a kernel without {depth} leading loops:\n{program}");
+            };
+            flipped.push((*var, *end as i64));
+            body = inner;
+        }
+        for stmt in &mut kernel.body {
+            flip_stmt(stmt, &flipped);
+        }
+    }
+    program
+        .check()
+        .unwrap_or_else(|err| panic!("reversed: {err}\n{program}"));
+    program
+}
+
+fn flip_index(index: &Index, flipped: &[(VarId, i64)]) -> Index {
+    let mut offset = index.offset;
+    let terms =
+        index.terms.iter().map(
+            |&(var, stride)| match flipped.iter().find(|(v, _)| *v == var) {
+                Some(&(_, trips)) => {
+                    offset += stride * (trips - 1);
+                    (var, -stride)
+                }
+                None => (var, stride),
+            },
+        );
+    let terms: Vec<(VarId, i64)> = terms.collect();
+    Index::new(terms, offset)
+}
+
+fn flip_expr(expr: &mut Expr, flipped: &[(VarId, i64)]) {
+    match expr {
+        Expr::Load { index, .. } => *index = flip_index(index, flipped),
+        Expr::LoopIndex(var) => {
+            if let Some(&(_, trips)) = flipped.iter().find(|(v, _)| v == var) {
+                *expr = Expr::binary(
+                    BinaryOp::Sub,
+                    Expr::Const(Scalar::I32(trips as i32 - 1)),
+                    Expr::LoopIndex(*var),
+                );
+            }
+        }
+        Expr::Gather(indirect) => {
+            indirect.index = flip_index(&indirect.index, flipped);
+            flip_expr(&mut indirect.at, flipped);
+        }
+        Expr::Const(_) | Expr::Local(_) => {}
+        Expr::Unary(_, x) | Expr::Cast(_, x) | Expr::Splat(_, x) => flip_expr(x, flipped),
+        Expr::Binary(_, a, b) | Expr::Compare(_, a, b) => {
+            flip_expr(a, flipped);
+            flip_expr(b, flipped);
+        }
+        Expr::Select(a, b, c) | Expr::Fma(a, b, c) | Expr::Random(_, a, b, c) => {
+            flip_expr(a, flipped);
+            flip_expr(b, flipped);
+            flip_expr(c, flipped);
+        }
+    }
+}
+
+fn flip_stmt(stmt: &mut Stmt, flipped: &[(VarId, i64)]) {
+    match stmt {
+        Stmt::Loop { body, .. } => body.iter_mut().for_each(|s| flip_stmt(s, flipped)),
+        Stmt::Store { index, value, .. } => {
+            *index = flip_index(index, flipped);
+            flip_expr(value, flipped);
+        }
+        Stmt::Assign { value, .. } => flip_expr(value, flipped),
+        Stmt::ScatterAdd { target, value } => {
+            target.index = flip_index(&target.index, flipped);
+            flip_expr(&mut target.at, flipped);
+            flip_expr(value, flipped);
+        }
+        Stmt::Call { .. } => {}
+    }
 }
 
 /// A NaN constant prints without its payload and is unequal to itself, so before

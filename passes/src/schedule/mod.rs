@@ -26,6 +26,7 @@
 //! ```
 
 pub mod epilogue;
+pub mod gpu;
 pub mod matmul;
 pub mod parallel;
 pub mod vectorize;
@@ -95,4 +96,17 @@ pub fn run(
 /// Runs every step of [`STEPS`] for `target`, without dumps.
 pub fn for_target(program: &Program, target: &Target) -> Result<Program, KernelError> {
     run(program, STEPS, target, &mut |_, _| {}).map(|(program, _)| program)
+}
+
+/// Schedules `program` for an NVIDIA GPU: the epilogue fusion (for any target: the
+/// GPU's matmul applies an epilogue after the whole k sum), then a launch for every
+/// kernel ([`gpu::plan`]). The program keeps its plain loop nests.
+pub fn for_gpu(
+    program: &Program,
+    target: &kiln_ir::GpuTarget,
+) -> Result<(Program, kiln_ir::GpuSchedule), KernelError> {
+    let program = epilogue::run(program, &Target::baseline());
+    program.check()?;
+    let schedule = gpu::plan(&program, target);
+    Ok((program, schedule))
 }
