@@ -8,6 +8,7 @@
 pub mod arena;
 pub mod cpu;
 pub mod pool;
+pub mod ptx;
 pub mod runtime;
 
 pub use cpu::{CompileOptions, OptLevel};

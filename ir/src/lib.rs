@@ -4,6 +4,7 @@
 pub mod alloc;
 pub mod dot;
 pub mod error;
+pub mod gpu;
 pub mod graph;
 pub mod interp;
 pub mod kernel;
@@ -24,6 +25,7 @@ pub mod verify;
 
 pub use alloc::OutOfMemory;
 pub use error::IrError;
+pub use gpu::{GpuSchedule, GpuTarget, Launch};
 pub use graph::{Graph, GraphId, Node, NodeId};
 pub use interp::{evaluate, Evaluation, Feeds, InterpError, Precision};
 pub use op::{BinaryOp, CmpOp, Distribution, Op, ReduceOp, UnaryOp};

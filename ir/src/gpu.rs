@@ -1,0 +1,143 @@
+//! What a GPU schedule decides about a kernel program: the NVIDIA target it is
+//! written for and, for every kernel, how its work is spread over a grid of thread
+//! blocks.
+//!
+//! A [`GpuSchedule`] is plain data beside an unchanged [`crate::kernel::Program`]:
+//! the schedule step (`kiln_passes::schedule::gpu`) derives it from the loop nests
+//! (which loops are independent, how many threads a block has, the matmul tiles) and
+//! the PTX emitter (`kiln_backend::ptx`) follows it. Every launch computes exactly
+//! what the kernel's loop nest means, element for element: threads only change which
+//! iterations run where, never the order of operations inside an element's value.
+
+use std::fmt;
+
+/// An NVIDIA GPU architecture the PTX is written for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct GpuTarget {
+    /// The compute capability times ten: 80 (A100) or 90 (H100, H200).
+    pub sm: u32,
+    /// Streaming multiprocessors: the grid of a grid-stride loop is a few blocks per
+    /// multiprocessor.
+    pub multiprocessors: u32,
+}
+
+impl GpuTarget {
+    /// The architectures kiln writes PTX for.
+    pub const SUPPORTED_SM: [u32; 2] = [80, 90];
+
+    /// An A100 (sm_80, 108 multiprocessors).
+    pub fn sm80() -> GpuTarget {
+        GpuTarget {
+            sm: 80,
+            multiprocessors: 108,
+        }
+    }
+
+    /// An H100 or H200 (sm_90, 132 multiprocessors).
+    pub fn sm90() -> GpuTarget {
+        GpuTarget {
+            sm: 90,
+            multiprocessors: 132,
+        }
+    }
+
+    /// The architecture name of `.target` and `ptxas -arch`: `sm_80`.
+    pub fn arch(&self) -> String {
+        format!("sm_{}", self.sm)
+    }
+}
+
+impl fmt::Display for GpuTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sm_{} sms={}", self.sm, self.multiprocessors)
+    }
+}
+
+/// How one kernel runs on the GPU.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Launch {
+    /// The kernel's leading `depth` nested loops are independent (each iteration
+    /// writes its own elements and reads nothing another iteration writes): every
+    /// combination of their variables is one thread's work, handed out by a
+    /// grid-stride loop in row-major order (the innermost of the `depth` loops
+    /// fastest, so neighbouring threads touch neighbouring elements). The rest of
+    /// the body runs serially in each thread.
+    Threads {
+        depth: usize,
+        /// Threads per block (a multiple of 32).
+        block: u32,
+        /// Blocks in the grid.
+        grid: u32,
+    },
+    /// The kernel runs as written on one thread: its loops carry a dependence (a
+    /// scatter-add, a running value) or it is too small to be worth splitting.
+    Single,
+    /// The kernel is a matmul (`KernelOp::Matmul`): a tiled kernel where each block
+    /// computes a `tile_m`×`tile_n` tile of C, each thread a `thread_m`×`thread_n`
+    /// part of it, staging `tile_k`-deep panels of A and B in shared memory (two
+    /// buffers, so the next panel loads while this one is used). Every C element is
+    /// the fma chain over k in increasing order from +0, as the loop nest.
+    Matmul {
+        tile_m: u32,
+        tile_n: u32,
+        tile_k: u32,
+        thread_m: u32,
+        thread_n: u32,
+    },
+}
+
+impl Launch {
+    /// Threads per block.
+    pub fn block_threads(&self) -> u32 {
+        match *self {
+            Launch::Threads { block, .. } => block,
+            Launch::Single => 1,
+            Launch::Matmul {
+                tile_m,
+                tile_n,
+                thread_m,
+                thread_n,
+                ..
+            } => (tile_m / thread_m) * (tile_n / thread_n),
+        }
+    }
+}
+
+impl fmt::Display for Launch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Launch::Threads { depth, block, grid } => {
+                write!(f, "threads depth={depth} block={block} grid={grid}")
+            }
+            Launch::Single => f.write_str("single"),
+            Launch::Matmul {
+                tile_m,
+                tile_n,
+                tile_k,
+                thread_m,
+                thread_n,
+            } => write!(
+                f,
+                "matmul tile={tile_m}x{tile_n}x{tile_k} thread={thread_m}x{thread_n}"
+            ),
+        }
+    }
+}
+
+/// A launch per kernel of a program, in its launch order, for one target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GpuSchedule {
+    pub target: GpuTarget,
+    pub launches: Vec<Launch>,
+}
+
+impl fmt::Display for GpuSchedule {
+    /// One line per kernel: `k3: threads depth=2 block=256 grid=40`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "gpu schedule for {}", self.target)?;
+        for (kernel, launch) in self.launches.iter().enumerate() {
+            writeln!(f, "k{kernel}: {launch}")?;
+        }
+        Ok(())
+    }
+}
