@@ -100,6 +100,10 @@ pub enum Error {
     /// An epoch over fewer examples than one batch would train on nothing.
     #[error("the data set has {examples} examples, fewer than the batch size {batch_size}")]
     TooFewExamples { examples: usize, batch_size: usize },
+    /// The GPU could not be opened: no driver, no such device, or one too old (see
+    /// `CudaError`).
+    #[error(transparent)]
+    Cuda(#[from] kiln_backend::CudaError),
     /// A GPU was asked of a build without the `cuda` feature (the user's mistake).
     #[error("{}", NO_CUDA_SUPPORT)]
     NoCudaSupport,
@@ -468,7 +472,7 @@ pub fn compile_on(
 #[cfg(feature = "cuda")]
 fn cuda_engine(program: &Program, ordinal: usize) -> Result<Engine, Error> {
     use kiln_backend::cuda::{CudaDevice, CudaExecutable};
-    let device = CudaDevice::open(ordinal).map_err(kiln_backend::BackendError::from)?;
+    let device = CudaDevice::open(ordinal)?;
     let module = gpu_module(program, &device.target())?;
     Ok(Engine::Cuda(CudaExecutable::new(
         program, &module, &device,

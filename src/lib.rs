@@ -20,7 +20,7 @@ pub mod weights;
 
 pub use compile::{compile, compile_train_step, CompileReport, Device, Error, Executable};
 pub use data::{DataError, Dataset};
-pub use kiln_backend::{Arg, Runtime};
+pub use kiln_backend::{Arg, CudaError, Runtime};
 pub use kiln_passes::optimizer::{Averaging, Optimizer, Rule};
 pub use trainer::{Trainer, TrainerConfig, TrainerState};
 
