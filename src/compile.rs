@@ -231,11 +231,12 @@ impl std::fmt::Display for CompileReport {
     }
 }
 
-/// The backend executable of a compiled graph, by device.
+/// The backend executable of a compiled graph, by device (boxed, as they differ in
+/// size by hundreds of bytes).
 enum Engine {
-    Cpu(kiln_backend::Executable),
+    Cpu(Box<kiln_backend::Executable>),
     #[cfg(feature = "cuda")]
-    Cuda(kiln_backend::cuda::CudaExecutable),
+    Cuda(Box<kiln_backend::cuda::CudaExecutable>),
 }
 
 /// A compiled graph: the backend's executable for its device (its methods, the same
@@ -252,17 +253,17 @@ pub struct Executable {
 impl Engine {
     fn runtime(&self) -> &(dyn Runtime + 'static) {
         match self {
-            Engine::Cpu(exe) => exe,
+            Engine::Cpu(exe) => exe.as_ref(),
             #[cfg(feature = "cuda")]
-            Engine::Cuda(exe) => exe,
+            Engine::Cuda(exe) => exe.as_ref(),
         }
     }
 
     fn runtime_mut(&mut self) -> &mut (dyn Runtime + 'static) {
         match self {
-            Engine::Cpu(exe) => exe,
+            Engine::Cpu(exe) => exe.as_mut(),
             #[cfg(feature = "cuda")]
-            Engine::Cuda(exe) => exe,
+            Engine::Cuda(exe) => exe.as_mut(),
         }
     }
 }
@@ -295,7 +296,7 @@ impl Executable {
     /// The CPU executable (its threads, disassembly), when it runs on the CPU.
     pub fn cpu(&self) -> Option<&kiln_backend::Executable> {
         match &self.engine {
-            Engine::Cpu(exe) => Some(exe),
+            Engine::Cpu(exe) => Some(exe.as_ref()),
             #[cfg(feature = "cuda")]
             Engine::Cuda(_) => None,
         }
@@ -438,7 +439,13 @@ pub fn compile_on(
             };
             let inner = kiln_backend::compile_with(&program, &backend_options)?;
             let codegen = codegen_start.elapsed();
-            (Engine::Cpu(inner), steps, lower, schedule, codegen)
+            (
+                Engine::Cpu(Box::new(inner)),
+                steps,
+                lower,
+                schedule,
+                codegen,
+            )
         }
         Device::Cuda { ordinal } => {
             if !device.is_supported() {
@@ -474,9 +481,8 @@ fn cuda_engine(program: &Program, ordinal: usize) -> Result<Engine, Error> {
     use kiln_backend::cuda::{CudaDevice, CudaExecutable};
     let device = CudaDevice::open(ordinal)?;
     let module = gpu_module(program, &device.target())?;
-    Ok(Engine::Cuda(CudaExecutable::new(
-        program, &module, &device,
-    )?))
+    let exe = CudaExecutable::new(program, &module, &device)?;
+    Ok(Engine::Cuda(Box::new(exe)))
 }
 
 #[cfg(not(feature = "cuda"))]
