@@ -5,11 +5,11 @@
 use crate::cli_data::Owned;
 use crate::{fail, load, out, Failed, ModelArgs};
 use clap::Args;
-use kiln::compile::{compile_with, set_params};
+use kiln::compile::{compile_on, set_params};
 use kiln::ir::{DType, Rng};
 use kiln::model_file;
 use kiln::passes::pipeline::{self, PipelineOptions};
-use kiln::Arg;
+use kiln::{Arg, Device};
 use std::time::Instant;
 
 /// The arguments of `kiln bench`.
@@ -26,6 +26,11 @@ pub struct BenchArgs {
     /// Time the forward pass even when the file trains.
     #[arg(long)]
     pub inference: bool,
+    /// Where the model runs: cpu, or an NVIDIA GPU: cuda (the first) or cuda:N
+    /// (needs kiln built with --features cuda). A GPU step is timed to the end of
+    /// its last kernel and update (synchronised).
+    #[arg(long, value_name = "DEVICE", default_value = "cpu", value_parser = crate::parse_device)]
+    pub device: Device,
 }
 
 pub fn bench(args: &BenchArgs) -> Result<(), Failed> {
@@ -34,6 +39,12 @@ pub fn bench(args: &BenchArgs) -> Result<(), Failed> {
     }
     if args.threads == Some(0) {
         return Err(fail("--threads must be at least 1"));
+    }
+    if args.threads.is_some() && args.device != Device::Cpu {
+        return Err(fail(format!(
+            "--threads is for --device cpu; a GPU ({}) uses its own threads",
+            args.device
+        )));
     }
     let file = load(&args.model)?;
     let mut options = PipelineOptions {
@@ -48,7 +59,7 @@ pub fn bench(args: &BenchArgs) -> Result<(), Failed> {
         }
         _ => (pipeline::INFERENCE, "forward pass"),
     };
-    let mut exe = compile_with(file.model.graph(), steps, &options).map_err(fail)?;
+    let mut exe = compile_on(file.model.graph(), steps, &options, args.device).map_err(fail)?;
     set_params(&mut exe, &file.model).map_err(fail)?;
     let compile_ms = exe.report.total.as_secs_f64() * 1e3;
 
@@ -83,11 +94,14 @@ pub fn bench(args: &BenchArgs) -> Result<(), Failed> {
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     let stats = exe.stats();
+    let runs_on = match exe.device() {
+        Device::Cpu => format!("{} thread(s)", exe.threads()),
+        gpu => gpu.to_string(),
+    };
     out(&format!(
-        "{}: {what}, {} thread(s): compile {compile_ms:.2} ms; step median {median:.4} ms \
+        "{}: {what}, {runs_on}: compile {compile_ms:.2} ms; step median {median:.4} ms \
          over {} runs (min {:.4}, max {:.4}); arena {} bytes, parameters {} bytes, {} kernels",
         file.name,
-        exe.threads(),
         args.steps,
         times[0],
         times[times.len() - 1],

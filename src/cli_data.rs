@@ -6,7 +6,7 @@ use crate::{fail, load_with, out, Failed, ModelArgs};
 use clap::Args;
 use kiln::frontend::Model;
 use kiln::ir::{DType, Tensor};
-use kiln::{npy, weights, Arg};
+use kiln::{npy, weights, Arg, Device};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -50,6 +50,10 @@ pub struct RunArgs {
     /// created if missing (its parent must exist).
     #[arg(short = 'o', long = "output", value_name = "DIR")]
     output: PathBuf,
+    /// Where the model runs: cpu, or an NVIDIA GPU: cuda (the first) or cuda:N
+    /// (needs kiln built with --features cuda).
+    #[arg(long, value_name = "DEVICE", default_value = "cpu", value_parser = crate::parse_device)]
+    device: Device,
 }
 
 pub(crate) fn parse_input(text: &str) -> Result<(String, PathBuf), String> {
@@ -114,7 +118,7 @@ pub fn run(args: &RunArgs) -> Result<(), Failed> {
             inputs.insert(name.to_string(), Tensor::new(ty, zeros).map_err(fail)?);
         }
     }
-    let mut exe = kiln::compile(&graph).map_err(fail)?;
+    let mut exe = kiln::compile::compile_for(&graph, args.device).map_err(fail)?;
     kiln::compile::set_params(&mut exe, &model).map_err(fail)?;
     let owned: Vec<(&str, Owned)> = inputs
         .iter()

@@ -15,7 +15,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kiln::ir::{DType, Tensor, TensorType};
 use kiln::trainer::{restore_step, step_state};
 use kiln::weights::{self, Weights};
-use kiln::{model_file, Dataset, Trainer, TrainerConfig, TrainerState};
+use kiln::{model_file, Dataset, Device, Trainer, TrainerConfig, TrainerState};
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -69,6 +69,10 @@ pub struct TrainArgs {
         default_value = "kiln-train"
     )]
     pub output: PathBuf,
+    /// Where the train step runs: cpu, or an NVIDIA GPU: cuda (the first) or cuda:N
+    /// (needs kiln built with --features cuda).
+    #[arg(long, value_name = "DEVICE", default_value = "cpu", value_parser = crate::parse_device)]
+    pub device: Device,
 }
 
 /// Reserved checkpoint names (no model parameter starts with `kiln.`).
@@ -99,7 +103,8 @@ pub fn train(args: &TrainArgs) -> Result<(), Failed> {
         let mut config = TrainerConfig::new(model_file::optimizer(spec).map_err(fail)?)
             .map_err(fail)?
             .with_seed(args.seed)
-            .with_loss_output(&spec.loss);
+            .with_loss_output(&spec.loss)
+            .with_device(args.device);
         if file.model.graph().input_by_name("seed").is_some() {
             config = config.with_seed_input("seed");
         }
@@ -112,7 +117,9 @@ pub fn train(args: &TrainArgs) -> Result<(), Failed> {
             .map(str::to_string);
         let inputs = read_inputs(&file.model, &args.inputs, &every.collect())?;
         let optimizer = model_file::optimizer(spec).map_err(fail)?;
-        let step = kiln::compile_train_step(&file.model, &spec.loss, optimizer).map_err(fail)?;
+        let step =
+            kiln::compile::compile_train_step_on(&file.model, &spec.loss, optimizer, args.device)
+                .map_err(fail)?;
         let inputs = inputs
             .iter()
             .map(|(name, tensor)| (name.clone(), Owned::of(tensor)))

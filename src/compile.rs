@@ -1,7 +1,11 @@
 //! From a graph to a callable executable: the pass pipeline, lowering to kernel IR,
-//! and JIT compilation, with `KILN_DUMP=<regex>` printing the IR after matching steps.
+//! and JIT compilation for the host (or, with the `cuda` feature and
+//! [`Device::Cuda`], PTX loaded on a GPU), with `KILN_DUMP=<regex>` printing the IR
+//! after matching steps.
 
+use kiln_backend::Runtime;
 use kiln_frontend::Model;
+use kiln_ir::kernel::Program;
 use kiln_ir::{Graph, TensorType};
 use kiln_passes::lower;
 use kiln_passes::optimizer::{Optimizer, OptimizerError, StateInit, StateParam};
@@ -9,9 +13,66 @@ use kiln_passes::pipeline::{self, PipelineOptions, Step, StepReport};
 use kiln_passes::schedule::{self, ScheduleStep};
 use regex::Regex;
 use std::collections::BTreeMap;
+use std::fmt;
 use std::ops::{Deref, DerefMut};
+use std::str::FromStr;
 use std::time::{Duration, Instant};
 use thiserror::Error;
+
+/// Where a compiled graph runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Device {
+    /// The host's cores, through the Cranelift JIT.
+    #[default]
+    Cpu,
+    /// NVIDIA GPU `ordinal` (0 for the first), through the CUDA driver; needs kiln
+    /// built with the `cuda` feature.
+    Cuda { ordinal: usize },
+}
+
+impl Device {
+    /// Whether this build of kiln can compile for the device: the GPU needs the `cuda`
+    /// feature.
+    pub fn is_supported(&self) -> bool {
+        match self {
+            Device::Cpu => true,
+            Device::Cuda { .. } => cfg!(feature = "cuda"),
+        }
+    }
+}
+
+/// The message of [`Error::NoCudaSupport`], also the command line's when `--device
+/// cuda` is given to a build without the feature.
+pub const NO_CUDA_SUPPORT: &str =
+    "kiln was built without CUDA support: rebuild with --features cuda";
+
+impl fmt::Display for Device {
+    /// `cpu`, `cuda:0`: what [`Device::from_str`] reads.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Device::Cpu => f.write_str("cpu"),
+            Device::Cuda { ordinal } => write!(f, "cuda:{ordinal}"),
+        }
+    }
+}
+
+impl FromStr for Device {
+    type Err = String;
+
+    /// `cpu`, `cuda` (GPU 0) or `cuda:N`.
+    fn from_str(text: &str) -> Result<Device, String> {
+        let expected = || format!("{text:?} is no device: expected cpu, cuda or cuda:N");
+        match text {
+            "cpu" => Ok(Device::Cpu),
+            "cuda" => Ok(Device::Cuda { ordinal: 0 }),
+            _ => {
+                let ordinal = text.strip_prefix("cuda:").ok_or_else(expected)?;
+                let ordinal = ordinal.parse().map_err(|_| expected())?;
+                Ok(Device::Cuda { ordinal })
+            }
+        }
+    }
+}
 
 /// Why compilation failed.
 #[derive(Debug, Error)]
@@ -38,6 +99,13 @@ pub enum Error {
     /// An epoch over fewer examples than one batch would train on nothing.
     #[error("the data set has {examples} examples, fewer than the batch size {batch_size}")]
     TooFewExamples { examples: usize, batch_size: usize },
+    /// The GPU could not be opened: no driver, no such device, or one too old (see
+    /// `CudaError`).
+    #[error(transparent)]
+    Cuda(#[from] kiln_backend::CudaError),
+    /// A GPU was asked of a build without the `cuda` feature (the user's mistake).
+    #[error("{}", NO_CUDA_SUPPORT)]
+    NoCudaSupport,
     /// Running the executable failed (see `RuntimeError`).
     #[error(transparent)]
     Runtime(#[from] kiln_backend::RuntimeError),
@@ -162,30 +230,83 @@ impl std::fmt::Display for CompileReport {
     }
 }
 
-/// A compiled graph: the backend's executable (see its methods through `Deref`), the
-/// report of how it was compiled, and the optimizer state it keeps, if any.
+/// The backend executable of a compiled graph, by device (boxed, as they differ in
+/// size by hundreds of bytes).
+enum Engine {
+    Cpu(Box<kiln_backend::Executable>),
+    #[cfg(feature = "cuda")]
+    Cuda(Box<kiln_backend::cuda::CudaExecutable>),
+}
+
+/// A compiled graph: the backend's executable for its device (its methods, the same
+/// on every device, through `Deref` to [`Runtime`]), the report of how it was
+/// compiled, and the optimizer state it keeps, if any.
 pub struct Executable {
-    inner: kiln_backend::Executable,
+    engine: Engine,
     pub report: CompileReport,
     /// The parameters the optimizer pass added (moments, averages, the step counter)
     /// and their initial values, which `set_params` gives them.
     pub optimizer_state: Vec<StateParam>,
 }
 
+impl Engine {
+    fn runtime(&self) -> &(dyn Runtime + 'static) {
+        match self {
+            Engine::Cpu(exe) => exe.as_ref(),
+            #[cfg(feature = "cuda")]
+            Engine::Cuda(exe) => exe.as_ref(),
+        }
+    }
+
+    fn runtime_mut(&mut self) -> &mut (dyn Runtime + 'static) {
+        match self {
+            Engine::Cpu(exe) => exe.as_mut(),
+            #[cfg(feature = "cuda")]
+            Engine::Cuda(exe) => exe.as_mut(),
+        }
+    }
+}
+
 impl Deref for Executable {
-    type Target = kiln_backend::Executable;
-    fn deref(&self) -> &kiln_backend::Executable {
-        &self.inner
+    type Target = dyn Runtime;
+    fn deref(&self) -> &(dyn Runtime + 'static) {
+        self.engine.runtime()
     }
 }
 
 impl DerefMut for Executable {
-    fn deref_mut(&mut self) -> &mut kiln_backend::Executable {
-        &mut self.inner
+    fn deref_mut(&mut self) -> &mut (dyn Runtime + 'static) {
+        self.engine.runtime_mut()
     }
 }
 
 impl Executable {
+    /// Where it runs.
+    pub fn device(&self) -> Device {
+        match &self.engine {
+            Engine::Cpu(_) => Device::Cpu,
+            #[cfg(feature = "cuda")]
+            Engine::Cuda(exe) => Device::Cuda {
+                ordinal: exe.device().ordinal(),
+            },
+        }
+    }
+
+    /// The CPU executable (its threads, disassembly), when it runs on the CPU.
+    pub fn cpu(&self) -> Option<&kiln_backend::Executable> {
+        match &self.engine {
+            Engine::Cpu(exe) => Some(exe.as_ref()),
+            #[cfg(feature = "cuda")]
+            Engine::Cuda(_) => None,
+        }
+    }
+
+    /// Host threads its kernels run on: the CPU executable's pool, or 1 on a GPU,
+    /// where a launch spreads the work over the GPU's own threads.
+    pub fn threads(&self) -> usize {
+        self.cpu().map_or(1, kiln_backend::Executable::threads)
+    }
+
     /// Whether parameter `name` is optimizer state rather than a model parameter.
     pub fn is_optimizer_state(&self, name: &str) -> bool {
         self.optimizer_state.iter().any(|state| state.name == name)
@@ -227,6 +348,28 @@ pub(crate) struct Scheduled {
     pub schedule: Vec<(ScheduleStep, Duration)>,
 }
 
+/// Whether `KILN_DUMP` asks for the IR after `step`.
+fn dumps(options: &PipelineOptions, step: &str) -> bool {
+    options.dump.as_ref().is_some_and(|re| re.is_match(step))
+}
+
+/// Runs `graph` through `steps` and lowers it: the program, the steps' reports and
+/// the time lowering took.
+pub(crate) fn lower_graph(
+    graph: &Graph,
+    steps: &[Step],
+    options: &PipelineOptions,
+) -> Result<(Program, Vec<StepReport>, Duration), Error> {
+    let (graph, steps) = pipeline::run(graph, steps, options, &mut print_dump)?;
+    let lower_start = Instant::now();
+    let program = lower::lower(&graph)?;
+    let lower = lower_start.elapsed();
+    if dumps(options, "lower") {
+        print_dump("lower", &program.to_string());
+    }
+    Ok((program, steps, lower))
+}
+
 /// Runs `graph` through `steps`, lowers it and schedules it for the target (the
 /// host's, with `options.threads`, unless `options.target` names one).
 pub(crate) fn schedule_graph(
@@ -234,14 +377,7 @@ pub(crate) fn schedule_graph(
     steps: &[Step],
     options: &PipelineOptions,
 ) -> Result<Scheduled, Error> {
-    let (graph, steps) = pipeline::run(graph, steps, options, &mut print_dump)?;
-    let lower_start = Instant::now();
-    let program = lower::lower(&graph)?;
-    let lower = lower_start.elapsed();
-    let dumps = |step: &str| options.dump.as_ref().is_some_and(|re| re.is_match(step));
-    if dumps("lower") {
-        print_dump("lower", &program.to_string());
-    }
+    let (program, steps, lower) = lower_graph(graph, steps, options)?;
     let threads = options
         .threads
         .unwrap_or_else(kiln_backend::pool::available_threads);
@@ -251,7 +387,7 @@ pub(crate) fn schedule_graph(
     };
     let (program, schedule) =
         schedule::run(&program, schedule::STEPS, &target, &mut |step, program| {
-            if dumps(step) {
+            if dumps(options, step) {
                 print_dump(step, &program.to_string());
             }
         })
@@ -265,32 +401,63 @@ pub(crate) fn schedule_graph(
     })
 }
 
-/// Compiles `graph` through `steps`, then lowers and JIT-compiles it.
+/// Compiles `graph` through `steps`, then lowers and JIT-compiles it for the CPU.
 pub fn compile_with(
     graph: &Graph,
     steps: &[Step],
     options: &PipelineOptions,
+) -> Result<Executable, Error> {
+    compile_on(graph, steps, options, Device::Cpu)
+}
+
+/// Compiles `graph` through `steps`, then lowers it and compiles it for `device`.
+pub fn compile_on(
+    graph: &Graph,
+    steps: &[Step],
+    options: &PipelineOptions,
+    device: Device,
 ) -> Result<Executable, Error> {
     let start = Instant::now();
     let optimizer_state = match options.optimizer {
         Some(optimizer) if steps.contains(&Step::Optimizer) => optimizer.state(graph),
         _ => Vec::new(),
     };
-    let Scheduled {
-        program,
-        target,
-        steps,
-        lower,
-        schedule,
-    } = schedule_graph(graph, steps, options)?;
-    let codegen_start = Instant::now();
-    let backend_options = kiln_backend::CompileOptions {
-        threads: target.threads,
-        ..kiln_backend::CompileOptions::default()
+    let (engine, steps, lower, schedule, codegen) = match device {
+        Device::Cpu => {
+            let Scheduled {
+                program,
+                target,
+                steps,
+                lower,
+                schedule,
+            } = schedule_graph(graph, steps, options)?;
+            let codegen_start = Instant::now();
+            let backend_options = kiln_backend::CompileOptions {
+                threads: target.threads,
+                ..kiln_backend::CompileOptions::default()
+            };
+            let inner = kiln_backend::compile_with(&program, &backend_options)?;
+            let codegen = codegen_start.elapsed();
+            (
+                Engine::Cpu(Box::new(inner)),
+                steps,
+                lower,
+                schedule,
+                codegen,
+            )
+        }
+        Device::Cuda { ordinal } => {
+            if !device.is_supported() {
+                return Err(Error::NoCudaSupport);
+            }
+            let (program, steps, lower) = lower_graph(graph, steps, options)?;
+            let codegen_start = Instant::now();
+            let engine = cuda_engine(&program, ordinal)?;
+            let codegen = codegen_start.elapsed();
+            (engine, steps, lower, Vec::new(), codegen)
+        }
     };
-    let inner = kiln_backend::compile_with(&program, &backend_options)?;
-    let codegen = codegen_start.elapsed();
-    let stats = inner.stats();
+    let stats = engine.runtime().stats();
     let report = CompileReport {
         steps,
         lower,
@@ -301,19 +468,40 @@ pub fn compile_with(
         arena_unplanned_bytes: stats.arena_unplanned_bytes,
     };
     Ok(Executable {
-        inner,
+        engine,
         report,
         optimizer_state,
     })
 }
 
+/// Opens GPU `ordinal` and loads `program` on it.
+#[cfg(feature = "cuda")]
+fn cuda_engine(program: &Program, ordinal: usize) -> Result<Engine, Error> {
+    use kiln_backend::cuda::{CudaDevice, CudaExecutable};
+    let device = CudaDevice::open(ordinal)?;
+    // The GPU's program is the lowered one after the GPU schedule's epilogue fusion.
+    let gpu = crate::gpu::write_ptx(program, &device.target())?;
+    let exe = CudaExecutable::new(&gpu.program, &gpu.module, &device)?;
+    Ok(Engine::Cuda(Box::new(exe)))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_engine(_program: &Program, _ordinal: usize) -> Result<Engine, Error> {
+    Err(Error::NoCudaSupport)
+}
+
 /// Compiles a graph to run as it is (inference): simplification, lowering, JIT.
 pub fn compile(graph: &Graph) -> Result<Executable, Error> {
+    compile_for(graph, Device::Cpu)
+}
+
+/// [`compile`] for `device`.
+pub fn compile_for(graph: &Graph, device: Device) -> Result<Executable, Error> {
     let options = PipelineOptions {
         dump: dump_pattern()?,
         ..PipelineOptions::default()
     };
-    compile_with(graph, pipeline::INFERENCE, &options)
+    compile_on(graph, pipeline::INFERENCE, &options, device)
 }
 
 /// Compiles one training step of `model`: forward, the gradient of output `loss`
@@ -325,13 +513,23 @@ pub fn compile_train_step(
     loss: &str,
     optimizer: Optimizer,
 ) -> Result<Executable, Error> {
+    compile_train_step_on(model, loss, optimizer, Device::Cpu)
+}
+
+/// [`compile_train_step`] for `device`.
+pub fn compile_train_step_on(
+    model: &Model,
+    loss: &str,
+    optimizer: Optimizer,
+    device: Device,
+) -> Result<Executable, Error> {
     let options = PipelineOptions {
         loss: Some(loss.to_string()),
         optimizer: Some(optimizer),
         dump: dump_pattern()?,
         ..PipelineOptions::default()
     };
-    let mut exe = compile_with(model.graph(), pipeline::TRAIN_STEP, &options)?;
+    let mut exe = compile_on(model.graph(), pipeline::TRAIN_STEP, &options, device)?;
     set_params(&mut exe, model)?;
     Ok(exe)
 }

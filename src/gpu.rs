@@ -1,12 +1,11 @@
 //! kiln for NVIDIA GPUs: a graph through the pass pipeline, lowered, scheduled for a
 //! GPU and written as PTX by kiln's own emitter (`kiln_backend::ptx`).
 
-use crate::compile::Error;
+use crate::compile::{lower_graph, Error};
 use kiln_backend::ptx::{self, PtxModule};
 use kiln_frontend::Model;
 use kiln_ir::kernel::Program;
 use kiln_ir::{GpuSchedule, GpuTarget, Graph};
-use kiln_passes::lower;
 use kiln_passes::optimizer::Optimizer;
 use kiln_passes::pipeline::{self, PipelineOptions, Step};
 use kiln_passes::schedule;
@@ -28,10 +27,14 @@ pub fn compile_ptx(
     options: &PipelineOptions,
     target: &GpuTarget,
 ) -> Result<GpuProgram, Error> {
-    let (graph, _) = pipeline::run(graph, steps, options, &mut |_, _| {})?;
-    let program = lower::lower(&graph)?;
+    let (program, _, _) = lower_graph(graph, steps, options)?;
+    write_ptx(&program, target)
+}
+
+/// A lowered (not CPU-scheduled) program scheduled for `target` and written as PTX.
+pub fn write_ptx(program: &Program, target: &GpuTarget) -> Result<GpuProgram, Error> {
     let (program, schedule) =
-        schedule::for_gpu(&program, target).map_err(kiln_backend::BackendError::from)?;
+        schedule::for_gpu(program, target).map_err(kiln_backend::BackendError::from)?;
     let module = ptx::emit(&program, &schedule)?;
     Ok(GpuProgram {
         program,

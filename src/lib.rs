@@ -19,9 +19,9 @@ pub mod plot;
 pub mod trainer;
 pub mod weights;
 
-pub use compile::{compile, compile_train_step, CompileReport, Error, Executable};
+pub use compile::{compile, compile_train_step, CompileReport, Device, Error, Executable};
 pub use data::{DataError, Dataset};
-pub use kiln_backend::Arg;
+pub use kiln_backend::{Arg, CudaError, Runtime};
 pub use kiln_passes::optimizer::{Averaging, Optimizer, Rule};
 pub use trainer::{Trainer, TrainerConfig, TrainerState};
 

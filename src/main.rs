@@ -20,6 +20,7 @@ use kiln::model_file::{self, ModelFile};
 use kiln::passes::lower;
 use kiln::passes::pipeline::{self, PipelineOptions, Step};
 use kiln::passes::schedule;
+use kiln::Device;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -118,6 +119,16 @@ enum Format {
     Text,
     Dot,
     Json,
+}
+
+/// Reads `--device`: a device this build can compile for (a GPU needs the `cuda`
+/// feature, and asking for one without it is a usage error).
+fn parse_device(text: &str) -> Result<Device, String> {
+    let device: Device = text.parse()?;
+    if !device.is_supported() {
+        return Err(kiln::compile::NO_CUDA_SUPPORT.to_string());
+    }
+    Ok(device)
 }
 
 fn parse_dim(text: &str) -> Result<(String, usize), String> {

@@ -1,6 +1,6 @@
 //! `Trainer`: runs a compiled training step over shuffled minibatches.
 
-use crate::compile::{compile_train_step, Error, Executable};
+use crate::compile::{compile_train_step_on, Device, Error, Executable};
 use crate::data::{first_label_outside, Dataset};
 use kiln_backend::Arg;
 use kiln_frontend::Model;
@@ -20,6 +20,8 @@ pub struct TrainerConfig {
     seed: u64,
     /// An `i32[]` input fed a fresh seed every step (dropout's, noise's).
     seed_input: Option<String>,
+    /// Where the train step runs.
+    device: Device,
 }
 
 impl TrainerConfig {
@@ -35,6 +37,7 @@ impl TrainerConfig {
             optimizer,
             seed: 0,
             seed_input: None,
+            device: Device::Cpu,
         })
     }
 
@@ -75,6 +78,15 @@ impl TrainerConfig {
     /// The seed of the minibatch shuffling.
     pub fn with_seed(self, seed: u64) -> TrainerConfig {
         TrainerConfig { seed, ..self }
+    }
+
+    /// Where the train step runs (the CPU unless told).
+    pub fn with_device(self, device: Device) -> TrainerConfig {
+        TrainerConfig { device, ..self }
+    }
+
+    pub fn device(&self) -> Device {
+        self.device
     }
 
     pub fn features_input(&self) -> &str {
@@ -211,7 +223,8 @@ impl Trainer {
             }
         }
         let classes = one_hot_depth(graph, &config.labels_input);
-        let step = compile_train_step(model, &config.loss_output, config.optimizer)?;
+        let step =
+            compile_train_step_on(model, &config.loss_output, config.optimizer, config.device)?;
         Ok(Trainer {
             step,
             rng: Rng::new(config.seed),

@@ -261,7 +261,7 @@ pub fn of_model(model: &Model) -> Result<Weights, WeightsError> {
 
 /// Every parameter of an executable with its current value: for a training step,
 /// the model's parameters and the optimizer's state (a checkpoint).
-pub fn of_executable(exe: &kiln_backend::Executable) -> Result<Weights, WeightsError> {
+pub fn of_executable(exe: &dyn kiln_backend::Runtime) -> Result<Weights, WeightsError> {
     let mut weights = Weights::new();
     for (name, _) in exe.params() {
         let tensor = exe

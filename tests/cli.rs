@@ -362,3 +362,48 @@ fn compile_embeds_the_weights_of_a_safetensors_file() {
     );
     assert!(!dir.join("bad.o").exists(), "nothing written");
 }
+
+#[test]
+#[cfg(not(feature = "cuda"))]
+fn device_cuda_without_the_cuda_feature_is_a_usage_error() {
+    let commands: [&[&str]; 3] = [
+        &["bench", DIGITS, "--device", "cuda"],
+        &["train", DIGITS, "--epochs", "1", "--device", "cuda:1"],
+        &[
+            "run",
+            DIGITS,
+            "--weights",
+            "w",
+            "-o",
+            "out",
+            "--device",
+            "cuda",
+        ],
+    ];
+    for args in commands {
+        let output = kiln(args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let device = args[args.len() - 1];
+        let first = stderr(&output).lines().next().unwrap_or("").to_string();
+        assert_eq!(
+            first,
+            format!(
+                "error: invalid value '{device}' for '--device <DEVICE>': kiln was built \
+                 without CUDA support: rebuild with --features cuda"
+            ),
+            "{args:?}"
+        );
+    }
+}
+
+#[test]
+fn an_unknown_device_is_a_usage_error_naming_the_devices() {
+    let output = kiln(&["bench", DIGITS, "--device", "gpu"]);
+    assert_eq!(output.status.code(), Some(2));
+    let first = stderr(&output).lines().next().unwrap_or("").to_string();
+    assert_eq!(
+        first,
+        "error: invalid value 'gpu' for '--device <DEVICE>': \"gpu\" is no device: expected \
+         cpu, cuda or cuda:N"
+    );
+}

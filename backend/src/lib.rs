@@ -3,17 +3,23 @@
 //!
 //! [`compile`] turns a checked [`kiln_ir::kernel::Program`] into an [`Executable`]:
 //! every kernel becomes one native function `extern "C" fn(*const *mut u8)` that
-//! receives the table of buffer base pointers, JIT-compiled for the host.
+//! receives the table of buffer base pointers, JIT-compiled for the host. With the
+//! `cuda` feature, [`cuda::CudaExecutable`] runs a program's PTX ([`ptx`]) on an
+//! NVIDIA GPU; both executables implement [`Runtime`].
 
 pub mod arena;
 pub mod cpu;
+pub mod cuda;
 pub mod math;
 pub mod pool;
 pub mod ptx;
 pub mod runtime;
+pub mod signature;
 
 pub use cpu::{CompileOptions, OptLevel};
+pub use cuda::CudaError;
 pub use runtime::{Arg, CompileStats, Executable, RuntimeError};
+pub use signature::{Runtime, Signature};
 
 use kiln_ir::kernel::{KernelError, Program};
 use thiserror::Error;
@@ -42,6 +48,10 @@ pub enum BackendError {
     /// environment's limit, not a kiln bug.
     #[error(transparent)]
     OutOfMemory(#[from] kiln_ir::OutOfMemory),
+    /// The GPU could not be used or a driver call failed while loading a program (see
+    /// `CudaError` for whose mistake).
+    #[error(transparent)]
+    Cuda(#[from] CudaError),
 }
 
 /// Compiles `program` for the host with the default options (`opt_level=speed`).

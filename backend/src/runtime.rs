@@ -24,13 +24,13 @@
 use crate::arena::{self, Placement, UpdateStep, ALIGNMENT};
 use crate::cpu::jit::JitCode;
 use crate::cpu::CompileOptions;
+use crate::cuda::CudaError;
 use crate::pool::ThreadPool;
+use crate::signature::{as_f32, to_tensor, Binding, RunResults, Runtime, Signature};
 use crate::BackendError;
-use kiln_ir::alloc::{try_collect, try_vec, OutOfMemory};
+use kiln_ir::alloc::{try_vec, OutOfMemory};
 use kiln_ir::kernel::{BufferId, Program, Storage};
 use kiln_ir::{DType, Feeds, Tensor, TensorType};
-use std::collections::{BTreeMap, HashMap};
-use std::ops::Deref;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
@@ -64,7 +64,7 @@ impl Arg<'_> {
     }
 
     /// Writes the data as 32-bit words; the lengths were checked to be equal.
-    fn write_to(&self, words: &mut [u32]) {
+    pub(crate) fn write_to(&self, words: &mut [u32]) {
         match self {
             Arg::F32(data) => {
                 for (word, value) in words.iter_mut().zip(data.iter()) {
@@ -85,8 +85,8 @@ impl Arg<'_> {
     }
 }
 
-/// A mistake in how the caller used an executable, or memory that could not be had;
-/// nothing ran when one is returned.
+/// A mistake in how the caller used an executable, or memory that could not be had
+/// (nothing ran when one of these is returned); or, on a GPU, a failed driver call.
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum RuntimeError {
     /// An argument names no input of the program.
@@ -146,6 +146,10 @@ pub enum RuntimeError {
     /// not be had: the environment's limit, not the caller's mistake or a kiln bug.
     #[error(transparent)]
     OutOfMemory(#[from] OutOfMemory),
+    /// A GPU executable's driver call failed during a run (see `CudaError` for whose
+    /// mistake); what ran before it may have changed parameters.
+    #[error(transparent)]
+    Cuda(#[from] CudaError),
 }
 
 /// What compilation produced and what it cost.
@@ -169,56 +173,6 @@ pub struct CompileStats {
     pub code_bytes: usize,
     /// Wall time of code generation and JIT linking.
     pub codegen_time: Duration,
-}
-
-/// A named view of a buffer.
-#[derive(Clone, Debug)]
-struct Binding {
-    name: String,
-    buffer: BufferId,
-    ty: TensorType,
-}
-
-/// Bindings in declaration order, indexed by name: arguments are matched by name on
-/// every run, and a scan per argument would make a run with many inputs quadratic.
-#[derive(Clone, Debug, Default)]
-struct Bindings {
-    list: Vec<Binding>,
-    position: HashMap<String, usize>,
-}
-
-impl Bindings {
-    /// The position of the binding called `name`.
-    fn position(&self, name: &str) -> Option<usize> {
-        self.position.get(name).copied()
-    }
-}
-
-impl FromIterator<Binding> for Bindings {
-    fn from_iter<I: IntoIterator<Item = Binding>>(bindings: I) -> Bindings {
-        let list: Vec<Binding> = bindings.into_iter().collect();
-        let position = list
-            .iter()
-            .enumerate()
-            .map(|(position, binding)| (binding.name.clone(), position))
-            .collect();
-        Bindings { list, position }
-    }
-}
-
-impl<'b> IntoIterator for &'b Bindings {
-    type Item = &'b Binding;
-    type IntoIter = std::slice::Iter<'b, Binding>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.list.iter()
-    }
-}
-
-impl Deref for Bindings {
-    type Target = [Binding];
-    fn deref(&self) -> &[Binding] {
-        &self.list
-    }
 }
 
 /// One block of the arena: allocating the arena in blocks makes its base, and so
@@ -247,11 +201,8 @@ pub struct Executable {
     /// One copy per `UpdateStep::Staged`, in step order, allocated with the run-time
     /// buffers so that applying updates never allocates.
     staging: Vec<Vec<u32>>,
-    inputs: Bindings,
-    params: Bindings,
-    outputs: Bindings,
-    /// Parameter names with an update, in declaration order.
-    updated: Vec<String>,
+    /// The inputs, parameters and outputs, which check every argument.
+    signature: Signature,
     update_steps: Vec<UpdateStep>,
     kernel_names: Vec<String>,
     stats: CompileStats,
@@ -270,34 +221,6 @@ impl std::fmt::Debug for Executable {
             .field("stats", &self.stats)
             .finish_non_exhaustive()
     }
-}
-
-fn names(bindings: &[Binding]) -> String {
-    let names: Vec<&str> = bindings.iter().map(|b| b.name.as_str()).collect();
-    if names.is_empty() {
-        "none".to_string()
-    } else {
-        names.join(", ")
-    }
-}
-
-fn find<'b>(bindings: &'b Bindings, name: &str) -> Option<&'b Binding> {
-    Some(&bindings[bindings.position(name)?])
-}
-
-/// Reads words of a buffer as a tensor of type `ty`.
-fn to_tensor(words: &[u32], ty: &TensorType) -> Result<Tensor, OutOfMemory> {
-    let data = try_collect(
-        words.iter().map(|&word| match ty.dtype {
-            DType::F32 => f64::from(f32::from_bits(word)),
-            DType::I32 => f64::from(word as i32),
-            DType::Bool => f64::from(u8::from(word != 0)),
-        }),
-        || format!("a host copy of a {ty} buffer"),
-    )?;
-    // A buffer holds exactly its type's elements, and every word decodes to a value
-    // of the dtype.
-    Ok(Tensor::new(ty.clone(), data).expect("a buffer matches its binding's type"))
 }
 
 /// A zeroed buffer for `ty`, or an error naming `what`.
@@ -325,12 +248,6 @@ fn arena_range(offset: usize, len: usize) -> std::ops::Range<usize> {
     start..start + len
 }
 
-fn as_f32(words: &[u32]) -> &[f32] {
-    // SAFETY: f32 and u32 have the same size and alignment and every bit pattern is
-    // a valid f32.
-    unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<f32>(), words.len()) }
-}
-
 impl Executable {
     /// Checks and JIT-compiles `program` and allocates its parameter buffers
     /// (zeroed); the other buffers wait for the first run (see the module docs).
@@ -355,26 +272,6 @@ impl Executable {
                 Storage::Input(_) | Storage::Temp => Vec::new(),
             });
         }
-        let bind = |name: &str, buffer: BufferId, ty: &TensorType| Binding {
-            name: name.to_string(),
-            buffer,
-            ty: ty.clone(),
-        };
-        let inputs = program
-            .inputs()
-            .into_iter()
-            .map(|(name, id)| bind(name, id, &program.buffer(id).ty))
-            .collect();
-        let params = program
-            .params()
-            .into_iter()
-            .map(|(name, id)| bind(name, id, &program.buffer(id).ty))
-            .collect();
-        let outputs = program
-            .outputs
-            .iter()
-            .map(|output| bind(&output.name, output.buffer, &output.ty))
-            .collect();
         let param_bytes = buffers
             .iter()
             .map(|words| words.len().saturating_mul(std::mem::size_of::<u32>()))
@@ -403,10 +300,7 @@ impl Executable {
             arena: Vec::new(),
             run_buffers_ready: false,
             staging: Vec::new(),
-            inputs,
-            params,
-            outputs,
-            updated: program.updates.iter().map(|u| u.param.clone()).collect(),
+            signature: Signature::of(program),
             update_steps,
             kernel_names: program.kernels.iter().map(|k| k.name.clone()).collect(),
             stats,
@@ -421,26 +315,17 @@ impl Executable {
 
     /// `(name, type)` of every input, in declaration order.
     pub fn inputs(&self) -> Vec<(String, TensorType)> {
-        self.inputs
-            .iter()
-            .map(|b| (b.name.clone(), b.ty.clone()))
-            .collect()
+        Runtime::inputs(self)
     }
 
     /// `(name, type)` of every parameter, in declaration order.
     pub fn params(&self) -> Vec<(String, TensorType)> {
-        self.params
-            .iter()
-            .map(|b| (b.name.clone(), b.ty.clone()))
-            .collect()
+        Runtime::params(self)
     }
 
     /// `(name, type)` of every output, in declaration order.
     pub fn outputs(&self) -> Vec<(String, TensorType)> {
-        self.outputs
-            .iter()
-            .map(|b| (b.name.clone(), b.ty.clone()))
-            .collect()
+        Runtime::outputs(self)
     }
 
     pub fn stats(&self) -> &CompileStats {
@@ -509,40 +394,6 @@ impl Executable {
         self.code.kernels.get(kernel)?.clif.as_deref()
     }
 
-    fn param_binding(&self, name: &str) -> Result<&Binding, RuntimeError> {
-        find(&self.params, name).ok_or_else(|| RuntimeError::UnknownParam {
-            name: name.to_string(),
-            known: names(&self.params),
-        })
-    }
-
-    fn output_binding(&self, name: &str) -> Result<&Binding, RuntimeError> {
-        find(&self.outputs, name).ok_or_else(|| RuntimeError::UnknownOutput {
-            name: name.to_string(),
-            known: names(&self.outputs),
-        })
-    }
-
-    fn check_arg(kind: &'static str, binding: &Binding, arg: &Arg<'_>) -> Result<(), RuntimeError> {
-        if arg.dtype() != binding.ty.dtype {
-            return Err(RuntimeError::WrongDtype {
-                kind,
-                name: binding.name.clone(),
-                expected: binding.ty.clone(),
-                found: arg.dtype(),
-            });
-        }
-        if arg.len() != binding.ty.num_elements() {
-            return Err(RuntimeError::WrongLength {
-                kind,
-                name: binding.name.clone(),
-                expected: binding.ty.clone(),
-                found: arg.len(),
-            });
-        }
-        Ok(())
-    }
-
     /// Sets an f32 parameter's value.
     pub fn set_param(&mut self, name: &str, data: &[f32]) -> Result<(), RuntimeError> {
         self.set_param_arg(name, Arg::F32(data))
@@ -550,29 +401,20 @@ impl Executable {
 
     /// Sets a parameter's value from data of any dtype.
     pub fn set_param_arg(&mut self, name: &str, data: Arg<'_>) -> Result<(), RuntimeError> {
-        let binding = self.param_binding(name)?;
-        Self::check_arg("parameter", binding, &data)?;
-        let buffer = binding.buffer;
+        let buffer = self.signature.param_for(name, &data)?.buffer;
         data.write_to(&mut self.buffers[buffer.0]);
         Ok(())
     }
 
     /// The current value of an f32 parameter.
     pub fn param(&self, name: &str) -> Result<&[f32], RuntimeError> {
-        let binding = self.param_binding(name)?;
-        if binding.ty.dtype != DType::F32 {
-            return Err(RuntimeError::NotF32 {
-                kind: "parameter",
-                name: name.to_string(),
-                ty: binding.ty.clone(),
-            });
-        }
+        let binding = self.signature.f32_param(name)?;
         Ok(as_f32(&self.buffers[binding.buffer.0]))
     }
 
     /// The current value of a parameter of any dtype.
     pub fn param_tensor(&self, name: &str) -> Result<Tensor, RuntimeError> {
-        let binding = self.param_binding(name)?;
+        let binding = self.signature.param(name)?;
         Ok(to_tensor(&self.buffers[binding.buffer.0], &binding.ty)?)
     }
 
@@ -602,62 +444,23 @@ impl Executable {
 
     /// An f32 output of the last run.
     pub fn output_f32(&self, name: &str) -> Result<&[f32], RuntimeError> {
-        let binding = self.output_binding(name)?;
-        if binding.ty.dtype != DType::F32 {
-            return Err(RuntimeError::NotF32 {
-                kind: "output",
-                name: name.to_string(),
-                ty: binding.ty.clone(),
-            });
-        }
+        let binding = self.signature.f32_output(name)?;
         Ok(as_f32(self.output_words(binding)?))
     }
 
     /// An output of the last run, of any dtype.
     pub fn output(&self, name: &str) -> Result<Tensor, RuntimeError> {
-        let binding = self.output_binding(name)?;
+        let binding = self.signature.output(name)?;
         Ok(to_tensor(self.output_words(binding)?, &binding.ty)?)
-    }
-
-    /// Matches the arguments to the inputs: every input exactly once, with its dtype
-    /// and element count. Returns the argument of each input, in input order.
-    fn match_inputs<'a>(&self, args: &[(&str, Arg<'a>)]) -> Result<Vec<Arg<'a>>, RuntimeError> {
-        let mut given: Vec<Option<Arg<'a>>> = vec![None; self.inputs.len()];
-        for (name, arg) in args {
-            let position =
-                self.inputs
-                    .position(name)
-                    .ok_or_else(|| RuntimeError::UnknownInput {
-                        name: name.to_string(),
-                        known: names(&self.inputs),
-                    })?;
-            if given[position].is_some() {
-                return Err(RuntimeError::DuplicateInput {
-                    name: name.to_string(),
-                });
-            }
-            Self::check_arg("input", &self.inputs[position], arg)?;
-            given[position] = Some(*arg);
-        }
-        given
-            .into_iter()
-            .zip(&self.inputs)
-            .map(|(arg, binding)| {
-                arg.ok_or_else(|| RuntimeError::MissingInput {
-                    name: binding.name.clone(),
-                    ty: binding.ty.clone(),
-                })
-            })
-            .collect()
     }
 
     /// Runs the program once: checks every argument, copies the inputs in, launches
     /// every kernel, then gives each updated parameter its new value.
     pub fn run(&mut self, inputs: &[(&str, Arg<'_>)]) -> Result<(), RuntimeError> {
-        let args = self.match_inputs(inputs)?;
+        let args = self.signature.match_inputs(inputs)?;
         self.allocate_run_buffers()?;
         let arena = arena_words_mut(&mut self.arena);
-        for (arg, binding) in args.iter().zip(&self.inputs) {
+        for (arg, binding) in args.iter().zip(&self.signature.inputs) {
             let Placement::Arena { offset } = self.placements[binding.buffer.0] else {
                 unreachable!("the plan puts every input in the arena");
             };
@@ -709,84 +512,52 @@ impl Executable {
     /// `feeds` (parameters not fed keep their values), runs once, and returns every
     /// output and the new value of every updated parameter. Every feed is checked
     /// before anything changes.
-    #[allow(clippy::type_complexity)]
-    pub fn run_feeds(
-        &mut self,
-        feeds: &Feeds,
-    ) -> Result<(BTreeMap<String, Tensor>, BTreeMap<String, Tensor>), RuntimeError> {
-        let mut owned: Vec<(String, OwnedArg)> = Vec::new();
-        let mut params: Vec<(String, OwnedArg)> = Vec::new();
-        for (name, tensor) in feeds {
-            let (kind, binding) = if let Some(binding) = find(&self.inputs, name) {
-                ("input", binding)
-            } else if let Some(binding) = find(&self.params, name) {
-                ("parameter", binding)
-            } else {
-                return Err(RuntimeError::UnknownFeed { name: name.clone() });
-            };
-            if tensor.ty() != binding.ty || tensor.len() != binding.ty.num_elements() {
-                return Err(RuntimeError::WrongType {
-                    kind,
-                    name: name.clone(),
-                    expected: binding.ty.clone(),
-                    found: tensor.ty(),
-                });
-            }
-            let arg = OwnedArg::from_tensor(tensor)?;
-            if kind == "input" {
-                owned.push((name.clone(), arg));
-            } else {
-                params.push((name.clone(), arg));
-            }
-        }
-        let args: Vec<(&str, Arg<'_>)> = owned
-            .iter()
-            .map(|(name, arg)| (name.as_str(), arg.as_arg()))
-            .collect();
-        self.match_inputs(&args)?;
-        for (name, arg) in &params {
-            self.set_param_arg(name, arg.as_arg())?;
-        }
-        self.run(&args)?;
-        let mut outputs = BTreeMap::new();
-        for binding in &self.outputs {
-            outputs.insert(
-                binding.name.clone(),
-                to_tensor(self.output_words(binding)?, &binding.ty)?,
-            );
-        }
-        let mut updated = BTreeMap::new();
-        for name in &self.updated {
-            updated.insert(name.clone(), self.param_tensor(name)?);
-        }
-        Ok((outputs, updated))
+    pub fn run_feeds(&mut self, feeds: &Feeds) -> Result<RunResults, RuntimeError> {
+        Runtime::run_feeds(self, feeds)
     }
 }
 
-/// Feed data converted to the argument type of its dtype.
-enum OwnedArg {
-    F32(Vec<f32>),
-    I32(Vec<i32>),
-    Bool(Vec<bool>),
-}
-
-impl OwnedArg {
-    fn from_tensor(tensor: &Tensor) -> Result<OwnedArg, OutOfMemory> {
-        let what = || format!("a copy of a fed {}", tensor.ty());
-        let data = tensor.data().iter();
-        Ok(match tensor.dtype() {
-            DType::F32 => OwnedArg::F32(try_collect(data.map(|&v| v as f32), what)?),
-            DType::I32 => OwnedArg::I32(try_collect(data.map(|&v| v as i32), what)?),
-            DType::Bool => OwnedArg::Bool(try_collect(data.map(|&v| v != 0.0), what)?),
-        })
+/// The trait's required methods are the inherent ones above; its provided methods
+/// (`inputs`, `run_feeds`, ...) are shared with the GPU's executable.
+impl Runtime for Executable {
+    fn signature(&self) -> &Signature {
+        &self.signature
     }
 
-    fn as_arg(&self) -> Arg<'_> {
-        match self {
-            OwnedArg::F32(data) => Arg::F32(data),
-            OwnedArg::I32(data) => Arg::I32(data),
-            OwnedArg::Bool(data) => Arg::Bool(data),
-        }
+    fn set_param_arg(&mut self, name: &str, data: Arg<'_>) -> Result<(), RuntimeError> {
+        Executable::set_param_arg(self, name, data)
+    }
+
+    fn param(&self, name: &str) -> Result<&[f32], RuntimeError> {
+        Executable::param(self, name)
+    }
+
+    fn param_tensor(&self, name: &str) -> Result<Tensor, RuntimeError> {
+        Executable::param_tensor(self, name)
+    }
+
+    fn output_f32(&self, name: &str) -> Result<&[f32], RuntimeError> {
+        Executable::output_f32(self, name)
+    }
+
+    fn output(&self, name: &str) -> Result<Tensor, RuntimeError> {
+        Executable::output(self, name)
+    }
+
+    fn run(&mut self, inputs: &[(&str, Arg<'_>)]) -> Result<(), RuntimeError> {
+        Executable::run(self, inputs)
+    }
+
+    fn stats(&self) -> &CompileStats {
+        Executable::stats(self)
+    }
+
+    fn kernel_names(&self) -> &[String] {
+        Executable::kernel_names(self)
+    }
+
+    fn allocated_bytes(&self) -> usize {
+        Executable::allocated_bytes(self)
     }
 }
 
