@@ -1,12 +1,13 @@
 //! From a graph to a callable executable: the pass pipeline, lowering to kernel IR,
 //! and JIT compilation for the host (or, with the `cuda` feature and
 //! [`Device::Cuda`], PTX loaded on a GPU), with `KILN_DUMP=<regex>` printing the IR
-//! after matching steps.
+//! after matching steps (on the GPU path also `schedule.gpu` and `ptx`).
 
+use crate::gpu::GpuProgram;
 use kiln_backend::Runtime;
 use kiln_frontend::Model;
 use kiln_ir::kernel::Program;
-use kiln_ir::{Graph, TensorType};
+use kiln_ir::{GpuTarget, Graph, TensorType};
 use kiln_passes::lower;
 use kiln_passes::optimizer::{Optimizer, OptimizerError, StateInit, StateParam};
 use kiln_passes::pipeline::{self, PipelineOptions, Step, StepReport};
@@ -339,6 +340,38 @@ fn print_dump(step: &str, text: &str) {
     eprintln!("// ---- IR after {step} ----\n{text}");
 }
 
+/// Prints, for the steps `KILN_DUMP` names, what the GPU path made after the pass
+/// pipeline and lowering (which [`lower_graph`] dumps): `schedule.gpu`, the launch of
+/// every kernel followed by the program it launches (the lowered one after the
+/// epilogue fusion, whose kernel numbers the launches use), and `ptx`, the module.
+fn dump_gpu(options: &PipelineOptions, gpu: &GpuProgram) {
+    if dumps(options, "schedule.gpu") {
+        print_dump("schedule.gpu", &format!("{}{}", gpu.schedule, gpu.program));
+    }
+    if dumps(options, "ptx") {
+        print_dump("ptx", &gpu.module.text);
+    }
+}
+
+/// [`crate::gpu::compile_ptx`] with `KILN_DUMP=<regex>` (unless `options.dump`
+/// already names the steps): the IR after the matching pipeline steps and `lower`,
+/// then `schedule.gpu` and `ptx`, on standard error. `kiln compile --ptx` compiles
+/// through this.
+pub fn compile_ptx_with_dump(
+    graph: &Graph,
+    steps: &[Step],
+    options: &PipelineOptions,
+    target: &GpuTarget,
+) -> Result<GpuProgram, Error> {
+    let mut options = options.clone();
+    if options.dump.is_none() {
+        options.dump = dump_pattern()?;
+    }
+    let gpu = crate::gpu::compile_ptx(graph, steps, &options, target)?;
+    dump_gpu(&options, &gpu);
+    Ok(gpu)
+}
+
 /// A graph through the pipeline, lowered and scheduled: what code generation takes.
 pub(crate) struct Scheduled {
     pub program: kiln_ir::kernel::Program,
@@ -452,7 +485,7 @@ pub fn compile_on(
             }
             let (program, steps, lower) = lower_graph(graph, steps, options)?;
             let codegen_start = Instant::now();
-            let engine = cuda_engine(&program, ordinal)?;
+            let engine = cuda_engine(&program, ordinal, options)?;
             let codegen = codegen_start.elapsed();
             (engine, steps, lower, Vec::new(), codegen)
         }
@@ -474,19 +507,29 @@ pub fn compile_on(
     })
 }
 
-/// Opens GPU `ordinal` and loads `program` on it.
+/// Opens GPU `ordinal` and loads `program` on it (dumping its GPU schedule and PTX
+/// when `options.dump` asks).
 #[cfg(feature = "cuda")]
-fn cuda_engine(program: &Program, ordinal: usize) -> Result<Engine, Error> {
+fn cuda_engine(
+    program: &Program,
+    ordinal: usize,
+    options: &PipelineOptions,
+) -> Result<Engine, Error> {
     use kiln_backend::cuda::{CudaDevice, CudaExecutable};
     let device = CudaDevice::open(ordinal)?;
     // The GPU's program is the lowered one after the GPU schedule's epilogue fusion.
     let gpu = crate::gpu::write_ptx(program, &device.target())?;
+    dump_gpu(options, &gpu);
     let exe = CudaExecutable::new(&gpu.program, &gpu.module, &device)?;
     Ok(Engine::Cuda(Box::new(exe)))
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda_engine(_program: &Program, _ordinal: usize) -> Result<Engine, Error> {
+fn cuda_engine(
+    _program: &Program,
+    _ordinal: usize,
+    _options: &PipelineOptions,
+) -> Result<Engine, Error> {
     Err(Error::NoCudaSupport)
 }
 

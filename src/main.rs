@@ -1,7 +1,7 @@
 //! The `kiln` command: check model files, dump their IR after any step of the
 //! pipeline, check their gradients, initialise weights and run models on data
 //! (`cli_data`), train them (`cli_train`), time them (`cli_bench`) and compile them
-//! ahead of time (`cli_compile`).
+//! ahead of time, to an object file or to PTX (`cli_compile`).
 //!
 //! Exit codes: 0 success; 1 a mistake in the model file (a located error), a
 //! failed compile, a gradient check above its tolerance, or a bad data file
@@ -89,7 +89,12 @@ enum Command {
     /// Compile the model ahead of time into an object file for this machine that
     /// exports `<name>_infer` (and with --train `<name>_train`), and a C header that
     /// documents every function, argument, dtype and shape. The object needs only
-    /// libc and runs on the caller's thread.
+    /// libc and runs on the caller's thread. With --ptx sm_80|sm_90, write the forward
+    /// pass (or with --train the train step) as PTX for an NVIDIA GPU instead.
+    #[command(
+        override_usage = "kiln compile [OPTIONS] <MODEL.kiln> -o <FILE.o> --header <FILE.h>\n       \
+                                kiln compile [OPTIONS] <MODEL.kiln> --ptx <ARCH> [-o <FILE.ptx>]"
+    )]
     Compile(cli_compile::CompileArgs),
     /// Compile the model (its train step when the file has a `train` statement) and
     /// time it: compile time, median step time over repeated runs on fixed random

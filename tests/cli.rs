@@ -276,6 +276,282 @@ fn compile_writes_an_object_and_a_header_or_says_what_is_wrong() {
     }
 }
 
+/// The kernel lines `kiln compile --ptx` printed (`k3: … (entry k3_add)`): each
+/// kernel's number, launch and entry name.
+fn ptx_kernel_lines(stdout: &str) -> Vec<(usize, String, String)> {
+    stdout
+        .lines()
+        .filter(|line| !line.starts_with("wrote "))
+        .map(|line| {
+            let (kernel, rest) = line.split_once(": ").expect("`kN: launch (entry name)`");
+            let (launch, entry) = rest.split_once(" (entry ").expect("an entry name");
+            let kernel = kernel.strip_prefix('k').expect("`kN`").parse().expect("N");
+            let entry = entry.strip_suffix(')').expect("`)` at the end");
+            (kernel, launch.to_string(), entry.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn compile_ptx_writes_the_forward_pass_or_the_train_step_and_prints_every_kernel() {
+    use kiln::frontend::lang::ElaborateOptions;
+    use kiln::ir::GpuTarget;
+    let dir = support::temp_dir("cli", "ptx");
+    let mut kernels = Vec::new();
+    for (arch, target, train) in [
+        ("sm_80", GpuTarget::sm80(), false),
+        ("sm_90", GpuTarget::sm90(), false),
+        ("sm_80", GpuTarget::sm80(), true),
+        ("sm_90", GpuTarget::sm90(), true),
+    ] {
+        let path = dir.join(format!("{arch}-{train}.ptx"));
+        let mut args = vec![
+            "compile",
+            DIGITS,
+            "--ptx",
+            arch,
+            "-o",
+            path.to_str().unwrap(),
+        ];
+        if train {
+            args.push("--train");
+        }
+        let output = kiln(&args);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with("//\n// MlpDigits for "), "{args:?}");
+        assert!(text.contains(&format!("\n.target {arch}\n")), "{args:?}");
+
+        // The file is the library's module for the same model, byte for byte: the
+        // forward pass built for evaluation, or the train statement's step.
+        let options = ElaborateOptions {
+            evaluation: !train,
+            ..ElaborateOptions::default()
+        };
+        let file = kiln::model_file::load(std::path::Path::new(DIGITS), &options).unwrap();
+        let expected = if train {
+            let spec = file.train.as_ref().unwrap();
+            let optimizer = kiln::model_file::optimizer(spec).unwrap();
+            kiln::gpu::ptx_train_step(&file.model, &spec.loss, optimizer, &target)
+        } else {
+            kiln::gpu::ptx_inference(file.model.graph(), &target)
+        }
+        .unwrap();
+        assert!(
+            text == expected.module.text,
+            "{args:?}: not the library's PTX"
+        );
+
+        // One line per kernel, in order, with the schedule's launch and the name of
+        // its `.visible .entry`, and as many entries in the file as lines.
+        let out = stdout(&output);
+        let lines = ptx_kernel_lines(&out);
+        let expected_lines: Vec<(usize, String, String)> = expected
+            .module
+            .entries
+            .iter()
+            .map(|entry| {
+                let launch = expected.schedule.launches[entry.kernel].to_string();
+                (entry.kernel, launch, entry.name.clone())
+            })
+            .collect();
+        assert_eq!(lines, expected_lines, "{args:?}");
+        assert_eq!(text.matches(".visible .entry ").count(), lines.len());
+        for (_, _, entry) in &lines {
+            assert!(
+                text.contains(&format!(".visible .entry {entry}(")),
+                "{entry}"
+            );
+        }
+        assert_eq!(
+            out.lines().last().unwrap(),
+            format!(
+                "wrote {} kernels ({arch}, {} bytes) to {}",
+                lines.len(),
+                text.len(),
+                path.display()
+            )
+        );
+        kernels.push(lines.len());
+    }
+    // Both architectures get the same kernels; the train step has the forward pass's
+    // and its backward pass's and updates.
+    assert_eq!(kernels[0], kernels[1]);
+    assert_eq!(kernels[2], kernels[3]);
+    assert!(kernels[2] > kernels[0], "{kernels:?}");
+
+    // --train needs the file's `train` statement, as for an object file.
+    let output = kiln(&[
+        "compile",
+        "examples/models/hopfield.kiln",
+        "--ptx",
+        "sm_80",
+        "--train",
+        "-o",
+        dir.join("h.ptx").to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output)
+            .starts_with("error: examples/models/hopfield.kiln: --train needs a `train` statement"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn compile_ptx_writes_the_model_name_with_ptx_into_the_current_folder() {
+    let dir = support::temp_dir("cli", "ptx-default");
+    let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(DIGITS);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args([
+            "compile",
+            model.to_str().unwrap(),
+            "--ptx",
+            "sm_90",
+            "--dim",
+            "B=4",
+        ])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(support::entries(&dir), ["mlp_digits.ptx"]);
+    let bytes = std::fs::metadata(dir.join("mlp_digits.ptx")).unwrap().len();
+    let out = stdout(&output);
+    let last = out.lines().last().unwrap();
+    assert!(
+        last.starts_with("wrote ")
+            && last.ends_with(&format!(
+                " kernels (sm_90, {bytes} bytes) to mlp_digits.ptx"
+            )),
+        "{last}"
+    );
+}
+
+#[test]
+fn compile_ptx_with_an_unknown_architecture_is_a_usage_error_naming_sm80_and_sm90() {
+    let dir = support::temp_dir("cli", "ptx-arch");
+    let path = dir.join("m.ptx");
+    for arch in ["sm_70", "foo", "sm80", ""] {
+        let output = kiln(&[
+            "compile",
+            DIGITS,
+            "--ptx",
+            arch,
+            "-o",
+            path.to_str().unwrap(),
+        ]);
+        assert_eq!(output.status.code(), Some(2), "{arch:?}");
+        let first = stderr(&output).lines().next().unwrap_or("").to_string();
+        assert_eq!(
+            first,
+            format!(
+                "error: invalid value '{arch}' for '--ptx <ARCH>': {arch:?} is no architecture \
+                 kiln writes PTX for: expected sm_80 or sm_90"
+            )
+        );
+    }
+    assert_eq!(
+        support::entries(&dir),
+        Vec::<String>::new(),
+        "nothing written"
+    );
+}
+
+#[test]
+fn compile_ptx_with_an_object_file_option_is_a_usage_error() {
+    let dir = support::temp_dir("cli", "ptx-conflicts");
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let cases: [(&[&str], &str); 4] = [
+        (&["--header", "m.h"], "'--header <FILE.h>'"),
+        (&["--embed-weights"], "'--embed-weights'"),
+        (
+            &["--embed-weights", "--weights", "w.safetensors"],
+            "--weights <W.safetensors>",
+        ),
+        (&["--name", "m"], "'--name <NAME>'"),
+    ];
+    for (extra, named) in cases {
+        let output_path = path("m.ptx");
+        let mut args = vec!["compile", DIGITS, "--ptx", "sm_80", "-o", &output_path];
+        args.extend_from_slice(extra);
+        let output = kiln(&args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let err = stderr(&output);
+        assert!(
+            err.starts_with("error: the argument '--ptx <ARCH>' cannot be used with"),
+            "{err}"
+        );
+        assert!(err.contains(named), "{err}");
+    }
+    assert_eq!(
+        support::entries(&dir),
+        Vec::<String>::new(),
+        "nothing written"
+    );
+
+    // Without --ptx an object file still needs its header.
+    let output = kiln(&["compile", DIGITS, "-o", &path("m.o")]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("--header <FILE.h>"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn kiln_dump_prints_the_gpu_schedule_and_the_ptx_of_compile_ptx() {
+    let dir = support::temp_dir("cli", "ptx-dump");
+    let path = dir.join("m.ptx");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args([
+            "compile",
+            DIGITS,
+            "--ptx",
+            "sm_80",
+            "-o",
+            path.to_str().unwrap(),
+        ])
+        .env("KILN_DUMP", "^(lower|schedule.gpu|ptx)$")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let err = stderr(&output);
+    let headers: Vec<&str> = err
+        .lines()
+        .filter(|line| line.starts_with("// ---- "))
+        .collect();
+    assert_eq!(
+        headers,
+        [
+            "// ---- IR after lower ----",
+            "// ---- IR after schedule.gpu ----",
+            "// ---- IR after ptx ----"
+        ]
+    );
+    // The schedule's lines, then the program it launches; the PTX as written.
+    let first_kernel = ptx_kernel_lines(&stdout(&output))[0].1.clone();
+    assert!(
+        err.contains(&format!(
+            "// ---- IR after schedule.gpu ----\ngpu schedule for sm_80 sms=108\nk0: {first_kernel}\n"
+        )),
+        "{err}"
+    );
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        err.ends_with(&format!("// ---- IR after ptx ----\n{text}\n")),
+        "PTX dumped as written"
+    );
+}
+
 #[test]
 fn bench_reports_compile_time_median_step_and_memory() {
     let output = kiln(&[
