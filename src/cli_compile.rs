@@ -185,8 +185,7 @@ fn compile_ptx(args: &CompileArgs, target: GpuTarget) -> Result<(), Failed> {
         ),
         None => (pipeline::INFERENCE, PipelineOptions::default()),
     };
-    let gpu = kiln::compile::compile_ptx_with_dump(file.model.graph(), steps, &options, &target)
-        .map_err(fail)?;
+    let gpu = kiln::gpu::compile_ptx(file.model.graph(), steps, &options, &target).map_err(fail)?;
     let output = args
         .output
         .clone()

@@ -7,7 +7,7 @@ use crate::gpu::GpuProgram;
 use kiln_backend::Runtime;
 use kiln_frontend::Model;
 use kiln_ir::kernel::Program;
-use kiln_ir::{GpuTarget, Graph, TensorType};
+use kiln_ir::{Graph, TensorType};
 use kiln_passes::lower;
 use kiln_passes::optimizer::{Optimizer, OptimizerError, StateInit, StateParam};
 use kiln_passes::pipeline::{self, PipelineOptions, Step, StepReport};
@@ -327,7 +327,7 @@ impl Executable {
     }
 }
 
-fn dump_pattern() -> Result<Option<Regex>, Error> {
+pub(crate) fn dump_pattern() -> Result<Option<Regex>, Error> {
     match std::env::var("KILN_DUMP") {
         Ok(pattern) if !pattern.is_empty() => Regex::new(&pattern)
             .map(Some)
@@ -344,32 +344,13 @@ fn print_dump(step: &str, text: &str) {
 /// pipeline and lowering (which [`lower_graph`] dumps): `schedule.gpu`, the launch of
 /// every kernel followed by the program it launches (the lowered one after the
 /// epilogue fusion, whose kernel numbers the launches use), and `ptx`, the module.
-fn dump_gpu(options: &PipelineOptions, gpu: &GpuProgram) {
+pub(crate) fn dump_gpu(options: &PipelineOptions, gpu: &GpuProgram) {
     if dumps(options, "schedule.gpu") {
         print_dump("schedule.gpu", &format!("{}{}", gpu.schedule, gpu.program));
     }
     if dumps(options, "ptx") {
         print_dump("ptx", &gpu.module.text);
     }
-}
-
-/// [`crate::gpu::compile_ptx`] with `KILN_DUMP=<regex>` (unless `options.dump`
-/// already names the steps): the IR after the matching pipeline steps and `lower`,
-/// then `schedule.gpu` and `ptx`, on standard error. `kiln compile --ptx` compiles
-/// through this.
-pub fn compile_ptx_with_dump(
-    graph: &Graph,
-    steps: &[Step],
-    options: &PipelineOptions,
-    target: &GpuTarget,
-) -> Result<GpuProgram, Error> {
-    let mut options = options.clone();
-    if options.dump.is_none() {
-        options.dump = dump_pattern()?;
-    }
-    let gpu = crate::gpu::compile_ptx(graph, steps, &options, target)?;
-    dump_gpu(&options, &gpu);
-    Ok(gpu)
 }
 
 /// A graph through the pipeline, lowered and scheduled: what code generation takes.

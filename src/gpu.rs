@@ -1,7 +1,7 @@
 //! kiln for NVIDIA GPUs: a graph through the pass pipeline, lowered, scheduled for a
 //! GPU and written as PTX by kiln's own emitter (`kiln_backend::ptx`).
 
-use crate::compile::{lower_graph, Error};
+use crate::compile::{dump_gpu, dump_pattern, lower_graph, Error};
 use kiln_backend::ptx::{self, PtxModule};
 use kiln_frontend::Model;
 use kiln_ir::kernel::Program;
@@ -20,15 +20,24 @@ pub struct GpuProgram {
 }
 
 /// Runs `graph` through `steps`, lowers it, schedules it for `target` and writes
-/// its PTX.
+/// its PTX. The IR after the steps `options.dump` names — or, when it names none,
+/// `KILN_DUMP=<regex>` — is printed to standard error, as by [`crate::compile`]:
+/// the pipeline's steps, `lower`, `schedule.gpu` (each kernel's launch, then the
+/// program the launches number) and `ptx` (the module).
 pub fn compile_ptx(
     graph: &Graph,
     steps: &[Step],
     options: &PipelineOptions,
     target: &GpuTarget,
 ) -> Result<GpuProgram, Error> {
-    let (program, _, _) = lower_graph(graph, steps, options)?;
-    write_ptx(&program, target)
+    let mut options = options.clone();
+    if options.dump.is_none() {
+        options.dump = dump_pattern()?;
+    }
+    let (program, _, _) = lower_graph(graph, steps, &options)?;
+    let gpu = write_ptx(&program, target)?;
+    dump_gpu(&options, &gpu);
+    Ok(gpu)
 }
 
 /// A lowered (not CPU-scheduled) program scheduled for `target` and written as PTX.

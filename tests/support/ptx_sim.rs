@@ -404,7 +404,7 @@ impl Memory {
         let buffer = (address >> BUFFER_SHIFT) as usize;
         let offset = address & ((1 << BUFFER_SHIFT) - 1);
         assert!(
-            buffer >= 1 && buffer <= self.buffers.len() && offset % 4 == 0,
+            buffer >= 1 && buffer <= self.buffers.len() && offset.is_multiple_of(4),
             "{line}: address {address:#x} is in no buffer"
         );
         let word = (offset / 4) as usize;
@@ -588,7 +588,7 @@ fn run(entry: &Entry, t: &mut Thread, ctx: &Context<'_>, shared: &mut [u32], mem
             Op::LdShared | Op::StShared => {
                 let at = address(&t.regs) as usize;
                 assert!(
-                    at % 4 == 0 && at / 4 < shared.len(),
+                    at.is_multiple_of(4) && at / 4 < shared.len(),
                     "{}: shared {at}",
                     ins.line
                 );
