@@ -198,3 +198,42 @@ fn launches_match_the_module() {
         }
     }
 }
+
+/// The kernels of launches the example models do not all reach: reductions shared by
+/// a block (warp shuffles, shared memory) over f32, i32 and bool.
+#[test]
+fn shared_reductions_assemble() {
+    use kiln::gpu::compile_ptx;
+    use kiln::ir::{CmpOp, Graph, Launch, ReduceOp, TensorType};
+    use kiln::passes::pipeline::{self, PipelineOptions};
+    let mut g = Graph::new("reductions");
+    let x = g.input("x", TensorType::f32([3, 333])).unwrap();
+    let n = g.input("n", TensorType::i32([3, 333])).unwrap();
+    let max = g.reduce(ReduceOp::Max, x, &[1]).unwrap();
+    g.set_output("max", max).unwrap();
+    let sum = g.reduce(ReduceOp::Sum, n, &[0, 1]).unwrap();
+    g.set_output("sum", sum).unwrap();
+    let zero = g.constant_like(0.0, x).unwrap();
+    let positive = g.compare(CmpOp::Gt, x, zero).unwrap();
+    let any = g.reduce(ReduceOp::Max, positive, &[1]).unwrap();
+    g.set_output("any", any).unwrap();
+    for target in [GpuTarget::sm80(), GpuTarget::sm90()] {
+        let program = compile_ptx(
+            &g,
+            pipeline::INFERENCE,
+            &PipelineOptions::default(),
+            &target,
+        )
+        .unwrap();
+        let shared = program
+            .schedule
+            .launches
+            .iter()
+            .filter(|launch| matches!(launch, Launch::Reduce { .. }))
+            .count();
+        assert_eq!(shared, 3, "{}", program.schedule);
+        if let Some(ptxas) = ptxas() {
+            assemble(&ptxas, "reductions", &program);
+        }
+    }
+}

@@ -374,3 +374,68 @@ fn example_models_take_the_cpus_step_on_the_simulated_gpu() {
         eprintln!("{name}: {:?}", started.elapsed());
     }
 }
+
+/// Reductions long enough for a block each (max over f32 with NaN and signed
+/// zeros, i32 sums that wrap, bool any), whole tensors and rows and columns.
+#[test]
+fn reductions_shared_by_a_block_match_the_interpreter() {
+    use kiln::ir::{ReduceOp, TensorType};
+    let mut rng = Rng::new(3);
+    // (shape, axes, whether a block shares each output: lowering accumulates a
+    // reduction over the leading axis into its output, which stays in order)
+    for (shape, axes, shared) in [
+        (vec![1000], vec![0], true),
+        (vec![3, 333], vec![1], true),
+        (vec![4, 5, 70], vec![1, 2], true),
+        (vec![65], vec![0], true),
+        (vec![700, 3], vec![0], false),
+        (vec![4, 5, 70], vec![0, 2], false),
+    ] {
+        let mut g = Graph::new("reductions");
+        let x = g.input("x", TensorType::f32(shape.clone())).unwrap();
+        let n = g.input("n", TensorType::i32(shape.clone())).unwrap();
+        let max = g.reduce(ReduceOp::Max, x, &axes).unwrap();
+        g.set_output("max", max).unwrap();
+        let sum = g.reduce(ReduceOp::Sum, n, &axes).unwrap();
+        g.set_output("sum", sum).unwrap();
+        let zero = g.constant_like(0.0, x).unwrap();
+        let positive = g.compare(kiln::ir::CmpOp::Gt, x, zero).unwrap();
+        let any = g.reduce(ReduceOp::Max, positive, &axes).unwrap();
+        g.set_output("any", any).unwrap();
+        let mut feeds = random_awkward_feeds(&g, &mut rng);
+        // Large i32 values, so the sums wrap.
+        let big = Tensor::new(
+            TensorType::i32(shape.clone()),
+            (0..shape.iter().product::<usize>())
+                .map(|i| f64::from((i as i32).wrapping_mul(1_234_567_891)))
+                .collect(),
+        )
+        .unwrap();
+        feeds.insert("n".to_string(), big);
+        check(&g, &feeds, pipeline::INFERENCE, &PipelineOptions::default())
+            .unwrap_or_else(|err| panic!("{shape:?} over {axes:?}: {err}"));
+        if !shared {
+            continue;
+        }
+        // The schedule did share them.
+        let gpu = compile_ptx(
+            &g,
+            pipeline::INFERENCE,
+            &PipelineOptions::default(),
+            &GpuTarget::sm80(),
+        )
+        .unwrap();
+        let shared = gpu
+            .schedule
+            .launches
+            .iter()
+            .filter(|l| matches!(l, kiln::ir::Launch::Reduce { .. }))
+            .count();
+        assert!(
+            shared >= 3,
+            "{shape:?} over {axes:?}: {}\n{}",
+            gpu.schedule,
+            gpu.program
+        );
+    }
+}

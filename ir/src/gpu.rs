@@ -9,6 +9,8 @@
 //! what the kernel's loop nest means, element for element: threads only change which
 //! iterations run where, never the order of operations inside an element's value.
 
+use crate::kernel::{Expr, Kernel, LocalId, Scalar, Stmt, VarId};
+use crate::{BinaryOp, DType};
 use std::fmt;
 
 /// An NVIDIA GPU architecture the PTX is written for.
@@ -69,6 +71,19 @@ pub enum Launch {
         /// Blocks in the grid.
         grid: u32,
     },
+    /// The kernel's leading `depth` loops are independent, as for `Threads`, and each
+    /// of their iterations is a reduction ([`Reduction`]) whose operator gives the
+    /// same bits in any order (a max, an i32 sum, a bool or): a whole block reduces
+    /// each output, every thread folding a strided share of the elements, then the
+    /// warps' lanes combined by shuffles and the warps through shared memory; the
+    /// first thread runs the rest of the iteration (the stores of the result). Blocks
+    /// take outputs in a grid-stride loop.
+    Reduce {
+        depth: usize,
+        /// Threads per block (a multiple of 32, at most 1024).
+        block: u32,
+        grid: u32,
+    },
     /// The kernel runs as written on one thread: its loops carry a dependence (a
     /// scatter-add, a running value) or it is too small to be worth splitting.
     Single,
@@ -90,7 +105,7 @@ impl Launch {
     /// Threads per block.
     pub fn block_threads(&self) -> u32 {
         match *self {
-            Launch::Threads { block, .. } => block,
+            Launch::Threads { block, .. } | Launch::Reduce { block, .. } => block,
             Launch::Single => 1,
             Launch::Matmul {
                 tile_m,
@@ -108,6 +123,9 @@ impl fmt::Display for Launch {
         match self {
             Launch::Threads { depth, block, grid } => {
                 write!(f, "threads depth={depth} block={block} grid={grid}")
+            }
+            Launch::Reduce { depth, block, grid } => {
+                write!(f, "reduce depth={depth} block={block} grid={grid}")
             }
             Launch::Single => f.write_str("single"),
             Launch::Matmul {
@@ -140,4 +158,94 @@ impl fmt::Display for GpuSchedule {
         }
         Ok(())
     }
+}
+
+/// A reduction a thread runs in a kernel body, recognised so that a block may
+/// share it: `r = init; for j.. { r = op(r, element) }; stores of r`, where the
+/// loops are a perfect nest from 0 by 1, `element` reads no local, the stores read
+/// `r` after the loops, and `op` on the local's dtype is exact in any order with
+/// `init` its identity, so folding the elements in another order gives the same
+/// bits: `max` on f32 (NaN wins, +0 above -0: a total order) from -inf, on i32 from
+/// `i32::MIN`, on bool (or) from false; wrapping `add` on i32 from 0.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reduction<'a> {
+    pub local: LocalId,
+    pub op: BinaryOp,
+    pub dtype: DType,
+    pub init: Scalar,
+    /// The reduced loops, outermost first, as `(var, trips)`.
+    pub loops: Vec<(VarId, usize)>,
+    pub element: &'a Expr,
+    /// The statements after the loops: stores only.
+    pub tail: &'a [Stmt],
+}
+
+impl Reduction<'_> {
+    /// How many elements each output folds.
+    pub fn elements(&self) -> usize {
+        self.loops.iter().map(|&(_, trips)| trips).product()
+    }
+}
+
+/// The reduction `body` (of `kernel`) is, if it is one whose order does not matter.
+pub fn reduction_of<'a>(kernel: &Kernel, body: &'a [Stmt]) -> Option<Reduction<'a>> {
+    let [Stmt::Assign {
+        local,
+        value: Expr::Const(init),
+    }, first, tail @ ..] = body
+    else {
+        return None;
+    };
+    let dtype = kernel.locals.get(local.0 as usize)?.dtype;
+    let mut loops = Vec::new();
+    let mut stmt = first;
+    let update = loop {
+        match stmt {
+            Stmt::Loop {
+                var,
+                start: 0,
+                end,
+                step: 1,
+                body,
+                ..
+            } => {
+                loops.push((*var, *end));
+                match body.as_slice() {
+                    [inner @ Stmt::Loop { .. }] => stmt = inner,
+                    [Stmt::Assign {
+                        local: target,
+                        value,
+                    }] if target == local => break value,
+                    _ => return None,
+                }
+            }
+            _ => return None,
+        }
+    };
+    let Expr::Binary(op, a, b) = update else {
+        return None;
+    };
+    let element = match (&**a, &**b) {
+        (Expr::Local(r), element) | (element, Expr::Local(r)) if r == local => element,
+        _ => return None,
+    };
+    let mut reads_local = false;
+    element.visit(&mut |e| reads_local |= matches!(e, Expr::Local(_)));
+    let exact = match (op, dtype, *init) {
+        (BinaryOp::Max, DType::F32, Scalar::F32(x)) => x == f32::NEG_INFINITY,
+        (BinaryOp::Max, DType::I32, Scalar::I32(x)) => x == i32::MIN,
+        (BinaryOp::Max, DType::Bool, Scalar::Bool(x)) => !x,
+        (BinaryOp::Add, DType::I32, Scalar::I32(x)) => x == 0,
+        _ => false,
+    };
+    let stores_only = tail.iter().all(|stmt| matches!(stmt, Stmt::Store { .. }));
+    (exact && !reads_local && stores_only).then_some(Reduction {
+        local: *local,
+        op: *op,
+        dtype,
+        init: *init,
+        loops,
+        element,
+        tail,
+    })
 }

@@ -114,6 +114,9 @@ enum Op {
     Shl,
     CvtF32S32,
     CvtS32F32,
+    /// `shfl.sync.bfly.b32 d, a, distance, 31, -1`: lane `i` gets lane `i ^
+    /// distance`'s `a`, all 32 lanes at once.
+    Shfl,
     Bra(usize),
     Bar,
     Ret,
@@ -188,8 +191,12 @@ fn parse_entry(params: &[String], body: &[&str]) -> Entry {
         if line.starts_with(".maxntid") {
             continue;
         }
-        if let Some(decl) = line.strip_prefix(".shared .align 16 .b8 ") {
-            let decl = decl.trim_end_matches(';');
+        if let Some(decl) = line.strip_prefix(".shared .align ") {
+            let decl = decl
+                .split_once(" .b8 ")
+                .expect("a shared byte array")
+                .1
+                .trim_end_matches(';');
             let (name, size) = decl.split_once('[').expect("a shared array");
             let size: u32 = size.trim_end_matches(']').parse().expect("its size");
             shared.insert(name.to_string(), shared_bytes);
@@ -350,8 +357,9 @@ fn decode(mnemonic: &str, operands: &[Operand], labels: &HashMap<String, usize>,
         "cvta.to.global.u64" => Op::Cvta,
         "ld.global.b32" | "ld.global.nc.b32" | "ld.global.f32" | "ld.global.nc.f32" => Op::LdGlobal,
         "st.global.b32" | "st.global.f32" => Op::StGlobal,
-        "ld.shared.f32" => Op::LdShared,
-        "st.shared.f32" => Op::StShared,
+        "ld.shared.f32" | "ld.shared.b32" => Op::LdShared,
+        "st.shared.f32" | "st.shared.b32" => Op::StShared,
+        "shfl.sync.bfly.b32" => Op::Shfl,
         "and.b32" | "and.pred" => Op::And,
         "or.b32" | "or.pred" => Op::Or,
         "xor.b32" | "xor.pred" => Op::Xor,
@@ -454,6 +462,8 @@ struct Thread {
     pc: usize,
     done: bool,
     waiting: bool,
+    /// Stopped at a shuffle, which runs when every lane of the warp is there.
+    shuffling: bool,
     tid: u32,
 }
 
@@ -474,11 +484,15 @@ pub fn launch(entry: &Entry, grid: [u32; 3], block: u32, params: &[u64], memory:
                         pc: 0,
                         done: false,
                         waiting: false,
+                        shuffling: false,
                         tid,
                     })
                     .collect();
                 loop {
-                    for thread in threads.iter_mut().filter(|t| !t.done && !t.waiting) {
+                    for thread in threads
+                        .iter_mut()
+                        .filter(|t| !t.done && !t.waiting && !t.shuffling)
+                    {
                         // A global thread number, for the race detector.
                         let global = ((z * grid[1] + y) * grid[0] + x) as usize * block as usize
                             + thread.tid as usize;
@@ -494,6 +508,12 @@ pub fn launch(entry: &Entry, grid: [u32; 3], block: u32, params: &[u64], memory:
                     if threads.iter().all(|t| t.done) {
                         break;
                     }
+                    if threads.iter().any(|t| t.shuffling) {
+                        for warp in threads.chunks_mut(32) {
+                            shuffle(entry, warp);
+                        }
+                        continue;
+                    }
                     assert!(
                         threads.iter().all(|t| t.done || t.waiting),
                         "a thread stopped without a barrier or ret"
@@ -508,6 +528,38 @@ pub fn launch(entry: &Entry, grid: [u32; 3], block: u32, params: &[u64], memory:
                 }
             }
         }
+    }
+}
+
+/// Runs the shuffle every lane of `warp` stopped at (a warp none of whose lanes
+/// did is left alone).
+fn shuffle(entry: &Entry, warp: &mut [Thread]) {
+    if !warp.iter().any(|t| t.shuffling) {
+        return;
+    }
+    assert!(
+        warp.len() == 32 && warp.iter().all(|t| t.shuffling && t.pc == warp[0].pc),
+        "a shuffle that not all 32 lanes of the warp reach together"
+    );
+    let ins = &entry.code[warp[0].pc];
+    let (
+        Some(dst),
+        [Operand::Reg(source), Operand::Imm(distance), Operand::Imm(31), Operand::Imm(mask)],
+    ) = (ins.dst, ins.args.as_slice())
+    else {
+        panic!("unexpected shuffle {}", ins.line);
+    };
+    assert_eq!(
+        *mask as u32,
+        u32::MAX,
+        "{}: a shuffle of all lanes",
+        ins.line
+    );
+    let values: Vec<u64> = warp.iter().map(|t| t.regs[*source]).collect();
+    for (lane, thread) in warp.iter_mut().enumerate() {
+        thread.regs[dst] = values[lane ^ (*distance as usize)];
+        thread.pc += 1;
+        thread.shuffling = false;
     }
 }
 
@@ -661,6 +713,11 @@ fn run(entry: &Entry, t: &mut Thread, ctx: &Context<'_>, shared: &mut [u32], mem
             }
             Op::Bar => {
                 t.waiting = true;
+                return;
+            }
+            Op::Shfl => {
+                t.pc -= 1;
+                t.shuffling = true;
                 return;
             }
             Op::Ret => {

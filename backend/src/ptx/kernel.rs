@@ -14,6 +14,7 @@
 use super::func::{Class, Func, Reg};
 use crate::math;
 use crate::BackendError;
+use kiln_ir::gpu::Reduction;
 use kiln_ir::kernel::{BufferId, Expr, Index, Indirect, Kernel, Program, Scalar, Stmt, VarId};
 use kiln_ir::{BinaryOp, DType, UnaryOp};
 use std::collections::{BTreeMap, BTreeSet};
@@ -97,10 +98,129 @@ impl<'a> NestWriter<'a> {
         f.place(&top);
         let finished = f.op(Class::Pred, "setp.ge.s32", format_args!("{work}, {total}"));
         f.ins(format_args!("@{finished} bra {done}"));
-        // Row-major: the innermost loop's variable varies fastest.
-        let mut rest = work;
-        for (position, &(var, trips)) in nest.iter().enumerate().rev() {
-            let value = if position == 0 {
+        self.bind_row_major(nest, work);
+        self.stmts(body)?;
+        let f = &mut self.f;
+        f.ins(format_args!("add.s32 {work}, {work}, {stride}"));
+        f.ins(format_args!("bra.uni {top}"));
+        f.place(&done);
+        Ok(())
+    }
+
+    /// A reduction shared by each block (`Launch::Reduce`): blocks take the outputs
+    /// of the leading `nest` in a grid-stride loop; a block's threads fold the
+    /// elements `tid, tid + block, …` (row-major over the reduced loops) from the
+    /// identity, the 32 lanes of each warp combine by butterfly shuffles, the warps'
+    /// results meet in shared memory, and thread 0 folds them and runs the
+    /// reduction's stores. The operator gives the same bits in any order (see
+    /// `kiln_ir::gpu::Reduction`).
+    pub fn reduce(
+        &mut self,
+        nest: &[(VarId, usize)],
+        reduction: &Reduction<'_>,
+        block: u32,
+    ) -> Result<(), BackendError> {
+        let outputs: usize = nest.iter().map(|&(_, trips)| trips).product();
+        let elements = reduction.elements();
+        let (Ok(outputs), Ok(elements)) = (i32::try_from(outputs), i32::try_from(elements)) else {
+            return Err(self.unsupported("a reduction beyond 2^31 elements".into()));
+        };
+        if !block.is_multiple_of(32) || !(32..=1024).contains(&block) {
+            return Err(self.unsupported(format!("a reduction block of {block} threads")));
+        }
+        let warps = block / 32;
+        let class = class_of(reduction.dtype);
+        let f = &mut self.f;
+        f.ins(format_args!(".shared .align 4 .b8 partials[{}]", warps * 4));
+        let thread = f.op(Class::B32, "mov.u32", format_args!("%tid.x"));
+        let threads = f.op(Class::B32, "mov.u32", format_args!("%ntid.x"));
+        let lane = f.op(Class::B32, "and.b32", format_args!("{thread}, 31"));
+        let warp = f.op(Class::B32, "shr.u32", format_args!("{thread}, 5"));
+        let partials = f.op(Class::B32, "mov.u32", format_args!("partials"));
+        let slot = f.op(
+            Class::B32,
+            "mad.lo.s32",
+            format_args!("{warp}, 4, {partials}"),
+        );
+        let output = f.op(Class::B32, "mov.u32", format_args!("%ctaid.x"));
+        let blocks = f.op(Class::B32, "mov.u32", format_args!("%nctaid.x"));
+        let (top, done) = (f.label(), f.label());
+        f.place(&top);
+        let finished = f.op(
+            Class::Pred,
+            "setp.ge.s32",
+            format_args!("{output}, {outputs}"),
+        );
+        f.ins(format_args!("@{finished} bra {done}"));
+        self.bind_row_major(nest, output);
+
+        let init = self.constant(reduction.init);
+        let partial = self.f.reg(class);
+        self.f.ins(format_args!("mov.b32 {partial}, {init}"));
+        let element = self.f.op(Class::B32, "mov.b32", format_args!("{thread}"));
+        let (fold, folded) = (self.f.label(), self.f.label());
+        self.f.place(&fold);
+        let past = self.f.op(
+            Class::Pred,
+            "setp.ge.s32",
+            format_args!("{element}, {elements}"),
+        );
+        self.f.ins(format_args!("@{past} bra {folded}"));
+        self.bind_row_major(&reduction.loops, element);
+        let value = self.expr(reduction.element)?;
+        let sum = self.binary(reduction.op, reduction.dtype, partial, value)?;
+        self.f.ins(format_args!("mov.b32 {partial}, {sum}"));
+        self.f
+            .ins(format_args!("add.s32 {element}, {element}, {threads}"));
+        self.f.ins(format_args!("bra.uni {fold}"));
+        self.f.place(&folded);
+
+        for distance in [16, 8, 4, 2, 1] {
+            let other = self.f.op(
+                class,
+                "shfl.sync.bfly.b32",
+                format_args!("{partial}, {distance}, 31, -1"),
+            );
+            let sum = self.binary(reduction.op, reduction.dtype, partial, other)?;
+            self.f.ins(format_args!("mov.b32 {partial}, {sum}"));
+        }
+        let f = &mut self.f;
+        let not_first_lane = f.op(Class::Pred, "setp.ne.s32", format_args!("{lane}, 0"));
+        f.ins(format_args!(
+            "@!{not_first_lane} st.shared.b32 [{slot}], {partial}"
+        ));
+        f.ins(format_args!("bar.sync 0"));
+        let skip = f.label();
+        let not_first = f.op(Class::Pred, "setp.ne.s32", format_args!("{thread}, 0"));
+        f.ins(format_args!("@{not_first} bra {skip}"));
+        let total = self.locals[reduction.local.0 as usize];
+        self.f.ins(format_args!("mov.b32 {total}, {init}"));
+        for w in 0..warps {
+            let part = self.f.op(
+                class,
+                "ld.shared.b32",
+                format_args!("[{partials}+{}]", w * 4),
+            );
+            let sum = self.binary(reduction.op, reduction.dtype, total, part)?;
+            self.f.ins(format_args!("mov.b32 {total}, {sum}"));
+        }
+        self.stmts(reduction.tail)?;
+        let f = &mut self.f;
+        f.place(&skip);
+        // The partials are read before any warp writes the next output's.
+        f.ins(format_args!("bar.sync 0"));
+        f.ins(format_args!("add.s32 {output}, {output}, {blocks}"));
+        f.ins(format_args!("bra.uni {top}"));
+        f.place(&done);
+        Ok(())
+    }
+
+    /// Binds `loops` (outermost first) to the row-major digits of `position`: the
+    /// innermost varies fastest.
+    fn bind_row_major(&mut self, loops: &[(VarId, usize)], position: Reg) {
+        let mut rest = position;
+        for (index, &(var, trips)) in loops.iter().enumerate().rev() {
+            let value = if index == 0 {
                 self.f.op(Class::B32, "mov.b32", format_args!("{rest}"))
             } else {
                 let value = self
@@ -113,12 +233,15 @@ impl<'a> NestWriter<'a> {
             };
             self.vars.insert(var, value);
         }
-        self.stmts(body)?;
-        let f = &mut self.f;
-        f.ins(format_args!("add.s32 {work}, {work}, {stride}"));
-        f.ins(format_args!("bra.uni {top}"));
-        f.place(&done);
-        Ok(())
+    }
+
+    /// A register holding a constant of any dtype (a bool as its 0/1 word).
+    fn constant(&mut self, value: Scalar) -> Reg {
+        match value {
+            Scalar::F32(x) => self.f.float_const(x),
+            Scalar::I32(x) => self.f.int_const(x),
+            Scalar::Bool(x) => self.f.int_const(i32::from(x)),
+        }
     }
 
     fn stmts(&mut self, stmts: &[Stmt]) -> Result<(), BackendError> {
@@ -287,11 +410,7 @@ impl<'a> NestWriter<'a> {
                 value
             }
             Expr::Splat(_, x) => self.expr(x)?,
-            Expr::Const(value) => match *value {
-                Scalar::F32(x) => self.f.float_const(x),
-                Scalar::I32(x) => self.f.int_const(x),
-                Scalar::Bool(x) => self.f.int_const(i32::from(x)),
-            },
+            Expr::Const(value) => self.constant(*value),
             Expr::LoopIndex(var) => self.vars[var],
             Expr::Local(local) => self.locals[local.0 as usize],
             Expr::Unary(op, x) => {

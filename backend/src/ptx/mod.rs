@@ -148,6 +148,17 @@ fn write_entry(
             w.threads(&nest, body)?;
             ([(*grid).max(1), 1, 1], (*block).max(1))
         }
+        Launch::Reduce { depth, block, grid } => {
+            let found = nest(&kernel.body, *depth)
+                .and_then(|(nest, body)| Some((nest, kiln_ir::gpu::reduction_of(kernel, body)?)));
+            let Some((nest, reduction)) = found else {
+                return Err(w.unsupported(format!(
+                    "launched as {launch}, but the kernel is no reduction under {depth} loops"
+                )));
+            };
+            w.reduce(&nest, &reduction, *block)?;
+            ([(*grid).max(1), 1, 1], *block)
+        }
         Launch::Matmul { .. } => {
             let Some(shape) = &matmul else {
                 return Err(w.unsupported(format!("launched as {launch}, but it is no matmul")));

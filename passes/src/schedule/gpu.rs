@@ -9,6 +9,12 @@
 //!   loop variables becomes one thread's work, and the rest of the body (a
 //!   reduction's inner loop, a softmax row's passes) runs serially in that thread,
 //!   in the order the loop nest gives, so every element keeps its value bit for bit.
+//! - A reduction whose operator is exact in any order (a max, an i32 sum, a bool
+//!   or: `kiln_ir::gpu::Reduction`) over at least [`REDUCE_ELEMENTS`] elements per
+//!   output is shared by a block: the threads fold strided shares, warp shuffles and
+//!   shared memory combine them. Sums of f32 keep the loop nest's order (a thread per
+//!   output, or one thread), because kiln defines a sum's order and a tree would
+//!   change its bits.
 //! - A kernel with no independent loop (a scatter-add, a running value carried
 //!   between iterations, or nothing to split) runs on a single thread.
 //!
@@ -23,6 +29,7 @@
 //!     b1[i0] = r0
 //! ```
 
+use kiln_ir::gpu::reduction_of;
 use kiln_ir::kernel::{BufferId, Expr, Index, Indirect, Kernel, KernelOp, LocalId, Program, Stmt};
 use kiln_ir::kernel::{LoopKind, VarId};
 use kiln_ir::{GpuSchedule, GpuTarget, Launch};
@@ -32,6 +39,10 @@ use std::collections::{BTreeMap, BTreeSet};
 pub const BLOCK: u32 = 256;
 /// At most this many blocks per multiprocessor in a grid-stride loop.
 pub const BLOCKS_PER_SM: u32 = 16;
+
+/// A reduction whose order does not matter is shared by a block when each output
+/// folds at least this many elements; shorter ones run a thread per output.
+pub const REDUCE_ELEMENTS: usize = 64;
 
 /// The tiles of the matmul kernel.
 pub const MATMUL: Launch = Launch::Matmul {
@@ -61,6 +72,29 @@ fn launch(kernel: &Kernel, target: &GpuTarget) -> Launch {
         }
     }
     let nest = leading_nest(&kernel.body);
+    let max_grid = u64::from(target.multiprocessors.max(1) * BLOCKS_PER_SM);
+    for depth in (0..=nest.len()).rev() {
+        let body = if depth == 0 {
+            kernel.body.as_slice()
+        } else {
+            nest[depth - 1].2
+        };
+        let Some(reduction) = reduction_of(kernel, body) else {
+            continue;
+        };
+        let vars = &nest[..depth];
+        let outputs = vars
+            .iter()
+            .map(|&(_, trips, _)| trips as u64)
+            .product::<u64>();
+        if reduction.elements() >= REDUCE_ELEMENTS && outputs > 0 && independent(vars, body) {
+            return Launch::Reduce {
+                depth,
+                block: BLOCK,
+                grid: outputs.min(max_grid) as u32,
+            };
+        }
+    }
     for depth in (1..=nest.len()).rev() {
         let (vars, body) = (&nest[..depth], nest[depth - 1].2);
         if !independent(vars, body) {
@@ -73,7 +107,6 @@ fn launch(kernel: &Kernel, target: &GpuTarget) -> Launch {
         if threads < 2 {
             break;
         }
-        let max_grid = u64::from(target.multiprocessors.max(1) * BLOCKS_PER_SM);
         let grid = threads.div_ceil(u64::from(BLOCK)).min(max_grid) as u32;
         return Launch::Threads {
             depth,
@@ -310,6 +343,38 @@ mod tests {
             "for i0 in 0..8 {\n r0 = 0.0\n for i1 in 0..8 {\n r0 = add(r0, b0[8*i0 + i1])\n }\n b1[i0] = r0\n }",
         );
         assert_eq!(depth(&launch), 1);
+    }
+
+    #[test]
+    fn long_reductions_in_any_order_are_shared_by_a_block() {
+        // A max over rows of 64: a block per row.
+        let launch = launch_of(
+            "for i0 in 0..1 {\n r0 = -inf\n for i1 in 0..64 {\n r0 = max(r0, b0[64*i0 + i1])\n }\n b1[i0] = r0\n }",
+        );
+        assert_eq!(
+            launch,
+            Launch::Reduce {
+                depth: 1,
+                block: 256,
+                grid: 1
+            }
+        );
+        // The same over the whole input, without an outer loop.
+        let launch =
+            launch_of("r0 = -inf\nfor i0 in 0..64 {\n r0 = max(r0, b0[i0])\n }\nb1[0] = r0");
+        assert_eq!(depth(&launch), 0);
+        assert!(
+            matches!(launch, Launch::Reduce { depth: 0, .. }),
+            "{launch}"
+        );
+        // An f32 sum keeps its order: one thread.
+        let launch =
+            launch_of("r0 = 0.0\nfor i0 in 0..64 {\n r0 = add(r0, b0[i0])\n }\nb1[0] = r0");
+        assert_eq!(launch, Launch::Single);
+        // A max from another start than -inf is not the fold of the elements alone.
+        let launch =
+            launch_of("r0 = 0.0\nfor i0 in 0..64 {\n r0 = max(r0, b0[i0])\n }\nb1[0] = r0");
+        assert_eq!(launch, Launch::Single);
     }
 
     #[test]
