@@ -25,6 +25,7 @@
 //!     for i1 in 0..512 { r0 = 0.0 ...             call matmul.nn.avx2 m=128 ... cols=256*i0 (...)
 //! ```
 
+pub mod accumulate;
 pub mod epilogue;
 pub mod gpu;
 pub mod matmul;
@@ -99,13 +100,17 @@ pub fn for_target(program: &Program, target: &Target) -> Result<Program, KernelE
 }
 
 /// Schedules `program` for an NVIDIA GPU: the epilogue fusion (for any target: the
-/// GPU's matmul applies an epilogue after the whole k sum), then a launch for every
-/// kernel ([`gpu::plan`]). The program keeps its plain loop nests.
+/// GPU's matmul applies an epilogue after the whole k sum), accumulations into
+/// registers per element ([`accumulate`], so a reduction over a leading axis splits
+/// by element), then a launch for every kernel ([`gpu::plan`]). The program keeps
+/// plain loop nests.
 pub fn for_gpu(
     program: &Program,
     target: &kiln_ir::GpuTarget,
 ) -> Result<(Program, kiln_ir::GpuSchedule), KernelError> {
     let program = epilogue::run(program, &Target::baseline());
+    program.check()?;
+    let program = accumulate::run(&program);
     program.check()?;
     let schedule = gpu::plan(&program, target);
     Ok((program, schedule))
