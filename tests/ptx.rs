@@ -122,8 +122,8 @@ fn every_example_models_kernels_assemble_for_sm80_and_sm90() {
 
 /// A small training step whose kernels are one of each kind: the tiled matmul with
 /// a fused bias (the forward layer), elementwise kernels with exp and log (softmax
-/// cross-entropy), row reductions on a thread per row, and the loss's full sum on
-/// one thread.
+/// cross-entropy) four elements a thread as vectors, row reductions on a thread per
+/// row, and the loss's full sum on one thread.
 fn small_step() -> GpuProgram {
     let source = "model Small(B = 4) {
   input x: f32[B, 3]
@@ -165,6 +165,7 @@ fn kernels_of_each_kind_print_as_expected() {
     insta::assert_snapshot!("ptx_small_matmul", entry("matmul"));
     insta::assert_snapshot!("ptx_small_row_reduction", entry("threads depth=1"));
     insta::assert_snapshot!("ptx_small_single", entry("single"));
+    insta::assert_snapshot!("ptx_small_vector", entry("threads depth=1 lanes=4"));
     let header: String = program
         .module
         .text

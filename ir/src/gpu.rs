@@ -66,6 +66,10 @@ pub enum Launch {
     /// the body runs serially in each thread.
     Threads {
         depth: usize,
+        /// Consecutive iterations of the innermost of the `depth` loops one thread
+        /// takes at a time: 1, or 4 when the body is stores of elements that run
+        /// along that loop 16-byte aligned, so each is one `ld/st.global.v4`.
+        lanes: u32,
         /// Threads per block (a multiple of 32).
         block: u32,
         /// Blocks in the grid.
@@ -121,8 +125,17 @@ impl Launch {
 impl fmt::Display for Launch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Launch::Threads { depth, block, grid } => {
-                write!(f, "threads depth={depth} block={block} grid={grid}")
+            Launch::Threads {
+                depth,
+                lanes,
+                block,
+                grid,
+            } => {
+                write!(f, "threads depth={depth}")?;
+                if *lanes > 1 {
+                    write!(f, " lanes={lanes}")?;
+                }
+                write!(f, " block={block} grid={grid}")
             }
             Launch::Reduce { depth, block, grid } => {
                 write!(f, "reduce depth={depth} block={block} grid={grid}")

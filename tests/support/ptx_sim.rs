@@ -89,6 +89,10 @@ enum Op {
     Cvta,
     LdGlobal,
     StGlobal,
+    /// Four consecutive words from a 16-byte aligned address into the four
+    /// registers of the vector operand, or from them.
+    LdGlobalV4,
+    StGlobalV4,
     LdShared,
     StShared,
     And,
@@ -228,6 +232,15 @@ fn parse_entry(params: &[String], body: &[&str]) -> Entry {
             None => (None, statement),
         };
         let (mnemonic, operands) = statement.split_once(' ').unwrap_or((statement, ""));
+        // A vector operand `{%f1, %f2, %f3, %f4}` is one operand of four registers.
+        let (operands, vector): (String, Vec<&str>) = match (operands.find('{'), operands.find('}'))
+        {
+            (Some(open), Some(close)) => (
+                format!("{}VECTOR{}", &operands[..open], &operands[close + 1..]),
+                operands[open + 1..close].split(", ").collect(),
+            ),
+            _ => (operands.to_string(), Vec::new()),
+        };
         // A branch's operand is its label, resolved by `decode`.
         let operands: Vec<&str> = if operands.is_empty() || mnemonic.starts_with("bra") {
             Vec::new()
@@ -266,6 +279,12 @@ fn parse_entry(params: &[String], body: &[&str]) -> Entry {
             Operand::Imm(value as u64)
         };
         for text in &operands {
+            if *text == "VECTOR" {
+                for reg in &vector {
+                    values.push(operand(reg, &mut register));
+                }
+                continue;
+            }
             if let Some(inner) = text.strip_prefix('[') {
                 let inner = inner.trim_end_matches(']');
                 let (base, offset) = match inner.split_once('+') {
@@ -283,7 +302,13 @@ fn parse_entry(params: &[String], body: &[&str]) -> Entry {
         let op = decode(mnemonic, &values, &labels, line);
         // The destination is the first operand, except for stores and branches.
         let (dst, args) = match op {
-            Op::StGlobal | Op::StShared | Op::Bra(_) | Op::Bar | Op::Ret => (None, values),
+            Op::StGlobal
+            | Op::StShared
+            | Op::Bra(_)
+            | Op::Bar
+            | Op::Ret
+            | Op::LdGlobalV4
+            | Op::StGlobalV4 => (None, values),
             _ => match values.split_first() {
                 Some((Operand::Reg(dst), rest)) => (Some(*dst), rest.to_vec()),
                 _ => panic!("no destination register in {line:?}"),
@@ -357,6 +382,8 @@ fn decode(mnemonic: &str, operands: &[Operand], labels: &HashMap<String, usize>,
         "cvta.to.global.u64" => Op::Cvta,
         "ld.global.b32" | "ld.global.nc.b32" | "ld.global.f32" | "ld.global.nc.f32" => Op::LdGlobal,
         "st.global.b32" | "st.global.f32" => Op::StGlobal,
+        "ld.global.nc.v4.b32" => Op::LdGlobalV4,
+        "st.global.v4.b32" => Op::StGlobalV4,
         "ld.shared.f32" | "ld.shared.b32" => Op::LdShared,
         "st.shared.f32" | "st.shared.b32" => Op::StShared,
         "shfl.sync.bfly.b32" => Op::Shfl,
@@ -635,6 +662,32 @@ fn run(entry: &Entry, t: &mut Thread, ctx: &Context<'_>, shared: &mut [u32], mem
             Op::StGlobal => {
                 let at = address(&t.regs);
                 memory.store(at, a32(0), ctx.global, &ins.line);
+                continue;
+            }
+            Op::LdGlobalV4 | Op::StGlobalV4 => {
+                let at = address(&t.regs);
+                assert!(
+                    at.is_multiple_of(16),
+                    "{}: a vector access at {at:#x}, not 16-byte aligned",
+                    ins.line
+                );
+                let regs: Vec<usize> = ins
+                    .args
+                    .iter()
+                    .map(|arg| match arg {
+                        Operand::Reg(r) => *r,
+                        _ => panic!("{}: a vector of registers", ins.line),
+                    })
+                    .collect();
+                for (lane, &reg) in regs.iter().enumerate() {
+                    let word_at = at + 4 * lane as u64;
+                    if matches!(ins.op, Op::LdGlobalV4) {
+                        t.regs[reg] = word(memory.load(word_at, ctx.global, &ins.line));
+                    } else {
+                        let value = t.regs[reg] as u32;
+                        memory.store(word_at, value, ctx.global, &ins.line);
+                    }
+                }
                 continue;
             }
             Op::LdShared | Op::StShared => {

@@ -33,6 +33,9 @@ pub struct NestWriter<'a> {
     /// Buffers the kernel writes: read through the ordinary cache, not the
     /// read-only one (`ld.global.nc` is for data constant during the kernel).
     written: BTreeSet<BufferId>,
+    /// In a vectorised body: the lane being written, and each vector load's lanes.
+    lane: Option<usize>,
+    vector_loads: BTreeMap<(BufferId, Index), Vec<Reg>>,
 }
 
 impl<'a> NestWriter<'a> {
@@ -52,6 +55,8 @@ impl<'a> NestWriter<'a> {
             vars: BTreeMap::new(),
             locals: Vec::new(),
             written: kernel.accesses().writes,
+            lane: None,
+            vector_loads: BTreeMap::new(),
         };
         writer.locals = kernel
             .locals
@@ -75,8 +80,26 @@ impl<'a> NestWriter<'a> {
 
     /// The nest's leading `depth` loops (`(var, trips)`, each the whole body of the
     /// one before) handed out to threads in row-major order by a grid-stride loop,
-    /// then `body` (the innermost of them's body) in each.
-    pub fn threads(&mut self, nest: &[(VarId, usize)], body: &[Stmt]) -> Result<(), BackendError> {
+    /// then `body` (the innermost of them's body) in each; with `lanes` 4, a thread's
+    /// work is four consecutive iterations of the innermost loop, as vectors.
+    pub fn threads(
+        &mut self,
+        nest: &[(VarId, usize)],
+        body: &[Stmt],
+        lanes: u32,
+    ) -> Result<(), BackendError> {
+        let mut items = nest.to_vec();
+        if lanes > 1 {
+            match items.last_mut() {
+                Some((_, trips)) if *trips % lanes as usize == 0 => *trips /= lanes as usize,
+                _ => {
+                    return Err(
+                        self.unsupported(format!("{lanes} lanes of a loop they do not divide"))
+                    )
+                }
+            }
+        }
+        let nest = items.as_slice();
         let total: usize = nest.iter().map(|&(_, trips)| trips).product();
         let Ok(total) = i32::try_from(total) else {
             return Err(self.unsupported(format!(
@@ -99,7 +122,10 @@ impl<'a> NestWriter<'a> {
         let finished = f.op(Class::Pred, "setp.ge.s32", format_args!("{work}, {total}"));
         f.ins(format_args!("@{finished} bra {done}"));
         self.bind_row_major(nest, work);
-        self.stmts(body)?;
+        match nest.last() {
+            Some(&(inner, _)) if lanes > 1 => self.vector_body(inner, lanes as usize, body)?,
+            _ => self.stmts(body)?,
+        }
         let f = &mut self.f;
         f.ins(format_args!("add.s32 {work}, {work}, {stride}"));
         f.ins(format_args!("bra.uni {top}"));
@@ -212,6 +238,77 @@ impl<'a> NestWriter<'a> {
         f.ins(format_args!("add.s32 {output}, {output}, {blocks}"));
         f.ins(format_args!("bra.uni {top}"));
         f.place(&done);
+        Ok(())
+    }
+
+    /// `body` (stores only, along `inner` with stride 1 and 16-byte aligned, reading
+    /// no buffer it writes: the schedule checked) for the `lanes` consecutive values
+    /// of `inner` from `lanes` times its bound value: each load along `inner` is one
+    /// `ld.global.nc.v4`, each store one `st.global.v4` of the lanes' values.
+    fn vector_body(
+        &mut self,
+        inner: VarId,
+        lanes: usize,
+        body: &[Stmt],
+    ) -> Result<(), BackendError> {
+        let chunk = self.vars[&inner];
+        let first = self
+            .f
+            .op(Class::B32, "mul.lo.s32", format_args!("{chunk}, {lanes}"));
+        let lane_values: Vec<Reg> = (0..lanes)
+            .map(|lane| {
+                self.f
+                    .op(Class::B32, "add.s32", format_args!("{first}, {lane}"))
+            })
+            .collect();
+        self.vars.insert(inner, first);
+        let mut loads = Vec::new();
+        for stmt in body {
+            stmt.visit_exprs(&mut |expr| {
+                if let Expr::Load { buffer, index, .. } = expr {
+                    if index.stride_of(inner) == 1 && !loads.contains(&(*buffer, index.clone())) {
+                        loads.push((*buffer, index.clone()));
+                    }
+                }
+            });
+        }
+        self.vector_loads.clear();
+        for (buffer, index) in loads {
+            let class = class_of(self.program.buffer(buffer).ty.dtype);
+            let address = self.address(buffer, &index);
+            let regs: Vec<Reg> = (0..lanes).map(|_| self.f.reg(class)).collect();
+            self.f.ins(format_args!(
+                "ld.global.nc.v4.b32 {{{}}}, [{address}]",
+                list(&regs)
+            ));
+            self.vector_loads.insert((buffer, index), regs);
+        }
+        for stmt in body {
+            let Stmt::Store {
+                buffer,
+                index,
+                value,
+            } = stmt
+            else {
+                return Err(
+                    self.unsupported("a vectorised body of other statements than stores".into())
+                );
+            };
+            let mut values = Vec::with_capacity(lanes);
+            for (lane, &value_of_inner) in lane_values.iter().enumerate() {
+                self.vars.insert(inner, value_of_inner);
+                self.lane = Some(lane);
+                values.push(self.expr(value)?);
+            }
+            self.lane = None;
+            self.vars.insert(inner, first);
+            let address = self.address(*buffer, index);
+            self.f.ins(format_args!(
+                "st.global.v4.b32 [{address}], {{{}}}",
+                list(&values)
+            ));
+        }
+        self.vector_loads.clear();
         Ok(())
     }
 
@@ -397,6 +494,12 @@ impl<'a> NestWriter<'a> {
         }
         Ok(match expr {
             Expr::Load { buffer, index, .. } => {
+                let lane_of_vector = self
+                    .lane
+                    .and_then(|lane| Some(self.vector_loads.get(&(*buffer, index.clone()))?[lane]));
+                if let Some(value) = lane_of_vector {
+                    return Ok(value);
+                }
                 let address = self.address(*buffer, index);
                 let class = class_of(self.program.buffer(*buffer).ty.dtype);
                 let value = self.f.reg(class);
@@ -574,6 +677,14 @@ impl<'a> NestWriter<'a> {
             (DType::Bool, DType::Bool) => x,
         }
     }
+}
+
+/// Registers as a PTX vector operand's list: `%f1, %f2, %f3, %f4`.
+fn list(regs: &[Reg]) -> String {
+    regs.iter()
+        .map(|reg| reg.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The register class of a dtype's values.

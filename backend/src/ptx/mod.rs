@@ -138,14 +138,19 @@ fn write_entry(
             w.single()?;
             ([1, 1, 1], 1)
         }
-        Launch::Threads { depth, block, grid } => {
+        Launch::Threads {
+            depth,
+            lanes,
+            block,
+            grid,
+        } => {
             let Some((nest, body)) = nest(&kernel.body, *depth) else {
                 return Err(w.unsupported(format!(
                     "launched as {launch}, but the kernel does not start with {depth} nested \
                      loops from 0 by 1"
                 )));
             };
-            w.threads(&nest, body)?;
+            w.threads(&nest, body, *lanes)?;
             ([(*grid).max(1), 1, 1], (*block).max(1))
         }
         Launch::Reduce { depth, block, grid } => {

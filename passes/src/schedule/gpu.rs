@@ -100,21 +100,65 @@ fn launch(kernel: &Kernel, target: &GpuTarget) -> Launch {
         if !independent(vars, body) {
             continue;
         }
-        let threads = vars
+        let iterations = vars
             .iter()
             .map(|&(_, trips, _)| trips as u64)
             .product::<u64>();
-        if threads < 2 {
+        if iterations < 2 {
             break;
         }
+        let lanes = if vectorizable(vars, body) { 4 } else { 1 };
+        let threads = iterations / u64::from(lanes);
         let grid = threads.div_ceil(u64::from(BLOCK)).min(max_grid) as u32;
         return Launch::Threads {
             depth,
+            lanes,
             block: BLOCK,
             grid,
         };
     }
     Launch::Single
+}
+
+/// Whether each thread may take four consecutive iterations of the innermost thread
+/// loop as vectors: the body is stores only; every index runs along that loop with
+/// stride 1 (or 0 for a load) from an element that is a multiple of 4 for every
+/// value of the loops (so 16-byte aligned: buffers start so); the loop's trips are
+/// a multiple of 4; no buffer the body writes is read or gathered (a vector load
+/// would come before the stores of the lanes before it).
+fn vectorizable(vars: &[(VarId, usize, &[Stmt])], body: &[Stmt]) -> bool {
+    let Some(&(inner, trips, _)) = vars.last() else {
+        return false;
+    };
+    let aligned = |index: &Index| {
+        index.offset % 4 == 0
+            && index
+                .terms
+                .iter()
+                .all(|&(var, stride)| var == inner || stride % 4 == 0)
+    };
+    let mut written = BTreeSet::new();
+    let mut ok = trips % 4 == 0 && trips > 0;
+    for stmt in body {
+        match stmt {
+            Stmt::Store { buffer, index, .. } => {
+                ok &= index.stride_of(inner) == 1 && aligned(index);
+                written.insert(*buffer);
+            }
+            _ => ok = false,
+        }
+    }
+    for stmt in body {
+        stmt.visit_exprs(&mut |expr| match expr {
+            Expr::Load { buffer, index, .. } => {
+                let stride = index.stride_of(inner);
+                ok &= !written.contains(buffer) && (stride == 0 || (stride == 1 && aligned(index)));
+            }
+            Expr::Gather(_) => ok = false,
+            _ => {}
+        });
+    }
+    ok
 }
 
 /// The loops `for var in 0..trips` (step 1) that each make up the whole body of the
@@ -326,6 +370,7 @@ mod tests {
             launch,
             Launch::Threads {
                 depth: 2,
+                lanes: 4,
                 block: 256,
                 grid: 1
             }
