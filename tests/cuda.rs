@@ -14,16 +14,18 @@ use kiln::backend::cuda::CudaDevice;
 use kiln::compile::{compile_for, compile_on, set_params};
 use kiln::frontend::models::mlp_classifier;
 use kiln::passes::optimizer::Optimizer;
-use kiln::passes::pipeline::{self, PipelineOptions, Step};
+use kiln::passes::pipeline;
 use kiln::{metrics, Arg, CudaError, Dataset, Device, Trainer, TrainerConfig};
-use kiln_ir::random::{random_awkward_feeds, random_feeds, random_graph, RandomGraphOptions};
-use kiln_ir::{evaluate, random, text, Feeds, Graph, Precision, Rng};
+use kiln_ir::random::random_awkward_feeds;
+use kiln_ir::{evaluate, text, Feeds, Graph, Precision, Rng};
 use std::path::Path;
 
 #[path = "support/compare.rs"]
 mod compare;
 #[path = "support/cli.rs"]
 mod support;
+#[path = "support/sweep.rs"]
+mod sweep;
 
 use compare::{compare, or_panic};
 
@@ -93,21 +95,12 @@ fn check_on_gpu(graph: &Graph, feeds: &Feeds, train: bool) -> Result<(), String>
     let mut exe = compile_for(graph, GPU).map_err(|err| format!("compile: {err}"))?;
     let (outputs, updates) = exe.run_feeds(feeds).map_err(|err| format!("run: {err}"))?;
     compare("inference", &expected, &outputs, &updates)?;
-    let Some(forward) = random::with_sum_loss(graph).filter(|_| train) else {
+    if !train {
+        return Ok(());
+    }
+    let Some((forward, options, step)) = sweep::train_step(graph)? else {
         return Ok(());
     };
-    let options = PipelineOptions {
-        loss: Some("loss".to_string()),
-        optimizer: Some(Optimizer::sgd(0.25).map_err(|err| err.to_string())?),
-        ..PipelineOptions::default()
-    };
-    let (step, _) = pipeline::run(
-        &forward,
-        &[Step::Autodiff, Step::Optimizer],
-        &options,
-        &mut |_, _| {},
-    )
-    .map_err(|err| format!("train step: {err}"))?;
     let expected =
         evaluate(&step, feeds, Precision::F32).map_err(|err| format!("interpreter: {err}"))?;
     let mut exe = compile_on(&forward, pipeline::TRAIN_STEP, &options, GPU)
@@ -134,20 +127,7 @@ fn cuda_random_and_regression_graphs_match_the_interpreter() {
     // The options of tests/differential.rs's sweep: three in four awkward, with
     // empty tensors; every tenth also as a train step.
     for seed in 0..graphs {
-        let awkward = !seed.is_multiple_of(4);
-        let options = RandomGraphOptions {
-            max_nodes: 4 + (seed % 5) as usize,
-            awkward_constants: awkward,
-            zero_extents: awkward,
-            ..RandomGraphOptions::default()
-        };
-        let graph = random_graph(&mut Rng::new(seed), &options);
-        let mut rng = Rng::new(seed ^ 0x5eed);
-        let feeds = if awkward {
-            random_awkward_feeds(&graph, &mut rng)
-        } else {
-            random_feeds(&graph, &mut rng)
-        };
+        let (graph, feeds) = sweep::graph_and_feeds(seed);
         let train = seed.is_multiple_of(10);
         if let Err(err) = or_panic(|| check_on_gpu(&graph, &feeds, train)) {
             failures.push(format!("seed {seed}: {err}\n{}", text::print(&graph)));

@@ -13,17 +13,17 @@
 //! stays as a regression case: its graph as a file in `tests/differential/`, or a
 //! hand-written graph in [`REGRESSION_GRAPHS`].
 
-use kiln::passes::optimizer::Optimizer;
-use kiln::passes::pipeline::{self, PipelineOptions, Step};
-use kiln_ir::random::{
-    self, random_awkward_feeds, random_feeds, random_graph, RandomGraphOptions, AWKWARD_F32,
-};
+use kiln::passes::pipeline;
+use kiln_ir::random::{random_feeds, random_graph, AWKWARD_F32};
 use kiln_ir::{evaluate, text, DType, Feeds, Graph, Precision, Rng};
 use std::time::Instant;
 
 #[path = "support/compare.rs"]
 mod compare;
+#[path = "support/sweep.rs"]
+mod sweep;
 use compare::{compare, or_panic};
+use sweep::{feeds_for, options};
 
 /// Graphs in the sweep.
 const GRAPHS: u64 = 10_000;
@@ -58,28 +58,6 @@ const REGRESSION_GRAPHS: &[(&str, &str)] = &[
     ),
 ];
 
-/// The options for seed `seed`: one in four well conditioned (the default), the rest
-/// awkward with empty tensors. Small graphs (4 to 8 ops, 6 on average) keep the sweep
-/// within CI's time: about 30 s of CPU in a debug build.
-fn options(seed: u64) -> RandomGraphOptions {
-    let awkward = !seed.is_multiple_of(4);
-    RandomGraphOptions {
-        max_nodes: 4 + (seed % 5) as usize,
-        awkward_constants: awkward,
-        zero_extents: awkward,
-        ..RandomGraphOptions::default()
-    }
-}
-
-fn feeds_for(graph: &Graph, seed: u64, awkward: bool) -> Feeds {
-    let mut rng = Rng::new(seed ^ 0x5eed);
-    if awkward {
-        random_awkward_feeds(graph, &mut rng)
-    } else {
-        random_feeds(graph, &mut rng)
-    }
-}
-
 /// Feeds whose f32 elements run through every value of [`AWKWARD_F32`] in turn.
 fn every_awkward_value(graph: &Graph) -> Feeds {
     let mut feeds = random_feeds(graph, &mut Rng::new(0));
@@ -108,23 +86,11 @@ fn check_graph(graph: &Graph, feeds: &Feeds, train: bool) -> Result<(), String> 
     if !train {
         return Ok(());
     }
-    let Some(forward) = random::with_sum_loss(graph) else {
-        return Ok(());
-    };
-    let options = PipelineOptions {
-        loss: Some("loss".to_string()),
-        optimizer: Some(Optimizer::sgd(0.25).unwrap()),
-        ..PipelineOptions::default()
-    };
     // The interpreter runs the train step as autodiff and the optimizer build it; the
     // executable goes through the whole train-step pipeline.
-    let (step, _) = pipeline::run(
-        &forward,
-        &[Step::Autodiff, Step::Optimizer],
-        &options,
-        &mut |_, _| {},
-    )
-    .map_err(|err| format!("train step: {err}"))?;
+    let Some((forward, options, step)) = sweep::train_step(graph)? else {
+        return Ok(());
+    };
     let expected =
         evaluate(&step, feeds, Precision::F32).map_err(|err| format!("interpreter: {err}"))?;
     let mut exe = kiln::compile::compile_with(&forward, pipeline::TRAIN_STEP, &options)

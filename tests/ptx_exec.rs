@@ -6,16 +6,19 @@
 //! result bit for bit (any NaN equals any NaN), as the CPU's code does. Scratch
 //! buffers start as a NaN pattern, so a kernel reading what no kernel wrote shows.
 
+#[path = "support/compare.rs"]
+mod compare_support;
 #[path = "support/ptx_sim.rs"]
 mod ptx_sim;
+#[path = "support/sweep.rs"]
+mod sweep;
+
+use compare_support::{compare, or_panic};
 
 use kiln::gpu::{compile_ptx, GpuProgram};
 use kiln::ir::kernel::Storage;
-use kiln::ir::random::{
-    self, random_awkward_feeds, random_feeds, random_graph, RandomGraphOptions,
-};
-use kiln::ir::{evaluate, scalar, DType, Feeds, GpuTarget, Graph, Precision, Rng, Tensor};
-use kiln::passes::optimizer::Optimizer;
+use kiln::ir::random::{random_awkward_feeds, random_feeds};
+use kiln::ir::{evaluate, DType, Feeds, GpuTarget, Graph, Precision, Rng, Tensor};
 use kiln::passes::pipeline::{self, PipelineOptions, Step};
 use std::collections::BTreeMap;
 
@@ -98,29 +101,6 @@ fn run_ptx(gpu: &GpuProgram, feeds: &Feeds) -> (Feeds, Feeds) {
     (outputs, updates)
 }
 
-fn compare(what: &str, expected: &Feeds, actual: &Feeds) -> Result<(), String> {
-    for (name, want) in expected {
-        let got = actual
-            .get(name)
-            .ok_or_else(|| format!("{what}: no {name}"))?;
-        if got.shape() != want.shape() {
-            return Err(format!(
-                "{what} {name}: shape {:?}, expected {:?}",
-                got.shape(),
-                want.shape()
-            ));
-        }
-        for (index, (a, e)) in got.data().iter().zip(want.data()).enumerate() {
-            if !scalar::same(*a, *e) {
-                return Err(format!(
-                    "{what} {name}[{index}] is {a:?}, the interpreter's {e:?}"
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
 /// The graph through the GPU path and the simulator, against the interpreter.
 fn check(
     graph: &Graph,
@@ -134,8 +114,7 @@ fn check(
         let gpu =
             compile_ptx(graph, steps, options, &target).map_err(|err| format!("compile: {err}"))?;
         let (outputs, updates) = run_ptx(&gpu, feeds);
-        compare("output", &expected.outputs, &outputs)?;
-        compare("update", &expected.updates, &updates)?;
+        compare(&target.arch(), &expected, &outputs, &updates)?;
     }
     Ok(())
 }
@@ -144,55 +123,27 @@ fn check(
 fn random_graphs_and_train_steps_on_the_simulated_gpu_match_the_interpreter() {
     let mut checked = 0;
     for seed in 0..200u64 {
-        let awkward = !seed.is_multiple_of(4);
-        let options = RandomGraphOptions {
-            max_nodes: 4 + (seed % 5) as usize,
-            awkward_constants: awkward,
-            zero_extents: awkward,
-            ..RandomGraphOptions::default()
-        };
-        let graph = random_graph(&mut Rng::new(seed), &options);
-        let mut rng = Rng::new(seed ^ 0x5eed);
-        let feeds = if awkward {
-            random_awkward_feeds(&graph, &mut rng)
-        } else {
-            random_feeds(&graph, &mut rng)
-        };
+        let (graph, feeds) = sweep::graph_and_feeds(seed);
         let failure = |err: String| format!("seed {seed}: {err}\n{graph}");
-        check(
-            &graph,
-            &feeds,
-            pipeline::INFERENCE,
-            &PipelineOptions::default(),
-        )
-        .unwrap_or_else(|err| panic!("{}", failure(err)));
+        // A panic (the simulator's bounds and race checks) names the seed too.
+        let options = PipelineOptions::default();
+        or_panic(|| check(&graph, &feeds, pipeline::INFERENCE, &options))
+            .unwrap_or_else(|err| panic!("{}", failure(err)));
         checked += 1;
-        if seed % 3 == 0 {
-            if let Some(forward) = random::with_sum_loss(&graph) {
-                let options = PipelineOptions {
-                    loss: Some("loss".to_string()),
-                    optimizer: Some(Optimizer::sgd(0.25).unwrap()),
-                    ..PipelineOptions::default()
-                };
-                // The interpreter runs the step as autodiff and the optimizer build it.
-                let (step, _) = pipeline::run(
-                    &forward,
-                    &[Step::Autodiff, Step::Optimizer],
-                    &options,
-                    &mut |_, _| {},
-                )
-                .unwrap();
-                let expected = evaluate(&step, &feeds, Precision::F32).unwrap();
-                for target in [GpuTarget::sm80(), GpuTarget::sm90()] {
-                    let gpu = compile_ptx(&forward, pipeline::TRAIN_STEP, &options, &target)
-                        .unwrap_or_else(|err| panic!("{}", failure(err.to_string())));
-                    let (outputs, updates) = run_ptx(&gpu, &feeds);
-                    compare("train output", &expected.outputs, &outputs)
-                        .and_then(|()| compare("train update", &expected.updates, &updates))
-                        .unwrap_or_else(|err| panic!("{}", failure(err)));
-                }
-                checked += 1;
+        if !seed.is_multiple_of(3) {
+            continue;
+        }
+        let step = sweep::train_step(&graph).unwrap_or_else(|err| panic!("{}", failure(err)));
+        if let Some((forward, options, step)) = step {
+            let expected = evaluate(&step, &feeds, Precision::F32).unwrap();
+            for target in [GpuTarget::sm80(), GpuTarget::sm90()] {
+                let gpu = compile_ptx(&forward, pipeline::TRAIN_STEP, &options, &target)
+                    .unwrap_or_else(|err| panic!("{}", failure(err.to_string())));
+                let (outputs, updates) = run_ptx(&gpu, &feeds);
+                compare("train step", &expected, &outputs, &updates)
+                    .unwrap_or_else(|err| panic!("{}", failure(err)));
             }
+            checked += 1;
         }
     }
     assert!(checked > 200, "{checked} graphs checked");
@@ -366,10 +317,14 @@ fn example_models_take_the_cpus_step_on_the_simulated_gpu() {
             })
             .collect();
         feeds.extend(start);
-        let (want_outputs, want_updates) = cpu.run_feeds(&feeds).unwrap();
+        let (outputs, updates) = cpu.run_feeds(&feeds).unwrap();
+        let expected = kiln::ir::Evaluation {
+            values: Default::default(),
+            outputs,
+            updates,
+        };
         let (outputs, updates) = run_ptx(&gpu, &feeds);
-        compare("output", &want_outputs, &outputs)
-            .and_then(|()| compare("update", &want_updates, &updates))
+        compare("the CPU's step", &expected, &outputs, &updates)
             .unwrap_or_else(|err| panic!("{name}: {err}"));
         eprintln!("{name}: {:?}", started.elapsed());
     }

@@ -1,6 +1,6 @@
 //! The differential tests' comparison of compiled results with the interpreter's,
-//! and their panic catching, shared through `#[path]` by tests/differential.rs and
-//! tests/differential_targets.rs.
+//! and their panic catching, shared through `#[path]` by tests/differential.rs,
+//! tests/differential_targets.rs, tests/cuda.rs and tests/ptx_exec.rs.
 
 use kiln_ir::{scalar, Evaluation, Tensor};
 use std::collections::BTreeMap;

@@ -161,27 +161,12 @@ impl Func {
         self.binary(&format!("{op}.{suffix}"), a, b)
     }
 
-    /// The suffix of an IEEE comparison: `ne` is unordered (true on NaN).
+    /// The suffix of an IEEE comparison: `ne` is unordered (true on NaN), the
+    /// others ordered (false on NaN), as kiln's comparisons.
     pub fn float_condition(op: CmpOp) -> &'static str {
         match op {
-            CmpOp::Eq => "eq",
             CmpOp::Ne => "neu",
-            CmpOp::Lt => "lt",
-            CmpOp::Le => "le",
-            CmpOp::Gt => "gt",
-            CmpOp::Ge => "ge",
-        }
-    }
-
-    /// The suffix of a signed integer comparison.
-    pub fn int_condition(op: CmpOp) -> &'static str {
-        match op {
-            CmpOp::Eq => "eq",
-            CmpOp::Ne => "ne",
-            CmpOp::Lt => "lt",
-            CmpOp::Le => "le",
-            CmpOp::Gt => "gt",
-            CmpOp::Ge => "ge",
+            _ => op.name(),
         }
     }
 }

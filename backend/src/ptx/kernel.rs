@@ -531,7 +531,7 @@ impl<'a> NestWriter<'a> {
                 let (a, b) = (self.expr(a)?, self.expr(b)?);
                 let condition = match dtype {
                     DType::F32 => Func::float_condition(*op),
-                    DType::I32 | DType::Bool => Func::int_condition(*op),
+                    DType::I32 | DType::Bool => op.name(),
                 };
                 let kind = if dtype == DType::F32 { "f32" } else { "s32" };
                 let flag = self.f.op(
