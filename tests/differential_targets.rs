@@ -16,14 +16,15 @@
 
 use kiln::backend::cpu::target::host_target;
 use kiln::compile::compile_with;
-use kiln::passes::optimizer::Optimizer;
-use kiln::passes::pipeline::{self, PipelineOptions, Step};
-use kiln_ir::random::{self, random_awkward_feeds, random_feeds, random_graph, RandomGraphOptions};
+use kiln::passes::pipeline::{self, PipelineOptions};
+use kiln_ir::random::{random_awkward_feeds, random_feeds, random_graph, RandomGraphOptions};
 use kiln_ir::{evaluate, text, Feeds, Graph, Precision, Rng, Target};
 use std::time::Instant;
 
 #[path = "support/compare.rs"]
 mod compare;
+#[path = "support/sweep.rs"]
+mod sweep;
 use compare::{compare, or_panic};
 
 /// Small graphs in the sweep.
@@ -94,23 +95,11 @@ fn check_graph(graph: &Graph, feeds: &Feeds, train: bool) -> Result<Paths, Strin
     if !train {
         return Ok(paths);
     }
-    let Some(forward) = random::with_sum_loss(graph) else {
-        return Ok(paths);
-    };
-    let options = PipelineOptions {
-        loss: Some("loss".to_string()),
-        optimizer: Some(Optimizer::sgd(0.25).unwrap()),
-        ..options
-    };
     // The interpreter runs the train step as autodiff and the optimizer build it; the
     // executable goes through the whole train-step pipeline.
-    let (step, _) = pipeline::run(
-        &forward,
-        &[Step::Autodiff, Step::Optimizer],
-        &options,
-        &mut |_, _| {},
-    )
-    .map_err(|err| format!("train step: {err}"))?;
+    let Some((forward, options, step)) = sweep::train_step_with(graph, options)? else {
+        return Ok(paths);
+    };
     let expected =
         evaluate(&step, feeds, Precision::F32).map_err(|err| format!("interpreter: {err}"))?;
     let mut exe = compile_with(&forward, pipeline::TRAIN_STEP, &options)

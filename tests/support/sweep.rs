@@ -1,6 +1,7 @@
 //! The differential sweep's random graphs, shared through `#[path]` by
-//! tests/differential.rs, tests/cuda.rs and tests/ptx_exec.rs: each seed's options
-//! and feeds, and a graph's SGD train step as the interpreter runs it.
+//! tests/differential.rs, tests/differential_targets.rs, tests/cuda.rs and
+//! tests/ptx_exec.rs: each seed's options and feeds, and a graph's SGD train step
+//! as the interpreter runs it.
 #![allow(dead_code)]
 
 use kiln::passes::optimizer::Optimizer;
@@ -44,13 +45,21 @@ pub fn graph_and_feeds(seed: u64) -> (Graph, Feeds) {
 /// step built by autodiff and the optimizer (the graph the interpreter runs); `None`
 /// when the graph has nothing to differentiate.
 pub fn train_step(graph: &Graph) -> Result<Option<(Graph, PipelineOptions, Graph)>, String> {
+    train_step_with(graph, PipelineOptions::default())
+}
+
+/// [`train_step`] with the other options (a target, threads) taken from `base`.
+pub fn train_step_with(
+    graph: &Graph,
+    base: PipelineOptions,
+) -> Result<Option<(Graph, PipelineOptions, Graph)>, String> {
     let Some(forward) = random::with_sum_loss(graph) else {
         return Ok(None);
     };
     let options = PipelineOptions {
         loss: Some("loss".to_string()),
         optimizer: Some(Optimizer::sgd(0.25).map_err(|err| err.to_string())?),
-        ..PipelineOptions::default()
+        ..base
     };
     let (step, _) = pipeline::run(
         &forward,
