@@ -167,15 +167,7 @@ fn binary_ops_on_every_pair_of_awkward_values() {
     let mut g = Graph::new("pairs");
     let a = g.input("a", TensorType::f32([pairs])).unwrap();
     let b = g.input("b", TensorType::f32([pairs])).unwrap();
-    for op in [
-        BinaryOp::Add,
-        BinaryOp::Sub,
-        BinaryOp::Mul,
-        BinaryOp::Div,
-        BinaryOp::Max,
-        BinaryOp::Min,
-        BinaryOp::Pow,
-    ] {
+    for op in BinaryOp::ALL {
         let y = g.binary(op, a, b).unwrap();
         g.set_output(&format!("{op:?}"), y).unwrap();
     }

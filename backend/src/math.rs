@@ -94,13 +94,8 @@ pub fn exp<A: Arith>(m: &mut A, x: A::V) -> A::V {
     let one = m.float(1.0);
     let p = m.fadd(p, one);
 
-    let shifted_bits = m.bits_of(shifted);
-    let shifter_bits = m.int(ROUNDING_SHIFTER.to_bits() as i32);
-    let k = m.isub(shifted_bits, shifter_bits);
-    let k_half = m.sshr(k, 1);
-    let k_rest = m.isub(k, k_half);
-    let scale_half = pow2(m, k_half);
-    let scale_rest = pow2(m, k_rest);
+    let k = exponent_of(m, shifted);
+    let (scale_half, scale_rest) = split_scale(m, k);
     let y = m.fmul(p, scale_half);
     m.fmul(y, scale_rest)
 }
@@ -120,6 +115,22 @@ pub fn log<A: Arith>(m: &mut A, x: A::V) -> A::V {
     let inf = m.float(f32::INFINITY);
     let finite = m.fcmp(CmpOp::Lt, x, inf);
     m.select(finite, y, x)
+}
+
+/// The integer `k` that `shifted = x·log2 e + 1.5·2^23` rounded: the difference of
+/// the two values' bits (both lie in one binade, so it is exact).
+fn exponent_of<A: Arith>(m: &mut A, shifted: A::V) -> A::V {
+    let shifted_bits = m.bits_of(shifted);
+    let shifter_bits = m.int(ROUNDING_SHIFTER.to_bits() as i32);
+    m.isub(shifted_bits, shifter_bits)
+}
+
+/// `2^(k>>1)` and `2^(k - (k>>1))`, whose product is `2^k` even where `2^k` itself
+/// is not a finite f32.
+fn split_scale<A: Arith>(m: &mut A, k: A::V) -> (A::V, A::V) {
+    let k_half = m.sshr(k, 1);
+    let k_rest = m.isub(k, k_half);
+    (pow2(m, k_half), pow2(m, k_rest))
 }
 
 /// `2^e` from the exponent bits `(e + 127) << 23`.
@@ -163,9 +174,7 @@ pub fn expm1<A: Arith>(m: &mut A, x: A::V) -> A::V {
     let poly = horner(m, &EXP_POLY, r);
     let q = m.fmul(r_squared, poly);
 
-    let shifted_bits = m.bits_of(shifted);
-    let shifter_bits = m.int(ROUNDING_SHIFTER.to_bits() as i32);
-    let k = m.isub(shifted_bits, shifter_bits);
+    let k = exponent_of(m, shifted);
     let split_k = m.float(EXPM1_SPLIT_K);
     let large = m.fcmp(CmpOp::Gt, k_float, split_k);
     let sixty_four = m.int(64);
@@ -415,16 +424,13 @@ fn exp_parts<A: Arith>(m: &mut A, x: A::V, tail: A::V) -> ExpParts<A::V> {
     let small_error = m.fsub(small, hi_rest);
     let lo = m.fadd(small_error, one_r_error);
 
-    let shifted_bits = m.bits_of(shifted);
-    let shifter_bits = m.int(ROUNDING_SHIFTER.to_bits() as i32);
-    let k = m.isub(shifted_bits, shifter_bits);
-    let k_half = m.sshr(k, 1);
-    let k_rest = m.isub(k, k_half);
+    let k = exponent_of(m, shifted);
+    let (scale_half, scale_rest) = split_scale(m, k);
     ExpParts {
         hi,
         lo,
-        scale_half: pow2(m, k_half),
-        scale_rest: pow2(m, k_rest),
+        scale_half,
+        scale_rest,
     }
 }
 

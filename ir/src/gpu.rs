@@ -9,7 +9,7 @@
 //! what the kernel's loop nest means, element for element: threads only change which
 //! iterations run where, never the order of operations inside an element's value.
 
-use crate::kernel::{Expr, Kernel, LocalId, Scalar, Stmt, VarId};
+use crate::kernel::{Expr, Kernel, LocalId, LoopKind, Scalar, Stmt, VarId};
 use crate::{BinaryOp, DType};
 use std::fmt;
 
@@ -261,4 +261,25 @@ pub fn reduction_of<'a>(kernel: &Kernel, body: &'a [Stmt]) -> Option<Reduction<'
         element,
         tail,
     })
+}
+
+/// The loops `for var in 0..trips` (step 1, serial) that each make up the whole body
+/// of the one before (the first the whole of `body`), with each loop's body: the
+/// loops a GPU launch may hand to threads, outermost first.
+pub fn leading_nest(body: &[Stmt]) -> Vec<(VarId, usize, &[Stmt])> {
+    let mut nest = Vec::new();
+    let mut stmts = body;
+    while let [Stmt::Loop {
+        var,
+        start: 0,
+        end,
+        step: 1,
+        kind: LoopKind::Serial,
+        body,
+    }] = stmts
+    {
+        nest.push((*var, *end, body.as_slice()));
+        stmts = body;
+    }
+    nest
 }

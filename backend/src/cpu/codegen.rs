@@ -1354,16 +1354,7 @@ impl FnGen<'_, '_> {
     /// The comparison flag (scalar i8 or lane mask).
     fn compare(&mut self, op: CmpOp, dtype: DType, a: Value, b: Value) -> Value {
         if dtype == DType::F32 {
-            // Ordered comparisons are false on NaN, `NotEqual` is true, as in Rust.
-            let cc = match op {
-                CmpOp::Eq => FloatCC::Equal,
-                CmpOp::Ne => FloatCC::NotEqual,
-                CmpOp::Lt => FloatCC::LessThan,
-                CmpOp::Le => FloatCC::LessThanOrEqual,
-                CmpOp::Gt => FloatCC::GreaterThan,
-                CmpOp::Ge => FloatCC::GreaterThanOrEqual,
-            };
-            self.b.ins().fcmp(cc, a, b)
+            self.b.ins().fcmp(math::float_cc(op), a, b)
         } else {
             let cc = match op {
                 CmpOp::Eq => IntCC::Equal,

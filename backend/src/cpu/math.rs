@@ -171,15 +171,7 @@ impl Arith for Lanes<'_, '_> {
     }
 
     fn fcmp(&mut self, op: CmpOp, a: Value, b: Value) -> Value {
-        let cc = match op {
-            CmpOp::Eq => FloatCC::Equal,
-            CmpOp::Ne => FloatCC::NotEqual,
-            CmpOp::Lt => FloatCC::LessThan,
-            CmpOp::Le => FloatCC::LessThanOrEqual,
-            CmpOp::Gt => FloatCC::GreaterThan,
-            CmpOp::Ge => FloatCC::GreaterThanOrEqual,
-        };
-        self.b.ins().fcmp(cc, a, b)
+        self.b.ins().fcmp(float_cc(op), a, b)
     }
 
     /// A scalar flag selects; a lane mask (all ones or all zeros per lane) is
@@ -244,6 +236,19 @@ impl Arith for Lanes<'_, '_> {
 
     fn int_to_float(&mut self, x: Value) -> Value {
         self.b.ins().fcvt_from_sint(self.float_type, x)
+    }
+}
+
+/// Cranelift's condition for kiln's f32 comparison `op`: ordered comparisons are
+/// false on NaN, `NotEqual` is true, as in Rust.
+pub(super) fn float_cc(op: CmpOp) -> FloatCC {
+    match op {
+        CmpOp::Eq => FloatCC::Equal,
+        CmpOp::Ne => FloatCC::NotEqual,
+        CmpOp::Lt => FloatCC::LessThan,
+        CmpOp::Le => FloatCC::LessThanOrEqual,
+        CmpOp::Gt => FloatCC::GreaterThan,
+        CmpOp::Ge => FloatCC::GreaterThanOrEqual,
     }
 }
 

@@ -21,6 +21,7 @@ mod matmul;
 use crate::BackendError;
 use func::{Class, Func};
 use kernel::NestWriter;
+use kiln_ir::gpu::leading_nest;
 use kiln_ir::kernel::{BufferId, Program, Stmt, VarId};
 use kiln_ir::{GpuSchedule, GpuTarget, Launch};
 use matmul::MatmulShape;
@@ -198,27 +199,19 @@ fn write_entry(
 /// Loops as `(var, trips)`, outermost first.
 type Nest = Vec<(VarId, usize)>;
 
-/// The kernel's leading `depth` loops (each from 0 by 1, the whole body of the one
-/// before), and the innermost one's body.
+/// The kernel's leading `depth` loops (`kiln_ir::gpu::leading_nest`), and the
+/// innermost one's body.
 fn nest(body: &[Stmt], depth: usize) -> Option<(Nest, &[Stmt])> {
-    let mut loops = Vec::with_capacity(depth);
-    let mut stmts = body;
-    while loops.len() < depth {
-        let [Stmt::Loop {
-            var,
-            start: 0,
-            end,
-            step: 1,
-            body,
-            ..
-        }] = stmts
-        else {
-            return None;
-        };
-        loops.push((*var, *end));
-        stmts = body;
-    }
-    Some((loops, stmts))
+    let loops = leading_nest(body);
+    let innermost = match depth {
+        0 => body,
+        _ => loops.get(depth - 1)?.2,
+    };
+    let nest = loops[..depth]
+        .iter()
+        .map(|&(var, trips, _)| (var, trips))
+        .collect();
+    Some((nest, innermost))
 }
 
 /// A kernel's name as part of a PTX identifier: letters, digits and `_`.

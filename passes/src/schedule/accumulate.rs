@@ -37,7 +37,7 @@ pub fn run(program: &Program) -> Program {
 /// `stmt` as a perfect nest of loops from 0 by 1 (`(var, trips)`, outermost
 /// first) and the innermost body.
 fn perfect_nest(stmt: &Stmt) -> Option<(Nest, &[Stmt])> {
-    let nest = super::gpu::leading_nest(std::slice::from_ref(stmt));
+    let nest = kiln_ir::gpu::leading_nest(std::slice::from_ref(stmt));
     let body = nest.last()?.2;
     Some((
         nest.iter().map(|&(var, trips, _)| (var, trips)).collect(),

@@ -29,9 +29,9 @@
 //!     b1[i0] = r0
 //! ```
 
-use kiln_ir::gpu::reduction_of;
+use kiln_ir::gpu::{leading_nest, reduction_of};
+use kiln_ir::kernel::VarId;
 use kiln_ir::kernel::{BufferId, Expr, Index, Indirect, Kernel, KernelOp, LocalId, Program, Stmt};
-use kiln_ir::kernel::{LoopKind, VarId};
 use kiln_ir::{GpuSchedule, GpuTarget, Launch};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -159,26 +159,6 @@ fn vectorizable(vars: &[(VarId, usize, &[Stmt])], body: &[Stmt]) -> bool {
         });
     }
     ok
-}
-
-/// The loops `for var in 0..trips` (step 1) that each make up the whole body of the
-/// one before (the first the whole kernel body), with each loop's body.
-pub fn leading_nest(body: &[Stmt]) -> Vec<(VarId, usize, &[Stmt])> {
-    let mut nest = Vec::new();
-    let mut stmts = body;
-    while let [Stmt::Loop {
-        var,
-        start: 0,
-        end,
-        step: 1,
-        kind: LoopKind::Serial,
-        body,
-    }] = stmts
-    {
-        nest.push((*var, *end, body.as_slice()));
-        stmts = body;
-    }
-    nest
 }
 
 /// Whether the iterations of the nest `vars` (each `(var, trips, body)`, the last
