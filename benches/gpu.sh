@@ -2,8 +2,9 @@
 # kiln on an NVIDIA GPU, in one run of a few minutes:
 #   (a) builds kiln with --features cuda in release (the CLI, tests/cuda.rs and
 #       examples/gpu_bench.rs);
-#   (b) runs tests/cuda.rs with KILN_TEST_CUDA=1: random graphs and the regression
-#       graphs against the interpreter on the GPU (bit for bit), and the digits MLP
+#   (b) runs tests/cuda.rs with KILN_TEST_CUDA=1: random graphs, the regression
+#       graphs and random convolutions (the implicit GEMM) against the interpreter on
+#       the GPU (bit for bit), and the digits MLP
 #       trained on the GPU to the CPU's accuracy; then `kiln bench --device cuda` on
 #       the digits model as a smoke test of the command line;
 #   (c) W1 sgemm, n = 1024, 2048, 4096, 8192: kiln's GPU kernel (examples/gpu_bench.rs,
@@ -77,6 +78,7 @@ run cargo test --release --features cuda --test cuda -- --nocapture --test-threa
 grep -q "skipped" "$OUT/tests.log" && die "a GPU test was skipped although KILN_TEST_CUDA=1"
 accuracy=$(grep -o "test accuracy: cpu [0-9.]*, gpu [0-9.]*" "$OUT/tests.log" || echo "?")
 differential=$(grep -o "[0-9]* graphs on the GPU, [0-9]* differ" "$OUT/tests.log" || echo "?")
+convolutions=$(grep -o "[0-9]* convolutions on the GPU, [0-9]* differ" "$OUT/tests.log" || echo "?")
 run target/release/kiln bench examples/models/mlp_digits.kiln --device cuda --steps 20 \
   | tee "$OUT/kiln-bench.txt"
 
@@ -101,7 +103,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) p
 chain_n=$((1 << chain))
 {
   echo "card: $card"
-  echo "differential: $differential; digits MLP $accuracy"
+  echo "differential: $differential; $convolutions; digits MLP $accuracy"
   echo
   echo "| workload | kiln ms | torch ms | kiln / torch time | kiln GFLOP/s | torch GFLOP/s |"
   echo "|---|---|---|---|---|---|"

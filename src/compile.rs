@@ -464,7 +464,7 @@ pub fn compile_on(
             if !device.is_supported() {
                 return Err(Error::NoCudaSupport);
             }
-            let (program, steps, lower) = lower_graph(graph, steps, options)?;
+            let (program, steps, lower) = lower_graph(graph, steps, &crate::gpu::for_gpu(options))?;
             let codegen_start = Instant::now();
             let engine = cuda_engine(&program, ordinal, options)?;
             let codegen = codegen_start.elapsed();

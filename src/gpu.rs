@@ -6,6 +6,7 @@ use kiln_backend::ptx::{self, PtxModule};
 use kiln_frontend::Model;
 use kiln_ir::kernel::Program;
 use kiln_ir::{GpuSchedule, GpuTarget, Graph};
+use kiln_passes::expand::ConvForm;
 use kiln_passes::optimizer::Optimizer;
 use kiln_passes::pipeline::{self, PipelineOptions, Step};
 use kiln_passes::schedule;
@@ -30,7 +31,7 @@ pub fn compile_ptx(
     options: &PipelineOptions,
     target: &GpuTarget,
 ) -> Result<GpuProgram, Error> {
-    let mut options = options.clone();
+    let mut options = for_gpu(options);
     if options.dump.is_none() {
         options.dump = dump_pattern()?;
     }
@@ -38,6 +39,16 @@ pub fn compile_ptx(
     let gpu = write_ptx(&program, target)?;
     dump_gpu(&options, &gpu);
     Ok(gpu)
+}
+
+/// `options` for a GPU: convolutions stay (unpadded) for the implicit GEMM, whose
+/// tiled kernel gathers its panels from the input where im2col would first write
+/// the patch matrix out.
+pub(crate) fn for_gpu(options: &PipelineOptions) -> PipelineOptions {
+    PipelineOptions {
+        conv: ConvForm::Implicit,
+        ..options.clone()
+    }
 }
 
 /// A lowered (not CPU-scheduled) program scheduled for `target` and written as PTX.

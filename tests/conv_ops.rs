@@ -1,85 +1,26 @@
 //! The window ops — convolution (`conv`, `conv_input_grad`, `conv_filter_grad`) and
 //! pooling (`max_pool`, `avg_pool` and their gradients): their expansion into
-//! im2col and matmuls or into combined windows computes the interpreter's meaning
+//! im2col and matmuls (or, for the implicit GEMM, into unpadded ops the contraction
+//! kernel lowers) or into combined windows computes the interpreter's meaning
 //! bit for bit, and the compiled code equals the interpreter bit for bit, at random
 //! odd sizes in one, two and three spatial dimensions with strides, dilations,
 //! uneven padding and groups (and ties, for the maximum); a kernel that does not fit
 //! is a type error naming what is wrong.
 
+#[path = "support/conv_cases.rs"]
+mod conv_cases;
+
+use conv_cases::{graph_of, random_case};
 use kiln::ir::op::{ConvSpec, PoolKind, PoolSpec};
 use kiln::ir::{evaluate, scalar, Feeds, Graph, Op, Precision, Rng, Tensor, TensorType};
-use kiln::passes::expand;
+use kiln::passes::expand::{self, ConvForm};
 use kiln::passes::pipeline::{self, PipelineOptions};
-
-/// A random convolution: the spec, `x`'s, `w`'s and the output's shapes.
-struct Case {
-    spec: ConvSpec,
-    x: Vec<usize>,
-    w: Vec<usize>,
-    y: Vec<usize>,
-}
-
-fn random_case(rng: &mut Rng) -> Case {
-    let rank = 1 + rng.below(3);
-    let groups = 1 + rng.below(3);
-    let (c, o) = ((1 + rng.below(3)) * groups, (1 + rng.below(3)) * groups);
-    loop {
-        let pick = |rng: &mut Rng, n: usize| (0..rank).map(|_| rng.below(n)).collect::<Vec<_>>();
-        let spec = ConvSpec {
-            stride: pick(rng, 3).into_iter().map(|s| s + 1).collect(),
-            low: pick(rng, 3),
-            high: pick(rng, 3),
-            dilation: pick(rng, 2).into_iter().map(|d| d + 1).collect(),
-            groups,
-        };
-        let spatial: Vec<usize> = pick(rng, 6).into_iter().map(|n| n + 1).collect();
-        let taps: Vec<usize> = pick(rng, 3).into_iter().map(|t| t + 1).collect();
-        let out: Option<Vec<usize>> = (0..rank)
-            .map(|a| spec.out_extent(a, spatial[a], taps[a]))
-            .collect();
-        if let Some(out) = out {
-            let batch = 1 + rng.below(2);
-            return Case {
-                x: [batch, c].into_iter().chain(spatial).collect(),
-                w: [o, c / groups].into_iter().chain(taps).collect(),
-                y: [batch, o].into_iter().chain(out).collect(),
-                spec,
-            };
-        }
-    }
-}
 
 fn random_tensor(rng: &mut Rng, shape: &[usize]) -> Tensor {
     let data: Vec<f64> = (0..shape.iter().product())
         .map(|_| f64::from(rng.uniform(-2.0, 2.0) as f32))
         .collect();
     Tensor::new(TensorType::f32(shape.to_vec()), data).unwrap()
-}
-
-/// A graph of the three ops on inputs `x`, `w` and `dy` of the case's shapes.
-fn graph_of(case: &Case) -> Graph {
-    let mut g = Graph::new("conv_ops");
-    let x = g.input("x", TensorType::f32(case.x.clone())).unwrap();
-    let w = g.input("w", TensorType::f32(case.w.clone())).unwrap();
-    let dy = g.input("dy", TensorType::f32(case.y.clone())).unwrap();
-    let y = g.add(Op::Conv(case.spec.clone()), &[x, w]).unwrap();
-    let dx = Op::ConvInputGrad {
-        spec: case.spec.clone(),
-        input: case.x[2..].to_vec(),
-    };
-    let dx = g.add(dx, &[dy, w]).unwrap();
-    let dw = Op::ConvFilterGrad {
-        spec: case.spec.clone(),
-        taps: case.w[2..].to_vec(),
-    };
-    let dw = g.add(dw, &[x, dy]).unwrap();
-    assert_eq!(g.ty(y).shape, case.y);
-    assert_eq!(g.ty(dx).shape, case.x);
-    assert_eq!(g.ty(dw).shape, case.w);
-    g.set_output("y", y).unwrap();
-    g.set_output("dx", dx).unwrap();
-    g.set_output("dw", dw).unwrap();
-    g
 }
 
 fn assert_same(what: &str, got: &Tensor, want: &Tensor) {
@@ -89,21 +30,31 @@ fn assert_same(what: &str, got: &Tensor, want: &Tensor) {
     }
 }
 
-/// Evaluates `graph` by its meaning, through its expansion and compiled, and asserts
-/// all three agree bit for bit.
+/// Evaluates `graph` by its meaning, through both its expansions (im2col, and the
+/// unpadded ops the implicit GEMM lowers) and compiled in both forms (the CPU's
+/// matmul routine on the patch matrix; the contraction kernel's loop nest), and
+/// asserts all agree bit for bit.
 fn check_three_ways(graph: &Graph, feeds: &Feeds, what: &str) {
     let meaning = evaluate(graph, feeds, Precision::F32).unwrap();
-    let expanded = expand::run(graph).unwrap();
-    assert!(!expand::needed(&expanded));
-    let through_expansion = evaluate(&expanded, feeds, Precision::F32).unwrap();
-    let mut exe =
-        kiln::compile::compile_with(graph, pipeline::INFERENCE, &PipelineOptions::default())
-            .unwrap();
-    let (compiled, _) = exe.run_feeds(feeds).unwrap();
-    for (name, want) in &meaning.outputs {
-        let expanded = &through_expansion.outputs[name];
-        assert_same(&format!("expanded {what}, {name}"), expanded, want);
-        assert_same(&format!("compiled {what}, {name}"), &compiled[name], want);
+    for form in [ConvForm::Im2col, ConvForm::Implicit] {
+        let expanded = expand::run(graph, form).unwrap();
+        assert!(!expand::needed(&expanded, form));
+        let through_expansion = evaluate(&expanded, feeds, Precision::F32).unwrap();
+        let options = PipelineOptions {
+            conv: form,
+            ..PipelineOptions::default()
+        };
+        let mut exe = kiln::compile::compile_with(graph, pipeline::INFERENCE, &options).unwrap();
+        let (compiled, _) = exe.run_feeds(feeds).unwrap();
+        for (name, want) in &meaning.outputs {
+            let expanded = &through_expansion.outputs[name];
+            assert_same(&format!("{form:?} expanded {what}, {name}"), expanded, want);
+            assert_same(
+                &format!("{form:?} compiled {what}, {name}"),
+                &compiled[name],
+                want,
+            );
+        }
     }
 }
 

@@ -2,7 +2,8 @@
 //! error and not a panic; with `KILN_TEST_CUDA=1` on a machine with an NVIDIA GPU
 //! (benches/gpu.sh sets it), random graphs and the regression graphs of
 //! tests/differential.rs run on the GPU and must equal the interpreter bit for bit,
-//! and the digits MLP trains on the GPU to the accuracy it reaches on the CPU.
+//! so must random convolutions and their gradients (the implicit GEMM), and the
+//! digits MLP trains on the GPU to the accuracy it reaches on the CPU.
 //!
 //! Without `KILN_TEST_CUDA=1` the GPU tests print `skipped: KILN_TEST_CUDA is not
 //! set` and check nothing; their names start with `cuda_` so that a run's list says
@@ -22,6 +23,8 @@ use std::path::Path;
 
 #[path = "support/compare.rs"]
 mod compare;
+#[path = "support/conv_cases.rs"]
+mod conv_cases;
 #[path = "support/cli.rs"]
 mod support;
 #[path = "support/sweep.rs"]
@@ -152,6 +155,34 @@ fn cuda_random_and_regression_graphs_match_the_interpreter() {
     assert!(
         failures.is_empty(),
         "{} of {checked} graphs differ from the interpreter on the GPU; the first:\n{}",
+        failures.len(),
+        failures[..failures.len().min(3)].join("\n\n")
+    );
+}
+
+/// Convolutions at random odd sizes (as tests/conv_ops.rs draws them) on the GPU:
+/// `conv` and `conv_filter_grad` as implicit GEMMs, `conv_input_grad` as its
+/// expansion, all equal to the interpreter bit for bit.
+#[test]
+fn cuda_convolutions_match_the_interpreter() {
+    if !gpu_tests_enabled("cuda_convolutions_match_the_interpreter") {
+        return;
+    }
+    let mut rng = Rng::new(5);
+    let cases = 200;
+    let mut failures = Vec::new();
+    for round in 0..cases {
+        let case = conv_cases::random_case(&mut rng);
+        let graph = conv_cases::graph_of(&case);
+        let feeds = random_awkward_feeds(&graph, &mut rng);
+        if let Err(err) = or_panic(|| check_on_gpu(&graph, &feeds, false)) {
+            failures.push(format!("round {round}: {err}\n{}", text::print(&graph)));
+        }
+    }
+    println!("{cases} convolutions on the GPU, {} differ", failures.len());
+    assert!(
+        failures.is_empty(),
+        "{} of {cases} convolutions differ from the interpreter on the GPU; the first:\n{}",
         failures.len(),
         failures[..failures.len().min(3)].join("\n\n")
     );

@@ -1,9 +1,10 @@
 //! The PTX emitter without a GPU: every kernel of every example model's train step
 //! (and forward pass) is written for sm_80 and sm_90 and assembled by NVIDIA's
 //! `ptxas`, which checks every instruction, operand type, register class and state
-//! space; representative kernels' PTX is snapshot-tested. Whether the kernels
-//! compute the right values is shown on a GPU (`benches/gpu.sh`), and that the GPU
-//! schedule may run the loops it splits in any order by `tests/gpu_schedule.rs`.
+//! space; representative kernels' PTX is snapshot-tested. That the kernels compute
+//! the right values is shown by the PTX simulator (`tests/ptx_exec.rs`) and on a GPU
+//! (`benches/gpu.sh`), and that the GPU schedule may run the loops it splits in any
+//! order by `passes/tests/kernel_programs.rs`.
 //!
 //! `ptxas` is the one from the `nvidia-cuda-nvcc-cu12` Python package, found through
 //! `KILN_PTXAS` (which `.ci/run` sets after installing it) or on `PATH`. Without it
@@ -11,9 +12,13 @@
 //! where its absence fails them.
 
 use kiln::frontend::lang::ElaborateOptions;
+use kiln::gpu::compile_ptx;
 use kiln::gpu::{ptx_inference, ptx_train_step, GpuProgram};
-use kiln::ir::GpuTarget;
+use kiln::ir::kernel::KernelOp;
+use kiln::ir::op::ConvSpec;
+use kiln::ir::{GpuTarget, Graph, Op, TensorType};
 use kiln::model_file;
+use kiln::passes::pipeline::{self, PipelineOptions};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -235,6 +240,62 @@ fn shared_reductions_assemble() {
         assert_eq!(shared, 3, "{}", program.schedule);
         if let Some(ptxas) = ptxas() {
             assemble(&ptxas, "reductions", &program);
+        }
+    }
+}
+
+/// A convolution (`x: [2, 4, 6, 5]` by `w: [6, 2, 3, 3]`, two groups, stride 2 across,
+/// padding 1) and its filter gradient.
+fn conv_graph() -> Graph {
+    let spec = ConvSpec {
+        stride: vec![1, 2],
+        low: vec![1, 1],
+        high: vec![1, 0],
+        dilation: vec![1, 1],
+        groups: 2,
+    };
+    let mut g = Graph::new("conv");
+    let x = g.input("x", TensorType::f32(vec![2, 4, 6, 5])).unwrap();
+    let w = g.input("w", TensorType::f32(vec![6, 2, 3, 3])).unwrap();
+    let y = g.add(Op::Conv(spec.clone()), &[x, w]).unwrap();
+    let dy = g.input("dy", g.ty(y).clone()).unwrap();
+    let taps = vec![3, 3];
+    let dw = g.add(Op::ConvFilterGrad { spec, taps }, &[x, dy]).unwrap();
+    g.set_output("y", y).unwrap();
+    g.set_output("dw", dw).unwrap();
+    g
+}
+
+/// A convolution is an implicit GEMM on the GPU: after the pad, the convolution and
+/// its filter gradient are one contraction kernel each (whose op line shows the
+/// strides through which the tiled kernel gathers its panels), and ptxas takes them.
+#[test]
+fn convolutions_are_implicit_gemms() {
+    let g = conv_graph();
+    for target in [GpuTarget::sm80(), GpuTarget::sm90()] {
+        let program = compile_ptx(
+            &g,
+            pipeline::INFERENCE,
+            &PipelineOptions::default(),
+            &target,
+        )
+        .unwrap();
+        let kernels: Vec<String> = program
+            .program
+            .kernels
+            .iter()
+            .zip(&program.schedule.launches)
+            .map(|(kernel, launch)| {
+                let op = match &kernel.op {
+                    Some(op @ KernelOp::Contraction(_)) => format!("\n  op {op}"),
+                    _ => String::new(),
+                };
+                format!("{} ({launch}){op}", kernel.name)
+            })
+            .collect();
+        insta::assert_snapshot!("ptx_conv_kernels", kernels.join("\n"));
+        if let Some(ptxas) = ptxas() {
+            assemble(&ptxas, "conv", &program);
         }
     }
 }

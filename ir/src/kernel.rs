@@ -903,6 +903,79 @@ pub enum KernelOp {
         /// parameter's buffer and the f32 bits of the scale; only with one batch.
         update: Option<(BufferId, u32)>,
     },
+    /// A matmul over strided views of its operands ([`Contraction`]): a convolution as
+    /// an implicit GEMM, the patch matrix never stored.
+    Contraction(Contraction),
+}
+
+/// One axis of a [`Contraction`]: its extent and the stride (in elements) of one step
+/// along it in each of the two buffers it indexes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ContractionAxis {
+    pub extent: usize,
+    pub strides: [usize; 2],
+}
+
+/// `c[g, m, n] = Σ_k a[g, m, k] · b[g, k, n]` where each of m, n and k is a list of
+/// axes taken in row-major order (the last fastest) and every buffer is addressed
+/// through strides, so an operand may be a view no buffer holds as a matrix: the
+/// patch matrix of a convolution (`a[(n, y), (t, c)] = x[n, c, s·y + d·t]`, the
+/// tap and position axes both strided into the padded input), or a channels-first
+/// tensor read as channels-last rows.
+///
+/// Every element is the f32 fma chain over k's positions in row-major order from +0,
+/// as for [`KernelOp::Matmul`]; the kernel's loop nest says the same.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Contraction {
+    pub a: BufferId,
+    pub b: BufferId,
+    pub c: BufferId,
+    /// Independent problems (a convolution's groups) and the strides of one step to
+    /// the next in a, b and c.
+    pub batches: usize,
+    pub batch_strides: [usize; 3],
+    /// The rows: strides in a and c.
+    pub m: Vec<ContractionAxis>,
+    /// The columns: strides in b and c.
+    pub n: Vec<ContractionAxis>,
+    /// The summed axes: strides in a and b.
+    pub k: Vec<ContractionAxis>,
+}
+
+impl Contraction {
+    /// The number of rows (the product of m's extents).
+    pub fn rows(&self) -> usize {
+        self.m.iter().map(|axis| axis.extent).product()
+    }
+
+    /// The number of columns.
+    pub fn columns(&self) -> usize {
+        self.n.iter().map(|axis| axis.extent).product()
+    }
+
+    /// The length of each sum.
+    pub fn depth(&self) -> usize {
+        self.k.iter().map(|axis| axis.extent).product()
+    }
+
+    /// One past the largest element offset the contraction reads or writes in a, b
+    /// and c (0 for an operand it never touches: an empty problem).
+    pub fn extents(&self) -> [usize; 3] {
+        let reach = |axes: &[ContractionAxis], which: usize| -> usize {
+            axes.iter()
+                .map(|axis| axis.extent.saturating_sub(1) * axis.strides[which])
+                .sum()
+        };
+        let batch = |which: usize| self.batches.saturating_sub(1) * self.batch_strides[which];
+        let empty = self.batches == 0 || self.rows() == 0 || self.columns() == 0;
+        let end = |sum: usize, touched: bool| if touched && !empty { sum + 1 } else { 0 };
+        let has_depth = self.depth() > 0;
+        [
+            end(batch(0) + reach(&self.m, 0) + reach(&self.k, 0), has_depth),
+            end(batch(1) + reach(&self.n, 0) + reach(&self.k, 1), has_depth),
+            end(batch(2) + reach(&self.m, 1) + reach(&self.n, 1), true),
+        ]
+    }
 }
 
 /// The buffers a kernel loads from (or passes to a routine to read) and stores to
@@ -1093,11 +1166,37 @@ impl Program {
             };
             checker
                 .stmts(&kernel.body)
+                .and_then(|()| self.check_op(kernel))
                 .map_err(|message| KernelError::Kernel {
                     kernel: position,
                     name: kernel.name.clone(),
                     message,
                 })?;
+        }
+        Ok(())
+    }
+
+    /// A contraction's strides stay inside its buffers: a back end that runs it as a
+    /// routine addresses the buffers through them, not through the loop nest.
+    fn check_op(&self, kernel: &Kernel) -> Result<(), String> {
+        let Some(KernelOp::Contraction(contraction)) = &kernel.op else {
+            return Ok(());
+        };
+        let buffers = [contraction.a, contraction.b, contraction.c];
+        for ((buffer, reach), role) in buffers
+            .into_iter()
+            .zip(contraction.extents())
+            .zip(["a", "b", "c"])
+        {
+            let len = self.buffers.get(buffer.0).map(Buffer::len).ok_or_else(|| {
+                format!("the contraction's {role} is {buffer}, which does not exist")
+            })?;
+            if reach > len {
+                return Err(format!(
+                    "the contraction reaches element {} of its {role} ({buffer}), which has {len}",
+                    reach - 1
+                ));
+            }
         }
         Ok(())
     }
@@ -1761,7 +1860,32 @@ impl fmt::Display for KernelOp {
                 }
                 Ok(())
             }
+            KernelOp::Contraction(contraction) => write!(f, "{contraction}"),
         }
+    }
+}
+
+/// `contraction a=b0 b=b1 c=b2 batches=2:8:4:6 m=[3:12:4 5:2:1] n=[4:9:1] k=[3:1:1]`:
+/// the batch count and its strides in a, b and c, then each axis as
+/// `extent:stride:stride`.
+impl fmt::Display for Contraction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [sa, sb, sc] = self.batch_strides;
+        write!(
+            f,
+            "contraction a={} b={} c={} batches={}:{sa}:{sb}:{sc}",
+            self.a, self.b, self.c, self.batches
+        )?;
+        for (name, axes) in [("m", &self.m), ("n", &self.n), ("k", &self.k)] {
+            write!(f, " {name}=[")?;
+            for (position, axis) in axes.iter().enumerate() {
+                let sep = if position == 0 { "" } else { " " };
+                let [first, second] = axis.strides;
+                write!(f, "{sep}{}:{first}:{second}", axis.extent)?;
+            }
+            f.write_str("]")?;
+        }
+        Ok(())
     }
 }
 

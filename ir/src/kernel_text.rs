@@ -25,9 +25,9 @@
 //! `//` starts a comment that runs to the end of the line.
 
 use crate::kernel::{
-    Buffer, BufferId, Epilogue, Expr, Index, Indirect, Kernel, KernelOp, LocalId, LoopKind, Matmul,
-    MicroKernel, Output, Program, Routine, Scalar, Slice, Split, Stmt, Storage, Update, VType,
-    VarId,
+    Buffer, BufferId, Contraction, ContractionAxis, Epilogue, Expr, Index, Indirect, Kernel,
+    KernelOp, LocalId, LoopKind, Matmul, MicroKernel, Output, Program, Routine, Scalar, Slice,
+    Split, Stmt, Storage, Update, VType, VarId,
 };
 use crate::lex::{self, error_at, Syntax, Token};
 use crate::op::{BinaryOp, CmpOp, Distribution, UnaryOp};
@@ -274,10 +274,14 @@ impl Parser {
         Ok(kernel)
     }
 
-    /// `matmul.nn a=b0 b=b1 c=b4 batches=1 m=3 n=5 k=4`.
+    /// `matmul.nn a=b0 b=b1 c=b4 batches=1 m=3 n=5 k=4`, or a contraction (see
+    /// `Contraction`'s printer).
     fn kernel_op(&mut self) -> Result<KernelOp, ParseError> {
         let here = (self.peek().line, self.peek().column);
         let word = self.word("a kernel op such as matmul.nn")?;
+        if word == "contraction" {
+            return self.contraction().map(KernelOp::Contraction);
+        }
         let (trans_a, trans_b) = word
             .strip_prefix("matmul.")
             .and_then(transposes)
@@ -334,6 +338,53 @@ impl Parser {
             relu,
             update,
         })
+    }
+
+    /// `a=b0 b=b1 c=b2 batches=2:8:4:6 m=[3:12:4] n=[4:9:1] k=[3:1:1 2:5:3]`.
+    fn contraction(&mut self) -> Result<Contraction, ParseError> {
+        self.attribute("a")?;
+        let a = self.buffer_id()?;
+        self.attribute("b")?;
+        let b = self.buffer_id()?;
+        self.attribute("c")?;
+        let c = self.buffer_id()?;
+        self.attribute("batches")?;
+        let batches = self.integer("the number of batches")?;
+        let mut batch_strides = [0; 3];
+        for stride in &mut batch_strides {
+            self.punct(':', "before a batch stride")?;
+            *stride = self.integer("a batch stride")?;
+        }
+        let m = self.contraction_axes("m")?;
+        let n = self.contraction_axes("n")?;
+        let k = self.contraction_axes("k")?;
+        Ok(Contraction {
+            a,
+            b,
+            c,
+            batches,
+            batch_strides,
+            m,
+            n,
+            k,
+        })
+    }
+
+    /// `name=[3:12:4 5:2:1]`: extents and their two strides.
+    fn contraction_axes(&mut self, name: &str) -> Result<Vec<ContractionAxis>, ParseError> {
+        self.attribute(name)?;
+        self.punct('[', &format!("before the {name} axes"))?;
+        let mut axes = Vec::new();
+        while !self.eat_punct(']') {
+            let extent = self.integer("an axis extent")?;
+            let mut strides = [0; 2];
+            for stride in &mut strides {
+                self.punct(':', "before an axis stride")?;
+                *stride = self.integer("an axis stride")?;
+            }
+            axes.push(ContractionAxis { extent, strides });
+        }
+        Ok(axes)
     }
 
     /// Statements up to and including the closing '}' (the '{' was read).

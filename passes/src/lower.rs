@@ -22,6 +22,10 @@
 //! - `matmul` is the plain dot product per element (`r = 0; r = fma(A, B, r)` over
 //!   k, then `C = r`), the f32 fma chain that defines its value; the kernel records
 //!   the matmul (`KernelOp::Matmul`) so a schedule can call a packed routine instead.
+//! - `conv` and `conv_filter_grad` without padding (the GPU's expansion leaves them
+//!   so) are a contraction (`contraction.rs`): the same fma chain per element, over a
+//!   strided view of the input, recorded as `KernelOp::Contraction` for the GPU's
+//!   tiled kernel (an implicit GEMM).
 //! - `gather` is one kernel over its result whose element is an `Expr::Gather` of
 //!   the params buffer at the position an index load gives (0 out of range);
 //!   `scatter_add` is a zero-fill kernel, then a kernel over the updates whose
@@ -44,6 +48,7 @@
 //!                                        b2[i0] = relu(add(b0[i0], b1[i0]))
 //! ```
 
+use crate::expand::{padded, ConvForm};
 use kiln_ir::kernel::{
     BufferId, Expr, Index, Indirect, Kernel, KernelOp, LocalId, LoopKind, Output, Program, Scalar,
     Stmt, Storage, Update, VType, VarId,
@@ -55,6 +60,8 @@ use kiln_ir::{verify, BinaryOp, CmpOp, DType, Graph, IrError, NodeId, Op, Reduce
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
 use thiserror::Error;
+
+mod contraction;
 
 /// Why a graph cannot be lowered.
 #[derive(Debug, Clone, PartialEq, Error)]
@@ -78,10 +85,12 @@ const MAX_ELEMENTS: usize = kiln_ir::types::MAX_ELEMENTS;
 pub fn lower(graph: &Graph) -> Result<Program, LowerError> {
     verify(graph)?;
     // Convolutions and poolings run as their expansion, where no pipeline step
-    // expanded them.
+    // expanded them: an unpadded convolution or filter gradient is lowered to a
+    // contraction (an implicit GEMM), the rest to primitives.
     let expanded;
-    let graph = if crate::expand::needed(graph) {
-        expanded = crate::expand::run(graph)?;
+    let form = ConvForm::Implicit;
+    let graph = if crate::expand::needed(graph, form) {
+        expanded = crate::expand::run(graph, form)?;
         &expanded
     } else {
         graph
@@ -682,6 +691,16 @@ impl Lowering<'_> {
             Op::Slice { .. } | Op::Pad { .. } | Op::Concat { .. } => {
                 let op = node.op.clone();
                 self.relayout(&op, &operands, &ty)
+            }
+            Op::Conv(spec) | Op::ConvFilterGrad { spec, .. } if !padded(spec) => {
+                let taps = match &node.op {
+                    Op::ConvFilterGrad { taps, .. } => Some(taps.clone()),
+                    _ => None,
+                };
+                let x = (self.concrete(operands[0]), graph.ty(operands[0]));
+                let other = (self.concrete(operands[1]), graph.ty(operands[1]));
+                let spec = spec.clone();
+                Value::Buffer(self.conv_contraction(name, &spec, x, other, taps.as_deref(), &ty))
             }
             Op::Conv(_)
             | Op::ConvInputGrad { .. }

@@ -19,7 +19,9 @@ pub enum Step {
     Autodiff,
     /// Turns gradients into parameter updates (needs `PipelineOptions::optimizer`).
     Optimizer,
-    /// Convolution ops become im2col and matmuls (see `expand`).
+    /// Convolution and pooling ops become primitives: im2col and matmuls, or
+    /// unpadded convolutions for an implicit GEMM (`PipelineOptions::conv`; see
+    /// `expand`).
     Expand,
     /// Algebraic simplification by equality saturation.
     Egraph,
@@ -66,6 +68,9 @@ pub struct PipelineOptions {
     /// The update rule added by `optimizer`.
     pub optimizer: Option<optimizer::Optimizer>,
     pub egraph: egraph::EgraphOptions,
+    /// What `expand` makes of a convolution: im2col for the CPU's matmul routine
+    /// (the default), or an unpadded convolution for the GPU's implicit GEMM.
+    pub conv: expand::ConvForm,
     /// Verify the IR after every step (always on in debug builds).
     pub verify: bool,
     /// Steps whose name matches are dumped; `build` names the graph as given.
@@ -86,6 +91,7 @@ impl Default for PipelineOptions {
             grad_inputs: Vec::new(),
             optimizer: None,
             egraph: egraph::EgraphOptions::default(),
+            conv: expand::ConvForm::default(),
             verify: cfg!(debug_assertions),
             dump: None,
             threads: None,
@@ -166,7 +172,9 @@ pub fn run(
                 note = Some(report.to_string());
                 rewritten
             }
-            Step::Expand => expand::run(&graph).map_err(|err| step_error(step, err))?,
+            Step::Expand => {
+                expand::run(&graph, options.conv).map_err(|err| step_error(step, err))?
+            }
             Step::Dce => dce::run(&graph),
         };
         let elapsed = start.elapsed();

@@ -60,11 +60,9 @@ fn epilogues(program: &Program) -> Vec<(bool, bool)> {
     program
         .kernels
         .iter()
-        .filter_map(|kernel| {
-            kernel
-                .op
-                .as_ref()
-                .map(|KernelOp::Matmul { bias, relu, .. }| (bias.is_some(), *relu))
+        .filter_map(|kernel| match &kernel.op {
+            Some(KernelOp::Matmul { bias, relu, .. }) => Some((bias.is_some(), *relu)),
+            _ => None,
         })
         .collect()
 }

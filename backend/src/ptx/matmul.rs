@@ -1,5 +1,10 @@
 //! The tiled matmul kernel (`Launch::Matmul`): `C = op(A) · op(B)` for each batch,
-//! then the epilogue (bias, relu, or the descent step) the schedule fused.
+//! then the epilogue (bias, relu, or the descent step) the schedule fused; or a
+//! contraction (`KernelOp::Contraction`, a convolution as an implicit GEMM), the same
+//! kernel with every operand addressed through its axes' strides: a row, a column or
+//! a k position is split into its axes' coordinates (a mixed-radix division by
+//! constants), a row's and a column's once per kernel, a k position's per panel. A
+//! plain matmul is the contraction of one axis each.
 //!
 //! Block `(x, y, z)` computes the `tile_m × tile_n` tile of C at rows `tile_m·y`,
 //! columns `tile_n·x` of batch `z`. Its threads stage `tile_k`-deep panels of A and B
@@ -17,7 +22,7 @@ use super::func::{Class, Func, Reg};
 use super::kernel::NestWriter;
 use crate::math::Arith;
 use crate::BackendError;
-use kiln_ir::kernel::{BufferId, KernelOp};
+use kiln_ir::kernel::{BufferId, Contraction, ContractionAxis, KernelOp};
 use kiln_ir::{CmpOp, Launch};
 
 /// The tile sizes this kernel is written for: 256 threads in a 16×16 grid, each with
@@ -29,15 +34,8 @@ const DEPTH: u32 = 16;
 
 /// The matmul of a kernel and its epilogue, as the emitter needs it.
 pub struct MatmulShape {
-    pub a: BufferId,
-    pub b: BufferId,
-    pub c: BufferId,
-    pub batches: usize,
-    pub m: usize,
-    pub n: usize,
-    pub k: usize,
-    pub trans_a: bool,
-    pub trans_b: bool,
+    pub contraction: Contraction,
+    /// The epilogue (only for a plain matmul, whose C is row-major m×n).
     pub bias: Option<BufferId>,
     pub relu: bool,
     pub update: Option<(BufferId, f32)>,
@@ -45,58 +43,141 @@ pub struct MatmulShape {
 
 impl MatmulShape {
     pub fn of(op: &KernelOp) -> MatmulShape {
-        let KernelOp::Matmul {
-            a,
-            b,
-            c,
-            batches,
-            m,
-            n,
-            k,
-            trans_a,
-            trans_b,
-            bias,
-            relu,
-            update,
-        } = *op;
-        MatmulShape {
-            a,
-            b,
-            c,
-            batches,
-            m,
-            n,
-            k,
-            trans_a,
-            trans_b,
-            bias,
-            relu,
-            update: update.map(|(param, scale)| (param, f32::from_bits(scale))),
+        match *op {
+            KernelOp::Matmul {
+                a,
+                b,
+                c,
+                batches,
+                m,
+                n,
+                k,
+                trans_a,
+                trans_b,
+                bias,
+                relu,
+                update,
+            } => {
+                let axis =
+                    |extent: usize, strides: [usize; 2]| vec![ContractionAxis { extent, strides }];
+                MatmulShape {
+                    contraction: Contraction {
+                        a,
+                        b,
+                        c,
+                        batches,
+                        batch_strides: [m * k, k * n, m * n],
+                        m: axis(m, [if trans_a { 1 } else { k }, n]),
+                        n: axis(n, [if trans_b { k } else { 1 }, 1]),
+                        k: axis(
+                            k,
+                            [if trans_a { m } else { 1 }, if trans_b { 1 } else { n }],
+                        ),
+                    },
+                    bias,
+                    relu,
+                    update: update.map(|(param, scale)| (param, f32::from_bits(scale))),
+                }
+            }
+            KernelOp::Contraction(ref contraction) => MatmulShape {
+                contraction: contraction.clone(),
+                bias: None,
+                relu: false,
+                update: None,
+            },
         }
     }
 
     /// The grid: tiles of columns, tiles of rows, batches.
     pub fn grid(&self) -> [u32; 3] {
         let tiles = |extent: usize| extent.div_ceil(TILE as usize) as u32;
-        [tiles(self.n), tiles(self.m), self.batches as u32]
+        let c = &self.contraction;
+        [tiles(c.columns()), tiles(c.rows()), c.batches as u32]
     }
+}
+
+/// The offset of position `index` (a register) along `axes` taken in row-major
+/// order, each coordinate times its stride `which`, plus `base` if any: the
+/// outermost coordinate is not reduced, so a position past the end gives an offset
+/// past the end (only ever for a load the kernel predicates off, or a store it
+/// skips).
+fn offset(
+    f: &mut Func,
+    base: Option<Reg>,
+    index: Reg,
+    axes: &[ContractionAxis],
+    which: usize,
+) -> Reg {
+    let mut total = base;
+    let mut rest = index;
+    let add = |f: &mut Func, coordinate: Reg, stride: usize, total: Option<Reg>| match total {
+        Some(total) if stride == 1 => {
+            f.op(Class::B32, "add.s32", format_args!("{coordinate}, {total}"))
+        }
+        Some(total) => f.op(
+            Class::B32,
+            "mad.lo.s32",
+            format_args!("{coordinate}, {stride}, {total}"),
+        ),
+        None if stride == 1 => coordinate,
+        None => f.op(
+            Class::B32,
+            "mul.lo.s32",
+            format_args!("{coordinate}, {stride}"),
+        ),
+    };
+    let Some((outermost, inner)) = axes.split_first() else {
+        return total.unwrap_or_else(|| f.int_const(0));
+    };
+    for axis in inner.iter().rev() {
+        let coordinate = f.op(
+            Class::B32,
+            "rem.u32",
+            format_args!("{rest}, {}", axis.extent),
+        );
+        rest = f.op(
+            Class::B32,
+            "div.u32",
+            format_args!("{rest}, {}", axis.extent),
+        );
+        total = Some(add(f, coordinate, axis.strides[which], total));
+    }
+    add(f, rest, outermost.strides[which], total)
 }
 
 /// One operand's panel: where its elements are in global memory and in shared
 /// memory.
-struct Panel {
+struct Panel<'a> {
     buffer: BufferId,
-    /// Elements of the operand per batch.
-    batch_elements: usize,
-    /// The extent along the tile's side (m for A, n for B).
-    side: usize,
-    /// Whether consecutive elements in memory run along k (A as stored m×k, B as
-    /// stored n×k) rather than along the side.
+    /// The stride from one batch to the next.
+    batch_stride: usize,
+    /// The axes along the tile's side (m for A, n for B) and which of their strides
+    /// is this operand's (always the first).
+    side: &'a [ContractionAxis],
+    /// Which of the k axes' strides is this operand's: 0 for A, 1 for B.
+    k_stride: usize,
+    /// Whether neighbouring threads read along k (A as stored m×k, B as stored n×k)
+    /// rather than along the side: whichever is closer together in memory.
     k_fast: bool,
     /// The shared array's name.
     shared: &'static str,
     /// Which grid coordinate picks the tile along the side: y for A, x for B.
     tile_register: &'static str,
+}
+
+impl Panel<'_> {
+    fn extent(&self) -> usize {
+        self.side.iter().map(|axis| axis.extent).product()
+    }
+}
+
+/// Whether the innermost k axis is at most as far apart in memory (stride `k`) as
+/// the innermost side axis: a missing axis counts as infinitely far.
+fn k_fast(k: &[ContractionAxis], k_stride: usize, side: &[ContractionAxis]) -> bool {
+    let innermost = |axes: &[ContractionAxis], which: usize| {
+        axes.last().map_or(usize::MAX, |axis| axis.strides[which])
+    };
+    innermost(k, k_stride) <= innermost(side, 0)
 }
 
 /// Writes the tiled kernel for `shape` with `launch`'s tiles into `w`.
@@ -121,34 +202,36 @@ pub fn write(
              thread"
         )));
     }
-    let largest = (shape.m * shape.k)
-        .max(shape.k * shape.n)
-        .max(shape.m * shape.n);
+    let c = &shape.contraction;
+    let (rows, columns, depth_total) = (c.rows(), c.columns(), c.depth());
+    let largest = c.extents().into_iter().max().unwrap_or(0);
     if largest > i32::MAX as usize / 4 {
         return Err(w.unsupported(format!(
             "a matmul operand of {largest} elements: element offsets are 32-bit"
         )));
     }
-    if shape.batches > 65_535 || shape.m.div_ceil(TILE as usize) > 65_535 {
+    if c.batches > 65_535 || rows.div_ceil(TILE as usize) > 65_535 {
         return Err(w.unsupported(format!(
-            "a matmul of {} batches of {} rows: the grid's y and z are at most 65535",
-            shape.batches, shape.m
+            "a matmul of {} batches of {rows} rows: the grid's y and z are at most 65535",
+            c.batches
         )));
     }
     let panels = [
         Panel {
-            buffer: shape.a,
-            batch_elements: shape.m * shape.k,
-            side: shape.m,
-            k_fast: !shape.trans_a,
+            buffer: c.a,
+            batch_stride: c.batch_strides[0],
+            side: &c.m,
+            k_stride: 0,
+            k_fast: k_fast(&c.k, 0, &c.m),
             shared: "panel_a",
             tile_register: "%ctaid.y",
         },
         Panel {
-            buffer: shape.b,
-            batch_elements: shape.k * shape.n,
-            side: shape.n,
-            k_fast: shape.trans_b,
+            buffer: c.b,
+            batch_stride: c.batch_strides[1],
+            side: &c.n,
+            k_stride: 1,
+            k_fast: k_fast(&c.k, 1, &c.n),
             shared: "panel_b",
             tile_register: "%ctaid.x",
         },
@@ -171,10 +254,10 @@ pub fn write(
 
     // Each thread loads (16 · 64) / 256 = 4 elements of each panel per step.
     let loads = depth * TILE as usize / 256;
-    // Per panel and load: the element's side position and depth within the panel,
-    // the side position in C, the batch's base address, and its shared offset.
+    // Per panel and load: the element offset of its side position, its depth within
+    // the panel, the batch's base address, and its shared offset.
     struct Load {
-        side: Reg,
+        side_offset: Reg,
         kk: Reg,
         side_valid: Reg,
         global: Reg,
@@ -192,7 +275,7 @@ pub fn write(
         let batch_offset = f.op(
             Class::B64,
             "mul.wide.u32",
-            format_args!("{batch}, {}", panel.batch_elements * 4),
+            format_args!("{batch}, {}", panel.batch_stride * 4),
         );
         // (At most 2^31 bytes per batch, checked above, so the immediate fits.)
         let base = w.bases[&panel.buffer];
@@ -225,8 +308,9 @@ pub fn write(
             let side_valid = f.op(
                 Class::Pred,
                 "setp.lt.s32",
-                format_args!("{side_in_c}, {}", panel.side),
+                format_args!("{side_in_c}, {}", panel.extent()),
             );
+            let side_offset = offset(f, None, side_in_c, panel.side, 0);
             let slot = f.op(
                 Class::B32,
                 "mad.lo.s32",
@@ -238,7 +322,7 @@ pub fn write(
                 format_args!("{slot}, 4, {shared_base}"),
             );
             loads_of_panel.push(Load {
-                side: side_in_c,
+                side_offset,
                 kk,
                 side_valid,
                 global: batch_base,
@@ -248,8 +332,8 @@ pub fn write(
         plan.push(loads_of_panel);
     }
 
-    let panels_total = shape.k.div_ceil(depth);
-    let last_depth = shape.k - (panels_total - 1) * depth;
+    let panels_total = depth_total.div_ceil(depth);
+    let last_depth = depth_total - (panels_total - 1) * depth;
     let staged: Vec<Vec<Reg>> = plan
         .iter()
         .map(|loads| loads.iter().map(|_| w.f.reg(Class::F32)).collect())
@@ -272,25 +356,17 @@ pub fn write(
                     "add.s32",
                     format_args!("{k_start}, {}", load.kk),
                 );
-                let k_valid = f.op(Class::Pred, "setp.lt.s32", format_args!("{k}, {}", shape.k));
+                let k_valid = f.op(
+                    Class::Pred,
+                    "setp.lt.s32",
+                    format_args!("{k}, {depth_total}"),
+                );
                 let valid = f.op(
                     Class::Pred,
                     "and.pred",
                     format_args!("{k_valid}, {}", load.side_valid),
                 );
-                let element = if panel.k_fast {
-                    f.op(
-                        Class::B32,
-                        "mad.lo.s32",
-                        format_args!("{}, {}, {k}", load.side, shape.k),
-                    )
-                } else {
-                    f.op(
-                        Class::B32,
-                        "mad.lo.s32",
-                        format_args!("{k}, {}, {}", panel.side, load.side),
-                    )
-                };
+                let element = offset(f, Some(load.side_offset), k, &c.k, panel.k_stride);
                 let offset = f.op(Class::B64, "mul.wide.s32", format_args!("{element}, 4"));
                 let address = f.op(
                     Class::B64,
@@ -408,34 +484,39 @@ pub fn write(
     let c_batch = f.op(
         Class::B64,
         "mul.wide.u32",
-        format_args!("{batch}, {}", shape.m * shape.n * 4),
+        format_args!("{batch}, {}", c.batch_strides[2] * 4),
     );
-    let c_base = w.bases[&shape.c];
+    let c_base = w.bases[&c.c];
     let bias_base = shape.bias.map(|bias| w.bases[&bias]);
     let param_base = shape.update.map(|(param, _)| w.bases[&param]);
     let f = &mut w.f;
     let c_base = f.op(Class::B64, "add.s64", format_args!("{c_base}, {c_batch}"));
-    for i in 0..PART as usize {
-        for j in 0..PART as usize {
+    // The thread's rows and columns, and their element offsets in C.
+    let mut positions = |start: Reg, axes: &[ContractionAxis]| -> Vec<(Reg, Reg)> {
+        (0..PART)
+            .map(|i| {
+                let position = f.op(Class::B32, "add.s32", format_args!("{start}, {}", 16 * i));
+                (position, offset(f, None, position, axes, 1))
+            })
+            .collect()
+    };
+    let rows_of_thread = positions(row0, &c.m);
+    let columns_of_thread = positions(column0, &c.n);
+    for (i, &(row, row_offset)) in rows_of_thread.iter().enumerate() {
+        for (j, &(column, column_offset)) in columns_of_thread.iter().enumerate() {
             let skip = f.label();
-            let row = f.op(Class::B32, "add.s32", format_args!("{row0}, {}", 16 * i));
-            let column = f.op(Class::B32, "add.s32", format_args!("{column0}, {}", 16 * j));
-            let row_out = f.op(
-                Class::Pred,
-                "setp.ge.s32",
-                format_args!("{row}, {}", shape.m),
-            );
+            let row_out = f.op(Class::Pred, "setp.ge.s32", format_args!("{row}, {rows}"));
             f.ins(format_args!("@{row_out} bra {skip}"));
             let column_out = f.op(
                 Class::Pred,
                 "setp.ge.s32",
-                format_args!("{column}, {}", shape.n),
+                format_args!("{column}, {columns}"),
             );
             f.ins(format_args!("@{column_out} bra {skip}"));
             let element = f.op(
                 Class::B32,
-                "mad.lo.s32",
-                format_args!("{row}, {}, {column}", shape.n),
+                "add.s32",
+                format_args!("{row_offset}, {column_offset}"),
             );
             let offset = f.op(Class::B64, "mul.wide.s32", format_args!("{element}, 4"));
             let mut value = accumulators[i * PART as usize + j];

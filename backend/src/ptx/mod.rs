@@ -113,7 +113,8 @@ fn write_entry(
     let matmul = match (launch, &kernel.op) {
         (Launch::Matmul { .. }, Some(op)) => {
             let shape = MatmulShape::of(op);
-            used.extend([shape.a, shape.b, shape.c]);
+            let c = &shape.contraction;
+            used.extend([c.a, c.b, c.c]);
             used.extend(shape.bias);
             used.extend(shape.update.map(|(param, _)| param));
             Some(shape)

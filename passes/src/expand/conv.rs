@@ -250,6 +250,32 @@ pub(super) fn input_grad(
     channels_first(graph, joined)
 }
 
+/// Whether `spec` adds zeros around the input.
+pub(crate) fn padded(spec: &ConvSpec) -> bool {
+    spec.low.iter().chain(&spec.high).any(|&n| n > 0)
+}
+
+/// A convolution op with `spec` (`conv` or `conv_filter_grad`, as `op` builds it
+/// from a spec) on `x` and `other`, as the same op without padding on `x` padded:
+/// every patch element is then an element of the padded input, which `lower`'s
+/// contraction reads in place.
+pub(super) fn split_padding(
+    graph: &mut Graph,
+    spec: &ConvSpec,
+    x: NodeId,
+    other: NodeId,
+    op: impl FnOnce(ConvSpec) -> Op,
+) -> Result<NodeId, IrError> {
+    let interior = vec![0; spec.low.len()];
+    let padded = pad_spatial(graph, x, 2, (&spec.low, &spec.high, &interior), 0.0)?;
+    let unpadded = ConvSpec {
+        low: interior.clone(),
+        high: interior,
+        ..spec.clone()
+    };
+    graph.add(op(unpadded), &[padded, other])
+}
+
 /// The output's spatial extents; the op's typing rule made sure they exist.
 fn out_shape(spec: &ConvSpec, input: &[usize], taps: &[usize]) -> Vec<usize> {
     (0..input.len())

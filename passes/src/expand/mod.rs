@@ -9,6 +9,10 @@
 //! +0 with one `fma` a term), so the expanded graph computes the op's meaning bit for
 //! bit; `conv.rs` and `pool.rs` say how each op is laid out.
 //!
+//! On the GPU ([`ConvForm::Implicit`]) a convolution and its filter gradient only
+//! lose their padding, to a pad of the input, and `lower` gives them a contraction
+//! kernel (an implicit GEMM) that sums in the same order.
+//!
 //! ```text
 //! before:  %2 = conv %0, %1 stride=[1] low=[0] high=[0] dilation=[1] groups=1 : f32[1,1,3]
 //! after:   %2 = transpose %0 perm=[0,2,1]   %3 = slice %2 …   %4 = slice %2 …
@@ -20,30 +24,49 @@ use kiln_ir::{Graph, IrError, NodeId, Op};
 mod conv;
 mod pool;
 
+pub(crate) use conv::padded;
 pub(crate) use pool::max_pool_pick;
 
-/// Whether `graph` has a convolution or pooling op left to expand.
-pub fn needed(graph: &Graph) -> bool {
-    graph.node_ids().into_iter().any(|id| expands(graph.op(id)))
+/// What a convolution and its filter gradient become.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ConvForm {
+    /// im2col: the patch matrix is built from strided windows and multiplied by the
+    /// packed matmul routine (the CPU's form).
+    #[default]
+    Im2col,
+    /// Implicit GEMM: the padding is split off as a pad of the input and the op
+    /// stays, without padding, for `lower`'s contraction kernel, which reads the
+    /// patches where they lie (the GPU's form: its tiled kernel gathers the panels
+    /// anyway, so building the matrix only costs memory traffic). The input gradient
+    /// and the poolings expand as for `Im2col`.
+    Implicit,
 }
 
-fn expands(op: &Op) -> bool {
-    matches!(
-        op,
-        Op::Conv(_)
-            | Op::ConvInputGrad { .. }
-            | Op::ConvFilterGrad { .. }
-            | Op::Pool { .. }
-            | Op::PoolGrad { .. }
-    )
+/// Whether `graph` has a convolution or pooling op left to expand in `form`.
+pub fn needed(graph: &Graph, form: ConvForm) -> bool {
+    graph
+        .node_ids()
+        .into_iter()
+        .any(|id| expands(graph.op(id), form))
 }
 
-/// `graph` with every convolution and pooling op replaced by its expansion.
-pub fn run(graph: &Graph) -> Result<Graph, IrError> {
+fn expands(op: &Op, form: ConvForm) -> bool {
+    match op {
+        Op::Conv(spec) | Op::ConvFilterGrad { spec, .. } => {
+            form == ConvForm::Im2col || padded(spec)
+        }
+        Op::ConvInputGrad { .. } | Op::Pool { .. } | Op::PoolGrad { .. } => true,
+        _ => false,
+    }
+}
+
+/// `graph` with every convolution and pooling op replaced by its expansion in
+/// `form`.
+pub fn run(graph: &Graph, form: ConvForm) -> Result<Graph, IrError> {
     let mut graph = graph.clone();
     for id in graph.topo_order() {
         let op = graph.op(id).clone();
-        if !expands(&op) {
+        if !expands(&op, form) {
             continue;
         }
         let operands = graph.operands(id);
@@ -53,6 +76,15 @@ pub fn run(graph: &Graph) -> Result<Graph, IrError> {
         let expanded = match &op {
             // An empty result (an input gradient of an empty axis) has no windows.
             _ if ty.num_elements() == 0 => graph.constant(0.0, ty)?,
+            Op::Conv(spec) if form == ConvForm::Implicit => {
+                conv::split_padding(&mut graph, spec, a, b, Op::Conv)?
+            }
+            Op::ConvFilterGrad { spec, taps } if form == ConvForm::Implicit => {
+                conv::split_padding(&mut graph, spec, a, b, |spec| Op::ConvFilterGrad {
+                    spec,
+                    taps: taps.clone(),
+                })?
+            }
             Op::Conv(spec) => conv::conv(&mut graph, spec, a, b)?,
             Op::ConvInputGrad { spec, input } => conv::input_grad(&mut graph, spec, a, b, input)?,
             Op::ConvFilterGrad { spec, taps } => conv::filter_grad(&mut graph, spec, a, b, taps)?,

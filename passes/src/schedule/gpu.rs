@@ -4,6 +4,8 @@
 //! - A matmul kernel (`KernelOp::Matmul`, after [`super::epilogue`] has fused its
 //!   bias, relu or descent step) runs as a tiled kernel: 64×64 tiles of C per block of
 //!   256 threads, 4×4 per thread, 16-deep panels of A and B through shared memory.
+//!   So does a contraction (`KernelOp::Contraction`: a convolution or its filter
+//!   gradient as an implicit GEMM), its panels gathered through its strides.
 //! - Otherwise the kernel's leading perfect nest of loops is split between threads
 //!   as deep as it is *independent* ([`independent`]): every combination of the
 //!   loop variables becomes one thread's work, and the rest of the body (a
@@ -66,10 +68,15 @@ pub fn plan(program: &Program, target: &GpuTarget) -> GpuSchedule {
 }
 
 fn launch(kernel: &Kernel, target: &GpuTarget) -> Launch {
-    if let Some(KernelOp::Matmul { m, n, k, .. }) = &kernel.op {
-        if *m > 0 && *n > 0 && *k > 0 {
-            return MATMUL;
-        }
+    let work = match &kernel.op {
+        Some(KernelOp::Matmul {
+            batches, m, n, k, ..
+        }) => [*batches, *m, *n, *k],
+        Some(KernelOp::Contraction(c)) => [c.batches, c.rows(), c.columns(), c.depth()],
+        None => [0; 4],
+    };
+    if work.iter().all(|&extent| extent > 0) {
+        return MATMUL;
     }
     let nest = leading_nest(&kernel.body);
     let max_grid = u64::from(target.multiprocessors.max(1) * BLOCKS_PER_SM);

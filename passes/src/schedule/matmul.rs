@@ -38,8 +38,11 @@ pub const PARALLEL_FLOPS: usize = 1 << 18;
 pub fn run(program: &Program, target: &Target) -> Program {
     let mut program = program.clone();
     for position in 0..program.kernels.len() {
-        if let Some(op @ KernelOp::Matmul { .. }) = program.kernels[position].op.clone() {
-            let body = schedule(&mut program, &op, target);
+        if let Some(op) = program.kernels[position].op.clone() {
+            // A contraction (an implicit GEMM) keeps its loop nest on the CPU.
+            let Some(body) = schedule(&mut program, &op, target) else {
+                continue;
+            };
             let kernel: &mut Kernel = &mut program.kernels[position];
             kernel.body = body;
             kernel.locals.clear();
@@ -124,7 +127,8 @@ fn split(call: &Matmul, batches: usize, threads: usize, var: VarId) -> Option<(S
     Some((split, count))
 }
 
-fn schedule(program: &mut Program, op: &KernelOp, target: &Target) -> Vec<Stmt> {
+/// The routine calls of a matmul kernel's `op`; `None` for other ops.
+fn schedule(program: &mut Program, op: &KernelOp, target: &Target) -> Option<Vec<Stmt>> {
     let &KernelOp::Matmul {
         a,
         b,
@@ -138,7 +142,10 @@ fn schedule(program: &mut Program, op: &KernelOp, target: &Target) -> Vec<Stmt> 
         bias,
         relu,
         update,
-    } = op;
+    } = op
+    else {
+        return None;
+    };
     let (kernel, mc, kc, nc) = blocking(target, m, n, k);
     let mut call = Matmul {
         m,
@@ -175,7 +182,7 @@ fn schedule(program: &mut Program, op: &KernelOp, target: &Target) -> Vec<Stmt> 
         .into_iter()
         .chain(update.map(|(param, _)| whole(param, m * n)))
         .collect();
-    match tasks {
+    let body = match tasks {
         Some((split, count)) if count > 1 => {
             call.split = split;
             let args = [
@@ -230,5 +237,6 @@ fn schedule(program: &mut Program, op: &KernelOp, target: &Target) -> Vec<Stmt> 
             .chain(extra.iter().cloned())
             .collect(),
         }],
-    }
+    };
+    Some(body)
 }
