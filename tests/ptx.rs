@@ -244,6 +244,39 @@ fn shared_reductions_assemble() {
     }
 }
 
+/// The tiled matmul (a transposed, batched one) and a contraction in every tiling
+/// the schedule may pick assemble.
+#[test]
+fn every_matmul_tiling_assembles() {
+    use kiln::ir::Launch;
+    let Some(ptxas) = ptxas() else {
+        return;
+    };
+    let mut g = conv_graph();
+    let a = g.input("a", TensorType::f32(vec![3, 40, 70])).unwrap();
+    let b = g.input("b", TensorType::f32(vec![3, 50, 40])).unwrap();
+    let c = g.matmul_t(a, b, true, true).unwrap();
+    g.set_output("c", c).unwrap();
+    for target in [GpuTarget::sm80(), GpuTarget::sm90()] {
+        let mut program = compile_ptx(
+            &g,
+            pipeline::INFERENCE,
+            &PipelineOptions::default(),
+            &target,
+        )
+        .unwrap();
+        for part in Launch::MATMUL_PARTS {
+            for launch in &mut program.schedule.launches {
+                if matches!(launch, Launch::Matmul { .. }) {
+                    *launch = Launch::matmul(part);
+                }
+            }
+            program.module = kiln::backend::ptx::emit(&program.program, &program.schedule).unwrap();
+            assemble(&ptxas, &format!("tiles{part}"), &program);
+        }
+    }
+}
+
 /// A convolution (`x: [2, 4, 6, 5]` by `w: [6, 2, 3, 3]`, two groups, stride 2 across,
 /// padding 1) and its filter gradient.
 fn conv_graph() -> Graph {

@@ -190,6 +190,38 @@ fn binary_ops_on_every_pair_of_awkward_values() {
     check(&g, &feeds, pipeline::INFERENCE, &PipelineOptions::default()).unwrap();
 }
 
+/// As [`check`], with every matmul and contraction launched with each tiling of
+/// `Launch::MATMUL_PARTS` in turn (the schedule picks one by size; all must hold).
+fn check_every_tiling(graph: &Graph, feeds: &Feeds) -> Result<(), String> {
+    use kiln::ir::Launch;
+    let expected =
+        evaluate(graph, feeds, Precision::F32).map_err(|err| format!("interpreter: {err}"))?;
+    let mut gpu = compile_ptx(
+        graph,
+        pipeline::INFERENCE,
+        &PipelineOptions::default(),
+        &GpuTarget::sm90(),
+    )
+    .map_err(|err| format!("compile: {err}"))?;
+    for part in Launch::MATMUL_PARTS {
+        for launch in &mut gpu.schedule.launches {
+            if matches!(launch, Launch::Matmul { .. }) {
+                *launch = Launch::matmul(part);
+            }
+        }
+        gpu.module = kiln::backend::ptx::emit(&gpu.program, &gpu.schedule)
+            .map_err(|err| format!("emit: {err}"))?;
+        let (outputs, updates) = run_ptx(&gpu, feeds);
+        compare(
+            &format!("{part}x{part} per thread"),
+            &expected,
+            &outputs,
+            &updates,
+        )?;
+    }
+    Ok(())
+}
+
 #[test]
 fn matmuls_of_every_shape_and_layout_match_the_interpreter() {
     use kiln::ir::TensorType;
@@ -199,6 +231,7 @@ fn matmuls_of_every_shape_and_layout_match_the_interpreter() {
         (1, 65, 66, 17),
         (1, 70, 3, 33),
         (1, 2, 130, 40),
+        (1, 129, 5, 18),
         (3, 9, 10, 16),
         (2, 64, 64, 32),
     ];
@@ -221,8 +254,7 @@ fn matmuls_of_every_shape_and_layout_match_the_interpreter() {
             g.set_output("c", c).unwrap();
             let feeds = random_feeds(&g, &mut rng);
             let what = format!("{batches}x{m}x{n}x{k} trans {trans_a} {trans_b}");
-            check(&g, &feeds, pipeline::INFERENCE, &PipelineOptions::default())
-                .unwrap_or_else(|err| panic!("{what}: {err}"));
+            check_every_tiling(&g, &feeds).unwrap_or_else(|err| panic!("{what}: {err}"));
             // Tiny products round to -0, which a step more on padding would make +0.
             let tiny = Feeds::from([
                 (
@@ -234,7 +266,7 @@ fn matmuls_of_every_shape_and_layout_match_the_interpreter() {
                     Tensor::full(&TensorType::f32(b_shape.clone()), 1e-30).unwrap(),
                 ),
             ]);
-            check(&g, &tiny, pipeline::INFERENCE, &PipelineOptions::default())
+            check_every_tiling(&g, &tiny)
                 .unwrap_or_else(|err| panic!("{what}, tiny values: {err}"));
         }
     }
@@ -282,6 +314,9 @@ fn convolutions_run_as_implicit_gemm_and_match_the_interpreter() {
         let feeds = random_feeds(&g, &mut rng);
         check(&g, &feeds, pipeline::INFERENCE, &PipelineOptions::default())
             .unwrap_or_else(|err| panic!("{what}: {err}"));
+        if round % 4 == 0 {
+            check_every_tiling(&g, &feeds).unwrap_or_else(|err| panic!("{what}: {err}"));
+        }
         let tiny = |name: &str, shape: &[usize], value: f64| {
             let ty = TensorType::f32(shape.to_vec());
             (name.to_string(), Tensor::full(&ty, value).unwrap())

@@ -106,6 +106,22 @@ pub enum Launch {
 }
 
 impl Launch {
+    /// The elements per thread on a side of the matmul tilings the PTX kernel is
+    /// written for: square tiles of `16·p` on a side, `p×p` elements per thread (256
+    /// threads), 16-deep panels.
+    pub const MATMUL_PARTS: [u32; 3] = [2, 4, 8];
+
+    /// The tiled matmul with `part×part` elements per thread.
+    pub fn matmul(part: u32) -> Launch {
+        Launch::Matmul {
+            tile_m: 16 * part,
+            tile_n: 16 * part,
+            tile_k: 16,
+            thread_m: part,
+            thread_n: part,
+        }
+    }
+
     /// Threads per block.
     pub fn block_threads(&self) -> u32 {
         match *self {

@@ -25,12 +25,29 @@ use crate::BackendError;
 use kiln_ir::kernel::{BufferId, Contraction, ContractionAxis, KernelOp};
 use kiln_ir::{CmpOp, Launch};
 
-/// The tile sizes this kernel is written for: 256 threads in a 16×16 grid, each with
-/// a 4×4 part of a 64×64 tile.
-const TILE: u32 = 64;
-const PART: u32 = 4;
+/// The threads of a block: a 16×16 grid, each with a `part×part` piece of a square
+/// tile `16·part` on a side (`Launch::MATMUL_PARTS`).
+const THREADS: u32 = 256;
 /// The depth of a panel: 16 consecutive threads read 16 consecutive k.
 const DEPTH: u32 = 16;
+
+/// The tile's side and the part per thread of `launch`, if the kernel is written for
+/// it.
+fn tiling(launch: &Launch) -> Option<(u32, u32)> {
+    let &Launch::Matmul {
+        tile_m,
+        tile_n,
+        tile_k,
+        thread_m,
+        thread_n,
+    } = launch
+    else {
+        return None;
+    };
+    let written = Launch::MATMUL_PARTS.contains(&thread_m)
+        && (tile_m, tile_n, tile_k, thread_n) == (16 * thread_m, 16 * thread_m, DEPTH, thread_m);
+    written.then_some((tile_m, thread_m))
+}
 
 /// The matmul of a kernel and its epilogue, as the emitter needs it.
 pub struct MatmulShape {
@@ -88,9 +105,10 @@ impl MatmulShape {
         }
     }
 
-    /// The grid: tiles of columns, tiles of rows, batches.
-    pub fn grid(&self) -> [u32; 3] {
-        let tiles = |extent: usize| extent.div_ceil(TILE as usize) as u32;
+    /// The grid under tiles `tile` on a side: tiles of columns, tiles of rows,
+    /// batches.
+    pub fn grid(&self, tile: u32) -> [u32; 3] {
+        let tiles = |extent: usize| extent.div_ceil(tile as usize) as u32;
         let c = &self.contraction;
         [tiles(c.columns()), tiles(c.rows()), c.batches as u32]
     }
@@ -180,28 +198,20 @@ fn k_fast(k: &[ContractionAxis], k_stride: usize, side: &[ContractionAxis]) -> b
     innermost(k, k_stride) <= innermost(side, 0)
 }
 
-/// Writes the tiled kernel for `shape` with `launch`'s tiles into `w`.
+/// Writes the tiled kernel for `shape` with `launch`'s tiles into `w`; returns the
+/// tile's side.
 pub fn write(
     w: &mut NestWriter<'_>,
     shape: &MatmulShape,
     launch: &Launch,
-) -> Result<(), BackendError> {
-    let &Launch::Matmul {
-        tile_m,
-        tile_n,
-        tile_k,
-        thread_m,
-        thread_n,
-    } = launch
-    else {
-        return Err(w.unsupported(format!("a matmul kernel launched as {launch}")));
-    };
-    if (tile_m, tile_n, tile_k, thread_m, thread_n) != (TILE, TILE, DEPTH, PART, PART) {
+) -> Result<u32, BackendError> {
+    let Some((tile, part)) = tiling(launch) else {
         return Err(w.unsupported(format!(
-            "matmul tiles {launch}: the PTX kernel is written for 64x64x16 tiles of 4x4 per \
-             thread"
+            "a matmul kernel launched as {launch}: the PTX kernel is written for square tiles \
+             of 16p on a side, p x p per thread for p in {:?}, 16-deep panels",
+            Launch::MATMUL_PARTS
         )));
-    }
+    };
     let c = &shape.contraction;
     let (rows, columns, depth_total) = (c.rows(), c.columns(), c.depth());
     let largest = c.extents().into_iter().max().unwrap_or(0);
@@ -210,7 +220,7 @@ pub fn write(
             "a matmul operand of {largest} elements: element offsets are 32-bit"
         )));
     }
-    if c.batches > 65_535 || rows.div_ceil(TILE as usize) > 65_535 {
+    if c.batches > 65_535 || rows.div_ceil(tile as usize) > 65_535 {
         return Err(w.unsupported(format!(
             "a matmul of {} batches of {rows} rows: the grid's y and z are at most 65535",
             c.batches
@@ -236,8 +246,8 @@ pub fn write(
             tile_register: "%ctaid.x",
         },
     ];
-    let depth = tile_k as usize;
-    let panel_bytes = depth * TILE as usize * 4;
+    let depth = DEPTH as usize;
+    let panel_bytes = depth * tile as usize * 4;
     let f = &mut w.f;
     f.ins(format_args!(
         ".shared .align 16 .b8 panel_a[{}]",
@@ -252,8 +262,8 @@ pub fn write(
     let column_of_thread = f.op(Class::B32, "rem.u32", format_args!("{thread}, 16"));
     let row_of_thread = f.op(Class::B32, "div.u32", format_args!("{thread}, 16"));
 
-    // Each thread loads (16 · 64) / 256 = 4 elements of each panel per step.
-    let loads = depth * TILE as usize / 256;
+    // Each thread loads 16 · tile / 256 elements of each panel per step.
+    let loads = depth * tile as usize / THREADS as usize;
     // Per panel and load: the element offset of its side position, its depth within
     // the panel, the batch's base address, and its shared offset.
     struct Load {
@@ -266,12 +276,16 @@ pub fn write(
     let mut plan: Vec<Vec<Load>> = Vec::new();
     for panel in &panels {
         let f = &mut w.f;
-        let tile = f.op(
+        let tile_index = f.op(
             Class::B32,
             "mov.u32",
             format_args!("{}", panel.tile_register),
         );
-        let tile_start = f.op(Class::B32, "mul.lo.s32", format_args!("{tile}, {TILE}"));
+        let tile_start = f.op(
+            Class::B32,
+            "mul.lo.s32",
+            format_args!("{tile_index}, {tile}"),
+        );
         let batch_offset = f.op(
             Class::B64,
             "mul.wide.u32",
@@ -288,8 +302,8 @@ pub fn write(
         let shared_base = f.op(Class::B32, "mov.u32", format_args!("{}", panel.shared));
         let mut loads_of_panel = Vec::new();
         for q in 0..loads {
-            // k-fast: 16 consecutive threads read 16 consecutive k; side-fast: 64
-            // consecutive threads read 64 consecutive rows or columns.
+            // k-fast: 16 consecutive threads read 16 consecutive k; side-fast: `tile`
+            // consecutive threads read `tile` consecutive rows or columns.
             let (side, kk) = if panel.k_fast {
                 let side = f.op(
                     Class::B32,
@@ -299,9 +313,13 @@ pub fn write(
                 let kk = f.op(Class::B32, "mov.b32", format_args!("{column_of_thread}"));
                 (side, kk)
             } else {
-                let side = f.op(Class::B32, "rem.u32", format_args!("{thread}, {TILE}"));
-                let above = f.op(Class::B32, "div.u32", format_args!("{thread}, {TILE}"));
-                let kk = f.op(Class::B32, "add.s32", format_args!("{above}, {}", 4 * q));
+                let side = f.op(Class::B32, "rem.u32", format_args!("{thread}, {tile}"));
+                let above = f.op(Class::B32, "div.u32", format_args!("{thread}, {tile}"));
+                let kk = f.op(
+                    Class::B32,
+                    "add.s32",
+                    format_args!("{above}, {}", THREADS / tile * q as u32),
+                );
                 (side, kk)
             };
             let side_in_c = f.op(Class::B32, "add.s32", format_args!("{tile_start}, {side}"));
@@ -314,7 +332,7 @@ pub fn write(
             let slot = f.op(
                 Class::B32,
                 "mad.lo.s32",
-                format_args!("{kk}, {TILE}, {side}"),
+                format_args!("{kk}, {tile}, {side}"),
             );
             let shared = f.op(
                 Class::B32,
@@ -338,7 +356,7 @@ pub fn write(
         .iter()
         .map(|loads| loads.iter().map(|_| w.f.reg(Class::F32)).collect())
         .collect();
-    let accumulators: Vec<Reg> = (0..PART * PART)
+    let accumulators: Vec<Reg> = (0..part * part)
         .map(|_| {
             let acc = w.f.reg(Class::F32);
             w.f.ins(format_args!("mov.b32 {acc}, 0f00000000"));
@@ -411,9 +429,9 @@ pub fn write(
             format_args!("{column_of_thread}, 4, {b_base}"),
         );
         for kk in 0..steps {
-            let a: Vec<Reg> = (0..PART as usize)
+            let a: Vec<Reg> = (0..part as usize)
                 .map(|i| {
-                    let offset = (kk * TILE as usize + 16 * i) * 4;
+                    let offset = (kk * tile as usize + 16 * i) * 4;
                     f.op(
                         Class::F32,
                         "ld.shared.f32",
@@ -421,9 +439,9 @@ pub fn write(
                     )
                 })
                 .collect();
-            let b: Vec<Reg> = (0..PART as usize)
+            let b: Vec<Reg> = (0..part as usize)
                 .map(|j| {
-                    let offset = (kk * TILE as usize + 16 * j) * 4;
+                    let offset = (kk * tile as usize + 16 * j) * 4;
                     f.op(
                         Class::F32,
                         "ld.shared.f32",
@@ -431,9 +449,9 @@ pub fn write(
                     )
                 })
                 .collect();
-            for i in 0..PART as usize {
-                for j in 0..PART as usize {
-                    let acc = accumulators[i * PART as usize + j];
+            for i in 0..part as usize {
+                for j in 0..part as usize {
+                    let acc = accumulators[i * part as usize + j];
                     f.ins(format_args!("fma.rn.f32 {acc}, {}, {}, {acc}", a[i], b[j]));
                 }
             }
@@ -474,12 +492,12 @@ pub fn write(
     let row0 = f.op(
         Class::B32,
         "mad.lo.s32",
-        format_args!("{row_tile}, {TILE}, {row_of_thread}"),
+        format_args!("{row_tile}, {tile}, {row_of_thread}"),
     );
     let column0 = f.op(
         Class::B32,
         "mad.lo.s32",
-        format_args!("{column_tile}, {TILE}, {column_of_thread}"),
+        format_args!("{column_tile}, {tile}, {column_of_thread}"),
     );
     let c_batch = f.op(
         Class::B64,
@@ -493,7 +511,7 @@ pub fn write(
     let c_base = f.op(Class::B64, "add.s64", format_args!("{c_base}, {c_batch}"));
     // The thread's rows and columns, and their element offsets in C.
     let mut positions = |start: Reg, axes: &[ContractionAxis]| -> Vec<(Reg, Reg)> {
-        (0..PART)
+        (0..part)
             .map(|i| {
                 let position = f.op(Class::B32, "add.s32", format_args!("{start}, {}", 16 * i));
                 (position, offset(f, None, position, axes, 1))
@@ -519,7 +537,7 @@ pub fn write(
                 format_args!("{row_offset}, {column_offset}"),
             );
             let offset = f.op(Class::B64, "mul.wide.s32", format_args!("{element}, 4"));
-            let mut value = accumulators[i * PART as usize + j];
+            let mut value = accumulators[i * part as usize + j];
             if let Some(bias_base) = bias_base {
                 let column_offset = f.op(Class::B64, "mul.wide.s32", format_args!("{column}, 4"));
                 let address = f.op(
@@ -552,5 +570,5 @@ pub fn write(
         }
     }
     f.place(&done);
-    Ok(())
+    Ok(tile)
 }

@@ -170,8 +170,8 @@ fn write_entry(
             let Some(shape) = &matmul else {
                 return Err(w.unsupported(format!("launched as {launch}, but it is no matmul")));
             };
-            matmul::write(&mut w, shape, launch)?;
-            (shape.grid(), launch.block_threads())
+            let tile = matmul::write(&mut w, shape, launch)?;
+            (shape.grid(tile), launch.block_threads())
         }
     };
     w.f.ins(format_args!("ret"));

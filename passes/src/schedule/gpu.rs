@@ -2,8 +2,10 @@
 //! ([`kiln_ir::GpuSchedule`]), decided from its loop nests.
 //!
 //! - A matmul kernel (`KernelOp::Matmul`, after [`super::epilogue`] has fused its
-//!   bias, relu or descent step) runs as a tiled kernel: 64×64 tiles of C per block of
-//!   256 threads, 4×4 per thread, 16-deep panels of A and B through shared memory.
+//!   bias, relu or descent step) runs as a tiled kernel: square tiles of C per block
+//!   of 256 threads (32, 64 or 128 on a side, 2×2, 4×4 or 8×8 per thread: the
+//!   largest that still gives every multiprocessor a block, [`matmul_launch`]),
+//!   16-deep panels of A and B through shared memory.
 //!   So does a contraction (`KernelOp::Contraction`: a convolution or its filter
 //!   gradient as an implicit GEMM), its panels gathered through its strides.
 //! - Otherwise the kernel's leading perfect nest of loops is split between threads
@@ -46,14 +48,22 @@ pub const BLOCKS_PER_SM: u32 = 16;
 /// folds at least this many elements; shorter ones run a thread per output.
 pub const REDUCE_ELEMENTS: usize = 64;
 
-/// The tiles of the matmul kernel.
-pub const MATMUL: Launch = Launch::Matmul {
-    tile_m: 64,
-    tile_n: 64,
-    tile_k: 16,
-    thread_m: 4,
-    thread_n: 4,
-};
+/// The tiling of a matmul or contraction of `batches` problems of `rows`×`columns`
+/// on `target`: the largest tile (of `Launch::MATMUL_PARTS`) whose grid still gives
+/// every multiprocessor a block, since a bigger tile loads each element for more
+/// fmas (a `16p`-square tile does `256p²` fmas per `32p` elements loaded at each
+/// step); and when even the smallest tile leaves multiprocessors idle, the smallest,
+/// so a small product is spread over as many blocks as it can be.
+pub fn matmul_launch(batches: usize, rows: usize, columns: usize, target: &GpuTarget) -> Launch {
+    let blocks = |part: u32| {
+        let tile = 16 * part as usize;
+        batches * rows.div_ceil(tile) * columns.div_ceil(tile)
+    };
+    let fills = |part: &&u32| blocks(**part) >= target.multiprocessors as usize;
+    let parts = Launch::MATMUL_PARTS;
+    let part = parts.iter().rev().find(fills).unwrap_or(&parts[0]);
+    Launch::matmul(*part)
+}
 
 /// A launch for every kernel of `program` on `target`.
 pub fn plan(program: &Program, target: &GpuTarget) -> GpuSchedule {
@@ -76,7 +86,8 @@ fn launch(kernel: &Kernel, target: &GpuTarget) -> Launch {
         None => [0; 4],
     };
     if work.iter().all(|&extent| extent > 0) {
-        return MATMUL;
+        let [batches, rows, columns, _] = work;
+        return matmul_launch(batches, rows, columns, target);
     }
     let nest = leading_nest(&kernel.body);
     let max_grid = u64::from(target.multiprocessors.max(1) * BLOCKS_PER_SM);
@@ -346,6 +357,30 @@ mod tests {
             Launch::Threads { depth, .. } => *depth,
             _ => 0,
         }
+    }
+
+    #[test]
+    fn matmul_tiles_are_the_largest_that_fill_the_multiprocessors() {
+        let part = |batches, rows, columns, target: &GpuTarget| match matmul_launch(
+            batches, rows, columns, target,
+        ) {
+            Launch::Matmul { thread_m, .. } => thread_m,
+            other => panic!("{other}"),
+        };
+        let (a100, h100) = (GpuTarget::sm80(), GpuTarget::sm90());
+        // 4096² has 1024 tiles of 128: the biggest tiles.
+        assert_eq!(part(1, 4096, 4096, &h100), 8);
+        // 1024² has 64 tiles of 128 (too few for 108 or 132 SMs), 256 of 64.
+        assert_eq!(part(1, 1024, 1024, &a100), 4);
+        assert_eq!(part(1, 1024, 1024, &h100), 4);
+        // 1408² has 121 tiles of 128: enough for an A100's 108 SMs, not an H100's 132.
+        assert_eq!(part(1, 1408, 1408, &a100), 8);
+        assert_eq!(part(1, 1408, 1408, &h100), 4);
+        // Batches count: 2 x 1024² fills an A100 with 128 tiles of 128.
+        assert_eq!(part(2, 1024, 1024, &a100), 8);
+        // A small product gets the smallest tiles, the most blocks it can have.
+        assert_eq!(part(1, 64, 128, &h100), 2);
+        assert_eq!(part(1, 1, 1, &h100), 2);
     }
 
     #[test]
