@@ -376,7 +376,7 @@ pub(crate) fn lower_graph(
 ) -> Result<(Program, Vec<StepReport>, Duration), Error> {
     let (graph, steps) = pipeline::run(graph, steps, options, &mut print_dump)?;
     let lower_start = Instant::now();
-    let program = lower::lower(&graph)?;
+    let program = lower::lower_with(&graph, options.conv)?;
     let lower = lower_start.elapsed();
     if dumps(options, "lower") {
         print_dump("lower", &program.to_string());

@@ -118,6 +118,17 @@ fn expansion_and_compiled_code_equal_the_meaning_bit_for_bit() {
             feeds.insert(name.into(), random_tensor(&mut rng, shape));
         }
         check_three_ways(&graph, &feeds, &format!("round {round}, {:?}", case.spec));
+        // Products that round to -0: a sum's sign then shows every term it took
+        // (padding's +0 products, a tap that reads nothing adding +0).
+        let tiny = |shape: &[usize], value: f64| {
+            Tensor::full(&TensorType::f32(shape.to_vec()), value).unwrap()
+        };
+        let feeds = Feeds::from([
+            ("x".to_string(), tiny(&case.x, -1e-30)),
+            ("w".to_string(), tiny(&case.w, 1e-30)),
+            ("dy".to_string(), tiny(&case.y, -1e-30)),
+        ]);
+        check_three_ways(&graph, &feeds, &format!("round {round}, tiny values"));
     }
 }
 

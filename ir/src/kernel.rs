@@ -940,6 +940,33 @@ pub struct Contraction {
     pub n: Vec<ContractionAxis>,
     /// The summed axes: strides in a and b.
     pub k: Vec<ContractionAxis>,
+    /// Empty, or a sum over taps around the contraction ([`TapAxis`]): a
+    /// convolution's input gradient (col2im) as an implicit GEMM.
+    pub taps: Vec<TapAxis>,
+}
+
+/// One spatial axis of a [`Contraction`] summed over taps: `conv_input_grad`'s
+/// `dx[n, c, i] = Σ_t dy[n, o, y] · w[o, c, t]` where tap `t` reads position `i` from
+/// output position `y` when `s·y + d·t = i + low`.
+///
+/// The taps' axes pair with the last `taps.len()` axes of m (the positions `i`,
+/// whose strides in a are not used). For each tap `t` in row-major order the
+/// contraction runs with a's row offset plus `Σ y·out_stride` and b's offset plus
+/// `Σ t·tap_stride`, giving `p_t` (the fma chain over k from +0), or `p_t = +0` where
+/// some axis has no such `y` (`i + low − d·t` negative, not a multiple of `s`, or
+/// `y ≥ out`); each element is then `p_0 + p_1 + …`, added in tap order, the order
+/// `conv_input_grad` defines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TapAxis {
+    pub taps: usize,
+    pub dilation: usize,
+    pub stride: usize,
+    pub low: usize,
+    /// The extent of the gathered axis of a (the output positions `y`) and its stride.
+    pub out: usize,
+    pub out_stride: usize,
+    /// The stride of one tap in b.
+    pub tap_stride: usize,
 }
 
 impl Contraction {
@@ -970,9 +997,25 @@ impl Contraction {
         let empty = self.batches == 0 || self.rows() == 0 || self.columns() == 0;
         let end = |sum: usize, touched: bool| if touched && !empty { sum + 1 } else { 0 };
         let has_depth = self.depth() > 0;
+        let gathered: usize = self
+            .taps
+            .iter()
+            .map(|tap| tap.out.saturating_sub(1) * tap.out_stride)
+            .sum();
+        let shifted: usize = self
+            .taps
+            .iter()
+            .map(|tap| tap.taps.saturating_sub(1) * tap.tap_stride)
+            .sum();
         [
-            end(batch(0) + reach(&self.m, 0) + reach(&self.k, 0), has_depth),
-            end(batch(1) + reach(&self.n, 0) + reach(&self.k, 1), has_depth),
+            end(
+                batch(0) + reach(&self.m, 0) + reach(&self.k, 0) + gathered,
+                has_depth,
+            ),
+            end(
+                batch(1) + reach(&self.n, 0) + reach(&self.k, 1) + shifted,
+                has_depth,
+            ),
             end(batch(2) + reach(&self.m, 1) + reach(&self.n, 1), true),
         ]
     }
@@ -1182,6 +1225,19 @@ impl Program {
         let Some(KernelOp::Contraction(contraction)) = &kernel.op else {
             return Ok(());
         };
+        if contraction.taps.len() > contraction.m.len()
+            || contraction
+                .taps
+                .iter()
+                .any(|tap| tap.taps == 0 || tap.stride == 0 || tap.dilation == 0)
+        {
+            return Err(format!(
+                "the contraction's {} tap axes need as many position axes in m (it has {}), \
+                 and at least one tap, a stride and a dilation of 1 or more each",
+                contraction.taps.len(),
+                contraction.m.len()
+            ));
+        }
         let buffers = [contraction.a, contraction.b, contraction.c];
         for ((buffer, reach), role) in buffers
             .into_iter()
@@ -1867,7 +1923,8 @@ impl fmt::Display for KernelOp {
 
 /// `contraction a=b0 b=b1 c=b2 batches=2:8:4:6 m=[3:12:4 5:2:1] n=[4:9:1] k=[3:1:1]`:
 /// the batch count and its strides in a, b and c, then each axis as
-/// `extent:stride:stride`.
+/// `extent:stride:stride`; with taps, then `taps=[3:1:2:1:4:1:1]`, each
+/// `taps:dilation:stride:low:out:out_stride:tap_stride`.
 impl fmt::Display for Contraction {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let [sa, sb, sc] = self.batch_strides;
@@ -1882,6 +1939,24 @@ impl fmt::Display for Contraction {
                 let sep = if position == 0 { "" } else { " " };
                 let [first, second] = axis.strides;
                 write!(f, "{sep}{}:{first}:{second}", axis.extent)?;
+            }
+            f.write_str("]")?;
+        }
+        if !self.taps.is_empty() {
+            f.write_str(" taps=[")?;
+            for (position, tap) in self.taps.iter().enumerate() {
+                let sep = if position == 0 { "" } else { " " };
+                write!(
+                    f,
+                    "{sep}{}:{}:{}:{}:{}:{}:{}",
+                    tap.taps,
+                    tap.dilation,
+                    tap.stride,
+                    tap.low,
+                    tap.out,
+                    tap.out_stride,
+                    tap.tap_stride
+                )?;
             }
             f.write_str("]")?;
         }

@@ -27,7 +27,7 @@
 use crate::kernel::{
     Buffer, BufferId, Contraction, ContractionAxis, Epilogue, Expr, Index, Indirect, Kernel,
     KernelOp, LocalId, LoopKind, Matmul, MicroKernel, Output, Program, Routine, Scalar, Slice,
-    Split, Stmt, Storage, Update, VType, VarId,
+    Split, Stmt, Storage, TapAxis, Update, VType, VarId,
 };
 use crate::lex::{self, error_at, Syntax, Token};
 use crate::op::{BinaryOp, CmpOp, Distribution, UnaryOp};
@@ -358,6 +358,32 @@ impl Parser {
         let m = self.contraction_axes("m")?;
         let n = self.contraction_axes("n")?;
         let k = self.contraction_axes("k")?;
+        let mut taps = Vec::new();
+        if self.peek_word() == Some("taps") {
+            self.attribute("taps")?;
+            self.punct('[', "before the tap axes")?;
+            while !self.eat_punct(']') {
+                let mut fields = [0; 7];
+                for (position, field) in fields.iter_mut().enumerate() {
+                    if position > 0 {
+                        self.punct(':', "between a tap axis's fields")?;
+                    }
+                    *field = self.integer(
+                        "a tap axis field (taps:dilation:stride:low:out:out_stride:tap_stride)",
+                    )?;
+                }
+                let [taps_n, dilation, stride, low, out, out_stride, tap_stride] = fields;
+                taps.push(TapAxis {
+                    taps: taps_n,
+                    dilation,
+                    stride,
+                    low,
+                    out,
+                    out_stride,
+                    tap_stride,
+                });
+            }
+        }
         Ok(Contraction {
             a,
             b,
@@ -367,6 +393,7 @@ impl Parser {
             m,
             n,
             k,
+            taps,
         })
     }
 

@@ -25,7 +25,8 @@
 //! - `conv` and `conv_filter_grad` without padding (the GPU's expansion leaves them
 //!   so) are a contraction (`contraction.rs`): the same fma chain per element, over a
 //!   strided view of the input, recorded as `KernelOp::Contraction` for the GPU's
-//!   tiled kernel (an implicit GEMM).
+//!   tiled kernel (an implicit GEMM); `conv_input_grad` is a contraction summed over
+//!   the taps.
 //! - `gather` is one kernel over its result whose element is an `Expr::Gather` of
 //!   the params buffer at the position an index load gives (0 out of range);
 //!   `scatter_add` is a zero-fill kernel, then a kernel over the updates whose
@@ -81,14 +82,18 @@ pub enum LowerError {
 /// The largest tensor a kernel loop can count over (loop indices are also i32 values).
 const MAX_ELEMENTS: usize = kiln_ir::types::MAX_ELEMENTS;
 
-/// Lowers `graph` to a kernel program.
+/// Lowers `graph` to a kernel program, convolutions as im2col and matmuls (the CPU's
+/// form).
 pub fn lower(graph: &Graph) -> Result<Program, LowerError> {
+    lower_with(graph, ConvForm::Im2col)
+}
+
+/// Lowers `graph` to a kernel program; the convolution and pooling ops no pipeline
+/// step expanded are expanded in `form` first (`ConvForm::Implicit` leaves the
+/// convolutions that lower to contractions, the implicit GEMM).
+pub fn lower_with(graph: &Graph, form: ConvForm) -> Result<Program, LowerError> {
     verify(graph)?;
-    // Convolutions and poolings run as their expansion, where no pipeline step
-    // expanded them: an unpadded convolution or filter gradient is lowered to a
-    // contraction (an implicit GEMM), the rest to primitives.
     let expanded;
-    let form = ConvForm::Implicit;
     let graph = if crate::expand::needed(graph, form) {
         expanded = crate::expand::run(graph, form)?;
         &expanded
@@ -702,8 +707,13 @@ impl Lowering<'_> {
                 let spec = spec.clone();
                 Value::Buffer(self.conv_contraction(name, &spec, x, other, taps.as_deref(), &ty))
             }
+            Op::ConvInputGrad { spec, .. } => {
+                let dy = (self.concrete(operands[0]), graph.ty(operands[0]));
+                let w = (self.concrete(operands[1]), graph.ty(operands[1]));
+                let spec = spec.clone();
+                Value::Buffer(self.input_grad_contraction(name, &spec, dy, w, &ty))
+            }
             Op::Conv(_)
-            | Op::ConvInputGrad { .. }
             | Op::ConvFilterGrad { .. }
             | Op::Pool { .. }
             | Op::PoolGrad { .. } => {

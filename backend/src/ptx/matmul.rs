@@ -90,6 +90,7 @@ impl MatmulShape {
                             k,
                             [if trans_a { m } else { 1 }, if trans_b { 1 } else { n }],
                         ),
+                        taps: Vec::new(),
                     },
                     bias,
                     relu,

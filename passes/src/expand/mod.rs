@@ -10,8 +10,8 @@
 //! bit; `conv.rs` and `pool.rs` say how each op is laid out.
 //!
 //! On the GPU ([`ConvForm::Implicit`]) a convolution and its filter gradient only
-//! lose their padding, to a pad of the input, and `lower` gives them a contraction
-//! kernel (an implicit GEMM) that sums in the same order.
+//! lose their padding, to a pad of the input, the input gradient stays, and `lower`
+//! gives each a contraction kernel (an implicit GEMM) that sums in the same order.
 //!
 //! ```text
 //! before:  %2 = conv %0, %1 stride=[1] low=[0] high=[0] dilation=[1] groups=1 : f32[1,1,3]
@@ -34,11 +34,12 @@ pub enum ConvForm {
     /// packed matmul routine (the CPU's form).
     #[default]
     Im2col,
-    /// Implicit GEMM: the padding is split off as a pad of the input and the op
-    /// stays, without padding, for `lower`'s contraction kernel, which reads the
-    /// patches where they lie (the GPU's form: its tiled kernel gathers the panels
-    /// anyway, so building the matrix only costs memory traffic). The input gradient
-    /// and the poolings expand as for `Im2col`.
+    /// Implicit GEMM: a convolution and its filter gradient have their padding
+    /// split off as a pad of the input and stay, without padding, for `lower`'s
+    /// contraction kernel, which reads the patches where they lie; the input
+    /// gradient stays as it is, for a contraction summed over taps (the GPU's form:
+    /// its tiled kernel gathers the panels anyway, so building the patch matrix only
+    /// costs memory traffic). The poolings expand as for `Im2col`.
     Implicit,
 }
 
@@ -55,7 +56,8 @@ fn expands(op: &Op, form: ConvForm) -> bool {
         Op::Conv(spec) | Op::ConvFilterGrad { spec, .. } => {
             form == ConvForm::Im2col || padded(spec)
         }
-        Op::ConvInputGrad { .. } | Op::Pool { .. } | Op::PoolGrad { .. } => true,
+        Op::ConvInputGrad { .. } => form == ConvForm::Im2col,
+        Op::Pool { .. } | Op::PoolGrad { .. } => true,
         _ => false,
     }
 }

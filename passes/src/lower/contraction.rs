@@ -17,11 +17,12 @@
 
 use super::{as_i64, read, wrap, KernelBuilder, Lowering, Value};
 use kiln_ir::kernel::{
-    BufferId, Contraction, ContractionAxis, Expr, Index, KernelOp, Scalar, Stmt, Storage, VarId,
+    BufferId, Contraction, ContractionAxis, Expr, Index, KernelOp, LocalId, Scalar, Stmt, Storage,
+    TapAxis, VarId,
 };
 use kiln_ir::op::ConvSpec;
 use kiln_ir::types::strides;
-use kiln_ir::{DType, TensorType};
+use kiln_ir::{BinaryOp, CmpOp, DType, TensorType};
 
 /// Axes of one extent contribute nothing and get no loop.
 fn axis(extent: usize, strides: [usize; 2]) -> Option<ContractionAxis> {
@@ -127,6 +128,7 @@ fn conv(spec: &ConvSpec, x: &TensorType, w: &TensorType, y: &TensorType) -> Cont
         m,
         n: axis(o, [c * t, q]).into_iter().collect(),
         k,
+        taps: Vec::new(),
     }
 }
 
@@ -151,10 +153,149 @@ fn filter_grad(spec: &ConvSpec, x: &TensorType, dy: &TensorType, taps: &[usize])
         m: axis(o, [q, c * t]).into_iter().collect(),
         n,
         k,
+        taps: Vec::new(),
+    }
+}
+
+/// One tap's term of a tap sum (see `TapAxis`), inside the loops over the taps
+/// (`taps`, the position of every axis of `axes` in `positions`): the part `acc`
+/// is the fma chain (`step`) over `k` for the one output position `y` (looped over
+/// in `outs`) that the tap reads the position from, or +0 where there is none, then
+/// added to `total` (assigned at the first tap).
+///
+/// Integer division is not in the kernel IR, so the loop nest looks the output
+/// position up rather than computing it: it runs over every `y` and takes the fma
+/// steps only where `s·y + d·t = i + low` on every axis. The GPU's tiled kernel
+/// computes `y` instead.
+fn tap_sum(
+    axes: &[TapAxis],
+    positions: &[(VarId, usize)],
+    taps: &[(VarId, usize)],
+    outs: &[(VarId, usize)],
+    k: &[(VarId, usize)],
+    (acc, total): (LocalId, LocalId),
+    step: Expr,
+) -> Vec<Stmt> {
+    let holds = |index: Index, value: usize| {
+        Expr::compare(
+            CmpOp::Eq,
+            Expr::index_value(&index),
+            Expr::Const(Scalar::I32(value as i32)),
+        )
+    };
+    let mut reads: Option<Expr> = None;
+    for (a, tap) in axes.iter().enumerate() {
+        let meets = Index::new(
+            [
+                (outs[a].0, as_i64(tap.stride)),
+                (taps[a].0, as_i64(tap.dilation)),
+                (positions[a].0, -1),
+            ],
+            0,
+        );
+        let axis_reads = holds(meets, tap.low);
+        reads = Some(match reads {
+            None => axis_reads,
+            Some(all) => Expr::select(all, axis_reads, Expr::Const(Scalar::Bool(false))),
+        });
+    }
+    let first = holds(Index::new(taps.iter().map(|&(var, _)| (var, 1)), 0), 0);
+    let mut body = vec![Stmt::Assign {
+        local: acc,
+        value: Expr::Const(Scalar::F32(0.0)),
+    }];
+    if let Some(reads) = reads {
+        let gated = Expr::select(reads, step, Expr::Local(acc));
+        let mut nest = outs.to_vec();
+        nest.extend_from_slice(k);
+        body.extend(wrap(
+            &nest,
+            vec![Stmt::Assign {
+                local: acc,
+                value: gated,
+            }],
+        ));
+    }
+    body.push(Stmt::Assign {
+        local: total,
+        value: Expr::select(
+            first,
+            Expr::Local(acc),
+            Expr::binary(BinaryOp::Add, Expr::Local(total), Expr::Local(acc)),
+        ),
+    });
+    body
+}
+
+/// `conv_input_grad` of `dy: [N, G·O, Q…]` and `w: [G·O, C, T…]` into
+/// `dx: [N, G·C, I…]` (see the module docs): rows `(n, i…)`, columns `c`, sums over
+/// `o` for each tap, added over the taps.
+fn input_grad(spec: &ConvSpec, dy: &TensorType, w: &TensorType, dx: &TensorType) -> Contraction {
+    let layout = ConvLayout::new(spec, dx, dy, &w.shape[2..]);
+    let (c, o) = (layout.channels, layout.filters);
+    let (q, t) = (layout.out.2, layout.taps.2);
+    let (input_strides, i) = (&layout.input.0, layout.input.1);
+    let groups = layout.groups;
+    // The positions' strides in dy come from the taps (`TapAxis::out_stride`).
+    let mut m = vec![ContractionAxis {
+        extent: layout.batch,
+        strides: [groups * o * q, groups * c * i],
+    }];
+    m.extend(
+        dx.shape[2..]
+            .iter()
+            .zip(input_strides)
+            .map(|(&extent, &stride)| ContractionAxis {
+                extent,
+                strides: [0, stride],
+            }),
+    );
+    let (out, out_strides, _) = &layout.out;
+    let (taps, tap_strides, _) = &layout.taps;
+    let taps = (0..taps.len())
+        .map(|a| TapAxis {
+            taps: taps[a],
+            dilation: spec.dilation[a],
+            stride: spec.stride[a],
+            low: spec.low[a],
+            out: out[a],
+            out_stride: out_strides[a],
+            tap_stride: tap_strides[a],
+        })
+        .collect();
+    Contraction {
+        a: BufferId(0),
+        b: BufferId(0),
+        c: BufferId(0),
+        batches: groups,
+        batch_strides: [o * q, o * c * t, c * i],
+        m,
+        n: vec![ContractionAxis {
+            extent: c,
+            strides: [t, i],
+        }],
+        k: vec![ContractionAxis {
+            extent: o,
+            strides: [q, c * t],
+        }],
+        taps,
     }
 }
 
 impl Lowering<'_> {
+    /// `conv_input_grad` of `dy` and `w` as a contraction kernel summed over taps.
+    pub(super) fn input_grad_contraction(
+        &mut self,
+        name: &str,
+        spec: &ConvSpec,
+        (dy, dy_ty): (Value, &TensorType),
+        (w, w_ty): (Value, &TensorType),
+        ty: &TensorType,
+    ) -> BufferId {
+        let shape = input_grad(spec, dy_ty, w_ty, ty);
+        self.contraction(name, shape, dy, w, ty)
+    }
+
     /// `conv` without padding on `x` and `w`, or `conv_filter_grad` on `x` and `dy`
     /// (`filter_taps` its taps), as a contraction kernel.
     pub(super) fn conv_contraction(
@@ -199,23 +340,60 @@ impl Lowering<'_> {
         let index = |which: usize, first: Vec<(VarId, i64)>, second: Vec<(VarId, i64)>| {
             Index::new(batch_term(which).into_iter().chain(first).chain(second), 0)
         };
-        let a_index = index(0, terms(&m, &shape.m, 0), terms(&k, &shape.k, 0));
-        let b_index = index(1, terms(&n, &shape.n, 0), terms(&k, &shape.k, 1));
+        // With taps: their loops, the gathered output positions', and each tap's
+        // shift of a's rows and b.
+        let tap_loops: Vec<(VarId, usize)> =
+            shape.taps.iter().map(|tap| (kernel.var(), tap.taps)).collect();
+        let out_loops: Vec<(VarId, usize)> =
+            shape.taps.iter().map(|tap| (kernel.var(), tap.out)).collect();
+        let gathered = out_loops
+            .iter()
+            .zip(&shape.taps)
+            .map(|(&(var, _), tap)| (var, as_i64(tap.out_stride)));
+        let shifted = tap_loops
+            .iter()
+            .zip(&shape.taps)
+            .map(|(&(var, _), tap)| (var, as_i64(tap.tap_stride)));
+        let mut a_terms = terms(&m, &shape.m, 0);
+        a_terms.extend(gathered);
+        let mut b_terms = terms(&n, &shape.n, 0);
+        b_terms.extend(shifted);
+        let a_index = index(0, a_terms, terms(&k, &shape.k, 0));
+        let b_index = index(1, b_terms, terms(&k, &shape.k, 1));
         let c_index = index(2, terms(&m, &shape.m, 1), terms(&n, &shape.n, 1));
         // The fma chain over k in row-major order from +0, as a matmul's.
         let acc = kernel.local(DType::F32);
+        let zero = || Expr::Const(Scalar::F32(0.0));
+        let step = Expr::fma(read(a, a_index), read(b, b_index), Expr::Local(acc));
         let mut element = vec![Stmt::Assign {
             local: acc,
-            value: Expr::Const(Scalar::F32(0.0)),
+            value: zero(),
         }];
-        if shape.depth() > 0 {
+        if shape.taps.is_empty() {
+            if shape.depth() > 0 {
+                element.extend(wrap(
+                    &k,
+                    vec![Stmt::Assign {
+                        local: acc,
+                        value: step,
+                    }],
+                ));
+            }
+        } else {
+            let total = kernel.local(DType::F32);
+            let positions = &m[m.len() - shape.taps.len()..];
+            element = vec![Stmt::Assign {
+                local: total,
+                value: zero(),
+            }];
             element.extend(wrap(
-                &k,
-                vec![Stmt::Assign {
-                    local: acc,
-                    value: Expr::fma(read(a, a_index), read(b, b_index), Expr::Local(acc)),
-                }],
+                &tap_loops,
+                tap_sum(&shape.taps, positions, &tap_loops, &out_loops, &k, (acc, total), step),
             ));
+            element.push(Stmt::Assign {
+                local: acc,
+                value: Expr::Local(total),
+            });
         }
         element.push(Stmt::Store {
             buffer: out,
