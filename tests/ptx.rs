@@ -278,7 +278,7 @@ fn every_matmul_tiling_assembles() {
 }
 
 /// A convolution (`x: [2, 4, 6, 5]` by `w: [6, 2, 3, 3]`, two groups, stride 2 across,
-/// padding 1) and its filter gradient.
+/// padding 1) and its two gradients.
 fn conv_graph() -> Graph {
     let spec = ConvSpec {
         stride: vec![1, 2],
@@ -293,15 +293,27 @@ fn conv_graph() -> Graph {
     let y = g.add(Op::Conv(spec.clone()), &[x, w]).unwrap();
     let dy = g.input("dy", g.ty(y).clone()).unwrap();
     let taps = vec![3, 3];
+    let input = vec![6, 5];
+    let dx = g
+        .add(
+            Op::ConvInputGrad {
+                spec: spec.clone(),
+                input,
+            },
+            &[dy, w],
+        )
+        .unwrap();
     let dw = g.add(Op::ConvFilterGrad { spec, taps }, &[x, dy]).unwrap();
     g.set_output("y", y).unwrap();
+    g.set_output("dx", dx).unwrap();
     g.set_output("dw", dw).unwrap();
     g
 }
 
 /// A convolution is an implicit GEMM on the GPU: after the pad, the convolution and
 /// its filter gradient are one contraction kernel each (whose op line shows the
-/// strides through which the tiled kernel gathers its panels), and ptxas takes them.
+/// strides through which the tiled kernel gathers its panels), the input gradient
+/// one summed over taps, and ptxas takes them.
 #[test]
 fn convolutions_are_implicit_gemms() {
     let g = conv_graph();

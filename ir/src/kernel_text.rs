@@ -953,6 +953,26 @@ mod tests {
     }
 
     #[test]
+    fn contractions_print_and_parse_back() {
+        for op in [
+            "contraction a=b0 b=b1 c=b2 batches=1:10:6:2 m=[2:2:1] n=[] k=[3:1:1 2:5:3]",
+            "contraction a=b0 b=b1 c=b2 batches=2:36:54:60 m=[2:72:120 6:0:5 5:0:1] n=[2:9:30] \
+             k=[3:12:18] taps=[3:1:1:1:6:2:3 3:1:2:1:2:1:1]",
+        ] {
+            let text = format!(
+                "program \"p\" {{\n  b0: f32[200] input \"a\"\n  b1: f32[200] input \"b\"\n  \
+                 b2: f32[200] temp\n\n  kernel k0 k {{\n    op {op}\n  }}\n}}\n"
+            );
+            let program = parse(&text).unwrap_or_else(|err| panic!("{err}"));
+            assert_eq!(program.to_string(), text);
+            assert!(matches!(
+                &program.kernels[0].op,
+                Some(KernelOp::Contraction(c)) if c.k.len() + c.taps.len() >= 2
+            ));
+        }
+    }
+
+    #[test]
     fn constants_keep_their_bits() {
         for value in [
             0.1f32,

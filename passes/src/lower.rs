@@ -713,10 +713,7 @@ impl Lowering<'_> {
                 let spec = spec.clone();
                 Value::Buffer(self.input_grad_contraction(name, &spec, dy, w, &ty))
             }
-            Op::Conv(_)
-            | Op::ConvFilterGrad { .. }
-            | Op::Pool { .. }
-            | Op::PoolGrad { .. } => {
+            Op::Conv(_) | Op::ConvFilterGrad { .. } | Op::Pool { .. } | Op::PoolGrad { .. } => {
                 unreachable!("`lower` expands convolutions and poolings first")
             }
             Op::Iota { axis, .. } => self.define(

@@ -22,7 +22,7 @@ use super::func::{Class, Func, Reg};
 use super::kernel::NestWriter;
 use crate::math::Arith;
 use crate::BackendError;
-use kiln_ir::kernel::{BufferId, Contraction, ContractionAxis, KernelOp};
+use kiln_ir::kernel::{BufferId, Contraction, ContractionAxis, KernelOp, TapAxis};
 use kiln_ir::{CmpOp, Launch};
 
 /// The threads of a block: a 16×16 grid, each with a `part×part` piece of a square
@@ -164,6 +164,81 @@ fn offset(
     add(f, rest, outermost.strides[which], total)
 }
 
+/// The coordinates of position `index` (a register) along axes of `extents` in
+/// row-major order; the outermost is not reduced.
+fn coordinates(f: &mut Func, index: Reg, extents: &[usize]) -> Vec<Reg> {
+    let mut rest = index;
+    let mut coordinates = Vec::with_capacity(extents.len());
+    for &extent in extents.iter().skip(1).rev() {
+        coordinates.push(f.op(Class::B32, "rem.u32", format_args!("{rest}, {extent}")));
+        rest = f.op(Class::B32, "div.u32", format_args!("{rest}, {extent}"));
+    }
+    if !extents.is_empty() {
+        coordinates.push(rest);
+    }
+    coordinates.reverse();
+    coordinates
+}
+
+/// For positions `i` (registers, one per tap axis) and tap `t`: whether the tap
+/// reads each position from an output position `y` (`s·y + d·t = i + low` with
+/// `0 ≤ y < out` on every axis), and `Σ y·out_stride` (meaningless where it does
+/// not).
+fn tap_reads(f: &mut Func, positions: &[Reg], tap: &[Reg], axes: &[TapAxis]) -> (Reg, Reg) {
+    let mut reads: Option<Reg> = None;
+    let mut offset: Option<Reg> = None;
+    for ((&i, &t), axis) in positions.iter().zip(tap).zip(axes) {
+        let shifted = f.op(Class::B32, "add.s32", format_args!("{i}, {}", axis.low));
+        let back = f.op(
+            Class::B32,
+            "mul.lo.s32",
+            format_args!("{t}, {}", axis.dilation),
+        );
+        let j = f.op(Class::B32, "sub.s32", format_args!("{shifted}, {back}"));
+        let mut holds = f.op(Class::Pred, "setp.ge.s32", format_args!("{j}, 0"));
+        let y = if axis.stride > 1 {
+            let rest = f.op(Class::B32, "rem.s32", format_args!("{j}, {}", axis.stride));
+            let exact = f.op(Class::Pred, "setp.eq.s32", format_args!("{rest}, 0"));
+            holds = f.op(Class::Pred, "and.pred", format_args!("{holds}, {exact}"));
+            f.op(Class::B32, "div.s32", format_args!("{j}, {}", axis.stride))
+        } else {
+            j
+        };
+        let inside = f.op(
+            Class::Pred,
+            "setp.lt.s32",
+            format_args!("{y}, {}", axis.out),
+        );
+        holds = f.op(Class::Pred, "and.pred", format_args!("{holds}, {inside}"));
+        reads = Some(match reads {
+            None => holds,
+            Some(all) => f.op(Class::Pred, "and.pred", format_args!("{all}, {holds}")),
+        });
+        offset = Some(match offset {
+            None => f.op(
+                Class::B32,
+                "mul.lo.s32",
+                format_args!("{y}, {}", axis.out_stride),
+            ),
+            Some(sum) => f.op(
+                Class::B32,
+                "mad.lo.s32",
+                format_args!("{y}, {}, {sum}", axis.out_stride),
+            ),
+        });
+    }
+    // (No tap axes: every tap reads every position, at offset 0.)
+    let offset = offset.unwrap_or_else(|| f.int_const(0));
+    let reads = reads.unwrap_or_else(|| {
+        f.op(
+            Class::Pred,
+            "setp.eq.s32",
+            format_args!("{offset}, {offset}"),
+        )
+    });
+    (reads, offset)
+}
+
 /// One operand's panel: where its elements are in global memory and in shared
 /// memory.
 struct Panel<'a> {
@@ -273,7 +348,16 @@ pub fn write(
         side_valid: Reg,
         global: Reg,
         shared: Reg,
+        /// With taps: the offset and validity of the side position itself (which
+        /// each tap shifts into `side_offset` and `side_valid`), and for A the
+        /// position's coordinates along the tap axes.
+        tap: Option<(Reg, Reg, Vec<Reg>)>,
     }
+    let taps = &c.taps;
+    let tap_extents: Vec<usize> = taps.iter().map(|tap| tap.taps).collect();
+    // The m axes the taps gather through: the last `taps.len()`.
+    let position_axes = c.m.len() - taps.len();
+    let m_extents: Vec<usize> = c.m.iter().map(|axis| axis.extent).collect();
     let mut plan: Vec<Vec<Load>> = Vec::new();
     for panel in &panels {
         let f = &mut w.f;
@@ -340,12 +424,24 @@ pub fn write(
                 "mad.lo.s32",
                 format_args!("{slot}, 4, {shared_base}"),
             );
+            let (side_offset, side_valid, tap) = if taps.is_empty() {
+                (side_offset, side_valid, None)
+            } else {
+                let positions = if panel.k_stride == 0 {
+                    coordinates(f, side_in_c, &m_extents)[position_axes..].to_vec()
+                } else {
+                    Vec::new()
+                };
+                let tap = Some((side_offset, side_valid, positions));
+                (f.reg(Class::B32), f.reg(Class::Pred), tap)
+            };
             loads_of_panel.push(Load {
                 side_offset,
                 kk,
                 side_valid,
                 global: batch_base,
                 shared,
+                tap,
             });
         }
         plan.push(loads_of_panel);
@@ -357,13 +453,7 @@ pub fn write(
         .iter()
         .map(|loads| loads.iter().map(|_| w.f.reg(Class::F32)).collect())
         .collect();
-    let accumulators: Vec<Reg> = (0..part * part)
-        .map(|_| {
-            let acc = w.f.reg(Class::F32);
-            w.f.ins(format_args!("mov.b32 {acc}, 0f00000000"));
-            acc
-        })
-        .collect();
+    let accumulators: Vec<Reg> = (0..part * part).map(|_| w.f.reg(Class::F32)).collect();
 
     // Reads panel `k_start` (a register holding its first k) into the staging
     // registers; zeros outside A and B.
@@ -460,6 +550,73 @@ pub fn write(
     };
 
     let f = &mut w.f;
+    // With taps: the thread's rows and their coordinates along the tap axes (for
+    // which taps reach them), the running sums, the tap, and the loop over the taps.
+    let row_tile = f.op(Class::B32, "mov.u32", format_args!("%ctaid.y"));
+    let row0 = f.op(
+        Class::B32,
+        "mad.lo.s32",
+        format_args!("{row_tile}, {tile}, {row_of_thread}"),
+    );
+    let mut tap_loop = None;
+    if !taps.is_empty() {
+        let thread_rows: Vec<Vec<Reg>> = (0..part)
+            .map(|i| {
+                let row = f.op(Class::B32, "add.s32", format_args!("{row0}, {}", 16 * i));
+                coordinates(f, row, &m_extents)[position_axes..].to_vec()
+            })
+            .collect();
+        let totals: Vec<Reg> = (0..part * part)
+            .map(|_| {
+                let total = f.reg(Class::F32);
+                f.ins(format_args!("mov.b32 {total}, 0f00000000"));
+                total
+            })
+            .collect();
+        let tap = f.int_const(0);
+        let top = f.label();
+        f.place(&top);
+        let tap_coordinates = coordinates(f, tap, &tap_extents);
+        let tap_axes: Vec<ContractionAxis> = taps
+            .iter()
+            .map(|axis| ContractionAxis {
+                extent: axis.taps,
+                strides: [axis.tap_stride, 0],
+            })
+            .collect();
+        let shift = offset(f, None, tap, &tap_axes, 0);
+        for loads in &plan {
+            for load in loads {
+                let Some((static_offset, static_valid, positions)) = &load.tap else {
+                    continue;
+                };
+                if positions.is_empty() {
+                    // b: the tap's column of w.
+                    f.ins(format_args!(
+                        "add.s32 {}, {static_offset}, {shift}",
+                        load.side_offset
+                    ));
+                    f.ins(format_args!("mov.pred {}, {static_valid}", load.side_valid));
+                } else {
+                    let (reads, gathered) = tap_reads(f, positions, &tap_coordinates, taps);
+                    f.ins(format_args!(
+                        "add.s32 {}, {static_offset}, {gathered}",
+                        load.side_offset
+                    ));
+                    f.ins(format_args!(
+                        "and.pred {}, {static_valid}, {reads}",
+                        load.side_valid
+                    ));
+                }
+            }
+        }
+        // The previous tap's last panel may still be read from shared memory.
+        f.ins(format_args!("bar.sync 0"));
+        tap_loop = Some((thread_rows, totals, tap, top, tap_coordinates));
+    }
+    for &acc in &accumulators {
+        f.ins(format_args!("mov.b32 {acc}, 0f00000000"));
+    }
     let k_start = f.int_const(0);
     let which = f.int_const(0);
     fetch(f, k_start);
@@ -486,15 +643,37 @@ pub fn write(
     f.place(&last);
     compute(f, which, last_depth);
     f.place(&after);
+    // With taps: this tap's part of each element (+0 where the tap reads nothing
+    // for its row) added to the running sum (assigned at the first tap); the next
+    // tap.
+    let results = match &tap_loop {
+        None => accumulators.clone(),
+        Some((thread_rows, totals, tap, top, tap_coordinates)) => {
+            let first = f.op(Class::Pred, "setp.eq.s32", format_args!("{tap}, 0"));
+            for (i, positions) in thread_rows.iter().enumerate() {
+                let (reads, _) = tap_reads(f, positions, tap_coordinates, taps);
+                for j in 0..part as usize {
+                    let slot = i * part as usize + j;
+                    let (acc, total) = (accumulators[slot], totals[slot]);
+                    let term = f.op(
+                        Class::F32,
+                        "selp.f32",
+                        format_args!("{acc}, 0f00000000, {reads}"),
+                    );
+                    let sum = f.fadd(total, term);
+                    f.ins(format_args!("selp.f32 {total}, {term}, {sum}, {first}"));
+                }
+            }
+            let count: usize = tap_extents.iter().product();
+            f.ins(format_args!("add.s32 {tap}, {tap}, 1"));
+            let more = f.op(Class::Pred, "setp.lt.s32", format_args!("{tap}, {count}"));
+            f.ins(format_args!("@{more} bra {top}"));
+            totals.clone()
+        }
+    };
 
     // The epilogue, element by element, in the loop nest's order of operations.
-    let row_tile = f.op(Class::B32, "mov.u32", format_args!("%ctaid.y"));
     let column_tile = f.op(Class::B32, "mov.u32", format_args!("%ctaid.x"));
-    let row0 = f.op(
-        Class::B32,
-        "mad.lo.s32",
-        format_args!("{row_tile}, {tile}, {row_of_thread}"),
-    );
     let column0 = f.op(
         Class::B32,
         "mad.lo.s32",
@@ -538,7 +717,7 @@ pub fn write(
                 format_args!("{row_offset}, {column_offset}"),
             );
             let offset = f.op(Class::B64, "mul.wide.s32", format_args!("{element}, 4"));
-            let mut value = accumulators[i * part as usize + j];
+            let mut value = results[i * part as usize + j];
             if let Some(bias_base) = bias_base {
                 let column_offset = f.op(Class::B64, "mul.wide.s32", format_args!("{column}, 4"));
                 let address = f.op(

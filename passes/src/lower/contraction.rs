@@ -342,10 +342,16 @@ impl Lowering<'_> {
         };
         // With taps: their loops, the gathered output positions', and each tap's
         // shift of a's rows and b.
-        let tap_loops: Vec<(VarId, usize)> =
-            shape.taps.iter().map(|tap| (kernel.var(), tap.taps)).collect();
-        let out_loops: Vec<(VarId, usize)> =
-            shape.taps.iter().map(|tap| (kernel.var(), tap.out)).collect();
+        let tap_loops: Vec<(VarId, usize)> = shape
+            .taps
+            .iter()
+            .map(|tap| (kernel.var(), tap.taps))
+            .collect();
+        let out_loops: Vec<(VarId, usize)> = shape
+            .taps
+            .iter()
+            .map(|tap| (kernel.var(), tap.out))
+            .collect();
         let gathered = out_loops
             .iter()
             .zip(&shape.taps)
@@ -388,7 +394,15 @@ impl Lowering<'_> {
             }];
             element.extend(wrap(
                 &tap_loops,
-                tap_sum(&shape.taps, positions, &tap_loops, &out_loops, &k, (acc, total), step),
+                tap_sum(
+                    &shape.taps,
+                    positions,
+                    &tap_loops,
+                    &out_loops,
+                    &k,
+                    (acc, total),
+                    step,
+                ),
             ));
             element.push(Stmt::Assign {
                 local: acc,
