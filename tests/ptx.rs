@@ -12,13 +12,11 @@
 //! where its absence fails them.
 
 use kiln::frontend::lang::ElaborateOptions;
-use kiln::gpu::compile_ptx;
 use kiln::gpu::{ptx_inference, ptx_train_step, GpuProgram};
 use kiln::ir::kernel::KernelOp;
 use kiln::ir::op::ConvSpec;
 use kiln::ir::{GpuTarget, Graph, Op, TensorType};
 use kiln::model_file;
-use kiln::passes::pipeline::{self, PipelineOptions};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -209,9 +207,7 @@ fn launches_match_the_module() {
 /// a block (warp shuffles, shared memory) over f32, i32 and bool.
 #[test]
 fn shared_reductions_assemble() {
-    use kiln::gpu::compile_ptx;
-    use kiln::ir::{CmpOp, Graph, Launch, ReduceOp, TensorType};
-    use kiln::passes::pipeline::{self, PipelineOptions};
+    use kiln::ir::{CmpOp, Launch, ReduceOp};
     let mut g = Graph::new("reductions");
     let x = g.input("x", TensorType::f32([3, 333])).unwrap();
     let n = g.input("n", TensorType::i32([3, 333])).unwrap();
@@ -224,13 +220,7 @@ fn shared_reductions_assemble() {
     let any = g.reduce(ReduceOp::Max, positive, &[1]).unwrap();
     g.set_output("any", any).unwrap();
     for target in [GpuTarget::sm80(), GpuTarget::sm90()] {
-        let program = compile_ptx(
-            &g,
-            pipeline::INFERENCE,
-            &PipelineOptions::default(),
-            &target,
-        )
-        .unwrap();
+        let program = ptx_inference(&g, &target).unwrap();
         let shared = program
             .schedule
             .launches
@@ -258,13 +248,7 @@ fn every_matmul_tiling_assembles() {
     let c = g.matmul_t(a, b, true, true).unwrap();
     g.set_output("c", c).unwrap();
     for target in [GpuTarget::sm80(), GpuTarget::sm90()] {
-        let mut program = compile_ptx(
-            &g,
-            pipeline::INFERENCE,
-            &PipelineOptions::default(),
-            &target,
-        )
-        .unwrap();
+        let mut program = ptx_inference(&g, &target).unwrap();
         for part in Launch::MATMUL_PARTS {
             for launch in &mut program.schedule.launches {
                 if matches!(launch, Launch::Matmul { .. }) {
@@ -318,13 +302,7 @@ fn conv_graph() -> Graph {
 fn convolutions_are_implicit_gemms() {
     let g = conv_graph();
     for target in [GpuTarget::sm80(), GpuTarget::sm90()] {
-        let program = compile_ptx(
-            &g,
-            pipeline::INFERENCE,
-            &PipelineOptions::default(),
-            &target,
-        )
-        .unwrap();
+        let program = ptx_inference(&g, &target).unwrap();
         let kernels: Vec<String> = program
             .program
             .kernels

@@ -17,7 +17,7 @@ mod sweep;
 
 use compare_support::{compare, or_panic};
 
-use kiln::gpu::{compile_ptx, GpuProgram};
+use kiln::gpu::{compile_ptx, ptx_inference, GpuProgram};
 use kiln::ir::kernel::Storage;
 use kiln::ir::random::{random_awkward_feeds, random_feeds};
 use kiln::ir::{evaluate, DType, Feeds, GpuTarget, Graph, Precision, Rng, Tensor};
@@ -196,13 +196,8 @@ fn check_every_tiling(graph: &Graph, feeds: &Feeds) -> Result<(), String> {
     use kiln::ir::Launch;
     let expected =
         evaluate(graph, feeds, Precision::F32).map_err(|err| format!("interpreter: {err}"))?;
-    let mut gpu = compile_ptx(
-        graph,
-        pipeline::INFERENCE,
-        &PipelineOptions::default(),
-        &GpuTarget::sm90(),
-    )
-    .map_err(|err| format!("compile: {err}"))?;
+    let mut gpu =
+        ptx_inference(graph, &GpuTarget::sm90()).map_err(|err| format!("compile: {err}"))?;
     for part in Launch::MATMUL_PARTS {
         for launch in &mut gpu.schedule.launches {
             if matches!(launch, Launch::Matmul { .. }) {
@@ -286,13 +281,7 @@ fn convolutions_run_as_implicit_gemm_and_match_the_interpreter() {
     for round in 0..24 {
         let case = conv_cases::random_case(&mut rng);
         let g = conv_cases::graph_of(&case);
-        let gpu = compile_ptx(
-            &g,
-            pipeline::INFERENCE,
-            &PipelineOptions::default(),
-            &GpuTarget::sm80(),
-        )
-        .unwrap();
+        let gpu = ptx_inference(&g, &GpuTarget::sm80()).unwrap();
         let contractions = gpu
             .program
             .kernels
@@ -334,7 +323,7 @@ fn convolutions_run_as_implicit_gemm_and_match_the_interpreter() {
 #[test]
 fn example_models_take_the_cpus_step_on_the_simulated_gpu() {
     use kiln::frontend::lang::ElaborateOptions;
-    use kiln::gpu::{ptx_inference, ptx_train_step};
+    use kiln::gpu::ptx_train_step;
     use kiln::model_file;
     use std::path::Path;
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/models");
@@ -452,13 +441,7 @@ fn reductions_shared_by_a_block_match_the_interpreter() {
         check(&g, &feeds, pipeline::INFERENCE, &PipelineOptions::default())
             .unwrap_or_else(|err| panic!("{shape:?} over {axes:?}: {err}"));
         // The schedule did share them.
-        let gpu = compile_ptx(
-            &g,
-            pipeline::INFERENCE,
-            &PipelineOptions::default(),
-            &GpuTarget::sm80(),
-        )
-        .unwrap();
+        let gpu = ptx_inference(&g, &GpuTarget::sm80()).unwrap();
         let shared = gpu
             .schedule
             .launches

@@ -91,11 +91,13 @@ pub enum Launch {
     /// The kernel runs as written on one thread: its loops carry a dependence (a
     /// scatter-add, a running value) or it is too small to be worth splitting.
     Single,
-    /// The kernel is a matmul (`KernelOp::Matmul`): a tiled kernel where each block
-    /// computes a `tile_m`×`tile_n` tile of C, each thread a `thread_m`×`thread_n`
-    /// part of it, staging `tile_k`-deep panels of A and B in shared memory (two
-    /// buffers, so the next panel loads while this one is used). Every C element is
-    /// the fma chain over k in increasing order from +0, as the loop nest.
+    /// The kernel is a matmul or a contraction (`KernelOp::Matmul`,
+    /// `KernelOp::Contraction`): a tiled kernel where each block computes a
+    /// `tile_m`×`tile_n` tile of C, each thread a `thread_m`×`thread_n` part of it,
+    /// staging `tile_k`-deep panels of A and B in shared memory (two buffers, so the
+    /// next panel loads while this one is used). Every C element is the fma chain
+    /// over k in increasing order from +0 (summed over taps for a contraction with
+    /// taps), as the loop nest.
     Matmul {
         tile_m: u32,
         tile_n: u32,

@@ -292,14 +292,7 @@ impl Parser {
                     format!("expected a kernel op such as matmul.nn, found '{word}'"),
                 )
             })?;
-        self.attribute("a")?;
-        let a = self.buffer_id()?;
-        self.attribute("b")?;
-        let b = self.buffer_id()?;
-        self.attribute("c")?;
-        let c = self.buffer_id()?;
-        self.attribute("batches")?;
-        let batches = self.integer("the number of batches")?;
+        let (a, b, c, batches) = self.op_operands()?;
         self.attribute("m")?;
         let m = self.integer("m")?;
         self.attribute("n")?;
@@ -340,8 +333,8 @@ impl Parser {
         })
     }
 
-    /// `a=b0 b=b1 c=b2 batches=2:8:4:6 m=[3:12:4] n=[4:9:1] k=[3:1:1 2:5:3]`.
-    fn contraction(&mut self) -> Result<Contraction, ParseError> {
+    /// `a=b0 b=b1 c=b4 batches=N`, the start of every kernel op.
+    fn op_operands(&mut self) -> Result<(BufferId, BufferId, BufferId, usize), ParseError> {
         self.attribute("a")?;
         let a = self.buffer_id()?;
         self.attribute("b")?;
@@ -350,6 +343,12 @@ impl Parser {
         let c = self.buffer_id()?;
         self.attribute("batches")?;
         let batches = self.integer("the number of batches")?;
+        Ok((a, b, c, batches))
+    }
+
+    /// `a=b0 b=b1 c=b2 batches=2:8:4:6 m=[3:12:4] n=[4:9:1] k=[3:1:1 2:5:3]`.
+    fn contraction(&mut self) -> Result<Contraction, ParseError> {
+        let (a, b, c, batches) = self.op_operands()?;
         let mut batch_strides = [0; 3];
         for stride in &mut batch_strides {
             self.punct(':', "before a batch stride")?;
