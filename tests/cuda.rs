@@ -7,7 +7,8 @@
 //!
 //! Without `KILN_TEST_CUDA=1` the GPU tests print `skipped: KILN_TEST_CUDA is not
 //! set` and check nothing; their names start with `cuda_` so that a run's list says
-//! which they are.
+//! which they are. CI runs them on the simulated driver (`simcuda/`, linked as
+//! `libcuda.so`; see `.ci/run`), which executes the PTX on the CPU.
 
 #![cfg(feature = "cuda")]
 

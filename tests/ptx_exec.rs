@@ -72,6 +72,12 @@ fn run_ptx(gpu: &GpuProgram, feeds: &Feeds) -> (Feeds, Feeds) {
     let mut memory = ptx_sim::Memory::new(buffers);
     for entry in &gpu.module.entries {
         let code = &module.entries[&entry.name];
+        assert_eq!(
+            code.params(),
+            entry.buffers.len(),
+            "{}: parameters",
+            entry.name
+        );
         let params: Vec<u64> = entry
             .buffers
             .iter()

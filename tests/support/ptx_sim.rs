@@ -147,6 +147,13 @@ pub struct Entry {
     code: Vec<Ins>,
 }
 
+impl Entry {
+    /// How many `.u64` parameters the entry takes.
+    pub fn params(&self) -> usize {
+        self.params
+    }
+}
+
 /// Every entry of a module by name.
 pub struct Module {
     pub entries: HashMap<String, Entry>,
