@@ -2,8 +2,8 @@
 //! error and not a panic; with `KILN_TEST_CUDA=1` on a machine with an NVIDIA GPU
 //! (benches/gpu.sh sets it), random graphs and the regression graphs of
 //! tests/differential.rs run on the GPU and must equal the interpreter bit for bit,
-//! so must random convolutions and their gradients (the implicit GEMM), and the
-//! digits MLP trains on the GPU to the accuracy it reaches on the CPU.
+//! so must random convolutions and their gradients (the implicit GEMM), `kiln train
+//! --device cuda` must write the CPU's weights, and the digits MLP trains on the GPU to the accuracy it reaches on the CPU.
 //!
 //! Without `KILN_TEST_CUDA=1` the GPU tests print `skipped: KILN_TEST_CUDA is not
 //! set` and check nothing; their names start with `cuda_` so that a run's list says
@@ -239,4 +239,95 @@ fn cuda_digits_mlp_trains_to_the_cpu_accuracy() {
         "test accuracy on the GPU {gpu}, on the CPU {cpu}"
     );
     assert!(gpu > 0.9, "test accuracy {gpu}");
+}
+
+/// `kiln train --device cuda` trains as `kiln train` does on the CPU, to the same
+/// bytes: softmax regression on iris in shuffled minibatches, and the karate club's
+/// graph network full batch; `kiln bench --device cuda` times the GPU's step.
+#[test]
+fn cuda_command_line_trains_to_the_cpus_bytes() {
+    if !gpu_tests_enabled("cuda_command_line_trains_to_the_cpus_bytes") {
+        return;
+    }
+    let dir = support::temp_dir("cuda", "cli");
+    let karate: Vec<String> = ["q", "x", "labels", "mask"]
+        .into_iter()
+        .map(|name| format!("{name}=examples/data/karate/{name}.npy"))
+        .collect();
+    let runs: [(&str, Vec<&str>); 2] = [
+        (
+            "iris",
+            vec![
+                "examples/models/softmax_regression.kiln",
+                "--data",
+                "examples/data/iris.csv",
+                "--epochs",
+                "3",
+                "--seed",
+                "5",
+            ],
+        ),
+        (
+            "karate",
+            [
+                "examples/models/gcn.kiln",
+                "--epochs",
+                "20",
+                "--input",
+                &karate[0],
+                "--input",
+                &karate[1],
+                "--input",
+                &karate[2],
+                "--input",
+                &karate[3],
+            ]
+            .to_vec(),
+        ),
+    ];
+    for (name, args) in runs {
+        let mut trained = Vec::new();
+        for device in ["cpu", "cuda"] {
+            let out = dir.join(format!("{name}-{device}"));
+            let out = out.to_str().expect("a UTF-8 temporary path");
+            let mut command = vec!["train"];
+            command.extend(&args);
+            command.extend(["--device", device, "-o", out]);
+            let output = support::kiln(&command);
+            assert_eq!(
+                output.status.code(),
+                Some(0),
+                "{name} on {device}: {}",
+                support::stderr(&output)
+            );
+            let read = |file: &str| {
+                std::fs::read(Path::new(out).join(file))
+                    .unwrap_or_else(|err| panic!("{name} on {device}: {file}: {err}"))
+            };
+            trained.push((read("weights.safetensors"), read("loss.csv")));
+        }
+        assert!(
+            trained[0] == trained[1],
+            "{name}: the GPU's weights or losses differ from the CPU's"
+        );
+    }
+    let output = support::kiln(&[
+        "bench",
+        "examples/models/mlp_digits.kiln",
+        "--device",
+        "cuda",
+        "--steps",
+        "2",
+    ]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        support::stderr(&output)
+    );
+    assert!(
+        support::stdout(&output).contains("median"),
+        "{}",
+        support::stdout(&output)
+    );
 }
