@@ -8,8 +8,8 @@
 //!
 //! One device, "kiln PTX simulator", of compute capability 9.0 with 4
 //! multiprocessors. Device memory is one array of 32-bit words per allocation at the
-//! simulator's addresses; copies and memsets take whole allocations from their start
-//! (all the runtime does); anything else, an unknown handle, or a kernel the
+//! simulator's addresses; copies and memsets take any whole words inside one
+//! allocation; anything else, an unknown handle, or a kernel the
 //! simulator rejects (an access out of bounds, a race, an instruction outside the
 //! subset) is an error code, with the simulator's message on standard error. Launches
 //! run to completion before they return, so synchronising has nothing to wait for.
@@ -80,11 +80,23 @@ fn with_device(failed: c_uint, f: impl FnOnce(&mut Device) -> c_uint) -> c_uint 
     catch_unwind(AssertUnwindSafe(|| f(device))).unwrap_or(failed)
 }
 
-/// The allocation that starts at `address`.
-fn allocation(device: &mut Device, address: u64) -> Option<&mut Vec<u32>> {
-    let index =
-        (0..device.memory.buffers.len()).find(|&i| ptx_sim::buffer_address(i) == address)?;
-    Some(&mut device.memory.buffers[index])
+/// The `len` words of an allocation from `address` on, if they lie inside it.
+fn words_at(device: &mut Device, address: u64, len: usize) -> Option<&mut [u32]> {
+    let index = (0..device.memory.buffers.len())
+        .rev()
+        .find(|&i| ptx_sim::buffer_address(i) <= address)?;
+    let bytes = address - ptx_sim::buffer_address(index);
+    if !bytes.is_multiple_of(4) {
+        return None;
+    }
+    let start = usize::try_from(bytes / 4).ok()?;
+    device.memory.buffers[index].get_mut(start..start.checked_add(len)?)
+}
+
+/// The live allocation that starts at `address`.
+fn allocated(device: &Device, address: u64) -> Option<usize> {
+    (0..device.memory.buffers.len())
+        .find(|&i| ptx_sim::buffer_address(i) == address && !device.memory.buffers[i].is_empty())
 }
 
 /// A whole number of words, as every allocation holds.
@@ -236,12 +248,12 @@ pub unsafe extern "C" fn cuMemAlloc_v2(address: *mut u64, bytes: usize) -> c_uin
 /// None beyond the driver API's.
 #[no_mangle]
 pub unsafe extern "C" fn cuMemFree_v2(address: u64) -> c_uint {
-    with_device(INVALID_VALUE, |device| match allocation(device, address) {
-        Some(buffer) if !buffer.is_empty() => {
-            *buffer = Vec::new();
+    with_device(INVALID_VALUE, |device| match allocated(device, address) {
+        Some(index) => {
+            device.memory.buffers[index] = Vec::new();
             SUCCESS
         }
-        _ => INVALID_VALUE,
+        None => INVALID_VALUE,
     })
 }
 
@@ -251,12 +263,12 @@ pub unsafe extern "C" fn cuMemFree_v2(address: u64) -> c_uint {
 #[no_mangle]
 pub unsafe extern "C" fn cuMemsetD8_v2(address: u64, value: c_uchar, bytes: usize) -> c_uint {
     with_device(INVALID_VALUE, |device| {
-        match (allocation(device, address), words(bytes)) {
-            (Some(buffer), Some(len)) if len == buffer.len() => {
-                buffer.fill(u32::from_ne_bytes([value; 4]));
+        match words(bytes).and_then(|len| words_at(device, address, len)) {
+            Some(range) => {
+                range.fill(u32::from_ne_bytes([value; 4]));
                 SUCCESS
             }
-            _ => INVALID_VALUE,
+            None => INVALID_VALUE,
         }
     })
 }
@@ -271,10 +283,10 @@ pub unsafe extern "C" fn cuMemcpyHtoD_v2(
     bytes: usize,
 ) -> c_uint {
     with_device(INVALID_VALUE, |device| {
-        match (allocation(device, destination), words(bytes)) {
-            (Some(buffer), Some(len)) if len <= buffer.len() => {
+        match words(bytes).and_then(|len| words_at(device, destination, len)) {
+            Some(range) => {
                 let from = unsafe { std::slice::from_raw_parts(source.cast::<u8>(), bytes) };
-                for (word, chunk) in buffer.iter_mut().zip(from.chunks_exact(4)) {
+                for (word, chunk) in range.iter_mut().zip(from.chunks_exact(4)) {
                     *word = u32::from_ne_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
                 }
                 SUCCESS
@@ -294,10 +306,10 @@ pub unsafe extern "C" fn cuMemcpyDtoH_v2(
     bytes: usize,
 ) -> c_uint {
     with_device(INVALID_VALUE, |device| {
-        match (allocation(device, source), words(bytes)) {
-            (Some(buffer), Some(len)) if len <= buffer.len() => {
+        match words(bytes).and_then(|len| words_at(device, source, len)) {
+            Some(range) => {
                 let to = unsafe { std::slice::from_raw_parts_mut(destination.cast::<u8>(), bytes) };
-                for (chunk, word) in to.chunks_exact_mut(4).zip(buffer.iter()) {
+                for (chunk, word) in to.chunks_exact_mut(4).zip(range.iter()) {
                     chunk.copy_from_slice(&word.to_ne_bytes());
                 }
                 SUCCESS
@@ -316,16 +328,16 @@ pub unsafe extern "C" fn cuMemcpyDtoD_v2(destination: u64, source: u64, bytes: u
         let Some(len) = words(bytes) else {
             return INVALID_VALUE;
         };
-        let Some(from) = allocation(device, source).filter(|b| len <= b.len()) else {
+        let Some(from) = words_at(device, source, len) else {
             return INVALID_VALUE;
         };
-        let copied = from[..len].to_vec();
-        match allocation(device, destination) {
-            Some(to) if len <= to.len() => {
-                to[..len].copy_from_slice(&copied);
+        let copied = from.to_vec();
+        match words_at(device, destination, len) {
+            Some(to) => {
+                to.copy_from_slice(&copied);
                 SUCCESS
             }
-            _ => INVALID_VALUE,
+            None => INVALID_VALUE,
         }
     })
 }

@@ -207,36 +207,77 @@ impl DeviceWords {
         self.len
     }
 
-    /// Copies `words` (exactly `len` of them) in.
-    pub fn upload(&self, words: &[u32]) -> Result<(), CudaError> {
-        assert_eq!(words.len(), self.len, "an upload fills the whole buffer");
+    /// The device address of word `offset`, if `offset..offset + len` lies inside
+    /// the allocation.
+    fn at(&self, offset: usize, len: usize) -> Option<sys::CUdeviceptr> {
+        let end = offset.checked_add(len)?;
+        (end <= self.len).then(|| self.pointer + (offset as u64) * 4)
+    }
+
+    /// Copies `words` in at word `offset` (the range must lie inside the allocation).
+    pub fn upload(&self, offset: usize, words: &[u32]) -> Result<(), CudaError> {
+        let address = self
+            .at(offset, words.len())
+            .ok_or_else(|| outside(offset, words.len(), self.len))?;
+        if words.is_empty() {
+            return Ok(());
+        }
         self.device.bind()?;
-        // SAFETY: the allocation holds `len` words and `words` is that long.
+        // SAFETY: `at` checked that the range lies inside the allocation.
         check("cuMemcpyHtoD", unsafe {
-            result::memcpy_htod_sync(self.pointer, words)
+            result::memcpy_htod_sync(address, words)
         })
     }
 
-    /// Copies the words out, after everything launched before has finished.
-    pub fn download(&self) -> Result<Vec<u32>, CudaError> {
+    /// Copies `len` words out from word `offset`, after everything launched before
+    /// has finished.
+    pub fn download(&self, offset: usize, len: usize) -> Result<Vec<u32>, CudaError> {
+        let address = self
+            .at(offset, len)
+            .ok_or_else(|| outside(offset, len, self.len))?;
+        let mut words = vec![0u32; len];
+        if len == 0 {
+            return Ok(words);
+        }
         self.device.bind()?;
-        let mut words = vec![0u32; self.len];
         // SAFETY: as in `upload`; the synchronous copy waits for earlier launches.
         check("cuMemcpyDtoH", unsafe {
-            result::memcpy_dtoh_sync(&mut words, self.pointer)
+            result::memcpy_dtoh_sync(&mut words, address)
         })?;
         Ok(words)
     }
 
-    /// Copies `source`'s words in (ordered after earlier launches).
-    pub fn copy_from(&self, source: &DeviceWords) -> Result<(), CudaError> {
-        assert_eq!(source.len, self.len, "a copy between buffers of one length");
+    /// Copies `len` words from word `from` of `source` to word `offset` of this
+    /// allocation (ordered after earlier launches).
+    pub fn copy_from(
+        &self,
+        offset: usize,
+        source: &DeviceWords,
+        from: usize,
+        len: usize,
+    ) -> Result<(), CudaError> {
+        let to = self
+            .at(offset, len)
+            .ok_or_else(|| outside(offset, len, self.len))?;
+        let from = source
+            .at(from, len)
+            .ok_or_else(|| outside(from, len, source.len))?;
+        if len == 0 {
+            return Ok(());
+        }
         self.device.bind()?;
-        // SAFETY: both allocations hold `len` words.
+        // SAFETY: `at` checked both ranges.
         check("cuMemcpyDtoD", unsafe {
-            result::memcpy_dtod_sync(self.pointer, source.pointer, self.len * 4)
+            result::memcpy_dtod_sync(to, from, len * 4)
         })
     }
+}
+
+/// A copy that would leave its allocation: a kiln bug in the runtime's placement.
+fn outside(offset: usize, len: usize, allocation: usize) -> CudaError {
+    CudaError::Placement(format!(
+        "a copy of words {offset}..{offset}+{len} leaves an allocation of {allocation} words"
+    ))
 }
 
 impl Drop for DeviceWords {

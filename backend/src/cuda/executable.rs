@@ -2,32 +2,36 @@
 //! allocation per buffer of the program, run through the [`Runtime`] trait with the
 //! CPU executable's argument checks.
 //!
-//! Memory: every buffer gets its own zeroed allocation when the executable is made
-//! (parameters keep their values across runs; inputs are copied in before each run;
-//! temporaries are written by the kernels). There is no arena: the PTX entries take
-//! one address per buffer, and a GPU has the memory for a model's intermediates.
-//! An update copies its value buffer into the parameter on the device after the
-//! kernels, in the order the CPU's update plan gives ([`crate::arena::UpdateStep`]):
-//! a value that is itself a parameter is staged first, so swaps come out right.
+//! Memory follows the CPU's plan ([`crate::arena::plan`]): every parameter gets its
+//! own zeroed allocation, kept across runs, and the inputs and temporaries share one
+//! arena allocation at the plan's offsets (64-byte aligned, so vector accesses stay
+//! aligned), buffers that are never live at the same time sharing bytes; the PTX
+//! entries take one address per buffer, so a buffer's address is its allocation's
+//! plus its offset. Inputs are copied in before each run. An update whose value the
+//! plan places in its parameter's storage is written there by the kernels; the others
+//! copy their value into the parameter after the kernels, in the plan's order
+//! ([`crate::arena::UpdateStep`]): a value that is itself a parameter is staged first,
+//! so swaps come out right.
 //!
 //! Reading a parameter or an output copies it to the host once and keeps the copy
 //! until the next run or `set_param`: `param` and `output_f32` hand out slices, as on
 //! the CPU, and a run whose outputs nobody reads copies nothing back.
 //!
 //! Safety rests on `Program::check` (every access of every kernel stays inside its
-//! buffer's declared length), on each allocation having that length, and on the PTX
+//! buffer's declared length), on each buffer's place having that length inside its
+//! allocation (checked when the executable is made), and on the PTX
 //! module's entries taking exactly the buffers they name, which `new` checks against
 //! the program.
 
 use super::driver::{CudaDevice, DeviceWords, Function, Module};
 use super::CudaError;
-use crate::arena::{self, UpdateStep};
+use crate::arena::{self, Placement, UpdateStep};
 use crate::ptx::PtxModule;
 use crate::runtime::{Arg, CompileStats, RuntimeError};
 use crate::signature::{as_f32, to_tensor, Binding, Runtime, Signature};
 use crate::BackendError;
 use kiln_ir::alloc::try_vec;
-use kiln_ir::kernel::{Program, Storage};
+use kiln_ir::kernel::{BufferId, Program, Storage};
 use kiln_ir::Tensor;
 use std::cell::OnceCell;
 use std::sync::Arc;
@@ -42,6 +46,74 @@ struct Launch {
     addresses: Vec<u64>,
 }
 
+/// Where a buffer's words are: allocation `allocation` of the executable, from word
+/// `offset`, `len` words.
+#[derive(Clone, Copy, Debug)]
+struct Place {
+    allocation: usize,
+    offset: usize,
+    len: usize,
+}
+
+/// The arena's allocation; the parameters' follow it.
+const ARENA: usize = 0;
+
+/// The allocations of `program`'s buffers on `device` under `plan`, and every
+/// buffer's place in them.
+fn place_buffers(
+    program: &Program,
+    plan: &arena::ArenaPlan,
+    device: &Arc<CudaDevice>,
+) -> Result<(Vec<DeviceWords>, Vec<Place>), CudaError> {
+    let mut allocations = vec![DeviceWords::zeroed(device, plan.arena_bytes / 4)?];
+    let mut places: Vec<Option<Place>> = vec![None; program.buffers.len()];
+    // Parameters first: an in-place update's value is placed in its parameter.
+    for (index, (buffer, planned)) in program.buffers.iter().zip(&plan.buffers).enumerate() {
+        if planned.placement == Placement::Param {
+            allocations.push(DeviceWords::zeroed(device, buffer.len())?);
+            places[index] = Some(Place {
+                allocation: allocations.len() - 1,
+                offset: 0,
+                len: buffer.len(),
+            });
+        }
+    }
+    for (index, (buffer, planned)) in program.buffers.iter().zip(&plan.buffers).enumerate() {
+        let len = buffer.len();
+        places[index] = match planned.placement {
+            Placement::Param => places[index],
+            Placement::InPlace { param } => places[param.0].map(|place| Place { len, ..place }),
+            Placement::Arena { offset } => Some(Place {
+                allocation: ARENA,
+                offset: offset / 4,
+                len,
+            }),
+        };
+    }
+    let places = places
+        .into_iter()
+        .enumerate()
+        .map(|(index, place)| {
+            let place = place
+                .ok_or_else(|| CudaError::Placement(format!("buffer b{index} has no place")))?;
+            // Kernels address the buffer through its first word; it must fit.
+            let room = allocations[place.allocation].len();
+            if place
+                .offset
+                .checked_add(place.len)
+                .is_none_or(|end| end > room)
+            {
+                return Err(CudaError::Placement(format!(
+                    "buffer b{index} at words {}..+{} of an allocation of {room}",
+                    place.offset, place.len
+                )));
+            }
+            Ok(place)
+        })
+        .collect::<Result<Vec<Place>, CudaError>>()?;
+    Ok((allocations, places))
+}
+
 /// A program loaded on a GPU; parameters persist across runs. Use it through the
 /// [`Runtime`] trait (`run`, `set_param`, `output_f32`, ...).
 pub struct CudaExecutable {
@@ -50,8 +122,10 @@ pub struct CudaExecutable {
     launches: Vec<Launch>,
     /// Held so that the functions stay loaded.
     _module: Module,
-    /// One allocation per program buffer, by `BufferId`.
-    buffers: Vec<DeviceWords>,
+    /// The arena, then one allocation per parameter.
+    allocations: Vec<DeviceWords>,
+    /// Every buffer's place, by `BufferId`.
+    places: Vec<Place>,
     /// One copy per `UpdateStep::Staged`, in step order.
     staging: Vec<DeviceWords>,
     update_steps: Vec<UpdateStep>,
@@ -141,27 +215,23 @@ impl CudaExecutable {
         let start = Instant::now();
         let loaded = Module::load(device, &module.text)?;
         let mut launches = Vec::with_capacity(module.entries.len());
-        let mut buffers = Vec::with_capacity(program.buffers.len());
-        for buffer in &program.buffers {
-            buffers.push(DeviceWords::zeroed(device, buffer.len())?);
-        }
+        let plan = arena::plan(program);
+        let (allocations, places) = place_buffers(program, &plan, device)?;
+        let address = |buffer: usize| {
+            let place = places[buffer];
+            allocations[place.allocation].address() + (place.offset as u64) * 4
+        };
         for entry in &module.entries {
             launches.push(Launch {
                 function: loaded.function(&entry.name, entry.shared_bytes)?,
                 grid: entry.grid,
                 block: entry.block,
                 shared_bytes: entry.shared_bytes,
-                addresses: entry
-                    .buffers
-                    .iter()
-                    .map(|b| buffers[b.0].address())
-                    .collect(),
+                addresses: entry.buffers.iter().map(|b| address(b.0)).collect(),
             });
         }
         let codegen_time = start.elapsed();
-        // The CPU's update plan orders the copies; an in-place step is a copy here,
-        // since every buffer has its own allocation.
-        let update_steps = arena::plan(program).updates;
+        let update_steps = plan.updates.clone();
         let mut staging = Vec::new();
         for step in &update_steps {
             if let UpdateStep::Staged { value, .. } = *step {
@@ -182,23 +252,23 @@ impl CudaExecutable {
                 .map(|(buffer, _)| buffer.ty.size_bytes())
                 .fold(0, usize::saturating_add)
         };
-        let run_bytes = bytes(false);
         let stats = CompileStats {
             kernels: program.kernels.len(),
             buffers: program.buffers.len(),
-            buffer_bytes: bytes(true).saturating_add(run_bytes),
+            buffer_bytes: bytes(true).saturating_add(bytes(false)),
             param_bytes: bytes(true),
-            arena_bytes: run_bytes,
-            arena_unplanned_bytes: run_bytes,
-            in_place_updates: 0,
+            arena_bytes: plan.arena_bytes,
+            arena_unplanned_bytes: plan.unplanned_bytes,
+            in_place_updates: plan.in_place_updates(),
             code_bytes: module.text.len(),
             codegen_time,
         };
         Ok(CudaExecutable {
             launches,
             _module: loaded,
-            host: (0..buffers.len()).map(|_| OnceCell::new()).collect(),
-            buffers,
+            host: (0..places.len()).map(|_| OnceCell::new()).collect(),
+            allocations,
+            places,
             staging,
             update_steps,
             param_buffers,
@@ -222,7 +292,8 @@ impl CudaExecutable {
         if let Some(words) = cell.get() {
             return Ok(words);
         }
-        let words = self.buffers[index].download()?;
+        let place = self.places[index];
+        let words = self.allocations[place.allocation].download(place.offset, place.len)?;
         Ok(cell.get_or_init(|| words))
     }
 
@@ -246,14 +317,14 @@ impl CudaExecutable {
                 format!("a host copy of input {:?}", binding.name)
             })?;
             arg.write_to(&mut words);
-            self.buffers[binding.buffer.0].upload(&words)?;
+            self.upload(binding.buffer.0, &words)?;
         }
         self.device.bind()?;
         for launch in &self.launches {
             // SAFETY: the module is loaded (`self.module` outlives the functions) and
             // its context current; `new` checked that every entry's buffers are the
-            // program's, each address is its buffer's allocation of the declared
-            // length, and `Program::check` keeps every access inside it.
+            // program's and that each address starts the buffer's declared length
+            // inside its allocation, and `Program::check` keeps every access inside it.
             unsafe {
                 launch.function.launch(
                     launch.grid,
@@ -268,24 +339,55 @@ impl CudaExecutable {
         let mut next = 0;
         for step in &self.update_steps {
             if let UpdateStep::Staged { value, .. } = *step {
-                self.staging[next].copy_from(&self.buffers[value.0])?;
+                let from = self.places[value.0];
+                let source = &self.allocations[from.allocation];
+                self.staging[next].copy_from(0, source, from.offset, from.len)?;
                 next += 1;
             }
         }
         let mut next = 0;
         for step in &self.update_steps {
+            let to = |param: BufferId| self.places[param.0];
             match *step {
-                UpdateStep::InPlace { param, value } | UpdateStep::Copy { param, value } => {
-                    self.buffers[param.0].copy_from(&self.buffers[value.0])?;
+                // The kernels wrote the value into the parameter's storage.
+                UpdateStep::InPlace { .. } => {}
+                UpdateStep::Copy { param, value } => {
+                    let (to, from) = (to(param), self.places[value.0]);
+                    self.allocations[to.allocation].copy_from(
+                        to.offset,
+                        &self.allocations[from.allocation],
+                        from.offset,
+                        from.len,
+                    )?;
                 }
                 UpdateStep::Staged { param, .. } => {
-                    self.buffers[param.0].copy_from(&self.staging[next])?;
+                    let to = to(param);
+                    let staged = &self.staging[next];
+                    self.allocations[to.allocation].copy_from(
+                        to.offset,
+                        staged,
+                        0,
+                        staged.len(),
+                    )?;
                     next += 1;
                 }
             }
         }
         self.device.synchronize()?;
         Ok(())
+    }
+
+    /// Copies `words` (the buffer's length) into buffer `index`.
+    fn upload(&self, index: usize, words: &[u32]) -> Result<(), CudaError> {
+        let place = self.places[index];
+        if words.len() != place.len {
+            return Err(CudaError::Placement(format!(
+                "{} words for buffer b{index} of {}",
+                words.len(),
+                place.len
+            )));
+        }
+        self.allocations[place.allocation].upload(place.offset, words)
     }
 }
 
@@ -301,7 +403,7 @@ impl Runtime for CudaExecutable {
             format!("a host copy of parameter {name:?}")
         })?;
         data.write_to(&mut words);
-        self.buffers[index].upload(&words)?;
+        self.upload(index, &words)?;
         // The host copy is what was just uploaded.
         self.host[index] = OnceCell::from(words);
         Ok(())
@@ -347,7 +449,7 @@ impl Runtime for CudaExecutable {
     }
 
     fn allocated_bytes(&self) -> usize {
-        self.buffers
+        self.allocations
             .iter()
             .chain(&self.staging)
             .map(|words| words.len().saturating_mul(4))

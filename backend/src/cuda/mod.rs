@@ -65,4 +65,8 @@ pub enum CudaError {
     /// bug in whoever built the module, or the wrong module for the device).
     #[error("the PTX module does not fit: {0}")]
     Module(String),
+    /// A buffer's place in device memory is not inside its allocation (a kiln bug in
+    /// the runtime's memory plan).
+    #[error("device memory misplaced (a kiln bug): {0}")]
+    Placement(String),
 }
