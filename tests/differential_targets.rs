@@ -43,18 +43,6 @@ fn target() -> Target {
     }
 }
 
-/// The main sweep's options for `seed`: one in four well conditioned, the rest
-/// awkward with empty tensors; 4 to 8 ops.
-fn small_options(seed: u64) -> RandomGraphOptions {
-    let awkward = !seed.is_multiple_of(4);
-    RandomGraphOptions {
-        max_nodes: 4 + (seed % 5) as usize,
-        awkward_constants: awkward,
-        zero_extents: awkward,
-        ..RandomGraphOptions::default()
-    }
-}
-
 /// Few ops on large extents: rank 2 up to 300 (products up to 100 times
 /// `PARALLEL_FLOPS`, matrices above `PARALLEL_ELEMENTS`), or rank 3 up to 64,
 /// well conditioned so that the interpreter's work stays small. About one graph in
@@ -165,7 +153,7 @@ fn sweep(
 
 #[test]
 fn small_random_graphs_match_the_interpreter_on_the_portable_target() {
-    let (matmuls, _) = sweep("small", 0..SMALL_GRAPHS, small_options);
+    let (matmuls, _) = sweep("small", 0..SMALL_GRAPHS, sweep::options);
     // The sweep is deterministic; these floors only catch a generator change that
     // would quietly stop testing the routine.
     assert!(matmuls >= 30, "{matmuls} graphs with a matmul");

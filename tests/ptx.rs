@@ -11,6 +11,10 @@
 //! these tests print that they checked nothing, unless `KILN_REQUIRE_PTXAS=1` (CI),
 //! where its absence fails them.
 
+#[path = "support/example_models.rs"]
+mod example_models;
+
+use example_models::example_models;
 use kiln::frontend::lang::ElaborateOptions;
 use kiln::gpu::{ptx_inference, ptx_train_step, GpuProgram};
 use kiln::ir::kernel::KernelOp;
@@ -68,17 +72,6 @@ fn assemble(ptxas: &Path, what: &str, program: &GpuProgram) {
         source.display(),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn example_models() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/models");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|e| e == "kiln"))
-        .collect();
-    files.sort();
-    files
 }
 
 #[test]

@@ -10,6 +10,8 @@
 mod compare_support;
 #[path = "support/conv_cases.rs"]
 mod conv_cases;
+#[path = "support/example_models.rs"]
+mod example_models;
 #[path = "support/ptx_sim.rs"]
 mod ptx_sim;
 #[path = "support/sweep.rs"]
@@ -331,15 +333,7 @@ fn example_models_take_the_cpus_step_on_the_simulated_gpu() {
     use kiln::frontend::lang::ElaborateOptions;
     use kiln::gpu::ptx_train_step;
     use kiln::model_file;
-    use std::path::Path;
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/models");
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|e| e == "kiln"))
-        .collect();
-    files.sort();
-    for path in files {
+    for path in example_models::example_models() {
         let name = path.file_stem().unwrap().to_string_lossy().into_owned();
         // The W4 workload's convolutions have fixed sizes a simulator takes minutes
         // over; lenet's and lenet_w3's convolutions run the same kinds of kernels.

@@ -115,21 +115,10 @@ impl MatmulShape {
     }
 }
 
-/// The offset of position `index` (a register) along `axes` taken in row-major
-/// order, each coordinate times its stride `which`, plus `base` if any: the
-/// outermost coordinate is not reduced, so a position past the end gives an offset
-/// past the end (only ever for a load the kernel predicates off, or a store it
-/// skips).
-fn offset(
-    f: &mut Func,
-    base: Option<Reg>,
-    index: Reg,
-    axes: &[ContractionAxis],
-    which: usize,
-) -> Reg {
-    let mut total = base;
-    let mut rest = index;
-    let add = |f: &mut Func, coordinate: Reg, stride: usize, total: Option<Reg>| match total {
+/// `total + coordinate·stride` (just the product without a total), in the fewest
+/// instructions.
+fn scaled_add(f: &mut Func, coordinate: Reg, stride: usize, total: Option<Reg>) -> Reg {
+    match total {
         Some(total) if stride == 1 => {
             f.op(Class::B32, "add.s32", format_args!("{coordinate}, {total}"))
         }
@@ -144,24 +133,27 @@ fn offset(
             "mul.lo.s32",
             format_args!("{coordinate}, {stride}"),
         ),
-    };
-    let Some((outermost, inner)) = axes.split_first() else {
-        return total.unwrap_or_else(|| f.int_const(0));
-    };
-    for axis in inner.iter().rev() {
-        let coordinate = f.op(
-            Class::B32,
-            "rem.u32",
-            format_args!("{rest}, {}", axis.extent),
-        );
-        rest = f.op(
-            Class::B32,
-            "div.u32",
-            format_args!("{rest}, {}", axis.extent),
-        );
-        total = Some(add(f, coordinate, axis.strides[which], total));
     }
-    add(f, rest, outermost.strides[which], total)
+}
+
+/// The offset of position `index` (a register) along `axes` taken in row-major
+/// order, each coordinate times its stride `which`, plus `base` if any: the
+/// outermost coordinate is not reduced, so a position past the end gives an offset
+/// past the end (only ever for a load the kernel predicates off, or a store it
+/// skips).
+fn offset(
+    f: &mut Func,
+    base: Option<Reg>,
+    index: Reg,
+    axes: &[ContractionAxis],
+    which: usize,
+) -> Reg {
+    let extents: Vec<usize> = axes.iter().map(|axis| axis.extent).collect();
+    let mut total = base;
+    for (coordinate, axis) in coordinates(f, index, &extents).into_iter().zip(axes).rev() {
+        total = Some(scaled_add(f, coordinate, axis.strides[which], total));
+    }
+    total.unwrap_or_else(|| f.int_const(0))
 }
 
 /// The coordinates of position `index` (a register) along axes of `extents` in
@@ -214,18 +206,7 @@ fn tap_reads(f: &mut Func, positions: &[Reg], tap: &[Reg], axes: &[TapAxis]) -> 
             None => holds,
             Some(all) => f.op(Class::Pred, "and.pred", format_args!("{all}, {holds}")),
         });
-        offset = Some(match offset {
-            None => f.op(
-                Class::B32,
-                "mul.lo.s32",
-                format_args!("{y}, {}", axis.out_stride),
-            ),
-            Some(sum) => f.op(
-                Class::B32,
-                "mad.lo.s32",
-                format_args!("{y}, {}, {sum}", axis.out_stride),
-            ),
-        });
+        offset = Some(scaled_add(f, y, axis.out_stride, offset));
     }
     // (No tap axes: every tap reads every position, at offset 0.)
     let offset = offset.unwrap_or_else(|| f.int_const(0));
@@ -577,14 +558,12 @@ pub fn write(
         let top = f.label();
         f.place(&top);
         let tap_coordinates = coordinates(f, tap, &tap_extents);
-        let tap_axes: Vec<ContractionAxis> = taps
-            .iter()
-            .map(|axis| ContractionAxis {
-                extent: axis.taps,
-                strides: [axis.tap_stride, 0],
-            })
-            .collect();
-        let shift = offset(f, None, tap, &tap_axes, 0);
+        // b's column of this tap: Σ t·tap_stride.
+        let mut shift = None;
+        for (&t, axis) in tap_coordinates.iter().zip(taps) {
+            shift = Some(scaled_add(f, t, axis.tap_stride, shift));
+        }
+        let shift = shift.unwrap_or_else(|| f.int_const(0));
         for loads in &plan {
             for load in loads {
                 let Some((static_offset, static_valid, positions)) = &load.tap else {
