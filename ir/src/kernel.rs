@@ -882,30 +882,65 @@ pub struct Kernel {
 /// schedule needs to call a routine for it instead.
 #[derive(Clone, Debug, PartialEq)]
 pub enum KernelOp {
-    /// `c = op(a) * op(b)` for each of `batches` row-major f32 matrices stored one
-    /// after the other (A is m×k, or k×m when `trans_a`; B is k×n, or n×k).
-    Matmul {
-        a: BufferId,
-        b: BufferId,
-        c: BufferId,
-        batches: usize,
-        m: usize,
-        n: usize,
-        k: usize,
-        trans_a: bool,
-        trans_b: bool,
-        /// The epilogue's bias, n elements added to every row of C (see
-        /// [`Epilogue`]); only with one batch.
-        bias: Option<BufferId>,
-        /// Then relu; only with one batch.
-        relu: bool,
-        /// Instead, the descent step `param - scale * c` (see [`Epilogue`]): the
-        /// parameter's buffer and the f32 bits of the scale; only with one batch.
-        update: Option<(BufferId, u32)>,
-    },
+    /// A batched matmul of row-major matrices ([`MatmulOp`]).
+    Matmul(MatmulOp),
     /// A matmul over strided views of its operands ([`Contraction`]): a convolution as
     /// an implicit GEMM, the patch matrix never stored.
     Contraction(Contraction),
+}
+
+/// `c = op(a) * op(b)` for each of `batches` row-major f32 matrices stored one after
+/// the other (A is m×k, or k×m when `trans_a`; B is k×n, or n×k), then the epilogue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MatmulOp {
+    pub a: BufferId,
+    pub b: BufferId,
+    pub c: BufferId,
+    pub batches: usize,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub trans_a: bool,
+    pub trans_b: bool,
+    /// The epilogue's bias, n elements added to every row of C (see [`Epilogue`]);
+    /// only with one batch.
+    pub bias: Option<BufferId>,
+    /// Then relu; only with one batch.
+    pub relu: bool,
+    /// Instead, the descent step `param - scale * c` (see [`Epilogue`]): the
+    /// parameter's buffer and the f32 bits of the scale; only with one batch.
+    pub update: Option<(BufferId, u32)>,
+}
+
+impl MatmulOp {
+    /// Whether the op has an epilogue (bias, relu or a descent step).
+    pub fn has_epilogue(&self) -> bool {
+        self.bias.is_some() || self.relu || self.update.is_some()
+    }
+
+    /// The same product as a one-axis [`Contraction`] (without the epilogue): the
+    /// transposes become strides.
+    pub fn contraction(&self) -> Contraction {
+        let (m, n, k) = (self.m, self.n, self.k);
+        let axis = |extent: usize, strides: [usize; 2]| vec![ContractionAxis { extent, strides }];
+        Contraction {
+            a: self.a,
+            b: self.b,
+            c: self.c,
+            batches: self.batches,
+            batch_strides: [m * k, k * n, m * n],
+            m: axis(m, [if self.trans_a { 1 } else { k }, n]),
+            n: axis(n, [if self.trans_b { k } else { 1 }, 1]),
+            k: axis(
+                k,
+                [
+                    if self.trans_a { m } else { 1 },
+                    if self.trans_b { 1 } else { n },
+                ],
+            ),
+            taps: Vec::new(),
+        }
+    }
 }
 
 /// One axis of a [`Contraction`]: its extent and the stride (in elements) of one step
@@ -1221,9 +1256,44 @@ impl Program {
 
     /// A contraction's strides stay inside its buffers: a back end that runs it as a
     /// routine addresses the buffers through them, not through the loop nest.
+    /// The kernel's op stays inside its buffers: the schedule's routines and the GPU's
+    /// tiled kernel address through the op, not through the checked loop nest.
     fn check_op(&self, kernel: &Kernel) -> Result<(), String> {
-        let Some(KernelOp::Contraction(contraction)) = &kernel.op else {
-            return Ok(());
+        let len = |buffer: BufferId, role: &str| {
+            self.buffers
+                .get(buffer.0)
+                .map(Buffer::len)
+                .ok_or_else(|| format!("the {role} is {buffer}, which does not exist"))
+        };
+        let (contraction, what) = match &kernel.op {
+            None => return Ok(()),
+            Some(KernelOp::Contraction(contraction)) => (contraction.clone(), "contraction"),
+            Some(KernelOp::Matmul(matmul)) => {
+                if matmul.has_epilogue() && matmul.batches != 1 {
+                    return Err(format!(
+                        "the matmul's epilogue needs one batch, not {}",
+                        matmul.batches
+                    ));
+                }
+                let epilogue = [
+                    (matmul.bias, matmul.n, "bias"),
+                    (
+                        matmul.update.map(|(param, _)| param),
+                        matmul.m * matmul.n,
+                        "update's parameter",
+                    ),
+                ];
+                for (buffer, need, role) in epilogue {
+                    let Some(buffer) = buffer else { continue };
+                    let have = len(buffer, &format!("matmul's {role}"))?;
+                    if have != need {
+                        return Err(format!(
+                            "the matmul's {role} ({buffer}) has {have} elements, not {need}"
+                        ));
+                    }
+                }
+                (matmul.contraction(), "matmul")
+            }
         };
         if contraction.taps.len() > contraction.m.len()
             || contraction
@@ -1244,12 +1314,10 @@ impl Program {
             .zip(contraction.extents())
             .zip(["a", "b", "c"])
         {
-            let len = self.buffers.get(buffer.0).map(Buffer::len).ok_or_else(|| {
-                format!("the contraction's {role} is {buffer}, which does not exist")
-            })?;
+            let len = len(buffer, &format!("{what}'s {role}"))?;
             if reach > len {
                 return Err(format!(
-                    "the contraction reaches element {} of its {role} ({buffer}), which has {len}",
+                    "the {what} reaches element {} of its {role} ({buffer}), which has {len}",
                     reach - 1
                 ));
             }
@@ -1881,43 +1949,42 @@ pub(crate) fn is_kernel_name(name: &str) -> bool {
 impl fmt::Display for KernelOp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            KernelOp::Matmul {
-                a,
-                b,
-                c,
-                batches,
-                m,
-                n,
-                k,
-                trans_a,
-                trans_b,
-                bias,
-                relu,
-                update,
-            } => {
-                write!(
-                    f,
-                    "matmul.{}{} a={a} b={b} c={c} batches={batches} m={m} n={n} k={k}",
-                    if *trans_a { "t" } else { "n" },
-                    if *trans_b { "t" } else { "n" },
-                )?;
-                if let Some(bias) = bias {
-                    write!(f, " bias={bias}")?;
-                }
-                if *relu {
-                    write!(f, " relu")?;
-                }
-                if let Some((param, scale)) = update {
-                    write!(
-                        f,
-                        " update={param} scale={}",
-                        Scalar::F32(f32::from_bits(*scale))
-                    )?;
-                }
-                Ok(())
-            }
+            KernelOp::Matmul(matmul) => write!(f, "{matmul}"),
             KernelOp::Contraction(contraction) => write!(f, "{contraction}"),
         }
+    }
+}
+
+impl fmt::Display for MatmulOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let flag = |trans| if trans { "t" } else { "n" };
+        write!(
+            f,
+            "matmul.{}{} a={} b={} c={} batches={} m={} n={} k={}",
+            flag(self.trans_a),
+            flag(self.trans_b),
+            self.a,
+            self.b,
+            self.c,
+            self.batches,
+            self.m,
+            self.n,
+            self.k,
+        )?;
+        if let Some(bias) = self.bias {
+            write!(f, " bias={bias}")?;
+        }
+        if self.relu {
+            write!(f, " relu")?;
+        }
+        if let Some((param, scale)) = self.update {
+            write!(
+                f,
+                " update={param} scale={}",
+                Scalar::F32(f32::from_bits(scale))
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -2075,7 +2142,7 @@ mod tests {
         let mut program = add_program();
         program.name = "two words \"quoted\"".into();
         program.kernels[0].name = "add then mul".into();
-        program.kernels[0].op = Some(KernelOp::Matmul {
+        program.kernels[0].op = Some(KernelOp::Matmul(MatmulOp {
             a: BufferId(0),
             b: BufferId(1),
             c: BufferId(2),
@@ -2088,7 +2155,7 @@ mod tests {
             bias: None,
             relu: false,
             update: None,
-        });
+        }));
         let text = program.to_string();
         assert!(
             text.starts_with("program \"two words \\\"quoted\\\"\" {\n"),

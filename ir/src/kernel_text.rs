@@ -26,8 +26,8 @@
 
 use crate::kernel::{
     Buffer, BufferId, Contraction, ContractionAxis, Epilogue, Expr, Index, Indirect, Kernel,
-    KernelOp, LocalId, LoopKind, Matmul, MicroKernel, Output, Program, Routine, Scalar, Slice,
-    Split, Stmt, Storage, TapAxis, Update, VType, VarId,
+    KernelOp, LocalId, LoopKind, Matmul, MatmulOp, MicroKernel, Output, Program, Routine, Scalar,
+    Slice, Split, Stmt, Storage, TapAxis, Update, VType, VarId,
 };
 use crate::lex::{self, error_at, Syntax, Token};
 use crate::op::{BinaryOp, CmpOp, Distribution, UnaryOp};
@@ -317,7 +317,7 @@ impl Parser {
         } else {
             None
         };
-        Ok(KernelOp::Matmul {
+        Ok(KernelOp::Matmul(MatmulOp {
             a,
             b,
             c,
@@ -330,7 +330,7 @@ impl Parser {
             bias,
             relu,
             update,
-        })
+        }))
     }
 
     /// `a=b0 b=b1 c=b4 batches=N`, the start of every kernel op.

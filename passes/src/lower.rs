@@ -51,8 +51,8 @@
 
 use crate::expand::{padded, ConvForm};
 use kiln_ir::kernel::{
-    BufferId, Expr, Index, Indirect, Kernel, KernelOp, LocalId, LoopKind, Output, Program, Scalar,
-    Stmt, Storage, Update, VType, VarId,
+    BufferId, Expr, Index, Indirect, Kernel, KernelOp, LocalId, LoopKind, MatmulOp, Output,
+    Program, Scalar, Stmt, Storage, Update, VType, VarId,
 };
 use kiln_ir::op::matrix_dims;
 use kiln_ir::scalar;
@@ -1316,7 +1316,7 @@ impl Lowering<'_> {
         let mut kernel = kernel.finish(name, stmts);
         // A constant operand has no buffer; such a (rare) matmul stays a loop nest.
         if let (Value::Buffer(a), Value::Buffer(b)) = (a, b) {
-            kernel.op = Some(KernelOp::Matmul {
+            kernel.op = Some(KernelOp::Matmul(MatmulOp {
                 a,
                 b,
                 c: out,
@@ -1329,7 +1329,7 @@ impl Lowering<'_> {
                 bias: None,
                 relu: false,
                 update: None,
-            });
+            }));
         }
         self.program.kernels.push(kernel);
         out
@@ -1543,7 +1543,7 @@ mod tests {
         let program = lower(&g).unwrap();
         assert_eq!(
             program.kernels[1].op,
-            Some(KernelOp::Matmul {
+            Some(KernelOp::Matmul(MatmulOp {
                 a: BufferId(3),
                 b: BufferId(2),
                 c: BufferId(5),
@@ -1556,7 +1556,7 @@ mod tests {
                 bias: None,
                 relu: false,
                 update: None,
-            })
+            }))
         );
         assert!(text.contains(nn), "{text}");
         assert!(text.contains(tt), "{text}");

@@ -3,7 +3,7 @@
 //! for the kernels it leaves and, lowered, fused and fully scheduled, against the
 //! graph interpreter bit for bit (awkward values included).
 
-use kiln_ir::kernel::{KernelOp, Program};
+use kiln_ir::kernel::{KernelOp, MatmulOp, Program};
 use kiln_ir::random::{random_awkward_feeds, random_feeds};
 use kiln_ir::{
     evaluate, kernel_interp, scalar, BinaryOp, Feeds, Graph, NodeId, Precision, Rng, Target,
@@ -61,7 +61,7 @@ fn epilogues(program: &Program) -> Vec<(bool, bool)> {
         .kernels
         .iter()
         .filter_map(|kernel| match &kernel.op {
-            Some(KernelOp::Matmul { bias, relu, .. }) => Some((bias.is_some(), *relu)),
+            Some(KernelOp::Matmul(matmul)) => Some((matmul.bias.is_some(), matmul.relu)),
             _ => None,
         })
         .collect()
@@ -208,7 +208,7 @@ fn a_descent_step_after_a_gradient_matmul_becomes_its_epilogue() {
             let graph = descent_graph(batch, m, n, scale_first);
             let program = fused(&graph);
             assert_eq!(program.kernels.len(), 1, "{program}");
-            let Some(KernelOp::Matmul { update, .. }) = program.kernels[0].op else {
+            let Some(KernelOp::Matmul(MatmulOp { update, .. })) = program.kernels[0].op else {
                 panic!("{program}");
             };
             assert_eq!(update.map(|(_, scale)| f32::from_bits(scale)), Some(0.01));

@@ -61,42 +61,14 @@ pub struct MatmulShape {
 impl MatmulShape {
     pub fn of(op: &KernelOp) -> MatmulShape {
         match *op {
-            KernelOp::Matmul {
-                a,
-                b,
-                c,
-                batches,
-                m,
-                n,
-                k,
-                trans_a,
-                trans_b,
-                bias,
-                relu,
-                update,
-            } => {
-                let axis =
-                    |extent: usize, strides: [usize; 2]| vec![ContractionAxis { extent, strides }];
-                MatmulShape {
-                    contraction: Contraction {
-                        a,
-                        b,
-                        c,
-                        batches,
-                        batch_strides: [m * k, k * n, m * n],
-                        m: axis(m, [if trans_a { 1 } else { k }, n]),
-                        n: axis(n, [if trans_b { k } else { 1 }, 1]),
-                        k: axis(
-                            k,
-                            [if trans_a { m } else { 1 }, if trans_b { 1 } else { n }],
-                        ),
-                        taps: Vec::new(),
-                    },
-                    bias,
-                    relu,
-                    update: update.map(|(param, scale)| (param, f32::from_bits(scale))),
-                }
-            }
+            KernelOp::Matmul(matmul) => MatmulShape {
+                contraction: matmul.contraction(),
+                bias: matmul.bias,
+                relu: matmul.relu,
+                update: matmul
+                    .update
+                    .map(|(param, scale)| (param, f32::from_bits(scale))),
+            },
             KernelOp::Contraction(ref contraction) => MatmulShape {
                 contraction: contraction.clone(),
                 bias: None,

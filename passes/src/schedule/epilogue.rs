@@ -24,7 +24,7 @@
 //! the element being stored and the bias at its column.
 
 use kiln_ir::kernel::{
-    BufferId, Expr, Index, KernelOp, LoopKind, Program, Scalar, Stmt, Storage, VarId,
+    BufferId, Expr, Index, KernelOp, LoopKind, MatmulOp, Program, Scalar, Stmt, Storage, VarId,
 };
 use kiln_ir::{BinaryOp, DType, Target, UnaryOp};
 
@@ -53,22 +53,24 @@ struct Fusion {
 }
 
 fn find(program: &Program, position: usize, target: &Target) -> Option<Fusion> {
-    let Some(KernelOp::Matmul {
-        a,
-        b,
-        c,
-        batches: 1,
-        m,
-        n,
-        k,
-        bias: None,
-        relu: false,
-        update: None,
-        ..
-    }) = program.kernels[position].op
+    let Some(KernelOp::Matmul(
+        matmul @ MatmulOp {
+            a,
+            b,
+            c,
+            batches: 1,
+            m,
+            n,
+            k,
+            ..
+        },
+    )) = program.kernels[position].op
     else {
         return None;
     };
+    if matmul.has_epilogue() {
+        return None;
+    }
     let elements = m.checked_mul(n)?;
     // C must be a temporary that only one later kernel reads.
     let shown = program.outputs.iter().any(|output| output.buffer == c)
@@ -286,22 +288,14 @@ fn same(x: &Index, y: &Index) -> bool {
 /// the consumer.
 fn apply(program: &mut Program, position: usize, fusion: &Fusion) {
     let kernel = &mut program.kernels[position];
-    let Some(KernelOp::Matmul {
-        c,
-        n,
-        bias,
-        relu,
-        update,
-        ..
-    }) = &mut kernel.op
-    else {
+    let Some(KernelOp::Matmul(matmul)) = &mut kernel.op else {
         unreachable!("find only fuses into matmul kernels");
     };
-    let (old_c, n) = (*c, *n);
-    *c = fusion.out;
-    *bias = fusion.bias;
-    *relu = fusion.relu;
-    *update = fusion.update;
+    let (old_c, n) = (matmul.c, matmul.n);
+    matmul.c = fusion.out;
+    matmul.bias = fusion.bias;
+    matmul.relu = fusion.relu;
+    matmul.update = fusion.update;
     let loops = nest_of_matmul(&kernel.body);
     for stmt in &mut kernel.body {
         rewrite_store(stmt, old_c, &|index, value| {

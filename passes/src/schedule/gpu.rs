@@ -79,9 +79,7 @@ pub fn plan(program: &Program, target: &GpuTarget) -> GpuSchedule {
 
 fn launch(kernel: &Kernel, target: &GpuTarget) -> Launch {
     let work = match &kernel.op {
-        Some(KernelOp::Matmul {
-            batches, m, n, k, ..
-        }) => [*batches, *m, *n, *k],
+        Some(KernelOp::Matmul(mm)) => [mm.batches, mm.m, mm.n, mm.k],
         Some(KernelOp::Contraction(c)) => [c.batches, c.rows(), c.columns(), c.depth()],
         None => [0; 4],
     };

@@ -26,8 +26,8 @@
 //! ```
 
 use kiln_ir::kernel::{
-    BufferId, Epilogue, Index, Kernel, KernelOp, LoopKind, Matmul, MicroKernel, Program, Routine,
-    Slice, Split, Stmt, Storage, VarId,
+    BufferId, Epilogue, Index, Kernel, KernelOp, LoopKind, Matmul, MatmulOp, MicroKernel, Program,
+    Routine, Slice, Split, Stmt, Storage, VarId,
 };
 use kiln_ir::{Target, TensorType};
 
@@ -129,7 +129,7 @@ fn split(call: &Matmul, batches: usize, threads: usize, var: VarId) -> Option<(S
 
 /// The routine calls of a matmul kernel's `op`; `None` for other ops.
 fn schedule(program: &mut Program, op: &KernelOp, target: &Target) -> Option<Vec<Stmt>> {
-    let &KernelOp::Matmul {
+    let &KernelOp::Matmul(MatmulOp {
         a,
         b,
         c,
@@ -142,7 +142,7 @@ fn schedule(program: &mut Program, op: &KernelOp, target: &Target) -> Option<Vec
         bias,
         relu,
         update,
-    } = op
+    }) = op
     else {
         return None;
     };
