@@ -49,6 +49,7 @@
 use crate::op::{BinaryOp, CmpOp, Distribution, UnaryOp};
 use crate::text::quote;
 use crate::types::{DType, TensorType};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::{self, Write as _};
 use thiserror::Error;
@@ -1254,8 +1255,6 @@ impl Program {
         Ok(())
     }
 
-    /// A contraction's strides stay inside its buffers: a back end that runs it as a
-    /// routine addresses the buffers through them, not through the loop nest.
     /// The kernel's op stays inside its buffers: the schedule's routines and the GPU's
     /// tiled kernel address through the op, not through the checked loop nest.
     fn check_op(&self, kernel: &Kernel) -> Result<(), String> {
@@ -1267,7 +1266,7 @@ impl Program {
         };
         let (contraction, what) = match &kernel.op {
             None => return Ok(()),
-            Some(KernelOp::Contraction(contraction)) => (contraction.clone(), "contraction"),
+            Some(KernelOp::Contraction(contraction)) => (Cow::Borrowed(contraction), "contraction"),
             Some(KernelOp::Matmul(matmul)) => {
                 if matmul.has_epilogue() && matmul.batches != 1 {
                     return Err(format!(
@@ -1292,7 +1291,7 @@ impl Program {
                         ));
                     }
                 }
-                (matmul.contraction(), "matmul")
+                (Cow::Owned(matmul.contraction()), "matmul")
             }
         };
         if contraction.taps.len() > contraction.m.len()
